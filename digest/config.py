@@ -1,0 +1,250 @@
+"""Settings: the newsletter's identity from digest.toml, machine settings from .env/environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError, DigestError, raise_all
+
+CONFIG_NAME = "digest.toml"
+STATE_DIR = ".digest"
+
+_REQUIRED = ("name", "from", "disclaimer", "unsubscribe_url", "list_id")
+_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "recent_issues")
+_TOML_LINE = re.compile(r"at line (\d+)")
+
+
+@dataclass(frozen=True)
+class Newsletter:
+    """The newsletter's identity, as written in digest.toml."""
+
+    name: str
+    sender: str
+    disclaimer: str
+    unsubscribe_url: str
+    list_id: str
+    reply_to: str | None = None
+    base_url: str | None = None
+    unsubscribe_mailto: str | None = None
+    language: str = "en"
+    recent_issues: int = 5
+
+    @property
+    def sender_domain(self) -> str:
+        """Return the domain of the From address (for Message-IDs)."""
+        return parseaddr(self.sender)[1].rpartition("@")[2] or "localhost"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Machine settings and secrets from the environment and .env; never printed."""
+
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_security: str = "starttls"
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A newsletter project folder: digest.toml, issues/, templates/, local state."""
+
+    root: Path
+    newsletter: Newsletter
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / "issues"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    def settings(self, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read machine settings from .env, overridden by the environment."""
+        return load_settings(self.root / ".env", os.environ if environ is None else environ)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """Walk up from *start* to the first folder holding digest.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or any folder above it",
+        hint="run digest inside a newsletter project, pass --project DIR, or create one with 'digest init'",
+    )
+
+
+def load_project(project_dir: Path | None = None) -> Project:
+    """Find the project (or use *project_dir*) and read its digest.toml."""
+    if project_dir is not None:
+        root = Path(project_dir).resolve()
+        if not (root / CONFIG_NAME).is_file():
+            raise ConfigError(
+                f"no {CONFIG_NAME} here",
+                path=root,
+                hint="point --project at the folder that holds digest.toml",
+            )
+    else:
+        root = find_project_root()
+    return Project(root=root, newsletter=load_newsletter(root / CONFIG_NAME))
+
+
+def load_newsletter(path: Path) -> Newsletter:
+    """Read and validate digest.toml; report every problem at once."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("not UTF-8 text", path=path, hint="save the file as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path=path) from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = _TOML_LINE.search(str(e))
+        raise ConfigError(
+            f"invalid TOML: {str(e).split(' (at')[0]}",
+            path=path,
+            line=int(m.group(1)) if m else None,
+            hint="check the quoting and the [newsletter] table (https://toml.io)",
+        ) from e
+    table = data.get("newsletter")
+    if not isinstance(table, dict):
+        raise ConfigError(
+            "no [newsletter] table",
+            path=path,
+            hint="start the file with [newsletter] and set name, from, disclaimer, ...",
+        )
+    problems: list[DigestError] = []
+    for key in _REQUIRED:
+        value = table.get(key)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(
+                ConfigError(
+                    f"[newsletter] has no '{key}'",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint=f"add {key} = \"...\" under [newsletter]"
+                    + (" (every issue carries the editorial disclaimer)" if key == "disclaimer" else ""),
+                )
+            )
+    for key in table:
+        if key not in _REQUIRED and key not in _OPTIONAL:
+            problems.append(
+                ConfigError(
+                    f"unknown key '{key}' in [newsletter]",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint="known keys: " + ", ".join(_REQUIRED + _OPTIONAL),
+                )
+            )
+    sender = table.get("from")
+    if isinstance(sender, str) and "@" not in parseaddr(sender)[1]:
+        problems.append(
+            ConfigError(
+                f"'from' is not an email address: {sender!r}",
+                path=path,
+                line=_line_of(text, "from"),
+                hint='write it as "Name <address@example.org>"',
+            )
+        )
+    unsub = table.get("unsubscribe_url")
+    if isinstance(unsub, str) and not unsub.startswith(("https://", "http://")):
+        problems.append(
+            ConfigError(
+                "'unsubscribe_url' must be an http(s) URL",
+                path=path,
+                line=_line_of(text, "unsubscribe_url"),
+                hint="it may contain {email} and {token}, filled in per recipient",
+            )
+        )
+    recent = table.get("recent_issues", 5)
+    if not isinstance(recent, int) or recent < 0:
+        problems.append(
+            ConfigError("'recent_issues' must be a whole number", path=path,
+                        line=_line_of(text, "recent_issues"))
+        )
+    raise_all(problems)
+    return Newsletter(
+        name=table["name"].strip(),
+        sender=table["from"].strip(),
+        disclaimer=" ".join(table["disclaimer"].split()),
+        unsubscribe_url=unsub.strip(),
+        list_id=table["list_id"].strip().strip("<>"),
+        reply_to=table.get("reply_to"),
+        base_url=table.get("base_url"),
+        unsubscribe_mailto=table.get("unsubscribe_mailto"),
+        language=table.get("language", "en"),
+        recent_issues=recent,
+    )
+
+
+def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
+    """Merge .env (if any) under the environment and validate the SMTP settings."""
+    values: dict[str, str | None] = {}
+    if dotenv_path.is_file():
+        values.update(dotenv_values(dotenv_path))
+    values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
+    port_text = values.get("DIGEST_SMTP_PORT")
+    port: int | None = None
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError as e:
+            raise ConfigError(
+                f"DIGEST_SMTP_PORT is not a number: {port_text!r}",
+                path=dotenv_path if dotenv_path.is_file() else None,
+                hint="set DIGEST_SMTP_PORT=587 (STARTTLS), 465 (TLS) or 25",
+            ) from e
+    security = (values.get("DIGEST_SMTP_SECURITY") or "starttls").lower()
+    if security not in ("starttls", "tls", "none"):
+        raise ConfigError(
+            f"DIGEST_SMTP_SECURITY must be starttls, tls or none, not {security!r}",
+            path=dotenv_path if dotenv_path.is_file() else None,
+            hint="starttls is the default and right for port 587",
+        )
+    return Settings(
+        smtp_host=values.get("DIGEST_SMTP_HOST") or None,
+        smtp_port=port,
+        smtp_username=values.get("DIGEST_SMTP_USERNAME") or None,
+        smtp_password=values.get("DIGEST_SMTP_PASSWORD") or None,
+        smtp_security=security,
+        secret=values.get("DIGEST_SECRET") or None,
+    )
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Return the 1-based line where *key* is assigned, if any."""
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    if key:
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip() == "[newsletter]":
+                return number
+    return None

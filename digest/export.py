@@ -1,0 +1,88 @@
+"""Build an issue and write its HTML, text and .eml files atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Project
+from .errors import DigestError
+from .issue import Issue, load_issue
+from .message import MessageTemplate
+from .render import RenderedIssue, render_issue
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("html", "text", "eml")
+SUFFIX = {"html": ".html", "text": ".txt", "eml": ".eml"}
+
+
+@dataclass(frozen=True)
+class BuiltIssue:
+    """Everything an export or a preview shows: the issue, its parts and its message."""
+
+    issue: Issue
+    rendered: RenderedIssue
+    message: MessageTemplate
+    eml: bytes
+
+    def output(self, fmt: str) -> bytes:
+        """Return the bytes of one export format."""
+        if fmt == "html":
+            return self.rendered.html.encode("utf-8")
+        if fmt == "text":
+            return self.rendered.text.encode("utf-8")
+        if fmt == "eml":
+            return self.eml
+        raise ValueError(fmt)
+
+
+def build_issue(project: Project, ref: str | Path, *, date: str | None = None) -> BuiltIssue:
+    """Read, render, inline and wrap an issue in its (non-personalised) message."""
+    issue = load_issue(project, ref)
+    rendered = render_issue(project, issue, personal=False)
+    message = MessageTemplate(rendered, date=date)
+    return BuiltIssue(issue, rendered, message, message.personalise(None))
+
+
+def export_issue(
+    project: Project, ref: str | Path, out_dir: Path, formats: tuple[str, ...] = FORMATS
+) -> list[Path]:
+    """Build the issue, then write the chosen formats into *out_dir*; return the paths."""
+    built = build_issue(project, ref)
+    outputs = {out_dir / f"{built.issue.slug}{SUFFIX[f]}": built.output(f) for f in formats}
+    write_atomically(outputs)
+    return list(outputs)
+
+
+def write_atomically(outputs: dict[Path, bytes]) -> None:
+    """Write every file to a temporary name first, then move them all into place."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in outputs.items():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            except OSError as e:
+                raise DigestError(f"cannot write: {e.strerror}", path=path,
+                                  hint="choose another --out folder") from e
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())
+            staged.append((Path(tmp), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            log.info("wrote %s (%d bytes)", path, len(outputs[path]))
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

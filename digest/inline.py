@@ -1,0 +1,35 @@
+"""Inline the email's CSS into style attributes with premailer (no network)."""
+
+from __future__ import annotations
+
+import logging
+
+import cssutils
+from premailer import Premailer
+
+log = logging.getLogger(__name__)
+
+# cssutils prints its own warnings to stderr; send them to logging instead, once.
+_cssutils_log = logging.getLogger("CSSUTILS")
+for _handler in list(_cssutils_log.handlers):
+    _cssutils_log.removeHandler(_handler)
+cssutils.log.setLevel(logging.WARNING)
+
+
+def inline_css(html: str) -> str:
+    """Move the <style> rules into style attributes; keep @media rules in a <style> block.
+
+    ``strip_important=False`` keeps ``!important`` in the kept media queries (the
+    dark-mode and mobile rules need it to win over the inlined styles).
+    """
+    premailer = Premailer(
+        html,
+        strip_important=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        allow_network=False,
+        allow_loading_external_files=False,
+        method="html",
+    )
+    return premailer.transform(pretty_print=False)

@@ -1,0 +1,196 @@
+"""Collect and order an issue's stories; read the issue manifest (issue.toml)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Project
+from .errors import ContentError, DigestError, raise_all
+from .stories import STORY_SUFFIXES, Story, read_story
+
+MANIFEST = "issue.toml"
+_KNOWN = ("subject", "title", "date", "number", "preheader", "order")
+_TOML_LINE = re.compile(r"at line (\d+)")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A newsletter issue: its manifest and its stories in their final order."""
+
+    slug: str
+    path: Path
+    subject: str
+    title: str
+    date: dt.date | None
+    number: int | None
+    preheader: str
+    stories: tuple[Story, ...]
+    warnings: tuple[DigestError, ...] = field(default=(), compare=False)
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+
+def resolve_issue_dir(project: Project, ref: str | Path) -> Path:
+    """Turn ISSUE (a slug under issues/ or a folder path) into an existing folder."""
+    ref_path = Path(ref)
+    candidates = [project.issues_dir / ref_path] if len(ref_path.parts) == 1 else []
+    candidates.append(ref_path if ref_path.is_absolute() else Path.cwd() / ref_path)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    known = sorted(p.name for p in project.issues_dir.glob("*/") if p.is_dir())
+    raise ContentError(
+        f"no issue '{ref}'",
+        path=project.issues_dir,
+        hint=("known issues: " + ", ".join(known)) if known else "create one with 'digest new'",
+    )
+
+
+def story_files(issue_dir: Path) -> list[Path]:
+    """Return the story files of an issue folder, sorted by file name."""
+    return sorted(
+        (p for p in issue_dir.iterdir() if p.suffix in STORY_SUFFIXES and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def read_manifest(issue_dir: Path) -> tuple[dict, str]:
+    """Return the parsed issue.toml and its text."""
+    path = issue_dir / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ContentError(
+            f"no {MANIFEST}",
+            path=issue_dir,
+            hint="create the issue with 'digest new', or add issue.toml with subject = \"...\"",
+        ) from e
+    except UnicodeDecodeError as e:
+        raise ContentError("not UTF-8 text", path=path, hint="save the file as UTF-8") from e
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        m = _TOML_LINE.search(str(e))
+        raise ContentError(
+            f"invalid TOML: {str(e).split(' (at')[0]}",
+            path=path,
+            line=int(m.group(1)) if m else None,
+            hint="check the quoting; see the README for the issue.toml keys",
+        ) from e
+
+
+def load_issue(project: Project, ref: str | Path) -> Issue:
+    """Read an issue folder and its stories; raise every problem found, all at once."""
+    issue_dir = resolve_issue_dir(project, ref)
+    errors: list[DigestError] = []
+    warnings: list[DigestError] = []
+    manifest_path = issue_dir / MANIFEST
+    try:
+        meta, text = read_manifest(issue_dir)
+    except DigestError as e:
+        errors.append(e)
+        meta, text = {}, ""
+
+    def line_of(key: str) -> int | None:
+        for number, line in enumerate(text.splitlines(), 1):
+            if re.match(rf"\s*{key}\s*=", line):
+                return number
+        return None
+
+    for key in meta:
+        if key not in _KNOWN:
+            warnings.append(ContentError(f"unknown key '{key}' (ignored)", path=manifest_path,
+                                         line=line_of(key), hint="known keys: " + ", ".join(_KNOWN)))
+    subject = meta.get("subject") or meta.get("title")
+    if text and (not isinstance(subject, str) or not subject.strip()):
+        errors.append(ContentError("no 'subject'", path=manifest_path, line=1,
+                                   hint='add subject = "..." (the email\'s subject line)'))
+        subject = ""
+    title = meta.get("title") or subject or ""
+    date = meta.get("date")
+    if isinstance(date, str):
+        try:
+            date = dt.date.fromisoformat(date)
+        except ValueError:
+            errors.append(ContentError(f"'date' is not a date: {date!r}", path=manifest_path,
+                                       line=line_of("date"), hint="write date = 2021-12-31"))
+            date = None
+    elif isinstance(date, dt.datetime):
+        date = date.date()
+    elif date is not None and not isinstance(date, dt.date):
+        errors.append(ContentError("'date' is not a date", path=manifest_path,
+                                   line=line_of("date"), hint="write date = 2021-12-31"))
+        date = None
+    number = meta.get("number")
+    if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+        errors.append(ContentError("'number' must be a whole number", path=manifest_path,
+                                   line=line_of("number"), hint="write number = 12"))
+        number = None
+    preheader = meta.get("preheader", "")
+    if not isinstance(preheader, str):
+        errors.append(ContentError("'preheader' must be text", path=manifest_path,
+                                   line=line_of("preheader"), hint='write preheader = "..."'))
+        preheader = ""
+
+    stories: dict[str, Story] = {}
+    files = story_files(issue_dir)
+    for path in files:
+        try:
+            story, story_warnings = read_story(path)
+        except DigestError as e:
+            errors.extend(e.errors if hasattr(e, "errors") else [e])
+            stories.setdefault(path.stem, None)  # type: ignore[arg-type]
+            continue
+        warnings.extend(story_warnings)
+        if stories.get(story.slug) is not None:
+            other = stories[story.slug].path.name
+            errors.append(ContentError(
+                f"two stories have the slug '{story.slug}' ({other} and {path.name})",
+                path=path, hint="rename one of the files"))
+            continue
+        stories[story.slug] = story
+    if not files:
+        errors.append(ContentError(
+            "the issue has no stories", path=issue_dir,
+            hint="add story files (*.md) to the folder, for example with 'digest add'"))
+
+    order = meta.get("order", [])
+    if not isinstance(order, list) or not all(isinstance(s, str) for s in order):
+        errors.append(ContentError("'order' must be a list of story slugs", path=manifest_path,
+                                   line=line_of("order"), hint='write order = ["first-story", ...]'))
+        order = []
+    ordered: list[Story] = []
+    seen: set[str] = set()
+    for slug in order:
+        if slug in seen:
+            errors.append(ContentError(f"'order' names '{slug}' twice", path=manifest_path,
+                                       line=line_of("order"), hint="list each story once"))
+            continue
+        seen.add(slug)
+        if slug not in stories:
+            errors.append(ContentError(
+                f"'order' names a missing story '{slug}'", path=manifest_path,
+                line=line_of("order"),
+                hint=f"there is no {slug}.md in {issue_dir.name}/; fix the name or remove it from order"))
+            continue
+        if stories[slug] is not None:
+            ordered.append(stories[slug])
+    ordered.extend(s for slug, s in stories.items() if slug not in seen and s is not None)
+    raise_all(errors)
+    return Issue(
+        slug=issue_dir.name,
+        path=issue_dir,
+        subject=" ".join(subject.split()),
+        title=" ".join(str(title).split()),
+        date=date,
+        number=number,
+        preheader=" ".join(preheader.split()),
+        stories=tuple(ordered),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,95 @@
+"""Turn a story's Markdown into wrapped plain text for the text/plain part."""
+
+from __future__ import annotations
+
+import textwrap
+
+from .stories import markdown_tokens
+
+WIDTH = 76
+
+
+def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
+    """Wrap one paragraph, never breaking words or URLs."""
+    return textwrap.fill(
+        " ".join(text.split()),
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=" " * len(indent),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def markdown_to_text(source: str, lead: str = "", width: int = WIDTH) -> str:
+    """Render Markdown as plain text: paragraphs wrapped, links shown as URLs.
+
+    *lead* (a dateline) is put in front of the first paragraph.
+    """
+    blocks: list[str] = []
+    prefix: list[str] = []  # list markers of the current nesting
+    counters: list[int] = []
+    quotes = 0
+    pending_lead = lead
+    tokens = markdown_tokens(source)
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        kind = tok.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            counters.append(int(tok.attrGet("start") or 1) if kind == "ordered_list_open" else 0)
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            counters.pop()
+        elif kind == "list_item_open":
+            if counters and counters[-1]:
+                prefix.append(f"{counters[-1]}. ")
+                counters[-1] += 1
+            else:
+                prefix.append("- ")
+        elif kind == "list_item_close":
+            prefix.pop()
+        elif kind == "inline":
+            text = _inline_text(tok.children or [])
+            if pending_lead:
+                text = f"{pending_lead} {text}"
+                pending_lead = ""
+            block_kind = tokens[i - 1].type if i else ""
+            if block_kind == "heading_open":
+                blocks.append(wrap(text.upper(), width))
+            else:
+                indent = "".join(" " * len(p) for p in prefix[:-1]) + (prefix[-1] if prefix else "")
+                blocks.append(wrap(text, width, "> " * quotes + indent))
+        elif kind == "blockquote_open":
+            quotes += 1
+        elif kind == "blockquote_close":
+            quotes -= 1
+        elif kind in ("fence", "code_block"):
+            blocks.append(textwrap.indent(tok.content.rstrip("\n"), "    "))
+        elif kind == "hr":
+            blocks.append("-" * 20)
+        i += 1
+    if pending_lead:
+        blocks.insert(0, wrap(pending_lead, width))
+    return "\n\n".join(blocks)
+
+
+def _inline_text(children: list) -> str:
+    out: list[str] = []
+    href_stack: list[str | None] = []
+    for child in children:
+        kind = child.type
+        if kind in ("text", "code_inline"):
+            out.append(child.content)
+        elif kind in ("softbreak", "hardbreak"):
+            out.append(" ")
+        elif kind == "link_open":
+            href_stack.append(child.attrGet("href"))
+            out.append("")
+        elif kind == "link_close":
+            href = href_stack.pop() if href_stack else None
+            label_end = "".join(out).rstrip()
+            if href and not label_end.endswith(href):
+                out.append(f" <{href}>")
+        elif kind == "image":
+            out.append(f"[{child.content or child.attrGet('alt') or 'image'}]")
+    return "".join(out)

@@ -1,0 +1,252 @@
+"""Render an issue through the Jinja templates into an HTML part and a text part."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from html import escape
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import jinja2
+from markupsafe import Markup
+
+from .config import Newsletter, Project
+from .errors import DigestError, TemplateError, raise_all
+from .issue import Issue
+from .plaintext import markdown_to_text, wrap
+from .stories import Story
+
+log = logging.getLogger(__name__)
+
+HTML_TEMPLATE = "email.html"
+TEXT_TEMPLATE = "email.txt"
+# A merge field left in the rendered parts, filled in per recipient by message.py.
+TOKEN = "@@digest.{}@@"
+TOKEN_RE = re.compile(r"@@digest\.(\d+)@@")
+
+
+def default_templates_dir() -> Path:
+    """Return the packaged default templates (wheel) or the checkout's templates/."""
+    packaged = Path(__file__).parent / "_templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A per-recipient value: a CSV field (with a default) or 'unsubscribe_url'."""
+
+    field: str
+    default: str = ""
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """The issue's two parts, rendered and inlined once; slots are filled per recipient."""
+
+    issue: Issue
+    newsletter: Newsletter
+    subject: str
+    html: str
+    text: str
+    slots: tuple[Slot, ...]
+    unsubscribe_url: str
+    personal: bool
+
+
+class _Fields:
+    """The `recipient` of a template: each field read becomes a placeholder."""
+
+    def __init__(self, slots: list[Slot]) -> None:
+        self._slots = slots
+
+    def get(self, name: str, default: str = "") -> Markup:
+        slot = Slot(str(name), str(default))
+        if slot not in self._slots:
+            self._slots.append(slot)
+        return Markup(TOKEN.format(self._slots.index(slot)))
+
+    def __getattr__(self, name: str) -> Markup:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.get(name)
+
+    __getitem__ = get
+
+
+def lead(story: Story) -> str:
+    """Return the dateline that opens a story, as the seed writes it."""
+    if not story.dateline:
+        return ""
+    return f"{story.dateline}. /{story.source}/." if story.source else f"{story.dateline}."
+
+
+def _story_html(story: Story) -> Markup:
+    html = story.body_html
+    dateline = lead(story)
+    if dateline:
+        span = f'<span class="dateline">{escape(dateline)}</span> '
+        html = html.replace("<p>", "<p>" + span, 1) if html.startswith("<p>") else (
+            f"<p>{span}</p>\n{html}")
+    return Markup(html)
+
+
+def _story_text(story: Story) -> str:
+    return markdown_to_text(story.body, lead=lead(story))
+
+
+@lru_cache(maxsize=16)
+def make_environment(project_templates: Path | None) -> jinja2.Environment:
+    """Build the Jinja environment: project templates over the packaged defaults.
+
+    ``{% extends "!default/email.html" %}`` reaches the default a project file replaces.
+    """
+    defaults = jinja2.FileSystemLoader(str(default_templates_dir()))
+    loaders: list[jinja2.BaseLoader] = []
+    if project_templates is not None and project_templates.is_dir():
+        if project_templates.resolve() != default_templates_dir().resolve():
+            loaders.append(jinja2.FileSystemLoader(str(project_templates)))
+    loaders += [defaults, jinja2.PrefixLoader({"!default": defaults}, delimiter="/")]
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["story_html"] = _story_html
+    env.filters["story_text"] = _story_text
+    env.filters["wrap"] = wrap
+    env.filters["lead"] = lead
+    return env
+
+
+def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> RenderedIssue:
+    """Render and inline the issue once.
+
+    With *personal*, recipient fields and the unsubscribe link are left as
+    placeholders for message.py; without, the copy is the same for everybody.
+    """
+    from .inline import inline_css
+
+    newsletter = project.newsletter
+    env = make_environment(project.templates_dir)
+    slots: list[Slot] = []
+    if personal:
+        recipient: _Fields | None = _Fields(slots)
+        unsubscribe = Markup(TOKEN.format(_slot_index(slots, Slot("unsubscribe_url"))))
+    else:
+        recipient = None
+        unsubscribe = generic_unsubscribe_url(newsletter)
+    context = {
+        "newsletter": newsletter,
+        "issue": issue,
+        "stories": issue.stories,
+        "recipient": recipient,
+        "unsubscribe_url": unsubscribe,
+        "web_url": _web_url(newsletter, issue),
+    }
+    html_template, html = _render(env, HTML_TEMPLATE, context)
+    text_template, text = _render(env, TEXT_TEMPLATE, context)
+    html = inline_css(html)
+    _check_disclaimer(newsletter, html, text, html_template, text_template)
+    return RenderedIssue(
+        issue=issue,
+        newsletter=newsletter,
+        subject=issue.subject,
+        html=html,
+        text=text,
+        slots=tuple(slots),
+        unsubscribe_url=generic_unsubscribe_url(newsletter),
+        personal=personal,
+    )
+
+
+def generic_unsubscribe_url(newsletter: Newsletter) -> str:
+    """Return the unsubscribe URL of a copy that is not addressed to one person.
+
+    Query parameters that carry {email} or {token} are left out.
+    """
+    parts = urlsplit(newsletter.unsubscribe_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if "{email}" not in v and "{token}" not in v]
+    path = parts.path.replace("{email}", "").replace("{token}", "")
+    return urlunsplit(parts._replace(path=path, query=urlencode(query)))
+
+
+def _slot_index(slots: list[Slot], slot: Slot) -> int:
+    if slot not in slots:
+        slots.append(slot)
+    return slots.index(slot)
+
+
+def _web_url(newsletter: Newsletter, issue: Issue) -> str | None:
+    if not newsletter.base_url:
+        return None
+    return f"{newsletter.base_url.rstrip('/')}/{issue.slug}/"
+
+
+def _render(env: jinja2.Environment, name: str, context: dict) -> tuple[Path, str]:
+    try:
+        template = env.get_template(name)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(
+            f"template syntax error: {e.message}",
+            path=e.filename,
+            line=e.lineno,
+            hint="see https://jinja.palletsprojects.com/templates/",
+        ) from e
+    except jinja2.TemplateNotFound as e:
+        raise TemplateError(f"template not found: {e.name}",
+                            hint="check the name in {% extends %} or {% include %}") from e
+    try:
+        return Path(template.filename or name), template.render(context)
+    except jinja2.UndefinedError as e:
+        path, line = _template_frame(template.filename)
+        raise TemplateError(
+            f"template uses an undefined variable: {e.message}",
+            path=path,
+            line=line,
+            hint="check the spelling; the README lists what templates can use",
+        ) from e
+    except jinja2.TemplateError as e:
+        path, line = _template_frame(template.filename)
+        raise TemplateError(f"template error: {e}", path=path, line=line) from e
+
+
+def _template_frame(fallback: str | None) -> tuple[str | None, int | None]:
+    """Find the innermost template file and line in the current traceback."""
+    tb = sys.exc_info()[2]
+    found: tuple[str | None, int | None] = (fallback, None)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith((".html", ".txt")):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _check_disclaimer(
+    newsletter: Newsletter, html: str, text: str, html_template: Path, text_template: Path
+) -> None:
+    import lxml.html
+
+    disclaimer = _normalised(newsletter.disclaimer)
+    problems: list[DigestError] = []
+    html_text = _normalised(lxml.html.document_fromstring(html).text_content()) if html else ""
+    for template, content in ((html_template, html_text), (text_template, _normalised(text))):
+        if disclaimer not in content:
+            problems.append(TemplateError(
+                "the rendered email does not carry the editorial disclaimer",
+                path=template,
+                hint="keep {{ newsletter.disclaimer }} in the template (or extend the default "
+                     "template and keep its footer block)"))
+    raise_all(problems)

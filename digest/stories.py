@@ -1,0 +1,294 @@
+"""Read story files (YAML front matter + Markdown) into Story objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from markdown_it import MarkdownIt
+
+from .errors import ContentError, DigestError, raise_all
+
+log = logging.getLogger(__name__)
+
+STORY_SUFFIXES = (".md", ".markdown")
+KNOWN_KEYS = ("title", "source", "url", "dateline", "read_also", "section", "author", "date", "image")
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# CommonMark with raw HTML disabled: '<…>' or '<script>' in a story shows as text.
+_markdown = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
+
+
+@dataclass(frozen=True)
+class Link:
+    """A related link ("Read also"); the url is optional."""
+
+    title: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    src: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Story:
+    """One news story: its front matter and its Markdown body, rendered once."""
+
+    slug: str
+    path: Path
+    title: str
+    body: str
+    body_html: str
+    body_line: int
+    source: str | None = None
+    url: str | None = None
+    dateline: str | None = None
+    read_also: tuple[Link, ...] = ()
+    section: str | None = None
+    author: str | None = None
+    date: str | None = None
+    image: Image | None = None
+
+    @property
+    def host(self) -> str | None:
+        """Return the site name shown in "Continue reading at <host>"."""
+        return urlsplit(self.url).hostname if self.url else None
+
+    @property
+    def words(self) -> int:
+        return len(self.body.split())
+
+
+@dataclass(frozen=True)
+class _Cached:
+    stamp: tuple[int, int]
+    story: Story
+    warnings: tuple[DigestError, ...]
+
+
+_cache: dict[Path, _Cached] = {}
+
+
+def read_story(path: Path) -> tuple[Story, list[DigestError]]:
+    """Read one story file; return it with its warnings, or raise every error it has.
+
+    A file whose size and modification time did not change is not parsed again.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ContentError(f"cannot read story: {e.strerror}", path=path) from e
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _cache.get(path)
+    if cached is not None and cached.stamp == stamp:
+        return cached.story, list(cached.warnings)
+    story, warnings = _parse_story(path, path.read_bytes())
+    _cache[path] = _Cached(stamp, story, tuple(warnings))
+    return story, warnings
+
+
+def parse_story_text(path: Path, text: str) -> tuple[Story, list[DigestError]]:
+    """Parse a story from text (for files not yet written, such as imports)."""
+    return _parse_story(path, text.encode("utf-8"))
+
+
+def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ContentError(
+            "not UTF-8 text", path=path, line=line, hint="save the story as UTF-8"
+        ) from e
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    front, body, body_line = _split_front_matter(path, text)
+    try:
+        meta = yaml.load(front, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ContentError(
+            f"malformed YAML front matter: {problem}",
+            path=path,
+            line=mark.line + 2 if mark else 2,
+            hint="front matter is 'key: value' lines; quote values that contain ': ' or start with '[' or '{'",
+        ) from e
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise ContentError(
+            "front matter is not a mapping of keys to values",
+            path=path,
+            line=2,
+            hint="write front matter as 'key: value' lines, for example 'title: ...'",
+        )
+    return _build_story(path, text, front, meta, body, body_line)
+
+
+def _split_front_matter(path: Path, text: str) -> tuple[str, str, int]:
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise ContentError(
+            "no front matter",
+            path=path,
+            line=1,
+            hint="start the file with a '---' line, then 'title: ...', then another '---' line",
+        )
+    for index in range(1, len(lines)):
+        if lines[index].strip() in ("---", "..."):
+            front = "\n".join(lines[1:index])
+            body = "\n".join(lines[index + 1 :])
+            return front, body, index + 2
+    raise ContentError(
+        "front matter is not closed",
+        path=path,
+        line=1,
+        hint="end the front matter with a line holding only '---'",
+    )
+
+
+def _key_lines(front: str) -> dict[str, int]:
+    """Return the file line of each top-level front-matter key (computed on demand)."""
+    try:
+        node = yaml.compose(front, Loader=_Loader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 2 for k, _ in node.value if isinstance(k.value, str)}
+
+
+def _build_story(
+    path: Path, text: str, front: str, meta: dict[Any, Any], body: str, body_line: int
+) -> tuple[Story, list[DigestError]]:
+    errors: list[DigestError] = []
+    warnings: list[DigestError] = []
+    lines: dict[str, int] | None = None
+
+    def where(key: str) -> int:
+        nonlocal lines
+        if lines is None:
+            lines = _key_lines(front)
+        return lines.get(key, 2)
+
+    def error(key: str, message: str, hint: str) -> None:
+        errors.append(ContentError(message, path=path, line=where(key), hint=hint))
+
+    def text_field(key: str) -> str | None:
+        value = meta.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            error(key, f"'{key}' must be text", f"write '{key}: some text'")
+            return None
+        value = str(value).strip()
+        return value or None
+
+    title = text_field("title")
+    if title is None and "title" not in meta:
+        errors.append(
+            ContentError(
+                "front matter has no 'title'",
+                path=path,
+                line=1,
+                hint="add 'title: ...' to the front matter",
+            )
+        )
+    elif title is None:
+        error("title", "'title' is empty", "write the story's headline after 'title:'")
+
+    url = text_field("url")
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        error("url", f"'url' is not an http(s) link: {url!r}", "write the article's full address")
+        url = None
+
+    date_value = meta.get("date")
+    date: str | None
+    if isinstance(date_value, (dt.date, dt.datetime)):
+        date = date_value.isoformat()
+    else:
+        date = text_field("date")
+
+    read_also: list[Link] = []
+    raw_links = meta.get("read_also")
+    if raw_links is not None:
+        if isinstance(raw_links, (str, dict)):
+            raw_links = [raw_links]
+        if not isinstance(raw_links, list):
+            error("read_also", "'read_also' must be a list", "write '- title: ...' items, url optional")
+        else:
+            for item in raw_links:
+                if isinstance(item, str) and item.strip():
+                    read_also.append(Link(item.strip()))
+                elif isinstance(item, dict) and isinstance(item.get("title"), str):
+                    link_url = item.get("url")
+                    if link_url is not None and (
+                        not isinstance(link_url, str)
+                        or urlsplit(link_url).scheme not in ("http", "https")
+                    ):
+                        error("read_also", f"read_also url is not an http(s) link: {link_url!r}",
+                              "write the full address, or leave the url out")
+                        link_url = None
+                    read_also.append(Link(item["title"].strip(), link_url))
+                else:
+                    error("read_also", "each 'read_also' item needs a 'title'",
+                          "write '- title: ...' (and optionally '  url: https://...')")
+
+    image: Image | None = None
+    raw_image = meta.get("image")
+    if raw_image is not None:
+        if not isinstance(raw_image, dict) or not isinstance(raw_image.get("src"), str):
+            error("image", "'image' needs 'src'", "write 'image: {src: ..., alt: ...}'")
+        elif not isinstance(raw_image.get("alt"), str) or not raw_image["alt"].strip():
+            error("image", "'image' has no 'alt' text",
+                  "describe the picture in 'alt:' for readers who cannot see it")
+        else:
+            image = Image(raw_image["src"].strip(), raw_image["alt"].strip())
+
+    for key in meta:
+        if key not in KNOWN_KEYS:
+            warnings.append(
+                ContentError(
+                    f"unknown front matter key '{key}' (ignored)",
+                    path=path,
+                    line=where(str(key)),
+                    hint="known keys: " + ", ".join(KNOWN_KEYS),
+                )
+            )
+
+    source = text_field("source")
+    dateline = text_field("dateline")
+    section = text_field("section")
+    author = text_field("author")
+    raise_all(errors)
+    story = Story(
+        slug=path.stem,
+        path=path,
+        title=title or "",
+        body=body.strip("\n"),
+        body_html=_markdown.render(body),
+        body_line=body_line,
+        source=source,
+        url=url,
+        dateline=dateline,
+        read_also=tuple(read_also),
+        section=section,
+        author=author,
+        date=date,
+        image=image,
+    )
+    return story, warnings
+
+
+def markdown_tokens(source: str) -> list:
+    """Return the markdown-it token stream of *source* (for the plain-text part)."""
+    return _markdown.parse(source)

@@ -32,4 +32,5 @@ def inline_css(html: str) -> str:
         allow_loading_external_files=False,
         method="html",
     )
-    return premailer.transform(pretty_print=False)
+    html = premailer.transform(pretty_print=False)
+    return html if html.endswith("\n") else html + "\n"

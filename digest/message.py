@@ -56,9 +56,14 @@ def _header(name: str, value: str) -> bytes:
 
 
 def _address_header(name: str, display: str, address: str) -> bytes:
-    return f"{name}: {formataddr((clean_value(display), address), charset='utf-8')}".encode(
-        "ascii"
-    ) + CRLF
+    display = clean_value(display)
+    if display and (not display.isascii() or "=?" in display):
+        # Encode it ourselves; a name that looks like an encoded word is encoded too.
+        encoded = Header(display, "utf-8", header_name=name).encode(linesep="\r\n")
+        value = f"{encoded} <{address}>"
+    else:
+        value = formataddr((display, address))
+    return f"{name}: {value}".encode("ascii") + CRLF
 
 
 def unsubscribe_token(secret: str, list_id: str, email: str) -> str:

@@ -98,17 +98,30 @@ def _story_text(story: Story) -> str:
     return markdown_to_text(story.body, lead=lead(story))
 
 
-@lru_cache(maxsize=16)
 def make_environment(project_templates: Path | None) -> jinja2.Environment:
-    """Build the Jinja environment: project templates over the packaged defaults.
+    """Return the Jinja environment: project templates over the packaged defaults.
 
     ``{% extends "!default/email.html" %}`` reaches the default a project file replaces.
+    The environment is reused until a project template is added, removed or changed.
     """
+    return _environment(project_templates, _fingerprint(project_templates))
+
+
+def _fingerprint(folder: Path | None) -> tuple:
+    if folder is None or not folder.is_dir():
+        return ()
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
+
+
+@lru_cache(maxsize=8)
+def _environment(project_templates: Path | None, fingerprint: tuple) -> jinja2.Environment:
     defaults = jinja2.FileSystemLoader(str(default_templates_dir()))
     loaders: list[jinja2.BaseLoader] = []
-    if project_templates is not None and project_templates.is_dir():
-        if project_templates.resolve() != default_templates_dir().resolve():
-            loaders.append(jinja2.FileSystemLoader(str(project_templates)))
+    # The project folder may not exist yet: FileSystemLoader looks on every load.
+    if project_templates is not None and project_templates.resolve() != (
+        default_templates_dir().resolve()
+    ):
+        loaders.append(jinja2.FileSystemLoader(str(project_templates)))
     loaders += [defaults, jinja2.PrefixLoader({"!default": defaults}, delimiter="/")]
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),

@@ -1,0 +1,57 @@
+"""Fixtures: scratch newsletter projects written into tmp_path."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXAMPLE = "2021-12-31"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of this repository's example newsletter (digest.toml + issues/), as cwd."""
+    root = tmp_path / "news"
+    root.mkdir()
+    shutil.copy(REPO / "digest.toml", root / "digest.toml")
+    shutil.copytree(REPO / "issues", root / "issues")
+    monkeypatch.chdir(root)
+    for key in [k for k in __import__("os").environ if k.startswith("DIGEST_")]:
+        monkeypatch.delenv(key)
+    return root
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write(path: Path, text: str) -> Path:
+    """Write dedented text (creating folders)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def story(path: Path, title: str = "A story", body: str = "Some text.", **meta: str) -> Path:
+    """Write a minimal story file."""
+    lines = ["---", f"title: {title}"] + [f"{k}: {v}" for k, v in meta.items()] + ["---", body, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def small_issue(project: Path) -> Path:
+    """A second issue with two plain stories."""
+    folder = project / "issues" / "small"
+    write(folder / "issue.toml", 'subject = "Small issue"\n')
+    story(folder / "a-first.md", "First story", url="https://example.com/1", source="Example")
+    story(folder / "b-second.md", "Second story")
+    return folder

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest import __version__
+from digest.cli import cli
+
+from .conftest import EXAMPLE, write
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"digest, version {__version__}\n"
+
+
+def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
+    for name, command in cli.commands.items():
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Example" in result.output, f"'digest {name} --help' shows no example"
+        assert "digest " + name in result.output
+
+
+def test_export_writes_three_files(project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "out"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        f"wrote out/{EXAMPLE}.html\nwrote out/{EXAMPLE}.txt\nwrote out/{EXAMPLE}.eml\n")
+
+
+def test_export_one_format_to_stdout(project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["export", EXAMPLE, "--format", "eml", "--out", "-"])
+    assert result.exit_code == 0
+    msg = email.message_from_bytes(result.stdout_bytes, policy=email.policy.default)
+    assert msg["Subject"] == "Putin and Biden talk again: what was said"
+
+
+def test_export_all_to_stdout_is_refused(project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "-"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: --out - writes one format to standard output\n"
+        "  hint: add --format html, text or eml\n")
+
+
+def test_missing_title_error_text(project: Path, runner: CliRunner) -> None:
+    write(project / "issues" / EXAMPLE / "zz.md", "---\nsource: X\n---\nBody\n")
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "out"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: issues/{EXAMPLE}/zz.md:1: front matter has no 'title'\n"
+        "  hint: add 'title: ...' to the front matter\n")
+    assert not (project / "out").exists()
+
+
+def test_all_problems_in_one_run(project: Path, runner: CliRunner) -> None:
+    folder = project / "issues" / EXAMPLE
+    write(folder / "zz-a.md", "---\nsource: X\n---\nBody\n")
+    write(folder / "zz-b.md", "---\ntitle: [oops\n---\nBody\n")
+    result = runner.invoke(cli, ["export", EXAMPLE])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("Error:")] == [
+        f"Error: issues/{EXAMPLE}/zz-a.md:1: front matter has no 'title'",
+        f"Error: issues/{EXAMPLE}/zz-b.md:3: malformed YAML front matter: "
+        "did not find expected ',' or ']'",
+    ]
+    assert lines[-1] == "2 problems found; nothing was written."
+    assert "Traceback" not in result.output
+
+
+def test_unknown_key_warns_but_exports(project: Path, runner: CliRunner) -> None:
+    path = project / "issues" / EXAMPLE / "five-key-takeaways-from-latest-putin-biden-call.md"
+    path.write_text(path.read_text().replace("source: RT", "source: RT\nsoruce: typo"))
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "out"])
+    assert result.exit_code == 0
+    assert result.stderr.startswith(
+        f"Warning: issues/{EXAMPLE}/five-key-takeaways-from-latest-putin-biden-call.md:4: "
+        "unknown front matter key 'soruce' (ignored)\n")
+
+
+def test_no_project(tmp_path: Path, runner: CliRunner, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["export", EXAMPLE])
+    assert result.exit_code == 1
+    assert re.fullmatch(
+        r"Error: no digest.toml in .* or any folder above it\n"
+        r"  hint: run digest inside a newsletter project, pass --project DIR, .*\n",
+        result.stderr)
+
+
+def test_project_option(project: Path, runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(cli, ["--project", str(project), "export", EXAMPLE, "--out", "o"])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "o" / f"{EXAMPLE}.html").exists()
+
+
+def test_invalid_digest_toml(project: Path, runner: CliRunner) -> None:
+    (project / "digest.toml").write_text("[newsletter\n")
+    result = runner.invoke(cli, ["export", EXAMPLE])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: digest.toml:1: invalid TOML")
+
+
+def test_template_dropping_disclaimer(project: Path, runner: CliRunner) -> None:
+    write(project / "templates" / "email.txt", "{{ issue.subject }}\n")
+    result = runner.invoke(cli, ["export", EXAMPLE])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: templates/email.txt: the rendered email does not carry the editorial disclaimer\n"
+        "  hint: keep {{ newsletter.disclaimer }} in the template (or extend the default "
+        "template and keep its footer block)\n")
+
+
+def test_verbose_shows_the_traceback(project: Path, runner: CliRunner) -> None:
+    write(project / "issues" / EXAMPLE / "zz.md", "---\nsource: X\n---\n")
+    result = runner.invoke(cli, ["--verbose", "export", EXAMPLE])
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["export", "nope"]])
+def test_missing_issue(project: Path, runner: CliRunner, args) -> None:
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr == "Error: issues: no issue 'nope'\n  hint: known issues: 2021-12-31\n"

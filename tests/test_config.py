@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.config import find_project_root, load_newsletter, load_project, load_settings
+from digest.errors import ConfigError, DigestErrors
+
+from .conftest import write
+
+
+def test_example_newsletter_loads(project: Path) -> None:
+    newsletter = load_project().newsletter
+    assert newsletter.name == "The World Digest"
+    assert newsletter.disclaimer.startswith("We remind our readers that publication")
+    assert "readers in forming" in newsletter.disclaimer  # whitespace folded
+    assert newsletter.sender_domain == "worlddigest.example.org"
+
+
+def test_project_is_found_walking_up(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project / "issues" / "2021-12-31")
+    assert find_project_root() == project
+
+
+def test_no_project_says_how_to_point_at_one(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_project()
+    assert "no digest.toml" in e.value.message
+    assert "--project" in e.value.hint
+
+
+def test_missing_disclaimer_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "digest.toml", """
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://example.org/u"
+        list_id = "n.example.org"
+    """)
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert e.value.message == "[newsletter] has no 'disclaimer'"
+    assert e.value.path == path
+    assert "disclaimer" in e.value.hint
+
+
+def test_every_problem_of_digest_toml_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path / "digest.toml", """
+        [newsletter]
+        name = "N"
+        from = "not an address"
+        unsubscribe_url = "ftp://x"
+        list_id = "n.example.org"
+        disclamer = "typo"
+    """)
+    with pytest.raises(DigestErrors) as e:
+        load_newsletter(path)
+    messages = [err.message for err in e.value.errors]
+    assert "[newsletter] has no 'disclaimer'" in messages
+    assert "unknown key 'disclamer' in [newsletter]" in messages
+    assert "'from' is not an email address: 'not an address'" in messages
+    assert "'unsubscribe_url' must be an http(s) URL" in messages
+    assert {err.line for err in e.value.errors if "disclamer" in err.message} == {6}
+
+
+def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "digest.toml", '[newsletter]\nname = "N\n')
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert e.value.message.startswith("invalid TOML")
+    assert e.value.line == 2
+
+
+def test_settings_come_from_dotenv_and_environment(tmp_path: Path) -> None:
+    dotenv = write(tmp_path / ".env", """
+        DIGEST_SMTP_HOST=mail.example.org
+        DIGEST_SMTP_PORT=587
+        DIGEST_SMTP_PASSWORD=hunter2
+    """)
+    settings = load_settings(dotenv, {"DIGEST_SMTP_PORT": "2525"})
+    assert settings.smtp_host == "mail.example.org"
+    assert settings.smtp_port == 2525  # the environment wins over .env
+    assert settings.smtp_security == "starttls"
+    assert "hunter2" not in repr(settings)
+
+
+def test_bad_security_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / ".env", {"DIGEST_SMTP_SECURITY": "ssl3"})
+    assert "starttls, tls or none" in e.value.message

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_project
+from digest.errors import DigestError
+from digest.export import export_issue
+
+from .conftest import EXAMPLE, write
+from .golden import assert_golden, normalise_eml
+
+
+def test_export_matches_golden_files(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    paths = export_issue(load_project(), EXAMPLE, out)
+    assert sorted(p.name for p in paths) == [f"{EXAMPLE}.eml", f"{EXAMPLE}.html", f"{EXAMPLE}.txt"]
+    assert_golden(f"{EXAMPLE}.html", (out / f"{EXAMPLE}.html").read_bytes())
+    assert_golden(f"{EXAMPLE}.txt", (out / f"{EXAMPLE}.txt").read_bytes())
+    assert_golden(f"{EXAMPLE}.eml", normalise_eml((out / f"{EXAMPLE}.eml").read_bytes()))
+
+
+def test_export_is_byte_identical_across_runs(project: Path, tmp_path: Path) -> None:
+    export_issue(load_project(), EXAMPLE, tmp_path / "a")
+    export_issue(load_project(), EXAMPLE, tmp_path / "b")
+    for suffix in (".html", ".txt"):
+        assert (tmp_path / "a" / f"{EXAMPLE}{suffix}").read_bytes() == (
+            tmp_path / "b" / f"{EXAMPLE}{suffix}").read_bytes()
+
+
+def test_eml_parses_into_two_parts_with_the_disclaimer(project: Path, tmp_path: Path) -> None:
+    export_issue(load_project(), EXAMPLE, tmp_path / "o", ("eml",))
+    raw = (tmp_path / "o" / f"{EXAMPLE}.eml").read_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    for header in ("From", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id",
+                   "List-Unsubscribe"):
+        assert msg[header], header
+    assert "=?" not in msg["List-Unsubscribe"]
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "We remind our readers that publication of articles" in " ".join(text.split())
+    assert "We remind our readers that publication of articles" in html
+    assert "<…>" in text and "&lt;…&gt;" in html
+
+
+def test_failed_build_writes_nothing(project: Path, tmp_path: Path) -> None:
+    write(project / "issues" / EXAMPLE / "zz-broken.md", "---\ntitle: [\n---\n")
+    with pytest.raises(DigestError):
+        export_issue(load_project(), EXAMPLE, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_outputs_survive_a_failed_build(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    export_issue(load_project(), EXAMPLE, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    write(project / "templates" / "email.txt", "{{ nope }}\n")
+    with pytest.raises(DigestError):
+        export_issue(load_project(), EXAMPLE, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_project
+from digest.errors import ContentError, DigestErrors
+from digest.issue import load_issue
+
+from .conftest import EXAMPLE, story, write
+
+
+def test_example_issue_order(project: Path) -> None:
+    issue = load_issue(load_project(), EXAMPLE)
+    assert [s.title for s in issue.stories] == [
+        "Kremlin praises Putin-Biden talks as constructive – aide",
+        "Putin said new sanctions could cause complete severance of Russian-US ties – Kremlin aide",
+        "Statement by Press Secretary Jen Psaki on President Biden’s Phone Call with "
+        "President Vladimir Putin of Russia",
+        "Five key takeaways from latest Putin-Biden call",
+    ]
+    assert issue.stories[2].read_also[0].title == (
+        "Europol Says EU Faces Second Migrant Wave as Coronavirus Crisis Takes Hold")
+    assert issue.stories[2].url is None
+
+
+def test_order_first_then_file_names(project: Path, small_issue: Path) -> None:
+    story(small_issue / "c-third.md", "Third")
+    write(small_issue / "issue.toml", 'subject = "S"\norder = ["c-third"]\n')
+    issue = load_issue(load_project(), "small")
+    assert [s.slug for s in issue.stories] == ["c-third", "a-first", "b-second"]
+
+
+def test_issue_by_path(project: Path, small_issue: Path) -> None:
+    assert load_issue(load_project(), "issues/small").slug == "small"
+
+
+def test_missing_issue(project: Path) -> None:
+    with pytest.raises(ContentError) as e:
+        load_issue(load_project(), "nope")
+    assert e.value.message == "no issue 'nope'"
+    assert "2021-12-31" in e.value.hint
+
+
+def test_empty_issue_folder(project: Path) -> None:
+    folder = project / "issues" / "empty"
+    write(folder / "issue.toml", 'subject = "S"\n')
+    with pytest.raises(ContentError) as e:
+        load_issue(load_project(), "empty")
+    assert e.value.message == "the issue has no stories"
+
+
+def test_order_naming_a_missing_story(project: Path, small_issue: Path) -> None:
+    write(small_issue / "issue.toml", 'subject = "S"\n\norder = ["a-first", "ghost"]\n')
+    with pytest.raises(ContentError) as e:
+        load_issue(load_project(), "small")
+    assert (e.value.message, e.value.line) == ("'order' names a missing story 'ghost'", 3)
+
+
+def test_two_stories_with_the_same_slug(project: Path, small_issue: Path) -> None:
+    story(small_issue / "a-first.markdown", "Again")
+    with pytest.raises(ContentError) as e:
+        load_issue(load_project(), "small")
+    assert e.value.message == "two stories have the slug 'a-first' (a-first.markdown and a-first.md)"
+
+
+def test_every_problem_is_reported_in_one_run(project: Path, small_issue: Path) -> None:
+    write(small_issue / "issue.toml", 'subject = "S"\norder = ["ghost"]\n')
+    write(small_issue / "c.md", "---\nsource: X\n---\n")
+    (small_issue / "d.md").write_bytes(b"---\ntitle: \xff\n---\n")
+    with pytest.raises(DigestErrors) as e:
+        load_issue(load_project(), "small")
+    found = sorted((err.path.name, err.message) for err in e.value.errors)
+    assert found == [
+        ("c.md", "front matter has no 'title'"),
+        ("d.md", "not UTF-8 text"),
+        ("issue.toml", "'order' names a missing story 'ghost'"),
+    ]
+
+
+def test_missing_manifest(project: Path) -> None:
+    story(project / "issues" / "bare" / "a.md")
+    with pytest.raises(ContentError) as e:
+        load_issue(load_project(), "bare")
+    assert e.value.message == "no issue.toml"

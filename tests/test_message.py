@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from html import escape
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_project
+from digest.issue import load_issue
+from digest.message import MessageTemplate, Recipient, clean_value, verify_unsubscribe_token
+from digest.render import TOKEN_RE, render_issue
+
+from .conftest import EXAMPLE, write
+
+NAMES = [
+    "Ada Lovelace",
+    "Zoë Ørsted-Łukasiewicz",
+    "A = B <c@d> & \"quotes\" 'too'",
+    "Evil\r\nBcc: victim@example.com",
+    "=?utf-8?q?encoded?= =3D=3D",
+    "",
+    "Ж" * 120,
+]
+
+
+@pytest.fixture
+def greeting_project(project: Path) -> Path:
+    write(project / "templates" / "email.html", """
+        {% extends "!default/email.html" %}
+        {% block header %}<tr><td class="masthead">Dear {{ recipient.get("name", "reader") }},
+        your plan: {{ recipient.plan }}</td></tr>{% endblock %}
+    """)
+    write(project / "templates" / "email.txt", """
+        {% extends "!default/email.txt" %}
+        {% block header %}Dear {{ recipient.get("name", "reader") }} ({{ recipient.plan }}),
+        {% endblock %}
+    """)
+    return project
+
+
+def _template(secret: str = "k") -> MessageTemplate:
+    project = load_project()
+    return MessageTemplate(render_issue(project, load_issue(project, EXAMPLE), personal=True),
+                           secret=secret)
+
+
+def _reference(template: MessageTemplate, recipient: Recipient) -> EmailMessage:
+    """Build the same message the slow way: one EmailMessage per recipient."""
+    rendered = template.rendered
+    unsub = template.unsubscribe_url(recipient.email)
+
+    def value(index: int) -> str:
+        slot = template.slots[index]
+        if slot.field == "unsubscribe_url":
+            return unsub
+        if slot.field == "email":
+            return recipient.email
+        return clean_value(recipient.fields.get(slot.field)) or slot.default
+
+    msg = EmailMessage()
+    msg["Subject"] = template.subject
+    msg.set_content(TOKEN_RE.sub(lambda m: value(int(m.group(1))), rendered.text))
+    msg.add_alternative(
+        TOKEN_RE.sub(lambda m: escape(value(int(m.group(1)))), rendered.html), subtype="html")
+    # As sent: the SMTP policy (CRLF line ends), like our messages.
+    wire = msg.as_bytes(policy=email.policy.SMTP)
+    return email.message_from_bytes(wire, policy=email.policy.default)
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_substitution_equals_a_per_recipient_email_message(greeting_project, name) -> None:
+    template = _template()
+    recipient = Recipient("reader+tag@example.com", {"name": name, "plan": "a=b&c<d"})
+    raw = template.personalise(recipient)
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    ours = email.message_from_bytes(raw, policy=email.policy.default)
+    ref = _reference(template, recipient)
+    for kind in ("plain", "html"):
+        # Line ends aside (the reference picks base64 for some values, which keeps LF).
+        assert _lf(ours.get_body((kind,)).get_content()) == _lf(ref.get_body((kind,)).get_content())
+    text = ours.get_body(("plain",)).get_content()
+    expected_name = clean_value(name) or "reader"
+    assert f"Dear {expected_name} (a=b&c<d)," in text
+    assert f"Dear {escape(expected_name)}," in ours.get_body(("html",)).get_content()
+    # No header injection: the CR/LF in a name never starts a header.
+    assert ours["Bcc"] is None
+    assert ours["To"].addresses[0].addr_spec == "reader+tag@example.com"
+    # Python's parser puts a space between adjacent encoded words, which RFC 2047
+    # (section 6.2) says to drop; compare without white space for the long name.
+    shown = ours["To"].addresses[0].display_name
+    assert shown.replace(" ", "") == clean_value(name).replace(" ", "")
+
+
+def test_headers_of_a_personal_message(project: Path) -> None:
+    template = _template(secret="s3cret")
+    raw = template.personalise(Recipient("Ann@Example.com", {"name": "Ann"}))
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    unsub = msg["List-Unsubscribe"]
+    assert "=?" not in unsub
+    https, mailto = [u.strip(" <>") for u in unsub.split(",")]
+    assert https.startswith("https://worlddigest.example.org/unsubscribe?email=Ann@Example.com&token=")
+    assert mailto == "mailto:unsubscribe@worlddigest.example.org?subject=unsubscribe"
+    token = https.rsplit("=", 1)[1]
+    assert verify_unsubscribe_token("s3cret", "world-digest.worlddigest.example.org",
+                                    "ann@example.com", token)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["List-Id"] == "The World Digest <world-digest.worlddigest.example.org>"
+    assert https in msg.get_body(("plain",)).get_content()
+    assert https.replace("&", "&amp;") in msg.get_body(("html",)).get_content()
+
+
+def test_message_id_is_stable_per_issue_and_recipient(project: Path) -> None:
+    a, b = _template(), _template()
+    assert a.message_id("x@example.com") == b.message_id("X@example.com")
+    assert a.message_id("x@example.com") != a.message_id("y@example.com")
+
+
+def test_long_list_unsubscribe_is_folded_between_uris_only(project: Path) -> None:
+    template = _template()
+    raw = template.personalise(Recipient("a" * 60 + "@" + "b" * 60 + ".example.com"))
+    header = raw.split(b"List-Unsubscribe: ", 1)[1].split(b"\r\nList-Unsubscribe-Post")[0]
+    lines = header.split(b"\r\n")
+    assert len(lines) == 2 and lines[1].startswith(b" <mailto:")
+    assert b"=?" not in header
+
+
+def test_non_ascii_subject_is_encoded(project: Path) -> None:
+    issue_toml = project / "issues" / EXAMPLE / "issue.toml"
+    issue_toml.write_text(issue_toml.read_text().replace(
+        'subject = "Putin and Biden talk again: what was said"',
+        'subject = "Путин и Байден — a long subject that needs folding at some point, surely"'),
+        encoding="utf-8")
+    raw = _template().personalise(None)
+    assert b"Subject: =?utf-8?" in raw
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Subject"].startswith("Путин и Байден — a long subject")

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import lxml.html
+import pytest
+
+from digest.config import load_project
+from digest.errors import TemplateError
+from digest.issue import load_issue
+from digest.render import render_issue
+
+from .conftest import EXAMPLE, write
+
+
+def _render(personal: bool = False):
+    project = load_project()
+    return render_issue(project, load_issue(project, EXAMPLE), personal=personal)
+
+
+def test_html_is_inlined_and_keeps_media_queries(project: Path) -> None:
+    html = _render().html
+    doc = lxml.html.document_fromstring(html)
+    assert doc.get("lang") == "en"
+    assert not doc.xpath("//link[@rel='stylesheet']")
+    styles = doc.xpath("//style")
+    assert len(styles) == 1
+    css = styles[0].text
+    assert "@media only screen and (max-width: 620px)" in css
+    assert "@media (prefers-color-scheme: dark)" in css
+    assert "!important" in css  # premailer's strip_important would make them lose
+    # Every element a plain rule styles carries its style inline.
+    for cls in ("container", "story", "story-title", "continue", "read-also", "footer",
+                "disclaimer", "preheader", "dateline"):
+        elements = doc.find_class(cls)
+        assert elements, cls
+        assert all(el.get("style") for el in elements), cls
+    for table in doc.xpath("//table"):
+        assert table.get("role") == "presentation"
+    assert doc.find_class("container")[0].get("width") == "600"
+
+
+def test_html_reads_like_the_seed(project: Path) -> None:
+    doc = lxml.html.document_fromstring(_render().html)
+    titles = [h.text_content() for h in doc.find_class("story-title")]
+    assert titles[0] == "Kremlin praises Putin-Biden talks as constructive – aide"
+    assert len(titles) == 4
+    text = " ".join(doc.text_content().split())
+    assert "I would say that <…> these talks were quite constructive,” Ushakov said." in text
+    assert "MOSCOW, December 31. /TASS/. The Kremlin is satisfied" in text
+    continues = [(a.text_content(), a.get("href")) for p in doc.find_class("continue")
+                 for a in p.iter("a")]
+    assert [c[0] for c in continues] == ["tass.com", "tass.com", "www.rt.com"]
+    read_also = doc.find_class("read-also")[0].text_content()
+    assert "Europol Says EU Faces Second Migrant Wave" in read_also
+    assert "We remind our readers that publication of articles" in text
+    assert doc.find_class("preheader")[0].text_content().startswith("The Kremlin calls")
+
+
+def test_text_part_is_wrapped_and_shows_links(project: Path) -> None:
+    text = _render().text
+    for line in text.splitlines():
+        assert len(line) <= 76 or re.search(r"https?://\S+$", line), line
+    assert "Continue reading at tass.com: https://tass.com/politics/1382579" in text
+    assert "Read also:\nEurope" in text.replace("Europol", "Europe", 1)
+    assert "<…>" in text
+    assert "We remind our readers that publication of articles on our site does not mean" in text
+
+
+def test_rendering_is_reproducible(project: Path) -> None:
+    a, b = _render(), _render()
+    assert (a.html, a.text) == (b.html, b.text)
+
+
+def test_override_that_drops_the_disclaimer_fails_naming_it(project: Path) -> None:
+    template = write(project / "templates" / "email.html", """
+        {% extends "!default/email.html" %}
+        {% block footer %}<tr><td>Bye</td></tr>{% endblock %}
+    """)
+    with pytest.raises(TemplateError) as e:
+        _render()
+    assert e.value.message == "the rendered email does not carry the editorial disclaimer"
+    assert e.value.path == template
+
+
+def test_override_can_extend_the_default(project: Path) -> None:
+    write(project / "templates" / "email.html", """
+        {% extends "!default/email.html" %}
+        {% block header %}<tr><td class="masthead">Custom masthead</td></tr>{% endblock %}
+    """)
+    html = _render().html
+    assert "Custom masthead" in html
+    assert "We remind our readers" in html
+
+
+def test_undefined_variable_names_template_and_line(project: Path) -> None:
+    template = write(project / "templates" / "email.txt", """
+        {{ newsletter.disclaimer }}
+        {{ issue.subjcet }}
+    """)
+    with pytest.raises(TemplateError) as e:
+        _render()
+    assert e.value.message.startswith("template uses an undefined variable")
+    assert "subjcet" in e.value.message
+    assert (e.value.path, e.value.line) == (template, 2)
+
+
+def test_template_syntax_error(project: Path) -> None:
+    template = write(project / "templates" / "email.txt", "{% if %}\n")
+    with pytest.raises(TemplateError) as e:
+        _render()
+    assert (e.value.path, e.value.line) == (template, 1)
+
+
+def test_personal_render_leaves_placeholders(project: Path) -> None:
+    rendered = _render(personal=True)
+    assert [s.field for s in rendered.slots] == ["unsubscribe_url", "email"]
+    assert "@@digest.0@@" in rendered.html and "@@digest.1@@" in rendered.text

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.errors import ContentError, DigestErrors
+from digest.stories import read_story
+
+from .conftest import REPO, write
+
+
+def test_example_story_reads() -> None:
+    story, warnings = read_story(
+        REPO / "issues/2021-12-31/kremlin-praises-putin-biden-talks-as-constructive-aide.md"
+    )
+    assert warnings == []
+    assert story.title == "Kremlin praises Putin-Biden talks as constructive – aide"
+    assert story.source == "TASS"
+    assert story.dateline == "MOSCOW, December 31"
+    assert story.host == "tass.com"
+    # The seed's literal '<…>' is text, not a tag.
+    assert "I would say that &lt;…&gt; these talks" in story.body_html
+
+
+def test_raw_html_in_the_body_is_escaped(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", """
+        ---
+        title: T
+        ---
+        Hello <script>alert(1)</script> and <b>bold</b>.
+    """)
+    story, _ = read_story(path)
+    assert "<script>" not in story.body_html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in story.body_html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in story.body_html
+
+
+def test_missing_title(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", "---\nsource: TASS\n---\nBody\n")
+    with pytest.raises(ContentError) as e:
+        read_story(path)
+    assert (e.value.message, e.value.line) == ("front matter has no 'title'", 1)
+    assert e.value.hint == "add 'title: ...' to the front matter"
+
+
+def test_malformed_yaml_reports_the_file_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", "---\ntitle: ok\nsource: [unclosed\n---\nBody\n")
+    with pytest.raises(ContentError) as e:
+        read_story(path)
+    assert e.value.message.startswith("malformed YAML front matter")
+    assert e.value.line in (3, 4)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "s.md"
+    path.write_bytes("---\ntitle: caf\u00e9\n---\n".encode("latin-1"))
+    with pytest.raises(ContentError) as e:
+        read_story(path)
+    assert (e.value.message, e.value.line) == ("not UTF-8 text", 2)
+
+
+def test_no_front_matter(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", "Just text\n")
+    with pytest.raises(ContentError) as e:
+        read_story(path)
+    assert e.value.message == "no front matter"
+
+
+def test_unknown_key_is_a_warning_naming_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", "---\ntitle: T\nsoruce: TASS\n---\nBody\n")
+    story, warnings = read_story(path)
+    assert story.title == "T"
+    assert [(w.message, w.path, w.line) for w in warnings] == [
+        ("unknown front matter key 'soruce' (ignored)", path, 3)
+    ]
+
+
+def test_all_problems_of_a_story_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", """
+        ---
+        url: not-a-link
+        image:
+          src: a.png
+        ---
+        Body
+    """)
+    with pytest.raises(DigestErrors) as e:
+        read_story(path)
+    assert sorted(err.message for err in e.value.errors) == [
+        "'image' has no 'alt' text",
+        "'url' is not an http(s) link: 'not-a-link'",
+        "front matter has no 'title'",
+    ]
+
+
+def test_read_also_and_image(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", """
+        ---
+        title: T
+        read_also:
+          - title: Other
+            url: https://example.com/other
+          - title: No link
+        image: {src: "https://example.com/a.png", alt: "A map"}
+        ---
+        Body
+    """)
+    story, _ = read_story(path)
+    assert [(link.title, link.url) for link in story.read_also] == [
+        ("Other", "https://example.com/other"), ("No link", None)]
+    assert story.image is not None and story.image.alt == "A map"
+
+
+def test_unchanged_files_are_not_parsed_again(tmp_path: Path, monkeypatch) -> None:
+    import digest.stories as stories
+
+    path = write(tmp_path / "s.md", "---\ntitle: T\n---\nBody\n")
+    first, _ = read_story(path)
+    calls = []
+    monkeypatch.setattr(stories, "_parse_story", lambda *a: calls.append(a))
+    assert read_story(path)[0] is first
+    assert calls == []

@@ -21,7 +21,7 @@ def test_version(runner: CliRunner) -> None:
 
 
 def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
-    for name, command in cli.commands.items():
+    for name in cli.commands:
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, name
         assert "Example" in result.output, f"'digest {name} --help' shows no example"

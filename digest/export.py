@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_atomically
 from .config import Project
-from .errors import DigestError
 from .issue import Issue, load_issue
 from .message import MessageTemplate
 from .render import RenderedIssue, render_issue
@@ -56,33 +54,3 @@ def export_issue(
     outputs = {out_dir / f"{built.issue.slug}{SUFFIX[f]}": built.output(f) for f in formats}
     write_atomically(outputs)
     return list(outputs)
-
-
-def write_atomically(outputs: dict[Path, bytes]) -> None:
-    """Write every file to a temporary name first, then move them all into place."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, data in outputs.items():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            except OSError as e:
-                raise DigestError(f"cannot write: {e.strerror}", path=path,
-                                  hint="choose another --out folder") from e
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o666 & ~_umask())
-            staged.append((Path(tmp), path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-            log.info("wrote %s (%d bytes)", path, len(outputs[path]))
-    finally:
-        for tmp, _ in staged:
-            if tmp.exists():
-                tmp.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 from .stories import markdown_tokens
 
 WIDTH = 76
+# Fold ASCII white space only: a no-break space stays where the editor put it.
+_SPACES = re.compile(r"[ \t\n\r\f\v]+")
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
     """Wrap one paragraph, never breaking words or URLs."""
     return textwrap.fill(
-        " ".join(text.split()),
+        _SPACES.sub(" ", text).strip(),
         width=width,
         initial_indent=indent,
         subsequent_indent=" " * len(indent),

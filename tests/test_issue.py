@@ -16,8 +16,9 @@ def test_example_issue_order(project: Path) -> None:
     assert [s.title for s in issue.stories] == [
         "Kremlin praises Putin-Biden talks as constructive – aide",
         "Putin said new sanctions could cause complete severance of Russian-US ties – Kremlin aide",
-        "Statement by Press Secretary Jen Psaki on President Biden’s Phone Call with "
-        "President Vladimir Putin of Russia",
+        # As in the seed, with its no-break spaces.
+        "Statement by Press Secretary Jen\xa0Psaki on President\xa0Biden’s Phone Call with "
+        "President Vladimir Putin of\xa0Russia",
         "Five key takeaways from latest Putin-Biden call",
     ]
     assert issue.stories[2].read_also[0].title == (

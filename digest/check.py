@@ -1,0 +1,269 @@
+"""Check an issue before it goes out: every error the build finds, plus editorial warnings."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import lxml.html
+
+from .config import Project
+from .errors import DigestError, DigestErrors
+from .issue import MANIFEST, Issue, load_issue, read_manifest
+from .message import MessageTemplate, Recipient
+from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
+from .stories import Story, markdown_tokens, read_story
+
+GMAIL_CLIP_BYTES = 102 * 1024
+STYLE_BLOCK_BYTES = 16 * 1024
+SUBJECT_CHARS = 78
+MARKER = re.compile(r"\b(TK|TODO|XXX)\b")
+_SAMPLE = Recipient("reader@example.org", {"name": "Sample Reader"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: where, how bad, what, and what to do."""
+
+    severity: str  # "error" or "warning"
+    message: str
+    path: str | None = None
+    line: int | None = None
+    hint: str | None = None
+
+    def format(self) -> str:
+        where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "")
+        return f"{where}: {self.severity}: {self.message}" if where else (
+            f"{self.severity}: {self.message}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: tuple[Finding, ...]
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == "error" for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.severity == "warning" for f in self.findings)
+
+    def summary(self) -> str:
+        e, w = self.errors, self.warnings
+        return f"{e} error{'s' * (e != 1)}, {w} warning{'s' * (w != 1)}"
+
+
+class _Collector:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.findings: list[Finding] = []
+
+    def add(self, severity: str, message: str, path: Path | None = None,
+            line: int | None = None, hint: str | None = None) -> None:
+        self.findings.append(Finding(severity, message, self._shown(path), line, hint))
+
+    def error_from(self, error: DigestError, severity: str = "error") -> None:
+        for e in error.errors if isinstance(error, DigestErrors) else [error]:
+            self.add(severity, e.message, e.path, e.line, e.hint)
+
+    def _shown(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return str(Path(path).resolve().relative_to(self.base.resolve()))
+        except ValueError:
+            return str(path)
+
+
+def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> Report:
+    """Validate an issue without sending anything; return all findings."""
+    out = _Collector(base or Path.cwd())
+    try:
+        issue = load_issue(project, ref)
+    except DigestError as e:
+        out.error_from(e)
+        return Report(tuple(out.findings))
+    for warning in issue.warnings:
+        out.error_from(warning, "warning")
+    try:
+        rendered = render_issue(project, issue, personal=True)
+    except DigestError as e:
+        out.error_from(e)
+        rendered = None
+    _check_manifest(out, issue)
+    _check_stories(out, project, issue)
+    if rendered is not None:
+        message = MessageTemplate(rendered, secret="check")
+        _check_message(out, project, issue, message)
+    return Report(tuple(out.findings))
+
+
+def _check_manifest(out: _Collector, issue: Issue) -> None:
+    manifest = issue.manifest
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+
+    def line_of(key: str) -> int | None:
+        return next((n for n, t in enumerate(lines, 1) if re.match(rf"\s*{key}\s*=", t)), None)
+
+    if len(issue.subject) > SUBJECT_CHARS:
+        out.add("warning", f"the subject is {len(issue.subject)} characters (over {SUBJECT_CHARS})",
+                manifest, line_of("subject"), "inboxes cut long subjects; shorten it")
+    if not issue.preheader:
+        out.add("warning", "the preheader is empty", manifest, line_of("preheader"),
+                'add preheader = "..." (the preview line inboxes show after the subject)')
+    for number, text in enumerate(lines, 1):
+        if MARKER.search(text):
+            out.add("warning", f"leftover {MARKER.search(text).group(1)} marker", manifest, number,
+                    "finish or remove the placeholder")
+
+
+def _front_line(story: Story, key: str) -> int | None:
+    for number, text in enumerate(story.path.read_text(encoding="utf-8").splitlines(), 1):
+        if number >= story.body_line:
+            return None
+        if text.startswith(f"{key}:"):
+            return number
+    return None
+
+
+def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
+    seen_urls: dict[str, Story] = {}
+    seen_titles: dict[str, Story] = {}
+    earlier = _earlier_urls(project, issue)
+    for story in issue.stories:
+        text_lines = story.path.read_text(encoding="utf-8").splitlines()
+        for number, text in enumerate(text_lines, 1):
+            m = MARKER.search(text)
+            if m:
+                out.add("warning", f"leftover {m.group(1)} marker", story.path, number,
+                        "finish or remove the placeholder")
+        if story.url:
+            if story.url in seen_urls:
+                out.add("warning", f"the same url as {seen_urls[story.url].path.name}",
+                        story.path, _front_line(story, "url"), "is this story in twice?")
+            seen_urls.setdefault(story.url, story)
+            if story.url in earlier:
+                out.add("warning", f"this url already went out in issue {earlier[story.url]}",
+                        story.path, _front_line(story, "url"), "readers have seen this story")
+            if not story.source:
+                out.add("warning", "the story has a url but no source", story.path,
+                        _front_line(story, "url"), "add 'source: <publisher>' to credit it")
+        key = story.title.casefold()
+        if key in seen_titles:
+            out.add("warning", f"the same title as {seen_titles[key].path.name}", story.path,
+                    _front_line(story, "title"), "is this story in twice?")
+        seen_titles.setdefault(key, story)
+        _check_body_links(out, story)
+
+
+def _check_body_links(out: _Collector, story: Story) -> None:
+    for token in markdown_tokens(story.body):
+        for child in token.children or []:
+            line = story.body_line + token.map[0] if token.map else story.body_line
+            if child.type == "link_open":
+                problem = _link_problem(child.attrGet("href") or "")
+                if problem:
+                    out.add("warning", problem, story.path, line, "use a full https:// link")
+            elif child.type == "image" and not (child.content or "").strip():
+                out.add("warning", "an image has no alt text", story.path, line,
+                        "write ![what the picture shows](src)")
+
+
+def _link_problem(href: str) -> str | None:
+    href = href.strip()
+    scheme = urlsplit(href).scheme.lower()
+    if not href or href == "#":
+        return "an empty link"
+    if scheme == "javascript":
+        return f"a javascript: link ({href[:40]})"
+    if not scheme:
+        return f"a relative link ({href[:60]}) does not work in an email"
+    return None
+
+
+def _check_message(out: _Collector, project: Project, issue: Issue,
+                   message: MessageTemplate) -> None:
+    env = make_environment(project.templates_dir)
+    html_template = Path(env.get_template(HTML_TEMPLATE).filename)
+    text_template = Path(env.get_template(TEXT_TEMPLATE).filename)
+    raw = message.personalise(_SAMPLE)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    html_part = msg.get_body(("html",))
+    html = html_part.get_content()
+    text = msg.get_body(("plain",)).get_content()
+    unsubscribe = message.unsubscribe_url(_SAMPLE.email)
+    if unsubscribe not in text:
+        out.add("error", "the text part has no unsubscribe link", text_template, None,
+                "keep {{ unsubscribe_url }} in the template's footer")
+    if unsubscribe.replace("&", "&amp;") not in html:
+        out.add("error", "the HTML part has no unsubscribe link", html_template, None,
+                "keep <a href=\"{{ unsubscribe_url }}\"> in the template's footer")
+    size = len(html_part.get_payload())
+    if size > GMAIL_CLIP_BYTES:
+        out.add("warning", f"the HTML part is {size / 1024:.0f} KB as sent; Gmail clips messages "
+                f"over 102 KB", issue.path, None, "cut stories or shorten the template")
+    doc = lxml.html.document_fromstring(html)
+    for style in doc.iter("style"):
+        length = len((style.text or "").encode())
+        if length > STYLE_BLOCK_BYTES:
+            out.add("warning", f"a <style> block of {length / 1024:.0f} KB (over 16 KB; Gmail "
+                    "drops it)", html_template, None, "trim the media queries")
+    story_srcs = {s.image.src for s in issue.stories if s.image}
+    for img in doc.iter("img"):
+        if not (img.get("alt") or "").strip() and img.get("src") not in story_srcs:
+            out.add("warning", "an image has no alt text", html_template, None,
+                    "give every <img> an alt attribute")
+    body_hrefs = {child.attrGet("href") for s in issue.stories for t in markdown_tokens(s.body)
+                  for child in (t.children or []) if child.type == "link_open"}
+    for a in doc.iter("a"):
+        href = a.get("href")
+        if href is None or href in body_hrefs or href.startswith("mailto:"):
+            continue
+        problem = _link_problem(href)
+        if problem:
+            out.add("warning", problem, html_template, None, "use a full https:// link")
+
+
+def _earlier_urls(project: Project, issue: Issue) -> dict[str, str]:
+    """Return url -> issue slug for the stories of the last few issues before this one."""
+    limit = project.newsletter.recent_issues
+    if not limit or not project.issues_dir.is_dir():
+        return {}
+    key = (issue.date.isoformat() if issue.date else "", issue.slug)
+    others = []
+    for folder in project.issues_dir.iterdir():
+        if not folder.is_dir() or folder.resolve() == issue.path.resolve():
+            continue
+        if not (folder / MANIFEST).is_file():
+            continue
+        try:
+            date = _manifest_date(folder)
+        except Exception:  # an unreadable neighbour is its own check's business
+            continue
+        if (date, folder.name) < key:
+            others.append(((date, folder.name), folder))
+    urls: dict[str, str] = {}
+    for _, folder in sorted(others)[-limit:]:
+        for path in sorted(folder.glob("*.md")):
+            try:
+                story, _ = read_story(path)
+            except DigestError:
+                continue
+            if story.url:
+                urls[story.url] = folder.name
+    return urls
+
+
+def _manifest_date(folder: Path) -> str:
+    meta, _ = read_manifest(folder)
+    date = meta.get("date")
+    return date.isoformat() if hasattr(date, "isoformat") else str(date or "")
+

@@ -1,0 +1,263 @@
+"""Compose from the command line: new projects, new issues, adding, moving, removing stories.
+
+issue.toml is edited with tomlkit, so its comments and layout survive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import tomlkit
+import yaml
+from slugify import slugify
+
+from .atomic import write_atomically
+from .config import CONFIG_NAME, Project
+from .errors import ContentError, DigestError
+from .issue import MANIFEST, read_manifest, resolve_issue_dir, story_files
+
+log = logging.getLogger(__name__)
+
+SLUG_LENGTH = 60
+
+DIGEST_TOML = '''\
+# The newsletter's identity. Machine settings and secrets (SMTP server,
+# password, signing key) go in .env or the environment: see .env.example.
+[newsletter]
+# Shown in the masthead and the List-Id header.
+name = "{name}"
+# The From address of every message.
+from = "{name} <newsletter@example.org>"
+# Where replies go (optional).
+reply_to = "editors@example.org"
+# Your web site; adds a "Read on the web" link to <base_url>/<issue>/ (optional).
+base_url = "https://example.org"
+# Identifies the list to mail clients (List-Id header).
+list_id = "newsletter.example.org"
+# The unsubscribe page. {{email}} and {{token}} are filled in per recipient;
+# the token is an HMAC of the address signed with DIGEST_SECRET.
+unsubscribe_url = "https://example.org/unsubscribe?email={{email}}&token={{token}}"
+# An address that unsubscribes by mail (optional, in List-Unsubscribe).
+unsubscribe_mailto = "unsubscribe@example.org"
+# The language of the email (<html lang>).
+language = "en"
+# How many earlier issues 'digest check' searches for links that already went out.
+recent_issues = 5
+# The editorial disclaimer, printed in the footer of every email.
+disclaimer = """
+Publication of an article in this newsletter does not mean that we agree with
+what is written.
+"""
+'''
+
+ENV_EXAMPLE = """\
+# Copy to .env and fill in. .env is never committed; the environment wins over it.
+# SMTP server that sends the newsletter.
+DIGEST_SMTP_HOST=smtp.example.org
+# 587 for STARTTLS, 465 for TLS, 25 for none.
+DIGEST_SMTP_PORT=587
+# Login for the SMTP server (leave empty for none).
+DIGEST_SMTP_USERNAME=
+# Password for the SMTP server. Never printed or logged.
+DIGEST_SMTP_PASSWORD=
+# starttls (default), tls, or none (none only to a server on this machine).
+DIGEST_SMTP_SECURITY=starttls
+# Secret key that signs unsubscribe links (any long random string).
+DIGEST_SECRET=
+"""
+
+GITIGNORE = """\
+# digest: build output and local state (send journal, suppression list)
+/build/
+/.digest/
+.env
+"""
+
+
+def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
+    """Create a newsletter project in *folder*; refuse if any of its files exists."""
+    files = {
+        folder / CONFIG_NAME: DIGEST_TOML.format(name=name.replace('"', "'")),
+        folder / ".env.example": ENV_EXAMPLE,
+        folder / ".gitignore": GITIGNORE,
+    }
+    existing = [p for p in files if p.exists()]
+    if existing:
+        raise ContentError(
+            f"already exists: {', '.join(p.name for p in existing)}",
+            path=folder,
+            hint="digest init never overwrites files; choose an empty folder",
+        )
+    write_atomically({p: text.encode() for p, text in files.items()})
+    (folder / "issues").mkdir(exist_ok=True)
+    return [*files, folder / "issues"]
+
+
+def new_issue(
+    project: Project,
+    slug: str | None = None,
+    title: str | None = None,
+    date: dt.date | None = None,
+) -> Path:
+    """Create issues/<slug>/issue.toml; the slug defaults to the date (today)."""
+    date = date or dt.date.today()
+    slug = slug or date.isoformat()
+    if slug != slugify(slug, lowercase=False, regex_pattern=r"[^-a-zA-Z0-9_.]+"):
+        raise ContentError(f"not a usable issue name: {slug!r}", path=project.issues_dir,
+                           hint="use letters, digits, '-', '_' and '.', e.g. 2021-12-31")
+    folder = project.issues_dir / slug
+    if folder.exists():
+        raise ContentError("the issue already exists", path=folder,
+                           hint="choose another name, or add stories with 'digest add'")
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("The issue's subject line, date and preheader (the inbox preview)."))
+    doc["subject"] = title or f"{project.newsletter.name}, {date.strftime('%-d %B %Y')}"
+    doc["date"] = date
+    doc["preheader"] = ""
+    doc.add(tomlkit.comment("The stories in the order they appear (others follow by file name)."))
+    doc["order"] = _order_array([])
+    write_atomically({folder / MANIFEST: tomlkit.dumps(doc).encode()})
+    return folder
+
+
+def story_document(title: str, body: str, **meta: object) -> str:
+    """Return a story file: YAML front matter, then the Markdown body."""
+    fields = {"title": title, **{k: v for k, v in meta.items() if v}}
+    front = yaml.safe_dump(fields, allow_unicode=True, sort_keys=False, width=1000)
+    return f"---\n{front}---\n{body.strip()}\n"
+
+
+def unique_slug(title: str, taken: set[str]) -> str:
+    """Make a story slug from a title (transliterated, at most 60 characters), unique."""
+    base = slugify(title, max_length=SLUG_LENGTH, word_boundary=True) or "story"
+    slug, n = base, 2
+    while slug in taken:
+        slug = f"{base}-{n}"
+        n += 1
+    return slug
+
+
+def current_order(issue_dir: Path) -> list[str]:
+    """Return the slugs of an issue in their final order (without reading the stories)."""
+    meta, _ = read_manifest(issue_dir)
+    slugs = [p.stem for p in story_files(issue_dir)]
+    listed = [s for s in meta.get("order", []) if isinstance(s, str) and s in slugs]
+    return listed + [s for s in slugs if s not in listed]
+
+
+def place(order: list[str], slug: str, position: int | None = None,
+          before: str | None = None, after: str | None = None, path: Path | None = None) -> list[str]:
+    """Return *order* with *slug* put at a 1-based position, before or after a story."""
+    rest = [s for s in order if s != slug]
+    if position is not None:
+        if not 1 <= position <= len(rest) + 1:
+            raise ContentError(f"position {position} is out of range", path=path,
+                               hint=f"choose a position from 1 to {len(rest) + 1}")
+        index = position - 1
+    elif before or after:
+        anchor = before or after
+        if anchor not in rest:
+            raise ContentError(f"no story '{anchor}' in the issue", path=path,
+                               hint="see the slugs with 'digest ls ISSUE'")
+        index = rest.index(anchor) + (1 if after else 0)
+    else:
+        index = len(rest)
+    return rest[:index] + [slug] + rest[index:]
+
+
+def add_story(
+    project: Project,
+    ref: str | Path,
+    title: str,
+    body: str,
+    *,
+    position: int | None = None,
+    after: str | None = None,
+    **meta: object,
+) -> Path:
+    """Write a new story file and record its place in issue.toml."""
+    issue_dir = resolve_issue_dir(project, ref)
+    order = current_order(issue_dir)
+    slug = unique_slug(title, {p.stem for p in story_files(issue_dir)})
+    new_order = place(order, slug, position=position, after=after, path=issue_dir / MANIFEST)
+    path = issue_dir / f"{slug}.md"
+    write_atomically({
+        path: story_document(title, body, **meta).encode("utf-8"),
+        issue_dir / MANIFEST: manifest_with_order(issue_dir, new_order),
+    })
+    return path
+
+
+def move_story(project: Project, ref: str | Path, slug: str, *, position: int | None = None,
+               before: str | None = None, after: str | None = None) -> list[str]:
+    """Change a story's place in the order; return the new order."""
+    issue_dir = resolve_issue_dir(project, ref)
+    order = current_order(issue_dir)
+    _require(order, slug, issue_dir)
+    new_order = place(order, slug, position, before, after, path=issue_dir / MANIFEST)
+    write_atomically({issue_dir / MANIFEST: manifest_with_order(issue_dir, new_order)})
+    return new_order
+
+
+def remove_story(project: Project, ref: str | Path, slug: str) -> Path:
+    """Delete a story file and take it out of the order."""
+    issue_dir = resolve_issue_dir(project, ref)
+    order = current_order(issue_dir)
+    _require(order, slug, issue_dir)
+    path = next(p for p in story_files(issue_dir) if p.stem == slug)
+    write_atomically({issue_dir / MANIFEST: manifest_with_order(
+        issue_dir, [s for s in order if s != slug])})
+    path.unlink()
+    return path
+
+
+def manifest_with_order(issue_dir: Path, order: list[str]) -> bytes:
+    """Return issue.toml with its order replaced, comments and layout kept."""
+    text = (issue_dir / MANIFEST).read_text(encoding="utf-8")
+    doc = tomlkit.parse(text)
+    doc["order"] = _order_array(order)
+    return tomlkit.dumps(doc).encode("utf-8")
+
+
+def _order_array(order: list[str]) -> tomlkit.items.Array:
+    array = tomlkit.array()
+    array.extend(order)
+    return array.multiline(bool(order))
+
+
+def _require(order: list[str], slug: str, issue_dir: Path) -> None:
+    if slug not in order:
+        raise ContentError(f"no story '{slug}' in the issue", path=issue_dir,
+                           hint="see the slugs with 'digest ls " + issue_dir.name + "'")
+
+
+
+def import_digest(project: Project, ref: str | Path, raw: bytes, source: Path) -> tuple[
+        list[Path], list[DigestError]]:
+    """Split a plain-text digest into story files appended to the issue, in order.
+
+    Returns the files written and the notes on text that was not placed.
+    """
+    from .textimport import decode_input, split_digest
+
+    issue_dir = resolve_issue_dir(project, ref)
+    order = current_order(issue_dir)
+    result = split_digest(decode_input(raw, source), project.newsletter.disclaimer, source)
+    if not result.stories:
+        raise ContentError("no story found", path=source,
+                           hint="a story is a title line, a blank line, then its text")
+    taken = {p.stem for p in story_files(issue_dir)}
+    outputs: dict[Path, bytes] = {}
+    for story in result.stories:
+        slug = unique_slug(story.title, taken)
+        taken.add(slug)
+        order.append(slug)
+        document = story_document(
+            story.title, story.body(), source=story.source, dateline=story.dateline,
+            url=story.url, read_also=story.read_also)
+        outputs[issue_dir / f"{slug}.md"] = document.encode("utf-8")
+    outputs[issue_dir / MANIFEST] = manifest_with_order(issue_dir, order)
+    write_atomically(outputs)
+    return [p for p in outputs if p.name != MANIFEST], result.notes

@@ -13,7 +13,7 @@ import lxml.html
 
 from .config import Project
 from .errors import DigestError, DigestErrors
-from .issue import MANIFEST, Issue, load_issue, read_manifest
+from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir
 from .message import MessageTemplate, Recipient
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
 from .stories import Story, markdown_tokens, read_story
@@ -86,6 +86,7 @@ class _Collector:
 def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> Report:
     """Validate an issue without sending anything; return all findings."""
     out = _Collector(base or Path.cwd())
+    ref = resolve_issue_dir(project, ref)  # a missing issue is an error of the command itself
     try:
         issue = load_issue(project, ref)
     except DigestError as e:
@@ -216,7 +217,9 @@ def _check_message(out: _Collector, project: Project, issue: Issue,
         if length > STYLE_BLOCK_BYTES:
             out.add("warning", f"a <style> block of {length / 1024:.0f} KB (over 16 KB; Gmail "
                     "drops it)", html_template, None, "trim the media queries")
-    story_srcs = {s.image.src for s in issue.stories if s.image}
+    story_srcs = {s.image.src for s in issue.stories if s.image} | {
+        child.attrGet("src") for s in issue.stories for t in markdown_tokens(s.body)
+        for child in (t.children or []) if child.type == "image"}
     for img in doc.iter("img"):
         if not (img.get("alt") or "").strip() and img.get("src") not in story_srcs:
             out.add("warning", "an image has no alt text", html_template, None,

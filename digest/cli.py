@@ -297,7 +297,7 @@ def move(state: State, issue: str, story: str, position: int | None, before: str
     \b
     Examples:
         digest move 2021-12-31 five-key-takeaways-from-latest-putin-biden-call 1
-        digest move 2021-12-31 five-key-takeaways-from-latest-putin-biden-call --after kremlin-praises-putin-biden-talks-as-constructive-aide
+        digest move 2021-12-31 my-story --after other-story
     """
     from .compose import move_story
 

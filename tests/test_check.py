@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.check import check_issue
+from digest.cli import cli
+from digest.config import load_project
+
+from .conftest import EXAMPLE, story, write
+
+
+def _findings(ref: str) -> list[str]:
+    return [f.format() for f in check_issue(load_project(), ref).findings]
+
+
+def test_example_issue_is_clean(project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["check", EXAMPLE, "--strict"])
+    assert result.exit_code == 0
+    assert result.stdout == "0 errors, 0 warnings\n"
+
+
+@pytest.fixture
+def bad_issue(project: Path) -> Path:
+    """An issue built to fire every warning."""
+    folder = project / "issues" / "2022-01-05"
+    write(folder / "issue.toml", f"""
+        subject = "{'A very long subject line that keeps going well past what any inbox shows in full'}"
+        date = 2022-01-05
+        preheader = ""
+    """)
+    write(folder / "a.md", """
+        ---
+        title: Same title
+        url: https://tass.com/politics/1382579
+        ---
+        First paragraph with a TK figure.
+
+        ![](https://example.com/map.png) and [a relative link](/local/page) and [empty]().
+    """)
+    write(folder / "b.md", """
+        ---
+        title: Same title
+        source: Example
+        url: https://example.com/same
+        ---
+        Text. TODO: check the quote.
+    """)
+    write(folder / "c.md", """
+        ---
+        title: Other
+        source: Example
+        url: https://example.com/same
+        ---
+        Text.
+    """)
+    return folder
+
+
+def test_every_warning_fires(bad_issue: Path) -> None:
+    base = "issues/2022-01-05"
+    assert _findings("2022-01-05") == [
+        f"{base}/issue.toml:1: warning: the subject is 80 characters (over 78)",
+        f"{base}/issue.toml:3: warning: the preheader is empty",
+        f"{base}/a.md:5: warning: leftover TK marker",
+        f"{base}/a.md:3: warning: this url already went out in issue {EXAMPLE}",
+        f"{base}/a.md:3: warning: the story has a url but no source",
+        f"{base}/a.md:7: warning: an image has no alt text",
+        f"{base}/a.md:7: warning: a relative link (/local/page) does not work in an email",
+        f"{base}/a.md:7: warning: an empty link",
+        f"{base}/b.md:6: warning: leftover TODO marker",
+        f"{base}/b.md:2: warning: the same title as a.md",
+        f"{base}/c.md:4: warning: the same url as b.md",
+    ]
+
+
+def test_warnings_exit_zero_unless_strict(bad_issue: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["check", "2022-01-05"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == "0 errors, 11 warnings"
+    assert runner.invoke(cli, ["check", "2022-01-05", "--strict"]).exit_code == 1
+
+
+def test_json_output(bad_issue: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["check", "2022-01-05", "--json"])
+    data = json.loads(result.stdout)
+    assert (data["errors"], data["warnings"]) == (0, 11)
+    assert data["findings"][0] == {
+        "severity": "warning", "message": "the subject is 80 characters (over 78)",
+        "path": "issues/2022-01-05/issue.toml", "line": 1,
+        "hint": "inboxes cut long subjects; shorten it"}
+
+
+def test_build_errors_are_all_reported(project: Path, runner: CliRunner) -> None:
+    folder = project / "issues" / EXAMPLE
+    write(folder / "zz-a.md", "---\nsource: X\n---\nBody\n")
+    write(folder / "zz-b.md", "---\ntitle: [\n---\n")
+    result = runner.invoke(cli, ["check", EXAMPLE])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"issues/{EXAMPLE}/zz-a.md:1: error: front matter has no 'title'"
+    assert lines[1].startswith(f"issues/{EXAMPLE}/zz-b.md:3: error: malformed YAML")
+    assert lines[-1] == "2 errors, 0 warnings"
+
+
+def test_missing_disclaimer_and_unsubscribe_link(project: Path) -> None:
+    write(project / "templates" / "email.txt", "{{ issue.subject }}\n{{ newsletter.disclaimer }}\n")
+    write(project / "templates" / "email.html", """
+        {% extends "!default/email.html" %}
+        {% block footer %}<tr><td>{{ newsletter.disclaimer }}
+        <a href="javascript:void(0)">x</a> <a href="#">top</a></td></tr>{% endblock %}
+    """)
+    assert _findings(EXAMPLE) == [
+        "templates/email.txt: error: the text part has no unsubscribe link",
+        "templates/email.html: error: the HTML part has no unsubscribe link",
+        "templates/email.html: warning: a javascript: link (javascript:void(0))",
+        "templates/email.html: warning: an empty link",
+    ]
+    write(project / "templates" / "email.txt", "{{ unsubscribe_url }}\n")
+    assert _findings(EXAMPLE)[0] == (
+        "templates/email.txt: error: the rendered email does not carry the editorial disclaimer")
+
+
+def test_size_warnings(project: Path) -> None:
+    folder = project / "issues" / EXAMPLE
+    story(folder / "zz-long.md", "Long read", body="Lorem ipsum dolor sit amet. " * 4000)
+    rules = "\n".join(f".c{i} {{ color: #{i:06x} !important; }}" for i in range(900))
+    write(project / "templates" / "media.css",
+          "{% include '!default/media.css' %}\n@media (max-width: 400px) {\n" + rules + "\n}\n")
+    findings = _findings(EXAMPLE)
+    assert any(f.startswith(f"issues/{EXAMPLE}: warning: the HTML part is ")
+               and f.endswith("KB as sent; Gmail clips messages over 102 KB") for f in findings)
+    assert any(f.endswith("email.html: warning: a <style> block of 50 KB (over 16 KB; Gmail drops it)")
+               for f in findings)

@@ -363,6 +363,55 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("issue")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback unless you say otherwise).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: 8000 or the next free one; 0: any free port).")
+@click.option("--no-open", is_flag=True, help="Do not open a browser.")
+@click.pass_obj
+def preview(state: State, issue: str, host: str, port: int | None, no_open: bool) -> None:
+    """Preview ISSUE in a browser, rebuilt live whenever a file is saved.
+
+    Shows the exact HTML that export writes and send sends, at desktop or
+    mobile width, light or dark, the text part and the message source.
+
+    \b
+    Example:
+        digest preview 2021-12-31 --no-open
+    """
+    import signal
+    import webbrowser
+
+    from .preview import is_loopback, start_preview
+
+    def stop_on_term(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+
+    project = state.project()
+    server, shutdown = start_preview(project.root, issue, host, port)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
+    if not is_loopback(host):
+        click.echo(f"Warning: listening on {host}: anyone who can reach this machine can "
+                   "read the preview", err=True)
+    snap = server.builder.snapshot
+    if snap.errors:
+        for e in snap.errors:
+            report(e)
+    click.echo(f"Previewing {issue} at {url} (Ctrl-C to stop)")
+    if not no_open:
+        webbrowser.open(url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        click.echo("\nStopped.")
+    finally:
+        shutdown()
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))

@@ -55,3 +55,8 @@ def small_issue(project: Path) -> Path:
     story(folder / "a-first.md", "First story", url="https://example.com/1", source="Example")
     story(folder / "b-second.md", "Second story")
     return folder
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--screenshots", metavar="DIR", default=None,
+                     help="save a screenshot of each preview view into DIR")

@@ -32,7 +32,8 @@ def test_wheel_install_exports_from_an_empty_folder(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     where = subprocess.run(
-        [bin_dir / "python", "-c", "import digest.render as r; print(r.default_templates_dir())"],
+        [bin_dir / "python", "-c",
+         "import digest.preview.server, digest.render as r; print(r.default_templates_dir())"],
         cwd=work, capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert where.startswith(str(env_dir)) and where.endswith("_templates"), where

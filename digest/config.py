@@ -52,6 +52,7 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     smtp_security: str = "starttls"
+    smtp_cafile: str | None = None
     secret: str | None = field(default=None, repr=False)
 
 
@@ -233,6 +234,7 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
         smtp_username=values.get("DIGEST_SMTP_USERNAME") or None,
         smtp_password=values.get("DIGEST_SMTP_PASSWORD") or None,
         smtp_security=security,
+        smtp_cafile=values.get("DIGEST_SMTP_CAFILE") or None,
         secret=values.get("DIGEST_SECRET") or None,
     )
 

@@ -1,0 +1,177 @@
+"""The send journal: every (issue, recipient) and its state, in SQLite.
+
+pending -> sending -> sent | failed (permanent, with the reply) | deferred (temporary).
+A row left in 'sending' by a process that died is uncertain: the server may or may
+not have accepted it. WAL with synchronous=NORMAL keeps every committed state
+through a killed process without a disk sync per message.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DigestError
+from ..message import Recipient
+from .recipients import address_key
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sends (
+    issue TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    issue TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    email TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reply TEXT,
+    updated_at REAL NOT NULL,
+    UNIQUE (issue, email_key)
+);
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (issue, state);
+CREATE TABLE IF NOT EXISTS suppressed (
+    email_key TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    added_at REAL NOT NULL
+);
+"""
+
+STATES = ("pending", "sending", "sent", "failed", "deferred")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    recipient: Recipient
+    state: str
+
+
+class Journal:
+    """One SQLite database, shared by the send loop's threads behind a lock."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise DigestError(f"cannot open the send journal: {e}", path=path,
+                              hint="check the project's .digest/ folder is writable") from e
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- the send as a whole --------------------------------------------------
+
+    def content_hash(self, issue: str) -> str | None:
+        row = self._db.execute("SELECT content_hash FROM sends WHERE issue = ?", (issue,)).fetchone()
+        return row[0] if row else None
+
+    def start(self, issue: str, content_hash: str, replace: bool = False) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO sends VALUES (?, ?, ?) ON CONFLICT(issue) DO "
+                + ("UPDATE SET content_hash = excluded.content_hash" if replace else "NOTHING"),
+                (issue, content_hash, time.time()))
+
+    def add(self, issue: str, recipients: Iterable[Recipient], batch: int = 2000) -> Iterator[
+            tuple[Recipient, str]]:
+        """Record recipients as pending; yield (recipient, 'new'|'duplicate'|'suppressed'|state)."""
+        rows: list[Recipient] = []
+        # A row that already exists with an id above this was added by this very list.
+        baseline = self._db.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0]
+
+        def flush() -> Iterator[tuple[Recipient, str]]:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for r in rows:
+                        yield r, self._add_one(issue, r, baseline)
+                finally:
+                    self._db.execute("COMMIT")
+
+        for recipient in recipients:
+            rows.append(recipient)
+            if len(rows) >= batch:
+                yield from list(flush())
+                rows = []
+        if rows:
+            yield from list(flush())
+
+    def _add_one(self, issue: str, r: Recipient, baseline: int) -> str:
+        key = address_key(r.email)
+        if self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?", (key,)).fetchone():
+            return "suppressed"
+        cur = self._db.execute(
+            "INSERT INTO deliveries (issue, email_key, email, fields, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (issue, key, r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time()))
+        if cur.rowcount:
+            return "new"
+        row = self._db.execute("SELECT id, state FROM deliveries WHERE issue = ? AND "
+                               "email_key = ?", (issue, key)).fetchone()
+        return "duplicate" if row[0] > baseline else f"known:{row[1]}"
+
+    def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
+        """Return the next deliveries in *states*, by id, skipping suppressed addresses."""
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
+                f"AND state IN ({marks}) AND id > ? AND email_key NOT IN "
+                f"(SELECT email_key FROM suppressed) ORDER BY id LIMIT ?",
+                (issue, *states, after_id, limit)).fetchall()
+        return [Delivery(i, Recipient(e, json.loads(f)), s) for i, e, f, s, _ in rows]
+
+    def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
+        """Record a delivery's new state; committed before this returns."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ?, "
+                "attempts = attempts + (? = 'sending') WHERE id = ?",
+                (state, reply, time.time(), state, delivery_id))
+
+    # -- reading ---------------------------------------------------------------
+
+    def counts(self, issue: str) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in self._db.execute(
+                "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)):
+            counts[state] = n
+        return counts
+
+    def problems(self, issue: str) -> list[tuple[str, str, str | None]]:
+        """Return (email, state, reply) of failed, deferred and uncertain deliveries."""
+        return self._db.execute(
+            "SELECT email, state, reply FROM deliveries WHERE issue = ? AND state IN "
+            "('failed', 'deferred', 'sending') ORDER BY id", (issue,)).fetchall()
+
+    # -- suppression list ------------------------------------------------------
+
+    def suppress(self, addresses: Iterable[str]) -> int:
+        with self._lock:
+            cur = self._db.executemany(
+                "INSERT INTO suppressed VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [(address_key(a), a, time.time()) for a in addresses])
+            return cur.rowcount
+
+    def is_suppressed(self, address: str) -> bool:
+        return self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?",
+                                (address_key(address),)).fetchone() is not None

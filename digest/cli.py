@@ -429,6 +429,10 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
               help="At most this many messages per second, all connections together.")
 @click.option("--per-connection", type=click.IntRange(min=1), default=100, show_default=True,
               help="Reconnect after this many messages on one connection.")
+@click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
+              help="Retries of a temporary failure (4xx, dropped connection) before deferring.")
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds before the first retry; doubled for each next one.")
 @click.option("--resend-uncertain", is_flag=True,
               help="Send again to those whose message was in flight when a send was killed.")
 @click.option("--force", is_flag=True, help="Send even though the issue changed after the send began.")
@@ -436,7 +440,8 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
 @click.pass_obj
 def send(state: State, issue: str, list_path: Path | None, to: str | None, tests: tuple[str, ...],
          dry_run: bool, outbox: Path | None, workers: int, rate: float | None,
-         per_connection: int, resend_uncertain: bool, force: bool, yes: bool) -> None:
+         per_connection: int, retries: int, retry_delay: float, resend_uncertain: bool,
+         force: bool, yes: bool) -> None:
     """Send ISSUE to a mailing list, one personalised message per subscriber.
 
     SMTP settings come from .env or the environment (DIGEST_SMTP_HOST, ...).
@@ -462,7 +467,8 @@ def send(state: State, issue: str, list_path: Path | None, to: str | None, tests
         return
     if list_path is not None and to is not None:
         raise DigestError("--list and --to exclude each other", hint="give one of them")
-    options = Options(workers=workers, rate=rate, resend_uncertain=resend_uncertain)
+    options = Options(workers=workers, rate=rate, retries=retries, backoff=retry_delay,
+                      resend_uncertain=resend_uncertain)
     plan = plan_send(project, issue, list_path=list_path, to=to, outbox=outbox, dry_run=dry_run,
                      force=force, options=options, per_connection=per_connection)
     for row in plan.invalid:

@@ -155,8 +155,11 @@ class SendLoop:
             messenger.close()
 
     def _deliver(self, messenger, delivery: Delivery) -> None:
-        data = self.template.personalise(delivery.recipient)
         email = delivery.recipient.email
+        if self.template.rendered.personal:
+            data = self.template.personalise(delivery.recipient)
+        else:  # one copy for a list address: the list's own footer, no personal link
+            data = self.template.personalise(None, to=email)
         delay = self.options.backoff
         for attempt in range(self.options.retries + 1):
             self._rate.wait()

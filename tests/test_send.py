@@ -1,0 +1,374 @@
+"""Sending against a real SMTP server on loopback (aiosmtpd): STARTTLS, AUTH, faults, crashes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+from click.testing import CliRunner
+
+from digest.cli import cli
+from digest.message import verify_unsubscribe_token
+
+from .conftest import EXAMPLE, FIXTURES
+from .smtpserver import PASSWORD, USER, Server
+
+LIST_ID = "world-digest.worlddigest.example.org"
+SECRET = "test-secret-0123456789"
+VALID = ["anna@example.com", "BORIS@example.com", "dmitri@example.org"]
+
+
+@pytest.fixture
+def tls_server(project: Path, tmp_path: Path, monkeypatch):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    with Server(context) as server:
+        env = {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
+               "DIGEST_SMTP_USERNAME": USER, "DIGEST_SMTP_PASSWORD": PASSWORD,
+               "DIGEST_SMTP_SECURITY": "starttls", "DIGEST_SMTP_CAFILE": str(ca_file),
+               "DIGEST_SECRET": SECRET}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
+@pytest.fixture
+def plain_server(project: Path, monkeypatch):
+    with Server() as server:
+        for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
+                           "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET}.items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
+def _send(runner: CliRunner, *args: str):
+    return runner.invoke(cli, ["send", EXAMPLE, *args])
+
+
+def _list(tmp_path: Path, n: int, name: str = "list.csv") -> Path:
+    path = tmp_path / name
+    lines = ["email,name"] + [f"reader{i:05d}@example.com,Reader {i}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+def test_send_over_starttls_with_auth(tls_server: Server, runner: CliRunner) -> None:
+    result = _send(runner, "--list", str(FIXTURES / "subscribers.csv"), "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:5] == [
+        "From:       The World Digest <digest@worlddigest.example.org>",
+        "Subject:    Putin and Biden talk again: what was said",
+        f"Server:     127.0.0.1:{tls_server.port} (starttls)",
+        "Recipients: 3 to send",
+        "Skipped:    3 (2 invalid, 0 unsubscribed, 1 duplicate)",
+    ]
+    assert result.stdout.splitlines()[-1].startswith("3 sent, 0 failed, 0 deferred")
+    assert "subscribers.csv:4: invalid address 'not-an-address'" in result.stderr
+    got = tls_server.recorder.by_recipient()
+    assert sorted(got) == sorted(a.lower() for a in VALID)
+    assert all(len(copies) == 1 for copies in got.values())
+    boris = _parse(got["boris@example.com"][0].data)
+    assert boris["To"].addresses[0].display_name == "Борис Петров"
+    assert boris["To"].addresses[0].addr_spec == "BORIS@example.com"
+    assert boris["List-Id"] == f"The World Digest <{LIST_ID}>"
+    assert boris["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https = boris["List-Unsubscribe"].split(",")[0].strip(" <>")
+    token = https.rsplit("token=", 1)[1]
+    assert verify_unsubscribe_token(SECRET, LIST_ID, "boris@example.com", token)
+    for kind in ("plain", "html"):
+        body = boris.get_body((kind,)).get_content()
+        assert "We remind our readers that publication of articles" in " ".join(body.split())
+        assert "BORIS@example.com" in body
+    assert got["anna@example.com"][0].sender == "digest@worlddigest.example.org"
+
+
+def test_a_second_run_sends_nobody_twice(tls_server: Server, runner: CliRunner) -> None:
+    args = ["--list", str(FIXTURES / "subscribers.csv"), "--yes"]
+    assert _send(runner, *args).exit_code == 0
+    again = _send(runner, *args)
+    assert again.exit_code == 0
+    assert "Recipients: 0 to send, 3 already sent" in again.stdout
+    assert again.stdout.splitlines()[-1] == "Nothing to send."
+    assert len(tls_server.recorder.received) == 3
+
+
+def test_faults_retry_fail_and_go_on(plain_server: Server, runner: CliRunner, tmp_path: Path,
+                                     monkeypatch) -> None:
+    rec = plain_server.recorder
+    rec.faults["reader00001@example.com"] = ["451 4.3.0 try later", "250 OK"]
+    rec.faults["reader00002@example.com"] = ["550 5.1.1 no such user"]
+    rec.faults["reader00003@example.com"] = ["421 4.7.0 busy, closing", "250 OK"]
+    rec.faults["reader00004@example.com"] = ["452 4.2.2 mailbox full"]  # never clears
+    rec.drop_in_data.add("reader00005@example.com")
+    result = _send(runner, "--list", str(_list(tmp_path, 8)), "--yes", "--workers", "2",
+                   "--retry-delay", "0.05")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2].startswith("6 sent, 1 failed, 1 deferred")
+    got = rec.by_recipient()
+    assert sorted(got) == [f"reader{i:05d}@example.com" for i in (0, 1, 3, 5, 6, 7)]
+    assert all(len(v) == 1 for v in got.values())
+    status = runner.invoke(cli, ["status", EXAMPLE])
+    assert status.stdout == (
+        f"{EXAMPLE}: 6 sent, 1 failed, 1 deferred, 0 pending, 0 uncertain\n"
+        "  failed    reader00002@example.com: 550 5.1.1 no such user\n"
+        "  deferred  reader00004@example.com: 452 4.2.2 mailbox full\n")
+    # The deferred one goes again on the next run; the failed one does not.
+    rec.faults.clear()
+    again = _send(runner, "--list", str(_list(tmp_path, 8)), "--yes")
+    assert again.stdout.splitlines()[-1].startswith("1 sent, 0 failed")
+    assert len(rec.by_recipient()["reader00004@example.com"]) == 1
+
+
+def test_refused_login_stops_with_nothing_marked_sent(tls_server: Server, runner: CliRunner,
+                                                      monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-password-xyz")
+    result = runner.invoke(cli, ["--verbose", "send", EXAMPLE, "--list",
+                                 str(_list(tmp_path, 5)), "--yes"])
+    assert result.exit_code == 1
+    assert "Error: the SMTP server refused the login: 535" in result.stderr
+    assert "hint: check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD" in result.stderr
+    assert "wrong-password-xyz" not in result.output
+    assert tls_server.recorder.received == []
+    status = runner.invoke(cli, ["status", EXAMPLE]).stdout
+    assert status.startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 5 pending, 0 uncertain")
+
+
+def test_password_is_never_printed(tls_server: Server, runner: CliRunner, tmp_path: Path,
+                                   caplog) -> None:
+    caplog.set_level("DEBUG")
+    result = runner.invoke(cli, ["--verbose", "send", EXAMPLE, "--list",
+                                 str(_list(tmp_path, 3)), "--yes"])
+    assert result.exit_code == 0
+    assert PASSWORD not in result.output and PASSWORD not in caplog.text
+    assert SECRET not in result.output and SECRET not in caplog.text
+
+
+def test_refused_connection(project: Path, runner: CliRunner, monkeypatch, tmp_path) -> None:
+    from .smtpserver import free_port
+
+    port = free_port()
+    for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port),
+                       "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET}.items():
+        monkeypatch.setenv(key, value)
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot connect to 127.0.0.1:{port} (none):")
+
+
+def test_too_many_failures_in_a_row_stop_the_send(plain_server: Server, runner: CliRunner,
+                                                  tmp_path: Path) -> None:
+    for i in range(25):
+        plain_server.recorder.faults[f"reader{i:05d}@example.com"] = ["550 5.7.1 blocked"]
+    result = _send(runner, "--list", str(_list(tmp_path, 40)), "--yes", "--workers", "1")
+    assert result.exit_code == 1
+    assert "Error: stopped after 20 failures in a row; last reply: 550 5.7.1 blocked" in (
+        result.stderr)
+    assert plain_server.recorder.received == []
+
+
+def test_no_smtp_settings(project: Path, runner: CliRunner, tmp_path: Path) -> None:
+    result = _send(runner, "--list", str(_list(tmp_path, 1)), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: no SMTP server is configured\n"
+        "  hint: set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
+        "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR\n")
+
+
+def test_no_password_in_the_clear_to_another_host(project: Path, runner: CliRunner,
+                                                  tmp_path: Path) -> None:
+    (project / ".env").write_text(
+        "DIGEST_SMTP_HOST=192.0.2.10\nDIGEST_SMTP_SECURITY=none\nDIGEST_SMTP_USERNAME=u\n"
+        "DIGEST_SMTP_PASSWORD=pw-never-shown\nDIGEST_SECRET=x\n")
+    result = _send(runner, "--list", str(_list(tmp_path, 1)), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "Error: DIGEST_SMTP_SECURITY=none would send the password unencrypted to 192.0.2.10")
+    assert "pw-never-shown" not in result.output
+
+
+def test_a_real_send_needs_yes_without_a_terminal(plain_server: Server, runner: CliRunner,
+                                                  tmp_path: Path) -> None:
+    result = _send(runner, "--list", str(_list(tmp_path, 2)))
+    assert result.exit_code == 1
+    assert "Error: a real send needs confirmation\n  hint: pass --yes" in result.stderr
+    assert plain_server.recorder.received == []
+
+
+def test_test_copies_are_outside_the_journal(plain_server: Server, runner: CliRunner) -> None:
+    result = _send(runner, "--test", "editor@example.org", "--test", "desk@example.org")
+    assert result.exit_code == 0, result.output
+    got = plain_server.recorder.by_recipient()
+    assert sorted(got) == ["desk@example.org", "editor@example.org"]
+    assert _parse(got["desk@example.org"][0].data)["Subject"] == (
+        "[TEST] Putin and Biden talk again: what was said")
+    assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
+
+
+def test_to_a_list_address_once(plain_server: Server, runner: CliRunner) -> None:
+    for _ in range(2):
+        assert _send(runner, "--to", "digest-list@lists.example.org", "--yes").exit_code == 0
+    got = plain_server.recorder.by_recipient()
+    assert list(got) == ["digest-list@lists.example.org"]
+    assert len(got["digest-list@lists.example.org"]) == 1
+    msg = _parse(got["digest-list@lists.example.org"][0].data)
+    assert msg["To"] == "digest-list@lists.example.org"
+    assert msg["List-Unsubscribe"].startswith("<https://worlddigest.example.org/unsubscribe>")
+
+
+def test_dry_run_connects_to_nothing(plain_server: Server, runner: CliRunner,
+                                     tmp_path: Path) -> None:
+    result = _send(runner, "--list", str(_list(tmp_path, 5)), "--dry-run")
+    assert result.exit_code == 0
+    assert "Server:     nothing (dry run)" in result.stdout
+    assert result.stdout.splitlines()[-1] == "5 prepared, 0 failed, 0 deferred"
+    assert plain_server.recorder.received == []
+    assert plain_server.recorder.rcpt_seen == {}
+    assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
+
+
+def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRunner,
+                                            tmp_path: Path) -> None:
+    out = runner.invoke(cli, ["unsubscribe", "Reader00001@example.com", "reader00001@example.com"])
+    assert out.stdout == "unsubscribed 1 address (1 already were)\n"
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+    assert "Skipped:    1 (0 invalid, 1 unsubscribed, 0 duplicate)" in result.stdout
+    assert "reader00001@example.com" not in plain_server.recorder.by_recipient()
+
+
+def test_a_changed_issue_is_refused_unless_forced(plain_server: Server, runner: CliRunner,
+                                                  project: Path, tmp_path: Path) -> None:
+    path = _list(tmp_path, 3)
+    assert _send(runner, "--list", str(path), "--yes").exit_code == 0
+    story = project / "issues" / EXAMPLE / "five-key-takeaways-from-latest-putin-biden-call.md"
+    story.write_text(story.read_text().replace("50-minute", "fifty-minute"))
+    bigger = _list(tmp_path, 5, "bigger.csv")
+    result = _send(runner, "--list", str(bigger), "--yes")
+    assert result.exit_code == 1
+    assert f"issues/{EXAMPLE}: issue {EXAMPLE} changed after its send started" in result.stderr
+    forced = _send(runner, "--list", str(bigger), "--yes", "--force")
+    assert forced.exit_code == 0
+    assert len(plain_server.recorder.received) == 5
+
+
+def test_outbox_writes_one_personalised_file_each(project: Path, runner: CliRunner,
+                                                  monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
+    out = tmp_path / "OUT"
+    result = _send(runner, "--list", str(FIXTURES / "subscribers.csv"), "--outbox", str(out))
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["BORIS_at_example.com.eml", "anna_at_example.com.eml",
+                     "dmitri_at_example.org.eml"]
+    dmitri = _parse((out / "dmitri_at_example.org.eml").read_bytes())
+    assert dmitri["To"].addresses[0].display_name == 'Dmitri "Dima" Ivanov'
+    assert "dmitri@example.org" in dmitri.get_body(("plain",)).get_content()
+
+
+def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner,
+                                     tmp_path: Path) -> None:
+    path = tmp_path / "evil.csv"
+    path.write_text('email,name\nvictim@example.com,"Eve\r\nBcc: spy@example.net"\n'
+                    "zoe@example.com,Zoë Ørsted\n")
+    assert _send(runner, "--list", str(path), "--yes").exit_code == 0
+    got = plain_server.recorder.by_recipient()
+    assert sorted(got) == ["victim@example.com", "zoe@example.com"]
+    msg = _parse(got["victim@example.com"][0].data)
+    assert msg["Bcc"] is None
+    assert msg["To"].addresses[0].display_name == "Eve Bcc: spy@example.net"
+    assert _parse(got["zoe@example.com"][0].data)["To"].addresses[0].display_name == "Zoë Ørsted"
+
+
+def _spawn_send(project: Path, list_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", "send", EXAMPLE, "--list", str(list_path), "--yes",
+         *extra], cwd=project, env=dict(os.environ), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+def test_ctrl_c_finishes_in_flight_and_resumes(plain_server: Server, project: Path,
+                                               tmp_path: Path) -> None:
+    path = _list(tmp_path, 200)
+    proc = _spawn_send(project, path, "--rate", "50", "--workers", "2")
+    _wait_for(lambda: len(plain_server.recorder.received) >= 20)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    summary = out.splitlines()[-1]
+    assert summary.startswith("Interrupted: ") and summary.endswith(
+        "still due; run the same command to resume.")
+    sent = int(summary.split()[1])
+    assert sent == len(plain_server.recorder.received)
+    status = subprocess.run([sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project,
+                            capture_output=True, text=True).stdout
+    assert status.startswith(f"{EXAMPLE}: {sent} sent, 0 failed, 0 deferred, {200 - sent} "
+                             "pending, 0 uncertain")
+    rerun = _spawn_send(project, path)
+    rerun.communicate(timeout=60)
+    assert rerun.returncode == 0
+    got = plain_server.recorder.by_recipient()
+    assert len(got) == 200 and all(len(v) == 1 for v in got.values())
+
+
+def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
+        plain_server: Server, project: Path, tmp_path: Path) -> None:
+    path = _list(tmp_path, 1000)
+    proc = _spawn_send(project, path, "--workers", "4")
+    _wait_for(lambda: len(plain_server.recorder.received) >= 300, timeout=60)
+    proc.kill()
+    proc.communicate()
+    accepted_before = {r.recipient.lower() for r in plain_server.recorder.received}
+    rerun = _spawn_send(project, path)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    uncertain_line = next((ln for ln in out.splitlines() if ln.startswith("Uncertain:")), None)
+    status = subprocess.run([sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project,
+                            capture_output=True, text=True).stdout
+    uncertain = {line.split()[1].rstrip(":") for line in status.splitlines()[1:]
+                 if line.split()[0] == "uncertain"}
+    if uncertain:
+        assert uncertain_line is not None
+    got = plain_server.recorder.by_recipient()
+    everyone = {f"reader{i:05d}@example.com" for i in range(1000)}
+    # Nobody got two copies; everybody but the uncertain got one.
+    assert all(len(v) == 1 for v in got.values())
+    assert everyone - uncertain <= set(got)
+    assert accepted_before <= set(got)
+    # The uncertain are those the killed process had in flight: at most one per worker.
+    assert len(uncertain) <= 4
+    print(f"uncertain after SIGKILL: {len(uncertain)}; accepted before: {len(accepted_before)}")
+    counts = status.splitlines()[0]
+    assert counts == (f"{EXAMPLE}: {1000 - len(uncertain)} sent, 0 failed, 0 deferred, 0 pending, "
+                      f"{len(uncertain)} uncertain")
+    # --resend-uncertain completes the list.
+    final = _spawn_send(project, path, "--resend-uncertain")
+    final.communicate(timeout=60)
+    got = plain_server.recorder.by_recipient()
+    assert set(got) == everyone

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.header import Header
@@ -44,6 +45,9 @@ def clean_value(value: str | None) -> str:
 
 def _qp(text: str) -> bytes:
     """Quoted-printable encode UTF-8 text with CRLF line ends."""
+    if len(text) < 70 and text.isascii() and text.isprintable() and "=" not in text and (
+            not text.endswith(" ")):
+        return text.encode("ascii")  # nothing to encode (the common case for a value)
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     return encoded.replace(b"\n", CRLF)
 
@@ -68,8 +72,19 @@ def _address_header(name: str, display: str, address: str) -> bytes:
 
 def unsubscribe_token(secret: str, list_id: str, email: str) -> str:
     """Sign a recipient's address for their unsubscribe link (HMAC-SHA256)."""
-    message = f"{list_id}\n{email.lower()}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+    return _signer(secret, list_id)(email)
+
+
+def _signer(secret: str, list_id: str):
+    """Return a function that signs addresses, with the HMAC key set up once."""
+    keyed = hmac.new(secret.encode(), f"{list_id}\n".encode(), hashlib.sha256)
+
+    def sign(email: str) -> str:
+        mac = keyed.copy()
+        mac.update(email.lower().encode())
+        return mac.hexdigest()[:32]
+
+    return sign
 
 
 def verify_unsubscribe_token(secret: str, list_id: str, email: str, token: str) -> bool:
@@ -118,6 +133,8 @@ class MessageTemplate:
             (rendered.html + "\0" + rendered.text + "\0" + self.subject).encode()
         ).hexdigest()
         self.content_hash = digest
+        self._sign = _signer(secret or "", newsletter.list_id)
+        self._date: tuple[int, str] = (0, "")
         self.boundary = f"==digest-{digest[:24]}"
         self._issue_key = f"{newsletter.list_id}/{rendered.issue.slug}"
         self._domain = newsletter.sender_domain
@@ -159,7 +176,7 @@ class MessageTemplate:
         """Return the recipient's signed unsubscribe link (the generic one without email)."""
         if not email or not self.secret:
             return self.rendered.unsubscribe_url
-        token = unsubscribe_token(self.secret, self.newsletter.list_id, email)
+        token = self._sign(email)
         url = self.newsletter.unsubscribe_url
         if "{email}" in url or "{token}" in url:
             return url.replace("{email}", quote(email, safe="@")).replace("{token}", token)
@@ -177,7 +194,7 @@ class MessageTemplate:
             out.append(_address_header("To", recipient.name, recipient.email))
         elif to:
             out.append(f"To: {to}".encode("ascii") + CRLF)
-        out.append(f"Date: {self.date or formatdate(usegmt=True)}".encode() + CRLF)
+        out.append(f"Date: {self.date or self._now()}".encode() + CRLF)
         out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)
         out.append(self._list_unsubscribe(unsubscribe, personal=email is not None))
         out.append(self._body_head)
@@ -192,6 +209,13 @@ class MessageTemplate:
                 out.append(segments[i + 1])
         out.append(self._tail)
         return b"".join(out)
+
+    def _now(self) -> str:
+        """Return the Date header value, formatted once a second."""
+        second = int(time.time())
+        if self._date[0] != second:
+            self._date = (second, formatdate(second, usegmt=True))
+        return self._date[1]
 
     def _values(self, recipient: Recipient | None, unsubscribe: str) -> list[str]:
         fields = recipient.fields if recipient is not None else {}

@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at REAL NOT NULL,
     UNIQUE (issue, email_key)
 );
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (issue, state);
 CREATE TABLE IF NOT EXISTS suppressed (
     email_key TEXT PRIMARY KEY,
     email TEXT NOT NULL,
@@ -139,6 +138,22 @@ class Journal:
                 f"(SELECT email_key FROM suppressed) ORDER BY id LIMIT ?",
                 (issue, *states, after_id, limit)).fetchall()
         return [Delivery(i, Recipient(e, json.loads(f)), s) for i, e, f, s, _ in rows]
+
+    def begin(self, delivery_id: int, sent: tuple[int, str] | None = None) -> None:
+        """Mark a delivery 'sending' and, in the same commit, an earlier one 'sent'.
+
+        One commit per message: a worker records the outcome of its last message
+        together with the start of its next one.
+        """
+        now = time.time()
+        done_id, reply = sent if sent is not None else (-1, None)
+        with self._lock:  # one statement: atomic, one commit
+            self._db.execute(
+                "UPDATE deliveries SET "
+                "state = CASE id WHEN ? THEN 'sending' ELSE 'sent' END, "
+                "reply = CASE id WHEN ? THEN reply ELSE ? END, "
+                "attempts = attempts + (id = ?), updated_at = ? WHERE id IN (?, ?)",
+                (delivery_id, delivery_id, reply, delivery_id, now, delivery_id, done_id))
 
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""

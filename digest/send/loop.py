@@ -21,6 +21,8 @@ from .transport import PermanentFailure, TemporaryFailure
 
 log = logging.getLogger(__name__)
 
+CHUNK = 16  # deliveries per hand-off to a worker
+
 
 @dataclass
 class Options:
@@ -93,7 +95,8 @@ class SendLoop:
         """Send every due delivery; return the counts. Raises SendError on a fatal error."""
         states = ("pending", "deferred") + (("sending",) if self.options.resend_uncertain else ())
         self.stats.total = sum(self.journal.counts(self.issue)[s] for s in states)
-        work: queue.Queue[Delivery | None] = queue.Queue(maxsize=self.options.workers * 8)
+        # Deliveries go to the workers in small chunks: one queue hand-off per chunk.
+        work: queue.Queue[list[Delivery] | None] = queue.Queue(maxsize=self.options.workers * 2)
         threads = [threading.Thread(target=self._worker, args=(work,), name=f"send-{n}",
                                     daemon=True) for n in range(self.options.workers)]
         for t in threads:
@@ -101,18 +104,19 @@ class SendLoop:
         last_id = 0
         try:
             while not self.stop.is_set():
-                batch = self.journal.due(self.issue, states, last_id, 500)
+                batch = self.journal.due(self.issue, states, last_id, 512)
                 if not batch:
                     break
-                for delivery in batch:
+                last_id = batch[-1].id
+                for start in range(0, len(batch), CHUNK):
+                    chunk = batch[start:start + CHUNK]
                     while not self.stop.is_set():
                         try:
-                            work.put(delivery, timeout=0.2)
+                            work.put(chunk, timeout=0.2)
                             break
                         except queue.Full:
                             if progress:
                                 progress(self.stats)
-                    last_id = delivery.id
                 if progress:
                     progress(self.stats)
         finally:
@@ -143,18 +147,34 @@ class SendLoop:
 
     def _worker(self, work: queue.Queue) -> None:
         messenger = self.messenger_factory()
+        # The last accepted message, recorded together with the start of the next one
+        # (one journal commit per message), or at once when no message is waiting.
+        accepted: tuple[int, str] | None = None
         try:
             while True:
-                delivery = work.get()
-                if delivery is None or self.stop.is_set():
-                    if delivery is None:
-                        return
-                    continue
-                self._deliver(messenger, delivery)
+                try:
+                    chunk = work.get_nowait()
+                except queue.Empty:
+                    accepted = self._record(accepted)
+                    chunk = work.get()
+                if chunk is None:
+                    return
+                for delivery in chunk:
+                    if self.stop.is_set():
+                        break
+                    accepted = self._deliver(messenger, delivery, accepted)
         finally:
+            self._record(accepted)
             messenger.close()
 
-    def _deliver(self, messenger, delivery: Delivery) -> None:
+    def _record(self, accepted: tuple[int, str] | None) -> None:
+        if accepted is not None:
+            self.journal.mark(accepted[0], "sent", accepted[1])
+        return None
+
+    def _deliver(self, messenger, delivery: Delivery,
+                 accepted: tuple[int, str] | None) -> tuple[int, str] | None:
+        """Send one message; return (id, reply) when accepted (recorded later)."""
         email = delivery.recipient.email
         if self.template.rendered.personal:
             data = self.template.personalise(delivery.recipient)
@@ -163,33 +183,33 @@ class SendLoop:
         delay = self.options.backoff
         for attempt in range(self.options.retries + 1):
             self._rate.wait()
-            self.journal.mark(delivery.id, "sending")
+            self.journal.begin(delivery.id, accepted)
+            accepted = None
             try:
-                messenger.push(self.sender, email, data)
+                reply = messenger.push(self.sender, email, data)
             except TemporaryFailure as e:
                 reply = str(e)
+                self.journal.mark(delivery.id, "deferred", reply)
                 if attempt < self.options.retries and not self.stop.is_set():
                     log.info("%s: %s; retrying in %.1fs", email, reply, delay)
-                    self.journal.mark(delivery.id, "deferred", reply)
                     self.stop.wait(delay)
                     delay *= 2
                     continue
-                self.journal.mark(delivery.id, "deferred", reply)
                 self._count("deferred", reply)
-                return
+                return None
             except PermanentFailure as e:
                 self.journal.mark(delivery.id, "failed", str(e))
                 self._count("failed", str(e))
-                return
+                return None
             except SendError as e:
                 # Nothing was accepted: the delivery is due again next time.
                 self.journal.mark(delivery.id, "pending", None)
                 self.fatal = self.fatal or e
                 self.stop.set()
-                return
-            self.journal.mark(delivery.id, "sent", "250")
+                return None
             self._count("sent")
-            return
+            return (delivery.id, reply)
+        return None
 
     def _count(self, outcome: str, reply: str = "") -> None:
         with self.stats.lock:

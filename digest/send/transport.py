@@ -68,6 +68,7 @@ class SMTPMessenger:
         self.settings = settings
         self.per_connection = per_connection
         self._smtp: smtplib.SMTP | None = None
+        self._pipelining = False
         self._count = 0
 
     @property
@@ -117,32 +118,51 @@ class SMTPMessenger:
         except (smtplib.SMTPException, OSError) as e:
             raise TemporaryFailure(f"connection failed: {e}") from None
         self._smtp = smtp
+        self._pipelining = smtp.has_extn("pipelining")
         self._count = 0
 
     def push(self, sender: str, recipient: str, data: bytes) -> str:
-        """Send one message; return the server's reply."""
+        """Send one prepared message (CRLF line ends); return the server's reply.
+
+        MAIL, RCPT and DATA go in one write where the server offers PIPELINING
+        (RFC 2920); the body is dot-stuffed with one bytes.replace.
+        """
         if self._smtp is None or self._count >= self.per_connection:
             self.close()
             self.connect()
-        assert self._smtp is not None
+        smtp = self._smtp
+        assert smtp is not None
         self._count += 1
+        commands = (f"MAIL FROM:<{sender}>\r\n", f"RCPT TO:<{recipient}>\r\n", "DATA\r\n")
         try:
-            refused = self._smtp.sendmail(sender, [recipient], data)
-        except smtplib.SMTPRecipientsRefused as e:
-            code, message = e.recipients.get(recipient, (550, b"refused"))
-            self._classify(code, message)
-            raise
-        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
-            self._reset()
-            self._classify(e.smtp_code, e.smtp_error)
-            raise
-        except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as e:
+            if self._pipelining:
+                smtp.send("".join(commands).encode("ascii"))
+                replies = [smtp.getreply() for _ in commands]
+            else:
+                replies = []
+                for command in commands:
+                    smtp.send(command.encode("ascii"))
+                    replies.append(smtp.getreply())
+                    if replies[-1][0] >= 400:
+                        break
+            for (code, message), expected in zip(replies, (250, 250, 354), strict=False):
+                if code != expected and not (expected == 250 and code == 251):
+                    if replies[-1][0] == 354:  # the server waits for a body: end it empty
+                        smtp.send(b".\r\n")
+                        smtp.getreply()
+                    self._reset()
+                    self._classify(code, message)
+            body = data.replace(b"\r\n.", b"\r\n..")
+            if body.startswith(b"."):
+                body = b"." + body
+            smtp.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+            code, message = smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as e:
             self._drop()
             raise TemporaryFailure(f"connection lost: {e}") from None
-        if refused:
-            code, message = refused[recipient]
+        if code != 250:
             self._classify(code, message)
-        return "250 accepted"
+        return _reply(code, message)
 
     def _classify(self, code: int, message: bytes | str) -> None:
         if 400 <= code < 500:

@@ -96,6 +96,7 @@ def verify_unsubscribe_token(secret: str, list_id: str, email: str, token: str) 
 class _Part:
     content_type: str
     segments: tuple[bytes, ...]  # static bytes; between two of them sits a slot
+    wire: tuple[bytes, ...]  # the same, dot-stuffed for SMTP DATA (RFC 5321 4.5.2)
     slots: tuple[int, ...]
     html: bool
 
@@ -108,7 +109,14 @@ def _split_part(content: str, content_type: str, html: bool) -> _Part:
     # Every segment that is followed by a slot ends with a soft line break.
     for i in range(len(segments) - 1):
         segments[i] = segments[i] + _SOFT_BREAK
-    return _Part(content_type, tuple(segments), slots, html)
+    # Every segment starts a line: after the part's headers or after a soft break.
+    return _Part(content_type, tuple(segments), tuple(dot_stuff(s) for s in segments), slots, html)
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Double each dot that starts a line (data must start at the start of a line)."""
+    data = data.replace(b"\r\n.", b"\r\n..")
+    return b"." + data if data.startswith(b".") else data
 
 
 class MessageTemplate:
@@ -184,9 +192,13 @@ class MessageTemplate:
         return f"{url}{joiner}email={quote(email, safe='@')}&token={token}"
 
     def personalise(
-        self, recipient: Recipient | None = None, *, to: str | None = None
+        self, recipient: Recipient | None = None, *, to: str | None = None, wire: bool = False
     ) -> bytes:
-        """Return the complete message for *recipient* (or the common copy), CRLF-ended."""
+        """Return the complete message for *recipient* (or the common copy), CRLF-ended.
+
+        With *wire*, return it as SMTP DATA: dot-stuffed and ended with the '.' line.
+        The static parts were stuffed once, so this costs no pass over the message.
+        """
         email = recipient.email if recipient is not None else None
         unsubscribe = self.unsubscribe_url(email)
         out = [self._head]
@@ -201,13 +213,14 @@ class MessageTemplate:
         values = self._values(recipient, unsubscribe) if self.slots else ()
         for head, part in zip(self._part_heads, self._parts, strict=True):
             out.append(head)
-            segments = part.segments
+            segments = part.wire if wire else part.segments
             out.append(segments[0])
             for i, slot in enumerate(part.slots):
                 value = values[slot]
-                out.append(_qp(escape(value) if part.html else value) + _SOFT_BREAK)
+                encoded = _qp(escape(value) if part.html else value) + _SOFT_BREAK
+                out.append(dot_stuff(encoded) if wire else encoded)
                 out.append(segments[i + 1])
-        out.append(self._tail)
+        out.append(self._tail + b".\r\n" if wire else self._tail)
         return b"".join(out)
 
     def _now(self) -> str:

@@ -191,6 +191,7 @@ def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | 
         return ["dry run"] * len(checked)
     messenger = OutboxMessenger(outbox) if outbox else SMTPMessenger(settings)
     try:
-        return [messenger.push(sender, a, template.personalise(Recipient(a))) for a in checked]
+        return [messenger.push(sender, a, template.personalise(Recipient(a), wire=messenger.wire))
+                for a in checked]
     finally:
         messenger.close()

@@ -176,10 +176,11 @@ class SendLoop:
                  accepted: tuple[int, str] | None) -> tuple[int, str] | None:
         """Send one message; return (id, reply) when accepted (recorded later)."""
         email = delivery.recipient.email
+        wire = getattr(messenger, "wire", False)
         if self.template.rendered.personal:
-            data = self.template.personalise(delivery.recipient)
+            data = self.template.personalise(delivery.recipient, wire=wire)
         else:  # one copy for a list address: the list's own footer, no personal link
-            data = self.template.personalise(None, to=email)
+            data = self.template.personalise(None, to=email, wire=wire)
         delay = self.options.backoff
         for attempt in range(self.options.retries + 1):
             self._rate.wait()

@@ -35,6 +35,21 @@ def _reply(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"
 
 
+def _read_reply(reader) -> tuple[int, bytes]:
+    """Read one (possibly multi-line) SMTP reply: smtplib's getreply, without its overhead."""
+    lines = []
+    while True:
+        line = reader.readline(8193)
+        if not line:
+            raise smtplib.SMTPServerDisconnected("connection closed by the server")
+        lines.append(line[4:].strip())
+        if line[3:4] != b"-":
+            try:
+                return int(line[:3]), b"\n".join(lines)
+            except ValueError:
+                raise smtplib.SMTPServerDisconnected(f"not an SMTP reply: {line[:40]!r}") from None
+
+
 def is_loopback_host(host: str) -> bool:
     import ipaddress
 
@@ -117,15 +132,19 @@ class SMTPMessenger:
                             hint="check the server, or try again later") from None
         except (smtplib.SMTPException, OSError) as e:
             raise TemporaryFailure(f"connection failed: {e}") from None
+        if smtp.file is None:  # smtplib reads replies through this buffered file
+            smtp.file = smtp.sock.makefile("rb")
         self._smtp = smtp
         self._pipelining = smtp.has_extn("pipelining")
         self._count = 0
 
+    wire = True  # push() takes SMTP DATA: dot-stuffed, ending with the '.' line
+
     def push(self, sender: str, recipient: str, data: bytes) -> str:
-        """Send one prepared message (CRLF line ends); return the server's reply.
+        """Send one message, given as SMTP DATA; return the server's reply.
 
         MAIL, RCPT and DATA go in one write where the server offers PIPELINING
-        (RFC 2920); the body is dot-stuffed with one bytes.replace.
+        (RFC 2920); the data is sent as it is, without another pass over it.
         """
         if self._smtp is None or self._count >= self.per_connection:
             self.close()
@@ -135,28 +154,26 @@ class SMTPMessenger:
         self._count += 1
         commands = (f"MAIL FROM:<{sender}>\r\n", f"RCPT TO:<{recipient}>\r\n", "DATA\r\n")
         try:
+            sock, reader = smtp.sock, smtp.file
             if self._pipelining:
-                smtp.send("".join(commands).encode("ascii"))
-                replies = [smtp.getreply() for _ in commands]
+                sock.sendall("".join(commands).encode("ascii"))
+                replies = [_read_reply(reader) for _ in commands]
             else:
                 replies = []
                 for command in commands:
-                    smtp.send(command.encode("ascii"))
-                    replies.append(smtp.getreply())
+                    sock.sendall(command.encode("ascii"))
+                    replies.append(_read_reply(reader))
                     if replies[-1][0] >= 400:
                         break
             for (code, message), expected in zip(replies, (250, 250, 354), strict=False):
                 if code != expected and not (expected == 250 and code == 251):
                     if replies[-1][0] == 354:  # the server waits for a body: end it empty
-                        smtp.send(b".\r\n")
-                        smtp.getreply()
+                        sock.sendall(b".\r\n")
+                        _read_reply(reader)
                     self._reset()
                     self._classify(code, message)
-            body = data.replace(b"\r\n.", b"\r\n..")
-            if body.startswith(b"."):
-                body = b"." + body
-            smtp.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
-            code, message = smtp.getreply()
+            sock.sendall(data)
+            code, message = _read_reply(reader)
         except (smtplib.SMTPServerDisconnected, OSError) as e:
             self._drop()
             raise TemporaryFailure(f"connection lost: {e}") from None
@@ -196,6 +213,8 @@ class SMTPMessenger:
 
 class OutboxMessenger:
     """Write each message as an .eml file instead of sending it."""
+
+    wire = False  # push() takes the message as it is written to a file
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .atomic import write_atomically
@@ -24,8 +25,16 @@ class BuiltIssue:
 
     issue: Issue
     rendered: RenderedIssue
-    message: MessageTemplate
-    eml: bytes
+    date: str | None = None
+
+    @cached_property
+    def message(self) -> MessageTemplate:
+        """The MIME message, encoded only when an .eml is asked for."""
+        return MessageTemplate(self.rendered, date=self.date)
+
+    @cached_property
+    def eml(self) -> bytes:
+        return self.message.personalise(None)
 
     def output(self, fmt: str) -> bytes:
         """Return the bytes of one export format."""
@@ -41,9 +50,7 @@ class BuiltIssue:
 def build_issue(project: Project, ref: str | Path, *, date: str | None = None) -> BuiltIssue:
     """Read, render, inline and wrap an issue in its (non-personalised) message."""
     issue = load_issue(project, ref)
-    rendered = render_issue(project, issue, personal=False)
-    message = MessageTemplate(rendered, date=date)
-    return BuiltIssue(issue, rendered, message, message.personalise(None))
+    return BuiltIssue(issue, render_issue(project, issue, personal=False), date)
 
 
 def export_issue(

@@ -17,7 +17,7 @@ from markupsafe import Markup
 from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue
-from .plaintext import markdown_to_text, wrap
+from .plaintext import wrap
 from .stories import Story
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,7 @@ class _Fields:
 
 def lead(story: Story) -> str:
     """Return the dateline that opens a story, as the seed writes it."""
-    if not story.dateline:
-        return ""
-    return f"{story.dateline}. /{story.source}/." if story.source else f"{story.dateline}."
+    return story.lead
 
 
 def _story_html(story: Story) -> Markup:
@@ -95,7 +93,7 @@ def _story_html(story: Story) -> Markup:
 
 
 def _story_text(story: Story) -> str:
-    return markdown_to_text(story.body, lead=lead(story))
+    return story.body_text
 
 
 def make_environment(project_templates: Path | None) -> jinja2.Environment:
@@ -254,8 +252,12 @@ def _check_disclaimer(
 
     disclaimer = _normalised(newsletter.disclaimer)
     problems: list[DigestError] = []
-    html_text = _normalised(lxml.html.document_fromstring(html).text_content()) if html else ""
-    for template, content in ((html_template, html_text), (text_template, _normalised(text))):
+    if escape(disclaimer, quote=False) in html:  # as the default template prints it
+        html_text = disclaimer
+    else:  # split across tags or re-spaced: compare the text a reader sees
+        html_text = _normalised(lxml.html.document_fromstring(html).text_content()) if html else ""
+    plain = disclaimer if disclaimer in text else _normalised(text)
+    for template, content in ((html_template, html_text), (text_template, plain)):
         if disclaimer not in content:
             problems.append(TemplateError(
                 "the rendered email does not carry the editorial disclaimer",

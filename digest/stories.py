@@ -13,6 +13,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from .errors import ContentError, DigestError, raise_all
+from .plaintext import tokens_to_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Story:
     title: str
     body: str
     body_html: str
+    body_text: str  # the plain-text form, dateline first, wrapped
     body_line: int
     source: str | None = None
     url: str | None = None
@@ -56,6 +58,11 @@ class Story:
     author: str | None = None
     date: str | None = None
     image: Image | None = None
+
+    @property
+    def lead(self) -> str:
+        """Return the dateline that opens the story, as the seed writes it."""
+        return lead_of(self.dateline, self.source)
 
     @property
     def host(self) -> str | None:
@@ -270,12 +277,14 @@ def _build_story(
     section = text_field("section")
     author = text_field("author")
     raise_all(errors)
+    tokens = _markdown.parse(body)  # parsed once, for both parts
     story = Story(
         slug=path.stem,
         path=path,
         title=title or "",
         body=body.strip("\n"),
-        body_html=_markdown.render(body),
+        body_html=_markdown.renderer.render(tokens, _markdown.options, {}),
+        body_text=tokens_to_text(tokens, lead_of(dateline, source)),
         body_line=body_line,
         source=source,
         url=url,
@@ -287,6 +296,13 @@ def _build_story(
         image=image,
     )
     return story, warnings
+
+
+def lead_of(dateline: str | None, source: str | None) -> str:
+    """Return "MOSCOW, December 31. /TASS/." (or "" without a dateline)."""
+    if not dateline:
+        return ""
+    return f"{dateline}. /{source}/." if source else f"{dateline}."
 
 
 def markdown_tokens(source: str) -> list:

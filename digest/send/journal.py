@@ -66,6 +66,7 @@ class Journal:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA wal_autocheckpoint=20000")  # checkpoint (and sync) rarely
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
         except sqlite3.Error as e:

@@ -174,43 +174,57 @@ class SendLoop:
 
     def _deliver(self, messenger, delivery: Delivery,
                  accepted: tuple[int, str] | None) -> tuple[int, str] | None:
-        """Send one message; return (id, reply) when accepted (recorded later)."""
+        """Send one message; return (id, reply) when accepted (recorded later).
+
+        The journal entry and the message itself are made in ``prepare``, which
+        the messenger calls while the server answers the envelope.
+        """
         email = delivery.recipient.email
         wire = getattr(messenger, "wire", False)
-        if self.template.rendered.personal:
-            data = self.template.personalise(delivery.recipient, wire=wire)
-        else:  # one copy for a list address: the list's own footer, no personal link
-            data = self.template.personalise(None, to=email, wire=wire)
-        delay = self.options.backoff
-        for attempt in range(self.options.retries + 1):
-            self._rate.wait()
-            self.journal.begin(delivery.id, accepted)
+        personal = self.template.rendered.personal
+        message: bytes | None = None
+
+        def prepare() -> bytes:
+            nonlocal accepted, message
+            self.journal.begin(delivery.id, accepted)  # 'sending' is recorded first
             accepted = None
-            try:
-                reply = messenger.push(self.sender, email, data)
-            except TemporaryFailure as e:
-                reply = str(e)
-                self.journal.mark(delivery.id, "deferred", reply)
-                if attempt < self.options.retries and not self.stop.is_set():
-                    log.info("%s: %s; retrying in %.1fs", email, reply, delay)
-                    self.stop.wait(delay)
-                    delay *= 2
-                    continue
-                self._count("deferred", reply)
-                return None
-            except PermanentFailure as e:
-                self.journal.mark(delivery.id, "failed", str(e))
-                self._count("failed", str(e))
-                return None
-            except SendError as e:
-                # Nothing was accepted: the delivery is due again next time.
-                self.journal.mark(delivery.id, "pending", None)
-                self.fatal = self.fatal or e
-                self.stop.set()
-                return None
-            self._count("sent")
-            return (delivery.id, reply)
-        return None
+            if message is None:
+                message = (self.template.personalise(delivery.recipient, wire=wire) if personal
+                           # one copy for a list address: the list's footer, no personal link
+                           else self.template.personalise(None, to=email, wire=wire))
+            return message
+
+        delay = self.options.backoff
+        try:
+            for attempt in range(self.options.retries + 1):
+                self._rate.wait()
+                try:
+                    reply = messenger.push(self.sender, email, prepare)
+                except TemporaryFailure as e:
+                    reply = str(e)
+                    self.journal.mark(delivery.id, "deferred", reply)
+                    if attempt < self.options.retries and not self.stop.is_set():
+                        log.info("%s: %s; retrying in %.1fs", email, reply, delay)
+                        self.stop.wait(delay)
+                        delay *= 2
+                        continue
+                    self._count("deferred", reply)
+                    return None
+                except PermanentFailure as e:
+                    self.journal.mark(delivery.id, "failed", str(e))
+                    self._count("failed", str(e))
+                    return None
+                except SendError as e:
+                    # Nothing was accepted: the delivery is due again next time.
+                    self.journal.mark(delivery.id, "pending", None)
+                    self.fatal = self.fatal or e
+                    self.stop.set()
+                    return None
+                self._count("sent")
+                return (delivery.id, reply)
+            return None
+        finally:
+            self._record(accepted)  # the previous message, if prepare() never ran
 
     def _count(self, outcome: str, reply: str = "") -> None:
         with self.stats.lock:

@@ -11,6 +11,7 @@ import logging
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import write_atomically
@@ -140,11 +141,13 @@ class SMTPMessenger:
 
     wire = True  # push() takes SMTP DATA: dot-stuffed, ending with the '.' line
 
-    def push(self, sender: str, recipient: str, data: bytes) -> str:
+    def push(self, sender: str, recipient: str, data: bytes | Callable[[], bytes]) -> str:
         """Send one message, given as SMTP DATA; return the server's reply.
 
         MAIL, RCPT and DATA go in one write where the server offers PIPELINING
         (RFC 2920); the data is sent as it is, without another pass over it.
+        *data* may be a function: it is then called while the server answers the
+        envelope, so preparing the message costs no time of its own.
         """
         if self._smtp is None or self._count >= self.per_connection:
             self.close()
@@ -157,8 +160,10 @@ class SMTPMessenger:
             sock, reader = smtp.sock, smtp.file
             if self._pipelining:
                 sock.sendall("".join(commands).encode("ascii"))
+                data = data() if callable(data) else data
                 replies = [_read_reply(reader) for _ in commands]
             else:
+                data = data() if callable(data) else data
                 replies = []
                 for command in commands:
                     sock.sendall(command.encode("ascii"))
@@ -220,7 +225,8 @@ class OutboxMessenger:
         self.folder = folder
         self.server = f"outbox {folder}"
 
-    def push(self, sender: str, recipient: str, data: bytes) -> str:
+    def push(self, sender: str, recipient: str, data: bytes | Callable[[], bytes]) -> str:
+        data = data() if callable(data) else data
         name = recipient.replace("/", "_").replace("@", "_at_")
         write_atomically({self.folder / f"{name}.eml": data})
         return "written"

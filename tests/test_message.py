@@ -142,3 +142,15 @@ def test_non_ascii_subject_is_encoded(project: Path) -> None:
     assert b"Subject: =?utf-8?" in raw
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg["Subject"].startswith("Путин и Байден — a long subject")
+
+
+@pytest.mark.parametrize("name", [".Dot at the start", "..two", "a.b", "x" * 80 + ".y"])
+def test_wire_form_is_the_message_dot_stuffed(greeting_project, name) -> None:
+    """SMTP DATA is built from segments stuffed once; it must equal stuffing the whole."""
+    template = _template()
+    template.date = "Fri, 31 Dec 2021 12:00:00 +0000"  # both forms in the same second
+    recipient = Recipient("reader@example.com", {"name": name, "plan": ".starts with a dot"})
+    plain = template.personalise(recipient)
+    wire = template.personalise(recipient, wire=True)
+    stuffed = plain.replace(b"\r\n.", b"\r\n..")
+    assert wire == (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"

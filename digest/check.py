@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import lxml.html
 
-from .config import Project
+from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
 from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir
 from .message import MessageTemplate, Recipient
@@ -109,10 +109,11 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
 
 def _check_manifest(out: _Collector, issue: Issue) -> None:
     manifest = issue.manifest
-    lines = manifest.read_text(encoding="utf-8").splitlines()
+    text = manifest.read_text(encoding="utf-8")
+    lines = text.splitlines()
 
     def line_of(key: str) -> int | None:
-        return next((n for n, t in enumerate(lines, 1) if re.match(rf"\s*{key}\s*=", t)), None)
+        return toml_line(text, key)
 
     if len(issue.subject) > SUBJECT_CHARS:
         out.add("warning", f"the subject is {len(issue.subject)} characters (over {SUBJECT_CHARS})",

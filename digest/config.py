@@ -117,22 +117,8 @@ def load_project(project_dir: Path | None = None) -> Project:
 
 def load_newsletter(path: Path) -> Newsletter:
     """Read and validate digest.toml; report every problem at once."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError("not UTF-8 text", path=path, hint="save the file as UTF-8") from e
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path=path) from e
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = _TOML_LINE.search(str(e))
-        raise ConfigError(
-            f"invalid TOML: {str(e).split(' (at')[0]}",
-            path=path,
-            line=int(m.group(1)) if m else None,
-            hint="check the quoting and the [newsletter] table (https://toml.io)",
-        ) from e
+    data, text = read_toml(path, ConfigError,
+                           "check the quoting and the [newsletter] table (https://toml.io)")
     table = data.get("newsletter")
     if not isinstance(table, dict):
         raise ConfigError(
@@ -239,14 +225,34 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     )
 
 
-def _line_of(text: str, key: str) -> int | None:
-    """Return the 1-based line where *key* is assigned, if any."""
+def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, str]:
+    """Read a TOML file; return its data and its text, or raise *error* with the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error("not UTF-8 text", path=path, hint="save the file as UTF-8") from e
+    except OSError as e:
+        raise error(f"cannot read: {e.strerror}", path=path) from e
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        m = _TOML_LINE.search(str(e))
+        raise error(f"invalid TOML: {str(e).split(' (at')[0]}", path=path,
+                    line=int(m.group(1)) if m else None, hint=hint) from e
+
+
+def toml_line(text: str, key: str, fallback: str | None = None) -> int | None:
+    """Return the 1-based line where *key* is assigned (else the line *fallback*), if any."""
     pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if pattern.match(line):
             return number
-    if key:
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip() == "[newsletter]":
-                return number
+    for number, line in enumerate(lines, 1):
+        if fallback is not None and line.strip() == fallback:
+            return number
     return None
+
+
+def _line_of(text: str, key: str) -> int | None:
+    return toml_line(text, key, fallback="[newsletter]")

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Project
+from .config import Project, read_toml, toml_line
 from .errors import ContentError, DigestError, raise_all
 from .stories import STORY_SUFFIXES, Story, read_story
 
 MANIFEST = "issue.toml"
 _KNOWN = ("subject", "title", "date", "number", "preheader", "order")
-_TOML_LINE = re.compile(r"at line (\d+)")
 
 
 @dataclass(frozen=True)
@@ -63,26 +60,13 @@ def story_files(issue_dir: Path) -> list[Path]:
 def read_manifest(issue_dir: Path) -> tuple[dict, str]:
     """Return the parsed issue.toml and its text."""
     path = issue_dir / MANIFEST
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
+    if not path.exists():
         raise ContentError(
             f"no {MANIFEST}",
             path=issue_dir,
             hint="create the issue with 'digest new', or add issue.toml with subject = \"...\"",
-        ) from e
-    except UnicodeDecodeError as e:
-        raise ContentError("not UTF-8 text", path=path, hint="save the file as UTF-8") from e
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as e:
-        m = _TOML_LINE.search(str(e))
-        raise ContentError(
-            f"invalid TOML: {str(e).split(' (at')[0]}",
-            path=path,
-            line=int(m.group(1)) if m else None,
-            hint="check the quoting; see the README for the issue.toml keys",
-        ) from e
+        )
+    return read_toml(path, ContentError, "check the quoting; see the README for the issue.toml keys")
 
 
 def load_issue(project: Project, ref: str | Path) -> Issue:
@@ -98,10 +82,7 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
         meta, text = {}, ""
 
     def line_of(key: str) -> int | None:
-        for number, line in enumerate(text.splitlines(), 1):
-            if re.match(rf"\s*{key}\s*=", line):
-                return number
-        return None
+        return toml_line(text, key)
 
     for key in meta:
         if key not in _KNOWN:

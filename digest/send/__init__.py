@@ -19,7 +19,7 @@ from ..message import MessageTemplate, Recipient
 from ..render import render_issue
 from .journal import Journal
 from .loop import Options, SendLoop, Stats
-from .recipients import RowProblem, normalise_address, read_recipients
+from .recipients import RowProblem, check_addresses, read_recipients
 from .transport import OutboxMessenger, SMTPMessenger, check_settings
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,7 @@ def plan_send(
         server = "nothing (dry run)" if dry_run else SMTPMessenger(settings, per_connection).server
     plan = Plan(key, template, journal, messenger_factory, server, options, dry_run=dry_run)
     if to is not None:
-        try:
-            address = normalise_address(to)
-        except ValueError as e:
-            raise DigestError(f"--to {to!r} is not an email address: {e}") from None
-        recipients = iter([Recipient(address)])
+        recipients = iter([Recipient(check_addresses([to], "--to")[0])])
     else:
         recipients = _valid_rows(read_recipients(list_path), plan)
     for _, outcome in journal.add(key, recipients):
@@ -164,9 +160,7 @@ def _scratch_journal(project: Project) -> Journal:
     journal = Journal(folder / JOURNAL_NAME)
     real = project.state_dir / JOURNAL_NAME
     if real.exists():
-        suppressed = [row[0] for row in Journal(real)._db.execute(
-            "SELECT email FROM suppressed")]
-        journal.suppress(suppressed)
+        journal.suppress(Journal(real).suppressed_addresses())
     return journal
 
 
@@ -181,12 +175,7 @@ def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | 
     from email.utils import parseaddr
 
     sender = parseaddr(template.newsletter.sender)[1]
-    checked = []
-    for address in addresses:
-        try:
-            checked.append(normalise_address(address))
-        except ValueError as e:
-            raise DigestError(f"--test {address!r} is not an email address: {e}") from None
+    checked = check_addresses(addresses, "--test")
     if dry_run:
         return ["dry run"] * len(checked)
     messenger = OutboxMessenger(outbox) if outbox else SMTPMessenger(settings)

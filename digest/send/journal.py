@@ -188,6 +188,15 @@ class Journal:
                 [(address_key(a), a, time.time()) for a in addresses])
             return cur.rowcount
 
+    def suppressed_addresses(self) -> list[str]:
+        return [email for (email,) in self._db.execute("SELECT email FROM suppressed")]
+
+    def sends(self, issue: str) -> list[str]:
+        """Return the journal keys of an issue: its list send and any --to sends."""
+        return [key for (key,) in self._db.execute(
+            "SELECT issue FROM sends WHERE issue = ? OR issue LIKE ? ORDER BY issue",
+            (issue, f"{issue} to %"))]
+
     def is_suppressed(self, address: str) -> bool:
         return self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?",
                                 (address_key(address),)).fetchone() is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
-from ..errors import ConfigError, ContentError
+from ..errors import ConfigError, ContentError, DigestError
 from ..message import Recipient
 
 
@@ -30,6 +30,17 @@ def normalise_address(address: str) -> str:
     except EmailNotValidError as e:
         raise ValueError(str(e)) from e
     return result.normalized
+
+
+def check_addresses(addresses: list[str], what: str) -> list[str]:
+    """Normalise addresses given on the command line; raise for the first bad one."""
+    checked = []
+    for address in addresses:
+        try:
+            checked.append(normalise_address(address))
+        except ValueError as e:
+            raise DigestError(f"{what} {address!r} is not an email address: {e}") from None
+    return checked
 
 
 def address_key(address: str) -> str:

@@ -1,0 +1,102 @@
+"""The command line: parse, call the library, print. The only package that imports click."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import DigestError, DigestErrors
+
+
+@dataclass
+class State:
+    project_dir: Path | None
+    verbose: bool
+
+    def project(self):
+        from ..config import load_project
+
+        return load_project(self.project_dir)
+
+
+def _format(error: DigestError, kind: str = "Error") -> str:
+    text = f"{kind}: {error.format(Path.cwd())}"
+    if error.hint:
+        text += f"\n  hint: {error.hint}"
+    return text
+
+
+def report(error: DigestError, kind: str = "Error") -> None:
+    """Print an error (or each of several) to stderr, with its hint."""
+    errors = error.errors if isinstance(error, DigestErrors) else [error]
+    for e in errors:
+        click.echo(_format(e, kind), err=True)
+    if len(errors) > 1 and kind == "Error":
+        click.echo(f"{len(errors)} problems found; nothing was written.", err=True)
+
+
+def warn_all(warnings) -> None:
+    for w in warnings:
+        report(w, "Warning")
+
+
+class DigestGroup(click.Group):
+    """Turn a DigestError into its message and exit code 1, with no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DigestError as e:
+            if ctx.obj is not None and ctx.obj.verbose:
+                traceback.print_exc()
+            report(e)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The newsletter project folder (default: found by walking up from here).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more, and show tracebacks of errors.")
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def cli(ctx: click.Context, project_dir: Path | None, verbose: bool) -> None:
+    """Build a newsletter digest from Markdown story files, export it and send it.
+
+    \b
+    Example:
+        digest export 2021-12-31 --out build/
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s: %(name)s: %(message)s",
+    )
+    ctx.obj = State(project_dir, verbose)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def main() -> None:
+    """Run the command line."""
+    cli(prog_name="digest")
+
+
+# The commands register themselves on `cli`.
+from . import build, compose, send  # noqa: E402, F401

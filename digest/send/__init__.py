@@ -6,6 +6,7 @@ what will happen; ``Plan.execute`` runs the send loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import Callable
@@ -179,8 +180,12 @@ def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | 
     if dry_run:
         return ["dry run"] * len(checked)
     messenger = OutboxMessenger(outbox) if outbox else SMTPMessenger(settings)
-    try:
-        return [messenger.push(sender, a, template.personalise(Recipient(a), wire=messenger.wire))
-                for a in checked]
-    finally:
-        messenger.close()
+
+    async def push_all() -> list[str]:
+        try:
+            return [await messenger.push(sender, a, template.personalise(
+                Recipient(a), wire=messenger.wire)) for a in checked]
+        finally:
+            await messenger.close()
+
+    return asyncio.run(push_all())

@@ -1,15 +1,18 @@
-"""The send loop: feed due deliveries to worker threads, each with its own messenger.
+"""The send loop: one asyncio task per connection, fed from the journal in batches.
 
-Per message the work is: take the prepared bytes (substitution only), mark
-'sending', push, mark the outcome. Nothing else.
+Per message the work is: fill in the prepared message (substitution only),
+record 'sending', push, record the outcome. One thread drives every connection,
+so that work never waits for another thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
+import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -21,7 +24,7 @@ from .transport import PermanentFailure, TemporaryFailure
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16  # deliveries per hand-off to a worker
+BATCH = 512  # deliveries read from the journal at a time
 
 
 @dataclass
@@ -36,14 +39,13 @@ class Options:
 
 @dataclass
 class Stats:
-    """Counts of this run, updated by the workers."""
+    """Counts of this run."""
 
     total: int = 0
     sent: int = 0
     failed: int = 0
     deferred: int = 0
     started: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def done(self) -> int:
@@ -56,22 +58,20 @@ class Stats:
 
 
 class RateLimit:
-    """A global pace: at most *rate* messages per second across all workers."""
+    """A global pace: at most *rate* messages per second across all connections."""
 
     def __init__(self, rate: float | None) -> None:
         self.interval = 1.0 / rate if rate else 0.0
         self._next = time.monotonic()
-        self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    async def wait(self) -> None:
         if not self.interval:
             return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
+        now = time.monotonic()
+        slot = max(self._next, now)
+        self._next = slot + self.interval
         if slot > now:
-            time.sleep(slot - now)
+            await asyncio.sleep(slot - now)
 
 
 class SendLoop:
@@ -84,96 +84,89 @@ class SendLoop:
         self.messenger_factory = messenger_factory
         self.options = options
         self.stop = stop or threading.Event()
+        self.interrupted = False
         self.sender = parseaddr(template.newsletter.sender)[1]
         self.stats = Stats()
         self.fatal: SendError | None = None
         self._in_a_row = 0
-        self._last_failure = ""
         self._rate = RateLimit(options.rate)
+        self._states = ("pending", "deferred") + (
+            ("sending",) if options.resend_uncertain else ())
+        self._due: deque[Delivery] = deque()
+        self._last_id = 0
+        self._exhausted = False
 
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
-        """Send every due delivery; return the counts. Raises SendError on a fatal error."""
-        states = ("pending", "deferred") + (("sending",) if self.options.resend_uncertain else ())
-        self.stats.total = sum(self.journal.counts(self.issue)[s] for s in states)
-        # Deliveries go to the workers in small chunks: one queue hand-off per chunk.
-        work: queue.Queue[list[Delivery] | None] = queue.Queue(maxsize=self.options.workers * 2)
-        threads = [threading.Thread(target=self._worker, args=(work,), name=f"send-{n}",
-                                    daemon=True) for n in range(self.options.workers)]
-        for t in threads:
-            t.start()
-        last_id = 0
-        try:
-            while not self.stop.is_set():
-                batch = self.journal.due(self.issue, states, last_id, 512)
-                if not batch:
-                    break
-                last_id = batch[-1].id
-                for start in range(0, len(batch), CHUNK):
-                    chunk = batch[start:start + CHUNK]
-                    while not self.stop.is_set():
-                        try:
-                            work.put(chunk, timeout=0.2)
-                            break
-                        except queue.Full:
-                            if progress:
-                                progress(self.stats)
-                if progress:
-                    progress(self.stats)
-        finally:
-            for _ in threads:
-                while True:
-                    try:
-                        work.put(None, timeout=0.2)
-                        break
-                    except queue.Full:
-                        if self.stop.is_set():
-                            self._drain(work)
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
-                    if progress:
-                        progress(self.stats)
+        """Send every due delivery; return the counts.
+
+        Raises SendError on a fatal error, and KeyboardInterrupt after Ctrl-C
+        (or SIGTERM) once the messages in flight are finished and recorded.
+        """
+        self.stats.total = sum(self.journal.counts(self.issue)[s] for s in self._states)
+        asyncio.run(self._run(progress))
         if self.fatal:
             raise self.fatal
+        if self.interrupted:
+            raise KeyboardInterrupt
         return self.stats
 
-    @staticmethod
-    def _drain(work: queue.Queue) -> None:
+    async def _run(self, progress: Callable[[Stats], None] | None) -> None:
+        loop = asyncio.get_running_loop()
+        handled = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._interrupt)
+                handled.append(sig)
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.options.workers)]
+        reporter = asyncio.create_task(self._report(progress)) if progress else None
         try:
-            while True:
-                work.get_nowait()
-        except queue.Empty:
-            pass
+            await asyncio.gather(*workers)
+        finally:
+            if reporter:
+                reporter.cancel()
+                progress(self.stats)
+            for sig in handled:
+                loop.remove_signal_handler(sig)
 
-    def _worker(self, work: queue.Queue) -> None:
+    def _interrupt(self) -> None:
+        """Stop taking new recipients; those in flight finish."""
+        self.interrupted = True
+        self.stop.set()
+
+    async def _report(self, progress: Callable[[Stats], None]) -> None:
+        while True:
+            progress(self.stats)
+            await asyncio.sleep(0.2)
+
+    def _next(self) -> Delivery | None:
+        """Return the next due delivery, reading the journal a batch at a time."""
+        if not self._due and not self._exhausted:
+            batch = self.journal.due(self.issue, self._states, self._last_id, BATCH)
+            if batch:
+                self._last_id = batch[-1].id
+                self._due.extend(batch)
+            else:
+                self._exhausted = True
+        return self._due.popleft() if self._due else None
+
+    async def _worker(self) -> None:
         messenger = self.messenger_factory()
         # The last accepted message, recorded together with the start of the next one
-        # (one journal commit per message), or at once when no message is waiting.
+        # (one journal commit per message), or when this worker stops.
         accepted: tuple[int, str] | None = None
         try:
-            while True:
-                try:
-                    chunk = work.get_nowait()
-                except queue.Empty:
-                    accepted = self._record(accepted)
-                    chunk = work.get()
-                if chunk is None:
-                    return
-                for delivery in chunk:
-                    if self.stop.is_set():
-                        break
-                    accepted = self._deliver(messenger, delivery, accepted)
+            while not self.stop.is_set():
+                delivery = self._next()
+                if delivery is None:
+                    break
+                accepted = await self._deliver(messenger, delivery, accepted)
         finally:
-            self._record(accepted)
-            messenger.close()
+            if accepted is not None:
+                self.journal.mark(accepted[0], "sent", accepted[1])
+            await messenger.close()
 
-    def _record(self, accepted: tuple[int, str] | None) -> None:
-        if accepted is not None:
-            self.journal.mark(accepted[0], "sent", accepted[1])
-        return None
-
-    def _deliver(self, messenger, delivery: Delivery,
-                 accepted: tuple[int, str] | None) -> tuple[int, str] | None:
+    async def _deliver(self, messenger, delivery: Delivery,
+                       accepted: tuple[int, str] | None) -> tuple[int, str] | None:
         """Send one message; return (id, reply) when accepted (recorded later).
 
         The journal entry and the message itself are made in ``prepare``, which
@@ -197,15 +190,15 @@ class SendLoop:
         delay = self.options.backoff
         try:
             for attempt in range(self.options.retries + 1):
-                self._rate.wait()
+                await self._rate.wait()
                 try:
-                    reply = messenger.push(self.sender, email, prepare)
+                    reply = await messenger.push(self.sender, email, prepare)
                 except TemporaryFailure as e:
                     reply = str(e)
                     self.journal.mark(delivery.id, "deferred", reply)
                     if attempt < self.options.retries and not self.stop.is_set():
                         log.info("%s: %s; retrying in %.1fs", email, reply, delay)
-                        self.stop.wait(delay)
+                        await self._pause(delay)
                         delay *= 2
                         continue
                     self._count("deferred", reply)
@@ -224,18 +217,23 @@ class SendLoop:
                 return (delivery.id, reply)
             return None
         finally:
-            self._record(accepted)  # the previous message, if prepare() never ran
+            if accepted is not None:  # the previous message, when prepare() never ran
+                self.journal.mark(accepted[0], "sent", accepted[1])
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a retry; wake early when the send is stopping."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and time.monotonic() < end:
+            await asyncio.sleep(min(0.05, end - time.monotonic()))
 
     def _count(self, outcome: str, reply: str = "") -> None:
-        with self.stats.lock:
-            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-            if outcome == "sent":
-                self._in_a_row = 0
-                return
-            self._in_a_row += 1
-            self._last_failure = reply
-            if self._in_a_row >= self.options.max_failures_in_a_row and not self.fatal:
-                self.fatal = SendError(
-                    f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
-                    hint="check the server and 'digest status'; run send again to resume")
-                self.stop.set()
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        if outcome == "sent":
+            self._in_a_row = 0
+            return
+        self._in_a_row += 1
+        if self._in_a_row >= self.options.max_failures_in_a_row and not self.fatal:
+            self.fatal = SendError(
+                f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
+                hint="check the server and 'digest status'; run send again to resume")
+            self.stop.set()

@@ -1,14 +1,18 @@
 """Messengers: where a prepared message goes. SMTP for real, an outbox folder for files.
 
-A messenger has ``push(sender, recipient, data)`` and ``close()``; it raises
-TemporaryFailure (4xx, dropped connection), PermanentFailure (5xx for this
+A messenger has ``async push(sender, recipient, data)`` and ``async close()``; it
+raises TemporaryFailure (4xx, dropped connection), PermanentFailure (5xx for this
 recipient) or SendError (the send cannot go on: refused connection, bad login).
+The SMTP messenger runs on asyncio: one thread drives every connection, so the
+per-message work never waits for another thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import ipaddress
 import logging
-import smtplib
 import socket
 import ssl
 from collections.abc import Callable
@@ -22,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 60.0
 
+Data = bytes | Callable[[], bytes]
+
 
 class TemporaryFailure(Exception):
     """Try again later: a 4xx reply or a dropped connection."""
@@ -33,27 +39,10 @@ class PermanentFailure(Exception):
 
 def _reply(code: int, message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
-    return f"{code} {' '.join(text.split())}"
-
-
-def _read_reply(reader) -> tuple[int, bytes]:
-    """Read one (possibly multi-line) SMTP reply: smtplib's getreply, without its overhead."""
-    lines = []
-    while True:
-        line = reader.readline(8193)
-        if not line:
-            raise smtplib.SMTPServerDisconnected("connection closed by the server")
-        lines.append(line[4:].strip())
-        if line[3:4] != b"-":
-            try:
-                return int(line[:3]), b"\n".join(lines)
-            except ValueError:
-                raise smtplib.SMTPServerDisconnected(f"not an SMTP reply: {line[:40]!r}") from None
+    return f"{code} {' '.join(text.split())}".strip()
 
 
 def is_loopback_host(host: str) -> bool:
-    import ipaddress
-
     try:
         infos = socket.getaddrinfo(host, None)
     except socket.gaierror:
@@ -79,12 +68,15 @@ def check_settings(settings: Settings) -> None:
 class SMTPMessenger:
     """One SMTP connection, opened on first use and renewed every *per_connection* messages."""
 
+    wire = True  # push() takes SMTP DATA: dot-stuffed, ending with the '.' line
+
     def __init__(self, settings: Settings, per_connection: int = 100) -> None:
         check_settings(settings)
         self.settings = settings
         self.per_connection = per_connection
-        self._smtp: smtplib.SMTP | None = None
-        self._pipelining = False
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._extensions: set[str] = set()
         self._count = 0
 
     @property
@@ -99,121 +91,182 @@ class SMTPMessenger:
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.settings.smtp_cafile)
 
-    def connect(self) -> None:
+    # -- the connection ------------------------------------------------------------
+
+    async def connect(self) -> None:
         s = self.settings
+        host = s.smtp_host or ""
         try:
-            if s.smtp_security == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.smtp_host, self._port(), timeout=TIMEOUT,
-                                                      context=self._context())
-            else:
-                smtp = smtplib.SMTP(s.smtp_host, self._port(), timeout=TIMEOUT)
-            smtp.ehlo()
-            if s.smtp_security == "starttls":
-                if not smtp.has_extn("starttls"):
-                    smtp.close()
-                    raise SendError(f"{s.smtp_host} does not offer STARTTLS",
-                                    hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server")
-                smtp.starttls(context=self._context())
-                smtp.ehlo()
-            if s.smtp_username:
-                smtp.login(s.smtp_username, s.smtp_password or "")
-        except smtplib.SMTPAuthenticationError as e:
-            raise SendError(f"the SMTP server refused the login: {_reply(e.smtp_code, e.smtp_error)}",
-                            hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD") from None
+            async with asyncio.timeout(TIMEOUT):
+                self._reader, self._writer = await asyncio.open_connection(
+                    host, self._port(),
+                    ssl=self._context() if s.smtp_security == "tls" else None)
+                code, message = await self._read()
+                if code != 220:
+                    raise SendError(f"{host} refused the connection: {_reply(code, message)}",
+                                    hint="check the server, or try again later")
+                await self._ehlo()
+                if s.smtp_security == "starttls":
+                    if "starttls" not in self._extensions:
+                        raise SendError(f"{host} does not offer STARTTLS",
+                                        hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix "
+                                             "the server")
+                    await self._expect(b"STARTTLS\r\n", 220)
+                    await self._writer.start_tls(self._context(), server_hostname=host)
+                    await self._ehlo()
+                if s.smtp_username:
+                    await self._login(s.smtp_username, s.smtp_password or "")
+        except SendError:
+            await self._drop()
+            raise
         except ssl.SSLError as e:
-            raise SendError(f"TLS with {s.smtp_host} failed: {e.reason or e}",
+            await self._drop()
+            raise SendError(f"TLS with {host} failed: {e.reason or e}",
                             hint="check DIGEST_SMTP_SECURITY and the server's certificate "
                                  "(DIGEST_SMTP_CAFILE for a private CA)") from None
-        except (ConnectionRefusedError, socket.gaierror, TimeoutError) as e:
+        except (ConnectionRefusedError, socket.gaierror) as e:
+            await self._drop()
             raise SendError(f"cannot connect to {self.server}: {e}",
                             hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT") from None
-        except smtplib.SMTPConnectError as e:
-            raise SendError(f"{s.smtp_host} refused the connection: "
-                            f"{_reply(e.smtp_code, e.smtp_error)}",
-                            hint="check the server, or try again later") from None
-        except (smtplib.SMTPException, OSError) as e:
-            raise TemporaryFailure(f"connection failed: {e}") from None
-        if smtp.file is None:  # smtplib reads replies through this buffered file
-            smtp.file = smtp.sock.makefile("rb")
-        self._smtp = smtp
-        self._pipelining = smtp.has_extn("pipelining")
+        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
+            await self._drop()
+            raise TemporaryFailure(f"connection failed: {e or type(e).__name__}") from None
         self._count = 0
 
-    wire = True  # push() takes SMTP DATA: dot-stuffed, ending with the '.' line
+    async def _ehlo(self) -> None:
+        assert self._writer is not None
+        self._writer.write(f"EHLO {socket.getfqdn() or 'localhost'}\r\n".encode())
+        code, message = await self._read()
+        if code != 250:
+            raise SendError(f"the server refused EHLO: {_reply(code, message)}")
+        self._extensions = {line.split()[0].lower().decode() for line in message.split(b"\n")[1:]
+                            if line.strip()}
 
-    def push(self, sender: str, recipient: str, data: bytes | Callable[[], bytes]) -> str:
+    async def _login(self, username: str, password: str) -> None:
+        """AUTH PLAIN (or LOGIN); the password is never logged."""
+        assert self._writer is not None
+        if "auth" not in self._extensions and not any(e.startswith("auth")
+                                                       for e in self._extensions):
+            raise SendError("the SMTP server offers no login (AUTH)",
+                            hint="leave DIGEST_SMTP_USERNAME empty, or check the security setting")
+        plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+        self._writer.write(f"AUTH PLAIN {plain}\r\n".encode())
+        code, message = await self._read()
+        if code == 504:  # PLAIN not offered: LOGIN
+            self._writer.write(b"AUTH LOGIN\r\n")
+            code, message = await self._read()
+            for secret in (username, password):
+                if code != 334:
+                    break
+                self._writer.write(base64.b64encode(secret.encode()) + b"\r\n")
+                code, message = await self._read()
+        if code != 235:
+            raise SendError(f"the SMTP server refused the login: {_reply(code, message)}",
+                            hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD")
+
+    async def _expect(self, command: bytes, expected: int) -> None:
+        assert self._writer is not None
+        self._writer.write(command)
+        code, message = await self._read()
+        if code != expected:
+            raise SendError(f"{command.decode().strip()} failed: {_reply(code, message)}")
+
+    async def _read(self) -> tuple[int, bytes]:
+        """Read one (possibly multi-line) reply."""
+        assert self._reader is not None
+        lines = []
+        while True:
+            line = await self._reader.readline()
+            if not line.endswith(b"\n"):
+                raise EOFError("connection closed by the server")
+            lines.append(line[4:].strip())
+            if line[3:4] != b"-":
+                try:
+                    return int(line[:3]), b"\n".join(lines)
+                except ValueError:
+                    raise EOFError(f"not an SMTP reply: {line[:40]!r}") from None
+
+    # -- messages --------------------------------------------------------------------
+
+    async def push(self, sender: str, recipient: str, data: Data) -> str:
         """Send one message, given as SMTP DATA; return the server's reply.
 
         MAIL, RCPT and DATA go in one write where the server offers PIPELINING
-        (RFC 2920); the data is sent as it is, without another pass over it.
-        *data* may be a function: it is then called while the server answers the
-        envelope, so preparing the message costs no time of its own.
+        (RFC 2920). *data* may be a function: it is then called while the server
+        answers the envelope, so preparing the message costs no time of its own.
         """
-        if self._smtp is None or self._count >= self.per_connection:
-            self.close()
-            self.connect()
-        smtp = self._smtp
-        assert smtp is not None
+        if self._writer is None or self._count >= self.per_connection:
+            await self.close()
+            await self.connect()
+        writer = self._writer
+        assert writer is not None
         self._count += 1
         commands = (f"MAIL FROM:<{sender}>\r\n", f"RCPT TO:<{recipient}>\r\n", "DATA\r\n")
         try:
-            sock, reader = smtp.sock, smtp.file
-            if self._pipelining:
-                sock.sendall("".join(commands).encode("ascii"))
-                data = data() if callable(data) else data
-                replies = [_read_reply(reader) for _ in commands]
-            else:
-                data = data() if callable(data) else data
-                replies = []
-                for command in commands:
-                    sock.sendall(command.encode("ascii"))
-                    replies.append(_read_reply(reader))
-                    if replies[-1][0] >= 400:
-                        break
-            for (code, message), expected in zip(replies, (250, 250, 354), strict=False):
-                if code != expected and not (expected == 250 and code == 251):
-                    if replies[-1][0] == 354:  # the server waits for a body: end it empty
-                        sock.sendall(b".\r\n")
-                        _read_reply(reader)
-                    self._reset()
-                    self._classify(code, message)
-            sock.sendall(data)
-            code, message = _read_reply(reader)
-        except (smtplib.SMTPServerDisconnected, OSError) as e:
-            self._drop()
-            raise TemporaryFailure(f"connection lost: {e}") from None
+            async with asyncio.timeout(TIMEOUT):
+                if "pipelining" in self._extensions:
+                    writer.write("".join(commands).encode("ascii"))
+                    data = data() if callable(data) else data
+                    replies = [await self._read() for _ in commands]
+                else:
+                    data = data() if callable(data) else data
+                    replies = []
+                    for command in commands:
+                        writer.write(command.encode("ascii"))
+                        replies.append(await self._read())
+                        if replies[-1][0] >= 400:
+                            break
+                for (code, message), expected in zip(replies, (250, 250, 354), strict=False):
+                    if code != expected and not (expected == 250 and code == 251):
+                        if replies[-1][0] == 354:  # the server waits for a body: end it empty
+                            writer.write(b".\r\n")
+                            await self._read()
+                        await self._reset()
+                        await self._fail(code, message)
+                writer.write(data)
+                await writer.drain()
+                code, message = await self._read()
+        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
+            await self._drop()
+            raise TemporaryFailure(f"connection lost: {e or type(e).__name__}") from None
         if code != 250:
-            self._classify(code, message)
+            await self._fail(code, message)
         return _reply(code, message)
 
-    def _classify(self, code: int, message: bytes | str) -> None:
+    async def _fail(self, code: int, message: bytes | str) -> None:
+        """Raise the failure a reply means (4xx temporary, 5xx permanent)."""
         if 400 <= code < 500:
-            if code == 421:
-                self._drop()
+            if code == 421:  # the server is closing the connection
+                await self._drop()
             raise TemporaryFailure(_reply(code, message))
         raise PermanentFailure(_reply(code, message))
 
-    def _reset(self) -> None:
+    async def _reset(self) -> None:
         try:
-            if self._smtp is not None:
-                self._smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            self._drop()
+            assert self._writer is not None
+            self._writer.write(b"RSET\r\n")
+            await self._read()
+        except (OSError, EOFError, AssertionError):
+            await self._drop()
 
-    def _drop(self) -> None:
-        if self._smtp is not None:
+    async def _drop(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
             try:
-                self._smtp.close()
-            finally:
-                self._smtp = None
-
-    def close(self) -> None:
-        if self._smtp is not None:
-            try:
-                self._smtp.quit()
-            except (smtplib.SMTPException, OSError):
+                await writer.wait_closed()
+            except (OSError, ssl.SSLError):
                 pass
-            self._drop()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            try:
+                async with asyncio.timeout(5):
+                    self._writer.write(b"QUIT\r\n")
+                    await self._read()
+            except (OSError, EOFError, TimeoutError):
+                pass
+            await self._drop()
 
 
 class OutboxMessenger:
@@ -225,11 +278,11 @@ class OutboxMessenger:
         self.folder = folder
         self.server = f"outbox {folder}"
 
-    def push(self, sender: str, recipient: str, data: bytes | Callable[[], bytes]) -> str:
+    async def push(self, sender: str, recipient: str, data: Data) -> str:
         data = data() if callable(data) else data
         name = recipient.replace("/", "_").replace("@", "_at_")
         write_atomically({self.folder / f"{name}.eml": data})
         return "written"
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass

@@ -64,6 +64,8 @@ DIGEST_SMTP_USERNAME=
 DIGEST_SMTP_PASSWORD=
 # starttls (default), tls, or none (none only to a server on this machine).
 DIGEST_SMTP_SECURITY=starttls
+# A CA certificate file for a server whose certificate a private CA signed (optional).
+DIGEST_SMTP_CAFILE=
 # Secret key that signs unsubscribe links (any long random string).
 DIGEST_SECRET=
 """

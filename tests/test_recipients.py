@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.errors import ContentError
+from digest.message import Recipient
+from digest.send.recipients import RowProblem, read_recipients
+
+from .conftest import FIXTURES
+
+
+def test_the_fixture_list() -> None:
+    rows = list(read_recipients(FIXTURES / "subscribers.csv"))
+    good = [r for r in rows if isinstance(r, Recipient)]
+    bad = [r for r in rows if isinstance(r, RowProblem)]
+    assert [(r.email, r.fields["name"], r.line) for r in good] == [
+        ("anna@example.com", "Anna Schmidt", 2),
+        ("BORIS@example.com", "Борис Петров", 3),
+        ("anna@example.com", "Anna again", 5),  # the duplicate: the journal sends it once
+        ("dmitri@example.org", 'Dmitri "Dima" Ivanov', 7),
+    ]
+    assert [r.line for r in bad] == [4, 6]
+    assert bad[0].message.startswith("invalid address 'not-an-address'")
+
+
+def test_bom_header_case_and_ragged_rows(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_bytes("\ufeffEmail,Name\nA@Example.COM,Ann\n\nb@example.com\n".encode())
+    rows = list(read_recipients(path))
+    assert rows[0] == Recipient("A@example.com", {"name": "Ann"}, 2)
+    assert rows[1] == RowProblem(4, "1 columns, the header has 2")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the list is empty"),
+    ("name,city\nAnn,Berlin\n", "the list has no 'email' column"),
+])
+def test_bad_lists(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(content)
+    with pytest.raises(ContentError) as e:
+        list(read_recipients(path))
+    assert e.value.message == message
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"email,name\nx@example.com,Ren\xe9\n")
+    with pytest.raises(ContentError) as e:
+        list(read_recipients(path))
+    assert e.value.message == "the list is not UTF-8 text"

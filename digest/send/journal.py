@@ -156,6 +156,24 @@ class Journal:
                 "attempts = attempts + (id = ?), updated_at = ? WHERE id IN (?, ?)",
                 (delivery_id, delivery_id, reply, delivery_id, now, delivery_id, done_id))
 
+    def begin_many(self, entries: list[tuple[int, tuple[int, str] | None]]) -> None:
+        """``begin`` for several deliveries in one commit (the send loop's group commit)."""
+        now = time.time()
+        sent = [(reply, now, done) for _, done_reply in entries if done_reply is not None
+                for done, reply in [done_reply]]
+        sending = [(now, delivery_id) for delivery_id, _ in entries]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("UPDATE deliveries SET state = 'sent', reply = ?, "
+                                     "updated_at = ? WHERE id = ?", sent)
+                self._db.executemany("UPDATE deliveries SET state = 'sending', updated_at = ?, "
+                                     "attempts = attempts + 1 WHERE id = ?", sending)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""
         with self._lock:

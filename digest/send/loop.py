@@ -93,6 +93,10 @@ class SendLoop:
         self._states = ("pending", "deferred") + (
             ("sending",) if options.resend_uncertain else ())
         self._due: deque[Delivery] = deque()
+        # Group commit: 'sending' entries of the connections that reach that point in
+        # the same turn of the event loop are committed together.
+        self._begins: list[tuple[int, tuple[int, str] | None]] = []
+        self._committed: asyncio.Future[None] | None = None
         self._last_id = 0
         self._exhausted = False
 
@@ -177,10 +181,10 @@ class SendLoop:
         personal = self.template.rendered.personal
         message: bytes | None = None
 
-        def prepare() -> bytes:
+        async def prepare() -> bytes:
             nonlocal accepted, message
-            self.journal.begin(delivery.id, accepted)  # 'sending' is recorded first
-            accepted = None
+            done, accepted = accepted, None
+            await self._begin(delivery.id, done)  # 'sending' is recorded first
             if message is None:
                 message = (self.template.personalise(delivery.recipient, wire=wire) if personal
                            # one copy for a list address: the list's footer, no personal link
@@ -219,6 +223,26 @@ class SendLoop:
         finally:
             if accepted is not None:  # the previous message, when prepare() never ran
                 self.journal.mark(accepted[0], "sent", accepted[1])
+
+    async def _begin(self, delivery_id: int, done: tuple[int, str] | None) -> None:
+        """Record 'sending' (and the previous message's 'sent'); return once committed."""
+        self._begins.append((delivery_id, done))
+        committed = self._committed
+        if committed is None:
+            loop = asyncio.get_running_loop()
+            committed = self._committed = loop.create_future()
+            loop.call_soon(self._commit_begins)
+        await committed
+
+    def _commit_begins(self) -> None:
+        entries, self._begins = self._begins, []
+        committed, self._committed = self._committed, None
+        try:
+            self.journal.begin_many(entries)
+        except Exception as e:  # surfaces in every connection waiting on it
+            committed.set_exception(e)
+        else:
+            committed.set_result(None)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry; wake early when the send is stopping."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..atomic import write_atomically
@@ -26,7 +27,16 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 60.0
 
-Data = bytes | Callable[[], bytes]
+Data = bytes | Callable[[], bytes] | Callable[[], Awaitable[bytes]]
+
+
+async def _resolve(data: Data) -> bytes:
+    """Return the message bytes: given, made by a function, or awaited from one."""
+    if callable(data):
+        data = data()
+        if inspect.isawaitable(data):
+            data = await data
+    return data
 
 
 class TemporaryFailure(Exception):
@@ -174,9 +184,14 @@ class SMTPMessenger:
     async def _read(self) -> tuple[int, bytes]:
         """Read one (possibly multi-line) reply."""
         assert self._reader is not None
+        line = await self._reader.readline()
+        if line[3:4] == b" " and line.endswith(b"\n"):  # the usual one-line reply
+            try:
+                return int(line[:3]), line[4:].strip()
+            except ValueError:
+                raise EOFError(f"not an SMTP reply: {line[:40]!r}") from None
         lines = []
         while True:
-            line = await self._reader.readline()
             if not line.endswith(b"\n"):
                 raise EOFError("connection closed by the server")
             lines.append(line[4:].strip())
@@ -185,6 +200,7 @@ class SMTPMessenger:
                     return int(line[:3]), b"\n".join(lines)
                 except ValueError:
                     raise EOFError(f"not an SMTP reply: {line[:40]!r}") from None
+            line = await self._reader.readline()
 
     # -- messages --------------------------------------------------------------------
 
@@ -206,10 +222,10 @@ class SMTPMessenger:
             async with asyncio.timeout(TIMEOUT):
                 if "pipelining" in self._extensions:
                     writer.write("".join(commands).encode("ascii"))
-                    data = data() if callable(data) else data
+                    data = await _resolve(data)
                     replies = [await self._read() for _ in commands]
                 else:
-                    data = data() if callable(data) else data
+                    data = await _resolve(data)
                     replies = []
                     for command in commands:
                         writer.write(command.encode("ascii"))
@@ -279,7 +295,7 @@ class OutboxMessenger:
         self.server = f"outbox {folder}"
 
     async def push(self, sender: str, recipient: str, data: Data) -> str:
-        data = data() if callable(data) else data
+        data = await _resolve(data)
         name = recipient.replace("/", "_").replace("@", "_at_")
         write_atomically({self.folder / f"{name}.eml": data})
         return "written"

@@ -250,7 +250,7 @@ def _earlier_urls(project: Project, issue: Issue) -> dict[str, str]:
             continue
         try:
             date = _manifest_date(folder)
-        except Exception:  # an unreadable neighbour is its own check's business
+        except DigestError:  # an unreadable neighbour is its own check's business
             continue
         if (date, folder.name) < key:
             others.append(((date, folder.name), folder))

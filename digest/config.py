@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +88,15 @@ class Project:
     def settings(self, environ: Mapping[str, str] | None = None) -> Settings:
         """Read machine settings from .env, overridden by the environment."""
         return load_settings(self.root / ".env", os.environ if environ is None else environ)
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether every address of *host* is on this machine (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def find_project_root(start: Path | None = None) -> Path:

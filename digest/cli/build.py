@@ -78,7 +78,8 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
     import signal
     import webbrowser
 
-    from ..preview import is_loopback, start_preview
+    from ..config import is_loopback
+    from ..preview import start_preview
 
     def stop_on_term(_signum, _frame):
         raise KeyboardInterrupt

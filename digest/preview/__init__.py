@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .builder import Builder
-from .server import PreviewServer, bind, is_loopback
+from .server import PreviewServer, bind
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Builder", "PreviewServer", "is_loopback", "start_preview"]
+__all__ = ["Builder", "PreviewServer", "start_preview"]
 
 
 def start_preview(project_dir: Path, ref: str, host: str = "127.0.0.1",

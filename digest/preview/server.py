@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
-import socket
 from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,13 +157,3 @@ def bind(host: str, port: int | None, builder: Builder) -> PreviewServer:
         raise DigestError(f"cannot listen on {host}:{port}: {last.strerror if last else ''}",
                           hint="choose another --port, or leave it out to take a free one")
     raise DigestError(f"no free port on {host} from 8000 to 8099", hint="pass --port N")
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    import ipaddress
-
-    return all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)

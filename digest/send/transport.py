@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
-import ipaddress
 import logging
 import socket
 import ssl
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..atomic import write_atomically
-from ..config import Settings
+from ..config import Settings, is_loopback
 from ..errors import ConfigError, SendError
 
 log = logging.getLogger(__name__)
@@ -52,14 +51,6 @@ def _reply(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
-def is_loopback_host(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
-
-
 def check_settings(settings: Settings) -> None:
     """Refuse SMTP settings that are missing or would send a password in the clear."""
     if not settings.smtp_host:
@@ -68,7 +59,7 @@ def check_settings(settings: Settings) -> None:
             hint="set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
                  "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR")
     if (settings.smtp_security == "none" and settings.smtp_username
-            and not is_loopback_host(settings.smtp_host)):
+            and not is_loopback(settings.smtp_host)):
         raise ConfigError(
             "DIGEST_SMTP_SECURITY=none would send the password unencrypted to "
             f"{settings.smtp_host}",

@@ -75,11 +75,15 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 class Server:
     """Start/stop an aiosmtpd server; `tls` adds STARTTLS (required) and AUTH."""
 
-    def __init__(self, tls_context=None) -> None:
+    def __init__(self, tls_context=None, implicit_tls: bool = False) -> None:
         self.recorder = Recorder()
         self.port = free_port()
         kwargs = {}
-        if tls_context is not None:
+        if implicit_tls:  # TLS from the first byte (port 465 style), then AUTH
+            # aiosmtpd only counts STARTTLS as TLS for AUTH; this connection is TLS too.
+            kwargs = {"ssl_context": tls_context, "authenticator": authenticator,
+                      "auth_required": True, "auth_require_tls": False}
+        elif tls_context is not None:
             kwargs = {"tls_context": tls_context, "require_starttls": True,
                       "authenticator": authenticator, "auth_required": True}
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,

@@ -46,6 +46,35 @@ def tls_server(project: Path, tmp_path: Path, monkeypatch):
         yield server
 
 
+def test_send_over_implicit_tls(project: Path, tmp_path: Path, monkeypatch,
+                                runner: CliRunner) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with Server(context, implicit_tls=True) as server:
+        for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
+                           "DIGEST_SMTP_USERNAME": USER, "DIGEST_SMTP_PASSWORD": PASSWORD,
+                           "DIGEST_SMTP_SECURITY": "tls", "DIGEST_SMTP_CAFILE": str(ca_file),
+                           "DIGEST_SECRET": SECRET}.items():
+            monkeypatch.setenv(key, value)
+        result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+        assert result.exit_code == 0, result.output
+        assert len(server.recorder.received) == 3
+
+
+def test_an_untrusted_certificate_is_refused(tls_server: Server, runner: CliRunner,
+                                             monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DIGEST_SMTP_CAFILE")
+    result = _send(runner, "--list", str(_list(tmp_path, 2)), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: TLS with 127.0.0.1 failed: CERTIFICATE_VERIFY_FAILED")
+    assert tls_server.recorder.received == []
+
+
 @pytest.fixture
 def plain_server(project: Path, monkeypatch):
     with Server() as server:

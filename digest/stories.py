@@ -103,11 +103,6 @@ def read_story(path: Path) -> tuple[Story, list[DigestError]]:
     return story, warnings
 
 
-def parse_story_text(path: Path, text: str) -> tuple[Story, list[DigestError]]:
-    """Parse a story from text (for files not yet written, such as imports)."""
-    return _parse_story(path, text.encode("utf-8"))
-
-
 def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
     try:
         text = raw.decode("utf-8")

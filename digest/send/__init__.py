@@ -66,10 +66,13 @@ class Plan:
                 loop: SendLoop | None = None) -> Stats:
         """Send (or, dry, only prepare) every due message."""
         loop = loop or self.loop()
-        if self.dry_run:
-            for delivery in self.journal.due(self.key, ("pending", "deferred"), 0, 10**9):
-                self.template.personalise(delivery.recipient)
-                loop.stats.sent += 1
+        if self.dry_run:  # prepare every message, a batch at a time, and send none
+            last = 0
+            while batch := self.journal.due(self.key, ("pending", "deferred"), last, 512):
+                for delivery in batch:
+                    self.template.personalise(delivery.recipient)
+                    loop.stats.sent += 1
+                last = batch[-1].id
             return loop.stats
         try:
             return loop.run(progress)

@@ -214,7 +214,3 @@ class Journal:
         return [key for (key,) in self._db.execute(
             "SELECT issue FROM sends WHERE issue = ? OR issue LIKE ? ORDER BY issue",
             (issue, f"{issue} to %"))]
-
-    def is_suppressed(self, address: str) -> bool:
-        return self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?",
-                                (address_key(address),)).fetchone() is not None

@@ -401,3 +401,22 @@ def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
     final.communicate(timeout=60)
     got = plain_server.recorder.by_recipient()
     assert set(got) == everyone
+
+
+def test_a_journal_that_cannot_be_written_is_a_clear_error(plain_server: Server,
+                                                           runner: CliRunner, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    import sqlite3
+
+    from digest.send import journal
+
+    def full(self, entries):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(journal.Journal, "begin_many", journal._writes(full))
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+    assert result.exit_code == 1
+    assert "cannot write the send journal: database or disk is full" in result.stderr
+    assert "hint: check the disk" in result.stderr
+    assert "Traceback" not in result.output
+    assert plain_server.recorder.received == []  # no message went out unrecorded

@@ -8,6 +8,7 @@ through a killed process without a disk sync per message.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DigestError
+from ..errors import DigestError, SendError
 from ..message import Recipient
 from .recipients import address_key
 
@@ -46,6 +47,21 @@ CREATE TABLE IF NOT EXISTS suppressed (
 """
 
 STATES = ("pending", "sending", "sent", "failed", "deferred")
+
+
+def _writes(method):
+    """Turn a failed write (disk full, read-only folder) into one clear error."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise SendError(f"cannot write the send journal: {e}", path=self.path,
+                            hint="check the disk and the project's .digest/ folder; "
+                                 "run the same command again to resume") from e
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,7 @@ class Journal:
         row = self._db.execute("SELECT content_hash FROM sends WHERE issue = ?", (issue,)).fetchone()
         return row[0] if row else None
 
+    @_writes
     def start(self, issue: str, content_hash: str, replace: bool = False) -> None:
         with self._lock:
             self._db.execute(
@@ -140,6 +157,7 @@ class Journal:
                 (issue, *states, after_id, limit)).fetchall()
         return [Delivery(i, Recipient(e, json.loads(f)), s) for i, e, f, s, _ in rows]
 
+    @_writes
     def begin(self, delivery_id: int, sent: tuple[int, str] | None = None) -> None:
         """Mark a delivery 'sending' and, in the same commit, an earlier one 'sent'.
 
@@ -156,6 +174,7 @@ class Journal:
                 "attempts = attempts + (id = ?), updated_at = ? WHERE id IN (?, ?)",
                 (delivery_id, delivery_id, reply, delivery_id, now, delivery_id, done_id))
 
+    @_writes
     def begin_many(self, entries: list[tuple[int, tuple[int, str] | None]]) -> None:
         """``begin`` for several deliveries in one commit (the send loop's group commit)."""
         now = time.time()
@@ -174,6 +193,7 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
 
+    @_writes
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""
         with self._lock:
@@ -199,6 +219,7 @@ class Journal:
 
     # -- suppression list ------------------------------------------------------
 
+    @_writes
     def suppress(self, addresses: Iterable[str]) -> int:
         with self._lock:
             cur = self._db.executemany(

@@ -413,7 +413,7 @@ def test_a_journal_that_cannot_be_written_is_a_clear_error(plain_server: Server,
     def full(self, entries):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(journal.Journal, "begin_many", journal._writes(full))
+    monkeypatch.setattr(journal.Journal, "begin", journal._writes(full))
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
     assert result.exit_code == 1
     assert "cannot write the send journal: database or disk is full" in result.stderr

@@ -158,28 +158,16 @@ class Journal:
         return [Delivery(i, Recipient(e, json.loads(f)), s) for i, e, f, s, _ in rows]
 
     @_writes
-    def begin(self, delivery_id: int, sent: tuple[int, str] | None = None) -> None:
-        """Mark a delivery 'sending' and, in the same commit, an earlier one 'sent'.
+    def begin(self, entries: list[tuple[int, tuple[int, str] | None]]) -> None:
+        """Mark deliveries 'sending' and, in the same commit, earlier ones 'sent'.
 
-        One commit per message: a worker records the outcome of its last message
-        together with the start of its next one.
+        Each entry is (delivery id, (id of the connection's previous message, its
+        reply) or None). The send loop commits the entries of every connection that
+        gets there in the same turn of its event loop together (group commit).
         """
         now = time.time()
-        done_id, reply = sent if sent is not None else (-1, None)
-        with self._lock:  # one statement: atomic, one commit
-            self._db.execute(
-                "UPDATE deliveries SET "
-                "state = CASE id WHEN ? THEN 'sending' ELSE 'sent' END, "
-                "reply = CASE id WHEN ? THEN reply ELSE ? END, "
-                "attempts = attempts + (id = ?), updated_at = ? WHERE id IN (?, ?)",
-                (delivery_id, delivery_id, reply, delivery_id, now, delivery_id, done_id))
-
-    @_writes
-    def begin_many(self, entries: list[tuple[int, tuple[int, str] | None]]) -> None:
-        """``begin`` for several deliveries in one commit (the send loop's group commit)."""
-        now = time.time()
-        sent = [(reply, now, done) for _, done_reply in entries if done_reply is not None
-                for done, reply in [done_reply]]
+        sent = [(reply, now, done) for _, previous in entries if previous is not None
+                for done, reply in (previous,)]
         sending = [(now, delivery_id) for delivery_id, _ in entries]
         with self._lock:
             self._db.execute("BEGIN")

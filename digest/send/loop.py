@@ -238,7 +238,7 @@ class SendLoop:
         entries, self._begins = self._begins, []
         committed, self._committed = self._committed, None
         try:
-            self.journal.begin_many(entries)
+            self.journal.begin(entries)
         except Exception as e:  # surfaces in every connection waiting on it
             committed.set_exception(e)
         else:

@@ -64,10 +64,7 @@ class _Fields:
         self._slots = slots
 
     def get(self, name: str, default: str = "") -> Markup:
-        slot = Slot(str(name), str(default))
-        if slot not in self._slots:
-            self._slots.append(slot)
-        return Markup(TOKEN.format(self._slots.index(slot)))
+        return Markup(TOKEN.format(_slot_index(self._slots, Slot(str(name), str(default)))))
 
     def __getattr__(self, name: str) -> Markup:
         if name.startswith("_"):

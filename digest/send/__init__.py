@@ -62,10 +62,9 @@ class Plan:
     def subject(self) -> str:
         return self.template.subject
 
-    def execute(self, progress: Callable[[Stats], None] | None = None,
-                loop: SendLoop | None = None) -> Stats:
+    def execute(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Send (or, dry, only prepare) every due message."""
-        loop = loop or self.loop()
+        loop = self.loop()
         if self.dry_run:  # prepare every message, a batch at a time, and send none
             last = 0
             while batch := self.journal.due(self.key, ("pending", "deferred"), last, 512):

@@ -20,7 +20,9 @@ CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
 
 _REQUIRED = ("name", "from", "disclaimer", "unsubscribe_url", "list_id")
-_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "recent_issues")
+_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "direction", "recent_issues")
+# Languages written right to left (primary subtag); `direction` in digest.toml overrides.
+_RTL_LANGUAGES = {"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ps", "sd", "syr", "ug", "ur", "yi"}
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -38,6 +40,15 @@ class Newsletter:
     unsubscribe_mailto: str | None = None
     language: str = "en"
     recent_issues: int = 5
+    direction: str | None = None
+
+    @property
+    def text_direction(self) -> str:
+        """Return "rtl" or "ltr": `direction` as written, else from the language."""
+        if self.direction:
+            return self.direction
+        primary = self.language.replace("_", "-").split("-")[0].lower()
+        return "rtl" if primary in _RTL_LANGUAGES else "ltr"
 
     @property
     def sender_domain(self) -> str:
@@ -186,6 +197,11 @@ def load_newsletter(path: Path) -> Newsletter:
             ConfigError("'recent_issues' must be a whole number", path=path,
                         line=_line_of(text, "recent_issues"))
         )
+    direction = table.get("direction")
+    if direction is not None and direction not in ("ltr", "rtl"):
+        problems.append(ConfigError(f"'direction' must be \"ltr\" or \"rtl\", not {direction!r}",
+                                    path=path, line=_line_of(text, "direction"),
+                                    hint="leave it out to take it from 'language'"))
     raise_all(problems)
     return Newsletter(
         name=table["name"].strip(),
@@ -198,6 +214,7 @@ def load_newsletter(path: Path) -> Newsletter:
         unsubscribe_mailto=table.get("unsubscribe_mailto"),
         language=table.get("language", "en"),
         recent_issues=recent,
+        direction=direction,
     )
 
 

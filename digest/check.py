@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import lxml.html
 
+from .clientcss import client_warnings
 from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
 from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir
@@ -101,6 +102,7 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         rendered = None
     _check_manifest(out, issue)
     _check_stories(out, project, issue)
+    out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
     if rendered is not None:
         message = MessageTemplate(rendered, secret="check")
         _check_message(out, project, issue, message)

@@ -132,6 +132,45 @@ def test_dark_view_uses_the_templates_dark_styles(page, request) -> None:
     _shot(page, request, "mobile-dark")
 
 
+def _wait_for_styles(page, value: str) -> None:
+    page.wait_for_function(
+        "document.getElementById('email').contentDocument.documentElement.dataset.styles"
+        f" === '{value}'")
+
+
+def test_no_styles_view_shows_the_email_without_its_style_blocks(page, request) -> None:
+    page.get_by_role("button", name="No styles").click()
+    _wait_for_styles(page, "none")
+    frame = _email(page)
+    assert page.evaluate("[...document.getElementById('email').contentDocument"
+                         ".querySelectorAll('style')].every(s => s.sheet.disabled)")
+    # The inlined styles stay: the container is still fluid and white.
+    container = frame.locator(".container")
+    assert container.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(255, 255, 255)"
+    _shot(page, request, "nostyle-desktop")
+    for button, width in (("Mobile", 375), ("Narrow", 320)):
+        page.get_by_role("button", name=button, exact=True).click()
+        page.wait_for_function(f"document.getElementById('email').getBoundingClientRect().width"
+                               f" === {width}")
+        _wait_for_styles(page, "none")
+        # Without the media query the padding is the inline one, and nothing runs off the side.
+        story = frame.locator(".story").first
+        assert story.evaluate("el => getComputedStyle(el).paddingLeft") == "24px"
+        assert frame.locator("html").evaluate(
+            "el => el.scrollWidth") <= width
+        _shot(page, request, f"nostyle-{width}")
+    # Dark mode lives in the style blocks, so without them the email stays light.
+    page.get_by_role("button", name="Dark").click()
+    assert container.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(255, 255, 255)"
+    page.get_by_role("button", name="Styles", exact=True).click()
+    _wait_for_styles(page, "on")
+    page.wait_for_function(
+        "getComputedStyle(document.getElementById('email').contentDocument"
+        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'")
+    assert frame.locator(".story").first.evaluate(
+        "el => getComputedStyle(el).paddingLeft") == "16px"
+
+
 def test_text_and_source_views(page, request) -> None:
     page.get_by_role("button", name="Text").click()
     body = _email(page).locator("body")

@@ -90,3 +90,36 @@ def test_bad_security_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings(tmp_path / ".env", {"DIGEST_SMTP_SECURITY": "ssl3"})
     assert "starttls, tls or none" in e.value.message
+
+
+@pytest.mark.parametrize(("language", "direction", "expected"), [
+    ("en", None, "ltr"), ("ar", None, "rtl"), ("he-IL", None, "rtl"), ("fa_IR", None, "rtl"),
+    ("ar", "ltr", "ltr"), ("en", "rtl", "rtl"),
+])
+def test_text_direction_comes_from_the_language(tmp_path: Path, language: str,
+                                                direction: str | None, expected: str) -> None:
+    path = write(tmp_path / "digest.toml", f"""
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://example.org/u"
+        list_id = "n.example.org"
+        disclaimer = "D"
+        language = "{language}"
+    """ + (f'direction = "{direction}"\n' if direction else ""))
+    assert load_newsletter(path).text_direction == expected
+
+
+def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "digest.toml", """
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://example.org/u"
+        list_id = "n.example.org"
+        disclaimer = "D"
+        direction = "right"
+    """)
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert (e.value.message, e.value.line) == ("'direction' must be \"ltr\" or \"rtl\", not 'right'", 7)

@@ -133,7 +133,7 @@ def _problem(prop: str, value: str, in_media: bool, has_fallback: bool,
     if prop == "position" and value not in ("static", "inherit", "initial", "unset"):
         return (f"position:{value} is ignored by Gmail and Outlook",
                 "lay out with tables and padding")
-    if prop == "display" and value in ("flex", "inline-flex", "grid", "inline-grid"):
+    if prop == "display" and value in ("flex", "inline-flex", "grid", "inline-grid") and not in_media:
         return (f"display:{value} is ignored by Outlook for Windows and older Gmail apps",
                 "lay out with tables (role=\"presentation\"); keep flex or grid for an @media enhancement")
     if prop == "float" and value != "none" and not in_media and not has_fallback:

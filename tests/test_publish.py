@@ -28,7 +28,7 @@ from digest.config import load_project
 from digest.message import unsubscribe_token
 from digest.publish import publish_site, static_app
 
-from .conftest import EXAMPLE, FIXTURES, REPO, story, write
+from .conftest import EXAMPLE, FIXTURES, story, write
 from .smtpserver import Server
 
 BASE = "https://worlddigest.example.org"
@@ -96,7 +96,7 @@ def crawl(out: Path, base: str = BASE) -> set[Path]:
         rel = page.relative_to(out).as_posix().removesuffix("index.html")
         page_url = f"{base}/{rel}"
         tree = lxml.html.fromstring(page.read_bytes())
-        for element, attribute, link, _ in tree.iterlinks():
+        for _element, _attribute, link, _ in tree.iterlinks():
             url = urljoin(page_url, link)
             if not url.startswith(base + "/") or url.split("#")[0] == subscribe:
                 assert urlsplit(url).scheme in ("http", "https"), (page, link)

@@ -55,7 +55,7 @@ def publish_site(project: Project, out: Path | None = None, named: tuple[str, ..
     out_dir = check_out_dir(project, out if out is not None else project.root / "site")
     state = read_state(project)
     folders = select_issues(project, named, state)
-    named_slugs = {f.name for f in folders if f.name in {Path(n).name for n in named}}
+    named_slugs = {Path(n).name for n in named}
     errors: list[DigestError] = []
     issues = []
     for folder in folders:

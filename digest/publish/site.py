@@ -109,7 +109,7 @@ class Pages:
                       "article", entry=entry, issue=entry.issue, stories=entry.issue.stories,
                       newer=newer, older=older)
         self.paginated("index.html", "", entries, ISSUES_PER_PAGE, self.newsletter.name,
-                       self._site_description(entries), lambda e: e.updated)
+                       f"Every issue of {self.newsletter.name}, newest first", lambda e: e.updated)
         sources = sources_of(entries)
         newest = max((e.updated for e in entries), default=_EPOCH)
         self.page("sources.html", "sources/", newest, f"Sources · {self.newsletter.name}",
@@ -164,9 +164,6 @@ class Pages:
         return {"base_url": self.site.base_url, "home": self.site.url(),
                 "atom_url": self.site.url("feed.atom"), "json_url": self.site.url("feed.json"),
                 "subscribe_url": self.site.url("subscribe")}
-
-    def _site_description(self, entries: list[Entry]) -> str:
-        return f"Every issue of {self.newsletter.name}, newest first"
 
     def _check_disclaimer(self, html: str, template: str) -> None:
         disclaimer = " ".join(self.newsletter.disclaimer.split())

@@ -227,6 +227,24 @@ def _published(project: Path, runner: CliRunner, *args: str) -> Path:
     return project / "site"
 
 
+def test_drafts_are_never_published_and_a_named_issue_stays(held_in: Path,
+                                                           runner: CliRunner) -> None:
+    (held_in / "site" / ".git").mkdir(parents=True)  # a fresh checkout of a pages branch
+    (held_in / "site" / ".git" / "HEAD").write_text("ref: refs/heads/gh-pages\n")
+    result = publish(runner)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith("0 issues published in site: ")
+    assert "No issue is published yet" in result.stderr
+    assert "No issue has been published yet." in (held_in / "site" / "index.html").read_text()
+    assert feedparser.parse((held_in / "site" / "feed.atom").read_bytes()).entries == []
+    assert publish(runner, "2022-03-03").exit_code == 0
+    result = publish(runner)  # named once, published from then on
+    assert result.stdout.splitlines()[-1].startswith("1 issue published in site: 0 written")
+    assert (held_in / "site" / "2022-03-03" / "index.html").is_file()
+    assert not (held_in / "site" / EXAMPLE).exists() and not (held_in / "site" / "2022-01-07").exists()
+    assert (held_in / "site" / ".git" / "HEAD").read_text() == "ref: refs/heads/gh-pages\n"
+
+
 def test_feeds_parse_and_carry_what_their_specifications_require(held_in: Path,
                                                                  runner: CliRunner) -> None:
     out = _published(held_in, runner, EXAMPLE, "2022-03-03", "2022-01-07")

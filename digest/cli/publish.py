@@ -47,6 +47,9 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
     click.echo(f"{len(result.issues)} issue{'s' if len(result.issues) != 1 else ''} published in "
                f"{_shown(result.out)}: {len(result.changes.written)} written, "
                f"{len(result.changes.removed)} removed, {result.changes.unchanged} unchanged")
+    if not result.issues:
+        click.echo("No issue is published yet: an issue is published once its send has started, "
+                   "or name it: digest publish ISSUE", err=True)
     if not serve:
         return
     import signal

@@ -93,7 +93,9 @@ def check_out_dir(project: Project, out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ContentError("the output folder is a file", path=out,
                            hint="choose a folder for the site")
-    if out.is_dir() and not (out / SITE_MARK).is_file() and any(out.iterdir()):
+    # A folder of dot-files only (a fresh git checkout, .nojekyll) counts as empty.
+    if out.is_dir() and not (out / SITE_MARK).is_file() and any(
+            not p.name.startswith(".") for p in out.iterdir()):
         raise ContentError("the output folder is not empty and was not written by 'digest publish'",
                            path=out, hint="choose a new or empty folder; digest removes stale "
                                           "files from its own site folder only")

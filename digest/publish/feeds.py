@@ -40,6 +40,7 @@ def atom_feed(newsletter: Newsletter, site: Site, entries: list[Entry]) -> bytes
     feed = ET.Element("feed", {"xmlns": ATOM_NS, "xml:lang": newsletter.language})
     _text(feed, "id", feed_id(newsletter))
     _text(feed, "title", newsletter.name)
+    _text(feed, "subtitle", f"Every issue of {newsletter.name}")
     _text(feed, "updated", rfc3339(max((e.updated for e in shown), default=_epoch())))
     ET.SubElement(feed, "link", {"rel": "self", "type": "application/atom+xml",
                                  "href": site.url("feed.atom")})
@@ -47,7 +48,6 @@ def atom_feed(newsletter: Newsletter, site: Site, entries: list[Entry]) -> bytes
     author = ET.SubElement(feed, "author")
     _text(author, "name", newsletter.name)
     _text(author, "uri", site.url())
-    _text(feed, "rights", newsletter.disclaimer)
     for entry in shown:
         item = ET.SubElement(feed, "entry")
         _text(item, "id", feed_id(newsletter, entry.issue.slug))

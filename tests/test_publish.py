@@ -29,6 +29,7 @@ from digest.message import unsubscribe_token
 from digest.publish import publish_site, static_app
 
 from .conftest import EXAMPLE, FIXTURES, story, write
+from .golden import GOLDEN, assert_golden
 from .smtpserver import Server
 
 BASE = "https://worlddigest.example.org"
@@ -135,6 +136,20 @@ def test_publish_writes_the_example_issue_where_its_link_points(project: Path,
     assert "nsubscribe" not in (out / EXAMPLE / "index.html").read_text()
     for feed in ("feed.atom", "feed.json"):
         assert f"{BASE}/{EXAMPLE}/" in (out / feed).read_text()
+
+
+def test_the_example_site_matches_the_golden_tree(project: Path, runner: CliRunner) -> None:
+    out = _published(project, runner, EXAMPLE)
+    files = {name: data for name, data in site_files(out).items() if name != ".digest-site.json"}
+    golden = GOLDEN / "site"
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(golden, ignore_errors=True)
+        for name in files:
+            (golden / name).parent.mkdir(parents=True, exist_ok=True)
+    assert sorted(files) == sorted(p.relative_to(golden).as_posix() for p in golden.rglob("*")
+                                   if p.is_file()) or os.environ.get("UPDATE_GOLDEN")
+    for name, data in files.items():
+        assert_golden(f"site/{name}", data)
 
 
 def test_every_link_inside_the_site_resolves(held_in: Path, runner: CliRunner) -> None:

@@ -54,8 +54,7 @@ def publish_site(project: Project, out: Path | None = None, named: tuple[str, ..
     site = site_of(project)
     out_dir = check_out_dir(project, out if out is not None else project.root / "site")
     state = read_state(project)
-    folders = select_issues(project, named, state)
-    named_slugs = {Path(n).name for n in named}
+    folders, named_slugs = select_issues(project, named, state)
     errors: list[DigestError] = []
     issues = []
     for folder in folders:

@@ -115,8 +115,8 @@ def check_slug(issue_dir: Path) -> DigestError | None:
     return None
 
 
-def select_issues(project: Project, named: tuple[str, ...], state: dict) -> list[Path]:
-    """Return the folders of the published issues: started sends, named now or before."""
+def select_issues(project: Project, named: tuple[str, ...], state: dict) -> tuple[list[Path], set[str]]:
+    """Return the published issues' folders (sent, named now or before) and those named now."""
     folders: dict[str, Path] = {}
     errors: list[DigestError] = []
     for ref in named:
@@ -130,13 +130,14 @@ def select_issues(project: Project, named: tuple[str, ...], state: dict) -> list
                                        hint="issue folder names are their web addresses"))
         folders[folder.name] = folder
     raise_all(errors)
+    named_now = set(folders)
     candidates = sorted(p for p in project.issues_dir.glob("*/") if (p / MANIFEST).is_file())
     sent = _started_sends(project, [p.name for p in candidates])
     for folder in candidates:
         remembered = state.get(folder.name, {}).get("named", False)
         if folder.name in sent or remembered:
             folders.setdefault(folder.name, folder.resolve())
-    return [folders[slug] for slug in sorted(folders)]
+    return [folders[slug] for slug in sorted(folders)], named_now
 
 
 def _started_sends(project: Project, slugs: list[str]) -> set[str]:

@@ -555,6 +555,19 @@ def test_publish_serve_answers_on_loopback_at_the_base_path(project: Path) -> No
         proc.wait(timeout=10)
 
 
+def test_a_busy_port_is_a_clear_error(project: Path, runner: CliRunner) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = publish(runner, EXAMPLE, "--serve", "--port", str(port))
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+                             "  hint: choose another --port (0 takes any free one)\n")
+
+
 def test_help_has_an_example(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["publish", "--help"])
     assert result.exit_code == 0

@@ -60,7 +60,7 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
     def stop_on_term(_signum, _frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop_on_term)
+    previous = signal.signal(signal.SIGTERM, stop_on_term)
     if not is_loopback(host):
         click.echo(f"Warning: listening on {host}: anyone who can reach this machine can read "
                    "the site", err=True)
@@ -76,3 +76,5 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
 
         raise DigestError(f"cannot listen on {host}:{port}: {e.strerror}",
                           hint="choose another --port (0 takes any free one)") from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)

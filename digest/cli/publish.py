@@ -71,10 +71,5 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
                                           err=False))
     except KeyboardInterrupt:
         click.echo("\nStopped.")
-    except OSError as e:
-        from ..errors import DigestError
-
-        raise DigestError(f"cannot listen on {host}:{port}: {e.strerror}",
-                          hint="choose another --port (0 takes any free one)") from e
     finally:
         signal.signal(signal.SIGTERM, previous)

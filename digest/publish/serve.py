@@ -11,6 +11,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.utils import redirect, send_from_directory
 from werkzeug.wrappers import Request, Response
 
+from ..errors import DigestError
+
 log = logging.getLogger(__name__)
 
 # Pages and feeds change when an issue is published: always revalidate (ETag, Last-Modified).
@@ -85,8 +87,12 @@ def serve_site(site_dir: Path, base_path: str, host: str, port: int,
     """Serve the site on waitress until interrupted; *ready* gets the address first."""
     import waitress
 
-    server = waitress.create_server(static_app(site_dir, base_path), host=host, port=port,
-                                    threads=4, ident="digest")
+    try:
+        server = waitress.create_server(static_app(site_dir, base_path), host=host, port=port,
+                                        threads=4, ident="digest")
+    except OSError as e:
+        raise DigestError(f"cannot listen on {host}:{port}: {e.strerror}",
+                          hint="choose another --port (0 takes any free one)") from e
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{server.effective_port}{base_path_of(base_path)}"
     if ready is not None:

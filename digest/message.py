@@ -14,11 +14,17 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.header import Header
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 from html import escape
 from urllib.parse import quote
 
+from .headers import (
+    address_header,
+    clean_value,
+    list_id_header,
+    mailbox_header,
+    unstructured_header,
+)
 from .render import TOKEN_RE, RenderedIssue, Slot
 
 CRLF = b"\r\n"
@@ -38,11 +44,6 @@ class Recipient:
         return clean_value(self.fields.get("name", ""))
 
 
-def clean_value(value: str | None) -> str:
-    """Fold whitespace (CR/LF included) so a value cannot break a header or a line."""
-    return " ".join(str(value or "").split())
-
-
 def _qp(text: str) -> bytes:
     """Quoted-printable encode UTF-8 text with CRLF line ends."""
     if len(text) < 70 and text.isascii() and text.isprintable() and "=" not in text and (
@@ -50,24 +51,6 @@ def _qp(text: str) -> bytes:
         return text.encode("ascii")  # nothing to encode (the common case for a value)
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     return encoded.replace(b"\n", CRLF)
-
-
-def _header(name: str, value: str) -> bytes:
-    """Encode one unstructured header (RFC 2047 only where non-ASCII)."""
-    charset = "us-ascii" if value.isascii() else "utf-8"
-    folded = Header(value, charset, header_name=name).encode(linesep="\r\n")
-    return f"{name}: {folded}".encode("ascii") + CRLF
-
-
-def _address_header(name: str, display: str, address: str) -> bytes:
-    display = clean_value(display)
-    if display and (not display.isascii() or "=?" in display):
-        # Encode it ourselves; a name that looks like an encoded word is encoded too.
-        encoded = Header(display, "utf-8", header_name=name).encode(linesep="\r\n")
-        value = f"{encoded} <{address}>"
-    else:
-        value = formataddr((display, address))
-    return f"{name}: {value}".encode("ascii") + CRLF
 
 
 def unsubscribe_token(secret: str, list_id: str, email: str) -> str:
@@ -152,12 +135,12 @@ class MessageTemplate:
         )
         self._fields_used = {s.field for s in self.slots}
         head = bytearray()
-        head += _header("From", newsletter.sender)
+        head += mailbox_header("From", newsletter.sender)
         if newsletter.reply_to:
-            head += f"Reply-To: {newsletter.reply_to}".encode("ascii") + CRLF
-        head += _header("Subject", self.subject)
+            head += mailbox_header("Reply-To", newsletter.reply_to)
+        head += unstructured_header("Subject", self.subject)
         head += b"MIME-Version: 1.0" + CRLF
-        head += _header("List-Id", f"{newsletter.name} <{newsletter.list_id}>")
+        head += list_id_header(newsletter.name, newsletter.list_id)
         self._head = bytes(head)
         body = bytearray()
         body += f'Content-Type: multipart/alternative; boundary="{self.boundary}"'.encode() + CRLF
@@ -203,9 +186,9 @@ class MessageTemplate:
         unsubscribe = self.unsubscribe_url(email)
         out = [self._head]
         if recipient is not None:
-            out.append(_address_header("To", recipient.name, recipient.email))
+            out.append(address_header("To", recipient.name, recipient.email))
         elif to:
-            out.append(f"To: {to}".encode("ascii") + CRLF)
+            out.append(mailbox_header("To", to))
         out.append(f"Date: {self.date or self._now()}".encode() + CRLF)
         out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)
         out.append(self._list_unsubscribe(unsubscribe, personal=email is not None))

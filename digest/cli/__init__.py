@@ -46,19 +46,45 @@ def warn_all(warnings) -> None:
 
 
 class DigestGroup(click.Group):
-    """Turn a DigestError into its message and exit code 1, with no traceback."""
+    """Turn every error into its message and exit code 1, with no traceback.
+
+    A DigestError is the user's input; anything else is reported as an internal
+    error (its traceback only with --verbose).
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except DigestError as e:
-            if ctx.obj is not None and ctx.obj.verbose:
+            if _verbose(ctx):
                 traceback.print_exc()
             report(e)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place that catches everything
+            if _verbose(ctx):
+                traceback.print_exc()
+            report(internal_error(e))
+            ctx.exit(1)
+
+
+def internal_error(error: BaseException) -> DigestError:
+    """Describe an unexpected exception as one line, with the hint to see more."""
+    what = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    name = type(error).__name__
+    return DigestError(f"internal error: {name}: {what}" if what else f"internal error: {name}",
+                       hint="run the command again with --verbose to see the traceback, and "
+                            "report it if the input looks right")
+
+
+def _verbose(ctx: click.Context) -> bool:
+    obj = ctx.find_object(State)
+    return bool(obj and obj.verbose)
 
 
 @click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from email.headerregistry import Address
 from pathlib import Path
 
 import tomlkit
@@ -21,15 +22,17 @@ from .issue import MANIFEST, read_manifest, resolve_issue_dir, story_files
 log = logging.getLogger(__name__)
 
 SLUG_LENGTH = 60
+# The example address 'digest init' writes; 'digest check' flags it until it is replaced.
+EXAMPLE_FROM = "newsletter@example.org"
 
 DIGEST_TOML = '''\
 # The newsletter's identity. Machine settings and secrets (SMTP server,
 # password, signing key) go in .env or the environment: see .env.example.
 [newsletter]
 # Shown in the masthead and the List-Id header.
-name = "{name}"
+name = {name}
 # The From address of every message.
-from = "{name} <newsletter@example.org>"
+from = {sender}
 # Where replies go (optional).
 reply_to = "editors@example.org"
 # Your web site; adds a "Read on the web" link to <base_url>/<issue>/ (optional).
@@ -50,6 +53,12 @@ disclaimer = """
 Publication of an article in this newsletter does not mean that we agree with
 what is written.
 """
+
+# Source names by site: 'digest import' and 'digest add --url' fill in a story's
+# source from the site of its url when the text gives none (optional).
+# [sources]
+# "tass.com" = "TASS"
+# "www.rt.com" = "RT"
 '''
 
 ENV_EXAMPLE = """\
@@ -80,8 +89,13 @@ GITIGNORE = """\
 
 def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     """Create a newsletter project in *folder*; refuse if any of its files exists."""
+    name = " ".join(name.split())
+    if not name:
+        raise ContentError("the newsletter needs a name", hint="give --name \"The Morning Brief\"")
     files = {
-        folder / CONFIG_NAME: DIGEST_TOML.format(name=name.replace('"', "'")),
+        folder / CONFIG_NAME: DIGEST_TOML.format(
+            name=_toml_string(name),
+            sender=_toml_string(str(Address(display_name=name, addr_spec=EXAMPLE_FROM)))),
         folder / ".env.example": ENV_EXAMPLE,
         folder / ".gitignore": GITIGNORE,
     }
@@ -95,6 +109,11 @@ def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     write_atomically({p: text.encode() for p, text in files.items()})
     (folder / "issues").mkdir(exist_ok=True)
     return [*files, folder / "issues"]
+
+
+def _toml_string(value: str) -> str:
+    """Return *value* as a TOML basic string (quotes, backslashes and controls escaped)."""
+    return tomlkit.string(value).as_string()
 
 
 def new_issue(

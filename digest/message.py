@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from email.utils import formatdate
 from html import escape
 from urllib.parse import quote
 
+from .errors import TemplateError
 from .headers import (
     address_header,
     clean_value,
@@ -25,7 +27,8 @@ from .headers import (
     mailbox_header,
     unstructured_header,
 )
-from .render import TOKEN_RE, RenderedIssue, Slot
+from .mergefields import Slot
+from .render import RenderedIssue
 
 CRLF = b"\r\n"
 _SOFT_BREAK = b"=\r\n"
@@ -84,10 +87,16 @@ class _Part:
     html: bool
 
 
-def _split_part(content: str, content_type: str, html: bool) -> _Part:
-    pieces = TOKEN_RE.split(content)
+def _split_part(content: str, content_type: str, html: bool, pattern: re.Pattern[str] | None,
+                nonce: str) -> _Part:
+    pieces = pattern.split(content) if pattern is not None else [content]
     statics = pieces[0::2]
     slots = tuple(int(n) for n in pieces[1::2])
+    for static in statics:
+        if nonce and nonce in static.lower():
+            # Never send a placeholder: the build's rendering changed one.
+            raise TemplateError("a merge field placeholder would reach readers unfilled",
+                                hint="print merge fields as they are: {{ recipient.name }}")
     segments = [_qp(s) for s in statics]
     # Every segment that is followed by a slot ends with a soft line break.
     for i in range(len(segments) - 1):
@@ -120,8 +129,15 @@ class MessageTemplate:
         self.date = date
         self.subject = f"{subject_prefix}{rendered.subject}"
         self.slots: tuple[Slot, ...] = rendered.slots
+        placeholders = rendered.placeholders
+        pattern = placeholders.pattern if placeholders is not None else None
+        nonce = placeholders.nonce if placeholders is not None else ""
+
+        def stable(text: str) -> str:  # the same for every build of the same issue
+            return pattern.sub(r"@@\1@@", text) if pattern is not None else text
+
         digest = hashlib.sha256(
-            (rendered.html + "\0" + rendered.text + "\0" + self.subject).encode()
+            (stable(rendered.html) + "\0" + stable(rendered.text) + "\0" + self.subject).encode()
         ).hexdigest()
         self.content_hash = digest
         self._sign = _signer(secret or "", newsletter.list_id)
@@ -130,8 +146,8 @@ class MessageTemplate:
         self._issue_key = f"{newsletter.list_id}/{rendered.issue.slug}"
         self._domain = newsletter.sender_domain
         self._parts = (
-            _split_part(rendered.text, "text/plain", html=False),
-            _split_part(rendered.html, "text/html", html=True),
+            _split_part(rendered.text, "text/plain", False, pattern, nonce),
+            _split_part(rendered.html, "text/html", True, pattern, nonce),
         )
         self._fields_used = {s.field for s in self.slots}
         head = bytearray()

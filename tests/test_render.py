@@ -116,4 +116,5 @@ def test_template_syntax_error(project: Path) -> None:
 def test_personal_render_leaves_placeholders(project: Path) -> None:
     rendered = _render(personal=True)
     assert [s.field for s in rendered.slots] == ["unsubscribe_url", "email"]
-    assert "@@digest.0@@" in rendered.html and "@@digest.1@@" in rendered.text
+    token = rendered.placeholders.token
+    assert token(0) in rendered.html and token(1) in rendered.text

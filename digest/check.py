@@ -181,7 +181,11 @@ def _check_body_links(out: _Collector, story: Story) -> None:
 
 def _link_problem(href: str) -> str | None:
     href = href.strip()
-    scheme = urlsplit(href).scheme.lower()
+    try:
+        scheme = urlsplit(href).scheme.lower()
+        urlsplit(href).port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"a link that is not a valid address ({href[:60]})"
     if not href or href == "#":
         return "an empty link"
     if scheme == "javascript":

@@ -10,12 +10,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from .errors import ConfigError, DigestError, raise_all
 from .headers import parse_mailbox
+from .links import is_http_url, site_of
 
 CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
@@ -186,7 +186,7 @@ def load_newsletter(path: Path) -> Newsletter:
             )
     for key in ("base_url",):
         value = table.get(key)
-        if value is not None and not _is_http_url(value):
+        if value is not None and not is_http_url(value):
             problems.append(ConfigError(f"'{key}' must be an http(s) URL: {value!r}", path=path,
                                         line=_line_of(text, key),
                                         hint="write the full address, e.g. https://example.org"))
@@ -203,7 +203,7 @@ def load_newsletter(path: Path) -> Newsletter:
                                         line=toml_line(text, key, fallback=f"[{key}]"),
                                         hint="digest.toml has [newsletter] and [sources]"))
     unsub = table.get("unsubscribe_url")
-    if isinstance(unsub, str) and not _is_http_url(unsub.replace("{", "").replace("}", "")):
+    if isinstance(unsub, str) and not is_http_url(unsub.replace("{", "").replace("}", "")):
         problems.append(
             ConfigError(
                 "'unsubscribe_url' must be an http(s) URL",
@@ -232,26 +232,6 @@ def load_newsletter(path: Path) -> Newsletter:
         recent_issues=recent,
         sources=sources,
     )
-
-
-def _is_http_url(value: object) -> bool:
-    """Return whether *value* is an absolute http(s) URL that parses."""
-    if not isinstance(value, str) or any(c.isspace() for c in value.strip()):
-        return False
-    try:
-        parts = urlsplit(value.strip())
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def site_of(url: str) -> str:
-    """Return the site of a URL (its host, lower case), or '' if it has none."""
-    try:
-        return (urlsplit(url.strip()).hostname or "").lower()
-    except ValueError:
-        return ""
 
 
 def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str], list[DigestError]]:

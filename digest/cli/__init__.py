@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..errors import DigestError, DigestErrors
+from ..errors import DigestError, DigestErrors, internal_error
 
 
 @dataclass
@@ -71,15 +71,6 @@ class DigestGroup(click.Group):
                 traceback.print_exc()
             report(internal_error(e))
             ctx.exit(1)
-
-
-def internal_error(error: BaseException) -> DigestError:
-    """Describe an unexpected exception as one line, with the hint to see more."""
-    what = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    name = type(error).__name__
-    return DigestError(f"internal error: {name}: {what}" if what else f"internal error: {name}",
-                       hint="run the command again with --verbose to see the traceback, and "
-                            "report it if the input looks right")
 
 
 def _verbose(ctx: click.Context) -> bool:

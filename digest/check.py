@@ -11,9 +11,11 @@ from urllib.parse import urlsplit
 
 import lxml.html
 
+from .compose import INIT_EXAMPLES, SITE_URL_NOTE
 from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
-from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir
+from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir, story_files
+from .links import is_site_address
 from .message import MessageTemplate, Recipient
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
 from .stories import Story, markdown_tokens, read_story
@@ -87,24 +89,63 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     """Validate an issue without sending anything; return all findings."""
     out = _Collector(base or Path.cwd())
     ref = resolve_issue_dir(project, ref)  # a missing issue is an error of the command itself
+    _check_examples(out, project)
     try:
         issue = load_issue(project, ref)
     except DigestError as e:
         out.error_from(e)
+        # Keep going with the stories that could be read: their warnings are shown too.
+        partial = _readable_part(out, project, ref)
+        _check_stories(out, project, partial)
         return Report(tuple(out.findings))
     for warning in issue.warnings:
         out.error_from(warning, "warning")
     try:
         rendered = render_issue(project, issue, personal=True)
+        message: MessageTemplate | None = MessageTemplate(rendered, secret="check")
     except DigestError as e:
         out.error_from(e)
-        rendered = None
+        message = None
     _check_manifest(out, issue)
     _check_stories(out, project, issue)
-    if rendered is not None:
-        message = MessageTemplate(rendered, secret="check")
+    if message is not None:
         _check_message(out, project, issue, message)
     return Report(tuple(out.findings))
+
+
+def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
+    """Return the issue with only the stories that parse (for their warnings)."""
+    stories = []
+    for path in story_files(issue_dir):
+        try:
+            story, warnings = read_story(path)
+        except DigestError:
+            continue  # already reported by load_issue
+        stories.append(story)
+        for warning in warnings:
+            out.error_from(warning, "warning")
+    return Issue(slug=issue_dir.name, path=issue_dir, subject="", title="", date=None,
+                 number=None, preheader="", stories=tuple(stories))
+
+
+def _check_examples(out: _Collector, project: Project) -> None:
+    """Warn about the example values 'digest init' wrote, until they are replaced."""
+    path = project.config_path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return
+    newsletter = project.newsletter
+    values = {"from": newsletter.sender, "reply_to": newsletter.reply_to,
+              "base_url": newsletter.base_url, "list_id": newsletter.list_id,
+              "unsubscribe_url": newsletter.unsubscribe_url,
+              "unsubscribe_mailto": newsletter.unsubscribe_mailto,
+              "disclaimer": newsletter.disclaimer}
+    for key, example in INIT_EXAMPLES.items():
+        value = values.get(key) or ""
+        if example in value:
+            out.add("warning", f"'{key}' is still the example 'digest init' wrote", path,
+                    toml_line(text, key), f"put the newsletter's own {key} in digest.toml")
 
 
 def _check_manifest(out: _Collector, issue: Issue) -> None:
@@ -147,7 +188,20 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
             if m:
                 out.add("warning", f"leftover {m.group(1)} marker", story.path, number,
                         "finish or remove the placeholder")
-        if story.url:
+            if number < story.body_line and text.startswith("url:") and SITE_URL_NOTE in text:
+                out.add("warning", "the url is the site that 'digest import' found, not the "
+                        "article", story.path, number, "put the article's address there, or "
+                        "delete the '# import:' note if the site is all there is")
+        if not story.body.strip():
+            out.add("error", "the story has no text", story.path, story.body_line,
+                    "write the story below the front matter, or remove it with 'digest rm'")
+        if story.url and is_site_address(story.url):
+            # A bare site (https://tass.com/) names the source, not an article: stories
+            # from the same site share it, and it goes out in every issue.
+            if not story.source:
+                out.add("warning", "the story has a url but no source", story.path,
+                        _front_line(story, "url"), "add 'source: <publisher>' to credit it")
+        elif story.url:
             if story.url in seen_urls:
                 out.add("warning", f"the same url as {seen_urls[story.url].path.name}",
                         story.path, _front_line(story, "url"), "is this story in twice?")

@@ -26,6 +26,8 @@ def test_example_issue_is_clean(project: Path, runner: CliRunner) -> None:
 @pytest.fixture
 def bad_issue(project: Path) -> Path:
     """An issue built to fire every warning."""
+    story(project / "issues" / EXAMPLE / "zz-earlier.md", "An article that went out",
+          source="TASS", url="https://tass.com/politics/1382579")
     folder = project / "issues" / "2022-01-05"
     write(folder / "issue.toml", f"""
         subject = "{'A very long subject line that keeps going well past what any inbox shows in full'}"

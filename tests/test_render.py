@@ -62,7 +62,7 @@ def test_text_part_is_wrapped_and_shows_links(project: Path) -> None:
     text = _render().text
     for line in text.splitlines():
         assert len(line) <= 76 or re.search(r"https?://\S+$", line), line
-    assert "Continue reading at tass.com: https://tass.com/politics/1382579" in text
+    assert "Continue reading at tass.com: https://tass.com/" in text
     assert "Read also:\nEurope" in text.replace("Europol", "Europe", 1)
     assert "<…>" in text
     assert "We remind our readers that publication of articles on our site does not mean" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import weakref
 from dataclasses import dataclass
 
 import jinja2
@@ -89,11 +90,22 @@ def slot_index(slots: list[Slot], slot: Slot) -> int:
     return slots.index(slot)
 
 
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def check_templates(env: jinja2.Environment, names: tuple[str, ...]) -> list[DigestError]:
     """Return an error for every filter, test or condition on a merge field in *names*.
 
-    The templates they extend, include or import are checked too.
+    The templates they extend, include or import are checked too. The result is kept
+    per environment (render.py makes a new one when a project template changes).
     """
+    done = _checked.setdefault(env, {})
+    if names not in done:
+        done[names] = _check_templates(env, names)
+    return list(done[names])
+
+
+def _check_templates(env: jinja2.Environment, names: tuple[str, ...]) -> list[DigestError]:
     problems: list[DigestError] = []
     seen: set[str] = set()
     todo = list(names)

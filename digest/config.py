@@ -184,13 +184,19 @@ def load_newsletter(path: Path) -> Newsletter:
                          r'from = "\"Brief, Morning\" <a@example.org>"',
                 )
             )
+    mailto = table.get("unsubscribe_mailto")
+    if mailto is not None and (not isinstance(mailto, str) or parse_mailbox(mailto) is None
+                               or parse_mailbox(mailto)[0]):
+        problems.append(ConfigError(f"'unsubscribe_mailto' is not an email address: {mailto!r}",
+                                    path=path, line=_line_of(text, "unsubscribe_mailto"),
+                                    hint='write unsubscribe_mailto = "unsubscribe@example.org"'))
     for key in ("base_url",):
         value = table.get(key)
         if value is not None and not is_http_url(value):
             problems.append(ConfigError(f"'{key}' must be an http(s) URL: {value!r}", path=path,
                                         line=_line_of(text, key),
                                         hint="write the full address, e.g. https://example.org"))
-    for key in ("unsubscribe_mailto", "language"):
+    for key in ("language",):
         value = table.get(key)
         if value is not None and not isinstance(value, str):
             problems.append(ConfigError(f"'{key}' must be text", path=path,

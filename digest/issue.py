@@ -94,6 +94,10 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
                                    hint='add subject = "..." (the email\'s subject line)'))
         subject = ""
     title = meta.get("title") or subject or ""
+    if not isinstance(title, str):
+        errors.append(ContentError("'title' must be text", path=manifest_path,
+                                   line=line_of("title"), hint='write title = "..."'))
+        title = subject if isinstance(subject, str) else ""
     date = meta.get("date")
     if isinstance(date, str):
         try:

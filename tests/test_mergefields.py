@@ -105,3 +105,10 @@ def test_check_reports_a_transformed_merge_field(project: Path, runner) -> None:
            "recipient.name" in result.output
     assert "templates/email.txt:3: error: a condition is applied to the merge field " \
            "recipient.name" in result.output
+
+
+def test_export_of_a_story_holding_placeholder_text(project: Path, runner) -> None:
+    story(project / "issues" / EXAMPLE / "zz-tricky.md", "Tricky", body="Literal @@digest.0@@.")
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
+    assert result.exit_code == 0, result.output
+    assert "Literal @@digest.0@@." in (project / "OUT" / f"{EXAMPLE}.txt").read_text()

@@ -50,13 +50,30 @@ def list_id_header(description: str, list_id: str) -> bytes:
 def address_header(name: str, display: str | None, addr_spec: str) -> bytes:
     """Return ``Name: display <address>``: the display name encoded, the address never."""
     display = clean_value(display)
-    addr_spec = addr_spec.strip()
-    if not display and addr_spec.isascii():
+    addr_spec = ascii_address(addr_spec)
+    if not display:
         return f"{name}: {addr_spec}{CRLF}".encode("ascii")
     if (display.isascii() and display.isprintable() and "=?" not in display
             and len(display) + len(addr_spec) < 60):
         return f"{name}: {formataddr((display, addr_spec))}{CRLF}".encode("ascii")
     return _address_header(name, display, addr_spec)
+
+
+def ascii_address(addr_spec: str) -> str:
+    """Return the address with an internationalised domain in its ASCII (IDNA) form.
+
+    A non-ASCII local part cannot be written in a 7-bit header (it needs SMTPUTF8).
+    """
+    addr_spec = addr_spec.strip()
+    if addr_spec.isascii():
+        return addr_spec
+    local, _, domain = addr_spec.rpartition("@")
+    if not local.isascii():
+        raise ValueError(f"the address {addr_spec!r} has a non-ASCII local part (needs SMTPUTF8)")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as e:
+        raise ValueError(f"the domain of {addr_spec!r} cannot be written in ASCII") from e
 
 
 @lru_cache(maxsize=4096)

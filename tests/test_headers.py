@@ -169,3 +169,12 @@ def test_international_issue_exports_and_sends_without_a_defect(
             to = msg["To"].addresses[0]
             seen_readers[to.addr_spec] = to.display_name
     assert seen_readers == readers
+
+
+def test_an_internationalised_domain_is_written_in_ascii() -> None:
+    raw = address_header("To", "Jürgen", "reader@bücher.de")
+    msg = _strict(raw)
+    assert msg["To"].addresses[0].addr_spec == "reader@xn--bcher-kva.de"
+    assert msg["To"].addresses[0].display_name == "Jürgen"
+    with pytest.raises(ValueError, match="SMTPUTF8"):
+        address_header("To", "", "jürgen@example.org")

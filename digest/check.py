@@ -96,6 +96,10 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         out.error_from(e)
         # Keep going with the stories that could be read: their warnings are shown too.
         partial = _readable_part(out, project, ref)
+        try:
+            _check_manifest(out, partial)
+        except (OSError, UnicodeDecodeError):
+            pass  # an unreadable issue.toml is among the errors already
         _check_stories(out, project, partial)
         return Report(tuple(out.findings))
     for warning in issue.warnings:
@@ -119,13 +123,33 @@ def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
     for path in story_files(issue_dir):
         try:
             story, warnings = read_story(path)
-        except DigestError:
-            continue  # already reported by load_issue
+        except DigestError:  # already reported by load_issue; its markers still count
+            _check_markers(out, path)
+            continue
         stories.append(story)
         for warning in warnings:
             out.error_from(warning, "warning")
-    return Issue(slug=issue_dir.name, path=issue_dir, subject="", title="", date=None,
-                 number=None, preheader="", stories=tuple(stories))
+    try:
+        meta, _ = read_manifest(issue_dir)
+    except DigestError:
+        meta = {}
+    subject, preheader = meta.get("subject", ""), meta.get("preheader", "")
+    return Issue(slug=issue_dir.name, path=issue_dir,
+                 subject=subject if isinstance(subject, str) else "", title="", date=None,
+                 number=None, preheader=preheader if isinstance(preheader, str) else "",
+                 stories=tuple(stories))
+
+
+def _check_markers(out: _Collector, path: Path) -> None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    for number, text in enumerate(lines, 1):
+        m = MARKER.search(text)
+        if m:
+            out.add("warning", f"leftover {m.group(1)} marker", path, number,
+                    "finish or remove the placeholder")
 
 
 def _check_examples(out: _Collector, project: Project) -> None:

@@ -143,7 +143,7 @@ def test_check_hides_nothing(project: Path, runner: CliRunner) -> None:
     """Errors and warnings together: an empty story, a broken one, markers, import's site urls."""
     folder = project / "issues" / EXAMPLE
     write(folder / "zz-empty.md", "---\ntitle: Nothing here\n---\n\n")
-    write(folder / "zz-broken.md", "---\ntitle: [\n---\nText.\n")
+    write(folder / "zz-broken.md", "---\ntitle: [\n---\nText. XXX\n")
     write(folder / "zz-marker.md", "---\ntitle: Marked\n---\nA TODO left here.\n")
     write(folder / "zz-site.md", "---\ntitle: Site only\nsource: TASS\nurl: https://tass.com/"
           "  # import: only the site is known; put the article's address here\n---\nText.\n")
@@ -156,7 +156,8 @@ def test_check_hides_nothing(project: Path, runner: CliRunner) -> None:
     assert f"issues/{EXAMPLE}/zz-site.md:4: warning: the url is the site that 'digest import' " \
            "found, not the article" in lines
     assert f"issues/{EXAMPLE}/zz-empty.md:4: error: the story has no text" in lines
-    assert lines[-1] == "2 errors, 2 warnings"
+    assert f"issues/{EXAMPLE}/zz-broken.md:4: warning: leftover XXX marker" in lines
+    assert lines[-1] == "2 errors, 3 warnings"
 
 
 def test_an_empty_story_is_an_error(project: Path) -> None:

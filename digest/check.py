@@ -14,7 +14,7 @@ import lxml.html
 from .compose import INIT_EXAMPLES, SITE_URL_NOTE
 from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
-from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir, story_files
+from .issue import Issue, earlier_urls, load_issue, read_manifest, resolve_issue_dir, story_files
 from .links import is_site_address
 from .message import MessageTemplate, Recipient
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
@@ -204,7 +204,7 @@ def _front_line(story: Story, key: str) -> int | None:
 def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
     seen_urls: dict[str, Story] = {}
     seen_titles: dict[str, Story] = {}
-    earlier = _earlier_urls(project, issue)
+    earlier = earlier_urls(project, issue)
     for story in issue.stories:
         text_lines = story.path.read_text(encoding="utf-8").splitlines()
         for number, text in enumerate(text_lines, 1):
@@ -316,40 +316,3 @@ def _check_message(out: _Collector, project: Project, issue: Issue,
         problem = _link_problem(href)
         if problem:
             out.add("warning", problem, html_template, None, "use a full https:// link")
-
-
-def _earlier_urls(project: Project, issue: Issue) -> dict[str, str]:
-    """Return url -> issue slug for the stories of the last few issues before this one."""
-    limit = project.newsletter.recent_issues
-    if not limit or not project.issues_dir.is_dir():
-        return {}
-    key = (issue.date.isoformat() if issue.date else "", issue.slug)
-    others = []
-    for folder in project.issues_dir.iterdir():
-        if not folder.is_dir() or folder.resolve() == issue.path.resolve():
-            continue
-        if not (folder / MANIFEST).is_file():
-            continue
-        try:
-            date = _manifest_date(folder)
-        except DigestError:  # an unreadable neighbour is its own check's business
-            continue
-        if (date, folder.name) < key:
-            others.append(((date, folder.name), folder))
-    urls: dict[str, str] = {}
-    for _, folder in sorted(others)[-limit:]:
-        for path in sorted(folder.glob("*.md")):
-            try:
-                story, _ = read_story(path)
-            except DigestError:
-                continue
-            if story.url:
-                urls[story.url] = folder.name
-    return urls
-
-
-def _manifest_date(folder: Path) -> str:
-    meta, _ = read_manifest(folder)
-    date = meta.get("date")
-    return date.isoformat() if hasattr(date, "isoformat") else str(date or "")
-

@@ -10,6 +10,7 @@ word, ``=?...?=``) is encoded whole, so a reader always sees exactly the value.
 from __future__ import annotations
 
 import email.policy
+import re
 from email.header import Header, decode_header, make_header
 from email.headerregistry import Address
 from email.utils import formataddr
@@ -19,6 +20,8 @@ CRLF = "\r\n"
 # SMTP line ends, no 8-bit headers, fold at 78.
 POLICY = email.policy.SMTP.clone(max_line_length=78)
 _READ = email.policy.default
+# A display name of words that need neither quoting nor encoding (RFC 5322 atext and spaces).
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 def clean_value(value: str | None) -> str:
@@ -53,6 +56,8 @@ def address_header(name: str, display: str | None, addr_spec: str) -> bytes:
     addr_spec = ascii_address(addr_spec)
     if not display:
         return f"{name}: {addr_spec}{CRLF}".encode("ascii")
+    if len(display) + len(addr_spec) < 60 and "=?" not in display and _PLAIN_PHRASE.fullmatch(display):
+        return f"{name}: {display} <{addr_spec}>{CRLF}".encode("ascii")  # the common case
     if (display.isascii() and display.isprintable() and "=?" not in display
             and len(display) + len(addr_spec) < 60):
         return f"{name}: {formataddr((display, addr_spec))}{CRLF}".encode("ascii")

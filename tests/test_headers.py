@@ -38,6 +38,9 @@ VALUES = [
     "a@example.org, b@example.org",
     "=?",
     "   ",
+    "Ann O'Neil-Smith",
+    "plain =?utf-8?q?hi?= words",
+    "J. R. Doe",
 ]
 
 

@@ -76,8 +76,9 @@ def make_project(folder: Path, stories: int) -> Path:
 def bare_build(issue_dir: Path) -> str:
     """The same work done directly: YAML + markdown-it + Jinja2 (both parts) + premailer.
 
-    The text part is the Markdown source wrapped at 76 columns with the standard library,
-    as a direct implementation would do it.
+    The same premailer settings as digest (no pretty-printing), the same dateline in both
+    parts, and the text part wrapped at 76 columns with the standard library (every
+    paragraph, title and the disclaimer), as a direct implementation would do it.
     """
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     stories = []
@@ -91,17 +92,42 @@ def bare_build(issue_dir: Path) -> str:
     html = BARE_ENV.get_template("email.html").render(CONTEXT | {"stories": stories})
     BARE_ENV.get_template("email.txt").render(CONTEXT | {"stories": stories})
     return Premailer(html, strip_important=False, keep_style_tags=False, remove_classes=False,
-                     disable_validation=True, allow_network=False, method="html").transform()
+                     disable_validation=True, allow_network=False,
+                     allow_loading_external_files=False, method="html").transform(
+                         pretty_print=False)
 
 
 BARE_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(default_templates_dir())),
                               autoescape=jinja2.select_autoescape(["html"]),
                               trim_blocks=True, lstrip_blocks=True)
-BARE_ENV.filters.update(story_html=lambda s: s["html"],
-                        story_text=lambda s: "\n\n".join(
-                            textwrap.fill(p, 76, break_long_words=False, break_on_hyphens=False)
-                            for p in s["body"].split("\n\n")),
-                        lead=lambda s: s["dateline"] or "", wrap=lambda t: t)
+def _fill(text: str) -> str:
+    return textwrap.fill(text, 76, break_long_words=False, break_on_hyphens=False)
+
+
+def _bare_lead(story: dict) -> str:
+    if not story["dateline"]:
+        return ""
+    return f"{story['dateline']}. /{story['source']}/." if story["source"] else (
+        f"{story['dateline']}.")
+
+
+def _bare_html(story: dict) -> Markup:
+    lead = _bare_lead(story)
+    html = str(story["html"])
+    if lead:
+        html = html.replace("<p>", f'<p><span class="dateline">{Markup.escape(lead)}</span> ', 1)
+    return Markup(html)
+
+
+def _bare_text(story: dict) -> str:
+    paragraphs = story["body"].strip().split("\n\n")
+    lead = _bare_lead(story)
+    if lead and paragraphs:
+        paragraphs[0] = f"{lead} {paragraphs[0]}"
+    return "\n\n".join(_fill(p) for p in paragraphs)
+
+
+BARE_ENV.filters.update(story_html=_bare_html, story_text=_bare_text, lead=_bare_lead, wrap=_fill)
 CONTEXT: dict = {}
 
 

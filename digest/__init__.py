@@ -1,20 +1,36 @@
-"""digest: build a newsletter digest from Markdown story files, export it and send it."""
+"""digest: build a newsletter digest from Markdown story files, export it and send it.
+
+The names below are imported on first use, so ``digest --help`` stays fast.
+"""
 
 from __future__ import annotations
 
-from .config import Newsletter, Project, Settings, load_project
-from .errors import ConfigError, ContentError, DigestError, DigestErrors, SendError, TemplateError
-from .export import BuiltIssue, build_issue, export_issue
-from .issue import Issue, load_issue
-from .message import MessageTemplate, Recipient
-from .render import RenderedIssue, render_issue
-from .stories import Story, read_story
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BuiltIssue", "ConfigError", "ContentError", "DigestError", "DigestErrors", "Issue",
-    "MessageTemplate", "Newsletter", "Project", "Recipient", "RenderedIssue", "SendError",
-    "Settings", "Story", "TemplateError", "build_issue", "export_issue", "load_issue",
-    "load_project", "read_story", "render_issue",
-]
+_EXPORTS = {
+    "Newsletter": "config", "Project": "config", "Settings": "config", "load_project": "config",
+    "ConfigError": "errors", "ContentError": "errors", "DigestError": "errors",
+    "DigestErrors": "errors", "SendError": "errors", "TemplateError": "errors",
+    "BuiltIssue": "export", "build_issue": "export", "export_issue": "export",
+    "Issue": "issue", "load_issue": "issue",
+    "MessageTemplate": "message", "Recipient": "message",
+    "RenderedIssue": "render", "render_issue": "render",
+    "Story": "stories", "read_story": "stories",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'digest' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

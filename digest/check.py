@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 import lxml.html
 
 from .clientcss import client_warnings
+from .compose import INIT_EXAMPLES, SITE_URL_NOTE
 from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
-from .issue import MANIFEST, Issue, load_issue, read_manifest, resolve_issue_dir
+from .issue import Issue, earlier_urls, load_issue, read_manifest, resolve_issue_dir, story_files
+from .links import is_site_address
 from .message import MessageTemplate, Recipient
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
 from .stories import Story, markdown_tokens, read_story
@@ -88,25 +90,88 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     """Validate an issue without sending anything; return all findings."""
     out = _Collector(base or Path.cwd())
     ref = resolve_issue_dir(project, ref)  # a missing issue is an error of the command itself
+    _check_examples(out, project)
     try:
         issue = load_issue(project, ref)
     except DigestError as e:
         out.error_from(e)
+        # Keep going with the stories that could be read: their warnings are shown too.
+        partial = _readable_part(out, project, ref)
+        try:
+            _check_manifest(out, partial)
+        except (OSError, UnicodeDecodeError):
+            pass  # an unreadable issue.toml is among the errors already
+        _check_stories(out, project, partial)
         return Report(tuple(out.findings))
     for warning in issue.warnings:
         out.error_from(warning, "warning")
     try:
         rendered = render_issue(project, issue, personal=True)
+        message: MessageTemplate | None = MessageTemplate(rendered, secret="check")
     except DigestError as e:
         out.error_from(e)
-        rendered = None
+        message = None
     _check_manifest(out, issue)
     _check_stories(out, project, issue)
     out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
-    if rendered is not None:
-        message = MessageTemplate(rendered, secret="check")
+    if message is not None:
         _check_message(out, project, issue, message)
     return Report(tuple(out.findings))
+
+
+def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
+    """Return the issue with only the stories that parse (for their warnings)."""
+    stories = []
+    for path in story_files(issue_dir):
+        try:
+            story, warnings = read_story(path)
+        except DigestError:  # already reported by load_issue; its markers still count
+            _check_markers(out, path)
+            continue
+        stories.append(story)
+        for warning in warnings:
+            out.error_from(warning, "warning")
+    try:
+        meta, _ = read_manifest(issue_dir)
+    except DigestError:
+        meta = {}
+    subject, preheader = meta.get("subject", ""), meta.get("preheader", "")
+    return Issue(slug=issue_dir.name, path=issue_dir,
+                 subject=subject if isinstance(subject, str) else "", title="", date=None,
+                 number=None, preheader=preheader if isinstance(preheader, str) else "",
+                 stories=tuple(stories))
+
+
+def _check_markers(out: _Collector, path: Path) -> None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    for number, text in enumerate(lines, 1):
+        m = MARKER.search(text)
+        if m:
+            out.add("warning", f"leftover {m.group(1)} marker", path, number,
+                    "finish or remove the placeholder")
+
+
+def _check_examples(out: _Collector, project: Project) -> None:
+    """Warn about the example values 'digest init' wrote, until they are replaced."""
+    path = project.config_path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return
+    newsletter = project.newsletter
+    values = {"from": newsletter.sender, "reply_to": newsletter.reply_to,
+              "base_url": newsletter.base_url, "list_id": newsletter.list_id,
+              "unsubscribe_url": newsletter.unsubscribe_url,
+              "unsubscribe_mailto": newsletter.unsubscribe_mailto,
+              "disclaimer": newsletter.disclaimer}
+    for key, example in INIT_EXAMPLES.items():
+        value = values.get(key) or ""
+        if example in value:
+            out.add("warning", f"'{key}' is still the example 'digest init' wrote", path,
+                    toml_line(text, key), f"put the newsletter's own {key} in digest.toml")
 
 
 def _check_manifest(out: _Collector, issue: Issue) -> None:
@@ -141,7 +206,7 @@ def _front_line(story: Story, key: str) -> int | None:
 def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
     seen_urls: dict[str, Story] = {}
     seen_titles: dict[str, Story] = {}
-    earlier = _earlier_urls(project, issue)
+    earlier = earlier_urls(project, issue)
     for story in issue.stories:
         text_lines = story.path.read_text(encoding="utf-8").splitlines()
         for number, text in enumerate(text_lines, 1):
@@ -149,7 +214,20 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
             if m:
                 out.add("warning", f"leftover {m.group(1)} marker", story.path, number,
                         "finish or remove the placeholder")
-        if story.url:
+            if number < story.body_line and text.startswith("url:") and SITE_URL_NOTE in text:
+                out.add("warning", "the url is the site that 'digest import' found, not the "
+                        "article", story.path, number, "put the article's address there, or "
+                        "delete the '# import:' note if the site is all there is")
+        if not story.body.strip():
+            out.add("error", "the story has no text", story.path, story.body_line,
+                    "write the story below the front matter, or remove it with 'digest rm'")
+        if story.url and is_site_address(story.url):
+            # A bare site (https://tass.com/) names the source, not an article: stories
+            # from the same site share it, and it goes out in every issue.
+            if not story.source:
+                out.add("warning", "the story has a url but no source", story.path,
+                        _front_line(story, "url"), "add 'source: <publisher>' to credit it")
+        elif story.url:
             if story.url in seen_urls:
                 out.add("warning", f"the same url as {seen_urls[story.url].path.name}",
                         story.path, _front_line(story, "url"), "is this story in twice?")
@@ -183,7 +261,11 @@ def _check_body_links(out: _Collector, story: Story) -> None:
 
 def _link_problem(href: str) -> str | None:
     href = href.strip()
-    scheme = urlsplit(href).scheme.lower()
+    try:
+        scheme = urlsplit(href).scheme.lower()
+        urlsplit(href).port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"a link that is not a valid address ({href[:60]})"
     if not href or href == "#":
         return "an empty link"
     if scheme == "javascript":
@@ -236,40 +318,3 @@ def _check_message(out: _Collector, project: Project, issue: Issue,
         problem = _link_problem(href)
         if problem:
             out.add("warning", problem, html_template, None, "use a full https:// link")
-
-
-def _earlier_urls(project: Project, issue: Issue) -> dict[str, str]:
-    """Return url -> issue slug for the stories of the last few issues before this one."""
-    limit = project.newsletter.recent_issues
-    if not limit or not project.issues_dir.is_dir():
-        return {}
-    key = (issue.date.isoformat() if issue.date else "", issue.slug)
-    others = []
-    for folder in project.issues_dir.iterdir():
-        if not folder.is_dir() or folder.resolve() == issue.path.resolve():
-            continue
-        if not (folder / MANIFEST).is_file():
-            continue
-        try:
-            date = _manifest_date(folder)
-        except DigestError:  # an unreadable neighbour is its own check's business
-            continue
-        if (date, folder.name) < key:
-            others.append(((date, folder.name), folder))
-    urls: dict[str, str] = {}
-    for _, folder in sorted(others)[-limit:]:
-        for path in sorted(folder.glob("*.md")):
-            try:
-                story, _ = read_story(path)
-            except DigestError:
-                continue
-            if story.url:
-                urls[story.url] = folder.name
-    return urls
-
-
-def _manifest_date(folder: Path) -> str:
-    meta, _ = read_manifest(folder)
-    date = meta.get("date")
-    return date.isoformat() if hasattr(date, "isoformat") else str(date or "")
-

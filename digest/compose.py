@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+from email.headerregistry import Address
 from pathlib import Path
 
 import tomlkit
@@ -17,19 +19,36 @@ from .atomic import write_atomically
 from .config import CONFIG_NAME, Project
 from .errors import ContentError, DigestError
 from .issue import MANIFEST, read_manifest, resolve_issue_dir, story_files
+from .links import is_http_url
 
 log = logging.getLogger(__name__)
 
 SLUG_LENGTH = 60
+# The example address 'digest init' writes; 'digest check' flags it until it is replaced.
+EXAMPLE_FROM = "newsletter@example.org"
+# The values 'digest init' writes that stand for the newsletter's own.
+INIT_EXAMPLES = {
+    "from": EXAMPLE_FROM,
+    "reply_to": "editors@example.org",
+    "base_url": "https://example.org",
+    "list_id": "newsletter.example.org",
+    "unsubscribe_url": "https://example.org/unsubscribe",
+    "unsubscribe_mailto": "unsubscribe@example.org",
+    "disclaimer": "Publication of an article in this newsletter does not mean that we agree with "
+                  "what is written.",
+}
+# Written after a url that 'digest import' made from "Continue reading at <site>"; 'digest
+# check' warns about it until the editor gives the article's address (or deletes the note).
+SITE_URL_NOTE = "# import: only the site is known; put the article's address here"
 
 DIGEST_TOML = '''\
 # The newsletter's identity. Machine settings and secrets (SMTP server,
 # password, signing key) go in .env or the environment: see .env.example.
 [newsletter]
 # Shown in the masthead and the List-Id header.
-name = "{name}"
+name = {name}
 # The From address of every message.
-from = "{name} <newsletter@example.org>"
+from = {sender}
 # Where replies go (optional).
 reply_to = "editors@example.org"
 # Your web site; adds a "Read on the web" link to <base_url>/<issue>/ (optional).
@@ -50,6 +69,12 @@ disclaimer = """
 Publication of an article in this newsletter does not mean that we agree with
 what is written.
 """
+
+# Source names by site: 'digest import' and 'digest add --url' fill in a story's
+# source from the site of its url when the text gives none (optional).
+# [sources]
+# "tass.com" = "TASS"
+# "www.rt.com" = "RT"
 '''
 
 ENV_EXAMPLE = """\
@@ -80,8 +105,13 @@ GITIGNORE = """\
 
 def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     """Create a newsletter project in *folder*; refuse if any of its files exists."""
+    name = " ".join(name.split())
+    if not name:
+        raise ContentError("the newsletter needs a name", hint="give --name \"The Morning Brief\"")
     files = {
-        folder / CONFIG_NAME: DIGEST_TOML.format(name=name.replace('"', "'")),
+        folder / CONFIG_NAME: DIGEST_TOML.format(
+            name=_toml_string(name),
+            sender=_toml_string(str(Address(display_name=name, addr_spec=EXAMPLE_FROM)))),
         folder / ".env.example": ENV_EXAMPLE,
         folder / ".gitignore": GITIGNORE,
     }
@@ -95,6 +125,11 @@ def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     write_atomically({p: text.encode() for p, text in files.items()})
     (folder / "issues").mkdir(exist_ok=True)
     return [*files, folder / "issues"]
+
+
+def _toml_string(value: str) -> str:
+    """Return *value* as a TOML basic string (quotes, backslashes and controls escaped)."""
+    return tomlkit.string(value).as_string()
 
 
 def new_issue(
@@ -181,6 +216,15 @@ def add_story(
 ) -> Path:
     """Write a new story file and record its place in issue.toml."""
     issue_dir = resolve_issue_dir(project, ref)
+    if not body.strip():
+        raise ContentError("the story has no text", path=issue_dir,
+                           hint="give the text in a file, on standard input or in $EDITOR; "
+                                "nothing was added")
+    if meta.get("url") and not is_http_url(meta["url"]):
+        raise ContentError(f"--url is not an http(s) link: {meta['url']!r}",
+                           hint="give the article's full address, e.g. https://tass.com/politics/1")
+    if not meta.get("source") and meta.get("url"):
+        meta["source"] = project.newsletter.source_for(str(meta["url"]))
     order = current_order(issue_dir)
     slug = unique_slug(title, {p.stem for p in story_files(issue_dir)})
     new_order = place(order, slug, position=position, after=after, path=issue_dir / MANIFEST)
@@ -247,18 +291,23 @@ def import_digest(project: Project, ref: str | Path, raw: bytes, source: Path) -
     issue_dir = resolve_issue_dir(project, ref)
     order = current_order(issue_dir)
     result = split_digest(decode_input(raw, source), project.newsletter.disclaimer, source)
-    if not result.stories:
+    if not any(story.paragraphs for story in result.stories):
         raise ContentError("no story found", path=source,
                            hint="a story is a title line, a blank line, then its text")
     taken = {p.stem for p in story_files(issue_dir)}
     outputs: dict[Path, bytes] = {}
     for story in result.stories:
+        if not story.paragraphs:
+            continue  # reported in the notes; an empty story is never written
         slug = unique_slug(story.title, taken)
         taken.add(slug)
         order.append(slug)
         document = story_document(
-            story.title, story.body(), source=story.source, dateline=story.dateline,
-            url=story.url, read_also=story.read_also)
+            story.title, story.body(), source=story.source or project.newsletter.source_for(
+                story.url), dateline=story.dateline, url=story.url, read_also=story.read_also)
+        if story.url:  # only the site is known: say so where the editor will see it
+            document = re.sub(r"(?m)^(url: .*)$", lambda m: f"{m.group(1)}  {SITE_URL_NOTE}",
+                              document, count=1)
         outputs[issue_dir / f"{slug}.md"] = document.encode("utf-8")
     outputs[issue_dir / MANIFEST] = manifest_with_order(issue_dir, order)
     write_atomically(outputs)

@@ -9,12 +9,13 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
 
 from dotenv import dotenv_values
 
 from .errors import ConfigError, DigestError, raise_all
+from .headers import parse_mailbox
+from .links import is_http_url, site_of
 
 CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
@@ -49,11 +50,21 @@ class Newsletter:
             return self.direction
         primary = self.language.replace("_", "-").split("-")[0].lower()
         return "rtl" if primary in _RTL_LANGUAGES else "ltr"
+    sources: Mapping[str, str] = field(default_factory=dict)  # site -> source name ([sources])
+
+    def source_for(self, url: str | None) -> str | None:
+        """Return the source name [sources] gives the site of *url* (www. or not), if any."""
+        host = site_of(url or "")
+        if not host:
+            return None
+        return self.sources.get(host) or self.sources.get(host.removeprefix("www.")) or (
+            self.sources.get(f"www.{host}"))
 
     @property
     def sender_domain(self) -> str:
         """Return the domain of the From address (for Message-IDs)."""
-        return parseaddr(self.sender)[1].rpartition("@")[2] or "localhost"
+        mailbox = parse_mailbox(self.sender)
+        return (mailbox[1].rpartition("@")[2] if mailbox else "") or "localhost"
 
 
 @dataclass(frozen=True)
@@ -171,18 +182,45 @@ def load_newsletter(path: Path) -> Newsletter:
                     hint="known keys: " + ", ".join(_REQUIRED + _OPTIONAL),
                 )
             )
-    sender = table.get("from")
-    if isinstance(sender, str) and "@" not in parseaddr(sender)[1]:
-        problems.append(
-            ConfigError(
-                f"'from' is not an email address: {sender!r}",
-                path=path,
-                line=_line_of(text, "from"),
-                hint='write it as "Name <address@example.org>"',
+    for key in ("from", "reply_to"):
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or parse_mailbox(value) is None):
+            problems.append(
+                ConfigError(
+                    f"'{key}' is not an email address: {value!r}",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint='write it as "Name <address@example.org>"; a name with a comma or '
+                         "a quote goes in double quotes, in TOML: "
+                         r'from = "\"Brief, Morning\" <a@example.org>"',
+                )
             )
-        )
+    mailto = table.get("unsubscribe_mailto")
+    if mailto is not None and (not isinstance(mailto, str) or parse_mailbox(mailto) is None
+                               or parse_mailbox(mailto)[0]):
+        problems.append(ConfigError(f"'unsubscribe_mailto' is not an email address: {mailto!r}",
+                                    path=path, line=_line_of(text, "unsubscribe_mailto"),
+                                    hint='write unsubscribe_mailto = "unsubscribe@example.org"'))
+    for key in ("base_url",):
+        value = table.get(key)
+        if value is not None and not is_http_url(value):
+            problems.append(ConfigError(f"'{key}' must be an http(s) URL: {value!r}", path=path,
+                                        line=_line_of(text, key),
+                                        hint="write the full address, e.g. https://example.org"))
+    for key in ("language",):
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            problems.append(ConfigError(f"'{key}' must be text", path=path,
+                                        line=_line_of(text, key), hint=f'write {key} = "..."'))
+    sources, source_problems = _read_sources(data.get("sources"), path, text)
+    problems += source_problems
+    for key in data:
+        if key not in ("newsletter", "sources"):
+            problems.append(ConfigError(f"unknown table [{key}]", path=path,
+                                        line=toml_line(text, key, fallback=f"[{key}]"),
+                                        hint="digest.toml has [newsletter] and [sources]"))
     unsub = table.get("unsubscribe_url")
-    if isinstance(unsub, str) and not unsub.startswith(("https://", "http://")):
+    if isinstance(unsub, str) and not is_http_url(unsub.replace("{", "").replace("}", "")):
         problems.append(
             ConfigError(
                 "'unsubscribe_url' must be an http(s) URL",
@@ -192,7 +230,7 @@ def load_newsletter(path: Path) -> Newsletter:
             )
         )
     recent = table.get("recent_issues", 5)
-    if not isinstance(recent, int) or recent < 0:
+    if not isinstance(recent, int) or isinstance(recent, bool) or recent < 0:
         problems.append(
             ConfigError("'recent_issues' must be a whole number", path=path,
                         line=_line_of(text, "recent_issues"))
@@ -215,7 +253,30 @@ def load_newsletter(path: Path) -> Newsletter:
         language=table.get("language", "en"),
         recent_issues=recent,
         direction=direction,
+        sources=sources,
     )
+
+
+def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str], list[DigestError]]:
+    """Read [sources]: site (host name) -> source name."""
+    if table is None:
+        return {}, []
+    if not isinstance(table, dict):
+        return {}, [ConfigError("'sources' must be a table", path=path,
+                                line=toml_line(text, "sources", fallback="[sources]"),
+                                hint='write [sources] then lines like "tass.com" = "TASS"')]
+    sources: dict[str, str] = {}
+    problems: list[DigestError] = []
+    for site, name in table.items():
+        host = site.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+        if not isinstance(name, str) or not name.strip() or not host or "/" in host:
+            problems.append(ConfigError(
+                f"[sources] entry {site!r} must map a site to a source name", path=path,
+                line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
+                hint='write "tass.com" = "TASS"'))
+            continue
+        sources[host] = name.strip()
+    return sources, problems
 
 
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:

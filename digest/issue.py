@@ -94,6 +94,10 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
                                    hint='add subject = "..." (the email\'s subject line)'))
         subject = ""
     title = meta.get("title") or subject or ""
+    if not isinstance(title, str):
+        errors.append(ContentError("'title' must be text", path=manifest_path,
+                                   line=line_of("title"), hint='write title = "..."'))
+        title = subject if isinstance(subject, str) else ""
     date = meta.get("date")
     if isinstance(date, str):
         try:
@@ -175,3 +179,40 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
         stories=tuple(ordered),
         warnings=tuple(warnings),
     )
+
+
+def earlier_urls(project: Project, issue: Issue) -> dict[str, str]:
+    """Return url -> issue slug for the stories of the last few issues before this one."""
+    limit = project.newsletter.recent_issues
+    if not limit or not project.issues_dir.is_dir():
+        return {}
+    key = (issue.date.isoformat() if issue.date else "", issue.slug)
+    others = []
+    for folder in project.issues_dir.iterdir():
+        if not folder.is_dir() or folder.resolve() == issue.path.resolve():
+            continue
+        if not (folder / MANIFEST).is_file():
+            continue
+        try:
+            date = _manifest_date(folder)
+        except DigestError:  # an unreadable neighbour is its own check's business
+            continue
+        if (date, folder.name) < key:
+            others.append(((date, folder.name), folder))
+    urls: dict[str, str] = {}
+    for _, folder in sorted(others)[-limit:]:
+        for path in sorted(folder.glob("*.md")):
+            try:
+                story, _ = read_story(path)
+            except DigestError:
+                continue
+            if story.url:
+                urls[story.url] = folder.name
+    return urls
+
+
+def _manifest_date(folder: Path) -> str:
+    meta, _ = read_manifest(folder)
+    date = meta.get("date")
+    return date.isoformat() if hasattr(date, "isoformat") else str(date or "")
+

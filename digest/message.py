@@ -11,15 +11,24 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.header import Header
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 from html import escape
 from urllib.parse import quote
 
-from .render import TOKEN_RE, RenderedIssue, Slot
+from .errors import TemplateError
+from .headers import (
+    address_header,
+    clean_value,
+    list_id_header,
+    mailbox_header,
+    unstructured_header,
+)
+from .mergefields import Slot
+from .render import RenderedIssue
 
 CRLF = b"\r\n"
 _SOFT_BREAK = b"=\r\n"
@@ -38,11 +47,6 @@ class Recipient:
         return clean_value(self.fields.get("name", ""))
 
 
-def clean_value(value: str | None) -> str:
-    """Fold whitespace (CR/LF included) so a value cannot break a header or a line."""
-    return " ".join(str(value or "").split())
-
-
 def _qp(text: str) -> bytes:
     """Quoted-printable encode UTF-8 text with CRLF line ends."""
     if len(text) < 70 and text.isascii() and text.isprintable() and "=" not in text and (
@@ -50,24 +54,6 @@ def _qp(text: str) -> bytes:
         return text.encode("ascii")  # nothing to encode (the common case for a value)
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     return encoded.replace(b"\n", CRLF)
-
-
-def _header(name: str, value: str) -> bytes:
-    """Encode one unstructured header (RFC 2047 only where non-ASCII)."""
-    charset = "us-ascii" if value.isascii() else "utf-8"
-    folded = Header(value, charset, header_name=name).encode(linesep="\r\n")
-    return f"{name}: {folded}".encode("ascii") + CRLF
-
-
-def _address_header(name: str, display: str, address: str) -> bytes:
-    display = clean_value(display)
-    if display and (not display.isascii() or "=?" in display):
-        # Encode it ourselves; a name that looks like an encoded word is encoded too.
-        encoded = Header(display, "utf-8", header_name=name).encode(linesep="\r\n")
-        value = f"{encoded} <{address}>"
-    else:
-        value = formataddr((display, address))
-    return f"{name}: {value}".encode("ascii") + CRLF
 
 
 def unsubscribe_token(secret: str, list_id: str, email: str) -> str:
@@ -101,10 +87,16 @@ class _Part:
     html: bool
 
 
-def _split_part(content: str, content_type: str, html: bool) -> _Part:
-    pieces = TOKEN_RE.split(content)
+def _split_part(content: str, content_type: str, html: bool, pattern: re.Pattern[str] | None,
+                nonce: str) -> _Part:
+    pieces = pattern.split(content) if pattern is not None else [content]
     statics = pieces[0::2]
     slots = tuple(int(n) for n in pieces[1::2])
+    for static in statics:
+        if nonce and nonce in static.lower():
+            # Never send a placeholder: the build's rendering changed one.
+            raise TemplateError("a merge field placeholder would reach readers unfilled",
+                                hint="print merge fields as they are: {{ recipient.name }}")
     segments = [_qp(s) for s in statics]
     # Every segment that is followed by a slot ends with a soft line break.
     for i in range(len(segments) - 1):
@@ -137,8 +129,15 @@ class MessageTemplate:
         self.date = date
         self.subject = f"{subject_prefix}{rendered.subject}"
         self.slots: tuple[Slot, ...] = rendered.slots
+        placeholders = rendered.placeholders
+        pattern = placeholders.pattern if placeholders is not None else None
+        nonce = placeholders.nonce if placeholders is not None else ""
+
+        def stable(text: str) -> str:  # the same for every build of the same issue
+            return pattern.sub(r"@@\1@@", text) if pattern is not None else text
+
         digest = hashlib.sha256(
-            (rendered.html + "\0" + rendered.text + "\0" + self.subject).encode()
+            (stable(rendered.html) + "\0" + stable(rendered.text) + "\0" + self.subject).encode()
         ).hexdigest()
         self.content_hash = digest
         self._sign = _signer(secret or "", newsletter.list_id)
@@ -147,17 +146,17 @@ class MessageTemplate:
         self._issue_key = f"{newsletter.list_id}/{rendered.issue.slug}"
         self._domain = newsletter.sender_domain
         self._parts = (
-            _split_part(rendered.text, "text/plain", html=False),
-            _split_part(rendered.html, "text/html", html=True),
+            _split_part(rendered.text, "text/plain", False, pattern, nonce),
+            _split_part(rendered.html, "text/html", True, pattern, nonce),
         )
         self._fields_used = {s.field for s in self.slots}
         head = bytearray()
-        head += _header("From", newsletter.sender)
+        head += mailbox_header("From", newsletter.sender)
         if newsletter.reply_to:
-            head += f"Reply-To: {newsletter.reply_to}".encode("ascii") + CRLF
-        head += _header("Subject", self.subject)
+            head += mailbox_header("Reply-To", newsletter.reply_to)
+        head += unstructured_header("Subject", self.subject)
         head += b"MIME-Version: 1.0" + CRLF
-        head += _header("List-Id", f"{newsletter.name} <{newsletter.list_id}>")
+        head += list_id_header(newsletter.name, newsletter.list_id)
         self._head = bytes(head)
         body = bytearray()
         body += f'Content-Type: multipart/alternative; boundary="{self.boundary}"'.encode() + CRLF
@@ -203,9 +202,9 @@ class MessageTemplate:
         unsubscribe = self.unsubscribe_url(email)
         out = [self._head]
         if recipient is not None:
-            out.append(_address_header("To", recipient.name, recipient.email))
+            out.append(address_header("To", recipient.name, recipient.email))
         elif to:
-            out.append(f"To: {to}".encode("ascii") + CRLF)
+            out.append(mailbox_header("To", to))
         out.append(f"Date: {self.date or self._now()}".encode() + CRLF)
         out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)
         out.append(self._list_unsubscribe(unsubscribe, personal=email is not None))

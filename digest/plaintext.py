@@ -17,7 +17,7 @@ def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
     Gives the lines of textwrap.fill(..., break_long_words=False,
     break_on_hyphens=False), with one regular expression instead of a Python loop.
     """
-    text = _SPACES.sub(" ", text).strip()
+    text = _SPACES.sub(" ", text).strip(" ")
     room = max(width - len(indent), 1)
     lines = [m.group(1) or m.group(2) for m in _line_pattern(room).finditer(text)]
     follow = "\n" + " " * len(indent)
@@ -27,7 +27,8 @@ def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
 @lru_cache(maxsize=8)
 def _line_pattern(room: int) -> re.Pattern[str]:
     # As much as fits, ending before a space (or the end); else one long word alone.
-    return re.compile(rf"(.{{1,{room}}})(?: |$)|(\S+)(?: |$)")
+    # A word is everything between two ASCII spaces: a no-break space is part of it.
+    return re.compile(rf"(.{{1,{room}}})(?: |$)|([^ ]+)(?: |$)", re.DOTALL)
 
 
 def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:

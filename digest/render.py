@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +16,7 @@ from markupsafe import Markup
 from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue
+from .mergefields import Fields, Placeholders, Slot, check_templates, slot_index
 from .plaintext import wrap
 from .stories import Story
 
@@ -24,23 +24,12 @@ log = logging.getLogger(__name__)
 
 HTML_TEMPLATE = "email.html"
 TEXT_TEMPLATE = "email.txt"
-# A merge field left in the rendered parts, filled in per recipient by message.py.
-TOKEN = "@@digest.{}@@"
-TOKEN_RE = re.compile(r"@@digest\.(\d+)@@")
 
 
 def default_templates_dir() -> Path:
     """Return the packaged default templates (wheel) or the checkout's templates/."""
     packaged = Path(__file__).parent / "_templates"
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A per-recipient value: a CSV field (with a default) or 'unsubscribe_url'."""
-
-    field: str
-    default: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,23 +44,7 @@ class RenderedIssue:
     slots: tuple[Slot, ...]
     unsubscribe_url: str
     personal: bool
-
-
-class _Fields:
-    """The `recipient` of a template: each field read becomes a placeholder."""
-
-    def __init__(self, slots: list[Slot]) -> None:
-        self._slots = slots
-
-    def get(self, name: str, default: str = "") -> Markup:
-        return Markup(TOKEN.format(_slot_index(self._slots, Slot(str(name), str(default)))))
-
-    def __getattr__(self, name: str) -> Markup:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self.get(name)
-
-    __getitem__ = get
+    placeholders: Placeholders | None = None  # the build's merge-field placeholders (personal)
 
 
 def lead(story: Story) -> str:
@@ -144,9 +117,11 @@ def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> R
     newsletter = project.newsletter
     env = make_environment(project.templates_dir)
     slots: list[Slot] = []
-    if personal:
-        recipient: _Fields | None = _Fields(slots)
-        unsubscribe = Markup(TOKEN.format(_slot_index(slots, Slot("unsubscribe_url"))))
+    raise_all(check_templates(env, (HTML_TEMPLATE, TEXT_TEMPLATE)))
+    placeholders = Placeholders.new() if personal else None
+    if placeholders is not None:
+        recipient: Fields | None = Fields(slots, placeholders)
+        unsubscribe = Markup(placeholders.token(slot_index(slots, Slot("unsubscribe_url"))))
     else:
         recipient = None
         unsubscribe = generic_unsubscribe_url(newsletter)
@@ -162,6 +137,8 @@ def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> R
     text_template, text = _render(env, TEXT_TEMPLATE, context)
     html = inline_css(html)
     _check_disclaimer(newsletter, html, text, html_template, text_template)
+    if placeholders is not None:
+        _check_placeholders(placeholders, ((html_template, html), (text_template, text)))
     return RenderedIssue(
         issue=issue,
         newsletter=newsletter,
@@ -171,7 +148,21 @@ def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> R
         slots=tuple(slots),
         unsubscribe_url=generic_unsubscribe_url(newsletter),
         personal=personal,
+        placeholders=placeholders,
     )
+
+
+def _check_placeholders(placeholders: Placeholders, parts: tuple[tuple[Path, str], ...]) -> None:
+    """Fail the build if a template changed a merge field's placeholder (e.g. a filter)."""
+    problems: list[DigestError] = []
+    for template, content in parts:
+        for found in placeholders.leftovers(content)[:1]:
+            problems.append(TemplateError(
+                f"a merge field was changed while rendering and would reach readers as "
+                f"{found.strip()!r}", path=template,
+                hint="print merge fields as they are: {{ recipient.name }}; no filter, slice "
+                     "or string method on them"))
+    raise_all(problems)
 
 
 def generic_unsubscribe_url(newsletter: Newsletter) -> str:
@@ -184,12 +175,6 @@ def generic_unsubscribe_url(newsletter: Newsletter) -> str:
              if "{email}" not in v and "{token}" not in v]
     path = parts.path.replace("{email}", "").replace("{token}", "")
     return urlunsplit(parts._replace(path=path, query=urlencode(query)))
-
-
-def _slot_index(slots: list[Slot], slot: Slot) -> int:
-    if slot not in slots:
-        slots.append(slot)
-    return slots.index(slot)
 
 
 def _web_url(newsletter: Newsletter, issue: Issue) -> str | None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 from markdown_it import MarkdownIt
 
 from .errors import ContentError, DigestError, raise_all
+from .links import is_http_url, site_of
 from .plaintext import tokens_to_text
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 STORY_SUFFIXES = (".md", ".markdown")
 KNOWN_KEYS = ("title", "source", "url", "dateline", "read_also", "section", "author", "date", "image")
 
+_DATE_VALUE = re.compile(r"(?:^|[:\-\[,{]\s*)(\d{4})-(\d\d?)-(\d\d?)\b")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # CommonMark with raw HTML disabled: '<…>' or '<script>' in a story shows as text.
 _markdown = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
@@ -67,7 +69,7 @@ class Story:
     @property
     def host(self) -> str | None:
         """Return the site name shown in "Continue reading at <host>"."""
-        return urlsplit(self.url).hostname if self.url else None
+        return site_of(self.url) or None
 
     @property
     def words(self) -> int:
@@ -115,6 +117,11 @@ def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
     front, body, body_line = _split_front_matter(path, text)
     try:
         meta = yaml.load(front, Loader=_Loader)
+    except ValueError as e:  # a date that does not exist, e.g. 2021-02-30
+        raise ContentError(f"invalid value in the front matter: {e}", path=path,
+                           line=_bad_date_line(front) or 2,
+                           hint="write dates as YYYY-MM-DD, or quote the value to keep it as text"
+                           ) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -134,6 +141,18 @@ def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
             hint="write front matter as 'key: value' lines, for example 'title: ...'",
         )
     return _build_story(path, text, front, meta, body, body_line)
+
+
+def _bad_date_line(front: str) -> int | None:
+    """Return the file line of the first date-like value that is not a real date."""
+    for number, line in enumerate(front.split("\n"), 2):
+        m = _DATE_VALUE.search(line)
+        if m:
+            try:
+                dt.date(*map(int, m.groups()))
+            except ValueError:
+                return number
+    return None
 
 
 def _split_front_matter(path: Path, text: str) -> tuple[str, str, int]:
@@ -209,7 +228,7 @@ def _build_story(
         error("title", "'title' is empty", "write the story's headline after 'title:'")
 
     url = text_field("url")
-    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+    if url is not None and not is_http_url(url):
         error("url", f"'url' is not an http(s) link: {url!r}", "write the article's full address")
         url = None
 
@@ -233,10 +252,7 @@ def _build_story(
                     read_also.append(Link(item.strip()))
                 elif isinstance(item, dict) and isinstance(item.get("title"), str):
                     link_url = item.get("url")
-                    if link_url is not None and (
-                        not isinstance(link_url, str)
-                        or urlsplit(link_url).scheme not in ("http", "https")
-                    ):
+                    if link_url is not None and not is_http_url(link_url):
                         error("read_also", f"read_also url is not an http(s) link: {link_url!r}",
                               "write the full address, or leave the url out")
                         link_url = None

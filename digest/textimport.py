@@ -16,8 +16,11 @@ from pathlib import Path
 
 from .errors import ContentError, DigestError
 
+# "MOSCOW, December 31. /TASS/." or "ZÜRICH, 13 June. / SWISS INFO /.": a place in capitals
+# (any script), a date, then the source between slashes.
 DATELINE = re.compile(
-    r"^(?P<dateline>[A-Z][A-Z .'’-]*[A-Z],\s+[A-Z][a-z]+\.?\s+\d{1,2})\.\s*"
+    r"^(?P<dateline>(?P<place>[^\W\d_][^\W\d_ .'’-]*(?:[ .'’-]+[^\W\d_]+)*\.?),\s+"
+    r"(?:[^\W\d_]+\.?\s+\d{1,2}|\d{1,2}\s+[^\W\d_]+))\.\s*"
     r"/\s*(?P<source>[^/]{1,40}?)\s*/\.?\s*(?P<rest>.*)$"
 )
 CONTINUE = re.compile(r"^Continue reading at\s+(?P<site>\S+?)\.?$", re.IGNORECASE)
@@ -81,12 +84,28 @@ def decode_input(raw: bytes, path: Path) -> str:
 
 
 def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
-    """Split the text into stories; report every paragraph that is not placed."""
+    """Split the text into stories; report every paragraph that is not placed.
+
+    The closing paragraph is never part of a story: the newsletter's disclaimer
+    is dropped, and one that resembles it but differs is reported with the difference.
+    """
     blocks = _blocks(text)
     stories: list[ImportedStory] = []
     notes: list[DigestError] = []
     wanted = " ".join(disclaimer.split())
     disclaimer_found = False
+    if blocks:  # the closing paragraph: the last line of the last block
+        line_no, lines = blocks[-1]
+        closing = " ".join(lines[-1].split())
+        closing_line = line_no + len(lines) - 1
+        if closing == wanted or _similar(closing, wanted):
+            if closing == wanted:
+                disclaimer_found = True
+            else:
+                notes.append(_disclaimer_differs(closing, wanted, path, closing_line))
+            blocks[-1] = (line_no, lines[:-1])
+            if not blocks[-1][1]:
+                blocks.pop()
     current: ImportedStory | None = None
     index = 0
     while index < len(blocks):
@@ -145,7 +164,7 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
                 break
             if not current.paragraphs and current.dateline is None:
                 m = DATELINE.match(line)
-                if m:
+                if m and m.group("place") == m.group("place").upper():
                     current.dateline = m.group("dateline")
                     current.source = m.group("source").strip()
                     line = m.group("rest")

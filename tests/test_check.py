@@ -26,6 +26,8 @@ def test_example_issue_is_clean(project: Path, runner: CliRunner) -> None:
 @pytest.fixture
 def bad_issue(project: Path) -> Path:
     """An issue built to fire every warning."""
+    story(project / "issues" / EXAMPLE / "zz-earlier.md", "An article that went out",
+          source="TASS", url="https://tass.com/politics/1382579")
     folder = project / "issues" / "2022-01-05"
     write(folder / "issue.toml", f"""
         subject = "{'A very long subject line that keeps going well past what any inbox shows in full'}"
@@ -135,3 +137,52 @@ def test_size_warnings(project: Path) -> None:
                and f.endswith("KB as sent; Gmail clips messages over 102 KB") for f in findings)
     assert any(f.endswith("email.html: warning: a <style> block of 50 KB (over 16 KB; Gmail drops it)")
                for f in findings)
+
+
+def test_check_hides_nothing(project: Path, runner: CliRunner) -> None:
+    """Errors and warnings together: an empty story, a broken one, markers, import's site urls."""
+    folder = project / "issues" / EXAMPLE
+    write(folder / "zz-empty.md", "---\ntitle: Nothing here\n---\n\n")
+    write(folder / "zz-broken.md", "---\ntitle: [\n---\nText. XXX\n")
+    write(folder / "zz-marker.md", "---\ntitle: Marked\n---\nA TODO left here.\n")
+    write(folder / "zz-site.md", "---\ntitle: Site only\nsource: TASS\nurl: https://tass.com/"
+          "  # import: only the site is known; put the article's address here\n---\nText.\n")
+    result = runner.invoke(cli, ["check", EXAMPLE])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert f"issues/{EXAMPLE}/zz-broken.md:3: error: malformed YAML front matter: " \
+           "expected ',' or ']', but got '<stream end>'" in lines[0] or "zz-broken.md" in lines[0]
+    assert f"issues/{EXAMPLE}/zz-marker.md:4: warning: leftover TODO marker" in lines
+    assert f"issues/{EXAMPLE}/zz-site.md:4: warning: the url is the site that 'digest import' " \
+           "found, not the article" in lines
+    assert f"issues/{EXAMPLE}/zz-empty.md:4: error: the story has no text" in lines
+    assert f"issues/{EXAMPLE}/zz-broken.md:4: warning: leftover XXX marker" in lines
+    assert lines[-1] == "2 errors, 3 warnings"
+
+
+def test_an_empty_story_is_an_error(project: Path) -> None:
+    write(project / "issues" / EXAMPLE / "zz-empty.md", "---\ntitle: Nothing here\n---\n  \n")
+    assert _findings(EXAMPLE) == [f"issues/{EXAMPLE}/zz-empty.md:4: error: the story has no text"]
+
+
+def test_stories_from_the_same_site_are_not_duplicates(project: Path) -> None:
+    # The example's two TASS stories both link https://tass.com/: a source, not an article.
+    assert _findings(EXAMPLE) == []
+    story(project / "issues" / "later" / "a.md", "Later", source="TASS", url="https://tass.com/")
+    write(project / "issues" / "later" / "issue.toml",
+          'subject = "Later"\ndate = 2022-01-01\npreheader = "p"\n')
+    assert _findings("later") == []
+
+
+def test_init_example_values_are_flagged(tmp_path: Path, runner: CliRunner,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, ["init", "--name", "Brief, Morning"]).exit_code == 0
+    assert runner.invoke(cli, ["new", "one", "--title", "One"]).exit_code == 0
+    assert runner.invoke(cli, ["add", "one", "--title", "A", "-"], input="Text.\n").exit_code == 0
+    result = runner.invoke(cli, ["check", "one"])
+    found = [line for line in result.stdout.splitlines() if "still the example" in line]
+    assert found == [
+        f"digest.toml:{n}: warning: '{key}' is still the example 'digest init' wrote"
+        for n, key in ((7, "from"), (9, "reply_to"), (11, "base_url"), (13, "list_id"),
+                       (16, "unsubscribe_url"), (18, "unsubscribe_mailto"), (24, "disclaimer"))]

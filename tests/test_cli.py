@@ -134,3 +134,55 @@ def test_missing_issue(project: Path, runner: CliRunner, args) -> None:
     result = runner.invoke(cli, args)
     assert result.exit_code == 1
     assert result.stderr == "Error: issues: no issue 'nope'\n  hint: known issues: 2021-12-31\n"
+
+
+PIPELINE = ("jinja2", "premailer", "lxml", "markdown_it", "yaml", "digest.render", "digest.export",
+            "digest.stories", "digest.message", "digest.config", "cssutils")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["export", "--help"]])
+def test_help_and_version_do_not_import_the_pipeline(args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['digest', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('digest', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            f"print('LOADED', sorted(m for m in {PIPELINE!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().endswith("LOADED []"), out[-300:]
+
+
+def test_an_unexpected_exception_is_one_line_without_traceback(
+        project: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest.export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr(digest.export, "build_issue", broken)
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: internal error: RuntimeError: something nobody expected\n"
+        "  hint: run the command again with --verbose to see the traceback, and report it if "
+        "the input looks right\n")
+    assert not (project / "OUT").exists()
+    verbose = runner.invoke(cli, ["--verbose", "export", EXAMPLE, "--out", "OUT"])
+    assert verbose.exit_code == 1
+    assert "Traceback (most recent call last)" in verbose.output
+    assert verbose.output.rstrip().endswith("the input looks right")
+
+
+def test_bad_values_are_errors_with_path_and_line(project: Path, runner: CliRunner) -> None:
+    folder = project / "issues" / EXAMPLE
+    write(folder / "bad-url.md", '---\ntitle: A\nurl: "http://[oops"\n---\nText.\n')
+    write(folder / "bad-date.md", "---\ntitle: B\ndate: 2021-02-30\n---\nText.\n")
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
+    assert result.exit_code == 1
+    assert f"Error: issues/{EXAMPLE}/bad-url.md:3: 'url' is not an http(s) link: " \
+           "'http://[oops'" in result.output
+    assert f"Error: issues/{EXAMPLE}/bad-date.md:3: invalid value in the front matter: day is " \
+           "out of range for month" in result.output
+    assert "Traceback" not in result.output

@@ -4,6 +4,7 @@ import email
 import email.policy
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
@@ -140,3 +141,36 @@ def test_add_position_and_after_exclude_each_other(project: Path, runner: CliRun
                                  "x", "-"], input="t")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: --position and --after exclude each other")
+
+
+def test_add_refuses_an_empty_story_from_every_source(project: Path, runner: CliRunner) -> None:
+    before = sorted(p.name for p in (project / "issues" / EXAMPLE).iterdir())
+    (project / "empty.md").write_text("  \n\n")
+    for args, stdin in ((["empty.md"], None), (["-"], ""), (["-"], "\n \n"), ([], "")):
+        result = runner.invoke(cli, ["add", EXAMPLE, "--title", "Nothing", *args], input=stdin)
+        assert result.exit_code == 1, args
+        assert result.output.startswith(f"Error: issues/{EXAMPLE}: the story has no text\n")
+    assert sorted(p.name for p in (project / "issues" / EXAMPLE).iterdir()) == before
+
+
+def test_add_refuses_an_invalid_url(project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["add", EXAMPLE, "--title", "T", "--url", "http://[oops", "-"],
+                           input="Text.\n")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --url is not an http(s) link: 'http://[oops'")
+
+
+@pytest.mark.parametrize("name", ["News\\Daily", "Brief, Morning", 'Les "Nouvelles"',
+                                  "Ελληνικά Νέα", "Tab\there"])
+def test_init_writes_valid_toml_for_any_name(tmp_path: Path, runner: CliRunner, name: str) -> None:
+    from digest.config import load_project
+
+    result = runner.invoke(cli, ["init", str(tmp_path / "p"), "--name", name])
+    assert result.exit_code == 0, result.output
+    newsletter = load_project(tmp_path / "p").newsletter
+    shown = " ".join(name.split())
+    assert newsletter.name == shown
+    from digest.headers import parse_mailbox
+
+    assert parse_mailbox(newsletter.sender) == (shown, "newsletter@example.org")
+    assert "# [sources]" in (tmp_path / "p" / "digest.toml").read_text()

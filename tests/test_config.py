@@ -123,3 +123,24 @@ def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_newsletter(path)
     assert (e.value.message, e.value.line) == ("'direction' must be \"ltr\" or \"rtl\", not 'right'", 7)
+def test_sources_table_and_bad_values(tmp_path: Path) -> None:
+    base = (Path(__file__).resolve().parent.parent / "digest.toml").read_text()
+    good = write(tmp_path / "good.toml", base)
+    newsletter = load_newsletter(good)
+    assert newsletter.source_for("https://www.rt.com/news/1/") == "RT"
+    assert newsletter.source_for("https://rt.com/") == "RT"  # www. or not
+    assert newsletter.source_for("https://TASS.com/x") == "TASS"
+    assert newsletter.source_for("https://example.com/") is None
+    bad = write(tmp_path / "bad.toml", base.replace('"tass.com" = "TASS"', '"tass.com" = 5')
+                .replace('reply_to = "editors@worlddigest.example.org"',
+                         'reply_to = "Desk, News <desk@example.org>"')
+                .replace('base_url = "https://worlddigest.example.org"',
+                         'base_url = "http://[oops"') + "\n[extra]\nx = 1\n")
+    with pytest.raises(DigestErrors) as e:
+        load_newsletter(bad)
+    assert sorted(f"{err.line}: {err.message}" for err in e.value.errors) == sorted([
+        "6: 'reply_to' is not an email address: 'Desk, News <desk@example.org>'",
+        "7: 'base_url' must be an http(s) URL: 'http://[oops'",
+        "25: [sources] entry 'tass.com' must map a site to a source name",
+        "28: unknown table [extra]",
+    ])

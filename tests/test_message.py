@@ -11,7 +11,7 @@ import pytest
 from digest.config import load_project
 from digest.issue import load_issue
 from digest.message import MessageTemplate, Recipient, clean_value, verify_unsubscribe_token
-from digest.render import TOKEN_RE, render_issue
+from digest.render import render_issue
 
 from .conftest import EXAMPLE, write
 
@@ -62,9 +62,10 @@ def _reference(template: MessageTemplate, recipient: Recipient) -> EmailMessage:
 
     msg = EmailMessage()
     msg["Subject"] = template.subject
-    msg.set_content(TOKEN_RE.sub(lambda m: value(int(m.group(1))), rendered.text))
+    token_re = rendered.placeholders.pattern
+    msg.set_content(token_re.sub(lambda m: value(int(m.group(1))), rendered.text))
     msg.add_alternative(
-        TOKEN_RE.sub(lambda m: escape(value(int(m.group(1)))), rendered.html), subtype="html")
+        token_re.sub(lambda m: escape(value(int(m.group(1)))), rendered.html), subtype="html")
     # As sent: the SMTP policy (CRLF line ends), like our messages.
     wire = msg.as_bytes(policy=email.policy.SMTP)
     return email.message_from_bytes(wire, policy=email.policy.default)

@@ -414,9 +414,8 @@ def test_a_base_url_without_scheme_is_a_clear_error(project: Path, runner: CliRu
     result = publish(runner, EXAMPLE)
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: digest.toml:7: 'base_url' is not an absolute http(s) URL: "
-        "'worlddigest.example.org'\n"
-        '  hint: write the scheme and host: base_url = "https://example.org"\n')
+        "Error: digest.toml:7: 'base_url' must be an http(s) URL: 'worlddigest.example.org'\n"
+        "  hint: write the full address, e.g. https://example.org\n")
     assert not (project / "site").exists()
 
 

@@ -62,7 +62,7 @@ def test_text_part_is_wrapped_and_shows_links(project: Path) -> None:
     text = _render().text
     for line in text.splitlines():
         assert len(line) <= 76 or re.search(r"https?://\S+$", line), line
-    assert "Continue reading at tass.com: https://tass.com/politics/1382579" in text
+    assert "Continue reading at tass.com: https://tass.com/" in text
     assert "Read also:\nEurope" in text.replace("Europol", "Europe", 1)
     assert "<…>" in text
     assert "We remind our readers that publication of articles on our site does not mean" in text
@@ -116,4 +116,5 @@ def test_template_syntax_error(project: Path) -> None:
 def test_personal_render_leaves_placeholders(project: Path) -> None:
     rendered = _render(personal=True)
     assert [s.field for s in rendered.slots] == ["unsubscribe_url", "email"]
-    assert "@@digest.0@@" in rendered.html and "@@digest.1@@" in rendered.text
+    token = rendered.placeholders.token
+    assert token(0) in rendered.html and token(1) in rendered.text

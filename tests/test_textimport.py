@@ -42,24 +42,90 @@ def test_seed_splits_into_four_stories() -> None:
 
 
 def test_import_of_the_seed_reproduces_the_example_issue(project: Path) -> None:
+    """The example issue carries exactly what the seed gives: nothing lost, nothing invented."""
     from digest.compose import import_digest, new_issue
 
     proj = load_project()
     new_issue(proj, "imported")
-    import_digest(proj, "imported", (FIXTURES / "seed.txt").read_bytes(), FIXTURES / "seed.txt")
+    paths, notes = import_digest(proj, "imported", (FIXTURES / "seed.txt").read_bytes(),
+                                 FIXTURES / "seed.txt")
+    assert notes == []
     imported = load_issue(proj, "imported").stories
     example = load_issue(proj, EXAMPLE).stories
     assert [s.slug for s in imported] == [s.slug for s in example]
     for got, want in zip(imported, example, strict=True):
         assert got.title == want.title
         assert got.dateline == want.dateline
+        assert got.source == want.source  # RT comes from digest.toml's [sources]
         assert lead(got) == lead(want)  # "MOSCOW, December 31. /TASS/."
+        assert got.url == want.url  # the site the seed names, not an invented article
         assert got.host == want.host  # "Continue reading at <host>"
         assert got.read_also == want.read_also
+        assert got.body == want.body
         assert got.body_text == want.body_text
-        # The seed names no publisher for the RT story; the example's editor added one.
-        if want.dateline:
-            assert got.source == want.source
+    assert [(s.source, s.url) for s in example] == [
+        ("TASS", "https://tass.com/"), ("TASS", "https://tass.com/"), (None, None),
+        ("RT", "https://www.rt.com/")]
+    # The import marks the site addresses for the editor; the example's editor accepted them.
+    assert all("# import: only the site is known" in p.read_text() for p in paths if
+               "url:" in p.read_text())
+
+
+@pytest.mark.parametrize("dateline, place", [
+    ("ZÜRICH, June 13. /SWISS INFO/.", "ZÜRICH, June 13"),
+    ("SÃO PAULO, June 13. / Folha /.", "SÃO PAULO, June 13"),
+    ("MÜNCHEN, 13 Juni. /dpa/.", "MÜNCHEN, 13 Juni"),
+    ("KYIV, June 13. /Ukrinform/.", "KYIV, June 13"),
+    ("ХАРКІВ, 13 червня. /Укрінформ/.", "ХАРКІВ, 13 червня"),
+])
+def test_datelines_outside_ascii(tmp_path: Path, dateline: str, place: str) -> None:
+    text = f"A title\n\n{dateline} The text of the story.\nContinue reading at example.ch\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    assert result.notes == []
+    (found,) = result.stories
+    assert (found.dateline, found.paragraphs) == (place, ["The text of the story."])
+    assert found.source == dateline.split("/")[1].strip()
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_closing_paragraph_that_differs_is_never_glued_to_a_story(
+        tmp_path: Path, closed: bool) -> None:
+    changed = DISCLAIMER.replace("totally disagree", "strongly disagree")
+    text = ("A title\n\nMOSCOW, December 31. /TASS/. The text.\n"
+            + ("Continue reading at tass.com\n" if closed else "") + "\n" + changed + "\n")
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    (found,) = result.stories
+    assert found.paragraphs == ["The text."]
+    (note,) = result.notes
+    assert note.line == (6 if closed else 5)
+    assert "differs from digest.toml's" in note.message
+    assert "(- totally + strongly)" in note.message
+
+
+def test_the_closing_paragraph_inside_the_last_block_is_taken_off(tmp_path: Path) -> None:
+    text = "A title\n\nThe text.\n" + DISCLAIMER + "\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    assert result.disclaimer_found and result.notes == []
+    assert result.stories[0].paragraphs == ["The text."]
+
+
+def test_sources_table_fills_the_source(project: Path, runner) -> None:
+    from digest.cli import cli
+
+    (project / "issues" / "new").mkdir()
+    (project / "issues" / "new" / "issue.toml").write_text('subject = "S"\n')
+    (project / "in.txt").write_text("First\n\nText one.\nContinue reading at www.rt.com\n\n"
+                                    "Second\n\nText two.\nContinue reading at tass.com\n")
+    result = runner.invoke(cli, ["import", "new", "in.txt"])
+    assert result.exit_code == 0, result.output
+    stories = load_issue(load_project(), "new").stories
+    assert [(s.title, s.source, s.url) for s in stories] == [
+        ("First", "RT", "https://www.rt.com/"), ("Second", "TASS", "https://tass.com/")]
+    result = runner.invoke(cli, ["add", "new", "--title", "Third", "--url",
+                                 "https://www.rt.com/news/1-x/", "-"], input="Text three.\n")
+    assert result.exit_code == 0, result.output
+    third = load_issue(load_project(), "new").stories[-1]
+    assert (third.source, third.url) == ("RT", "https://www.rt.com/news/1-x/")
 
 
 def test_second_digest() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..errors import DigestError, DigestErrors
+from ..errors import DigestError, DigestErrors, internal_error
 
 
 @dataclass
@@ -46,19 +46,36 @@ def warn_all(warnings) -> None:
 
 
 class DigestGroup(click.Group):
-    """Turn a DigestError into its message and exit code 1, with no traceback."""
+    """Turn every error into its message and exit code 1, with no traceback.
+
+    A DigestError is the user's input; anything else is reported as an internal
+    error (its traceback only with --verbose).
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except DigestError as e:
-            if ctx.obj is not None and ctx.obj.verbose:
+            if _verbose(ctx):
                 traceback.print_exc()
             report(e)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place that catches everything
+            if _verbose(ctx):
+                traceback.print_exc()
+            report(internal_error(e))
+            ctx.exit(1)
+
+
+def _verbose(ctx: click.Context) -> bool:
+    obj = ctx.find_object(State)
+    return bool(obj and obj.verbose)
 
 
 @click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import CONFIG_NAME, Project, load_project
-from ..errors import DigestError, DigestErrors
+from ..errors import DigestError, DigestErrors, internal_error
 from ..export import BuiltIssue, build_issue
 from ..issue import resolve_issue_dir
 
@@ -50,6 +50,9 @@ class Builder:
             built, errors = None, tuple(e.errors)
         except DigestError as e:
             built, errors = None, (e,)
+        except Exception as e:  # noqa: BLE001 - the preview outlives any failed rebuild
+            log.debug("rebuild failed", exc_info=True)
+            built, errors = None, (internal_error(e),)
         with self._changed:
             self._snapshot = Snapshot(self._snapshot.version + 1, built, errors)
             self._changed.notify_all()
@@ -90,4 +93,7 @@ class Builder:
         for changes in watch(self.project.root, watch_filter=relevant, stop_event=stop,
                              debounce=150, step=50, rust_timeout=500, yield_on_timeout=False):
             log.info("changed: %s", ", ".join(sorted({Path(p).name for _, p in changes})))
-            self.rebuild()
+            try:
+                self.rebuild()
+            except Exception:  # noqa: BLE001 - publishing failed; keep watching
+                log.exception("rebuild failed")

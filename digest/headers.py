@@ -1,0 +1,157 @@
+"""Message headers, built by the standard library's email.headerregistry and email.policy.
+
+Display names become RFC 2047 encoded words with the address outside them;
+lines fold at 78 octets where possible and never exceed 998. Every folded
+header is parsed back and compared with the value it carries: text that the
+policy alone would not give back (an ASCII value that looks like an encoded
+word, ``=?...?=``) is encoded whole, so a reader always sees exactly the value.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from email.header import Header, decode_header, make_header
+from email.headerregistry import Address
+from email.utils import formataddr
+from functools import lru_cache
+
+CRLF = "\r\n"
+# SMTP line ends, no 8-bit headers, fold at 78.
+POLICY = email.policy.SMTP.clone(max_line_length=78)
+_READ = email.policy.default
+# A display name of words that need neither quoting nor encoding (RFC 5322 atext and spaces).
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def clean_value(value: str | None) -> str:
+    """Fold whitespace (CR/LF included) so a value cannot break a header or a line."""
+    return " ".join(str(value or "").split())
+
+
+def unstructured_header(name: str, value: str) -> bytes:
+    """Return ``Name: value`` folded and encoded (Subject, List-Id, ...), CRLF-ended."""
+    value = clean_value(value)
+    folded = POLICY.fold_binary(name, POLICY.header_factory(name, value))
+    if str(_parse(name, folded)) != value or _longest(folded) > 78:
+        folded = _encoded_whole(name, value, "").encode("ascii")
+    return _verified(name, folded, lambda h: str(h) == value)
+
+
+def list_id_header(description: str, list_id: str) -> bytes:
+    """Return the List-Id header: the description as a phrase, then ``<list-id>`` (RFC 2919)."""
+    description = clean_value(description)
+    tail = f"<{clean_value(list_id).strip('<>')}>"
+    value = f"{description} {tail}" if description else tail
+    folded = POLICY.fold_binary("List-Id", POLICY.header_factory("List-Id", value))
+    if (str(_parse("List-Id", folded)) != value or _longest(folded) > 78
+            or not folded.rstrip().endswith(tail.encode())):
+        folded = _encoded_whole("List-Id", description, tail).encode("ascii")
+    return _verified("List-Id", folded, lambda h: str(h) == value)
+
+
+def address_header(name: str, display: str | None, addr_spec: str) -> bytes:
+    """Return ``Name: display <address>``: the display name encoded, the address never."""
+    display = clean_value(display)
+    addr_spec = ascii_address(addr_spec)
+    if not display:
+        return f"{name}: {addr_spec}{CRLF}".encode("ascii")
+    if len(display) + len(addr_spec) < 60 and "=?" not in display and _PLAIN_PHRASE.fullmatch(display):
+        return f"{name}: {display} <{addr_spec}>{CRLF}".encode("ascii")  # the common case
+    if (display.isascii() and display.isprintable() and "=?" not in display
+            and len(display) + len(addr_spec) < 60):
+        return f"{name}: {formataddr((display, addr_spec))}{CRLF}".encode("ascii")
+    return _address_header(name, display, addr_spec)
+
+
+def ascii_address(addr_spec: str) -> str:
+    """Return the address with an internationalised domain in its ASCII (IDNA) form.
+
+    A non-ASCII local part cannot be written in a 7-bit header (it needs SMTPUTF8).
+    """
+    addr_spec = addr_spec.strip()
+    if addr_spec.isascii():
+        return addr_spec
+    local, _, domain = addr_spec.rpartition("@")
+    if not local.isascii():
+        raise ValueError(f"the address {addr_spec!r} has a non-ASCII local part (needs SMTPUTF8)")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as e:
+        raise ValueError(f"the domain of {addr_spec!r} cannot be written in ASCII") from e
+
+
+@lru_cache(maxsize=4096)
+def _address_header(name: str, display: str, addr_spec: str) -> bytes:
+    header = POLICY.header_factory(name, Address(display_name=display, addr_spec=addr_spec))
+    folded = POLICY.fold_binary(name, header)
+
+    def same(h, folded: bytes) -> bool:
+        found = h.addresses
+        return (len(found) == 1 and found[0].addr_spec == addr_spec
+                and _display_name(found[0], folded, addr_spec) == display)
+
+    if not same(_parse(name, folded), folded) or _longest(folded) > 78:
+        folded = _encoded_whole(name, display, f"<{addr_spec}>").encode("ascii")
+    return _verified(name, folded, lambda h: same(h, folded))
+
+
+def _display_name(found: Address, folded: bytes, addr_spec: str) -> str:
+    """Return the display name as RFC 2047 (6.2) reads it.
+
+    CPython's address parser keeps the folding space between two encoded words
+    of a display name; RFC 2047 says to ignore it, as mail clients do.
+    """
+    value = folded.decode("ascii").split(":", 1)[1].replace(CRLF, "")
+    phrase = value.rpartition(f"<{addr_spec}>")[0].strip()
+    if "=?" not in phrase or phrase.startswith('"'):
+        return found.display_name
+    return str(make_header(decode_header(phrase)))
+
+
+def mailbox_header(name: str, value: str) -> bytes:
+    """Return an address header from ``Name <address>`` text as digest.toml holds it."""
+    display, addr_spec = parse_mailbox(value) or ("", value)
+    return address_header(name, display, addr_spec)
+
+
+def parse_mailbox(text: str) -> tuple[str, str] | None:
+    """Return (display name, address) of one mailbox such as ``"Brief, Morning" <a@b.org>``.
+
+    Return None if the text is not exactly one valid mailbox.
+    """
+    try:
+        header = _READ.header_factory("From", clean_value(text))
+        addresses = header.addresses
+    except (ValueError, IndexError, TypeError):
+        return None
+    if header.defects or len(addresses) != 1 or not addresses[0].domain:
+        return None
+    return addresses[0].display_name, addresses[0].addr_spec
+
+
+def _encoded_whole(name: str, text: str, tail: str) -> str:
+    """Encode all of *text* as RFC 2047 words, then *tail* (an address) unencoded."""
+    words = Header(text, "utf-8", header_name=name).encode(linesep=CRLF)
+    last = words.rsplit(CRLF, 1)[-1]
+    if tail:
+        joiner = f"{CRLF} " if len(last) + len(tail) + 1 > 78 else " "
+        words = f"{words}{joiner}{tail}"
+    return f"{name}: {words}{CRLF}"
+
+
+def _longest(folded: bytes) -> int:
+    return max(map(len, folded.split(b"\r\n")))
+
+
+def _parse(name: str, folded: bytes):
+    """Parse a folded header back as a mail reader would."""
+    value = folded.decode("ascii").split(":", 1)[1].replace(CRLF, "")
+    return _READ.header_factory(name, value.strip())
+
+
+def _verified(name: str, folded: bytes, same) -> bytes:
+    parsed = _parse(name, folded)
+    if parsed.defects or not same(parsed) or _longest(folded) > 998:
+        raise ValueError(f"cannot encode the {name} header faithfully: {folded[:80]!r}")
+    return folded

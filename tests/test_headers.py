@@ -1,0 +1,183 @@
+"""Headers: every value, however foreign, long or hostile, parses back exactly (policy.strict)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.header import decode_header, make_header
+from pathlib import Path
+
+import pytest
+
+from digest.cli import cli
+from digest.headers import (
+    address_header,
+    clean_value,
+    list_id_header,
+    mailbox_header,
+    parse_mailbox,
+    unstructured_header,
+)
+
+from .conftest import write
+
+VALUES = [
+    "Η Παγκόσμια Σύνοψη",
+    "世界新闻摘要",
+    "الملخص العالمي",
+    "Ünïcödé and ASCII mixed, with a comma",
+    "x" * 2000,
+    "Ж" * 700,
+    "Evil\r\nBcc: victim@example.com",
+    "=?utf-8?q?encoded?=",
+    "Ελλάδα =?utf-8?b?SGk=?= \"quoted\", comma",
+    'He said "hi", then (left)',
+    "Brief, Morning",
+    "back\\slash",
+    "<other@example.org>",
+    "a@example.org, b@example.org",
+    "=?",
+    "   ",
+    "Ann O'Neil-Smith",
+    "plain =?utf-8?q?hi?= words",
+    "J. R. Doe",
+]
+
+
+def _strict(blob: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(blob + b"\r\n", policy=email.policy.strict)
+
+
+def _lines(blob: bytes) -> list[bytes]:
+    return blob.split(b"\r\n")
+
+
+def _rfc2047_display(raw: bytes, name: str, address: str) -> str:
+    """The display name as a mail client reads it (RFC 2047 6.2: space between words dropped)."""
+    value = raw.decode("ascii").split(":", 1)[1].replace("\r\n", "")
+    phrase = value.rpartition(f"<{address}>")[0].strip()
+    if phrase.startswith('"') or "=?" not in phrase:
+        return _strict(raw)[name].addresses[0].display_name
+    return str(make_header(decode_header(phrase)))
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_every_header_parses_back_exactly(value: str) -> None:
+    expected = clean_value(value)
+    from_ = address_header("From", value, "digest@example.org")
+    to = address_header("To", value, "reader+tag@example.com")
+    subject = unstructured_header("Subject", value)
+    list_id = list_id_header(value, "news.example.org")
+    blob = from_ + to + subject + list_id
+    msg = _strict(blob)  # raise_on_defect: a defect is an exception
+    for name in ("From", "To", "Subject", "List-Id"):
+        assert not msg[name].defects, (name, msg[name].defects)
+    assert len(msg.get_all("From")) == 1 and msg["Bcc"] is None
+    assert msg["From"].addresses[0].addr_spec == "digest@example.org"
+    assert msg["To"].addresses[0].addr_spec == "reader+tag@example.com"
+    assert _rfc2047_display(from_, "From", "digest@example.org") == expected
+    assert _rfc2047_display(to, "To", "reader+tag@example.com") == expected
+    assert str(msg["Subject"]) == expected
+    assert str(msg["List-Id"]) == (f"{expected} <news.example.org>" if expected
+                                   else "<news.example.org>")
+    # The list's id is outside every encoded word (RFC 2919), the address outside the name.
+    assert list_id.count(b"<news.example.org>") == 1
+    assert from_.count(b"<digest@example.org>") == 1 or from_ == b"From: digest@example.org\r\n"
+    assert all(len(line) <= 78 for line in _lines(blob)), max(map(len, _lines(blob)))
+    assert blob.isascii()
+
+
+def test_short_names_read_back_with_pythons_own_parser() -> None:
+    for value in VALUES[:4] + VALUES[6:]:
+        raw = address_header("From", value, "digest@example.org")
+        assert _strict(raw)["From"].addresses[0].display_name == clean_value(value), raw
+
+
+def test_display_name_is_encoded_apart_from_the_address() -> None:
+    raw = address_header("From", "Η Παγκόσμια Σύνοψη", "digest@example.org")
+    unfolded = raw.replace(b"\r\n ", b" ")
+    assert unfolded.startswith(b"From: =?utf-8?") and unfolded.endswith(b"?= <digest@example.org>\r\n")
+
+
+def test_mailbox_text_as_digest_toml_holds_it() -> None:
+    assert parse_mailbox('"Brief, Morning" <a@example.org>') == ("Brief, Morning", "a@example.org")
+    assert parse_mailbox("محرر <editors@example.org>") == ("محرر", "editors@example.org")
+    assert parse_mailbox("editors@example.org") == ("", "editors@example.org")
+    assert parse_mailbox("Brief, Morning <a@example.org>") is None
+    assert parse_mailbox("not an address") is None
+    raw = mailbox_header("Reply-To", "محرر الأخبار <editors@example.org>")
+    assert _strict(raw)["Reply-To"].addresses[0].display_name == "محرر الأخبار"
+
+
+INTERNATIONAL_TOML = '''
+[newsletter]
+name = "Η Παγκόσμια Σύνοψη 世界新闻 الملخص"
+from = "Σύνοψη 世界新闻 الملخص <digest@news.example.net>"
+reply_to = "هيئة التحرير <editors@news.example.net>"
+list_id = "synopsis.news.example.net"
+unsubscribe_url = "https://news.example.net/unsubscribe?email={email}&token={token}"
+disclaimer = "Η δημοσίευση ενός άρθρου δεν σημαίνει ότι συμφωνούμε. 发表不代表同意。"
+'''
+
+
+def test_international_issue_exports_and_sends_without_a_defect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner) -> None:
+    """Greek, Chinese and Arabic in every name: the .eml parses strictly and shows them all."""
+    root = tmp_path / "intl"
+    write(root / "digest.toml", INTERNATIONAL_TOML)
+    write(root / "issues" / "one" / "issue.toml", '''
+        subject = "Ειδήσεις της ημέρας · 今日新闻 · أخبار اليوم"
+        date = 2022-01-03
+    ''')
+    write(root / "issues" / "one" / "athens.md", '''
+        ---
+        title: Αθήνα
+        source: ΑΠΕ
+        dateline: ΑΘΗΝΑ, 3 Ιανουαρίου
+        url: https://www.amna.gr/
+        ---
+        Κείμενο της είδησης.
+    ''')
+    readers = {"greek@example.com": "Αλέξανδρος Παπαδόπουλος",
+               "chinese@example.com": "王小明",
+               "arabic@example.com": "محمد بن سلمان العربي"}
+    write(root / "readers.csv", "email,name\n" + "".join(
+        f"{a},{n}\n" for a, n in readers.items()))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DIGEST_SECRET", "test-secret")
+    result = runner.invoke(cli, ["export", "one", "--out", "OUT"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["send", "one", "--list", "readers.csv", "--outbox", "BOX"])
+    assert result.exit_code == 0, result.output
+    emls = [root / "OUT" / "one.eml", *sorted((root / "BOX").rglob("*.eml"))]
+    assert len(emls) == 4
+    seen_readers = {}
+    for path in emls:
+        raw = path.read_bytes()
+        assert raw.isascii() and all(len(line) <= 998 for line in raw.split(b"\r\n"))
+        msg = email.message_from_bytes(raw, policy=email.policy.strict)
+        for name in ("From", "Reply-To", "Subject", "List-Id", "To"):
+            if msg[name] is not None:
+                assert not msg[name].defects, (path, name)
+        assert msg["From"].addresses[0].display_name == "Σύνοψη 世界新闻 الملخص"
+        assert msg["From"].addresses[0].addr_spec == "digest@news.example.net"
+        assert msg["Reply-To"].addresses[0].display_name == "هيئة التحرير"
+        assert msg["Subject"] == "Ειδήσεις της ημέρας · 今日新闻 · أخبار اليوم"
+        assert msg["List-Id"] == "Η Παγκόσμια Σύνοψη 世界新闻 الملخص <synopsis.news.example.net>"
+        assert b"<synopsis.news.example.net>" in raw
+        for kind in ("plain", "html"):
+            body = msg.get_body((kind,)).get_content()
+            assert "ΑΘΗΝΑ, 3 Ιανουαρίου" in body and "发表不代表同意" in body
+        if msg["To"] is not None:
+            to = msg["To"].addresses[0]
+            seen_readers[to.addr_spec] = to.display_name
+    assert seen_readers == readers
+
+
+def test_an_internationalised_domain_is_written_in_ascii() -> None:
+    raw = address_header("To", "Jürgen", "reader@bücher.de")
+    msg = _strict(raw)
+    assert msg["To"].addresses[0].addr_spec == "reader@xn--bcher-kva.de"
+    assert msg["To"].addresses[0].display_name == "Jürgen"
+    with pytest.raises(ValueError, match="SMTPUTF8"):
+        address_header("To", "", "jürgen@example.org")

@@ -142,7 +142,7 @@ class ReaderApp:
         if not email and not token:
             return page(self.env, "how_to_unsubscribe.html", self.context())
         self.check("unsubscribe", email or "", token or "")
-        if request.method == "GET":
+        if request.method != "POST":
             return page(self.env, "unsubscribe.html", self.context(
                 address=email, action=request.script_root + request.full_path.rstrip("?")))
         one_click = form.get("List-Unsubscribe") == "One-Click"
@@ -153,7 +153,7 @@ class ReaderApp:
     # -- subscribe and confirm -------------------------------------------------------
 
     def on_subscribe(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":
             return page(self.env, "subscribe.html", self.context(address="", name="", problem=None))
         form = self.form(request)
         raw, name = form.get("email", ""), " ".join(form.get("name", "").split())[:200]
@@ -200,7 +200,7 @@ class ReaderApp:
             raise BadRequest("This link is no longer valid",
                              "You unsubscribed after this confirmation link was sent. To "
                              "subscribe again, ask for a new link on the subscribe page.")
-        if request.method == "GET":
+        if request.method != "POST":
             return page(self.env, "confirm.html", self.context(
                 address=email, action=request.script_root + request.full_path.rstrip("?")))
         subscribers.reactivate(self.conn(), email, "web: confirmed link")

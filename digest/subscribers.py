@@ -77,7 +77,8 @@ def add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None
     """Add a subscriber; return 'added', 'updated' (fields of a known one) or 'suppressed'.
 
     A known subscriber keeps their status: adding never re-activates anyone.
-    A suppressed address (unsubscribed, bounced, complained, erased) is not added.
+    A suppressed address (unsubscribed, bounced, complained, erased) is not added
+    and its fields are left as they are.
     """
     _check_status(status)
     with transaction(conn):
@@ -88,8 +89,11 @@ def _add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | Non
          status: str, source: str) -> str:
     key, now = address_key(address), time.time()
     data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
-    row = conn.execute("SELECT fields FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+    row = conn.execute("SELECT fields, status FROM subscribers WHERE email_key = ?",
+                       (key,)).fetchone()
     if row is not None:
+        if row[1] in SUPPRESSING:
+            return "suppressed"
         if fields and row[0] != data:
             conn.execute("UPDATE subscribers SET fields = ?, updated_at = ? WHERE "
                          "email_key = ?", (data, now, key))

@@ -68,7 +68,7 @@ def import_(state: State, file: Path, skip_invalid: bool) -> None:
     for p in result.problems:
         click.echo(f"Warning: {_shown(file)}:{p.line}: {p.message} (skipped)", err=True)
     click.echo(f"{result.added} added, {result.updated} updated, {result.suppressed} not added "
-               f"(unsubscribed or erased), {len(result.problems)} invalid")
+               f"(unsubscribed, bounced, complained or erased), {len(result.problems)} invalid")
 
 
 @subscribers.command()

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import db, subscribers, tokens
 from ..config import Project, Settings
-from ..errors import ConfigError, SendError
+from ..errors import ConfigError, DigestError
 from ..send.recipients import normalise_address
 from . import mail
 from .limits import Limit, allow
@@ -180,7 +180,7 @@ class ReaderApp:
                                         self.options.confirm_days)
             try:
                 mail.send(self.settings, message)
-            except SendError as e:
+            except DigestError as e:  # SendError, or ConfigError: no SMTP server set
                 log.error("%s", e)
                 return self.error(503, "Please try again later",
                                   "We could not send the confirmation email just now. Nothing "

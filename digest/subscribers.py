@@ -213,6 +213,16 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
     """
     key, digest, now = address_key(address), address_hash(address), time.time()
     conn.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten, not left free
+    try:
+        found = _erase(conn, key, digest, source, now)
+    finally:
+        conn.execute("PRAGMA secure_delete=OFF")
+    # Old versions of the pages stay in the write-ahead log until a checkpoint.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return found
+
+
+def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: float) -> bool:
     with transaction(conn):
         found = conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,)).rowcount
         found += conn.execute("UPDATE events SET email_key = NULL WHERE email_hash = ?",
@@ -226,9 +236,6 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
                      "SET reason = 'erased'", (digest, source, now))
         conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
                      "VALUES (?, NULL, 'erased', ?, NULL, ?)", (digest, source, now))
-    conn.execute("PRAGMA secure_delete=OFF")
-    # Old versions of the pages stay in the write-ahead log until a checkpoint.
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return bool(found)
 
 

@@ -235,7 +235,7 @@ def serve(state: State, host: str, port: int, threads: int, proxies: int,
     if not is_loopback(host):
         report(DigestError(f"listening on {host}: reachable from other machines"), "Warning")
     click.echo(f"Serving the readers' pages of {project.newsletter.name} on "
-               f"http://{host}:{server.effective_port}/ (Ctrl-C stops)", err=False)
+               f"http://{host}:{server.effective_port}/ (Ctrl-C stops)")
     import sys
 
     sys.stdout.flush()

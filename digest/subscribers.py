@@ -114,7 +114,8 @@ def set_status(conn: sqlite3.Connection, address: str, status: str, source: str,
     """Record a change of status (creating the subscriber if unknown); return whether it changed.
 
     Unsubscribed, bounced and complained also suppress the address. Setting the
-    same status again changes nothing and records nothing (idempotent).
+    same status again changes nothing and records nothing (idempotent). Only
+    ``reactivate`` lifts a suppression: setting 'active' here does not.
     """
     _check_status(status)
     key, now = address_key(address), time.time()

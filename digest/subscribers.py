@@ -195,6 +195,23 @@ def active_recipients(conn: sqlite3.Connection) -> Iterator[Recipient]:
             yield Recipient(s.email, s.fields)
 
 
+def has_active(conn: sqlite3.Connection) -> bool:
+    """Return whether the store has at least one active subscriber."""
+    return conn.execute("SELECT 1 FROM subscribers WHERE status = 'active' LIMIT 1").fetchone() \
+        is not None
+
+
+def stream_active(path: Path) -> Iterator[Recipient]:
+    """Yield the active subscribers of the database at *path* on a connection of their own."""
+    from . import db
+
+    conn = db.connect(path)
+    try:
+        yield from active_recipients(conn)
+    finally:
+        conn.close()
+
+
 def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
     """Return whether no message may go to this address (one indexed query)."""
     return _is_suppressed(conn, address)

@@ -136,9 +136,15 @@ def connect(path: Path | str) -> sqlite3.Connection:
     try:
         db.create_function("address_hash", 1, address_hash, deterministic=True)
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            # A new file (before WAL writes its header): a migration that drops a table
+            # gives its pages back instead of leaving them free in the file.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        migrate(db)
+        if migrate(db) and db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            for _ in range(db.execute("PRAGMA freelist_count").fetchone()[0]):
+                db.execute("PRAGMA incremental_vacuum(1)")  # sqlite3 runs one step a call
     except BaseException:
         db.close()
         raise
@@ -146,8 +152,8 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 
 def migrate(db: sqlite3.Connection) -> int:
-    """Apply the migrations the database lacks, each in its own transaction; return the version."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    """Apply the migrations the database lacks, each in its own transaction; return how many."""
+    version = start = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(
             f"the database has schema version {version}, newer than this digest knows "
@@ -165,4 +171,4 @@ def migrate(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-    return version
+    return version - start

@@ -110,6 +110,26 @@ def test_one_click_from_a_delivered_message_and_the_next_send_skips_the_reader(
     assert re.search(r"Skipped: .*[1-9] unsubscribed", listed.stdout), listed.stdout
 
 
+def test_a_reader_who_leaves_while_a_paced_send_waits_for_their_turn_gets_nothing(site) -> None:
+    """The check comes right before the message goes out, after any --rate wait."""
+    project, env, smtp, web = site
+    send = subprocess.Popen([sys.executable, "-m", "digest", "--project", str(project), "send",
+                             EXAMPLE, "--yes", "--workers", "1", "--rate", "1"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while "anna@example.com" not in smtp.recorder.by_recipient():  # first of three, a second apart
+        assert send.poll() is None and time.monotonic() < deadline, send.communicate()
+        time.sleep(0.01)
+    # Boris's turn is about a second away: the send is waiting for it.
+    answer = web.request("POST", unsubscribe_link("boris@example.com"),
+                         "List-Unsubscribe=One-Click", FORM)
+    assert answer.status == 200
+    out, err = send.communicate(timeout=60)
+    assert send.returncode == 0, err
+    assert sorted(smtp.recorder.by_recipient()) == ["anna@example.com", "dmitri@example.org"]
+
+
 def test_the_unsubscribe_button_posts_a_multipart_or_empty_form(site) -> None:
     project, env, _, web = site
     link = unsubscribe_link("BORIS@example.com")

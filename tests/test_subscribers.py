@@ -152,3 +152,17 @@ def test_serve_needs_the_secret(project, runner) -> None:
     result = run(runner, "serve", "--port", "0")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: DIGEST_SECRET is not set; it signs and checks")
+
+
+def test_serve_on_a_busy_port_is_one_clear_error(project, runner, monkeypatch) -> None:
+    import socket
+
+    monkeypatch.setenv("DIGEST_SECRET", "serve-secret")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(runner, "serve", "--port", str(port))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
+    assert "hint: choose another --port (0 takes any free one)" in result.stderr

@@ -59,7 +59,20 @@ def _header(name: str, value: str) -> bytes:
     return f"{name}: {folded}".encode("ascii") + CRLF
 
 
+def _ascii_domain(address: str) -> str:
+    """Return *address* with its domain in IDNA ASCII form (as it is if that fails)."""
+    import idna
+
+    local, _, domain = address.rpartition("@")
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
 def _address_header(name: str, display: str, address: str) -> bytes:
+    if not address.isascii():  # an IDN domain in its ASCII form; a UTF-8 local part stays
+        address = _ascii_domain(address)  # (RFC 6532, sent with SMTPUTF8)
     display = clean_value(display)
     if display and (not display.isascii() or "=?" in display):
         # Encode it ourselves; a name that looks like an encoded word is encoded too.
@@ -67,7 +80,7 @@ def _address_header(name: str, display: str, address: str) -> bytes:
         value = f"{encoded} <{address}>"
     else:
         value = formataddr((display, address))
-    return f"{name}: {value}".encode("ascii") + CRLF
+    return f"{name}: {value}".encode("ascii" if address.isascii() else "utf-8") + CRLF
 
 
 def unsubscribe_token(secret: str, list_id: str, email: str) -> str:

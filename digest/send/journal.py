@@ -128,7 +128,8 @@ class Journal:
                 try:
                     done = [(r, self._add_one(issue, r, baseline)) for r in rows]
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite may have rolled back itself
+                        self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
                 return done
@@ -188,7 +189,8 @@ class Journal:
                     "attempts = attempts + (? = 'sending' AND ? IS NULL) WHERE id = ?",
                     [(state, reply, now, state, reply, i) for i, state, reply in entries])
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back itself
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 

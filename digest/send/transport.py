@@ -209,7 +209,9 @@ class SMTPMessenger:
                                  "server runs; run the same command again to resume") from None
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
             await self._drop()
-            raise TemporaryFailure(f"connection failed: {e or type(e).__name__}") from None
+            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError)
+                                else type(e).__name__)
+            raise TemporaryFailure(f"connection failed: {reason}") from None
         self._count = 0
 
     def _check(self, code: int, message: bytes, expected: int, what: str) -> None:
@@ -342,7 +344,8 @@ class SMTPMessenger:
                 code, message = await self._read()
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
             await self._drop()
-            reason = f"{e or type(e).__name__}"
+            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError)
+                                else type(e).__name__)
             if written:
                 raise Uncertain(f"no reply after the message was sent: {reason}") from None
             raise TemporaryFailure(f"connection lost: {reason}") from None

@@ -1,6 +1,7 @@
-"""A private Postfix instance for the tests: its own config, queue and data under a tmp folder.
+"""A private Postfix instance for the tests: its own config, queue and data in a tmp folder.
 
-``start_postfix`` writes a main.cf and master.cf into ``tmp/postfix/etc``, lists that folder
+``start_postfix`` writes a main.cf and master.cf into a fresh ``/tmp/digest-postfix-*/etc``
+(queue and data folders beside it; the log goes to ``tmp/postfix.log``), lists that folder
 in ``alternate_config_directories`` of the machine's default main.cf (the only change made
 outside the tmp folder, undone at stop), and runs ``postfix -c DIR start-fg`` as a child
 process on a free loopback port. By default it relays everything to ``relay`` (an SMTP sink,
@@ -20,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,19 +152,6 @@ def _edit_alternate_dirs(folder: str, add: bool) -> None:
         os.replace(tmp, DEFAULT_MAIN_CF)
 
 
-def _let_postfix_through(folder: Path) -> None:
-    """Let the postfix user reach its data folder: add search (x) permission on each parent.
-
-    pytest's and mkdtemp's folders are 0700; only 'x' is added, not listing.
-    """
-    for parent in folder.resolve().parents:
-        if parent == Path("/") or parent == Path("/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod((mode & 0o7777) | 0o011)
-
-
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -193,15 +182,15 @@ def start_postfix(tmp: Path, *, relay: tuple[str, int] | None = None,
     main.cf settings; *extra_master_cf* is appended to master.cf.
     """
     require_postfix()
-    base = Path(tmp) / "postfix"
+    # The instance's folders: a fresh folder of the system's tmp, reachable by the postfix
+    # user (pytest keeps resetting its own tmp root to 0700), removed at stop.
+    base = Path(tempfile.mkdtemp(prefix="digest-postfix-"))
+    base.chmod(0o711)
     config_dir, queue_dir, data_dir = base / "etc", base / "spool", base / "data"
     for folder in (config_dir, queue_dir, data_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o755)
     postfix_user = pwd.getpwnam("postfix")
     os.chown(data_dir, postfix_user.pw_uid, postfix_user.pw_gid)
-    for folder in (base, config_dir, queue_dir):
-        folder.chmod(0o755)
-    _let_postfix_through(base)
     port = port or free_port()
     settings = {
         "compatibility_level": "3.6",
@@ -241,7 +230,8 @@ def start_postfix(tmp: Path, *, relay: tuple[str, int] | None = None,
     (config_dir / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
     (config_dir / "master.cf").write_text(
         MASTER_CF.format(listen=f"127.0.0.1:{port}") + extra_master_cf)
-    log = base / "postfix.log"
+    Path(tmp).mkdir(parents=True, exist_ok=True)
+    log = Path(tmp) / "postfix.log"
     _edit_alternate_dirs(str(config_dir), add=True)
     process: subprocess.Popen | None = None
     try:
@@ -257,6 +247,7 @@ def start_postfix(tmp: Path, *, relay: tuple[str, int] | None = None,
         if process is not None:
             _stop(config_dir, process)
         _edit_alternate_dirs(str(config_dir), add=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _stop(config_dir: Path, process: subprocess.Popen) -> None:

@@ -345,6 +345,35 @@ def test_an_overlong_reply_line_is_a_clear_failure(project: Path, tmp_path: Path
                        f"{REPLY_LINE_LIMIT} bytes")
 
 
+def test_no_dns_lookup_of_the_local_name(server: Server, runner: CliRunner, tmp_path: Path,
+                                         monkeypatch) -> None:
+    import socket
+
+    from digest.send import transport
+
+    def no_dns(*args):
+        raise AssertionError("a blocking DNS lookup inside the event loop")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_dns)
+    monkeypatch.setattr(socket, "gethostname", lambda: "sender-host")  # not a domain
+    transport.helo_name.cache_clear()
+    names: list[str] = []
+    original = server.recorder.handle_EHLO
+
+    async def record(srv, session, envelope, hostname, responses):
+        names.append(hostname)
+        return await original(srv, session, envelope, hostname, responses)
+
+    monkeypatch.setattr(server.recorder, "handle_EHLO", record)
+    try:
+        result = _send(runner, "--list", str(_list(tmp_path, 2)), "--yes", "--workers", "1")
+    finally:
+        transport.helo_name.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert names == ["[127.0.0.1]"]  # the connection's address literal
+
+
 # -- addresses ---------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ recipients in the journal and runs the send loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -92,34 +93,55 @@ class Plan:
 
     def envelope_sender(self, recipient: Recipient) -> str:
         """Return the envelope sender (MAIL FROM) for one recipient: today the From address."""
+        return self._from_address
+
+    @functools.cached_property
+    def _from_address(self) -> str:
         return parseaddr(self.template.newsletter.sender)[1]
 
     def execute(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Record the send and its recipients in the journal, then send every due message."""
+        try:
+            self.record()
+            if self.dry_run:  # prepare every message, a batch at a time, and send none
+                return self._prepare_all(self.journal)
+            return self.run(progress)
+        finally:
+            self.discard_scratch()
+
+    def record(self) -> Journal:
+        """Record the send and its list in the journal (after the confirmation)."""
         if self.list_path is not None and _file_digest(self.list_path) != self.list_digest:
             raise SendError("the list changed after the plan was shown", path=self.list_path,
                             hint="run the command again to see the new plan")
-        scratch_path = self.project.state_dir / f"scratch-{os.getpid()}.sqlite3"
-        journal = self.journal = (self._scratch(scratch_path) if self.scratch
+        journal = self.journal = (self._scratch(self._scratch_path) if self.scratch
                                   else open_journal(self.project))
+        journal.start(self.key, self.template.content_hash, replace=self.replace)
+        for _ in journal.add(self.key, self.recipients()):
+            pass
+        return journal
+
+    def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
+        """Run the send loop over the recorded send."""
+        assert self.journal is not None, "record() first"
+        loop = SendLoop(self.key, self.template, self.journal, self.messenger_factory,
+                        self.options, envelope_sender=self.envelope_sender)
         try:
-            journal.start(self.key, self.template.content_hash, replace=self.replace)
-            for _ in journal.add(self.key, self.recipients()):
-                pass
-            if self.dry_run:  # prepare every message, a batch at a time, and send none
-                return self._prepare_all(journal)
-            loop = SendLoop(self.key, self.template, journal, self.messenger_factory,
-                            self.options, envelope_sender=self.envelope_sender)
-            try:
-                return loop.run(progress)
-            except KeyboardInterrupt:
-                loop.stop.set()
-                raise
-        finally:
-            if self.scratch:  # no copy of the list is left behind
-                journal.close()
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{scratch_path}{suffix}").unlink(missing_ok=True)
+            return loop.run(progress)
+        except KeyboardInterrupt:
+            loop.stop.set()
+            raise
+
+    @property
+    def _scratch_path(self) -> Path:
+        return self.project.state_dir / f"scratch-{os.getpid()}.sqlite3"
+
+    def discard_scratch(self) -> None:
+        """Delete the throw-away journal of --dry-run and --outbox: no copy of the list stays."""
+        if self.scratch and self.journal is not None:
+            self.journal.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self._scratch_path}{suffix}").unlink(missing_ok=True)
 
     def _scratch(self, path: Path) -> Journal:
         """A throw-away journal (memory stays flat) with the real suppression list."""
@@ -213,17 +235,19 @@ def plan_send(
 def _count(plan: Plan, journal: Journal | None, suppression: Journal | None,
            rows: Iterable[Recipient | RowProblem]) -> None:
     """Count what the send would do, reading the journal only."""
-    seen: dict[str, int] = {}
+    # First line of each address, by a 64-bit hash of its key: about 100 bytes a reader.
+    seen: dict[int, int] = {}
     new = 0
     for row in rows:
         if isinstance(row, RowProblem):
             plan.invalid.append(row)
             continue
         key = address_key(row.email)
-        if key in seen:
-            plan.duplicates.append((row.line or 0, seen[key]))
+        short = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        if short in seen:
+            plan.duplicates.append((row.line or 0, seen[short]))
             continue
-        seen[key] = row.line or 0
+        seen[short] = row.line or 0
         if suppression is not None and suppression.is_suppressed(key):
             plan.suppressed += 1
         elif journal is None or journal.state_of(plan.key, key) is None:

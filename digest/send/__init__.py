@@ -157,6 +157,8 @@ class Plan:
         last = 0
         while batch := journal.due(self.key, ("pending", "deferred"), last, 512):
             for delivery in batch:
+                if journal.is_suppressed(delivery.key):
+                    continue
                 self.template.personalise(delivery.recipient)
                 stats.sent += 1
             last = batch[-1].id

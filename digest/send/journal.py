@@ -148,8 +148,7 @@ class Journal:
 
     def _add_one(self, issue: str, r: Recipient, baseline: int) -> str:
         key = address_key(r.email)
-        if self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?",
-                            (key,)).fetchone():  # the lock is held: no is_suppressed here
+        if self._is_suppressed(key):
             return "suppressed"
         cur = self._db.execute(
             "INSERT INTO deliveries (issue, email_key, email, fields, updated_at) "
@@ -162,13 +161,16 @@ class Journal:
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
 
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
-        """Return the next deliveries in *states*, by id, skipping suppressed addresses."""
+        """Return the next deliveries in *states*, by id.
+
+        Suppressed addresses are not filtered here: the send loop asks ``is_suppressed``
+        right before each message, so one method decides.
+        """
         marks = ",".join("?" * len(states))
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
-                f"AND state IN ({marks}) AND id > ? AND email_key NOT IN "
-                f"(SELECT email_key FROM suppressed) ORDER BY id LIMIT ?",
+                f"AND state IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
                 (issue, *states, after_id, limit)).fetchall()
         return [Delivery(i, Recipient(e, json.loads(f)), s, k) for i, e, f, s, k in rows]
 
@@ -201,8 +203,12 @@ class Journal:
     def is_suppressed(self, email_key: str) -> bool:
         """Whether the address is on the suppression list (checked before each message)."""
         with self._lock:
-            return self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?",
-                                    (email_key,)).fetchone() is not None
+            return self._is_suppressed(email_key)
+
+    def _is_suppressed(self, email_key: str) -> bool:
+        """The one place that reads the suppression list (the lock is held)."""
+        return self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?",
+                                (email_key,)).fetchone() is not None
 
     def state_of(self, issue: str, email_key: str) -> str | None:
         """Return the state of one recipient of a send, or None if it is not recorded."""

@@ -57,11 +57,6 @@ class Stats:
         return self.sent + self.failed + self.deferred + self.uncertain + self.suppressed
 
     @property
-    def complete(self) -> bool:
-        """Whether nothing is left for a rerun: no deferred and no uncertain."""
-        return not (self.deferred or self.uncertain)
-
-    @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.sent / elapsed if elapsed > 0 else 0.0
@@ -216,7 +211,7 @@ class SendLoop:
             try:
                 message = (self.template.personalise(recipient, wire=wire) if personal
                            # one copy for a list address: the list's footer, no personal link
-                           else self.template.personalise(None, to=email, wire=wire))
+                           else self.template.personalise(None, to=to, wire=wire))
             except (ValueError, UnicodeError) as e:  # one bad address never stops the send
                 raise PermanentFailure(f"cannot be written as a message: {e}") from e
             await self._wait_for(delivery.id, "sending")

@@ -245,9 +245,11 @@ class SendLoop:
             except SendError as e:
                 if isinstance(e, JournalError):
                     raise  # the journal failed: write nothing more
-                # Nothing was accepted: the delivery is due again next time.
-                self._record(delivery.id, "pending" if delivery.state != "failed"
-                             else "failed", None)
+                # Nothing was accepted this time: the delivery keeps the state it had
+                # (due again for pending and deferred; uncertain and failed stay so).
+                before = delivery.state if delivery.state in ("sending", "failed") else "pending"
+                if before != "sending":  # an uncertain one keeps its state and its reason
+                    self._record(delivery.id, before, None)
                 self._stop_with(e)
                 return
             # Accepted: recorded 'sent' at the end of this turn of the event loop,

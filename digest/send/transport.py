@@ -36,22 +36,24 @@ Data = bytes | Callable[[], bytes] | Callable[[], Awaitable[bytes]]
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait for each reply; the defaults are RFC 5321 section 4.5.3.2's."""
+    """Seconds to wait for each reply; the defaults are RFC 5321 section 4.5.3.2's.
+
+    The RFC's 2 minutes for DATA's 354 are covered by the envelope's (pipelined) 5, and
+    its 3 minutes per written block by the 10 minutes for the message and its reply.
+    """
 
     greeting: float = 300.0  # the 220 on connect (5 minutes)
-    command: float = 300.0  # EHLO, STARTTLS, AUTH, MAIL, RCPT (5 minutes)
-    data_start: float = 120.0  # the 354 to DATA (2 minutes)
-    data_block: float = 180.0  # each write of the message (3 minutes)
-    data_end: float = 600.0  # the reply to the final '.' (10 minutes)
+    command: float = 300.0  # EHLO, STARTTLS, AUTH, MAIL, RCPT and DATA's 354 (5 minutes)
+    data_end: float = 600.0  # writing the message and the reply to its final '.' (10 minutes)
 
     @classmethod
     def scaled(cls, command: float | None = None, data_end: float | None = None) -> Timeouts:
         """Return the defaults with the command timeouts and/or the final-dot one replaced."""
         t = cls()
         if command is not None:
-            t = cls(command, command, min(command, t.data_start), command, t.data_end)
+            t = cls(command, command, t.data_end)
         if data_end is not None:
-            t = cls(t.greeting, t.command, t.data_start, t.data_block, data_end)
+            t = cls(t.greeting, t.command, data_end)
         return t
 
 
@@ -335,12 +337,11 @@ class SMTPMessenger:
                             await self._read()
                         await self._reset()
                         await self._fail(code, message, name)
-                loop = asyncio.get_running_loop()
-                deadline.reschedule(loop.time() + t.data_block)
+                # One deadline for writing the message and reading the final reply.
+                deadline.reschedule(asyncio.get_running_loop().time() + t.data_end)
                 written = True
                 writer.write(data)
                 await writer.drain()
-                deadline.reschedule(loop.time() + t.data_end)
                 code, message = await self._read()
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
             await self._drop()

@@ -37,8 +37,7 @@ EXIT_RERUN = 4  # the send finished, but some messages are deferred or uncertain
 @click.option("--retry-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds before the first retry; doubled for each next one.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
-              help="Seconds to wait for each SMTP reply but the last  [default: RFC 5321's, "
-                   "2-5 minutes]")
+              help="Seconds to wait for each SMTP reply but the last  [default: 300, RFC 5321]")
 @click.option("--data-timeout", type=click.FloatRange(min=0.1), default=None,
               help="Seconds to wait for the reply to a message's final '.'  [default: 600]")
 @click.option("--resend-uncertain", is_flag=True,

@@ -53,7 +53,14 @@ def list_id_header(description: str, list_id: str) -> bytes:
 def address_header(name: str, display: str | None, addr_spec: str) -> bytes:
     """Return ``Name: display <address>``: the display name encoded, the address never."""
     display = clean_value(display)
-    addr_spec = ascii_address(addr_spec)
+    addr_spec = ascii_address(addr_spec, utf8_local=True)
+    if not addr_spec.isascii():
+        # RFC 6532: a UTF-8 local part is written as is (the message goes with SMTPUTF8);
+        # the display name is still encoded, so fold with an ASCII stand-in and swap it in.
+        domain = addr_spec.rpartition("@")[2]
+        stand_in = f"x@{domain}".encode("ascii")
+        head, _, tail = address_header(name, display, stand_in.decode()).rpartition(stand_in)
+        return head + addr_spec.encode("utf-8") + tail
     if not display:
         return f"{name}: {addr_spec}{CRLF}".encode("ascii")
     if len(display) + len(addr_spec) < 60 and "=?" not in display and _PLAIN_PHRASE.fullmatch(display):
@@ -64,16 +71,17 @@ def address_header(name: str, display: str | None, addr_spec: str) -> bytes:
     return _address_header(name, display, addr_spec)
 
 
-def ascii_address(addr_spec: str) -> str:
+def ascii_address(addr_spec: str, utf8_local: bool = False) -> str:
     """Return the address with an internationalised domain in its ASCII (IDNA) form.
 
-    A non-ASCII local part cannot be written in a 7-bit header (it needs SMTPUTF8).
+    A non-ASCII local part cannot be written in a 7-bit header (it needs SMTPUTF8):
+    it is an error unless *utf8_local* allows it.
     """
     addr_spec = addr_spec.strip()
     if addr_spec.isascii():
         return addr_spec
     local, _, domain = addr_spec.rpartition("@")
-    if not local.isascii():
+    if not local.isascii() and not utf8_local:
         raise ValueError(f"the address {addr_spec!r} has a non-ASCII local part (needs SMTPUTF8)")
     try:
         return f"{local}@{domain.encode('idna').decode('ascii')}"

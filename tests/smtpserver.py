@@ -1,14 +1,19 @@
-"""A real SMTP server on loopback for the tests (aiosmtpd), with faults on demand."""
+"""A real SMTP server on loopback for the tests (aiosmtpd), with faults on demand.
+
+``Server(pipelining=True)`` advertises PIPELINING (aiosmtpd reads pipelined commands in
+order), so the client's pipelined path runs against every fault.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 USER, PASSWORD = "digest", "s3cret-Pa55"
 
@@ -32,11 +37,35 @@ class Recorder:
 
     received: list[Received] = field(default_factory=list)
     faults: dict[str, list[str]] = field(default_factory=dict)
-    drop_in_data: set[str] = field(default_factory=set)
+    drop_in_data: set[str] = field(default_factory=set)  # close after the final dot, no reply
+    hang_in_data: set[str] = field(default_factory=set)  # never answer the final dot
+    greeting_faults: list[str] = field(default_factory=list)  # replies instead of the 220
+    mail_faults: list[str] = field(default_factory=list)  # replies to MAIL, used in turn
+    pipelining: bool = False
     rcpt_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        with self.lock:
+            reply = self.mail_faults.pop(0) if self.mail_faults else "250 OK"
+        if not reply.startswith("250"):
+            if reply.startswith("421"):
+                server.transport.close()
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return reply
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        # aiosmtpd hands a UTF-8 address over as surrogate escapes of its bytes
+        address = address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         key = address.lower()
         with self.lock:
             self.rcpt_seen[key] += 1
@@ -49,6 +78,9 @@ class Recorder:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         for rcpt in envelope.rcpt_tos:
+            if rcpt.lower() in self.hang_in_data:
+                self.hang_in_data.discard(rcpt.lower())
+                await asyncio.sleep(3600)  # the client gives up first
             if rcpt.lower() in self.drop_in_data:
                 self.drop_in_data.discard(rcpt.lower())
                 server.transport.close()  # the connection drops before the reply
@@ -72,12 +104,35 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
-class Server:
-    """Start/stop an aiosmtpd server; `tls` adds STARTTLS (required) and AUTH."""
+class FaultySMTP(SMTP):
+    """aiosmtpd's SMTP, able to answer the greeting with a fault (421, say) and hang up."""
 
-    def __init__(self, tls_context=None, implicit_tls: bool = False) -> None:
-        self.recorder = Recorder()
-        self.port = free_port()
+    async def _handle_client(self) -> None:
+        recorder: Recorder = self.event_handler
+        with recorder.lock:
+            recorder.connections += 1
+            fault = recorder.greeting_faults.pop(0) if recorder.greeting_faults else None
+        if fault is None:
+            return await super()._handle_client()
+        await self.push(fault)
+        self.transport.close()
+
+
+class FaultyController(Controller):
+    def factory(self):
+        return FaultySMTP(self.handler, **self.SMTP_kwargs)
+
+
+class Server:
+    """Start/stop an aiosmtpd server; `tls` adds STARTTLS (required) and AUTH.
+
+    *pipelining* advertises PIPELINING; *smtputf8* (aiosmtpd's default) SMTPUTF8.
+    """
+
+    def __init__(self, tls_context=None, implicit_tls: bool = False, pipelining: bool = False,
+                 smtputf8: bool = True, port: int | None = None) -> None:
+        self.recorder = Recorder(pipelining=pipelining)
+        self.port = port or free_port()
         kwargs = {}
         if implicit_tls:  # TLS from the first byte (port 465 style), then AUTH
             # aiosmtpd only counts STARTTLS as TLS for AUTH; this connection is TLS too.
@@ -86,8 +141,9 @@ class Server:
         elif tls_context is not None:
             kwargs = {"tls_context": tls_context, "require_starttls": True,
                       "authenticator": authenticator, "auth_required": True}
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,
-                                     server_hostname="localhost", **kwargs)
+        kwargs["enable_SMTPUTF8"] = smtputf8
+        self.controller = FaultyController(self.recorder, hostname="127.0.0.1", port=self.port,
+                                           server_hostname="localhost", **kwargs)
 
     def __enter__(self) -> Server:
         self.controller.start()

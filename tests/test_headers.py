@@ -179,5 +179,9 @@ def test_an_internationalised_domain_is_written_in_ascii() -> None:
     msg = _strict(raw)
     assert msg["To"].addresses[0].addr_spec == "reader@xn--bcher-kva.de"
     assert msg["To"].addresses[0].display_name == "Jürgen"
-    with pytest.raises(ValueError, match="SMTPUTF8"):
-        address_header("To", "", "jürgen@example.org")
+    # A UTF-8 local part is written as UTF-8 (RFC 6532; the send uses SMTPUTF8 or fails
+    # that reader), with the display name still encoded.
+    raw = address_header("To", "Jürgen", "jürgen@bücher.de")
+    assert raw.endswith(" <jürgen@xn--bcher-kva.de>\r\n".encode())
+    msg = email.message_from_bytes(raw + b"\r\n", policy=email.policy.SMTPUTF8)
+    assert msg["To"].addresses[0].display_name == "Jürgen"

@@ -1,16 +1,20 @@
 """Send an issue: personalised, resumable, never twice.
 
-``plan_send`` builds the message once, loads the list into the journal and says
-what will happen; ``Plan.execute`` runs the send loop.
+``plan_send`` builds the message once, reads the list and says what will happen,
+writing nothing; ``Plan.execute`` (after the confirmation) records the send and its
+recipients in the journal and runs the send loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
-import tempfile
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
 from ..config import Project
@@ -18,41 +22,66 @@ from ..errors import ConfigError, DigestError, SendError
 from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
-from .journal import Journal
+from .journal import STATES, Journal
 from .loop import Options, SendLoop, Stats
-from .recipients import RowProblem, check_addresses, read_recipients
-from .transport import OutboxMessenger, SMTPMessenger, check_settings
+from .recipients import RowProblem, address_key, check_addresses, envelope_address, read_recipients
+from .transport import (
+    OutboxMessenger,
+    PermanentFailure,
+    SMTPMessenger,
+    TemporaryFailure,
+    Timeouts,
+    Uncertain,
+    check_settings,
+)
 
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite3"
 
-__all__ = ["Options", "Plan", "Stats", "open_journal", "plan_send", "send_tests"]
+__all__ = ["Options", "Plan", "Stats", "Timeouts", "open_journal", "plan_send", "send_tests"]
 
 
 def open_journal(project: Project) -> Journal:
-    """Open the project's send journal (and suppression list)."""
+    """Open the project's send journal (and suppression list), creating it if needed."""
     return Journal(project.state_dir / JOURNAL_NAME)
+
+
+def _existing_journal(project: Project) -> Journal | None:
+    """Open the journal for reading if it exists; planning creates nothing."""
+    path = project.state_dir / JOURNAL_NAME
+    return Journal(path) if path.exists() else None
 
 
 @dataclass
 class Plan:
-    """What a send will do, for the confirmation; ``execute`` does it."""
+    """What a send will do, for the confirmation; ``execute`` records and does it.
+
+    Planning writes nothing: the journal records the send and its recipients only
+    in ``execute``, after the confirmation.
+    """
 
     key: str
     template: MessageTemplate
-    journal: Journal
+    project: Project
     messenger_factory: Callable[[], object]
     server: str
     options: Options
+    recipients: Callable[[], Iterable[Recipient]]
+    list_path: Path | None = None
+    list_digest: str | None = None
+    replace: bool = False
     to_send: int = 0
     already_sent: int = 0
     uncertain: int = 0
     failed_before: int = 0
+    retrying: list[str] = field(default_factory=list)
     invalid: list[RowProblem] = field(default_factory=list)
     suppressed: int = 0
-    duplicates: int = 0
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
     dry_run: bool = False
+    scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
+    journal: Journal | None = None
 
     @property
     def sender(self) -> str:
@@ -62,26 +91,83 @@ class Plan:
     def subject(self) -> str:
         return self.template.subject
 
+    def envelope_sender(self, recipient: Recipient) -> str:
+        """Return the envelope sender (MAIL FROM) for one recipient: today the From address."""
+        return self._from_address
+
+    @functools.cached_property
+    def _from_address(self) -> str:
+        return parseaddr(self.template.newsletter.sender)[1]
+
     def execute(self, progress: Callable[[Stats], None] | None = None) -> Stats:
-        """Send (or, dry, only prepare) every due message."""
-        loop = self.loop()
-        if self.dry_run:  # prepare every message, a batch at a time, and send none
-            last = 0
-            while batch := self.journal.due(self.key, ("pending", "deferred"), last, 512):
-                for delivery in batch:
-                    self.template.personalise(delivery.recipient)
-                    loop.stats.sent += 1
-                last = batch[-1].id
-            return loop.stats
+        """Record the send and its recipients in the journal, then send every due message."""
+        try:
+            self.record()
+            if self.dry_run:  # prepare every message, a batch at a time, and send none
+                return self._prepare_all(self.journal)
+            return self.run(progress)
+        finally:
+            self.discard_scratch()
+
+    def record(self) -> Journal:
+        """Record the send and its list in the journal (after the confirmation)."""
+        if self.list_path is not None and _file_digest(self.list_path) != self.list_digest:
+            raise SendError("the list changed after the plan was shown", path=self.list_path,
+                            hint="run the command again to see the new plan")
+        journal = self.journal = (self._scratch(self._scratch_path) if self.scratch
+                                  else open_journal(self.project))
+        journal.start(self.key, self.template.content_hash, replace=self.replace)
+        for _ in journal.add(self.key, self.recipients()):
+            pass
+        return journal
+
+    def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
+        """Run the send loop over the recorded send."""
+        assert self.journal is not None, "record() first"
+        loop = SendLoop(self.key, self.template, self.journal, self.messenger_factory,
+                        self.options, envelope_sender=self.envelope_sender)
         try:
             return loop.run(progress)
         except KeyboardInterrupt:
             loop.stop.set()
             raise
 
-    def loop(self) -> SendLoop:
-        return SendLoop(self.key, self.template, self.journal, self.messenger_factory,
-                        self.options)
+    @property
+    def _scratch_path(self) -> Path:
+        return self.project.state_dir / f"scratch-{os.getpid()}.sqlite3"
+
+    def discard_scratch(self) -> None:
+        """Delete the throw-away journal of --dry-run and --outbox: no copy of the list stays."""
+        if self.scratch and self.journal is not None:
+            self.journal.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self._scratch_path}{suffix}").unlink(missing_ok=True)
+
+    def _scratch(self, path: Path) -> Journal:
+        """A throw-away journal (memory stays flat) with the real suppression list."""
+        journal = Journal(path)
+        real = _existing_journal(self.project)
+        if real is not None:
+            journal.add_suppressed_hashes(real.suppressed_hashes())
+            real.close()
+        return journal
+
+    def _prepare_all(self, journal: Journal) -> Stats:
+        stats = Stats()
+        last = 0
+        while batch := journal.due(self.key, ("pending", "deferred"), last, 512):
+            for delivery in batch:
+                if journal.is_suppressed(delivery.key):
+                    continue
+                self.template.personalise(delivery.recipient)
+                stats.sent += 1
+            last = batch[-1].id
+        return stats
+
+    def counts(self) -> dict[str, int]:
+        """Return the journal's counts of this send by state (after ``execute``)."""
+        journal = self.journal or _existing_journal(self.project)
+        return journal.counts(self.key) if journal else {}
 
 
 def plan_send(
@@ -95,8 +181,9 @@ def plan_send(
     force: bool = False,
     options: Options | None = None,
     per_connection: int = 100,
+    timeouts: Timeouts | None = None,
 ) -> Plan:
-    """Build the message once, record the recipients in the journal, and return the plan."""
+    """Build the message once, read the list and say what the send will do; write nothing."""
     options = options or Options()
     settings = project.settings()
     if outbox is None and not dry_run:
@@ -109,58 +196,123 @@ def plan_send(
     rendered = render_issue(project, issue, personal=to is None)
     template = MessageTemplate(rendered, secret=settings.secret)
     key = issue.slug if to is None else f"{issue.slug} to {to}"
-    if dry_run or outbox is not None:
-        journal = _scratch_journal(project)
-    else:
-        journal = open_journal(project)
-    known = journal.content_hash(key)
+    scratch = dry_run or outbox is not None
+    journal = _existing_journal(project)
+    known = journal.content_hash(key) if journal and not scratch else None
     if known is not None and known != template.content_hash and not force:
         raise SendError(
             f"issue {issue.slug} changed after its send started",
             path=issue.path,
             hint="undo the change to finish the send as it began, or pass --force to send "
                  "the new version to those still due (those already sent get nothing)")
-    journal.start(key, template.content_hash, replace=force)
     if outbox is not None:
         messenger_factory: Callable[[], object] = lambda: OutboxMessenger(outbox)  # noqa: E731
         server = f"outbox {outbox}"
     else:
-        messenger_factory = lambda: SMTPMessenger(settings, per_connection)  # noqa: E731
+        messenger_factory = lambda: SMTPMessenger(settings, per_connection,  # noqa: E731
+                                                  timeouts)
         server = "nothing (dry run)" if dry_run else SMTPMessenger(settings, per_connection).server
-    plan = Plan(key, template, journal, messenger_factory, server, options, dry_run=dry_run)
     if to is not None:
-        recipients = iter([Recipient(check_addresses([to], "--to")[0])])
+        address = check_addresses([to], "--to")[0]
+
+        def recipients() -> Iterable[Recipient]:
+            return [Recipient(address)]
     elif list_path is not None:
-        recipients = _valid_rows(read_recipients(list_path), plan)
+        def recipients() -> Iterable[Recipient]:
+            return (r for r in read_recipients(list_path) if isinstance(r, Recipient))
     else:  # the active subscribers of the project's store
-        recipients = _active_subscribers(project)
-    for _, outcome in journal.add(key, recipients):
-        if outcome == "suppressed":
-            plan.suppressed += 1
-        elif outcome == "duplicate":
-            plan.duplicates += 1
-    counts = journal.counts(key)
-    plan.to_send = counts["pending"] + counts["deferred"] + (
-        counts["sending"] if options.resend_uncertain else 0)
-    plan.already_sent = counts["sent"]
-    plan.uncertain = counts["sending"]
-    plan.failed_before = counts["failed"]
+        recipients = functools.partial(_active_subscribers, project)
+    plan = Plan(key, template, project, messenger_factory, server, options, recipients,
+                list_path=list_path, replace=force, dry_run=dry_run, scratch=scratch)
+    if list_path is not None:
+        plan.list_digest = _file_digest(list_path)
+    _count(plan, journal if not scratch else None, journal,
+           read_recipients(list_path) if list_path is not None else iter(recipients()))
+    if journal is not None:
+        journal.close()
     return plan
 
 
-def _valid_rows(rows, plan: Plan):
+def _count(plan: Plan, journal: Journal | None, suppression: Journal | None,
+           rows: Iterable[Recipient | RowProblem]) -> None:
+    """Count what the send would do, reading the journal only."""
+    # First line of each address, by a 64-bit hash of its key: about 100 bytes a reader.
+    seen: dict[int, int] = {}
+    new = 0
     for row in rows:
         if isinstance(row, RowProblem):
             plan.invalid.append(row)
-        else:
-            yield row
+            continue
+        key = address_key(row.email)
+        short = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        if short in seen:
+            plan.duplicates.append((row.line or 0, seen[short]))
+            continue
+        seen[short] = row.line or 0
+        if suppression is not None and suppression.is_suppressed(key):
+            plan.suppressed += 1
+        elif journal is None or journal.state_of(plan.key, key) is None:
+            new += 1
+    counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
+    options = plan.options
+    plan.to_send = new + counts["pending"] + counts["deferred"] + (
+        counts["sending"] if options.resend_uncertain else 0) + (
+        counts["failed"] if options.retry_failed else 0)
+    plan.already_sent = counts["sent"]
+    plan.uncertain = counts["sending"]
+    plan.failed_before = counts["failed"]
+    if options.retry_failed and journal is not None:
+        plan.retrying = journal.in_state(plan.key, "failed", 10)
 
 
-def _active_subscribers(project: Project) -> Iterator[Recipient]:
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | None = None,
+               dry_run: bool = False) -> list[str]:
+    """Send one '[TEST]' copy to each address, outside the journal; return the replies.
+
+    Each copy gets a fresh Message-ID, so a corrected copy is not dropped as a duplicate.
+    """
+    settings = project.settings()
+    issue = load_issue(project, ref)
+    rendered = render_issue(project, issue, personal=True)
+    template = MessageTemplate(rendered, secret=settings.secret or "test",
+                               subject_prefix="[TEST] ")
+    sender = envelope_address(parseaddr(template.newsletter.sender)[1])
+    checked = check_addresses(addresses, "--test")
+    if dry_run:
+        return ["dry run"] * len(checked)
+    messenger = OutboxMessenger(outbox) if outbox else SMTPMessenger(settings)
+
+    def fresh(address: str) -> bytes:
+        data = template.personalise(Recipient(address), wire=messenger.wire)
+        old = f"Message-ID: {template.message_id(address)}".encode()
+        new = f"Message-ID: {make_msgid('test', template.newsletter.sender_domain)}".encode()
+        return data.replace(old, new, 1)
+
+    async def push_all() -> list[str]:
+        replies = []
+        try:
+            for a in checked:
+                try:
+                    replies.append(await messenger.push(sender, envelope_address(a), fresh(a)))
+                except (TemporaryFailure, PermanentFailure, Uncertain) as e:
+                    replies.append(f"not sent: {e}")
+            return replies
+        finally:
+            await messenger.close()
+
+    return asyncio.run(push_all())
+
+
+def _active_subscribers(project: Project) -> Iterable[Recipient]:
     """Return the store's active subscribers (as a stream); raise when there are none."""
     from .. import db, subscribers
 
-    path = project.state_dir / JOURNAL_NAME
+    path = project.state_dir / db.DB_NAME
     conn = db.connect(path)
     try:
         if not subscribers.has_active(conn):
@@ -171,39 +323,3 @@ def _active_subscribers(project: Project) -> Iterator[Recipient]:
     finally:
         conn.close()
     return subscribers.stream_active(path)
-
-
-def _scratch_journal(project: Project) -> Journal:
-    """A throw-away journal on disk (memory stays flat), with the real suppression list."""
-    folder = Path(tempfile.mkdtemp(prefix="digest-dry-"))
-    journal = Journal(folder / JOURNAL_NAME)
-    real = project.state_dir / JOURNAL_NAME
-    if real.exists():
-        journal.add_suppressed_hashes(Journal(real).suppressed_hashes())
-    return journal
-
-
-def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | None = None,
-               dry_run: bool = False) -> list[str]:
-    """Send one '[TEST]' copy to each address, outside the journal; return the replies."""
-    settings = project.settings()
-    issue = load_issue(project, ref)
-    rendered = render_issue(project, issue, personal=True)
-    template = MessageTemplate(rendered, secret=settings.secret or "test",
-                               subject_prefix="[TEST] ")
-    from email.utils import parseaddr
-
-    sender = parseaddr(template.newsletter.sender)[1]
-    checked = check_addresses(addresses, "--test")
-    if dry_run:
-        return ["dry run"] * len(checked)
-    messenger = OutboxMessenger(outbox) if outbox else SMTPMessenger(settings)
-
-    async def push_all() -> list[str]:
-        try:
-            return [await messenger.push(sender, a, template.personalise(
-                Recipient(a), wire=messenger.wire)) for a in checked]
-        finally:
-            await messenger.close()
-
-    return asyncio.run(push_all())

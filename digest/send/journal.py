@@ -1,8 +1,10 @@
 """The send journal: every (issue, recipient) and its state, in SQLite.
 
-pending -> sending -> sent | failed (permanent, with the reply) | deferred (temporary).
-A row left in 'sending' by a process that died is uncertain: the server may or may
-not have accepted it. WAL with synchronous=NORMAL keeps every committed state
+pending -> sending -> sent | failed (permanent, with the reply) | deferred (temporary)
+| suppressed (unsubscribed while the send ran). A row left in 'sending' is uncertain:
+the final '.' went out (or the process died) before the server's reply was recorded,
+so the server may or may not have accepted it; only --resend-uncertain sends it again.
+WAL with synchronous=NORMAL keeps every committed state
 through a killed process without a disk sync per message.
 """
 
@@ -22,7 +24,11 @@ from ..errors import DigestError, SendError
 from ..message import Recipient
 from .recipients import address_key
 
-STATES = ("pending", "sending", "sent", "failed", "deferred")
+STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed")
+
+
+class JournalError(SendError):
+    """The journal cannot be written: the send stops and writes nothing more."""
 
 
 def _writes(method):
@@ -33,7 +39,7 @@ def _writes(method):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as e:
-            raise SendError(f"cannot write the send journal: {e}", path=self.path,
+            raise JournalError(f"cannot write the send journal: {e}", path=self.path,
                             hint="check the disk and the project's .digest/ folder; "
                                  "run the same command again to resume") from e
 
@@ -45,6 +51,7 @@ class Delivery:
     id: int
     recipient: Recipient
     state: str
+    key: str = ""
 
 
 class Journal:
@@ -85,26 +92,33 @@ class Journal:
         # A row that already exists with an id above this was added by this very list.
         baseline = self._db.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0]
 
-        def flush() -> Iterator[tuple[Recipient, str]]:
+        def flush() -> list[tuple[Recipient, str]]:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for r in rows:
-                        yield r, self._add_one(issue, r, baseline)
-                finally:
-                    self._db.execute("COMMIT")
+                    done = [(r, self._add_one(issue, r, baseline)) for r in rows]
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back itself
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return done
 
         for recipient in recipients:
             rows.append(recipient)
             if len(rows) >= batch:
-                yield from list(flush())
+                yield from self._write(flush)
                 rows = []
         if rows:
-            yield from list(flush())
+            yield from self._write(flush)
+
+    @_writes
+    def _write(self, function):
+        return function()
 
     def _add_one(self, issue: str, r: Recipient, baseline: int) -> str:
         key = address_key(r.email)
-        if subscribers.is_suppressed(self._db, key):
+        if self._is_suppressed(key):
             return "suppressed"
         cur = self._db.execute(
             "INSERT INTO deliveries (issue, email_key, email, fields, updated_at) "
@@ -117,48 +131,65 @@ class Journal:
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
 
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
-        """Return the next deliveries in *states*, by id, skipping suppressed addresses."""
+        """Return the next deliveries in *states*, by id.
+
+        Suppressed addresses are not filtered here: the send loop asks ``is_suppressed``
+        right before each message, so one method decides.
+        """
         marks = ",".join("?" * len(states))
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
-                f"AND state IN ({marks}) AND id > ? AND NOT EXISTS (SELECT 1 FROM suppression "
-                f"WHERE email_hash = address_hash(email_key)) ORDER BY id LIMIT ?",
+                f"AND state IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
                 (issue, *states, after_id, limit)).fetchall()
-        return [Delivery(i, Recipient(e, json.loads(f)), s) for i, e, f, s, _ in rows]
+        return [Delivery(i, Recipient(e, json.loads(f)), s, k) for i, e, f, s, k in rows]
 
     @_writes
-    def begin(self, entries: list[tuple[int, tuple[int, str] | None]]) -> None:
-        """Mark deliveries 'sending' and, in the same commit, earlier ones 'sent'.
+    def record(self, entries: list[tuple[int, str, str | None]]) -> None:
+        """Record (delivery id, state, reply) entries in one commit.
 
-        Each entry is (delivery id, (id of the connection's previous message, its
-        reply) or None). The send loop commits the entries of every connection that
-        gets there in the same turn of its event loop together (group commit).
+        The send loop gathers the entries of every connection that gets there in the
+        same turn of its event loop (group commit). 'sending' without a reply is a new
+        attempt; 'sending' with one is an uncertain attempt and its reason.
         """
         now = time.time()
-        sent = [(reply, now, done) for _, previous in entries if previous is not None
-                for done, reply in (previous,)]
-        sending = [(now, delivery_id) for delivery_id, _ in entries]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("UPDATE deliveries SET state = 'sent', reply = ?, "
-                                     "updated_at = ? WHERE id = ?", sent)
-                self._db.executemany("UPDATE deliveries SET state = 'sending', updated_at = ?, "
-                                     "attempts = attempts + 1 WHERE id = ?", sending)
+                self._db.executemany(
+                    "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ?, "
+                    "attempts = attempts + (? = 'sending' AND ? IS NULL) WHERE id = ?",
+                    [(state, reply, now, state, reply, i) for i, state, reply in entries])
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back itself
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
-    @_writes
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""
+        self.record([(delivery_id, state, reply)])
+
+    def is_suppressed(self, email_key: str) -> bool:
+        """Whether the address is on the suppression list (checked before each message)."""
         with self._lock:
-            self._db.execute(
-                "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ?, "
-                "attempts = attempts + (? = 'sending') WHERE id = ?",
-                (state, reply, time.time(), state, delivery_id))
+            return self._is_suppressed(email_key)
+
+    def _is_suppressed(self, email_key: str) -> bool:
+        """The one place that reads the suppression list (the lock is held)."""
+        return subscribers.is_suppressed(self._db, email_key)
+
+    def state_of(self, issue: str, email_key: str) -> str | None:
+        """Return the state of one recipient of a send, or None if it is not recorded."""
+        row = self._db.execute("SELECT state FROM deliveries WHERE issue = ? AND email_key = ?",
+                               (issue, email_key)).fetchone()
+        return row[0] if row else None
+
+    def in_state(self, issue: str, state: str, limit: int = 10) -> list[str]:
+        """Return up to *limit* addresses of a send in *state*, in list order."""
+        return [e for (e,) in self._db.execute(
+            "SELECT email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
+            (issue, state, limit))]
 
     # -- reading ---------------------------------------------------------------
 
@@ -176,11 +207,6 @@ class Journal:
             "('failed', 'deferred', 'sending') ORDER BY id", (issue,)).fetchall()
 
     # -- suppression list ------------------------------------------------------
-
-    def is_suppressed(self, email_key: str) -> bool:
-        """Return whether the address may no longer be sent to (one indexed query)."""
-        with self._lock:
-            return subscribers.is_suppressed(self._db, email_key)
 
     @_writes
     def suppress(self, addresses: Iterable[str], source: str = "digest unsubscribe") -> int:

@@ -1,7 +1,8 @@
 """The send loop: one asyncio task per connection, fed from the journal in batches.
 
-Per message the work is: fill in the prepared message (substitution only),
-record 'sending', push, record the outcome. One thread drives every connection,
+Per message the work is: check the address is still subscribed, fill in the
+prepared message (substitution only), record 'sending', push, record the outcome
+(committed at the end of the same event-loop turn, never held back). One thread drives every connection,
 so that work never waits for another thread.
 """
 
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from ..errors import SendError
-from ..message import MessageTemplate
-from .journal import Delivery, Journal
-from .transport import PermanentFailure, TemporaryFailure
+from ..message import MessageTemplate, Recipient
+from .journal import Delivery, Journal, JournalError
+from .recipients import address_key, envelope_address
+from .transport import PermanentFailure, TemporaryFailure, Uncertain
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Options:
     backoff: float = 1.0  # seconds before the first retry; doubles each time
     max_failures_in_a_row: int = 20
     resend_uncertain: bool = False
+    retry_failed: bool = False
 
 
 @dataclass
@@ -45,11 +48,13 @@ class Stats:
     sent: int = 0
     failed: int = 0
     deferred: int = 0
+    uncertain: int = 0
+    suppressed: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:
-        return self.sent + self.failed + self.deferred
+        return self.sent + self.failed + self.deferred + self.uncertain + self.suppressed
 
     @property
     def rate(self) -> float:
@@ -77,7 +82,8 @@ class RateLimit:
 class SendLoop:
     def __init__(self, issue: str, template: MessageTemplate, journal: Journal,
                  messenger_factory: Callable[[], object], options: Options,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 envelope_sender: Callable[[Recipient], str] | None = None) -> None:
         self.issue = issue
         self.template = template
         self.journal = journal
@@ -85,17 +91,19 @@ class SendLoop:
         self.options = options
         self.stop = stop or threading.Event()
         self.interrupted = False
-        self.sender = parseaddr(template.newsletter.sender)[1]
+        sender = envelope_address(parseaddr(template.newsletter.sender)[1])
+        self.envelope_sender = envelope_sender or (lambda _recipient: sender)
         self.stats = Stats()
         self.fatal: SendError | None = None
         self._in_a_row = 0
         self._rate = RateLimit(options.rate)
         self._states = ("pending", "deferred") + (
-            ("sending",) if options.resend_uncertain else ())
+            ("sending",) if options.resend_uncertain else ()) + (
+            ("failed",) if options.retry_failed else ())
         self._due: deque[Delivery] = deque()
-        # Group commit: 'sending' entries of the connections that reach that point in
-        # the same turn of the event loop are committed together.
-        self._begins: list[tuple[int, tuple[int, str] | None]] = []
+        # Group commit: the entries of the connections that get there in the same turn
+        # of the event loop are committed together, at the end of that turn.
+        self._entries: list[tuple[int, str, str | None]] = []
         self._committed: asyncio.Future[None] | None = None
         self._last_id = 0
         self._exhausted = False
@@ -106,7 +114,8 @@ class SendLoop:
         Raises SendError on a fatal error, and KeyboardInterrupt after Ctrl-C
         (or SIGTERM) once the messages in flight are finished and recorded.
         """
-        self.stats.total = sum(self.journal.counts(self.issue)[s] for s in self._states)
+        counts = self.journal.counts(self.issue)
+        self.stats.total = sum(counts[s] for s in self._states)
         asyncio.run(self._run(progress))
         if self.fatal:
             raise self.fatal
@@ -124,8 +133,9 @@ class SendLoop:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.options.workers)]
         reporter = asyncio.create_task(self._report(progress)) if progress else None
         try:
-            await asyncio.gather(*workers)
+            await asyncio.gather(*workers, return_exceptions=True)
         finally:
+            self._commit()  # whatever the last turn left
             if reporter:
                 reporter.cancel()
                 progress(self.stats)
@@ -155,96 +165,130 @@ class SendLoop:
 
     async def _worker(self) -> None:
         messenger = self.messenger_factory()
-        # The last accepted message, recorded together with the start of the next one
-        # (one journal commit per message), or when this worker stops.
-        accepted: tuple[int, str] | None = None
         try:
             while not self.stop.is_set():
                 delivery = self._next()
                 if delivery is None:
                     break
-                accepted = await self._deliver(messenger, delivery, accepted)
+                await self._deliver(messenger, delivery)
+        except SendError as e:  # the journal cannot be written: stop, record nothing more
+            self._stop_with(e)
+        except Exception as e:  # a bug must not leave the others running blind
+            log.exception("send worker failed")
+            self._stop_with(SendError(f"the send stopped on an unexpected error: {e!r}",
+                                      hint="run the same command again to resume; "
+                                           "'digest status' shows where it stands"))
         finally:
-            if accepted is not None:
-                self.journal.mark(accepted[0], "sent", accepted[1])
-            await messenger.close()
+            try:
+                await messenger.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("closing the connection failed", exc_info=True)
 
-    async def _deliver(self, messenger, delivery: Delivery,
-                       accepted: tuple[int, str] | None) -> tuple[int, str] | None:
-        """Send one message; return (id, reply) when accepted (recorded later).
+    def _stop_with(self, error: SendError) -> None:
+        self.fatal = self.fatal or error
+        self.stop.set()
 
-        The journal entry and the message itself are made in ``prepare``, which
-        the messenger calls while the server answers the envelope.
+    async def _deliver(self, messenger, delivery: Delivery) -> None:
+        """Send one message and record the outcome.
+
+        'sending' is committed in ``prepare``, which the messenger calls while the
+        server answers the envelope (or before it writes anything): a message never
+        goes out that the journal has not recorded as in flight.
         """
-        email = delivery.recipient.email
+        recipient = delivery.recipient
+        email = recipient.email
         wire = getattr(messenger, "wire", False)
         personal = self.template.rendered.personal
-        message: bytes | None = None
+        sender = envelope_address(self.envelope_sender(recipient))
+        to = envelope_address(email)
 
         async def prepare() -> bytes:
-            nonlocal accepted, message
-            done, accepted = accepted, None
-            await self._begin(delivery.id, done)  # 'sending' is recorded first
-            if message is None:
-                message = (self.template.personalise(delivery.recipient, wire=wire) if personal
+            # Made while the server answers the envelope; 'sending' is committed first.
+            try:
+                message = (self.template.personalise(recipient, wire=wire) if personal
                            # one copy for a list address: the list's footer, no personal link
-                           else self.template.personalise(None, to=email, wire=wire))
+                           else self.template.personalise(None, to=to, wire=wire))
+            except (ValueError, UnicodeError) as e:  # one bad address never stops the send
+                raise PermanentFailure(f"cannot be written as a message: {e}") from e
+            await self._wait_for(delivery.id, "sending")
             return message
 
         delay = self.options.backoff
-        try:
-            for attempt in range(self.options.retries + 1):
-                await self._rate.wait()
-                if self.journal.is_suppressed(delivery.recipient.email):
-                    return None  # unsubscribed while this send ran: not sent, never due again
-                try:
-                    reply = await messenger.push(self.sender, email, prepare)
-                except TemporaryFailure as e:
-                    reply = str(e)
-                    self.journal.mark(delivery.id, "deferred", reply)
-                    if attempt < self.options.retries and not self.stop.is_set():
-                        log.info("%s: %s; retrying in %.1fs", email, reply, delay)
-                        await self._pause(delay)
-                        delay *= 2
-                        continue
-                    self._count("deferred", reply)
-                    return None
-                except PermanentFailure as e:
-                    self.journal.mark(delivery.id, "failed", str(e))
-                    self._count("failed", str(e))
-                    return None
-                except SendError as e:
-                    # Nothing was accepted: the delivery is due again next time.
-                    self.journal.mark(delivery.id, "pending", None)
-                    self.fatal = self.fatal or e
-                    self.stop.set()
-                    return None
-                self._count("sent")
-                return (delivery.id, reply)
-            return None
-        finally:
-            if accepted is not None:  # the previous message, when prepare() never ran
-                self.journal.mark(accepted[0], "sent", accepted[1])
+        for attempt in range(self.options.retries + 1):
+            await self._rate.wait()
+            if self.stop.is_set() and attempt:
+                break
+            # Right before the message goes out (after any --rate wait or retry pause).
+            if self.journal.is_suppressed(delivery.key or address_key(email)):
+                self._record(delivery.id, "suppressed", "unsubscribed while the send ran")
+                self.stats.suppressed += 1
+                return
+            try:
+                reply = await messenger.push(sender, to, prepare)
+            except TemporaryFailure as e:
+                reply = str(e)
+                self._record(delivery.id, "deferred", reply)
+                if attempt < self.options.retries and not self.stop.is_set():
+                    log.info("%s: %s; retrying in %.1fs", email, reply, delay)
+                    await self._pause(delay)
+                    delay *= 2
+                    continue
+                self._count("deferred", reply)
+                return
+            except Uncertain as e:  # never retried: the server may have it
+                self._record(delivery.id, "sending", str(e))
+                self._count("uncertain", str(e))
+                return
+            except PermanentFailure as e:
+                self._record(delivery.id, "failed", str(e))
+                self._count("failed", str(e))
+                return
+            except SendError as e:
+                if isinstance(e, JournalError):
+                    raise  # the journal failed: write nothing more
+                # Nothing was accepted this time: the delivery keeps the state it had
+                # (due again for pending and deferred; uncertain and failed stay so).
+                before = delivery.state if delivery.state in ("sending", "failed") else "pending"
+                if before != "sending":  # an uncertain one keeps its state and its reason
+                    self._record(delivery.id, before, None)
+                self._stop_with(e)
+                return
+            # Accepted: recorded 'sent' at the end of this turn of the event loop,
+            # together with whatever else this turn records; never held back.
+            self._record(delivery.id, "sent", reply)
+            self._count("sent")
+            return
+        self._count("deferred", "stopped before the retry")
 
-    async def _begin(self, delivery_id: int, done: tuple[int, str] | None) -> None:
-        """Record 'sending' (and the previous message's 'sent'); return once committed."""
-        self._begins.append((delivery_id, done))
+    def _record(self, delivery_id: int, state: str, reply: str | None) -> asyncio.Future[None]:
+        """Queue an entry for this turn's commit; return the commit's future."""
+        self._entries.append((delivery_id, state, reply))
         committed = self._committed
         if committed is None:
             loop = asyncio.get_running_loop()
             committed = self._committed = loop.create_future()
-            loop.call_soon(self._commit_begins)
-        await committed
+            loop.call_soon(self._commit)
+        return committed
 
-    def _commit_begins(self) -> None:
-        entries, self._begins = self._begins, []
+    async def _wait_for(self, delivery_id: int, state: str) -> None:
+        """Record an entry and return once it is committed (raise if it cannot be)."""
+        await self._record(delivery_id, state, None)
+
+    def _commit(self) -> None:
+        entries, self._entries = self._entries, []
         committed, self._committed = self._committed, None
+        if not entries:
+            return
         try:
-            self.journal.begin(entries)
-        except Exception as e:  # surfaces in every connection waiting on it
-            committed.set_exception(e)
+            self.journal.record(entries)
+        except SendError as e:
+            self._stop_with(e)
+            if committed is not None and not committed.done():
+                committed.set_exception(e)
+                committed.exception()  # seen here: no "never retrieved" noise at exit
         else:
-            committed.set_result(None)
+            if committed is not None and not committed.done():
+                committed.set_result(None)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry; wake early when the send is stopping."""
@@ -259,7 +303,6 @@ class SendLoop:
             return
         self._in_a_row += 1
         if self._in_a_row >= self.options.max_failures_in_a_row and not self.fatal:
-            self.fatal = SendError(
+            self._stop_with(SendError(
                 f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
-                hint="check the server and 'digest status'; run send again to resume")
-            self.stop.set()
+                hint="check the server and 'digest status'; run send again to resume"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +24,33 @@ class RowProblem:
 
 
 def normalise_address(address: str) -> str:
-    """Check an address (syntax only, no DNS) and return its normal form; raise ValueError."""
+    """Check an address (syntax only, no DNS) and return its normal form; raise ValueError.
+
+    Internationalised domains and UTF-8 local parts are valid; ``envelope_address``
+    gives the form the SMTP envelope takes.
+    """
     try:
         result = validate_email(address.strip(), check_deliverability=False,
-                                allow_smtputf8=False)
+                                allow_smtputf8=True)
     except EmailNotValidError as e:
         raise ValueError(str(e)) from e
     return result.normalized
+
+
+@functools.lru_cache(maxsize=4096)
+def envelope_address(address: str) -> str:
+    """Return *address* as the SMTP envelope carries it: the domain in IDNA ASCII form.
+
+    A UTF-8 local part stays UTF-8 (it needs SMTPUTF8); anything that cannot be
+    checked is returned as it is, for the server to judge.
+    """
+    if address.isascii():
+        return address
+    try:
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return address
+    return result.ascii_email or f"{result.local_part}@{result.ascii_domain}"
 
 
 def check_addresses(addresses: list[str], what: str) -> list[str]:
@@ -60,23 +81,33 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                           hint="pass --list with a CSV file that has an 'email' column") from e
     with handle:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
+        # strict: a quote left open at the end of the file is an error, not a merged row
+        reader = csv.reader(text, strict=True)
         try:
             header = next(reader, None)
         except UnicodeDecodeError as e:
             raise ContentError("the list is not UTF-8 text", path=path, line=1,
                                hint="save the CSV as UTF-8") from e
+        except csv.Error as e:
+            raise ContentError(f"malformed CSV: {e}", path=path, line=1,
+                               hint="check the quoting of the header row") from e
         if not header:
             raise ContentError("the list is empty", path=path,
                                hint="the first row names the columns, one of them 'email'")
         names = [h.strip().lower() for h in header]
         if "email" not in names:
-            raise ContentError("the list has no 'email' column", path=path, line=1,
-                               hint="name the column of addresses 'email' in the header row")
+            raise _no_email_column(path, header)
         column = names.index("email")
+        last = reader.line_num
         try:
             for row in reader:
-                line = reader.line_num
+                line, last = last + 1, reader.line_num
+                if line != last:  # a quoted field ran over a line break
+                    raise ContentError(
+                        f"a quoted field runs from line {line} to line {last} "
+                        "(an unclosed quote?)", path=path, line=line,
+                        hint="close the quote on that line; a field of a subscriber list "
+                             "never holds a line break")
                 if not any(cell.strip() for cell in row):
                     continue
                 if len(row) != len(names):
@@ -94,5 +125,18 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
             raise ContentError("the list is not UTF-8 text", path=path,
                                line=reader.line_num + 1, hint="save the CSV as UTF-8") from e
         except csv.Error as e:
-            raise ContentError(f"malformed CSV: {e}", path=path, line=reader.line_num,
-                               hint="check the quoting of that row") from e
+            raise ContentError(f"malformed CSV: {e} (an unclosed quote?)", path=path,
+                               line=last + 1, hint="check the quoting of that row") from e
+
+
+def _no_email_column(path: Path, header: list[str]) -> ContentError:
+    """Say why the header has no 'email' column: no header, another delimiter, or none."""
+    if any("@" in cell for cell in header):
+        return ContentError("the first row holds an address, not the column names", path=path,
+                            line=1, hint="add a header row first, e.g. 'email,name'")
+    for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if len(header) == 1 and delimiter in header[0]:
+            return ContentError(f"the list is separated by {name}, not commas", path=path,
+                                line=1, hint="save the CSV with commas between the columns")
+    return ContentError("the list has no 'email' column", path=path, line=1,
+                        hint="name the column of addresses 'email' in the header row")

@@ -1,0 +1,662 @@
+"""The delivery fault matrix: each fault against aiosmtpd, with and without PIPELINING.
+
+Every run must end with a clear summary, the right exit code (0 done, 3 stopped,
+4 some left for a rerun) and a journal from which a rerun completes the list exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import pty
+import select
+import signal
+import sqlite3
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+from click.testing import CliRunner
+
+from digest.cli import cli
+
+from .conftest import EXAMPLE
+from .smtpserver import PASSWORD, USER, Server, free_port
+
+SECRET = "test-secret-0123456789"
+DIGEST = [sys.executable, "-m", "digest"]
+
+
+def _env(monkeypatch, port: int, **extra: str) -> None:
+    values = {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port),
+              "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET, **extra}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(params=[True, False], ids=["pipelined", "plain"])
+def server(request, project: Path, monkeypatch):
+    """An aiosmtpd server with faults on demand, with and without PIPELINING."""
+    with Server(pipelining=request.param) as srv:
+        _env(monkeypatch, srv.port)
+        yield srv
+
+
+@pytest.fixture
+def piped(project: Path, monkeypatch):
+    """The pipelined server only (for the slower tests)."""
+    with Server(pipelining=True) as srv:
+        _env(monkeypatch, srv.port)
+        yield srv
+
+
+def _list(tmp_path: Path, n: int, name: str = "list.csv") -> Path:
+    path = tmp_path / name
+    lines = ["email,name"] + [f"reader{i:05d}@example.com,Reader {i}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _send(runner: CliRunner, *args: str):
+    return runner.invoke(cli, ["send", EXAMPLE, *args])
+
+
+def _status(runner: CliRunner) -> str:
+    return runner.invoke(cli, ["status", EXAMPLE]).stdout
+
+
+def _exactly_once(srv: Server, n: int) -> None:
+    got = srv.recorder.by_recipient()
+    assert sorted(got) == [f"reader{i:05d}@example.com" for i in range(n)]
+    assert all(len(copies) == 1 for copies in got.values())
+
+
+def _parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+# -- connection faults: retried with backoff, the send goes on --------------------------
+
+
+def test_a_421_greeting_on_the_first_connection_is_retried(server: Server, runner: CliRunner,
+                                                           tmp_path: Path) -> None:
+    server.recorder.greeting_faults.append("421 4.3.2 too busy, try later")
+    result = _send(runner, "--list", str(_list(tmp_path, 5)), "--yes", "--workers", "1",
+                   "--retry-delay", "0.05")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith("5 sent, 0 failed, 0 deferred")
+    _exactly_once(server, 5)
+
+
+@pytest.mark.parametrize("stage, reply", [("EHLO", "421 4.3.2 busy"),
+                                          ("EHLO", "451 4.3.0 local error")])
+def test_a_4xx_to_ehlo_is_retried(server: Server, runner: CliRunner, tmp_path: Path,
+                                  monkeypatch, stage: str, reply: str) -> None:
+    calls = {"n": 0}
+    original = server.recorder.handle_EHLO
+
+    async def failing_once(srv, session, envelope, hostname, responses):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return [reply]
+        return await original(srv, session, envelope, hostname, responses)
+
+    monkeypatch.setattr(server.recorder, "handle_EHLO", failing_once)
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1",
+                   "--retry-delay", "0.05")
+    assert result.exit_code == 0, result.output
+    _exactly_once(server, 3)
+
+
+def test_a_421_after_mail_is_retried(server: Server, runner: CliRunner, tmp_path: Path) -> None:
+    server.recorder.mail_faults[:] = ["250 OK", "421 4.7.0 closing, too many errors"]
+    result = _send(runner, "--list", str(_list(tmp_path, 6)), "--yes", "--workers", "1",
+                   "--retry-delay", "0.05")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith("6 sent, 0 failed, 0 deferred")
+    _exactly_once(server, 6)
+
+
+def test_a_refused_connection_stops_with_code_3(project: Path, runner: CliRunner,
+                                                monkeypatch, tmp_path: Path) -> None:
+    _env(monkeypatch, free_port())
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+    assert result.exit_code == 3
+    assert result.stdout.splitlines()[-1] == (
+        "Stopped: 0 sent, 0 failed, 3 still due, 0 uncertain; fix the cause and run the same "
+        "command to resume.")
+    assert "Traceback" not in result.output
+
+
+def test_every_message_deferred_is_not_success(server: Server, runner: CliRunner,
+                                               tmp_path: Path) -> None:
+    for i in range(3):
+        server.recorder.faults[f"reader{i:05d}@example.com"] = ["451 4.3.0 try later"]
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--retries", "1",
+                   "--retry-delay", "0.01")
+    assert result.exit_code == 4
+    assert result.stdout.splitlines()[-1].startswith("Left for a rerun: 3 deferred, 0 uncertain")
+    server.recorder.faults.clear()
+    again = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+    assert again.exit_code == 0, again.output
+    _exactly_once(server, 3)
+
+
+# -- after the final dot: uncertain, never retried by itself ----------------------------
+
+
+def test_a_connection_closed_after_the_final_dot_is_uncertain(server: Server, runner: CliRunner,
+                                                               tmp_path: Path) -> None:
+    server.recorder.drop_in_data.add("reader00002@example.com")
+    path = _list(tmp_path, 5)
+    result = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert result.exit_code == 4, result.output
+    assert "4 sent, 0 failed, 0 deferred, 1 uncertain" in result.stdout
+    assert server.recorder.rcpt_seen["reader00002@example.com"] == 1  # never retried
+    assert _status(runner).splitlines() == [
+        f"{EXAMPLE}: 4 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain",
+        "  uncertain reader00002@example.com: no reply after the message was sent: "
+        "connection closed by the server"]
+    plain = _send(runner, "--list", str(path), "--yes")
+    assert plain.exit_code == 4 and "Nothing to send." in plain.stdout
+    final = _send(runner, "--list", str(path), "--yes", "--resend-uncertain")
+    assert final.exit_code == 0, final.output
+    _exactly_once(server, 5)
+
+
+def test_a_server_that_never_answers_the_final_dot(piped: Server, runner: CliRunner,
+                                                   tmp_path: Path) -> None:
+    piped.recorder.hang_in_data.add("reader00001@example.com")
+    result = _send(runner, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "1",
+                   "--data-timeout", "0.5")
+    assert result.exit_code == 4, result.output
+    assert "3 sent, 0 failed, 0 deferred, 1 uncertain" in result.stdout
+    assert "uncertain reader00001@example.com: no reply after the message was sent: " \
+           "no reply in time" in _status(runner)
+
+
+def test_the_data_timeout_defaults_to_rfc_5321() -> None:
+    from digest.send.transport import Timeouts
+
+    t = Timeouts()
+    assert (t.greeting, t.command, t.data_end) == (300, 300, 600)
+    assert Timeouts.scaled(5, 9).data_end == 9 and Timeouts.scaled(5).command == 5
+
+
+def test_a_server_that_vanishes_mid_send_and_comes_back(project: Path, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    port = free_port()
+    _env(monkeypatch, port)
+    path = _list(tmp_path, 400)
+    first = Server(pipelining=True, port=port)
+    with first:
+        proc = subprocess.Popen([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes",
+                                 "--workers", "3", "--retry-delay", "0.05"], cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: len(first.recorder.received) >= 60)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out + err
+    assert "Traceback" not in err
+    assert err.startswith(f"Error: cannot connect to 127.0.0.1:{port} (none)")
+    assert out.splitlines()[-1].startswith("Stopped: ")
+    with Server(pipelining=True, port=port) as second:
+        rerun = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
+                               cwd=project, capture_output=True, text=True, timeout=60)
+        uncertain = _uncertain(project)
+        assert rerun.returncode == (4 if uncertain else 0), rerun.stdout + rerun.stderr
+        _no_duplicates_and_missing_is_uncertain([first, second], 400, uncertain)
+
+
+# -- the sender's faults stop the send; nobody is marked failed -------------------------
+
+
+@pytest.fixture
+def auth_server(project: Path, tmp_path: Path, monkeypatch):
+    """STARTTLS with a test certificate and a login required (530 at MAIL without it)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with Server(context, pipelining=True) as srv:
+        srv.controller.SMTP_kwargs["auth_require_tls"] = True
+        _env(monkeypatch, srv.port, DIGEST_SMTP_SECURITY="starttls",
+             DIGEST_SMTP_CAFILE=str(ca_file))
+        yield srv
+
+
+def test_530_at_mail_stops_then_credentials_and_retry_failed_complete(
+        auth_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    path = _list(tmp_path, 6)
+    first = _send(runner, "--list", str(path), "--yes")  # no login configured
+    assert first.exit_code == 3, first.output
+    assert "Error: the server refused the send at MAIL: 530" in first.stderr
+    assert "hint: nobody was marked failed" in first.stderr
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 6 pending")
+    monkeypatch.setenv("DIGEST_SMTP_USERNAME", USER)
+    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", PASSWORD)
+    for i in (1, 4):  # two recipients refused for a reason of their own
+        auth_server.recorder.faults[f"reader{i:05d}@example.com"] = ["550 5.1.1 no such user"]
+    second = _send(runner, "--list", str(path), "--yes")
+    assert second.exit_code == 0, second.output  # failed for their own reason: done
+    assert second.stdout.splitlines()[-2].startswith("4 sent, 2 failed")
+    auth_server.recorder.faults.clear()
+    plain = _send(runner, "--list", str(path), "--yes")
+    assert "Failed:     2 failed before; not sent again without --retry-failed" in plain.stdout
+    assert plain.stdout.splitlines()[-1] == "Nothing to send."
+    retry = _send(runner, "--list", str(path), "--yes", "--retry-failed")
+    assert retry.exit_code == 0, retry.output
+    assert ("Retrying:   2 that failed before: reader00001@example.com, "
+            "reader00004@example.com") in retry.stdout
+    assert retry.stdout.splitlines()[-1].startswith("2 sent, 0 failed")
+    _exactly_once(auth_server, 6)
+
+
+def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner,
+                                         tmp_path: Path) -> None:
+    server.recorder.mail_faults[:] = ["553 5.7.1 sender not allowed"]
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1")
+    assert result.exit_code == 3
+    assert "Error: the server refused the send at MAIL: 553 5.7.1 sender not allowed" in (
+        result.stderr)
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
+
+
+def test_plain_text_injected_after_the_starttls_220_aborts(project: Path, runner: CliRunner,
+                                                           tmp_path: Path, monkeypatch) -> None:
+    """A server (or an attacker on the path) sends a reply in the clear after '220 go ahead'."""
+    received: list[tuple[bytes, bytes]] = []
+
+    async def handle(reader, writer):
+        writer.write(b"220 evil ESMTP\r\n")
+        await reader.readline()
+        writer.write(b"250-evil\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+        first = await reader.readline()
+        writer.write(b"220 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n")
+        received.append((first, await reader.read(100)))
+        writer.close()
+
+    ready = threading.Event()
+    port = free_port()
+    stop: list = []
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", port))
+        stop.append((loop, server))
+        ready.set()
+        loop.run_forever()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        _env(monkeypatch, port, DIGEST_SMTP_SECURITY="starttls")
+        result = _send(runner, "--list", str(_list(tmp_path, 2)), "--yes")
+    finally:
+        loop, _ = stop[0]
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert result.exit_code == 3
+    assert result.stderr.startswith(
+        "Error: 127.0.0.1 sent data in plain text after its 220 reply to STARTTLS; "
+        "the connection was closed (injected commands?)")
+    # Each connection said STARTTLS and then nothing more (no EHLO, no login in the clear).
+    assert received and set(received) == {(b"STARTTLS\r\n", b"")}
+
+
+def test_an_overlong_reply_line_is_a_clear_failure(project: Path, tmp_path: Path) -> None:
+    from digest.send.transport import REPLY_LINE_LIMIT, SMTPMessenger
+
+    async def handle(reader, writer):
+        writer.write(b"220-" + b"x" * (REPLY_LINE_LIMIT + 10) + b"\r\n220 ok\r\n")
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+
+    async def attempt() -> str:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        from digest.config import Settings
+
+        messenger = SMTPMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port,
+                                           smtp_security="none"))
+        try:
+            await messenger.connect()
+        except Exception as e:  # noqa: BLE001 - the kind is what is tested
+            return f"{type(e).__name__}: {e}"
+        finally:
+            server.close()
+        return "connected"
+
+    outcome = asyncio.run(attempt())
+    assert outcome == (f"TemporaryFailure: connection failed: a reply line longer than "
+                       f"{REPLY_LINE_LIMIT} bytes")
+
+
+def test_no_dns_lookup_of_the_local_name(server: Server, runner: CliRunner, tmp_path: Path,
+                                         monkeypatch) -> None:
+    import socket
+
+    from digest.send import transport
+
+    def no_dns(*args):
+        raise AssertionError("a blocking DNS lookup inside the event loop")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_dns)
+    monkeypatch.setattr(socket, "gethostname", lambda: "sender-host")  # not a domain
+    transport.helo_name.cache_clear()
+    names: list[str] = []
+    original = server.recorder.handle_EHLO
+
+    async def record(srv, session, envelope, hostname, responses):
+        names.append(hostname)
+        return await original(srv, session, envelope, hostname, responses)
+
+    monkeypatch.setattr(server.recorder, "handle_EHLO", record)
+    try:
+        result = _send(runner, "--list", str(_list(tmp_path, 2)), "--yes", "--workers", "1")
+    finally:
+        transport.helo_name.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert names == ["[127.0.0.1]"]  # the connection's address literal
+
+
+# -- addresses ---------------------------------------------------------------------------
+
+
+def test_an_idn_domain_goes_in_ascii_form(server: Server, runner: CliRunner,
+                                          tmp_path: Path) -> None:
+    path = tmp_path / "idn.csv"
+    path.write_text("email,name\nuser@bücher.de,Bücherwurm\nanna@example.com,Anna\n")
+    result = _send(runner, "--list", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    got = server.recorder.by_recipient()
+    assert sorted(got) == ["anna@example.com", "user@xn--bcher-kva.de"]
+    assert _parse(got["user@xn--bcher-kva.de"][0].data)["To"].addresses[0].addr_spec == (
+        "user@xn--bcher-kva.de")
+
+
+@pytest.mark.parametrize("smtputf8", [True, False], ids=["smtputf8", "no-smtputf8"])
+def test_a_utf8_local_part(project: Path, runner: CliRunner, tmp_path: Path, monkeypatch,
+                           smtputf8: bool) -> None:
+    path = tmp_path / "utf8.csv"
+    path.write_text("email,name\njörg@bücher.de,Jörg\nanna@example.com,Anna\n")
+    with Server(pipelining=True, smtputf8=smtputf8) as srv:
+        _env(monkeypatch, srv.port)
+        result = _send(runner, "--list", str(path), "--yes")
+        got = srv.recorder.by_recipient()
+    assert result.exit_code == 0, result.output  # a failure of its own still counts as done
+    if smtputf8:
+        assert sorted(got) == ["anna@example.com", "jörg@xn--bcher-kva.de"]
+        data = got["jörg@xn--bcher-kva.de"][0].data  # a UTF-8 header (RFC 6532)
+        to = next(line for line in data.split(b"\r\n") if line.startswith(b"To: "))
+        assert to.endswith(" <jörg@xn--bcher-kva.de>".encode())  # the address as UTF-8
+        parsed = email.message_from_bytes(to + b"\r\n\r\n", policy=email.policy.SMTPUTF8)
+        assert parsed["To"].addresses[0].display_name == "Jörg"
+    else:
+        assert sorted(got) == ["anna@example.com"]
+        assert result.stdout.splitlines()[-2].startswith("1 sent, 1 failed")
+        assert ("failed    jörg@bücher.de: 553 5.6.7 the address has a non-ASCII local part "
+                "and the server does not offer SMTPUTF8") in _status(runner)
+
+
+# -- the journal: nothing before yes, a write failure is one clear error -----------------
+
+
+def test_answering_no_records_nothing(piped: Server, project: Path, tmp_path: Path) -> None:
+    path = _list(tmp_path, 3)
+    out = _run_in_a_terminal(project, [*DIGEST, "send", EXAMPLE, "--list", str(path)], "n\n")
+    assert "Send to 3 recipients? [y/N]: n" in out
+    assert "Not sent; nothing was recorded." in out
+    assert piped.recorder.received == []
+    assert not (project / ".digest" / "journal.sqlite3").exists()
+    needs = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path)], cwd=project,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert needs.returncode == 1 and "a real send needs confirmation" in needs.stderr
+    again = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
+                           cwd=project, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "Recipients: 3 to send" in again.stdout
+    _exactly_once(piped, 3)
+
+
+def test_dry_run_and_outbox_leave_no_copy_of_the_list(project: Path, runner: CliRunner,
+                                                      tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
+    before = set(os.listdir(tempfile.gettempdir()))
+    path = _list(tmp_path, 5)
+    assert _send(runner, "--list", str(path), "--dry-run").exit_code == 0
+    assert _send(runner, "--list", str(path), "--outbox", str(tmp_path / "out")).exit_code == 0
+    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+    assert [p.name for p in (project / ".digest").iterdir()] in ([], ["journal.sqlite3"])
+    assert len(list((tmp_path / "out").iterdir())) == 5
+
+
+def _limit_journal(monkeypatch, when: str, pragma: str) -> None:
+    """Make SQLite itself refuse writes: a full disk (max_page_count) or read-only."""
+    from digest.send import journal as journal_module
+
+    original_add = journal_module.Journal.add
+
+    def add(self, issue, recipients, batch=2000):
+        if when == "loading":
+            self._db.execute(pragma)
+        yield from original_add(self, issue, recipients, batch=50)
+        if when == "sending":
+            self._db.execute(pragma)
+
+    monkeypatch.setattr(journal_module.Journal, "add", add)
+
+
+@pytest.mark.parametrize("when", ["loading", "sending"])
+@pytest.mark.parametrize("fault, pragma", [
+    # SQLite never lowers max_page_count below the pages in use: the file cannot grow.
+    ("database or disk is full", "PRAGMA max_page_count = 1"),
+    ("attempt to write a readonly database", "PRAGMA query_only = 1"),
+], ids=["full", "read-only"])
+def test_a_journal_that_cannot_be_written(piped: Server, runner: CliRunner, tmp_path: Path,
+                                          project: Path, monkeypatch, when: str, fault: str,
+                                          pragma: str) -> None:
+    from digest.send import journal as journal_module
+
+    original_add = journal_module.Journal.add
+    path = _list(tmp_path, 300)
+    _limit_journal(monkeypatch, when, pragma)
+    result = _send(runner, "--list", str(path), "--yes", "--workers", "3")
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"cannot write the send journal: {fault}" in errors[0]
+    assert "hint: check the disk" in result.stderr
+    assert result.stdout.splitlines()[-1].startswith("Stopped: ")
+    from digest.send import journal as journal_module
+
+    monkeypatch.setattr(journal_module.Journal, "add", original_add)
+    db = sqlite3.connect(project / ".digest" / "journal.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    states = dict(db.execute("SELECT email, state FROM deliveries").fetchall())
+    db.close()
+    received = {r.recipient for r in piped.recorder.received}
+    # Never a message sent that the journal cannot record: each one is 'sending' or 'sent'.
+    assert all(states.get(r) in ("sending", "sent") for r in received)
+    if when == "loading":
+        assert received == set() and states == {}
+    rerun = _send(runner, "--list", str(path), "--yes", "--resend-uncertain")
+    assert rerun.exit_code == 0, rerun.output
+    got = piped.recorder.by_recipient()
+    assert len(got) == 300
+    duplicates = {r for r, copies in got.items() if len(copies) > 1}
+    uncertain = {e for e, s in states.items() if s == "sending"}
+    assert duplicates <= uncertain  # only those in flight at the failure can come twice
+
+
+# -- the list ------------------------------------------------------------------------------
+
+
+def test_a_csv_with_an_unclosed_quote(piped: Server, runner: CliRunner, project: Path,
+                                      tmp_path: Path) -> None:
+    path = tmp_path / "quote.csv"
+    path.write_text('email,name\na@example.com,"unclosed\nb@example.com,B\n')
+    result = _send(runner, "--list", str(path), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0].endswith(
+        "quote.csv:2: malformed CSV: unexpected end of data (an unclosed quote?)")
+    assert piped.recorder.received == []
+    assert not (project / ".digest" / "journal.sqlite3").exists()
+    path.write_text('email,name\na@example.com,"unclosed\nb@example.com,B\nc@example.com,C"\n')
+    result = _send(runner, "--list", str(path), "--yes")
+    assert result.exit_code == 1
+    assert "quote.csv:2: a quoted field runs from line 2 to line 4 (an unclosed quote?)" in (
+        result.stderr)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("email;name\na@example.com;A\n", "the list is separated by semicolons, not commas"),
+    ("a@example.com,A\nb@example.com,B\n", "the first row holds an address, not the column"),
+])
+def test_a_list_with_the_wrong_delimiter_or_no_header(project: Path, runner: CliRunner,
+                                                      tmp_path: Path, monkeypatch,
+                                                      content: str, message: str) -> None:
+    _env(monkeypatch, free_port())
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    result = _send(runner, "--list", str(path), "--yes")
+    assert result.exit_code == 1
+    assert f"bad.csv:1: {message}" in result.stderr
+
+
+# -- test copies ---------------------------------------------------------------------------
+
+
+def test_test_copies_get_a_fresh_message_id(server: Server, runner: CliRunner) -> None:
+    for _ in range(2):
+        assert _send(runner, "--test", "editor@example.org").exit_code == 0
+    ids = {_parse(r.data)["Message-ID"] for r in server.recorder.received}
+    assert len(ids) == 2
+
+
+def test_test_with_a_list_is_an_error(server: Server, runner: CliRunner,
+                                      tmp_path: Path) -> None:
+    result = _send(runner, "--test", "editor@example.org", "--list", str(_list(tmp_path, 2)))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: --test sends only test copies; it cannot go with "
+                                    "--list or --to")
+    assert server.recorder.received == []
+
+
+# -- unsubscribed during a running send, and a kill between rate-limited messages -----------
+
+
+def test_an_address_unsubscribed_during_the_send_is_skipped(piped: Server, project: Path,
+                                                            tmp_path: Path) -> None:
+    path = _list(tmp_path, 100)
+    proc = subprocess.Popen([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes",
+                             "--rate", "40", "--workers", "1"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(piped.recorder.received) >= 5)
+    # Another process (the readers' web app, say) records the unsubscription meanwhile.
+    from digest.send.journal import Journal
+
+    other = Journal(project / ".digest" / "journal.sqlite3")
+    other.suppress(["reader00095@example.com"])
+    other.close()
+    assert len(piped.recorder.received) < 90  # still running
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "99 sent, 0 failed, 0 deferred, 1 unsubscribed meanwhile" in out
+    assert "reader00095@example.com" not in piped.recorder.by_recipient()
+    status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True,
+                            text=True).stdout
+    assert status.splitlines()[0].endswith(", 1 unsubscribed meanwhile")
+
+
+def test_a_kill_between_rate_limited_messages_leaves_nothing_uncertain(
+        piped: Server, project: Path, tmp_path: Path) -> None:
+    path = _list(tmp_path, 30)
+    proc = subprocess.Popen([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes",
+                             "--rate", "5", "--workers", "1"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: len(piped.recorder.received) >= 3)
+    time.sleep(0.1)  # the last 250 was read well before; the next message is 0.2 s away
+    proc.kill()
+    proc.communicate()
+    assert _uncertain(project) == set()
+    rerun = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
+                           cwd=project, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    _exactly_once(piped, 30)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.005)
+
+
+def _uncertain(project: Path) -> set[str]:
+    """The addresses `digest status` reports as uncertain."""
+    status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True,
+                            text=True, check=True).stdout
+    return {line.split()[1].rstrip(":") for line in status.splitlines()[1:]
+            if line.split()[0] == "uncertain"}
+
+
+def _no_duplicates_and_missing_is_uncertain(servers: list[Server], n: int,
+                                            uncertain: set[str]) -> None:
+    counts: dict[str, int] = {}
+    for srv in servers:
+        for r in srv.recorder.received:
+            counts[r.recipient.lower()] = counts.get(r.recipient.lower(), 0) + 1
+    assert {a for a, c in counts.items() if c > 1} == set()
+    everyone = {f"reader{i:05d}@example.com" for i in range(n)}
+    assert everyone - set(counts) <= uncertain
+
+
+def _run_in_a_terminal(cwd: Path, argv: list[str], answer: str) -> str:
+    """Run a command with a pseudo-terminal as stdin/stdout, typing *answer* at the prompt."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=child, stdout=child, stderr=child,
+                            close_fds=True, start_new_session=True)
+    os.close(child)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"[y/N]" in output:
+                os.write(main, answer.encode())
+                answered = True
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(main)
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGKILL)
+    return output.decode(errors="replace").replace("\r\n", "\n")

@@ -1,0 +1,109 @@
+"""Interop: `digest send` through a private Postfix (PIPELINING, STARTTLS) to a sink behind it."""
+
+from __future__ import annotations
+
+import difflib
+import email
+import email.policy
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import trustme
+
+from digest.message import verify_unsubscribe_token
+
+from .conftest import EXAMPLE
+from .postfix import start_postfix
+from .smtpserver import Server
+
+SECRET = "postfix-interop-secret-0123456789"
+LIST_ID = "world-digest.worlddigest.example.org"
+N = 500
+
+
+def _tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    chain = tmp_path / "relay.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    chain.chmod(0o644)  # Postfix's smtpd reads it as root at start, then drops privileges
+    return chain, ca_file
+
+
+def _parts(data: bytes) -> dict[str, str]:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    return {kind: message.get_body((kind,)).get_content().replace("\r\n", "\n")
+            for kind in ("plain", "html")}
+
+
+def _only_personal_lines_differ(exported: str, received: str, address: str) -> None:
+    """The received part is the exported one but for lines that carry this reader's address."""
+    old, new = exported.splitlines(), received.splitlines()
+    marks = (address, quote(address, safe="@"))
+    changed = 0
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        changed += j2 - j1
+        assert op == "replace" and i2 - i1 == j2 - j1, (op, old[i1:i2], new[j1:j2])
+        for line in new[j1:j2]:
+            assert any(m in line for m in marks), line
+    assert 0 < changed <= 4
+
+
+def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
+    chain, ca_file = _tls_files(tmp_path)
+    rows = ["email,name"] + [f"reader{i:04d}@example.com,Reader {i} Ünïcode" for i in range(N)]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    export = subprocess.run([sys.executable, "-m", "digest", "export", EXAMPLE, "--out",
+                             str(tmp_path / "export")], cwd=project, capture_output=True,
+                            text=True)
+    assert export.returncode == 0, export.stderr
+    exported = {"plain": (tmp_path / "export" / f"{EXAMPLE}.txt").read_text(),
+                "html": (tmp_path / "export" / f"{EXAMPLE}.html").read_text()}
+    with Server() as sink, start_postfix(tmp_path, relay=("127.0.0.1", sink.port),
+                                         tls=(chain, chain)) as relay:
+        with smtplib.SMTP("127.0.0.1", relay.port) as probe:  # what digest is offered
+            probe.starttls(context=ssl.create_default_context(cafile=str(ca_file)))
+            probe.ehlo()
+            assert {"pipelining", "smtputf8"} <= set(probe.esmtp_features)
+        (project / ".env").write_text(
+            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\n"
+            f"DIGEST_SMTP_SECURITY=starttls\nDIGEST_SMTP_CAFILE={ca_file}\n"
+            f"DIGEST_SECRET={SECRET}\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "digest", "send", EXAMPLE, "--list",
+             str(tmp_path / "list.csv"), "--yes", "--workers", "4"],
+            cwd=project, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr + relay.log_text()[-2000:]
+        assert result.stdout.splitlines()[-1].startswith(f"{N} sent, 0 failed, 0 deferred")
+        deadline = time.monotonic() + 180
+        while len(sink.recorder.received) < N and time.monotonic() < deadline:
+            time.sleep(0.2)
+        relay.wait_until_empty()
+        time.sleep(0.5)  # nothing more arrives
+        log = relay.log_text()
+        got = sink.recorder.by_recipient()
+    assert "TLS connection established from" in log
+    assert "improper command pipelining" not in log
+    assert sorted(got) == [f"reader{i:04d}@example.com" for i in range(N)]
+    assert all(len(copies) == 1 for copies in got.values())
+    for i in (0, 1, 137, N - 1):
+        address = f"reader{i:04d}@example.com"
+        data = got[address][0].data
+        assert data.startswith(b"Received: from ")  # it went through Postfix
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        assert message["To"].addresses[0].display_name == f"Reader {i} Ünïcode"
+        assert got[address][0].sender == "digest@worlddigest.example.org"
+        parts = _parts(data)
+        for kind in ("plain", "html"):
+            _only_personal_lines_differ(exported[kind], parts[kind], address)
+        token = message["List-Unsubscribe"].split(",")[0].strip(" <>").rsplit("token=", 1)[1]
+        assert verify_unsubscribe_token(SECRET, LIST_ID, address, token)

@@ -182,7 +182,9 @@ class ImapBox:
                                f"{_clean(e, s.password)}",
                                hint="check DIGEST_IMAP_HOST, _PORT, _USERNAME, _PASSWORD and "
                                     "_SECURITY (and DIGEST_IMAP_CAFILE for a private CA)") from None
-        caps = {c.upper() for c in self._imap.capabilities}
+        typ, data = self._imap.capability()  # after login: the server may offer more
+        caps = set((data[0] or b"").decode("ascii", "replace").upper().split()) if typ == "OK" \
+            else {c.upper() for c in self._imap.capabilities}
         self._move = ("MOVE" in caps) if use_move is None else use_move
         self._uidplus = "UIDPLUS" in caps
         self._check(self._imap.select(_quote(s.folder), readonly=readonly), f"select {s.folder}")

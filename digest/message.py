@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from email.utils import formataddr, formatdate
 from html import escape
 from urllib.parse import quote
 
+from . import tokens
 from .render import TOKEN_RE, RenderedIssue, Slot
 
 CRLF = b"\r\n"
@@ -71,25 +71,13 @@ def _address_header(name: str, display: str, address: str) -> bytes:
 
 
 def unsubscribe_token(secret: str, list_id: str, email: str) -> str:
-    """Sign a recipient's address for their unsubscribe link (HMAC-SHA256)."""
-    return _signer(secret, list_id)(email)
-
-
-def _signer(secret: str, list_id: str):
-    """Return a function that signs addresses, with the HMAC key set up once."""
-    keyed = hmac.new(secret.encode(), f"{list_id}\n".encode(), hashlib.sha256)
-
-    def sign(email: str) -> str:
-        mac = keyed.copy()
-        mac.update(email.lower().encode())
-        return mac.hexdigest()[:32]
-
-    return sign
+    """Sign a recipient's address for their unsubscribe link (see tokens.py)."""
+    return tokens.sign(secret, "unsubscribe", list_id, email)
 
 
 def verify_unsubscribe_token(secret: str, list_id: str, email: str, token: str) -> bool:
     """Check a token from an unsubscribe link."""
-    return hmac.compare_digest(unsubscribe_token(secret, list_id, email), token)
+    return tokens.is_valid(secret, "unsubscribe", list_id, email, token)
 
 
 @dataclass(frozen=True)
@@ -141,7 +129,7 @@ class MessageTemplate:
             (rendered.html + "\0" + rendered.text + "\0" + self.subject).encode()
         ).hexdigest()
         self.content_hash = digest
-        self._sign = _signer(secret or "", newsletter.list_id)
+        self._sign = tokens.signer(secret or "", "unsubscribe", newsletter.list_id)
         self._date: tuple[int, str] = (0, "")
         self.boundary = f"==digest-{digest[:24]}"
         self._issue_key = f"{newsletter.list_id}/{rendered.issue.slug}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,9 +101,6 @@ def plan_send(
     settings = project.settings()
     if outbox is None and not dry_run:
         check_settings(settings)
-    if to is None and list_path is None:
-        raise DigestError("say who gets it: --list FILE.csv or --to ADDRESS",
-                          hint="--test ADDRESS sends a test copy")
     if to is None and not settings.secret:
         raise ConfigError("DIGEST_SECRET is not set; it signs each reader's unsubscribe link",
                           hint="add DIGEST_SECRET=<a long random string> to .env "
@@ -133,8 +130,10 @@ def plan_send(
     plan = Plan(key, template, journal, messenger_factory, server, options, dry_run=dry_run)
     if to is not None:
         recipients = iter([Recipient(check_addresses([to], "--to")[0])])
-    else:
+    elif list_path is not None:
         recipients = _valid_rows(read_recipients(list_path), plan)
+    else:  # the active subscribers of the project's store
+        recipients = _active_subscribers(project)
     for _, outcome in journal.add(key, recipients):
         if outcome == "suppressed":
             plan.suppressed += 1
@@ -157,13 +156,34 @@ def _valid_rows(rows, plan: Plan):
             yield row
 
 
+def _active_subscribers(project: Project) -> Iterator[Recipient]:
+    """Return the store's active subscribers (as a stream); raise when there are none."""
+    from .. import db, subscribers
+
+    conn = db.connect(project.state_dir / JOURNAL_NAME)
+    if conn.execute("SELECT 1 FROM subscribers WHERE status = 'active' LIMIT 1").fetchone() is None:
+        conn.close()
+        raise DigestError("the subscriber store has no active subscriber",
+                          hint="add some with 'digest subscribers import FILE.csv' or "
+                               "'digest subscribers add ADDRESS', or send to --list FILE.csv "
+                               "or --to ADDRESS")
+
+    def stream() -> Iterator[Recipient]:
+        try:
+            yield from subscribers.active_recipients(conn)
+        finally:
+            conn.close()
+
+    return stream()
+
+
 def _scratch_journal(project: Project) -> Journal:
     """A throw-away journal on disk (memory stays flat), with the real suppression list."""
     folder = Path(tempfile.mkdtemp(prefix="digest-dry-"))
     journal = Journal(folder / JOURNAL_NAME)
     real = project.state_dir / JOURNAL_NAME
     if real.exists():
-        journal.suppress(Journal(real).suppressed_addresses())
+        journal.add_suppressed_hashes(Journal(real).suppressed_hashes())
     return journal
 
 

@@ -17,34 +17,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import db, subscribers
 from ..errors import DigestError, SendError
 from ..message import Recipient
 from .recipients import address_key
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sends (
-    issue TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    started_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY,
-    issue TEXT NOT NULL,
-    email_key TEXT NOT NULL,
-    email TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    reply TEXT,
-    updated_at REAL NOT NULL,
-    UNIQUE (issue, email_key)
-);
-CREATE TABLE IF NOT EXISTS suppressed (
-    email_key TEXT PRIMARY KEY,
-    email TEXT NOT NULL,
-    added_at REAL NOT NULL
-);
-"""
 
 STATES = ("pending", "sending", "sent", "failed", "deferred")
 
@@ -76,15 +52,9 @@ class Journal:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = db.connect(path)  # WAL, synchronous=NORMAL, busy timeout, migrated
             self._db.execute("PRAGMA wal_autocheckpoint=20000")  # checkpoint (and sync) rarely
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise DigestError(f"cannot open the send journal: {e}", path=path,
                               hint="check the project's .digest/ folder is writable") from e
@@ -134,7 +104,7 @@ class Journal:
 
     def _add_one(self, issue: str, r: Recipient, baseline: int) -> str:
         key = address_key(r.email)
-        if self._db.execute("SELECT 1 FROM suppressed WHERE email_key = ?", (key,)).fetchone():
+        if subscribers.is_suppressed(self._db, key):
             return "suppressed"
         cur = self._db.execute(
             "INSERT INTO deliveries (issue, email_key, email, fields, updated_at) "
@@ -152,8 +122,8 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
-                f"AND state IN ({marks}) AND id > ? AND email_key NOT IN "
-                f"(SELECT email_key FROM suppressed) ORDER BY id LIMIT ?",
+                f"AND state IN ({marks}) AND id > ? AND NOT EXISTS (SELECT 1 FROM suppression "
+                f"WHERE email_hash = address_hash(email_key)) ORDER BY id LIMIT ?",
                 (issue, *states, after_id, limit)).fetchall()
         return [Delivery(i, Recipient(e, json.loads(f)), s) for i, e, f, s, _ in rows]
 
@@ -207,16 +177,27 @@ class Journal:
 
     # -- suppression list ------------------------------------------------------
 
-    @_writes
-    def suppress(self, addresses: Iterable[str]) -> int:
+    def is_suppressed(self, email_key: str) -> bool:
+        """Return whether the address may no longer be sent to (one indexed query)."""
         with self._lock:
-            cur = self._db.executemany(
-                "INSERT INTO suppressed VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [(address_key(a), a, time.time()) for a in addresses])
-            return cur.rowcount
+            return subscribers.is_suppressed(self._db, email_key)
 
-    def suppressed_addresses(self) -> list[str]:
-        return [email for (email,) in self._db.execute("SELECT email FROM suppressed")]
+    @_writes
+    def suppress(self, addresses: Iterable[str], source: str = "digest unsubscribe") -> int:
+        """Unsubscribe addresses (recorded in the subscriber store); return how many were new."""
+        with self._lock:
+            return sum(subscribers.set_status(self._db, a, "unsubscribed", source)
+                       for a in addresses)
+
+    def suppressed_hashes(self) -> list[str]:
+        return [h for (h,) in self._db.execute("SELECT email_hash FROM suppression")]
+
+    @_writes
+    def add_suppressed_hashes(self, hashes: Iterable[str]) -> None:
+        """Copy a suppression list (for a scratch journal)."""
+        with self._lock:
+            self._db.executemany("INSERT INTO suppression VALUES (?, 'copied', 'copy', 0) "
+                                 "ON CONFLICT DO NOTHING", [(h,) for h in hashes])
 
     def sends(self, issue: str) -> list[str]:
         """Return the journal keys of an issue: its list send and any --to sends."""

@@ -195,6 +195,8 @@ class SendLoop:
         try:
             for attempt in range(self.options.retries + 1):
                 await self._rate.wait()
+                if self.journal.is_suppressed(delivery.recipient.email):
+                    return None  # unsubscribed while this send ran: not sent, never due again
                 try:
                     reply = await messenger.push(self.sender, email, prepare)
                 except TemporaryFailure as e:

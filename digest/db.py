@@ -1,0 +1,168 @@
+"""The project's one SQLite database: open it (WAL, busy timeout), version and migrate its schema.
+
+Everything a project keeps between runs lives in ``.digest/journal.sqlite3``: the
+send journal, the subscribers, their consent records and the suppression list.
+The schema version is ``PRAGMA user_version``; ``MIGRATIONS[n]`` takes the
+database from version n to n + 1, in one transaction. Migration 1 is the
+journal's original tables (created with IF NOT EXISTS, so a journal written
+before versioning is upgraded in place and loses nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+DB_NAME = "journal.sqlite3"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def address_key(address: str) -> str:
+    """Return the key that makes two spellings of one address the same (case-insensitive)."""
+    return address.strip().lower()
+
+
+def address_hash(address: str) -> str:
+    """Return the SHA-256 of an address's key: what suppression keeps after an erasure."""
+    return hashlib.sha256(address_key(address).encode("utf-8")).hexdigest()
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run statements one by one (executescript would commit the migration's transaction)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _journal_tables(db: sqlite3.Connection) -> None:
+    _script(db, """
+        CREATE TABLE IF NOT EXISTS sends (
+            issue TEXT PRIMARY KEY,
+            content_hash TEXT NOT NULL,
+            started_at REAL NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS deliveries (
+            id INTEGER PRIMARY KEY,
+            issue TEXT NOT NULL,
+            email_key TEXT NOT NULL,
+            email TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            reply TEXT,
+            updated_at REAL NOT NULL,
+            UNIQUE (issue, email_key)
+        );
+        CREATE TABLE IF NOT EXISTS suppressed (
+            email_key TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            added_at REAL NOT NULL
+        );
+    """)
+
+
+def _subscriber_tables(db: sqlite3.Connection) -> None:
+    """Subscribers, their consent events, and suppression by hash (the old list moves in)."""
+    _script(db, """
+        CREATE TABLE subscribers (
+            email_key TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            fields TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL CHECK (status IN
+                ('unconfirmed', 'active', 'unsubscribed', 'bounced', 'complained')),
+            source TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX subscribers_status ON subscribers (status, email_key);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            email_hash TEXT NOT NULL,
+            email_key TEXT,
+            status TEXT NOT NULL,
+            source TEXT NOT NULL,
+            reason TEXT,
+            at REAL NOT NULL
+        );
+        CREATE INDEX events_hash ON events (email_hash, id);
+        CREATE TABLE suppression (
+            email_hash TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            source TEXT NOT NULL,
+            added_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE rate_limits (
+            bucket TEXT PRIMARY KEY,
+            window_start REAL NOT NULL,
+            count INTEGER NOT NULL
+        ) WITHOUT ROWID;
+    """)
+    rows = db.execute("SELECT email_key, email, added_at FROM suppressed").fetchall()
+    for key, email, added in rows:
+        digest = address_hash(key)
+        db.execute("INSERT OR IGNORE INTO suppression VALUES (?, 'unsubscribed', 'digest "
+                   "unsubscribe', ?)", (digest, added))
+        db.execute("INSERT OR IGNORE INTO subscribers VALUES (?, ?, '{}', 'unsubscribed', "
+                   "'digest unsubscribe', ?, ?)", (key, email, added, added))
+        db.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
+                   "VALUES (?, ?, 'unsubscribed', 'digest unsubscribe', 'suppression list "
+                   "before version 2', ?)", (digest, key, added))
+    db.execute("DROP TABLE suppressed")
+
+
+# MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _journal_tables,
+    _subscriber_tables,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open the database (creating its folder), migrated to the current schema.
+
+    The connection is in autocommit mode (transactions are explicit ``BEGIN``),
+    usable from any thread (callers serialise), in WAL mode with
+    ``synchronous=NORMAL`` and a busy timeout, so the web app and a running send
+    share it without "database is locked".
+    """
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                         timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        db.create_function("address_hash", 1, address_hash, deterministic=True)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations the database lacks, each in its own transaction; return the version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"the database has schema version {version}, newer than this digest knows "
+            f"({SCHEMA_VERSION}); upgrade digest")
+    while version < SCHEMA_VERSION:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while this one waited for the lock.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                MIGRATIONS[version](db)
+                version += 1
+                db.execute(f"PRAGMA user_version={version}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return version

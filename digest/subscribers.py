@@ -1,0 +1,269 @@
+"""The subscriber store: statuses, consent records, import and export, suppression.
+
+Every change of status is an event (address hash, status, source, reason,
+time): the consent record. Unsubscribed, bounced and complained addresses are
+also suppressed, by the SHA-256 of the address, so the suppression outlives an
+erasure and nothing (an import, a ``--list`` send) can mail them again; only
+``reactivate`` (a confirmed opt-in) lifts it. Each function is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .db import address_hash, address_key
+from .message import Recipient
+
+STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
+SUPPRESSING = frozenset({"unsubscribed", "bounced", "complained"})
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str
+    fields: Mapping[str, str]
+    status: str
+    source: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    suppressed: int = 0
+    problems: list = field(default_factory=list)  # RowProblem: line and message
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run a write transaction (BEGIN IMMEDIATE: waits on the busy timeout, never half-done)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+
+
+def _event(conn: sqlite3.Connection, address: str, status: str, source: str,
+           reason: str | None, now: float) -> None:
+    conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
+                 "VALUES (?, ?, ?, ?, ?, ?)",
+                 (address_hash(address), address_key(address), status, source, reason, now))
+
+
+def _suppress(conn: sqlite3.Connection, address: str, reason: str, source: str,
+              now: float) -> None:
+    conn.execute("INSERT INTO suppression VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 (address_hash(address), reason, source, now))
+
+
+def add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None = None,
+        status: str = "active", source: str = "cli") -> str:
+    """Add a subscriber; return 'added', 'updated' (fields of a known one) or 'suppressed'.
+
+    A known subscriber keeps their status: adding never re-activates anyone.
+    A suppressed address (unsubscribed, bounced, complained, erased) is not added.
+    """
+    _check_status(status)
+    with transaction(conn):
+        return _add(conn, address, fields, status, source)
+
+
+def _add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None,
+         status: str, source: str) -> str:
+    key, now = address_key(address), time.time()
+    data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
+    row = conn.execute("SELECT fields FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+    if row is not None:
+        if fields and row[0] != data:
+            conn.execute("UPDATE subscribers SET fields = ?, updated_at = ? WHERE "
+                         "email_key = ?", (data, now, key))
+            return "updated"
+        return "known"
+    if _is_suppressed(conn, address):
+        return "suppressed"
+    conn.execute("INSERT INTO subscribers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (key, address.strip(), data, status, source, now, now))
+    _event(conn, address, status, source, None, now)
+    if status in SUPPRESSING:
+        _suppress(conn, address, status, source, now)
+    return "added"
+
+
+def set_status(conn: sqlite3.Connection, address: str, status: str, source: str,
+               reason: str | None = None) -> bool:
+    """Record a change of status (creating the subscriber if unknown); return whether it changed.
+
+    Unsubscribed, bounced and complained also suppress the address. Setting the
+    same status again changes nothing and records nothing (idempotent).
+    """
+    _check_status(status)
+    key, now = address_key(address), time.time()
+    with transaction(conn):
+        row = conn.execute("SELECT status FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+        if row is not None and row[0] == status:
+            if status in SUPPRESSING:
+                _suppress(conn, address, status, source, now)
+            return False
+        if row is None:
+            conn.execute("INSERT INTO subscribers VALUES (?, ?, '{}', ?, ?, ?, ?)",
+                         (key, address.strip(), status, source, now, now))
+        else:
+            conn.execute("UPDATE subscribers SET status = ?, source = ?, updated_at = ? "
+                         "WHERE email_key = ?", (status, source, now, key))
+        _event(conn, address, status, source, reason, now)
+        if status in SUPPRESSING:
+            _suppress(conn, address, status, source, now)
+    return True
+
+
+def reactivate(conn: sqlite3.Connection, address: str, source: str,
+               fields: Mapping[str, str] | None = None) -> bool:
+    """Make the address active and lift its suppression (a confirmed opt-in); return if it changed."""
+    key, now = address_key(address), time.time()
+    with transaction(conn):
+        row = conn.execute("SELECT status FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+        lifted = conn.execute("DELETE FROM suppression WHERE email_hash = ?",
+                              (address_hash(address),)).rowcount
+        if row is not None and row[0] == "active" and not lifted:
+            return False
+        if row is None:
+            data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
+            conn.execute("INSERT INTO subscribers VALUES (?, ?, ?, 'active', ?, ?, ?)",
+                         (key, address.strip(), data, source, now, now))
+        else:
+            conn.execute("UPDATE subscribers SET status = 'active', source = ?, updated_at = ? "
+                         "WHERE email_key = ?", (source, now, key))
+        _event(conn, address, "active", source, "confirmed opt-in", now)
+    return True
+
+
+def get(conn: sqlite3.Connection, address: str) -> Subscriber | None:
+    """Return the subscriber with this address (any spelling), or None."""
+    row = conn.execute("SELECT email, fields, status, source, created_at, updated_at FROM "
+                       "subscribers WHERE email_key = ?", (address_key(address),)).fetchone()
+    return _subscriber(row) if row else None
+
+
+def _subscriber(row) -> Subscriber:
+    email, fields, status, source, created, updated = row
+    return Subscriber(email, json.loads(fields), status, source, created, updated)
+
+
+def subscribers(conn: sqlite3.Connection, status: str | None = None,
+                batch: int = 1000) -> Iterator[Subscriber]:
+    """Yield subscribers by address (optionally of one status), read a batch at a time."""
+    if status is not None:
+        _check_status(status)
+    last = ""
+    while True:
+        rows = conn.execute(
+            "SELECT email, fields, status, source, created_at, updated_at, email_key FROM "
+            "subscribers WHERE email_key > ? AND (? IS NULL OR status = ?) ORDER BY email_key "
+            "LIMIT ?", (last, status, status, batch)).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield _subscriber(row[:6])
+        last = rows[-1][6]
+
+
+def active_recipients(conn: sqlite3.Connection) -> Iterator[Recipient]:
+    """Yield every active, unsuppressed subscriber as a Recipient, a batch at a time."""
+    for s in subscribers(conn, "active"):
+        if not is_suppressed(conn, s.email):
+            yield Recipient(s.email, s.fields)
+
+
+def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
+    """Return whether no message may go to this address (one indexed query)."""
+    return _is_suppressed(conn, address)
+
+
+def _is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
+    return conn.execute("SELECT 1 FROM suppression WHERE email_hash = ?",
+                        (address_hash(address),)).fetchone() is not None
+
+
+def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
+    """Delete the address and its fields everywhere; keep only its hash, suppressed.
+
+    The consent events keep their hash, status, source and time, not the address;
+    the journal's pending deliveries to it are dropped and its past ones keep the
+    hash in place of the address. Return whether anything held the address.
+    """
+    key, digest, now = address_key(address), address_hash(address), time.time()
+    with transaction(conn):
+        found = conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,)).rowcount
+        found += conn.execute("UPDATE events SET email_key = NULL WHERE email_hash = ?",
+                              (digest,)).rowcount
+        found += conn.execute("DELETE FROM deliveries WHERE email_key = ? AND state IN "
+                              "('pending', 'deferred')", (key,)).rowcount
+        found += conn.execute("UPDATE deliveries SET email_key = ?, email = ?, fields = '{}' "
+                              "WHERE email_key = ?", (f"erased:{digest}", f"erased:{digest[:12]}",
+                                                      key)).rowcount
+        conn.execute("INSERT INTO suppression VALUES (?, 'erased', ?, ?) ON CONFLICT DO UPDATE "
+                     "SET reason = 'erased'", (digest, source, now))
+        conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
+                     "VALUES (?, NULL, 'erased', ?, NULL, ?)", (digest, source, now))
+    return bool(found)
+
+
+def events(conn: sqlite3.Connection, address: str) -> list[tuple[str, str, str | None, float]]:
+    """Return the consent record of an address: (status, source, reason, time), oldest first."""
+    return conn.execute("SELECT status, source, reason, at FROM events WHERE email_hash = ? "
+                        "ORDER BY id", (address_hash(address),)).fetchall()
+
+
+def last_suppressing_event(conn: sqlite3.Connection, address: str) -> float | None:
+    """Return when the address was last unsubscribed, bounced, complained or erased."""
+    row = conn.execute("SELECT max(at) FROM events WHERE email_hash = ? AND status IN "
+                       "('unsubscribed', 'bounced', 'complained', 'erased')",
+                       (address_hash(address),)).fetchone()
+    return row[0]
+
+
+def import_csv(conn: sqlite3.Connection, path: Path, source: str | None = None,
+               skip_invalid: bool = False, batch: int = 1000) -> ImportReport:
+    """Add every row of a CSV list as active; report bad rows with their line numbers.
+
+    With a bad row and without *skip_invalid*, nothing is imported (the report
+    lists every problem). Never re-activates anyone: a known subscriber keeps
+    their status (their fields are updated), a suppressed address is skipped.
+    """
+    from .send.recipients import RowProblem, read_recipients
+
+    report = ImportReport()
+    report.problems = [r for r in read_recipients(path) if isinstance(r, RowProblem)]
+    if report.problems and not skip_invalid:
+        return report
+    source = source or f"import {path.name}"
+    rows = (r for r in read_recipients(path) if not isinstance(r, RowProblem))
+    while True:
+        chunk = [r for _, r in zip(range(batch), rows, strict=False)]
+        if not chunk:
+            return report
+        with transaction(conn):
+            for row in chunk:
+                outcome = _add(conn, row.email, row.fields, "active", source)
+                if outcome == "added":
+                    report.added += 1
+                elif outcome == "updated":
+                    report.updated += 1
+                elif outcome == "suppressed":
+                    report.suppressed += 1

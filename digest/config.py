@@ -20,7 +20,8 @@ CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
 
 _REQUIRED = ("name", "from", "disclaimer", "unsubscribe_url", "list_id")
-_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "recent_issues")
+_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "recent_issues",
+             "bounce_address", "bounce_threshold")
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -38,6 +39,8 @@ class Newsletter:
     unsubscribe_mailto: str | None = None
     language: str = "en"
     recent_issues: int = 5
+    bounce_address: str | None = None  # VERP envelope senders: local+token@domain (issue 12)
+    bounce_threshold: float = 3.0  # soft-bounce score that marks a subscriber bounced
 
     @property
     def sender_domain(self) -> str:
@@ -186,6 +189,7 @@ def load_newsletter(path: Path) -> Newsletter:
             ConfigError("'recent_issues' must be a whole number", path=path,
                         line=_line_of(text, "recent_issues"))
         )
+    problems += _bounce_problems(table, path, text)
     raise_all(problems)
     return Newsletter(
         name=table["name"].strip(),
@@ -198,7 +202,33 @@ def load_newsletter(path: Path) -> Newsletter:
         unsubscribe_mailto=table.get("unsubscribe_mailto"),
         language=table.get("language", "en"),
         recent_issues=recent,
+        bounce_address=(table.get("bounce_address") or "").strip() or None,
+        bounce_threshold=float(table.get("bounce_threshold", 3.0)),
     )
+
+
+def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
+    """Check bounce_address (room for a VERP token in its local part) and bounce_threshold."""
+    problems: list[DigestError] = []
+    bounce = table.get("bounce_address")
+    local = bounce.strip().rpartition("@")[0] if isinstance(bounce, str) else ""
+    if bounce is not None and (not isinstance(bounce, str) or not local or "+" in local
+                               or not bounce.strip().rpartition("@")[2] or "<" in bounce):
+        problems.append(ConfigError(f"'bounce_address' must be a plain address: {bounce!r}",
+                                    path=path, line=_line_of(text, "bounce_address"),
+                                    hint='write bounce_address = "bounces@example.org" (no name, '
+                                         "no '+': digest adds +<token> per message)"))
+    elif bounce is not None and len(local) + 30 > 64:
+        problems.append(ConfigError("'bounce_address' leaves no room for the VERP token (a local "
+                                    "part is at most 64 octets)", path=path,
+                                    line=_line_of(text, "bounce_address"),
+                                    hint="use a local part of at most 34 characters"))
+    limit = table.get("bounce_threshold", 3.0)
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
+        problems.append(ConfigError("'bounce_threshold' must be a positive number", path=path,
+                                    line=_line_of(text, "bounce_threshold"),
+                                    hint="3 is Mailman's default (0.5 per day with a soft bounce)"))
+    return problems
 
 
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:

@@ -17,13 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import events as ev
-from .classify import MALFORMED, UNKNOWN, Identity, Verdict, classify
-from .mailboxes import ImapBox, ImapSettings, MailboxError, MaildirBox, MboxBox, imap_settings
+from .classify import MALFORMED, UNKNOWN, Identity, Resolver, Verdict, classify
+from .mailboxes import (
+    PROCESSED,
+    ImapBox,
+    ImapSettings,
+    MailboxError,
+    MaildirBox,
+    MboxBox,
+    imap_settings,
+    open_mailbox,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ImapBox", "ImapSettings", "MailboxError", "MaildirBox", "MboxBox", "Outcome",
-           "Report", "imap_settings", "process_mailbox"]
+           "Report", "imap_settings", "journal_resolver", "open_mailbox", "process_mailbox",
+           "project_identity"]
 
 
 @dataclass
@@ -65,14 +75,39 @@ def message_day(raw: bytes) -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def process_mailbox(conn: sqlite3.Connection, box, identity: Identity, *,
-                    set_status: Callable[[sqlite3.Connection, str, str, str, str | None], object],
-                    dry_run: bool = False, threshold: float = ev.DEFAULT_THRESHOLD,
+def journal_resolver(conn: sqlite3.Connection, secret: str, scope: str) -> Resolver:
+    """Resolve VERP tokens through the send journal: (issue, recipient) when the token holds."""
+    from ..tokens import verp_delivery, verp_is_valid
+
+    def resolve(token: str) -> tuple[str, str] | None:
+        delivery_id = verp_delivery(token)
+        if delivery_id is None:
+            return None
+        row = conn.execute("SELECT issue, email FROM deliveries WHERE id = ?",
+                           (delivery_id,)).fetchone()
+        if row is None or not verp_is_valid(secret, scope, token, row[0], row[1]):
+            return None
+        return row[0], row[1]
+
+    return resolve
+
+
+def project_identity(project, conn: sqlite3.Connection) -> Identity:
+    """How this project's own bounces are recognised: its VERP address, else its List-Id."""
+    newsletter = project.newsletter
+    secret = project.settings().secret
+    resolve = journal_resolver(conn, secret, newsletter.list_id) if secret else None
+    return Identity(newsletter.list_id, newsletter.bounce_address, resolve)
+
+
+def process_mailbox(conn: sqlite3.Connection, box, identity: Identity, *, dry_run: bool = False,
+                    threshold: float = ev.DEFAULT_THRESHOLD,
                     progress: Callable[[Outcome], None] | None = None) -> Report:
     """Classify and record every message of *box*; move ours to ``processed``.
 
-    Each message is recorded and its status changes committed before it is moved,
-    so a run that stops half-way loses nothing and records nothing twice next time.
+    A message's status changes are made, then its events recorded, then it is
+    moved: a run that stops half-way loses nothing, and the next run records
+    nothing twice (the events are keyed on the message).
     """
     report = Report(box.describe(), dry_run)
     try:
@@ -80,7 +115,7 @@ def process_mailbox(conn: sqlite3.Connection, box, identity: Identity, *,
             verdict = classify(raw, identity)
             outcome = Outcome(ref, verdict)
             if verdict.ours:
-                _apply(conn, box, outcome, raw, set_status, dry_run, threshold)
+                _apply(conn, box, outcome, raw, dry_run, threshold)
             report.outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)
@@ -89,21 +124,31 @@ def process_mailbox(conn: sqlite3.Connection, box, identity: Identity, *,
     return report
 
 
-def _apply(conn, box, outcome: Outcome, raw: bytes, set_status, dry_run: bool,
+def _apply(conn: sqlite3.Connection, box, outcome: Outcome, raw: bytes, dry_run: bool,
            threshold: float) -> None:
+    from .. import subscribers
+
     verdict = outcome.verdict
     day = message_day(raw)
     outcome.duplicate = ev.already_recorded(conn, verdict.key)
-    outcome.changes = ev.changes(conn, verdict.events, day, threshold, outcome.duplicate)
+    if not outcome.duplicate:
+        for change in ev.changes(conn, verdict.events, day, threshold, recorded=False):
+            current = subscribers.get(conn, change.email)
+            if current is not None and (current.status == change.status or (
+                    current.status == "complained" and change.status == "bounced")):
+                continue  # already so; a complaint is not downgraded to a bounce
+            outcome.changes.append(change)
     if dry_run:
-        outcome.moved_to = "processed"
+        outcome.moved_to = PROCESSED
         return
     if not outcome.duplicate:
-        with conn:
+        for change in outcome.changes:
+            subscribers.set_status(conn, change.email, change.status, "bounce", change.reason)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             outcome.recorded = ev.record(conn, verdict.key, verdict.events, outcome.ref, day) > 0
-            for change in outcome.changes:
-                set_status(conn, change.email, change.status, "bounce", change.reason)
-    else:
-        outcome.changes = []
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
     outcome.moved_to = box.move(outcome.ref)
-

@@ -5,7 +5,7 @@ one row per recipient it reports on: the kind, the issue, the status code, the
 diagnostic line and where the message was (file name or IMAP UID). A hard bounce or
 a complaint changes the subscriber's status at once; soft bounces add 0.5 a day at
 most (Mailman's rule; a week without one starts the count again) and past the
-threshold mark the subscriber bounced.
+threshold mark the subscriber bounced. The table is created by digest/db.py.
 """
 
 from __future__ import annotations
@@ -16,27 +16,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .classify import AUTO_REPLY, COMPLAINT, HARD, SOFT, Event
-
-# The migration that adds the bounce tables (see digest/db.py).
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bounce_events (
-    id INTEGER PRIMARY KEY,
-    message_key TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    issue TEXT,
-    email TEXT NOT NULL,
-    email_key TEXT NOT NULL,
-    status TEXT,
-    diagnostic TEXT,
-    source TEXT NOT NULL,
-    day TEXT NOT NULL,
-    recorded_at REAL NOT NULL,
-    UNIQUE (message_key, email_key)
-);
-CREATE INDEX IF NOT EXISTS bounce_events_email ON bounce_events (email_key, id);
-CREATE INDEX IF NOT EXISTS bounce_events_issue ON bounce_events (issue, kind);
-"""
+from ..db import address_key
+from .classify import COMPLAINT, HARD, SOFT, Event
 
 SOFT_INCREMENT = 0.5  # per day with a soft bounce, at most once a day
 STALE_AFTER = dt.timedelta(days=7)  # a week without a soft bounce starts the count again
@@ -51,10 +32,6 @@ class Change:
     email: str
     status: str
     reason: str
-
-
-def address_key(address: str) -> str:
-    return address.strip().lower()
 
 
 def already_recorded(conn: sqlite3.Connection, key: str) -> bool:
@@ -147,5 +124,3 @@ def last_diagnostic(conn: sqlite3.Connection, email: str) -> tuple[str, str | No
         "IN (?, ?, ?) ORDER BY id DESC LIMIT 1",
         (address_key(email), HARD, SOFT, COMPLAINT)).fetchone()
 
-
-IGNORED = (AUTO_REPLY,)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections.abc import Callable
@@ -59,7 +60,8 @@ def signer(secret: str, purpose: str, scope: str, expires: int = 0) -> Callable[
 def sign(secret: str, purpose: str, scope: str, address: str, ttl: int | None = None,
          now: float | None = None) -> str:
     """Return a token for *address*; with *ttl*, it expires that many seconds from now."""
-    expires = int((time.time() if now is None else now) + ttl) if ttl else 0
+    # Rounded up: the time of issue (expiry - ttl) is never before the request.
+    expires = math.ceil((time.time() if now is None else now) + ttl) if ttl else 0
     return signer(secret, purpose, scope, expires)(address)
 
 
@@ -86,6 +88,12 @@ def verify(secret: str, purpose: str, scope: str, address: str, token: str,
         raise TokenError("the link's signature does not match")
     if expires and (time.time() if now is None else now) > expires:
         raise TokenError("the link has expired", expired=True)
+
+
+def expiry(token: str) -> int | None:
+    """Return when a well-formed token expires (seconds since the epoch), or None."""
+    match = _TOKEN_RE.match(token.strip())
+    return int(match.group(1), 36) if match and match.group(1) else None
 
 
 def is_valid(secret: str, purpose: str, scope: str, address: str, token: str) -> bool:

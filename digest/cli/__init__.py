@@ -99,4 +99,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli`.
-from . import bounces, build, compose, send  # noqa: E402, F401
+from . import bounces, build, compose, readers, send  # noqa: E402, F401

@@ -1,0 +1,294 @@
+"""The readers' WSGI application: unsubscribe (page and RFC 8058 one-click), subscribe, confirm.
+
+Paths are the public URLs' own: the unsubscribe link's path, and ``/subscribe``
+and ``/confirm`` under ``base_url``'s path. A GET never changes anything (mail
+scanners and link previews fetch every link); every change is a POST carrying
+a signed token. One SQLite connection per server thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.utils import send_from_directory
+from werkzeug.wrappers import Request, Response
+
+from .. import db, subscribers, tokens
+from ..config import Project, Settings
+from ..errors import ConfigError, SendError
+from ..send.recipients import normalise_address
+from . import mail
+from .limits import Limit, allow
+from .pages import make_environment, page, secure, stylesheet
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024  # bytes: a form here holds an address, a name and a token
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+PER_ADDRESS = Limit(3, 3600.0)  # confirmation emails to one address per hour
+PER_CLIENT = Limit(20, 3600.0)  # subscribe requests from one client per hour
+
+
+class BadRequest(HTTPException):
+    """A 400 that renders as a page saying what to do."""
+
+    code = 400
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__(text)
+        self.title, self.text = title, text
+
+
+@dataclass(frozen=True)
+class Options:
+    confirm_days: int = 7
+    per_address: Limit = PER_ADDRESS
+    per_client: Limit = PER_CLIENT
+    static_dir: Path | None = None  # a published site, served under base_url's path
+
+
+class ReaderApp:
+    """The WSGI application for one newsletter project."""
+
+    def __init__(self, project: Project, settings: Settings, options: Options) -> None:
+        if not settings.secret:
+            raise ConfigError("DIGEST_SECRET is not set; it signs and checks every link",
+                              hint="set it in .env to the same value the sends used")
+        self.project, self.settings, self.options = project, settings, options
+        self.newsletter = project.newsletter
+        self.env = make_environment(project)
+        self.db_path = project.state_dir / db.DB_NAME
+        db.connect(self.db_path).close()  # create or migrate once, before serving
+        self._local = threading.local()
+        unsub = urlsplit(self.newsletter.unsubscribe_url)
+        self.public_root = (self.newsletter.base_url or f"{unsub.scheme}://{unsub.netloc}").rstrip("/")
+        self.base = urlsplit(self.public_root).path.rstrip("/")
+        # Where the unsubscribe link carries the address and the token: path or query.
+        self.query_names = {v.strip("{}"): k for k, v in parse_qsl(unsub.query)
+                            if v in ("{email}", "{token}")}
+        path = unsub.path.replace("{email}", "<email>").replace("{token}", "<token>")
+        if "{email}" not in unsub.path and "email" not in self.query_names:
+            self.query_names = {"email": "email", "token": "token"}  # message.py appends them
+        self.unsubscribe_path = unsub.path
+        rules = [
+            Rule(path or "/", endpoint="unsubscribe", methods=["GET", "POST"]),
+            Rule(f"{self.base}/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
+            Rule(f"{self.base}/confirm", endpoint="confirm", methods=["GET", "POST"]),
+            Rule(f"{self.base}/_digest/reader.css", endpoint="style", methods=["GET"]),
+        ]
+        if options.static_dir is not None:  # the archive (issue 14): everything else under base
+            rules += [Rule(f"{self.base}/", endpoint="static", methods=["GET"]),
+                      Rule(f"{self.base}/<path:path>", endpoint="static", methods=["GET"])]
+        self.routes = Map(rules, strict_slashes=False, merge_slashes=False)
+
+    # -- WSGI ------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        request.max_content_length = MAX_BODY
+        request.max_form_memory_size = MAX_BODY
+        try:
+            endpoint, values = self.routes.bind_to_environ(environ).match()
+            response = getattr(self, f"on_{endpoint}")(request, **values)
+        except BadRequest as e:
+            response = self.error(e.code, e.title, e.text)
+        except HTTPException as e:
+            response = self.error(e.code or 500, e.name, e.description or "")
+            if e.code == 405:
+                response.headers["Allow"] = ", ".join(e.valid_methods or [])  # type: ignore[attr-defined]
+        except sqlite3.OperationalError:
+            log.exception("database busy")
+            response = self.error(503, "Please try again",
+                                  "The service is busy. Nothing was changed; please try again "
+                                  "in a minute.")
+        except Exception:
+            log.exception("error answering %s %s", request.method, request.path)
+            response = self.error(500, "Something went wrong",
+                                  "Nothing was changed. Please try again later.")
+        return response(environ, start_response)
+
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = db.connect(self.db_path)
+        return conn
+
+    def context(self, **extra) -> dict:
+        return {"newsletter": self.newsletter, "base": self.base,
+                "subscribe_url": f"{self.base}/subscribe",
+                "stylesheet": f"{self.base}/_digest/reader.css", **extra}
+
+    def error(self, status: int, title: str, text: str) -> Response:
+        return page(self.env, "error.html", self.context(status=status, title=title, text=text),
+                    status=status)
+
+    # -- unsubscribe -----------------------------------------------------------------
+
+    def on_unsubscribe(self, request: Request, email: str | None = None,
+                       token: str | None = None) -> Response:
+        if email is None and "email" in self.query_names:
+            email = request.args.get(self.query_names["email"])
+        if token is None and "token" in self.query_names:
+            token = request.args.get(self.query_names["token"])
+        if request.method == "POST":
+            form = self.form(request)
+        if not email and not token:
+            return page(self.env, "how_to_unsubscribe.html", self.context())
+        self.check("unsubscribe", email or "", token or "")
+        if request.method == "GET":
+            return page(self.env, "unsubscribe.html", self.context(
+                address=email, action=request.script_root + request.full_path.rstrip("?")))
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        subscribers.set_status(self.conn(), email, "unsubscribed",
+                               "web: one-click" if one_click else "web: unsubscribe page")
+        return page(self.env, "unsubscribed.html", self.context(address=email))
+
+    # -- subscribe and confirm -------------------------------------------------------
+
+    def on_subscribe(self, request: Request) -> Response:
+        if request.method == "GET":
+            return page(self.env, "subscribe.html", self.context(address="", name="", problem=None))
+        form = self.form(request)
+        raw, name = form.get("email", ""), " ".join(form.get("name", "").split())[:200]
+        try:
+            address = normalise_address(raw)
+        except ValueError as e:
+            return page(self.env, "subscribe.html", self.context(
+                address=raw, name=name, problem=f"That is not an email address: {e}"), status=400)
+        conn, client = self.conn(), request.remote_addr or "unknown"
+        if not allow(conn, f"client:{client}", self.options.per_client):
+            return self.error(429, "Too many requests",
+                              "Too many subscribe requests came from your network. Please try "
+                              "again in an hour.")
+        # The same answer whether the address is new, active or unsubscribed.
+        if allow(conn, f"address:{db.address_hash(address)}", self.options.per_address):
+            subscribers.add(conn, address, {"name": name} if name else {}, "unconfirmed",
+                            "web: subscribe form")
+            ttl = self.options.confirm_days * 86400
+            token = tokens.sign(self.settings.secret or "", "confirm", self.newsletter.list_id,
+                                address, ttl=ttl)
+            url = f"{self.public_root}/confirm?" + urlencode({"email": address, "token": token},
+                                                              quote_via=quote, safe="@")
+            message = mail.confirmation(self.env, self.newsletter, address, url,
+                                        self.options.confirm_days)
+            try:
+                mail.send(self.settings, message)
+            except SendError as e:
+                log.error("%s", e)
+                return self.error(503, "Please try again later",
+                                  "We could not send the confirmation email just now. Nothing "
+                                  "was changed; please try again later.")
+        else:
+            log.info("confirmation not sent: the per-address limit is reached")
+        return page(self.env, "subscribe_sent.html", self.context(address=address))
+
+    def on_confirm(self, request: Request) -> Response:
+        email, token = request.args.get("email", ""), request.args.get("token", "")
+        if request.method == "POST":
+            self.form(request)
+        self.check("confirm", email, token)
+        issued = (tokens.expiry(token) or 0) - self.options.confirm_days * 86400
+        since = subscribers.last_suppressing_event(self.conn(), email)
+        if since is not None and since > issued:
+            raise BadRequest("This link is no longer valid",
+                             "You unsubscribed after this confirmation link was sent. To "
+                             "subscribe again, ask for a new link on the subscribe page.")
+        if request.method == "GET":
+            return page(self.env, "confirm.html", self.context(
+                address=email, action=request.script_root + request.full_path.rstrip("?")))
+        subscribers.reactivate(self.conn(), email, "web: confirmed link")
+        return page(self.env, "confirmed.html", self.context(address=email))
+
+    # -- files -----------------------------------------------------------------------
+
+    def on_style(self, request: Request) -> Response:
+        css = stylesheet(self.project)
+        return secure(send_from_directory(css.parent, css.name, request.environ))
+
+    def on_static(self, request: Request, path: str = "") -> Response:
+        """Serve the published site (issue 14 mounts its folder here); traversal gets 404."""
+        folder = self.options.static_dir
+        assert folder is not None
+        if path == "" or path.endswith("/"):
+            path += "index.html"
+        elif (folder / path).is_dir():
+            path += "/index.html"
+        try:
+            return secure(send_from_directory(folder, path, request.environ))
+        except NotFound:
+            raise
+        except OSError as e:
+            raise NotFound() from e
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def check(self, purpose: str, email: str, token: str) -> None:
+        """Verify a link's token; raise a 400 page that says what to do."""
+        try:
+            tokens.verify(self.settings.secret or "", purpose, self.newsletter.list_id, email, token)
+        except tokens.TokenError as e:
+            if e.expired:
+                raise BadRequest("This link has expired",
+                                 "Confirmation links are valid for "
+                                 f"{self.options.confirm_days} days. Ask for a new one on the "
+                                 "subscribe page.") from None
+            what = ("use the unsubscribe link of the newest email you received, or write to "
+                    "us" if purpose == "unsubscribe" else "ask for a new one on the subscribe page")
+            raise BadRequest("This link is not valid",
+                             "The link may have been cut short or changed when it was copied. "
+                             f"Nothing was changed. Please {what}.") from None
+
+    def form(self, request: Request) -> dict[str, str]:
+        """Return a POST's form fields: form content types only, UTF-8 only, size-limited."""
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise _too_large()
+        mimetype = request.mimetype
+        if mimetype == "" and not request.get_data(cache=True):
+            return {}
+        if mimetype not in FORM_TYPES:
+            raise _unsupported()
+        if mimetype == "multipart/form-data":
+            fields = dict(request.form)
+            if any("\ufffd" in v for v in fields.values()):
+                raise BadRequest("Unreadable form", "The form was not sent as UTF-8 text.")
+            return fields
+        body = request.get_data(cache=True)
+        try:
+            return dict(parse_qsl(body.decode("ascii"), keep_blank_values=True,
+                                  encoding="utf-8", errors="strict", max_num_fields=20))
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("Unreadable form",
+                             "The form was not sent as UTF-8 text. Nothing was changed.") from None
+
+
+def _too_large() -> HTTPException:
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    return RequestEntityTooLarge()
+
+
+def _unsupported() -> HTTPException:
+    from werkzeug.exceptions import UnsupportedMediaType
+
+    return UnsupportedMediaType()
+
+
+def create_app(project: Project, settings: Settings | None = None,
+               options: Options | None = None, proxies: int = 0):
+    """Return the readers' WSGI application for *project*.
+
+    With *proxies*, trust that many reverse proxies' X-Forwarded-For/-Proto/-Host.
+    """
+    app = ReaderApp(project, settings or project.settings(), options or Options())
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        return ProxyFix(app, x_for=proxies, x_proto=proxies, x_host=proxies)
+    return app

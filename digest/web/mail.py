@@ -1,0 +1,57 @@
+"""The confirmation email: one message, built with the email package, sent with smtplib."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, make_msgid, parseaddr
+
+import jinja2
+
+from ..config import Newsletter, Settings
+from ..errors import SendError
+from ..send.transport import check_settings
+
+TIMEOUT = 30
+
+
+def confirmation(env: jinja2.Environment, newsletter: Newsletter, address: str, url: str,
+                 days: int) -> EmailMessage:
+    """Build the email that asks *address* to confirm a subscription."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = newsletter.sender
+    message["To"] = address  # checked by email-validator: no CR/LF can reach a header
+    if newsletter.reply_to:
+        message["Reply-To"] = newsletter.reply_to
+    message["Subject"] = f"Confirm your subscription to {newsletter.name}"
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=newsletter.sender_domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(env.get_template("confirm_email.txt").render(
+        newsletter=newsletter, address=address, confirm_url=url, days=days))
+    return message
+
+
+def send(settings: Settings, message: EmailMessage) -> None:
+    """Send one message through the configured SMTP server; raise SendError if it fails."""
+    check_settings(settings)
+    host = settings.smtp_host or ""
+    security = settings.smtp_security
+    port = settings.smtp_port or {"tls": 465, "starttls": 587}.get(security, 25)
+    context = ssl.create_default_context(cafile=settings.smtp_cafile)
+    try:
+        if security == "tls":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=context)
+        else:
+            client = smtplib.SMTP(host, port, timeout=TIMEOUT)
+        with client:
+            if security == "starttls":
+                client.starttls(context=context)
+            if settings.smtp_username:
+                client.login(settings.smtp_username, settings.smtp_password or "")
+            client.send_message(message, from_addr=parseaddr(message["From"])[1])
+    except (smtplib.SMTPException, OSError) as e:
+        raise SendError(f"cannot send the confirmation email: {type(e).__name__}: {e}",
+                        hint="check the DIGEST_SMTP_* settings") from e

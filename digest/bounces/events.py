@@ -116,11 +116,30 @@ def issue_counts(conn: sqlite3.Connection, issue: str) -> dict[str, int]:
     return counts
 
 
-def last_diagnostic(conn: sqlite3.Connection, email: str) -> tuple[str, str | None, str | None,
-                                                                   str | None] | None:
-    """Return (kind, status, diagnostic, issue) of the address's latest bounce or complaint."""
-    return conn.execute(
-        "SELECT kind, status, diagnostic, issue FROM bounce_events WHERE email_key = ? AND kind "
-        "IN (?, ?, ?) ORDER BY id DESC LIMIT 1",
-        (address_key(email), HARD, SOFT, COMPLAINT)).fetchone()
+def issue_bounces(conn: sqlite3.Connection, issue: str) -> list[tuple[str, str, str]]:
+    """Return (email, 'bounced' | 'complained', status and diagnostic) per recipient of *issue*."""
+    rows = conn.execute(
+        "SELECT email, kind, status, diagnostic FROM bounce_events WHERE id IN (SELECT max(id) "
+        "FROM bounce_events WHERE issue = ? AND kind IN (?, ?, ?) GROUP BY email_key) ORDER BY id",
+        (issue, HARD, SOFT, COMPLAINT)).fetchall()
+    return [(email, "complained" if kind == COMPLAINT else "bounced",
+             " ".join(x for x in (f"{kind} bounce" if kind != COMPLAINT else "complaint", status,
+                                  diagnostic) if x)) for email, kind, status, diagnostic in rows]
+
+
+def last_reason(conn: sqlite3.Connection, email: str, status: str = "bounced") -> str | None:
+    """Return the latest bounce or complaint of a bounced or complained address, as one line."""
+    if status not in ("bounced", "complained"):
+        return None
+    kinds = (COMPLAINT,) if status == "complained" else (HARD, SOFT)
+    row = conn.execute(
+        f"SELECT kind, status, diagnostic, issue, day FROM bounce_events WHERE email_key = ? AND "
+        f"kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT 1",
+        (address_key(email), *kinds)).fetchone()
+    if row is None:
+        return None
+    kind, code, diagnostic, issue, day = row
+    label = {HARD: "hard bounce", SOFT: "soft bounce", COMPLAINT: "complaint"}[kind]
+    detail = " ".join(x for x in (code, diagnostic) if x)
+    return f"{label} {day}" + (f" ({issue})" if issue else "") + (f": {detail}" if detail else "")
 

@@ -81,7 +81,7 @@ class MboxBox:
             raise MailboxError("no such mbox file", path=self.path,
                                hint="pass --mbox the file your mail system appends bounces to")
         self._box = mailbox.mbox(self.path, create=False)
-        self._moved: list[str] = []
+        self._moved: list[int] = []
 
     def describe(self) -> str:
         return f"mbox {self.path}"
@@ -93,7 +93,7 @@ class MboxBox:
 
     def move(self, ref: str) -> str:
         """Append to FILE.processed (flushed and synced) and mark it to leave FILE at close."""
-        key = ref.split("(key ", 1)[1].rstrip(")")
+        key = int(ref.split("(key ", 1)[1].rstrip(")"))
         processed = mailbox.mbox(self.path.with_name(self.path.name + "." + PROCESSED), create=True)
         processed.lock()
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import State, cli
+from .readers import subscribers as subscribers_group
 
 _LABELS = {"hard": "hard bounce", "soft": "soft bounce", "complaint": "complaint",
            "auto-reply": "auto-reply (ignored)", "delivered": "delivery notice (ignored)"}
@@ -103,3 +104,41 @@ def _summary(report) -> None:
                    + (" (dry run: nothing changed)" if report.dry_run else ""))
     elif report.dry_run:
         click.echo("dry run: nothing changed")
+
+
+@subscribers_group.command()
+@click.argument("addresses", nargs=-1, required=True)
+@click.pass_obj
+def reactivate(state: State, addresses: tuple[str, ...]) -> None:
+    """Make bounced or complained ADDRESSES active again (undo a wrong classification).
+
+    Lifts the suppression and starts the soft-bounce count again; the events
+    stay on record.
+
+    \b
+    Example:
+        digest subscribers reactivate reader@example.org
+    """
+    from .. import db, subscribers
+    from ..bounces.events import last_reason, reset_score
+    from ..send.recipients import check_addresses
+
+    checked = check_addresses(list(addresses), "address")
+    project = state.project()
+    conn = db.connect(project.state_dir / db.DB_NAME)
+    try:
+        for address in checked:
+            before = subscribers.get(conn, address)
+            was = before.status if before else "unknown"
+            reason = last_reason(conn, address, was)
+            changed = subscribers.reactivate(conn, address, "digest subscribers reactivate")
+            conn.execute("BEGIN IMMEDIATE")
+            reset_score(conn, address, "digest subscribers reactivate")
+            conn.execute("COMMIT")
+            if changed:
+                click.echo(f"reactivated {address} (was {was}" + (f": {reason}" if reason else "")
+                           + ")")
+            else:
+                click.echo(f"{address} is already active")
+    finally:
+        conn.close()

@@ -225,9 +225,7 @@ class ImapBox:
         return PROCESSED
 
     def close(self) -> None:
-        try:
-            if not self.readonly:
-                self._imap.close()
+        try:  # never CLOSE: it would expunge every \Deleted message, others' too
             self._imap.logout()
         except (OSError, imaplib.IMAP4.error):
             pass

@@ -21,7 +21,8 @@ def enable_bounces(project: Path, monkeypatch, threshold: float | None = None) -
     """Add bounce_address (and a threshold) to digest.toml and set DIGEST_SECRET."""
     config = project / "digest.toml"
     text = config.read_text()
-    extra = f'bounce_address = "{BOUNCE_ADDRESS}"\n' + (
+    extra = ("" if f'bounce_address = "{BOUNCE_ADDRESS}"' in text
+             else f'bounce_address = "{BOUNCE_ADDRESS}"\n') + (
         f"bounce_threshold = {threshold}\n" if threshold is not None else "")
     config.write_text(text.replace("[newsletter]\n", "[newsletter]\n" + extra, 1))
     monkeypatch.setenv("DIGEST_SECRET", SECRET)

@@ -165,12 +165,12 @@ def status(state: State, issue: str) -> None:
         click.echo(f"{issue}: not sent yet")
         return
     for key in keys:
-        counts = journal.counts(key) | issue_counts(conn, key)
+        counts = journal.counts(key)
+        bounced = issue_counts(conn, key)  # shown once there are any (digest bounces)
         click.echo(f"{key}: " + ", ".join(f"{n} {s}" for s, n in (
-            ("sent", counts["sent"]), ("bounced", counts["bounced"]),
-            ("complained", counts["complained"]), ("failed", counts["failed"]),
-            ("deferred", counts["deferred"]), ("pending", counts["pending"]),
-            ("uncertain", counts["sending"]))))
+            ("sent", counts["sent"]), *((s, n) for s, n in bounced.items() if any(bounced.values())),
+            ("failed", counts["failed"]), ("deferred", counts["deferred"]),
+            ("pending", counts["pending"]), ("uncertain", counts["sending"]))))
         labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
         for email, st, reply in journal.problems(key):
             click.echo(f"  {labels[st]:<9} {email}: {reply or 'no reply recorded'}")

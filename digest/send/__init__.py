@@ -11,6 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 
 from ..config import Project
@@ -18,6 +19,7 @@ from ..errors import ConfigError, DigestError, SendError
 from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
+from ..tokens import verp_address, verp_token
 from .journal import Journal
 from .loop import Options, SendLoop, Stats
 from .recipients import RowProblem, check_addresses, read_recipients
@@ -79,9 +81,25 @@ class Plan:
             loop.stop.set()
             raise
 
+    def envelope_sender(self, recipient: Recipient) -> str:
+        """Return the envelope sender (MAIL FROM) for one recipient.
+
+        With bounce_address in digest.toml it is the delivery's VERP address
+        (bounces+<token>@domain, see digest.tokens), so a bounce names the issue and
+        the recipient; without it, the From address.
+        """
+        newsletter = self.template.newsletter
+        bounce, secret = newsletter.bounce_address, self.template.secret
+        delivery_id = self.journal.delivery_id(self.key, recipient.email) if bounce and secret \
+            else None
+        if delivery_id is None:
+            return parseaddr(newsletter.sender)[1]
+        token = verp_token(secret, newsletter.list_id, delivery_id, self.key, recipient.email)
+        return verp_address(bounce, token)
+
     def loop(self) -> SendLoop:
         return SendLoop(self.key, self.template, self.journal, self.messenger_factory,
-                        self.options)
+                        self.options, envelope_sender=self.envelope_sender)
 
 
 def plan_send(

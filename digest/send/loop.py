@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from ..errors import SendError
-from ..message import MessageTemplate
+from ..message import MessageTemplate, Recipient
 from .journal import Delivery, Journal
 from .transport import PermanentFailure, TemporaryFailure
 
@@ -77,7 +77,8 @@ class RateLimit:
 class SendLoop:
     def __init__(self, issue: str, template: MessageTemplate, journal: Journal,
                  messenger_factory: Callable[[], object], options: Options,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 envelope_sender: Callable[[Recipient], str] | None = None) -> None:
         self.issue = issue
         self.template = template
         self.journal = journal
@@ -86,6 +87,7 @@ class SendLoop:
         self.stop = stop or threading.Event()
         self.interrupted = False
         self.sender = parseaddr(template.newsletter.sender)[1]
+        self.envelope_sender = envelope_sender or (lambda _recipient: self.sender)
         self.stats = Stats()
         self.fatal: SendError | None = None
         self._in_a_row = 0
@@ -198,7 +200,8 @@ class SendLoop:
                 if self.journal.is_suppressed(delivery.recipient.email):
                     return None  # unsubscribed while this send ran: not sent, never due again
                 try:
-                    reply = await messenger.push(self.sender, email, prepare)
+                    reply = await messenger.push(self.envelope_sender(delivery.recipient), email,
+                                                 prepare)
                 except TemporaryFailure as e:
                     reply = str(e)
                     self.journal.mark(delivery.id, "deferred", reply)

@@ -19,6 +19,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ auth_mechanisms = plain
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
-mail_location = maildir:{base}/mail/%u
+mail_location = maildir:{mail}
 mail_uid = {uid}
 mail_gid = {gid}
 passdb {{
@@ -111,12 +112,9 @@ class Dovecot:
     port: int
     cafile: Path
     process: subprocess.Popen
+    maildir: Path
     user: str = USER
     password: str = PASSWORD
-
-    @property
-    def maildir(self) -> Path:
-        return self.base / "mail" / self.user
 
     def log_text(self) -> str:
         log = self.base / "dovecot.log"
@@ -137,6 +135,22 @@ class Dovecot:
         return imap
 
 
+@contextmanager
+def service_tmp(prefix: str = "digest-test-") -> Iterator[Path]:
+    """A folder directly under /tmp that system users (postfix, dovenull, nobody) can reach.
+
+    pytest makes /tmp/pytest-of-<user> 0700 again whenever a session starts, which
+    would lock the servers' own users out of a tmp_path mid-test; this folder is
+    0711 under /tmp and removed afterwards.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o711)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -155,14 +169,17 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
 
 
 @contextmanager
-def start_dovecot(tmp: Path, ca, timeout: float = 30.0) -> Iterator[Dovecot]:
+def start_dovecot(tmp: Path, ca, maildir: Path | None = None,
+                  timeout: float = 30.0) -> Iterator[Dovecot]:
     """Run a private Dovecot (IMAPS on 127.0.0.1, a free port); stop it by PID at exit.
 
-    *ca* is a ``trustme.CA``; the server's certificate is issued for 127.0.0.1.
+    *ca* is a ``trustme.CA``; the server's certificate is issued for 127.0.0.1. The
+    user's mail is *maildir* if given (say, where a private Postfix delivers), else a
+    new Maildir under tmp.
     """
     require_dovecot()
     base = Path(tmp) / "dovecot"
-    for sub in ("run", "state", "mail"):
+    for sub in ("run", "state", "mail", "home"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.private_key_and_cert_chain_pem.write_to_path(str(base / "server.pem"))
@@ -173,11 +190,13 @@ def start_dovecot(tmp: Path, ca, timeout: float = 30.0) -> Iterator[Dovecot]:
     uid, gid = (os.getuid(), os.getgid()) if os.getuid() else (
         pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
     os.chown(base / "mail", uid, gid)
-    (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{base}/mail/{USER}::\n")
+    os.chown(base / "home", uid, gid)
+    (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{base}/home::\n")
     port = free_port()
     conf = base / "dovecot.conf"
+    mail = maildir or base / "mail" / USER
     conf.write_text(CONF.format(port=port, base=base, cert=base / "cert.pem", key=base / "key.pem",
-                                uid=uid, gid=gid))
+                                uid=uid, gid=gid, mail=mail))
     # The login processes run as dovenull: let them through the tmp folders (x only).
     for parent in base.resolve().parents:
         if parent in (Path("/"), Path("/tmp")):
@@ -190,7 +209,7 @@ def start_dovecot(tmp: Path, ca, timeout: float = 30.0) -> Iterator[Dovecot]:
                                stderr=(base / "stderr.log").open("wb"), start_new_session=True)
     try:
         _wait_for_port(port, process, log, timeout)
-        yield Dovecot(base, port, base / "ca.pem", process)
+        yield Dovecot(base, port, base / "ca.pem", process, mail)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -13,7 +13,7 @@ from digest.bounces import ImapBox, imap_settings, process_mailbox, project_iden
 from digest.cli import cli
 from digest.config import load_project
 from tests.bounceutil import connect, enable_bounces, fixture
-from tests.dovecot import start_dovecot
+from tests.dovecot import service_tmp, start_dovecot
 
 OURS = ["postfix-hard.eml", "gmail-delayed.eml", "qmail.eml", "arf-abuse.eml",
         "vacation-rfc3834.eml", "vacation-outlook.eml"]
@@ -27,8 +27,8 @@ def ca():
 
 
 @pytest.fixture
-def dovecot(tmp_path, ca):
-    with start_dovecot(tmp_path, ca) as server:
+def dovecot(ca):
+    with service_tmp() as tmp, start_dovecot(tmp, ca) as server:
         yield server
 
 

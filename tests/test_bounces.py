@@ -217,3 +217,33 @@ def test_bad_invocations_are_one_clear_error(project, runner: CliRunner, tmp_pat
 
 def test_fixture_folder_is_intact():
     assert (FIXTURES / "README.md").is_file()
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('bounce_address = "Bounces <b@example.org>"', "'bounce_address' must be a plain address"),
+    ('bounce_address = "b+x@example.org"', "'bounce_address' must be a plain address"),
+    ('bounce_address = "' + "b" * 40 + '@example.org"', "leaves no room for the VERP token"),
+    ("bounce_threshold = 0", "'bounce_threshold' must be a positive number"),
+    ('bounce_threshold = "3"', "'bounce_threshold' must be a positive number"),
+])
+def test_bad_bounce_settings_are_one_clear_error(project, runner, line, message):
+    config = project / "digest.toml"
+    text = "\n".join(x for x in config.read_text().splitlines() if not x.startswith("bounce_"))
+    config.write_text(text.replace("[newsletter]", "[newsletter]\n" + line, 1) + "\n")
+    result = runner.invoke(cli, ["check", "2021-12-31"])
+    assert result.exit_code == 1
+    assert f"Error: digest.toml:4: {message}" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_warns_without_bounce_address(project, runner):
+    assert runner.invoke(cli, ["check", "2021-12-31"]).stdout == "0 errors, 0 warnings\n"
+    config = project / "digest.toml"
+    config.write_text("\n".join(x for x in config.read_text().splitlines()
+                                if not x.startswith("bounce_address")) + "\n")
+    result = runner.invoke(cli, ["check", "2021-12-31"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "digest.toml: warning: no bounce_address: bounces go to the From address and are not "
+        "processed",
+        "0 errors, 1 warning"]

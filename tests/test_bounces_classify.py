@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -97,3 +98,21 @@ def test_soft_score_is_half_a_point_a_day_and_resets_after_a_quiet_week():
     assert score_days([day, day, day]) == 0.5
     assert score_days([day + dt.timedelta(days=n) for n in range(6)]) == 3.0
     assert score_days([day, day + dt.timedelta(days=1), day + dt.timedelta(days=9)]) == 0.5
+
+
+def test_verp_tokens_are_short_signed_and_case_insensitive():
+    from digest.tokens import verp_address, verp_delivery, verp_is_valid, verp_token
+
+    token = verp_token(SECRET, LIST_ID, 123_456_789, ISSUE, "Reader@Example.org")
+    address = verp_address(BOUNCE_ADDRESS, token)
+    assert len(address.split("@")[0]) <= 64 and re.fullmatch(r"[0-9a-z.]+", token)
+    assert verp_delivery(token.upper()) == 123_456_789
+    assert verp_is_valid(SECRET, LIST_ID, token.upper(), ISSUE, "reader@example.org")
+    assert not verp_is_valid(SECRET, LIST_ID, token, "2022-01-01", "reader@example.org")
+    assert not verp_is_valid(SECRET, LIST_ID, token, ISSUE, "other@example.org")
+    assert not verp_is_valid("another secret", LIST_ID, token, ISSUE, "reader@example.org")
+    assert not verp_is_valid(SECRET, "other.list", token, ISSUE, "reader@example.org")
+    forged = token[:-1] + ("a" if token[-1] != "a" else "b")
+    assert not verp_is_valid(SECRET, LIST_ID, forged, ISSUE, "reader@example.org")
+    assert verp_delivery("not-a-token") is None and verp_delivery("1.short") is None
+

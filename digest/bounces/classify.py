@@ -18,7 +18,21 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from email.utils import getaddresses, parseaddr
+
+from .parts import (
+    address_of,
+    defects,
+    first_part,
+    has_no_headers,
+    header,
+    is_auto_reply,
+    one_line,
+    original_message,
+    status_blocks,
+    status_code,
+    status_near,
+    text_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +43,8 @@ OURS = (HARD, SOFT, COMPLAINT, AUTO_REPLY, DELIVERED)
 
 # Headers where an MTA leaves the envelope recipient, then the visible ones.
 _ENVELOPE_HEADERS = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_BASIC = re.compile(r"(?<![\d.])([45]\d\d)[ -]")
 _MAILBOX_FULL = re.compile(r"mailbox (?:is )?full|over ?quota|quota exceeded|insufficient "
                            r"(?:system )?storage|out of storage", re.IGNORECASE)
-_AUTO_SUBJECT = re.compile(r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|auto:|out of "
-                           r"(?:the )?office|vacation|away from|abwesenheit|absence|r[ée]ponse "
-                           r"automatique)", re.IGNORECASE)
 
 # Resolves a VERP token to (issue, recipient), or None when it is not a valid token of ours.
 Resolver = Callable[[str], "tuple[str, str] | None"]
@@ -105,9 +114,9 @@ def classify(raw: bytes, identity: Identity) -> Verdict:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception as e:  # the parser is lenient; this is a last resort
         return Verdict(MALFORMED, message_key(raw, None), None, reason=f"cannot parse: {e}")
-    message_id = _header(msg, "Message-ID")
+    message_id = header(msg, "Message-ID")
     key = message_key(raw, message_id)
-    if not msg.keys() or _header_defects(msg):
+    if not msg.keys() or has_no_headers(msg):
         return Verdict(MALFORMED, key, message_id, reason="no readable header block")
     try:
         return _classify(msg, identity, key, message_id)
@@ -131,20 +140,20 @@ def _classify(msg: Message, identity: Identity, key: str, message_id: str | None
     if msg.get_content_type() == "multipart/report" and report not in ("disposition-notification",):
         if not msg.is_multipart() or msg.defects:
             return verdict(MALFORMED, [], f"a {report or 'report'} whose parts cannot be read "
-                                          f"({_defects(msg)})")
-    if _is_auto_reply(msg):
+                                          f"({defects(msg)})")
+    if is_auto_reply(msg):
         if verp is None:
             return verdict(NOT_OURS, [], "an auto-reply not sent to a VERP address")
         return verdict(AUTO_REPLY, [Event(AUTO_REPLY, verp[1], verp[0], None,
-                                          _one_line(_header(msg, "Subject")))])
+                                          one_line(header(msg, "Subject")))])
     return _other_bounce(msg, identity, verp, verdict)
 
 
 def _complaint(msg: Message, identity: Identity, verp, verdict) -> Verdict:
-    fields = _first_part(msg, "message/feedback-report")
+    fields = first_part(msg, "message/feedback-report")
     if fields is None:
         return verdict(MALFORMED, [], "a feedback report without its message/feedback-report part")
-    original = _original(msg)
+    original = original_message(msg)
     if verp is None and original is not None:
         verp = _verp(original, identity)
     recipient = None
@@ -154,30 +163,30 @@ def _complaint(msg: Message, identity: Identity, verp, verdict) -> Verdict:
         if not _carries_list_id(original, identity):
             return verdict(NOT_OURS, [], "a feedback report about mail that is not ours")
         issue = None
-        recipient = _address(fields.get("Original-Rcpt-To")) or (
-            _address(original.get("To")) if original is not None else None)
+        recipient = address_of(fields.get("Original-Rcpt-To")) or (
+            address_of(original.get("To")) if original is not None else None)
         if recipient is None:
             return verdict(MALFORMED, [], "a feedback report that names no recipient")
     feedback = (fields.get("Feedback-Type") or "abuse").strip().lower()
-    agent = _one_line(fields.get("User-Agent") or "")
+    agent = one_line(fields.get("User-Agent") or "")
     diagnostic = f"Feedback-Type: {feedback}" + (f" from {agent}" if agent else "")
     return verdict(COMPLAINT, [Event(COMPLAINT, recipient, issue, feedback, diagnostic)])
 
 
 def _dsn(msg: Message, identity: Identity, verp, verdict) -> Verdict:
-    blocks = _status_blocks(msg)
+    blocks = status_blocks(msg)
     if blocks is None:
         return verdict(MALFORMED, [], "a delivery status notification without a readable "
                                       "message/delivery-status part")
     if verp is None:
-        if not _carries_list_id(_original(msg), identity):
+        if not _carries_list_id(original_message(msg), identity):
             return verdict(NOT_OURS, [], "a delivery status notification about mail that is not ours")
     reports = []
     for block in blocks[1:] or blocks:  # the first block is about the message, the rest per recipient
         action = (block.get("Action") or "").strip().lower()
-        recipient = _address(block.get("Final-Recipient")) or _address(block.get("Original-Recipient"))
-        status = _status(block.get("Status"))
-        diagnostic = _one_line(block.get("Diagnostic-Code") or "")
+        recipient = address_of(block.get("Final-Recipient")) or address_of(block.get("Original-Recipient"))
+        status = status_code(block.get("Status"))
+        diagnostic = one_line(block.get("Diagnostic-Code") or "")
         diagnostic = diagnostic.split(";", 1)[1].strip() if ";" in diagnostic[:12] else diagnostic
         if not action and not status:
             continue
@@ -212,14 +221,14 @@ def _other_bounce(msg: Message, identity: Identity, verp, verdict) -> Verdict:
             return verdict(UNKNOWN, [], "sent to a VERP address, but neither a bounce, a complaint "
                                         "nor an auto-reply; left for a person to read")
         return verdict(NOT_OURS, [], "not a bounce")
-    if verp is None and not _carries_list_id(_original(msg) or msg, identity):
+    if verp is None and not _carries_list_id(original_message(msg) or msg, identity):
         return verdict(NOT_OURS, [], "a bounce about mail that is not ours")
-    text = _text(msg)
+    text = text_of(msg)
     events = []
     for failed, permanent_failure in [(a, False) for a in sorted(temporary)] + [
             (a, True) for a in sorted(permanent)]:
         address = failed.decode("ascii", "replace")
-        status, diagnostic = _status_near(text, address)
+        status, diagnostic = status_near(text, address)
         kind = _kind_of(status, diagnostic, permanent_failure)
         if verp is not None:
             events = [Event(kind, verp[1], verp[0], status, diagnostic)]
@@ -263,138 +272,8 @@ def _verp(msg: Message, identity: Identity) -> tuple[str, str] | None:
     return None
 
 
-def _status_blocks(msg: Message) -> list[Message] | None:
-    part = None
-    for sub in msg.walk():
-        if sub.get_content_type() == "message/delivery-status":
-            part = sub
-            break
-    if part is None:
-        return None
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [b for b in payload if isinstance(b, Message)] or None
-    if not isinstance(payload, str) or not payload.strip():  # e.g. encoded; parse the text
-        return None
-    text = part.get_payload(decode=True) or b""
-    blocks = re.split(r"\r?\n\s*\r?\n", text.decode("ascii", "replace").strip())
-    parsed = [email.message_from_string(b + "\n\n") for b in blocks if b.strip()]
-    return parsed or None
-
-
-def _first_part(msg: Message, content_type: str) -> Message | None:
-    for sub in msg.walk():
-        if sub.get_content_type() == content_type:
-            payload = sub.get_payload()
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                return payload[0]
-            if isinstance(payload, str):
-                return email.message_from_string(payload.lstrip())
-    return None
-
-
-def _original(msg: Message) -> Message | None:
-    """Return the returned message (or its headers) inside a report, if any."""
-    for sub in msg.walk():
-        if sub is msg:
-            continue
-        ctype = sub.get_content_type()
-        if ctype == "message/rfc822":
-            payload = sub.get_payload()
-            if isinstance(payload, list) and payload:
-                return payload[0]
-        elif ctype == "text/rfc822-headers":
-            return email.message_from_bytes((sub.get_payload(decode=True) or b"").lstrip() + b"\n\n")
-    return None
-
-
 def _carries_list_id(original: Message | None, identity: Identity) -> bool:
     if original is None:
         return False
-    value = _header(original, "List-Id") or ""
+    value = header(original, "List-Id") or ""
     return f"<{identity.list_id.lower()}>" in value.lower()
-
-
-def _is_auto_reply(msg: Message) -> bool:
-    """RFC 3834 Auto-Submitted, the older vacation markers, or an out-of-office subject."""
-    auto = (_header(msg, "Auto-Submitted") or "").strip().lower()
-    if auto and not auto.startswith("no"):
-        return True
-    if msg.get("X-Autoreply") or msg.get("X-Autorespond") or msg.get("X-Vacation"):
-        return True
-    if (_header(msg, "Precedence") or "").strip().lower() == "auto_reply":
-        return True
-    return bool(_AUTO_SUBJECT.match(_header(msg, "Subject") or ""))
-
-
-def _status(value) -> str | None:
-    m = _ENHANCED.search(str(value or ""))
-    return ".".join(m.groups()) if m else None
-
-
-def _status_near(text: str, address: str) -> tuple[str | None, str | None]:
-    """Find the status code and diagnostic line a free-form bounce gives for *address*."""
-    lines = [line.strip() for line in text.splitlines()]
-    at = next((i for i, line in enumerate(lines) if address.lower() in line.lower()), None)
-    window = lines[at:at + 6] if at is not None else lines
-    for line in window + lines:
-        m = _ENHANCED.search(line)
-        if m and m.group(1) != "2":
-            return ".".join(m.groups()), _one_line(line)[:300]
-    for line in window + lines:
-        m = _BASIC.search(line)
-        if m:
-            code = m.group(1)
-            return f"{code[0]}.0.0", _one_line(line)[:300]
-    return None, _one_line(window[1] if at is not None and len(window) > 1 else "")[:300] or None
-
-
-def _text(msg: Message) -> str:
-    """The message's text parts, decoded leniently (not the returned original)."""
-    out = []
-    for part in msg.walk():
-        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
-            break
-        if part.get_content_maintype() == "text":
-            payload = part.get_payload(decode=True) or b""
-            out.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
-    return "\n".join(out)
-
-
-def _address(value) -> str | None:
-    """An address from 'rfc822; a@b', '<a@b>' or 'Name <a@b>'."""
-    if not value:
-        return None
-    text = _one_line(str(value))
-    if ";" in text:
-        text = text.split(";", 1)[1]
-    pairs = getaddresses([text]) or [parseaddr(text)]
-    for _, address in pairs:
-        address = address.strip().strip("<>")
-        if "@" in address:
-            return address
-    return None
-
-
-def _header(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
-    if value is None:
-        return None
-    try:
-        return str(email.header.make_header(email.header.decode_header(str(value))))
-    except Exception:  # noqa: BLE001 - a broken encoded word: show it as it came
-        return str(value)
-
-
-def _header_defects(msg: Message) -> bool:
-    return any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects) \
-        and not msg.get("From") and not msg.get("Subject")
-
-
-def _defects(msg: Message) -> str:
-    names = sorted({type(d).__name__ for part in msg.walk() for d in part.defects})
-    return ", ".join(names) or "no parts"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())

@@ -222,7 +222,7 @@ def test_fixture_folder_is_intact():
 @pytest.mark.parametrize(("line", "message"), [
     ('bounce_address = "Bounces <b@example.org>"', "'bounce_address' must be a plain address"),
     ('bounce_address = "b+x@example.org"', "'bounce_address' must be a plain address"),
-    ('bounce_address = "' + "b" * 40 + '@example.org"', "leaves no room for the VERP token"),
+    ('bounce_address = "' + "b" * 40 + '@example.org"', "'bounce_address' leaves no room for the VERP token"),
     ("bounce_threshold = 0", "'bounce_threshold' must be a positive number"),
     ('bounce_threshold = "3"', "'bounce_threshold' must be a positive number"),
 ])

@@ -48,9 +48,12 @@ class MaildirBox:
                     continue
                 ref = f"{sub}/{entry.name}"
                 try:
-                    yield ref, Path(entry.path).read_bytes()
+                    raw = Path(entry.path).read_bytes()
+                except FileNotFoundError:  # taken meanwhile by another reader of the Maildir
+                    continue
                 except OSError as e:
                     raise MailboxError(f"cannot read {ref}: {e.strerror}", path=self.path) from e
+                yield ref, raw
 
     def move(self, ref: str) -> str:
         """Rename the message into .processed/cur (a rename: never in both, never in neither)."""
@@ -182,12 +185,12 @@ class ImapBox:
                                f"{_clean(e, s.password)}",
                                hint="check DIGEST_IMAP_HOST, _PORT, _USERNAME, _PASSWORD and "
                                     "_SECURITY (and DIGEST_IMAP_CAFILE for a private CA)") from None
-        typ, data = self._imap.capability()  # after login: the server may offer more
+        typ, data = self._run("capability", self._imap.capability, check=False)  # after login
         caps = set((data[0] or b"").decode("ascii", "replace").upper().split()) if typ == "OK" \
             else {c.upper() for c in self._imap.capabilities}
         self._move = ("MOVE" in caps) if use_move is None else use_move
         self._uidplus = "UIDPLUS" in caps
-        self._check(self._imap.select(_quote(s.folder), readonly=readonly), f"select {s.folder}")
+        self._run(f"select {s.folder}", self._imap.select, _quote(s.folder), readonly)
         self._processed_ready = False
 
     def describe(self) -> str:
@@ -195,10 +198,11 @@ class ImapBox:
         return f"IMAP {s.username}@{s.host}:{s.port}/{s.folder}"
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        data = self._check(self._imap.uid("SEARCH", None, "UNDELETED"), "search")
+        data = self._run("search", self._imap.uid, "SEARCH", None, "UNDELETED")
         uids = data[0].split() if data and data[0] else []
         for uid in uids:
-            fetched = self._check(self._imap.uid("FETCH", uid, "(BODY.PEEK[])"), f"fetch UID {uid}")
+            fetched = self._run(f"fetch UID {uid.decode()}", self._imap.uid, "FETCH", uid,
+                                "(BODY.PEEK[])")
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
             if raw is None:
                 continue
@@ -207,21 +211,22 @@ class ImapBox:
     def move(self, ref: str) -> str:
         uid = ref.split()[1]
         if not self._processed_ready:
-            typ, data = self._imap.create(_quote(PROCESSED))
+            typ, data = self._run(f"create {PROCESSED}", self._imap.create, _quote(PROCESSED),
+                                  check=False)
             if typ != "OK" and b"ALREADYEXISTS" not in b" ".join(d or b"" for d in data).upper() \
                     and b"exists" not in b" ".join(d or b"" for d in data).lower():
                 raise MailboxError(f"cannot create the IMAP folder {PROCESSED}: {data}")
             self._processed_ready = True
         if self._move:
-            self._check(self._imap.uid("MOVE", uid, _quote(PROCESSED)), f"move UID {uid}")
+            self._run(f"move UID {uid}", self._imap.uid, "MOVE", uid, _quote(PROCESSED))
             return PROCESSED
         if not self._uidplus:
             raise MailboxError(
                 "the IMAP server offers neither MOVE nor UIDPLUS, so a message cannot be moved "
                 "without touching others", hint="move the processed messages by hand")
-        self._check(self._imap.uid("COPY", uid, _quote(PROCESSED)), f"copy UID {uid}")
-        self._check(self._imap.uid("STORE", uid, "+FLAGS.SILENT", r"(\Deleted)"), f"flag UID {uid}")
-        self._check(self._imap.uid("EXPUNGE", uid), f"expunge UID {uid}")
+        self._run(f"copy UID {uid}", self._imap.uid, "COPY", uid, _quote(PROCESSED))
+        self._run(f"flag UID {uid}", self._imap.uid, "STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
+        self._run(f"expunge UID {uid}", self._imap.uid, "EXPUNGE", uid)
         return PROCESSED
 
     def close(self) -> None:
@@ -230,8 +235,16 @@ class ImapBox:
         except (OSError, imaplib.IMAP4.error):
             pass
 
-    def _check(self, result, what: str):
-        typ, data = result
+    def _run(self, what: str, command, *args, check: bool = True):
+        """Run one IMAP command; a refusal or a lost connection is one clear error."""
+        try:
+            typ, data = command(*args)
+        except (OSError, imaplib.IMAP4.error) as e:
+            raise MailboxError(f"IMAP {what} failed: {_clean(e, self.settings.password)}",
+                               hint="run the command again: what was done is recorded, and "
+                                    "nothing is done twice") from None
+        if not check:
+            return typ, data
         if typ != "OK":
             raise MailboxError(f"IMAP {what} failed: {_clean(data, self.settings.password)}")
         return data

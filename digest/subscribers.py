@@ -77,7 +77,8 @@ def add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None
     """Add a subscriber; return 'added', 'updated' (fields of a known one) or 'suppressed'.
 
     A known subscriber keeps their status: adding never re-activates anyone.
-    A suppressed address (unsubscribed, bounced, complained, erased) is not added.
+    A suppressed address (unsubscribed, bounced, complained, erased) is not added
+    and its fields are left as they are.
     """
     _check_status(status)
     with transaction(conn):
@@ -88,8 +89,11 @@ def _add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | Non
          status: str, source: str) -> str:
     key, now = address_key(address), time.time()
     data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
-    row = conn.execute("SELECT fields FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+    row = conn.execute("SELECT fields, status FROM subscribers WHERE email_key = ?",
+                       (key,)).fetchone()
     if row is not None:
+        if row[1] in SUPPRESSING:
+            return "suppressed"
         if fields and row[0] != data:
             conn.execute("UPDATE subscribers SET fields = ?, updated_at = ? WHERE "
                          "email_key = ?", (data, now, key))
@@ -208,6 +212,7 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
     hash in place of the address. Return whether anything held the address.
     """
     key, digest, now = address_key(address), address_hash(address), time.time()
+    conn.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten, not left free
     with transaction(conn):
         found = conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,)).rowcount
         found += conn.execute("UPDATE events SET email_key = NULL WHERE email_hash = ?",
@@ -221,6 +226,9 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
                      "SET reason = 'erased'", (digest, source, now))
         conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
                      "VALUES (?, NULL, 'erased', ?, NULL, ?)", (digest, source, now))
+    conn.execute("PRAGMA secure_delete=OFF")
+    # Old versions of the pages stay in the write-ahead log until a checkpoint.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return bool(found)
 
 

@@ -68,7 +68,7 @@ def import_(state: State, file: Path, skip_invalid: bool) -> None:
     for p in result.problems:
         click.echo(f"Warning: {_shown(file)}:{p.line}: {p.message} (skipped)", err=True)
     click.echo(f"{result.added} added, {result.updated} updated, {result.suppressed} not added "
-               f"(unsubscribed or erased), {len(result.problems)} invalid")
+               f"(unsubscribed, bounced, complained or erased), {len(result.problems)} invalid")
 
 
 @subscribers.command()
@@ -233,6 +233,10 @@ def serve(state: State, host: str, port: int, threads: int, proxies: int,
     except OSError as e:
         raise DigestError(f"cannot listen on {host}:{port}: {e.strerror or e}",
                           hint="choose another --port (0 takes any free one)") from e
+    if not project.settings().smtp_host:
+        report(DigestError("no SMTP server is configured: subscribe requests cannot be confirmed",
+                           hint="set DIGEST_SMTP_HOST (and the other DIGEST_SMTP_* settings)"),
+               "Warning")
     if not is_loopback(host):
         report(DigestError(f"listening on {host}: reachable from other machines"), "Warning")
     click.echo(f"Serving the readers' pages of {project.newsletter.name} on "

@@ -87,7 +87,7 @@ class Journal:
 
         def flush() -> Iterator[tuple[Recipient, str]]:
             with self._lock:
-                self._db.execute("BEGIN")
+                self._db.execute("BEGIN IMMEDIATE")
                 try:
                     for r in rows:
                         yield r, self._add_one(issue, r, baseline)
@@ -140,7 +140,7 @@ class Journal:
                 for done, reply in (previous,)]
         sending = [(now, delivery_id) for delivery_id, _ in entries]
         with self._lock:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("UPDATE deliveries SET state = 'sent', reply = ?, "
                                      "updated_at = ? WHERE id = ?", sent)

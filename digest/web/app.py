@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import db, subscribers, tokens
 from ..config import Project, Settings
-from ..errors import ConfigError, SendError
+from ..errors import ConfigError, DigestError
 from ..send.recipients import normalise_address
 from . import mail
 from .limits import Limit, allow
@@ -142,7 +142,7 @@ class ReaderApp:
         if not email and not token:
             return page(self.env, "how_to_unsubscribe.html", self.context())
         self.check("unsubscribe", email or "", token or "")
-        if request.method == "GET":
+        if request.method != "POST":
             return page(self.env, "unsubscribe.html", self.context(
                 address=email, action=request.script_root + request.full_path.rstrip("?")))
         one_click = form.get("List-Unsubscribe") == "One-Click"
@@ -153,7 +153,7 @@ class ReaderApp:
     # -- subscribe and confirm -------------------------------------------------------
 
     def on_subscribe(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":
             return page(self.env, "subscribe.html", self.context(address="", name="", problem=None))
         form = self.form(request)
         raw, name = form.get("email", ""), " ".join(form.get("name", "").split())[:200]
@@ -180,7 +180,7 @@ class ReaderApp:
                                         self.options.confirm_days)
             try:
                 mail.send(self.settings, message)
-            except SendError as e:
+            except DigestError as e:  # SendError, or ConfigError: no SMTP server set
                 log.error("%s", e)
                 return self.error(503, "Please try again later",
                                   "We could not send the confirmation email just now. Nothing "
@@ -200,7 +200,7 @@ class ReaderApp:
             raise BadRequest("This link is no longer valid",
                              "You unsubscribed after this confirmation link was sent. To "
                              "subscribe again, ask for a new link on the subscribe page.")
-        if request.method == "GET":
+        if request.method != "POST":
             return page(self.env, "confirm.html", self.context(
                 address=email, action=request.script_root + request.full_path.rstrip("?")))
         subscribers.reactivate(self.conn(), email, "web: confirmed link")

@@ -1,0 +1,83 @@
+"""The project's database: connection settings, schema versions, upgrading an old journal."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest import db, subscribers
+from digest.cli import cli
+
+OLD_JOURNAL = """
+CREATE TABLE sends (issue TEXT PRIMARY KEY, content_hash TEXT NOT NULL, started_at REAL NOT NULL);
+CREATE TABLE deliveries (id INTEGER PRIMARY KEY, issue TEXT NOT NULL, email_key TEXT NOT NULL,
+    email TEXT NOT NULL, fields TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, reply TEXT, updated_at REAL NOT NULL,
+    UNIQUE (issue, email_key));
+CREATE TABLE suppressed (email_key TEXT PRIMARY KEY, email TEXT NOT NULL, added_at REAL NOT NULL);
+INSERT INTO sends VALUES ('2021-12-31', 'abc', 1640000000.0);
+INSERT INTO deliveries VALUES (1, '2021-12-31', 'anna@example.com', 'anna@example.com',
+    '{"name": "Anna"}', 'sent', 1, '250 OK', 1640000001.0);
+INSERT INTO suppressed VALUES ('gone@example.com', 'Gone@example.com', 1640000002.0);
+"""
+
+
+def test_connect_sets_wal_busy_timeout_and_the_current_schema(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "state" / "journal.sqlite3")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 2
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"sends", "deliveries", "subscribers", "events", "suppression"} <= tables
+
+
+def test_an_old_journal_is_upgraded_in_place_losing_nothing(project: Path,
+                                                             runner: CliRunner) -> None:
+    path = project / ".digest" / "journal.sqlite3"
+    path.parent.mkdir()
+    old = sqlite3.connect(path)
+    old.executescript(OLD_JOURNAL)
+    old.close()
+    result = runner.invoke(cli, ["status", "2021-12-31"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("2021-12-31: 1 sent, 0 failed")
+    conn = db.connect(path)
+    assert conn.execute("SELECT email, fields, state, reply FROM deliveries").fetchall() == [
+        ("anna@example.com", '{"name": "Anna"}', "sent", "250 OK")]
+    gone = subscribers.get(conn, "gone@example.com")
+    assert (gone.email, gone.status, gone.created_at) == ("Gone@example.com", "unsubscribed",
+                                                          1640000002.0)
+    assert subscribers.is_suppressed(conn, "GONE@example.com")
+    assert subscribers.events(conn, "gone@example.com")[0][:2] == ("unsubscribed",
+                                                                   "digest unsubscribe")
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    db.connect(path).execute(f"PRAGMA user_version={db.SCHEMA_VERSION + 1}")
+    with pytest.raises(sqlite3.DatabaseError, match="newer than this digest knows"):
+        db.connect(path)
+
+
+def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path,
+                                                          monkeypatch) -> None:
+    path = tmp_path / "journal.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_JOURNAL)
+    conn.close()
+
+    def broken(c: sqlite3.Connection) -> None:
+        c.execute("CREATE TABLE half (x)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(db, "MIGRATIONS", [db.MIGRATIONS[0], broken])
+    with pytest.raises(sqlite3.OperationalError):
+        db.connect(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # migration 1 kept
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "half" not in names and "suppressed" in names

@@ -90,8 +90,8 @@ class Plan:
         """
         newsletter = self.template.newsletter
         bounce, secret = newsletter.bounce_address, self.template.secret
-        delivery_id = self.journal.delivery_id(self.key, recipient.email) if bounce and secret \
-            else None
+        delivery_id = (self.journal.delivery_id(self.key, recipient.email)
+                       if bounce and secret and self.journal is not None else None)
         if delivery_id is None:
             return parseaddr(newsletter.sender)[1]
         token = verp_token(secret, newsletter.list_id, delivery_id, self.key, recipient.email)

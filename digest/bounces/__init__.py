@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import events as ev
-from .classify import MALFORMED, UNKNOWN, Identity, Resolver, Verdict, classify
+from .classify import Identity, Resolver, Verdict, classify
 from .mailboxes import (
     PROCESSED,
     ImapBox,
@@ -50,29 +50,29 @@ class Outcome:
 
 @dataclass
 class Report:
+    """The outcome of one run over a mailbox."""
+
     source: str
     dry_run: bool
     outcomes: list[Outcome] = field(default_factory=list)
 
     def count(self, *kinds: str) -> int:
+        """Return how many messages were of these kinds."""
         return sum(1 for o in self.outcomes if o.verdict.kind in kinds)
-
-    @property
-    def warnings(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.verdict.kind in (MALFORMED, UNKNOWN)]
 
 
 def message_day(raw: bytes) -> dt.date:
-    """The day a bounce was written (its Date header), else today."""
+    """Return the day a bounce was written (its Date header; never later than today)."""
+    today = dt.datetime.now(dt.UTC).date()
     head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
     for line in head.decode("ascii", "replace").splitlines():
         if line.lower().startswith("date:"):
             try:
-                return email.utils.parsedate_to_datetime(line[5:].strip()).astimezone(
-                    dt.UTC).date()
+                return min(email.utils.parsedate_to_datetime(line[5:].strip()).astimezone(
+                    dt.UTC).date(), today)
             except (TypeError, ValueError, IndexError, OverflowError):
                 break
-    return dt.datetime.now(dt.UTC).date()
+    return today
 
 
 def journal_resolver(conn: sqlite3.Connection, secret: str, scope: str) -> Resolver:

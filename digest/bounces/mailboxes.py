@@ -66,6 +66,8 @@ class MaildirBox:
         target = Path(folder._path) / "cur" / target_name
         try:
             os.rename(self.path / ref, target)
+        except FileNotFoundError:  # another run (cron overlapping) moved it first
+            return f".{PROCESSED}/cur (by another run)"
         except OSError as e:
             raise MailboxError(f"cannot move {ref} to {PROCESSED}: {e.strerror}",
                                path=self.path) from e

@@ -165,6 +165,19 @@ def test_status_ls_and_reactivate(project, box, runner: CliRunner):
     assert status_of(project, "gone@example.net") == "active"
     assert runner.invoke(cli, ["subscribers", "reactivate", "gone@example.net"]).stdout == (
         "gone@example.net is already active\n")
+    # Only a bounce or a complaint is undone: not a reader's own unsubscribe, not a stranger.
+    runner.invoke(cli, ["unsubscribe", "away@example.net"])
+    refused = runner.invoke(cli, ["subscribers", "reactivate", "away@example.net",
+                                  "stranger@example.org"])
+    assert refused.exit_code == 1
+    assert refused.output == (
+        "Error: away@example.net is unsubscribed, not bounced or complained\n"
+        "  hint: reactivate only undoes a bounce or a complaint; a reader who unsubscribed "
+        "subscribes again themselves\n"
+        "Error: stranger@example.org is not in the subscriber store\n"
+        "  hint: add a new reader with 'digest subscribers add ADDRESS'\n"
+        "2 problems found; nothing was written.\n")
+    assert status_of(project, "away@example.net") == "unsubscribed"
 
 
 def test_send_skips_bounced_and_complained_also_from_a_list(project, box, runner: CliRunner,

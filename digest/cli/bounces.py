@@ -121,15 +121,28 @@ def reactivate(state: State, addresses: tuple[str, ...]) -> None:
     """
     from .. import db, subscribers
     from ..bounces.events import last_reason, reset_score
+    from ..errors import DigestError, raise_all
     from ..send.recipients import check_addresses
 
     checked = check_addresses(list(addresses), "address")
     project = state.project()
     conn = db.connect(project.state_dir / db.DB_NAME)
     try:
+        known = {a: subscribers.get(conn, a) for a in checked}
+        refused = []
+        for a, s in known.items():  # report every problem, in the order given
+            if s is None:
+                refused.append(DigestError(f"{a} is not in the subscriber store",
+                                           hint="add a new reader with 'digest subscribers add "
+                                                "ADDRESS'"))
+            elif s.status in ("unsubscribed", "unconfirmed"):
+                refused.append(DigestError(
+                    f"{a} is {s.status}, not bounced or complained",
+                    hint="reactivate only undoes a bounce or a complaint; a reader who "
+                         "unsubscribed subscribes again themselves"))
+        raise_all(refused)
         for address in checked:
-            before = subscribers.get(conn, address)
-            was = before.status if before else "unknown"
+            was = known[address].status
             reason = last_reason(conn, address, was)
             changed = subscribers.reactivate(conn, address, "digest subscribers reactivate")
             conn.execute("BEGIN IMMEDIATE")

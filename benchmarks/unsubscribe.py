@@ -6,8 +6,8 @@ Run: python benchmarks/unsubscribe.py [--quick]
 50 client threads, each request on a new connection as a mail provider makes
 it. The baseline is the same requests with nothing else running, measured in
 the same run; then the same again while `digest send` (its own process)
-delivers to the subscriber store through benchmarks/sink.py, and the send's own
-rate is compared with a send that runs alone.
+delivers to the subscriber store through benchmarks/sink.py (stopped once the
+burst is answered). The two alternate over several rounds; medians are printed.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ ISSUE = "2021-12-31"
 CLIENTS = 50
 
 
-def make_project(root: Path, subscribers: int) -> Path:
+def make_project(root: Path, subscribers: int, rounds: int) -> Path:
     shutil.copy(REPO / "digest.toml", root / "digest.toml")
-    for copy in ("a", "b"):  # two copies of the example issue: two independent sends
+    for copy in range(rounds):  # a copy of the example issue per round: independent sends
         shutil.copytree(REPO / "issues" / ISSUE, root / "issues" / f"{ISSUE}-{copy}")
     csv = root / "list.csv"
     csv.write_text("email,name\n" + "".join(f"reader{i:06d}@example.com,Reader {i}\n"
@@ -105,33 +105,34 @@ def sent_count(root: Path, issue: str) -> int:
         conn.close()
 
 
-def timed_send(root: Path, env: dict, issue: str, during=None) -> tuple[float, bool]:
-    """Run `digest send`; call *during* once it is sending; return (msg/s, still running after)."""
-    started = time.perf_counter()
+def burst_during_send(root: Path, env: dict, issue: str, port: int,
+                      addresses: list[str]) -> tuple[tuple[float, float, float], float]:
+    """Start `digest send`, burst once it is sending, stop it; return the burst and the send's rate."""
     send = subprocess.Popen([sys.executable, "-m", "digest", "--project", str(root), "send",
                              issue, "--yes", "--per-connection", "1000"],
                             env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    overlapped = True
-    if during is not None:
-        while sent_count(root, issue) < 200 and send.poll() is None:
-            time.sleep(0.02)
-        during()
-        overlapped = send.poll() is None
-    out, err = send.communicate(timeout=600)
-    assert send.returncode == 0, err
-    elapsed = time.perf_counter() - started
-    sent = int(re.search(r"(\d+) sent", out.splitlines()[-1]).group(1))
-    return sent / elapsed, overlapped
+    while sent_count(root, issue) < 200:
+        assert send.poll() is None, send.communicate()
+        time.sleep(0.02)
+    before, t = sent_count(root, issue), time.perf_counter()
+    result = burst(port, addresses)
+    rate = (sent_count(root, issue) - before) / (time.perf_counter() - t)
+    assert send.poll() is None, "the send ended before the burst did: use more subscribers"
+    send.terminate()  # Ctrl-C: the send finishes what is in flight and stops
+    send.communicate(timeout=120)
+    assert send.returncode == 130, send.returncode
+    return result, rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs")
     args = parser.parse_args()
-    subscribers, posts = (12_000, 1_000) if args.quick else (40_000, 3_000)
+    rounds, posts = (2, 600) if args.quick else (4, 1_000)
+    subscribers = 2 * rounds * posts + 12_000
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
-        root = make_project(Path(tmp), subscribers)
+        root = make_project(Path(tmp), subscribers, rounds)
         sink = Process([sys.executable, str(HERE / "sink.py"), str(free_port())], {}, r"ready")
         env = {"DIGEST_SECRET": SECRET, "DIGEST_SMTP_HOST": "127.0.0.1",
                "DIGEST_SMTP_SECURITY": "none",
@@ -139,27 +140,36 @@ def main() -> None:
         web = Process([sys.executable, "-m", "digest", "--project", str(root), "serve", "--port",
                        "0", "--threads", "8"], env, r"http://127\.0\.0\.1:(\d+)/")
         port = int(web.match.group(1))
+        readers = [f"reader{i:06d}@example.com" for i in range(subscribers)]
+        chunks = [readers[i * posts:(i + 1) * posts] for i in range(2 * rounds)]
+        alone, loaded, send_rates = [], [], []
         try:
-            readers = [f"reader{i:06d}@example.com" for i in range(subscribers)]
             burst(port, readers[-100:])  # warm-up
-            baseline = burst(port, readers[0:posts])
-            alone, _ = timed_send(root, env, f"{ISSUE}-a")
-            during: list[tuple[float, float, float]] = []
-            busy, overlapped = timed_send(root, env, f"{ISSUE}-b", lambda: during.append(
-                burst(port, readers[posts:2 * posts])))
+            for i in range(rounds):  # alternate: nothing else running, then during a send
+                alone.append(burst(port, chunks[2 * i]))
+                result, rate = burst_during_send(root, env, f"{ISSUE}-{i}", port,
+                                                 chunks[2 * i + 1])
+                loaded.append(result)
+                send_rates.append(rate)
+                print(f"round {i + 1}: alone {alone[-1][0]:,.0f}/s p99 {alone[-1][2]:.0f} ms; "
+                      f"during a send {result[0]:,.0f}/s p99 {result[2]:.0f} ms "
+                      f"(the send: {rate:,.0f} msg/s)", flush=True)
         finally:
             web.stop()
             sink.stop()
-    loaded = during[0]
-    print(f"one-click unsubscribes, {CLIENTS} concurrent clients, {posts:,} POSTs each run")
-    print(f"  no send running (baseline): {baseline[0]:,.0f}/s, p50 {baseline[1]:.1f} ms, "
-          f"p99 {baseline[2]:.1f} ms")
-    print(f"  while a send runs:          {loaded[0]:,.0f}/s, p50 {loaded[1]:.1f} ms, "
-          f"p99 {loaded[2]:.1f} ms" + ("" if overlapped else "  (the send ended first)"))
-    print(f"  ratio (send running / baseline): {loaded[0] / baseline[0]:.2f}x throughput, "
-          f"p99 {loaded[2] / baseline[2]:.2f}x")
-    print(f"send to {subscribers - posts:,} subscribers: {alone:,.0f} msg/s alone, "
-          f"{busy:,.0f} msg/s during the unsubscribes ({busy / alone:.2f}x)")
+
+    def median(rows: list, k: int) -> float:
+        return statistics.median(r[k] for r in rows)
+
+    print(f"one-click unsubscribes, {CLIENTS} concurrent clients, {posts:,} POSTs a run, "
+          f"median of {rounds} rounds")
+    print(f"  nothing else running (baseline): {median(alone, 0):,.0f}/s, "
+          f"p50 {median(alone, 1):.0f} ms, p99 {median(alone, 2):.0f} ms")
+    print(f"  while a send runs:               {median(loaded, 0):,.0f}/s, "
+          f"p50 {median(loaded, 1):.0f} ms, p99 {median(loaded, 2):.0f} ms "
+          f"(the send meanwhile: {statistics.median(send_rates):,.0f} msg/s)")
+    print(f"  ratio: {median(loaded, 0) / median(alone, 0):.2f}x throughput, "
+          f"p99 {median(loaded, 2) / median(alone, 2):.2f}x")
 
 
 def free_port() -> int:

@@ -114,7 +114,8 @@ def set_status(conn: sqlite3.Connection, address: str, status: str, source: str,
     """Record a change of status (creating the subscriber if unknown); return whether it changed.
 
     Unsubscribed, bounced and complained also suppress the address. Setting the
-    same status again changes nothing and records nothing (idempotent).
+    same status again changes nothing and records nothing (idempotent). Only
+    ``reactivate`` lifts a suppression: setting 'active' here does not.
     """
     _check_status(status)
     key, now = address_key(address), time.time()
@@ -194,6 +195,23 @@ def active_recipients(conn: sqlite3.Connection) -> Iterator[Recipient]:
             yield Recipient(s.email, s.fields)
 
 
+def has_active(conn: sqlite3.Connection) -> bool:
+    """Return whether the store has at least one active subscriber."""
+    return conn.execute("SELECT 1 FROM subscribers WHERE status = 'active' LIMIT 1").fetchone() \
+        is not None
+
+
+def stream_active(path: Path) -> Iterator[Recipient]:
+    """Yield the active subscribers of the database at *path* on a connection of their own."""
+    from . import db
+
+    conn = db.connect(path)
+    try:
+        yield from active_recipients(conn)
+    finally:
+        conn.close()
+
+
 def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
     """Return whether no message may go to this address (one indexed query)."""
     return _is_suppressed(conn, address)
@@ -213,6 +231,16 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
     """
     key, digest, now = address_key(address), address_hash(address), time.time()
     conn.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten, not left free
+    try:
+        found = _erase(conn, key, digest, source, now)
+    finally:
+        conn.execute("PRAGMA secure_delete=OFF")
+    # Old versions of the pages stay in the write-ahead log until a checkpoint.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return found
+
+
+def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: float) -> bool:
     with transaction(conn):
         found = conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,)).rowcount
         found += conn.execute("UPDATE events SET email_key = NULL WHERE email_hash = ?",
@@ -226,9 +254,6 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
                      "SET reason = 'erased'", (digest, source, now))
         conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
                      "VALUES (?, NULL, 'erased', ?, NULL, ?)", (digest, source, now))
-    conn.execute("PRAGMA secure_delete=OFF")
-    # Old versions of the pages stay in the write-ahead log until a checkpoint.
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return bool(found)
 
 

@@ -89,6 +89,11 @@ def test_rm_erases_and_export_writes_status_and_dates(project, runner, tmp_path)
     assert [e[0] for e in subscribers.events(conn, "dmitri@example.org")] == ["active", "erased"]
     assert conn.execute("SELECT count(*) FROM events WHERE email_key = 'dmitri@example.org'"
                         ).fetchone()[0] == 0
+    history = run(runner, "subscribers", "history", "Dmitri@example.org").stdout.splitlines()
+    assert [line.split("\t")[1:] for line in history] == [
+        ["active", "import subscribers.csv"], ["erased", "cli: subscribers rm"]]
+    unknown = run(runner, "subscribers", "history", "nobody@example.org")
+    assert unknown.exit_code == 1 and unknown.stderr.startswith("Error: no record of nobody@")
     out = tmp_path / "backup.csv"
     assert run(runner, "subscribers", "export", str(out)).exit_code == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
@@ -137,6 +142,7 @@ def test_the_store_functions_record_every_change_once(tmp_path: Path) -> None:
 def test_every_command_has_help_with_an_example(runner) -> None:
     for args in (["subscribers"], ["subscribers", "import"], ["subscribers", "add"],
                  ["subscribers", "rm"], ["subscribers", "ls"], ["subscribers", "export"],
+                 ["subscribers", "history"],
                  ["serve"]):
         result = runner.invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, args

@@ -161,6 +161,27 @@ def ls_(state: State, status: str | None, as_json: bool) -> None:
 
 
 @subscribers.command()
+@click.argument("address")
+@click.pass_obj
+def history(state: State, address: str) -> None:
+    """Show the consent record of ADDRESS: every change of status, its source and time.
+
+    Works after an erasure too (the record is kept by the address's hash).
+
+    \b
+    Example:
+        digest subscribers history anna@example.com
+    """
+    from .. import subscribers as store
+
+    rows = store.events(_store(state), address)
+    if not rows:
+        raise DigestError(f"no record of {address}", hint="check the spelling of the address")
+    for status, source, reason, at in rows:
+        click.echo(f"{_iso(at)}\t{status}\t{source}" + (f"\t{reason}" if reason else ""))
+
+
+@subscribers.command()
 @click.argument("file", default="-")
 @click.pass_obj
 def export(state: State, file: str) -> None:
@@ -240,7 +261,7 @@ def serve(state: State, host: str, port: int, threads: int, proxies: int,
     if not is_loopback(host):
         report(DigestError(f"listening on {host}: reachable from other machines"), "Warning")
     click.echo(f"Serving the readers' pages of {project.newsletter.name} on "
-               f"http://{host}:{server.effective_port}/ (Ctrl-C stops)", err=False)
+               f"http://{host}:{server.effective_port}/ (Ctrl-C stops)")
     import sys
 
     sys.stdout.flush()

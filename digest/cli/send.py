@@ -14,7 +14,8 @@ from . import State, cli
 @cli.command()
 @click.argument("issue")
 @click.option("--list", "list_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Subscribers: a CSV file with an 'email' column (other columns are merge fields).")
+              help="A one-off list: a CSV file with an 'email' column (other columns are merge "
+                   "fields). Default: the active subscribers of the store.")
 @click.option("--to", "to", metavar="ADDRESS",
               help="Send one message to this address instead (a Mailman or Google Groups list).")
 @click.option("--test", "tests", metavar="ADDRESS", multiple=True,

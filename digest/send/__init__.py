@@ -178,21 +178,17 @@ def _active_subscribers(project: Project) -> Iterator[Recipient]:
     """Return the store's active subscribers (as a stream); raise when there are none."""
     from .. import db, subscribers
 
-    conn = db.connect(project.state_dir / JOURNAL_NAME)
-    if conn.execute("SELECT 1 FROM subscribers WHERE status = 'active' LIMIT 1").fetchone() is None:
+    path = project.state_dir / JOURNAL_NAME
+    conn = db.connect(path)
+    try:
+        if not subscribers.has_active(conn):
+            raise DigestError("the subscriber store has no active subscriber",
+                              hint="add some with 'digest subscribers import FILE.csv' or "
+                                   "'digest subscribers add ADDRESS', or send to --list "
+                                   "FILE.csv or --to ADDRESS")
+    finally:
         conn.close()
-        raise DigestError("the subscriber store has no active subscriber",
-                          hint="add some with 'digest subscribers import FILE.csv' or "
-                               "'digest subscribers add ADDRESS', or send to --list FILE.csv "
-                               "or --to ADDRESS")
-
-    def stream() -> Iterator[Recipient]:
-        try:
-            yield from subscribers.active_recipients(conn)
-        finally:
-            conn.close()
-
-    return stream()
+    return subscribers.stream_active(path)
 
 
 def _scratch_journal(project: Project) -> Journal:

@@ -1,8 +1,9 @@
 """A private Dovecot IMAP server for the tests: its own config, mail and sockets under tmp.
 
 ``start_dovecot`` writes a dovecot.conf (IMAP over implicit TLS with a trustme
-certificate on a free loopback port, one user from a passwd-file, Maildir under
-tmp) and runs ``dovecot -F -c CONF`` as a child process; it is stopped by its PID.
+certificate on a free loopback port, plain IMAP that requires STARTTLS on another,
+one user from a passwd-file, Maildir under tmp) and runs ``dovecot -F -c CONF`` as
+a child process; it is stopped by its PID.
 The machine's default instance is never started or touched.
 
     with start_dovecot(tmp_path, ca) as dc:
@@ -60,7 +61,8 @@ userdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    port = 0
+    address = 127.0.0.1
+    port = {starttls_port}
   }}
   inet_listener imaps {{
     address = 127.0.0.1
@@ -113,6 +115,7 @@ class Dovecot:
     cafile: Path
     process: subprocess.Popen
     maildir: Path
+    starttls_port: int = 0  # plain IMAP that requires STARTTLS before login
     user: str = USER
     password: str = PASSWORD
 
@@ -192,11 +195,11 @@ def start_dovecot(tmp: Path, ca, maildir: Path | None = None,
     os.chown(base / "mail", uid, gid)
     os.chown(base / "home", uid, gid)
     (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{base}/home::\n")
-    port = free_port()
+    port, starttls_port = free_port(), free_port()
     conf = base / "dovecot.conf"
     mail = maildir or base / "mail" / USER
     conf.write_text(CONF.format(port=port, base=base, cert=base / "cert.pem", key=base / "key.pem",
-                                uid=uid, gid=gid, mail=mail))
+                                uid=uid, gid=gid, mail=mail, starttls_port=starttls_port))
     # The login processes run as dovenull: let them through the tmp folders (x only).
     for parent in base.resolve().parents:
         if parent in (Path("/"), Path("/tmp")):
@@ -209,7 +212,7 @@ def start_dovecot(tmp: Path, ca, maildir: Path | None = None,
                                stderr=(base / "stderr.log").open("wb"), start_new_session=True)
     try:
         _wait_for_port(port, process, log, timeout)
-        yield Dovecot(base, port, base / "ca.pem", process, mail)
+        yield Dovecot(base, port, base / "ca.pem", process, mail, starttls_port)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -143,3 +143,23 @@ def test_a_wrong_password_is_one_clear_error_without_the_password(imap_project, 
                                     "bounces: ")
     assert "hint: check DIGEST_IMAP_HOST" in result.output
     assert "wrong-Secret-123" not in result.output and "Traceback" not in result.output
+
+
+def test_starttls_and_a_folder_of_its_own(imap_project, dovecot, runner: CliRunner, monkeypatch):
+    imap = dovecot.connect()
+    try:
+        assert imap.create('"bounces"')[0] == "OK"
+        conn = connect(imap_project)
+        assert imap.append('"bounces"', None, None, fixture(conn, "postfix-hard.eml"))[0] == "OK"
+        conn.close()
+    finally:
+        imap.logout()
+    monkeypatch.setenv("DIGEST_IMAP_SECURITY", "starttls")
+    monkeypatch.setenv("DIGEST_IMAP_PORT", str(dovecot.starttls_port))
+    monkeypatch.setenv("DIGEST_IMAP_FOLDER", "bounces")
+    result = runner.invoke(cli, ["bounces", "--imap"])
+    assert result.exit_code == 0, result.output
+    assert f"IMAP bounces@127.0.0.1:{dovecot.starttls_port}/bounces: 1 message(s): 1 hard" \
+        in result.stdout
+    assert list(folder(dovecot, "processed")) == ["<20220103061209.5D7AA1C2B1@relay.example.org>"]
+    assert folder(dovecot, "bounces") == {}

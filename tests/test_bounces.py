@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from digest import subscribers
 from digest.cli import cli
-from tests.bounceutil import FIXTURES, ISSUE, connect, deliver, enable_bounces, fixture, maildir
+from tests.bounceutil import ISSUE, connect, deliver, enable_bounces, fixture, maildir
 
 OURS = ["postfix-hard.eml", "postfix-mailbox-full.eml", "exim-hard.eml", "exchange-ndr.eml",
         "gmail-hard.eml", "yahoo.eml", "qmail.eml", "arf-abuse.eml", "vacation-rfc3834.eml",
@@ -226,10 +226,6 @@ def test_bad_invocations_are_one_clear_error(project, runner: CliRunner, tmp_pat
     assert "Error: --imap needs DIGEST_IMAP_HOST, DIGEST_IMAP_USERNAME, DIGEST_IMAP_PASSWORD" \
         in result.output
     assert "Traceback" not in result.output
-
-
-def test_fixture_folder_is_intact():
-    assert (FIXTURES / "README.md").is_file()
 
 
 @pytest.mark.parametrize(("line", "message"), [

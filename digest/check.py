@@ -112,6 +112,10 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         out.error_from(e)
         message = None
     _check_manifest(out, issue)
+    if not project.newsletter.bounce_address:  # issue 12: bounces
+        out.add("warning", "no bounce_address: bounces go to the From address and are not "
+                "processed", project.config_path, None, 'set bounce_address = "bounces@<your '
+                'domain>" under [newsletter] and read it with \'digest bounces\'')
     _check_stories(out, project, issue)
     out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
     if message is not None:

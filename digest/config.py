@@ -21,7 +21,8 @@ CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
 
 _REQUIRED = ("name", "from", "disclaimer", "unsubscribe_url", "list_id")
-_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "direction", "recent_issues")
+_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "direction", "recent_issues",
+             "bounce_address", "bounce_threshold")
 # Languages written right to left (primary subtag); `direction` in digest.toml overrides.
 _RTL_LANGUAGES = {"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ps", "sd", "syr", "ug", "ur", "yi"}
 _TOML_LINE = re.compile(r"at line (\d+)")
@@ -42,6 +43,9 @@ class Newsletter:
     language: str = "en"
     recent_issues: int = 5
     direction: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)  # site -> source name ([sources])
+    bounce_address: str | None = None  # VERP envelope senders: local+token@domain
+    bounce_threshold: float = 3.0  # soft-bounce score that marks a subscriber bounced
 
     @property
     def text_direction(self) -> str:
@@ -50,7 +54,6 @@ class Newsletter:
             return self.direction
         primary = self.language.replace("_", "-").split("-")[0].lower()
         return "rtl" if primary in _RTL_LANGUAGES else "ltr"
-    sources: Mapping[str, str] = field(default_factory=dict)  # site -> source name ([sources])
 
     def source_for(self, url: str | None) -> str | None:
         """Return the source name [sources] gives the site of *url* (www. or not), if any."""
@@ -240,6 +243,7 @@ def load_newsletter(path: Path) -> Newsletter:
         problems.append(ConfigError(f"'direction' must be \"ltr\" or \"rtl\", not {direction!r}",
                                     path=path, line=_line_of(text, "direction"),
                                     hint="leave it out to take it from 'language'"))
+    problems += _bounce_problems(table, path, text)
     raise_all(problems)
     return Newsletter(
         name=table["name"].strip(),
@@ -254,6 +258,8 @@ def load_newsletter(path: Path) -> Newsletter:
         recent_issues=recent,
         direction=direction,
         sources=sources,
+        bounce_address=(table.get("bounce_address") or "").strip() or None,
+        bounce_threshold=float(table.get("bounce_threshold", 3.0)),
     )
 
 
@@ -277,6 +283,30 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
             continue
         sources[host] = name.strip()
     return sources, problems
+
+
+def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
+    """Check bounce_address (room for a VERP token in its local part) and bounce_threshold."""
+    problems: list[DigestError] = []
+    bounce = table.get("bounce_address")
+    local = bounce.strip().rpartition("@")[0] if isinstance(bounce, str) else ""
+    if bounce is not None and (not isinstance(bounce, str) or not local or "+" in local
+                               or not bounce.strip().rpartition("@")[2] or "<" in bounce):
+        problems.append(ConfigError(f"'bounce_address' must be a plain address: {bounce!r}",
+                                    path=path, line=_line_of(text, "bounce_address"),
+                                    hint='write bounce_address = "bounces@example.org" (no name, '
+                                         "no '+': digest adds +<token> per message)"))
+    elif bounce is not None and len(local) + 30 > 64:
+        problems.append(ConfigError("'bounce_address' leaves no room for the VERP token (a local "
+                                    "part is at most 64 octets)", path=path,
+                                    line=_line_of(text, "bounce_address"),
+                                    hint="use a local part of at most 34 characters"))
+    limit = table.get("bounce_threshold", 3.0)
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
+        problems.append(ConfigError("'bounce_threshold' must be a positive number", path=path,
+                                    line=_line_of(text, "bounce_threshold"),
+                                    hint="3 is Mailman's default (0.5 per day with a soft bounce)"))
+    return problems
 
 
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:

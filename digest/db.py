@@ -112,10 +112,33 @@ def _subscriber_tables(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE suppressed")
 
 
+def _bounce_tables(db: sqlite3.Connection) -> None:
+    """Bounce events: one row per message (Message-ID + body hash) and recipient (issue 12)."""
+    _script(db, """
+        CREATE TABLE bounce_events (
+            id INTEGER PRIMARY KEY,
+            message_key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            issue TEXT,
+            email TEXT NOT NULL,
+            email_key TEXT NOT NULL,
+            status TEXT,
+            diagnostic TEXT,
+            source TEXT NOT NULL,
+            day TEXT NOT NULL,
+            recorded_at REAL NOT NULL,
+            UNIQUE (message_key, email_key)
+        );
+        CREATE INDEX bounce_events_email ON bounce_events (email_key, id);
+        CREATE INDEX bounce_events_issue ON bounce_events (issue, kind);
+    """)
+
+
 # MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _journal_tables,
     _subscriber_tables,
+    _bounce_tables,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

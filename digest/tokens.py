@@ -112,3 +112,47 @@ def _base36(n: int) -> str:
         n, r = divmod(n, 36)
         out = digits[r] + out
     return out or "0"
+
+
+# -- VERP: the envelope sender of one delivery ---------------------------------------------------
+# ``bounces+<token>@domain``: the token is the delivery's id in the send journal (base 36) and
+# an 80-bit HMAC of the id, the issue and the address, so a bounce names exactly one delivery and
+# cannot be forged or pointed at another. Lower-case letters and digits only (some MTAs lower-case
+# local parts); short enough for RFC 5321's 64-octet local part.
+
+VERP_MAC_BYTES = 10  # 16 base32 characters
+MAX_LOCAL_PART = 64
+_VERP_RE = re.compile(r"([0-9a-z]{1,12})\.([a-z2-7]{16})\Z")
+
+
+def _verp_mac(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:
+    mac = hmac.new(secret.encode("utf-8"), f"verp\n{scope}\n{delivery_id}\n{issue}\n".encode(),
+                   hashlib.sha256)
+    mac.update(_key(address))
+    return base64.b32encode(mac.digest()[:VERP_MAC_BYTES]).decode("ascii").lower()
+
+
+def verp_token(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:
+    """Return the VERP token of one delivery: ``<id in base 36>.<mac>``."""
+    return f"{_base36(delivery_id)}.{_verp_mac(secret, scope, delivery_id, issue, address)}"
+
+
+def verp_address(bounce_address: str, token: str) -> str:
+    """Return ``local+token@domain`` for the bounce address ``local@domain``."""
+    local, _, domain = bounce_address.rpartition("@")
+    return f"{local}+{token}@{domain}"
+
+
+def verp_delivery(token: str) -> int | None:
+    """Return the delivery id a well-formed VERP token names (not yet verified), else None."""
+    match = _VERP_RE.match(token.strip().lower())
+    return int(match.group(1), 36) if match else None
+
+
+def verp_is_valid(secret: str, scope: str, token: str, issue: str, address: str) -> bool:
+    """Return whether *token* is the signed VERP token of this delivery (constant time)."""
+    delivery_id = verp_delivery(token)
+    if delivery_id is None or not secret:
+        return False
+    expected = _verp_mac(secret, scope, delivery_id, issue, address)
+    return hmac.compare_digest(expected, token.strip().lower().partition(".")[2])

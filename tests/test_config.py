@@ -136,11 +136,17 @@ def test_sources_table_and_bad_values(tmp_path: Path) -> None:
                          'reply_to = "Desk, News <desk@example.org>"')
                 .replace('base_url = "https://worlddigest.example.org"',
                          'base_url = "http://[oops"') + "\n[extra]\nx = 1\n")
+    lines = bad.read_text().splitlines()
+    TASS = '"tass.com"'  # noqa: N806
+
+    def line_of(text: str) -> int:
+        return next(n for n, line in enumerate(lines, 1) if line.startswith(text))
+
     with pytest.raises(DigestErrors) as e:
         load_newsletter(bad)
     assert sorted(f"{err.line}: {err.message}" for err in e.value.errors) == sorted([
-        "6: 'reply_to' is not an email address: 'Desk, News <desk@example.org>'",
-        "7: 'base_url' must be an http(s) URL: 'http://[oops'",
-        "25: [sources] entry 'tass.com' must map a site to a source name",
-        "28: unknown table [extra]",
+        f"{line_of('reply_to')}: 'reply_to' is not an email address: 'Desk, News <desk@example.org>'",
+        f"{line_of('base_url')}: 'base_url' must be an http(s) URL: 'http://[oops'",
+        f"{line_of(TASS)}: [sources] entry 'tass.com' must map a site to a source name",
+        f"{line_of('[extra]')}: unknown table [extra]",
     ])

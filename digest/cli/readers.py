@@ -139,20 +139,25 @@ def ls_(state: State, status: str | None, as_json: bool) -> None:
     import json
 
     from .. import subscribers as store
+    from ..bounces.events import last_reason
 
-    rows = store.subscribers(_store(state), status)
+    conn = _store(state)
+    rows = store.subscribers(conn, status)
     if as_json:
         click.echo("[", nl=False)
         for i, s in enumerate(rows):
             click.echo(("," if i else "") + "\n  " + json.dumps(
                 {"email": s.email, "status": s.status, "fields": dict(s.fields),
                  "source": s.source, "created": _iso(s.created_at),
-                 "updated": _iso(s.updated_at)}, ensure_ascii=False), nl=False)
+                 "updated": _iso(s.updated_at), "reason": last_reason(conn, s.email, s.status)},
+                ensure_ascii=False), nl=False)
         click.echo("\n]")
         return
     for s in rows:
         fields = " ".join(f"{k}={v}" for k, v in s.fields.items())
-        click.echo(f"{s.email}\t{s.status}\t{_iso(s.updated_at)}\t{fields}".rstrip())
+        line = f"{s.email}\t{s.status}\t{_iso(s.updated_at)}\t{fields}"
+        reason = last_reason(conn, s.email, s.status)  # why it bounced or complained
+        click.echo(f"{line}\t{reason}" if reason else line.rstrip())
 
 
 @subscribers.command()

@@ -209,24 +209,30 @@ def status(state: State, issue: str) -> None:
     Example:
         digest status 2021-12-31
     """
+    from .. import db
+    from ..bounces.events import issue_bounces, issue_counts
     from ..send import open_journal
 
     project = state.project()
     journal = open_journal(project)
+    conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)
     if not keys:
         click.echo(f"{issue}: not sent yet")
         return
     for key in keys:
         counts = journal.counts(key)
+        bounced = issue_counts(conn, key)  # shown once there are any (digest bounces)
         click.echo(f"{key}: " + ", ".join(f"{n} {s}" for s, n in (
-            ("sent", counts["sent"]), ("failed", counts["failed"]),
-            ("deferred", counts["deferred"]), ("pending", counts["pending"]),
-            ("uncertain", counts["sending"])))
+            ("sent", counts["sent"]), *((s, n) for s, n in bounced.items() if any(bounced.values())),
+            ("failed", counts["failed"]), ("deferred", counts["deferred"]),
+            ("pending", counts["pending"]), ("uncertain", counts["sending"])))
             + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else ""))
         labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
         for email, st, reply in journal.problems(key):
             click.echo(f"  {labels[st]:<9} {email}: {reply or 'no reply recorded'}")
+        for email, label, detail in issue_bounces(conn, key):
+            click.echo(f"  {label:<9} {email}: {detail}")
 
 
 @cli.command()

@@ -22,6 +22,7 @@ from ..errors import ConfigError, DigestError, SendError
 from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
+from ..tokens import verp_address, verp_token
 from .journal import STATES, Journal
 from .loop import Options, SendLoop, Stats
 from .recipients import RowProblem, address_key, check_addresses, envelope_address, read_recipients
@@ -92,8 +93,20 @@ class Plan:
         return self.template.subject
 
     def envelope_sender(self, recipient: Recipient) -> str:
-        """Return the envelope sender (MAIL FROM) for one recipient: today the From address."""
-        return self._from_address
+        """Return the envelope sender (MAIL FROM) for one recipient.
+
+        With bounce_address in digest.toml it is the delivery's VERP address
+        (bounces+<token>@domain, see digest.tokens), so a bounce names the issue and
+        the recipient; without it, the From address.
+        """
+        newsletter = self.template.newsletter
+        bounce, secret = newsletter.bounce_address, self.template.secret
+        delivery_id = (self.journal.delivery_id(self.key, recipient.email)
+                       if bounce and secret and self.journal is not None else None)
+        if delivery_id is None:
+            return self._from_address
+        token = verp_token(secret, newsletter.list_id, delivery_id, self.key, recipient.email)
+        return verp_address(bounce, token)
 
     @functools.cached_property
     def _from_address(self) -> str:

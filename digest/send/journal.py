@@ -200,6 +200,13 @@ class Journal:
             counts[state] = n
         return counts
 
+    def delivery_id(self, issue: str, email: str) -> int | None:
+        """Return the id of the delivery of *issue* to *email* (it names the VERP address)."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM deliveries WHERE issue = ? AND email_key = ?",
+                                   (issue, address_key(email))).fetchone()
+        return row[0] if row else None
+
     def problems(self, issue: str) -> list[tuple[str, str, str | None]]:
         """Return (email, state, reply) of failed, deferred and uncertain deliveries."""
         return self._db.execute(

@@ -1,0 +1,274 @@
+"""Bounce mailboxes: a Maildir, an mbox file or an IMAP folder.
+
+Each yields (reference, raw bytes) for every message and can move one message to
+its ``processed`` folder. Nothing is ever deleted: a Maildir message is renamed
+into ``.processed/`` (Maildir++), an mbox message is written to ``FILE.processed``
+before it leaves FILE, an IMAP message is moved with MOVE (or COPY, then \\Deleted
+and UID EXPUNGE of exactly that UID). Messages that are not ours are only read.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import mailbox
+import os
+import ssl
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from ..errors import ConfigError, DigestError
+
+PROCESSED = "processed"
+
+
+class MailboxError(DigestError):
+    """The bounce mailbox cannot be read or written."""
+
+
+class MaildirBox:
+    """A Maildir; processed messages go to its ``.processed`` subfolder (same file name)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not all((self.path / sub).is_dir() for sub in ("cur", "new", "tmp")):
+            raise MailboxError("not a Maildir (it needs cur/, new/ and tmp/)", path=self.path,
+                               hint="pass --maildir the folder that Postfix or Dovecot delivers to")
+        self._box = mailbox.Maildir(self.path, factory=None, create=False)
+
+    def describe(self) -> str:
+        return f"Maildir {self.path}"
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        for sub in ("new", "cur"):
+            for entry in sorted(os.scandir(self.path / sub), key=lambda e: e.name):
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                ref = f"{sub}/{entry.name}"
+                try:
+                    raw = Path(entry.path).read_bytes()
+                except FileNotFoundError:  # taken meanwhile by another reader of the Maildir
+                    continue
+                except OSError as e:
+                    raise MailboxError(f"cannot read {ref}: {e.strerror}", path=self.path) from e
+                yield ref, raw
+
+    def move(self, ref: str) -> str:
+        """Rename the message into .processed/cur (a rename: never in both, never in neither)."""
+        try:
+            folder = self._box.get_folder(PROCESSED)
+        except mailbox.NoSuchMailboxError:
+            folder = self._box.add_folder(PROCESSED)
+        sub, name = ref.split("/", 1)
+        target_name = name if sub == "cur" or ":" in name else name + ":2,"
+        target = Path(folder._path) / "cur" / target_name
+        try:
+            os.rename(self.path / ref, target)
+        except FileNotFoundError:  # another run (cron overlapping) moved it first
+            return f".{PROCESSED}/cur (by another run)"
+        except OSError as e:
+            raise MailboxError(f"cannot move {ref} to {PROCESSED}: {e.strerror}",
+                               path=self.path) from e
+        return f".{PROCESSED}/cur/{target_name}"
+
+    def close(self) -> None:
+        self._box.close()
+
+
+class MboxBox:
+    """An mbox file; processed messages are appended to ``FILE.processed`` first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MailboxError("no such mbox file", path=self.path,
+                               hint="pass --mbox the file your mail system appends bounces to")
+        self._box = mailbox.mbox(self.path, create=False)
+        self._moved: list[int] = []
+
+    def describe(self) -> str:
+        return f"mbox {self.path}"
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        for number, key in enumerate(self._box.iterkeys(), 1):
+            raw = self._box.get_bytes(key, from_=False)
+            yield f"#{number} (key {key})", raw
+
+    def move(self, ref: str) -> str:
+        """Append to FILE.processed (flushed and synced) and mark it to leave FILE at close."""
+        key = int(ref.split("(key ", 1)[1].rstrip(")"))
+        processed = mailbox.mbox(self.path.with_name(self.path.name + "." + PROCESSED), create=True)
+        processed.lock()
+        try:
+            processed.add(self._box.get_message(key))
+            processed.flush()
+        finally:
+            processed.unlock()
+            processed.close()
+        self._moved.append(key)
+        return f"{self.path.name}.{PROCESSED}"
+
+    def close(self) -> None:
+        """Remove the moved messages from FILE (rewritten under a lock), then close it."""
+        if self._moved:
+            self._box.lock()
+            try:
+                for key in self._moved:
+                    self._box.discard(key)
+                self._box.flush()
+            finally:
+                self._box.unlock()
+        self._box.close()
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """DIGEST_IMAP_* from .env and the environment; the password is never printed."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+    port: int = 993
+    security: str = "tls"
+    folder: str = "INBOX"
+    cafile: str | None = None
+
+
+def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings:
+    """Read the IMAP settings; say what to set when something is missing."""
+    values: dict[str, str | None] = {}
+    if dotenv_path.is_file():
+        values.update(dotenv_values(dotenv_path))
+    values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_IMAP_")})
+    where = dotenv_path if dotenv_path.is_file() else None
+    missing = [k for k in ("HOST", "USERNAME", "PASSWORD") if not values.get(f"DIGEST_IMAP_{k}")]
+    if missing:
+        raise ConfigError(
+            "--imap needs " + ", ".join(f"DIGEST_IMAP_{k}" for k in missing),
+            path=where, hint="set DIGEST_IMAP_HOST, DIGEST_IMAP_USERNAME, DIGEST_IMAP_PASSWORD "
+                             "(and DIGEST_IMAP_PORT, DIGEST_IMAP_FOLDER) in .env or the environment")
+    security = (values.get("DIGEST_IMAP_SECURITY") or "tls").lower()
+    if security not in ("tls", "starttls", "none"):
+        raise ConfigError(f"DIGEST_IMAP_SECURITY must be tls, starttls or none, not {security!r}",
+                          path=where, hint="tls (port 993) is the default")
+    port_text = values.get("DIGEST_IMAP_PORT")
+    try:
+        port = int(port_text) if port_text else (993 if security == "tls" else 143)
+    except ValueError as e:
+        raise ConfigError(f"DIGEST_IMAP_PORT is not a number: {port_text!r}", path=where,
+                          hint="set DIGEST_IMAP_PORT=993 (TLS) or 143 (STARTTLS)") from e
+    return ImapSettings(host=values["DIGEST_IMAP_HOST"], username=values["DIGEST_IMAP_USERNAME"],
+                        password=values["DIGEST_IMAP_PASSWORD"], port=port, security=security,
+                        folder=values.get("DIGEST_IMAP_FOLDER") or "INBOX",
+                        cafile=values.get("DIGEST_IMAP_CAFILE") or None)
+
+
+class ImapBox:
+    """An IMAP folder over TLS (by default); processed messages are moved by UID."""
+
+    def __init__(self, settings: ImapSettings, readonly: bool = False,
+                 use_move: bool | None = None) -> None:
+        self.settings = settings
+        self.readonly = readonly
+        s = settings
+        try:
+            context = ssl.create_default_context(cafile=s.cafile)
+            if s.security == "tls":
+                self._imap = imaplib.IMAP4_SSL(s.host, s.port, ssl_context=context, timeout=60)
+            else:
+                self._imap = imaplib.IMAP4(s.host, s.port, timeout=60)
+                if s.security == "starttls":
+                    self._imap.starttls(ssl_context=context)
+            self._imap.login(s.username, s.password)
+        except (OSError, imaplib.IMAP4.error, ssl.SSLError) as e:
+            raise MailboxError(f"cannot log in to IMAP {s.host}:{s.port} as {s.username}: "
+                               f"{_clean(e, s.password)}",
+                               hint="check DIGEST_IMAP_HOST, _PORT, _USERNAME, _PASSWORD and "
+                                    "_SECURITY (and DIGEST_IMAP_CAFILE for a private CA)") from None
+        typ, data = self._run("capability", self._imap.capability, check=False)  # after login
+        caps = set((data[0] or b"").decode("ascii", "replace").upper().split()) if typ == "OK" \
+            else {c.upper() for c in self._imap.capabilities}
+        self._move = ("MOVE" in caps) if use_move is None else use_move
+        self._uidplus = "UIDPLUS" in caps
+        self._run(f"select {s.folder}", self._imap.select, _quote(s.folder), readonly)
+        self._processed_ready = False
+
+    def describe(self) -> str:
+        s = self.settings
+        return f"IMAP {s.username}@{s.host}:{s.port}/{s.folder}"
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        data = self._run("search", self._imap.uid, "SEARCH", None, "UNDELETED")
+        uids = data[0].split() if data and data[0] else []
+        for uid in uids:
+            fetched = self._run(f"fetch UID {uid.decode()}", self._imap.uid, "FETCH", uid,
+                                "(BODY.PEEK[])")
+            raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
+            if raw is None:
+                continue
+            yield f"UID {uid.decode()}", raw
+
+    def move(self, ref: str) -> str:
+        uid = ref.split()[1]
+        if not self._processed_ready:
+            typ, data = self._run(f"create {PROCESSED}", self._imap.create, _quote(PROCESSED),
+                                  check=False)
+            if typ != "OK" and b"ALREADYEXISTS" not in b" ".join(d or b"" for d in data).upper() \
+                    and b"exists" not in b" ".join(d or b"" for d in data).lower():
+                raise MailboxError(f"cannot create the IMAP folder {PROCESSED}: {data}")
+            self._processed_ready = True
+        if self._move:
+            self._run(f"move UID {uid}", self._imap.uid, "MOVE", uid, _quote(PROCESSED))
+            return PROCESSED
+        if not self._uidplus:
+            raise MailboxError(
+                "the IMAP server offers neither MOVE nor UIDPLUS, so a message cannot be moved "
+                "without touching others", hint="move the processed messages by hand")
+        self._run(f"copy UID {uid}", self._imap.uid, "COPY", uid, _quote(PROCESSED))
+        self._run(f"flag UID {uid}", self._imap.uid, "STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
+        self._run(f"expunge UID {uid}", self._imap.uid, "EXPUNGE", uid)
+        return PROCESSED
+
+    def close(self) -> None:
+        try:  # never CLOSE: it would expunge every \Deleted message, others' too
+            self._imap.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+
+    def _run(self, what: str, command, *args, check: bool = True):
+        """Run one IMAP command; a refusal or a lost connection is one clear error."""
+        try:
+            typ, data = command(*args)
+        except (OSError, imaplib.IMAP4.error) as e:
+            raise MailboxError(f"IMAP {what} failed: {_clean(e, self.settings.password)}",
+                               hint="run the command again: what was done is recorded, and "
+                                    "nothing is done twice") from None
+        if not check:
+            return typ, data
+        if typ != "OK":
+            raise MailboxError(f"IMAP {what} failed: {_clean(data, self.settings.password)}")
+        return data
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _clean(error, password: str) -> str:
+    text = str(error)
+    return text.replace(password, "***") if password else text
+
+
+def open_mailbox(*, maildir: Path | None = None, mbox: Path | None = None,
+                 imap: ImapSettings | None = None, readonly: bool = False):
+    """Open the one mailbox given."""
+    if maildir is not None:
+        return MaildirBox(maildir)
+    if mbox is not None:
+        return MboxBox(mbox)
+    if imap is not None:
+        return ImapBox(imap, readonly=readonly)
+    raise DigestError("say which mailbox to read", hint="--maildir DIR, --mbox FILE or --imap")
+

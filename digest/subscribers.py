@@ -243,12 +243,19 @@ def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
 def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: float) -> bool:
     with transaction(conn):
         found = conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,)).rowcount
-        found += conn.execute("UPDATE events SET email_key = NULL WHERE email_hash = ?",
-                              (digest,)).rowcount
+        # A reason (a bounce's diagnostic line, say) that quotes the address loses it too.
+        found += conn.execute("UPDATE events SET email_key = NULL, reason = CASE WHEN "
+                              "instr(lower(reason), ?) THEN '[erased]' ELSE reason END "
+                              "WHERE email_hash = ?", (key, digest)).rowcount
         found += conn.execute("DELETE FROM deliveries WHERE email_key = ? AND state IN "
                               "('pending', 'deferred')", (key,)).rowcount
         found += conn.execute("UPDATE deliveries SET email_key = ?, email = ?, fields = '{}' "
                               "WHERE email_key = ?", (f"erased:{digest}", f"erased:{digest[:12]}",
+                                                      key)).rowcount
+        # Bounce records keep their kind, status and date; the address (and the diagnostic
+        # line, which often quotes it) goes.
+        found += conn.execute("UPDATE bounce_events SET email = ?, email_key = ?, diagnostic = NULL "
+                              "WHERE email_key = ?", (f"erased:{digest[:12]}", f"erased:{digest}",
                                                       key)).rowcount
         conn.execute("INSERT INTO suppression VALUES (?, 'erased', ?, ?) ON CONFLICT DO UPDATE "
                      "SET reason = 'erased'", (digest, source, now))

@@ -256,3 +256,20 @@ def test_check_warns_without_bounce_address(project, runner):
         "digest.toml: warning: no bounce_address: bounces go to the From address and are not "
         "processed",
         "0 errors, 1 warning"]
+
+
+def test_erasure_also_forgets_the_bounce_records(project, box, runner: CliRunner):
+    assert runner.invoke(cli, ["bounces", "--maildir", str(box)]).exit_code == 0
+    result = runner.invoke(cli, ["subscribers", "rm", "gone@example.net"])
+    assert result.exit_code == 0, result.output
+    conn = connect(project)
+    try:
+        rows = conn.execute("SELECT email, email_key, kind, diagnostic FROM bounce_events "
+                            "WHERE kind = 'hard' AND email LIKE 'erased:%'").fetchall()
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert rows and all(diagnostic is None for *_, diagnostic in rows)  # the kind stays
+    assert "gone@example.net" not in dump
+    # Still suppressed: a re-import cannot bring the reader back.
+    assert status_of(project, "gone@example.net") is None

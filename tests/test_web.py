@@ -330,3 +330,31 @@ def test_every_answer_carries_the_security_headers(site) -> None:
         assert "<script" not in answer.text
     css = web.request("GET", "/_digest/reader.css")
     assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
+
+
+def test_serve_also_serves_the_published_archive_at_base_url(project: Path) -> None:
+    env = {"DIGEST_SECRET": SECRET}
+    published = digest(project, env, "publish", EXAMPLE)
+    assert published.returncode == 0, published.stderr
+    with Serve(project, env) as web:
+        page = web.request("GET", f"/{EXAMPLE}/")  # where the email's "Read on the web" points
+        feed = web.request("GET", "/feed.atom")
+        bare = web.request("GET", f"/{EXAMPLE}")
+        outside = web.request("GET", "/.digest-site.json")
+        post = web.request("POST", f"/{EXAMPLE}/", "x=1", FORM)
+        unsubscribe = web.request("GET", unsubscribe_link("reader@example.org"))
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "Kremlin praises Putin-Biden talks as constructive" in page.text
+    assert "We remind our readers" in page.text
+    assert feed.status == 200 and feed.headers["Content-Type"].startswith("application/atom+xml")
+    assert bare.status == 301 and bare.headers["Location"].endswith(f"/{EXAMPLE}/")
+    assert outside.status == 404
+    assert post.status == 405
+    assert unsubscribe.status == 200  # the readers' pages are still the app's own
+
+
+def test_serve_with_a_missing_site_folder_is_one_clear_error(project: Path) -> None:
+    done = digest(project, {}, "serve", "--port", "0", "--site", "nowhere")
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: nowhere: no published site in nowhere\n  hint:")
+    assert "Traceback" not in done.stderr

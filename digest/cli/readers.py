@@ -228,8 +228,11 @@ def export(state: State, file: str) -> None:
 @click.option("--confirm-days", type=click.IntRange(1, 90), default=7, show_default=True,
               help="Days a confirmation link stays valid.")
 @click.pass_obj
+@click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The published archive to serve under base_url's path "
+                   "(default: the project's site/ folder, if there is one).")
 def serve(state: State, host: str, port: int, threads: int, proxies: int,
-          confirm_days: int) -> None:
+          confirm_days: int, site_dir: Path | None) -> None:
     """Serve the readers' pages: unsubscribe (with RFC 8058 one-click), subscribe, confirm.
 
     Runs on waitress; put a TLS reverse proxy in front (see the README).
@@ -246,7 +249,13 @@ def serve(state: State, host: str, port: int, threads: int, proxies: int,
     from ..web.app import MAX_BODY
 
     project = state.project()
-    app = create_app(project, options=Options(confirm_days=confirm_days), proxies=proxies)
+    if site_dir is None and (project.root / "site").is_dir():
+        site_dir = project.root / "site"
+    elif site_dir is not None and not site_dir.is_dir():
+        raise DigestError(f"no published site in {site_dir}", path=site_dir,
+                          hint="run 'digest publish' first, or leave out --site")
+    app = create_app(project, options=Options(confirm_days=confirm_days, static_dir=site_dir),
+                     proxies=proxies)
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads,
                                         max_request_body_size=4 * MAX_BODY, ident="digest",
@@ -260,7 +269,8 @@ def serve(state: State, host: str, port: int, threads: int, proxies: int,
                "Warning")
     if not is_loopback(host):
         report(DigestError(f"listening on {host}: reachable from other machines"), "Warning")
-    click.echo(f"Serving the readers' pages of {project.newsletter.name} on "
+    click.echo(f"Serving the readers' pages of {project.newsletter.name}"
+               + (f" and the archive in {_shown(site_dir)}" if site_dir else "") + " on "
                f"http://{host}:{server.effective_port}/ (Ctrl-C stops)")
     import sys
 

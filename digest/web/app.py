@@ -67,6 +67,7 @@ class ReaderApp:
         self.db_path = project.state_dir / db.DB_NAME
         db.connect(self.db_path).close()  # create or migrate once, before serving
         self._local = threading.local()
+        self._site = None  # the published site's WSGI app, made on first use
         unsub = urlsplit(self.newsletter.unsubscribe_url)
         self.public_root = (self.newsletter.base_url or f"{unsub.scheme}://{unsub.netloc}").rstrip("/")
         self.base = urlsplit(self.public_root).path.rstrip("/")
@@ -213,19 +214,12 @@ class ReaderApp:
         return secure(send_from_directory(css.parent, css.name, request.environ))
 
     def on_static(self, request: Request, path: str = "") -> Response:
-        """Serve the published site (issue 14 mounts its folder here); traversal gets 404."""
-        folder = self.options.static_dir
-        assert folder is not None
-        if path == "" or path.endswith("/"):
-            path += "index.html"
-        elif (folder / path).is_dir():
-            path += "/index.html"
-        try:
-            return secure(send_from_directory(folder, path, request.environ))
-        except NotFound:
-            raise
-        except OSError as e:
-            raise NotFound() from e
+        """Serve the published site (digest publish) as a static host would."""
+        if self._site is None:
+            from ..publish import static_app
+
+            self._site = static_app(self.options.static_dir, self.base or "/")
+        return Response.from_app(self._site, request.environ)
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -36,8 +36,16 @@ from digest.tokens import verp_address, verp_token  # noqa: E402
 
 SECRET, LIST_ID, BOUNCE = "bench", "bench.example.org", "bounces@example.org"
 FIXTURES = REPO / "tests" / "fixtures" / "bounces"
-SHAPES = ["postfix-hard.eml", "postfix-mailbox-full.eml", "exim-hard.eml", "gmail-hard.eml",
-          "qmail.eml", "arf-abuse.eml", "vacation-rfc3834.eml", "unrelated.eml"]
+SHAPES = [
+    "postfix-hard.eml",
+    "postfix-mailbox-full.eml",
+    "exim-hard.eml",
+    "gmail-hard.eml",
+    "qmail.eml",
+    "arf-abuse.eml",
+    "vacation-rfc3834.eml",
+    "unrelated.eml",
+]
 
 
 def make_maildir(folder: Path, conn, n: int) -> None:
@@ -47,9 +55,11 @@ def make_maildir(folder: Path, conn, n: int) -> None:
     conn.execute("BEGIN")
     for i in range(n):
         address = f"reader{i}@example.net"
-        conn.execute("INSERT INTO deliveries (id, issue, email_key, email, fields, state, "
-                     "updated_at) VALUES (?, 'issue', ?, ?, '{}', 'sent', 0)",
-                     (i + 1, address, address))
+        conn.execute(
+            "INSERT INTO deliveries (id, issue, email_key, email, fields, state, "
+            "updated_at) VALUES (?, 'issue', ?, ?, '{}', 'sent', 0)",
+            (i + 1, address, address),
+        )
         verp = verp_address(BOUNCE, verp_token(SECRET, LIST_ID, i + 1, "issue", address))
         raw = re.sub(rb"@@VERP:[^@\s]+@[^@\s]+?@@", verp.encode(), texts[i % len(texts)])
         raw = raw.replace(b"Message-I", f"X-N: {i}\nMessage-I".encode(), 1) + f"\n{i}\n".encode()
@@ -86,8 +96,10 @@ def main() -> None:
             took = time.perf_counter() - start
             conn.close()
         ratios.append(took / base)
-        print(f"round {r + 1}: {n} messages: parse only {n / base:,.0f}/s, digest bounces "
-              f"{n / took:,.0f}/s ({took / base:.1f}x the parse-only time)")
+        print(
+            f"round {r + 1}: {n} messages: parse only {n / base:,.0f}/s, digest bounces "
+            f"{n / took:,.0f}/s ({took / base:.1f}x the parse-only time)"
+        )
     print(f"median: digest bounces takes {statistics.median(ratios):.1f}x the time of parsing alone")
 
 

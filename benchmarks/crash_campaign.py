@@ -46,9 +46,11 @@ class Campaign:
     killed_at: list[int] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"trials {self.trials}, duplicates {self.duplicates}, missing {self.missing} "
-                f"(all reported uncertain: {'yes' if not self.missing_not_uncertain else 'NO'}), "
-                f"uncertain {self.uncertain} (of which delivered {self.uncertain_delivered})")
+        return (
+            f"trials {self.trials}, duplicates {self.duplicates}, missing {self.missing} "
+            f"(all reported uncertain: {'yes' if not self.missing_not_uncertain else 'NO'}), "
+            f"uncertain {self.uncertain} (of which delivered {self.uncertain_delivered})"
+        )
 
 
 def make_project(folder: Path, readers: int) -> tuple[Path, Path]:
@@ -57,43 +59,59 @@ def make_project(folder: Path, readers: int) -> tuple[Path, Path]:
     shutil.copy(REPO / "digest.toml", folder / "digest.toml")
     shutil.copytree(REPO / "issues", folder / "issues")
     path = folder / "list.csv"
-    path.write_text("email,name\n" + "".join(f"reader{i:05d}@example.com,Reader {i}\n"
-                                            for i in range(readers)))
+    path.write_text("email,name\n" + "".join(f"reader{i:05d}@example.com,Reader {i}\n" for i in range(readers)))
     return folder, path
 
 
 def _env(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update({"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port),
-                "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": "crash-campaign-secret",
-                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO),
-                                                          os.environ.get("PYTHONPATH")) if p)})
+    env.update(
+        {
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(port),
+            "DIGEST_SMTP_SECURITY": "none",
+            "DIGEST_SECRET": "crash-campaign-secret",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+        }
+    )
     return env
 
 
 def uncertain_of(project: Path, env: dict[str, str]) -> set[str]:
     """The addresses `digest status` reports as uncertain."""
-    out = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, env=env,
-                         capture_output=True, text=True, check=True).stdout
-    return {line.split()[1].rstrip(":") for line in out.splitlines()[1:]
-            if line.split() and line.split()[0] == "uncertain"}
+    out = subprocess.run(
+        [*DIGEST, "status", EXAMPLE], cwd=project, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        line.split()[1].rstrip(":")
+        for line in out.splitlines()[1:]
+        if line.split() and line.split()[0] == "uncertain"
+    }
 
 
-def run_campaign(server, project: Path, list_path: Path, readers: int, trials: int,
-                 rng: random.Random, workers: int = 4, report=None) -> Campaign:
+def run_campaign(
+    server,
+    project: Path,
+    list_path: Path,
+    readers: int,
+    trials: int,
+    rng: random.Random,
+    workers: int = 4,
+    report=None,
+) -> Campaign:
     """Run *trials* kill-and-rerun trials against *server* (a tests.smtpserver.Server)."""
     env = _env(server.port)
     result = Campaign()
     everyone = {f"reader{i:05d}@example.com" for i in range(readers)}
-    command = [*DIGEST, "send", EXAMPLE, "--list", str(list_path), "--yes",
-               "--workers", str(workers)]
+    command = [*DIGEST, "send", EXAMPLE, "--list", str(list_path), "--yes", "--workers", str(workers)]
     for trial in range(trials):
         shutil.rmtree(project / ".digest", ignore_errors=True)
         with server.recorder.lock:
             server.recorder.received.clear()
         target = rng.randrange(0, readers)  # spread over the whole send
-        proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while len(server.recorder.received) < target and proc.poll() is None:
             if time.monotonic() > deadline:
@@ -103,8 +121,7 @@ def run_campaign(server, project: Path, list_path: Path, readers: int, trials: i
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         result.killed_at.append(len(server.recorder.received))
-        rerun = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
-                               timeout=120)
+        rerun = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=120)
         if rerun.returncode not in (0, 4):
             raise RuntimeError(f"the rerun failed ({rerun.returncode}): {rerun.stderr}")
         uncertain = uncertain_of(project, env)
@@ -135,18 +152,21 @@ def main() -> None:
     from tests.smtpserver import Server
 
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    print(f"crash campaign: {args.trials} trials, {args.readers} readers, {args.workers} "
-          f"workers, pipelined aiosmtpd, seed {seed}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="digest-crash-") as tmp, \
-            Server(pipelining=True) as server:
+    print(
+        f"crash campaign: {args.trials} trials, {args.readers} readers, {args.workers} "
+        f"workers, pipelined aiosmtpd, seed {seed}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="digest-crash-") as tmp, Server(pipelining=True) as server:
         project, list_path = make_project(Path(tmp), args.readers)
 
         def report(trial: int, result: Campaign) -> None:
             if (trial + 1) % 10 == 0:
                 print(f"  after {trial + 1}: {result.line()}", flush=True)
 
-        result = run_campaign(server, project, list_path, args.readers, args.trials,
-                              random.Random(seed), args.workers, report)
+        result = run_campaign(
+            server, project, list_path, args.readers, args.trials, random.Random(seed), args.workers, report
+        )
     print(result.line())
     sys.exit(1 if result.duplicates or result.missing_not_uncertain else 0)
 

@@ -47,7 +47,9 @@ def make_archive(folder: Path, issues: int) -> list[str]:
         issue.mkdir(parents=True)
         (issue / "issue.toml").write_text(
             f'subject = "Issue {n}: the day in brief"\ndate = {day}\nnumber = {n + 1}\n'
-            f'preheader = "What happened on {day:%d %B %Y}."\n', encoding="utf-8")
+            f'preheader = "What happened on {day:%d %B %Y}."\n',
+            encoding="utf-8",
+        )
         for k, text in enumerate(stories):
             text = text.replace("title: ", f"title: {n}.{k} ", 1)
             text = text.replace("source: ", f"source: {SOURCES[(n + k) % len(SOURCES)]} #", 1)
@@ -96,15 +98,23 @@ def main() -> None:
         story.write_text(story.read_text(encoding="utf-8") + "\nOne more line.\n", encoding="utf-8")
         changed, edited = timed(lambda: publish_site(project, now=now))
         files = len(done.changes.written)
-        print(f"publish, {args.issues} issues ({files} files), first run: {first:.2f} s; "
-              f"baseline (email pipeline only, same issues): {baseline:.2f} s; "
-              f"ratio {first / baseline:.2f}x")
-        print(f"publish, no-change rerun: {rerun:.2f} s, {len(again.changes.written)} files "
-              f"written; ratio {rerun / baseline:.2f}x of the baseline")
-        print(f"reading the same issues only (no rendering): {floor:.2f} s; publish is "
-              f"{first / floor:.2f}x of that")
-        print(f"publish, one story changed: {changed:.2f} s, {len(edited.changes.written)} files "
-              f"written ({', '.join(edited.changes.written[:4])}...)")
+        print(
+            f"publish, {args.issues} issues ({files} files), first run: {first:.2f} s; "
+            f"baseline (email pipeline only, same issues): {baseline:.2f} s; "
+            f"ratio {first / baseline:.2f}x"
+        )
+        print(
+            f"publish, no-change rerun: {rerun:.2f} s, {len(again.changes.written)} files "
+            f"written; ratio {rerun / baseline:.2f}x of the baseline"
+        )
+        print(
+            f"reading the same issues only (no rendering): {floor:.2f} s; publish is "
+            f"{first / floor:.2f}x of that"
+        )
+        print(
+            f"publish, one story changed: {changed:.2f} s, {len(edited.changes.written)} files "
+            f"written ({', '.join(edited.changes.written[:4])}...)"
+        )
         assert again.changes.written == [] and len(done.issues) == args.issues
 
 

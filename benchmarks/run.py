@@ -61,7 +61,8 @@ def make_project(folder: Path, stories: int) -> Path:
     issue = folder / "issues" / "bench"
     issue.mkdir(parents=True, exist_ok=True)
     (issue / "issue.toml").write_text(
-        'subject = "Benchmark issue"\ndate = 2022-01-01\npreheader = "Many stories."\n')
+        'subject = "Benchmark issue"\ndate = 2022-01-01\npreheader = "Many stories."\n'
+    )
     sources = sorted(EXAMPLE.glob("*.md"))
     for n in range(stories):
         text = sources[n % len(sources)].read_text(encoding="utf-8")
@@ -86,21 +87,39 @@ def bare_build(issue_dir: Path) -> str:
     for path in sorted(issue_dir.glob("*.md")):
         _, front, body = path.read_text(encoding="utf-8").split("---\n", 2)
         meta = yaml.load(front, Loader=yaml.CSafeLoader)
-        stories.append({**{k: None for k in ("source", "url", "dateline", "image", "section",
-                                              "author", "date")}, **meta,
-                        "slug": path.stem, "body": body, "html": Markup(md.render(body)),
-                        "read_also": meta.get("read_also") or [], "host": "example.com"})
+        stories.append(
+            {
+                **{k: None for k in ("source", "url", "dateline", "image", "section", "author", "date")},
+                **meta,
+                "slug": path.stem,
+                "body": body,
+                "html": Markup(md.render(body)),
+                "read_also": meta.get("read_also") or [],
+                "host": "example.com",
+            }
+        )
     html = BARE_ENV.get_template("email.html").render(CONTEXT | {"stories": stories})
     BARE_ENV.get_template("email.txt").render(CONTEXT | {"stories": stories})
-    return Premailer(html, strip_important=False, keep_style_tags=False, remove_classes=False,
-                     disable_validation=True, allow_network=False,
-                     allow_loading_external_files=False, method="html").transform(
-                         pretty_print=False)
+    return Premailer(
+        html,
+        strip_important=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        allow_network=False,
+        allow_loading_external_files=False,
+        method="html",
+    ).transform(pretty_print=False)
 
 
-BARE_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(default_templates_dir())),
-                              autoescape=jinja2.select_autoescape(["html"]),
-                              trim_blocks=True, lstrip_blocks=True)
+BARE_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(default_templates_dir())),
+    autoescape=jinja2.select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
 def _fill(text: str) -> str:
     return textwrap.fill(text, 76, break_long_words=False, break_on_hyphens=False)
 
@@ -108,8 +127,7 @@ def _fill(text: str) -> str:
 def _bare_lead(story: dict) -> str:
     if not story["dateline"]:
         return ""
-    return f"{story['dateline']}. /{story['source']}/." if story["source"] else (
-        f"{story['dateline']}.")
+    return f"{story['dateline']}. /{story['source']}/." if story["source"] else (f"{story['dateline']}.")
 
 
 def _bare_html(story: dict) -> Markup:
@@ -151,8 +169,13 @@ def bench_build(root: Path, sizes: list[int], repeats: int) -> None:
         project = load_project(project_dir)
         issue_dir = project_dir / "issues" / "bench"
         issue = load_issue(project, "bench")
-        CONTEXT.update(newsletter=project.newsletter, issue=issue, recipient=None,
-                       unsubscribe_url="https://example.org/u", web_url=None)
+        CONTEXT.update(
+            newsletter=project.newsletter,
+            issue=issue,
+            recipient=None,
+            unsubscribe_url="https://example.org/u",
+            web_url=None,
+        )
         ours, bare, warm = [], [], []
         build_issue(project, "bench")  # compile templates once for both
         bare_build(issue_dir)
@@ -164,10 +187,19 @@ def bench_build(root: Path, sizes: list[int], repeats: int) -> None:
             # What preview and export do when no file changed:
             warm.append(timed(lambda p=project: build_issue(p, "bench").rendered))
         o, b, w = statistics.median(ours), statistics.median(bare), statistics.median(warm)
-        row(f"build {size} stories", f"{o * 1000:.0f} ms", f"{b * 1000:.0f} ms",
-            f"{o / b:.2f}x", "target <= 1.2x")
-        row(f"rebuild {size} stories, unchanged files", f"{w * 1000:.0f} ms",
-            f"{b * 1000:.0f} ms", f"{w / b:.2f}x")
+        row(
+            f"build {size} stories",
+            f"{o * 1000:.0f} ms",
+            f"{b * 1000:.0f} ms",
+            f"{o / b:.2f}x",
+            "target <= 1.2x",
+        )
+        row(
+            f"rebuild {size} stories, unchanged files",
+            f"{w * 1000:.0f} ms",
+            f"{b * 1000:.0f} ms",
+            f"{w / b:.2f}x",
+        )
 
 
 # -- 2. per-recipient preparation ----------------------------------------------------------
@@ -176,10 +208,10 @@ def bench_build(root: Path, sizes: list[int], repeats: int) -> None:
 def bench_prepare(root: Path, count: int) -> None:
     print("per-recipient preparation (50 stories)", flush=True)
     project = load_project(make_project(root / "prep", 50))
-    template = MessageTemplate(render_issue(project, load_issue(project, "bench"), personal=True),
-                               secret="benchmark-secret")
-    people = [Recipient(f"reader{i}@example.com", {"name": f"Reader Number {i}"})
-              for i in range(count)]
+    template = MessageTemplate(
+        render_issue(project, load_issue(project, "bench"), personal=True), secret="benchmark-secret"
+    )
+    people = [Recipient(f"reader{i}@example.com", {"name": f"Reader Number {i}"}) for i in range(count)]
     size = len(template.personalise(people[0]))
     t = time.perf_counter()
     for person in people:
@@ -200,9 +232,13 @@ def bench_prepare(root: Path, count: int) -> None:
         msg.add_alternative(html, subtype="html")
         msg.as_bytes()
     base = n / (time.perf_counter() - t)
-    row(f"prepare a {size // 1024} KB message", f"{ours:,.0f} msg/s",
-        f"{base:,.0f} msg/s (EmailMessage per recipient)", f"{ours / base:.0f}x",
-        "target >= 20,000 msg/s")
+    row(
+        f"prepare a {size // 1024} KB message",
+        f"{ours:,.0f} msg/s",
+        f"{base:,.0f} msg/s (EmailMessage per recipient)",
+        f"{ours / base:.0f}x",
+        "target >= 20,000 msg/s",
+    )
 
 
 # -- 3. send throughput ------------------------------------------------------------------
@@ -220,8 +256,9 @@ class Sink:
     def __init__(self, kind: str = "sink") -> None:
         self.port = free_port()
         script = HERE / ("sink.py" if kind == "sink" else "aiosmtpd_sink.py")
-        self.proc = subprocess.Popen([sys.executable, str(script), str(self.port)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(self.port)], stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout.readline().strip() == "ready"
 
     def stop(self) -> int:
@@ -244,8 +281,11 @@ def raw_send(port: int, data: bytes, sender: str, count: int, workers: int) -> f
             lines.append(f.readline())
         pipelining = any(b"PIPELINING" in line.upper() for line in lines)
         for i in share:
-            commands = [b"MAIL FROM:<%s>\r\n" % sender.encode(),
-                        b"RCPT TO:<raw%d@example.com>\r\n" % i, b"DATA\r\n"]
+            commands = [
+                b"MAIL FROM:<%s>\r\n" % sender.encode(),
+                b"RCPT TO:<raw%d@example.com>\r\n" % i,
+                b"DATA\r\n",
+            ]
             if pipelining:
                 sock.sendall(b"".join(commands))
                 for _ in commands:
@@ -282,13 +322,15 @@ def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> fl
 
     project_dir = make_project(root / f"send-{tag}", 50)
     csv = project_dir / "list.csv"
-    csv.write_text("email,name\n" + "".join(f"reader{i}@example.com,Reader {i}\n"
-                                             for i in range(count)))
-    os.environ.update(DIGEST_SMTP_HOST="127.0.0.1", DIGEST_SMTP_PORT=str(port),
-                      DIGEST_SMTP_SECURITY="none", DIGEST_SECRET="benchmark-secret")
+    csv.write_text("email,name\n" + "".join(f"reader{i}@example.com,Reader {i}\n" for i in range(count)))
+    os.environ.update(
+        DIGEST_SMTP_HOST="127.0.0.1",
+        DIGEST_SMTP_PORT=str(port),
+        DIGEST_SMTP_SECURITY="none",
+        DIGEST_SECRET="benchmark-secret",
+    )
     project = load_project(project_dir)
-    plan = plan_send(project, "bench", list_path=csv, options=Options(workers=workers),
-                     per_connection=1000)
+    plan = plan_send(project, "bench", list_path=csv, options=Options(workers=workers), per_connection=1000)
     t = time.perf_counter()
     plan.record()
     t1 = time.perf_counter()
@@ -302,8 +344,9 @@ def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> fl
 def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count: int) -> None:
     print(f"send {count:,} messages over {workers} connections, {rounds} rounds", flush=True)
     project = load_project(make_project(root / "send-bytes", 50))
-    template = MessageTemplate(render_issue(project, load_issue(project, "bench"), personal=True),
-                               secret="benchmark-secret")
+    template = MessageTemplate(
+        render_issue(project, load_issue(project, "bench"), personal=True), secret="benchmark-secret"
+    )
     data = template.personalise(Recipient("reader@example.com", {"name": "Reader"}), wire=True)
     sender = "digest@worlddigest.example.org"
     sink = Sink()
@@ -326,12 +369,20 @@ def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count
     assert received == 2 * (count * rounds + warmup), received
     o, r = statistics.median(ours), statistics.median(raw)
     ratios = sorted(a / b for a, b in zip(ours, raw, strict=True))
-    row(f"digest send to the sink, {len(data) // 1024} KB messages", f"{o:,.0f} msg/s",
-        f"{r:,.0f} msg/s raw SMTP", f"{statistics.median(ratios):.2f}x",
-        f"target >= 0.9x (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+    row(
+        f"digest send to the sink, {len(data) // 1024} KB messages",
+        f"{o:,.0f} msg/s",
+        f"{r:,.0f} msg/s raw SMTP",
+        f"{statistics.median(ratios):.2f}x",
+        f"target >= 0.9x (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+    )
     per_row = statistics.median(RECORD_SECONDS) / count
-    row("recording the list in the journal (after yes)", f"{per_row * 1e6:.0f} us/reader",
-        f"{1 / r * 1e6:,.0f} us/message raw SMTP", f"{per_row * r:.2f}x of a message")
+    row(
+        "recording the list in the journal (after yes)",
+        f"{per_row * 1e6:.0f} us/reader",
+        f"{1 / r * 1e6:,.0f} us/message raw SMTP",
+        f"{per_row * r:.2f}x of a message",
+    )
     if aiosmtpd_count:
         server = Sink("aiosmtpd")
         try:
@@ -339,8 +390,12 @@ def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count
             raw_a = raw_send(server.port, data, sender, aiosmtpd_count, workers)
         finally:
             server.stop()
-        row(f"digest send to aiosmtpd ({aiosmtpd_count:,} messages)", f"{ours_a:,.0f} msg/s",
-            f"{raw_a:,.0f} msg/s raw SMTP", f"{ours_a / raw_a:.2f}x")
+        row(
+            f"digest send to aiosmtpd ({aiosmtpd_count:,} messages)",
+            f"{ours_a:,.0f} msg/s",
+            f"{raw_a:,.0f} msg/s raw SMTP",
+            f"{ours_a / raw_a:.2f}x",
+        )
 
 
 # -- 4. memory ---------------------------------------------------------------------------
@@ -348,11 +403,14 @@ def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count
 
 def peak_rss_mb(args: list[str], cwd: Path, env: dict) -> float:
     """Peak RSS of a command, measured in a fresh helper process."""
-    probe = ("import resource, subprocess, sys; "
-             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", probe, *args], cwd=cwd, env=env,
-                         capture_output=True, text=True, check=True).stdout.split()
+    probe = (
+        "import resource, subprocess, sys; "
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[0] == "0", f"{args} failed"
     return int(out[1]) / 1024
 
@@ -369,17 +427,41 @@ def bench_memory(root: Path, small: int, large: int) -> None:
                 f.write("email,name\n")
                 for i in range(count):
                     f.write(f"reader{i}@example.com,Reader {i}\n")
-            env = dict(os.environ, DIGEST_SMTP_HOST="127.0.0.1", DIGEST_SMTP_PORT=str(sink.port),
-                       DIGEST_SMTP_SECURITY="none", DIGEST_SECRET="benchmark-secret",
-                       PYTHONPATH=str(REPO))
+            env = dict(
+                os.environ,
+                DIGEST_SMTP_HOST="127.0.0.1",
+                DIGEST_SMTP_PORT=str(sink.port),
+                DIGEST_SMTP_SECURITY="none",
+                DIGEST_SECRET="benchmark-secret",
+                PYTHONPATH=str(REPO),
+            )
             results[count] = peak_rss_mb(
-                [sys.executable, "-m", "digest", "send", "bench", "--list", str(csv), "--yes",
-                 "--workers", "4", "--per-connection", "1000"], project_dir, env)
+                [
+                    sys.executable,
+                    "-m",
+                    "digest",
+                    "send",
+                    "bench",
+                    "--list",
+                    str(csv),
+                    "--yes",
+                    "--workers",
+                    "4",
+                    "--per-connection",
+                    "1000",
+                ],
+                project_dir,
+                env,
+            )
     finally:
         sink.stop()
-    row(f"peak RSS, send to {large:,}", f"{results[large]:.0f} MB",
-        f"{results[small]:.0f} MB at {small:,}", f"+{results[large] - results[small]:.1f} MB",
-        "target < 120 MB and within 20 MB")
+    row(
+        f"peak RSS, send to {large:,}",
+        f"{results[large]:.0f} MB",
+        f"{results[small]:.0f} MB at {small:,}",
+        f"+{results[large] - results[small]:.1f} MB",
+        "target < 120 MB and within 20 MB",
+    )
 
 
 def main() -> None:
@@ -390,8 +472,13 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     try:
         if args.only == "send":
-            bench_send(root, 3_000 if args.quick else 10_000, 4, rounds=6 if args.quick else 8,
-                       aiosmtpd_count=300 if args.quick else 2_000)
+            bench_send(
+                root,
+                3_000 if args.quick else 10_000,
+                4,
+                rounds=6 if args.quick else 8,
+                aiosmtpd_count=300 if args.quick else 2_000,
+            )
         elif args.quick:
             bench_build(root, [10, 50, 200], repeats=3)
             bench_prepare(root, 20_000)

@@ -29,8 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
-                                           if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 from digest import tokens  # noqa: E402
 
@@ -45,22 +44,29 @@ def make_project(root: Path, subscribers: int, rounds: int) -> Path:
     for copy in range(rounds):  # a copy of the example issue per round: independent sends
         shutil.copytree(REPO / "issues" / ISSUE, root / "issues" / f"{ISSUE}-{copy}")
     csv = root / "list.csv"
-    csv.write_text("email,name\n" + "".join(f"reader{i:06d}@example.com,Reader {i}\n"
-                                             for i in range(subscribers)))
+    csv.write_text(
+        "email,name\n" + "".join(f"reader{i:06d}@example.com,Reader {i}\n" for i in range(subscribers))
+    )
     done = digest(root, {}, "subscribers", "import", str(csv))
     assert done.returncode == 0, done.stderr
     return root
 
 
 def digest(root: Path, env: dict, *args: str, **kw):
-    return subprocess.run([sys.executable, "-m", "digest", "--project", str(root), *args],
-                          env={**os.environ, **env}, capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--project", str(root), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        **kw,
+    )
 
 
 class Process:
     def __init__(self, args: list[str], env: dict, pattern: str) -> None:
-        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         line = self.proc.stdout.readline()
         match = re.search(pattern, line)
         assert match, line
@@ -75,9 +81,12 @@ def one_click(port: int, address: str) -> tuple[float, int]:
     token = tokens.sign(SECRET, "unsubscribe", LIST_ID, address)
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", f"/unsubscribe?email={address}&token={token}",
-                 body=b"List-Unsubscribe=One-Click",
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    conn.request(
+        "POST",
+        f"/unsubscribe?email={address}&token={token}",
+        body=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     response = conn.getresponse()
     response.read()
     conn.close()
@@ -99,19 +108,35 @@ def burst(port: int, addresses: list[str]) -> tuple[float, float, float]:
 def sent_count(root: Path, issue: str) -> int:
     conn = sqlite3.connect(root / ".digest" / "journal.sqlite3", timeout=30)
     try:
-        return conn.execute("SELECT count(*) FROM deliveries WHERE issue = ? AND state = 'sent'",
-                            (issue,)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM deliveries WHERE issue = ? AND state = 'sent'", (issue,)
+        ).fetchone()[0]
     finally:
         conn.close()
 
 
-def burst_during_send(root: Path, env: dict, issue: str, port: int,
-                      addresses: list[str]) -> tuple[tuple[float, float, float], float]:
+def burst_during_send(
+    root: Path, env: dict, issue: str, port: int, addresses: list[str]
+) -> tuple[tuple[float, float, float], float]:
     """Start `digest send`, burst once it is sending, stop it; return the burst and the send's rate."""
-    send = subprocess.Popen([sys.executable, "-m", "digest", "--project", str(root), "send",
-                             issue, "--yes", "--per-connection", "1000"],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    send = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "--project",
+            str(root),
+            "send",
+            issue,
+            "--yes",
+            "--per-connection",
+            "1000",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while sent_count(root, issue) < 200:
         assert send.poll() is None, send.communicate()
         time.sleep(0.02)
@@ -134,26 +159,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
         root = make_project(Path(tmp), subscribers, rounds)
         sink = Process([sys.executable, str(HERE / "sink.py"), str(free_port())], {}, r"ready")
-        env = {"DIGEST_SECRET": SECRET, "DIGEST_SMTP_HOST": "127.0.0.1",
-               "DIGEST_SMTP_SECURITY": "none",
-               "DIGEST_SMTP_PORT": sink.proc.args[-1]}
-        web = Process([sys.executable, "-m", "digest", "--project", str(root), "serve", "--port",
-                       "0", "--threads", "8"], env, r"http://127\.0\.0\.1:(\d+)/")
+        env = {
+            "DIGEST_SECRET": SECRET,
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_SECURITY": "none",
+            "DIGEST_SMTP_PORT": sink.proc.args[-1],
+        }
+        web = Process(
+            [sys.executable, "-m", "digest", "--project", str(root), "serve", "--port", "0", "--threads", "8"],
+            env,
+            r"http://127\.0\.0\.1:(\d+)/",
+        )
         port = int(web.match.group(1))
         readers = [f"reader{i:06d}@example.com" for i in range(subscribers)]
-        chunks = [readers[i * posts:(i + 1) * posts] for i in range(2 * rounds)]
+        chunks = [readers[i * posts : (i + 1) * posts] for i in range(2 * rounds)]
         alone, loaded, send_rates = [], [], []
         try:
             burst(port, readers[-100:])  # warm-up
             for i in range(rounds):  # alternate: nothing else running, then during a send
                 alone.append(burst(port, chunks[2 * i]))
-                result, rate = burst_during_send(root, env, f"{ISSUE}-{i}", port,
-                                                 chunks[2 * i + 1])
+                result, rate = burst_during_send(root, env, f"{ISSUE}-{i}", port, chunks[2 * i + 1])
                 loaded.append(result)
                 send_rates.append(rate)
-                print(f"round {i + 1}: alone {alone[-1][0]:,.0f}/s p99 {alone[-1][2]:.0f} ms; "
-                      f"during a send {result[0]:,.0f}/s p99 {result[2]:.0f} ms "
-                      f"(the send: {rate:,.0f} msg/s)", flush=True)
+                print(
+                    f"round {i + 1}: alone {alone[-1][0]:,.0f}/s p99 {alone[-1][2]:.0f} ms; "
+                    f"during a send {result[0]:,.0f}/s p99 {result[2]:.0f} ms "
+                    f"(the send: {rate:,.0f} msg/s)",
+                    flush=True,
+                )
         finally:
             web.stop()
             sink.stop()
@@ -161,15 +194,23 @@ def main() -> None:
     def median(rows: list, k: int) -> float:
         return statistics.median(r[k] for r in rows)
 
-    print(f"one-click unsubscribes, {CLIENTS} concurrent clients, {posts:,} POSTs a run, "
-          f"median of {rounds} rounds")
-    print(f"  nothing else running (baseline): {median(alone, 0):,.0f}/s, "
-          f"p50 {median(alone, 1):.0f} ms, p99 {median(alone, 2):.0f} ms")
-    print(f"  while a send runs:               {median(loaded, 0):,.0f}/s, "
-          f"p50 {median(loaded, 1):.0f} ms, p99 {median(loaded, 2):.0f} ms "
-          f"(the send meanwhile: {statistics.median(send_rates):,.0f} msg/s)")
-    print(f"  ratio: {median(loaded, 0) / median(alone, 0):.2f}x throughput, "
-          f"p99 {median(loaded, 2) / median(alone, 2):.2f}x")
+    print(
+        f"one-click unsubscribes, {CLIENTS} concurrent clients, {posts:,} POSTs a run, "
+        f"median of {rounds} rounds"
+    )
+    print(
+        f"  nothing else running (baseline): {median(alone, 0):,.0f}/s, "
+        f"p50 {median(alone, 1):.0f} ms, p99 {median(alone, 2):.0f} ms"
+    )
+    print(
+        f"  while a send runs:               {median(loaded, 0):,.0f}/s, "
+        f"p50 {median(loaded, 1):.0f} ms, p99 {median(loaded, 2):.0f} ms "
+        f"(the send meanwhile: {statistics.median(send_rates):,.0f} msg/s)"
+    )
+    print(
+        f"  ratio: {median(loaded, 0) / median(alone, 0):.2f}x throughput, "
+        f"p99 {median(loaded, 2) / median(alone, 2):.2f}x"
+    )
 
 
 def free_port() -> int:

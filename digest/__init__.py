@@ -10,14 +10,27 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Newsletter": "config", "Project": "config", "Settings": "config", "load_project": "config",
-    "ConfigError": "errors", "ContentError": "errors", "DigestError": "errors",
-    "DigestErrors": "errors", "SendError": "errors", "TemplateError": "errors",
-    "BuiltIssue": "export", "build_issue": "export", "export_issue": "export",
-    "Issue": "issue", "load_issue": "issue",
-    "MessageTemplate": "message", "Recipient": "message",
-    "RenderedIssue": "render", "render_issue": "render",
-    "Story": "stories", "read_story": "stories",
+    "Newsletter": "config",
+    "Project": "config",
+    "Settings": "config",
+    "load_project": "config",
+    "ConfigError": "errors",
+    "ContentError": "errors",
+    "DigestError": "errors",
+    "DigestErrors": "errors",
+    "SendError": "errors",
+    "TemplateError": "errors",
+    "BuiltIssue": "export",
+    "build_issue": "export",
+    "export_issue": "export",
+    "Issue": "issue",
+    "load_issue": "issue",
+    "MessageTemplate": "message",
+    "Recipient": "message",
+    "RenderedIssue": "render",
+    "render_issue": "render",
+    "Story": "stories",
+    "read_story": "stories",
 }
 
 __all__ = sorted(_EXPORTS)

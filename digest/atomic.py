@@ -28,8 +28,9 @@ def write_atomically(outputs: dict[Path, bytes]) -> None:
                     f.write(data)
                 os.chmod(tmp, mode)
             except OSError as e:
-                raise DigestError(f"cannot write: {e.strerror}", path=path,
-                                  hint="check the folder exists and is writable") from e
+                raise DigestError(
+                    f"cannot write: {e.strerror}", path=path, hint="check the folder exists and is writable"
+                ) from e
             staged.append((Path(tmp), path))
         for tmp, path in staged:
             os.replace(tmp, path)

@@ -40,8 +40,7 @@ class Finding:
 
     def format(self) -> str:
         where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "")
-        return f"{where}: {self.severity}: {self.message}" if where else (
-            f"{self.severity}: {self.message}")
+        return f"{where}: {self.severity}: {self.message}" if where else (f"{self.severity}: {self.message}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,8 +68,14 @@ class _Collector:
         self.base = base
         self.findings: list[Finding] = []
 
-    def add(self, severity: str, message: str, path: Path | None = None,
-            line: int | None = None, hint: str | None = None) -> None:
+    def add(
+        self,
+        severity: str,
+        message: str,
+        path: Path | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.findings.append(Finding(severity, message, self._shown(path), line, hint))
 
     def error_from(self, error: DigestError, severity: str = "error") -> None:
@@ -113,9 +118,14 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         message = None
     _check_manifest(out, issue)
     if not project.newsletter.bounce_address:  # issue 12: bounces
-        out.add("warning", "no bounce_address: bounces go to the From address and are not "
-                "processed", project.config_path, None, 'set bounce_address = "bounces@<your '
-                'domain>" under [newsletter] and read it with \'digest bounces\'')
+        out.add(
+            "warning",
+            "no bounce_address: bounces go to the From address and are not processed",
+            project.config_path,
+            None,
+            'set bounce_address = "bounces@<your '
+            "domain>\" under [newsletter] and read it with 'digest bounces'",
+        )
     _check_stories(out, project, issue)
     out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
     if message is not None:
@@ -140,10 +150,16 @@ def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
     except DigestError:
         meta = {}
     subject, preheader = meta.get("subject", ""), meta.get("preheader", "")
-    return Issue(slug=issue_dir.name, path=issue_dir,
-                 subject=subject if isinstance(subject, str) else "", title="", date=None,
-                 number=None, preheader=preheader if isinstance(preheader, str) else "",
-                 stories=tuple(stories))
+    return Issue(
+        slug=issue_dir.name,
+        path=issue_dir,
+        subject=subject if isinstance(subject, str) else "",
+        title="",
+        date=None,
+        number=None,
+        preheader=preheader if isinstance(preheader, str) else "",
+        stories=tuple(stories),
+    )
 
 
 def _check_markers(out: _Collector, path: Path) -> None:
@@ -154,8 +170,9 @@ def _check_markers(out: _Collector, path: Path) -> None:
     for number, text in enumerate(lines, 1):
         m = MARKER.search(text)
         if m:
-            out.add("warning", f"leftover {m.group(1)} marker", path, number,
-                    "finish or remove the placeholder")
+            out.add(
+                "warning", f"leftover {m.group(1)} marker", path, number, "finish or remove the placeholder"
+            )
 
 
 def _check_examples(out: _Collector, project: Project) -> None:
@@ -166,16 +183,25 @@ def _check_examples(out: _Collector, project: Project) -> None:
     except OSError:
         return
     newsletter = project.newsletter
-    values = {"from": newsletter.sender, "reply_to": newsletter.reply_to,
-              "base_url": newsletter.base_url, "list_id": newsletter.list_id,
-              "unsubscribe_url": newsletter.unsubscribe_url,
-              "unsubscribe_mailto": newsletter.unsubscribe_mailto,
-              "disclaimer": newsletter.disclaimer}
+    values = {
+        "from": newsletter.sender,
+        "reply_to": newsletter.reply_to,
+        "base_url": newsletter.base_url,
+        "list_id": newsletter.list_id,
+        "unsubscribe_url": newsletter.unsubscribe_url,
+        "unsubscribe_mailto": newsletter.unsubscribe_mailto,
+        "disclaimer": newsletter.disclaimer,
+    }
     for key, example in INIT_EXAMPLES.items():
         value = values.get(key) or ""
         if example in value:
-            out.add("warning", f"'{key}' is still the example 'digest init' wrote", path,
-                    toml_line(text, key), f"put the newsletter's own {key} in digest.toml")
+            out.add(
+                "warning",
+                f"'{key}' is still the example 'digest init' wrote",
+                path,
+                toml_line(text, key),
+                f"put the newsletter's own {key} in digest.toml",
+            )
 
 
 def _check_manifest(out: _Collector, issue: Issue) -> None:
@@ -187,15 +213,30 @@ def _check_manifest(out: _Collector, issue: Issue) -> None:
         return toml_line(text, key)
 
     if len(issue.subject) > SUBJECT_CHARS:
-        out.add("warning", f"the subject is {len(issue.subject)} characters (over {SUBJECT_CHARS})",
-                manifest, line_of("subject"), "inboxes cut long subjects; shorten it")
+        out.add(
+            "warning",
+            f"the subject is {len(issue.subject)} characters (over {SUBJECT_CHARS})",
+            manifest,
+            line_of("subject"),
+            "inboxes cut long subjects; shorten it",
+        )
     if not issue.preheader:
-        out.add("warning", "the preheader is empty", manifest, line_of("preheader"),
-                'add preheader = "..." (the preview line inboxes show after the subject)')
+        out.add(
+            "warning",
+            "the preheader is empty",
+            manifest,
+            line_of("preheader"),
+            'add preheader = "..." (the preview line inboxes show after the subject)',
+        )
     for number, text in enumerate(lines, 1):
         if MARKER.search(text):
-            out.add("warning", f"leftover {MARKER.search(text).group(1)} marker", manifest, number,
-                    "finish or remove the placeholder")
+            out.add(
+                "warning",
+                f"leftover {MARKER.search(text).group(1)} marker",
+                manifest,
+                number,
+                "finish or remove the placeholder",
+            )
 
 
 def _front_line(story: Story, key: str) -> int | None:
@@ -216,36 +257,76 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
         for number, text in enumerate(text_lines, 1):
             m = MARKER.search(text)
             if m:
-                out.add("warning", f"leftover {m.group(1)} marker", story.path, number,
-                        "finish or remove the placeholder")
+                out.add(
+                    "warning",
+                    f"leftover {m.group(1)} marker",
+                    story.path,
+                    number,
+                    "finish or remove the placeholder",
+                )
             if number < story.body_line and text.startswith("url:") and SITE_URL_NOTE in text:
-                out.add("warning", "the url is the site that 'digest import' found, not the "
-                        "article", story.path, number, "put the article's address there, or "
-                        "delete the '# import:' note if the site is all there is")
+                out.add(
+                    "warning",
+                    "the url is the site that 'digest import' found, not the article",
+                    story.path,
+                    number,
+                    "put the article's address there, or "
+                    "delete the '# import:' note if the site is all there is",
+                )
         if not story.body.strip():
-            out.add("error", "the story has no text", story.path, story.body_line,
-                    "write the story below the front matter, or remove it with 'digest rm'")
+            out.add(
+                "error",
+                "the story has no text",
+                story.path,
+                story.body_line,
+                "write the story below the front matter, or remove it with 'digest rm'",
+            )
         if story.url and is_site_address(story.url):
             # A bare site (https://tass.com/) names the source, not an article: stories
             # from the same site share it, and it goes out in every issue.
             if not story.source:
-                out.add("warning", "the story has a url but no source", story.path,
-                        _front_line(story, "url"), "add 'source: <publisher>' to credit it")
+                out.add(
+                    "warning",
+                    "the story has a url but no source",
+                    story.path,
+                    _front_line(story, "url"),
+                    "add 'source: <publisher>' to credit it",
+                )
         elif story.url:
             if story.url in seen_urls:
-                out.add("warning", f"the same url as {seen_urls[story.url].path.name}",
-                        story.path, _front_line(story, "url"), "is this story in twice?")
+                out.add(
+                    "warning",
+                    f"the same url as {seen_urls[story.url].path.name}",
+                    story.path,
+                    _front_line(story, "url"),
+                    "is this story in twice?",
+                )
             seen_urls.setdefault(story.url, story)
             if story.url in earlier:
-                out.add("warning", f"this url already went out in issue {earlier[story.url]}",
-                        story.path, _front_line(story, "url"), "readers have seen this story")
+                out.add(
+                    "warning",
+                    f"this url already went out in issue {earlier[story.url]}",
+                    story.path,
+                    _front_line(story, "url"),
+                    "readers have seen this story",
+                )
             if not story.source:
-                out.add("warning", "the story has a url but no source", story.path,
-                        _front_line(story, "url"), "add 'source: <publisher>' to credit it")
+                out.add(
+                    "warning",
+                    "the story has a url but no source",
+                    story.path,
+                    _front_line(story, "url"),
+                    "add 'source: <publisher>' to credit it",
+                )
         key = story.title.casefold()
         if key in seen_titles:
-            out.add("warning", f"the same title as {seen_titles[key].path.name}", story.path,
-                    _front_line(story, "title"), "is this story in twice?")
+            out.add(
+                "warning",
+                f"the same title as {seen_titles[key].path.name}",
+                story.path,
+                _front_line(story, "title"),
+                "is this story in twice?",
+            )
         seen_titles.setdefault(key, story)
         _check_body_links(out, story)
 
@@ -259,8 +340,13 @@ def _check_body_links(out: _Collector, story: Story) -> None:
                 if problem:
                     out.add("warning", problem, story.path, line, "use a full https:// link")
             elif child.type == "image" and not (child.content or "").strip():
-                out.add("warning", "an image has no alt text", story.path, line,
-                        "write ![what the picture shows](src)")
+                out.add(
+                    "warning",
+                    "an image has no alt text",
+                    story.path,
+                    line,
+                    "write ![what the picture shows](src)",
+                )
 
 
 def _link_problem(href: str) -> str | None:
@@ -279,8 +365,7 @@ def _link_problem(href: str) -> str | None:
     return None
 
 
-def _check_message(out: _Collector, project: Project, issue: Issue,
-                   message: MessageTemplate) -> None:
+def _check_message(out: _Collector, project: Project, issue: Issue, message: MessageTemplate) -> None:
     env = make_environment(project.templates_dir)
     html_template = Path(env.get_template(HTML_TEMPLATE).filename)
     text_template = Path(env.get_template(TEXT_TEMPLATE).filename)
@@ -291,30 +376,60 @@ def _check_message(out: _Collector, project: Project, issue: Issue,
     text = msg.get_body(("plain",)).get_content()
     unsubscribe = message.unsubscribe_url(_SAMPLE.email)
     if unsubscribe not in text:
-        out.add("error", "the text part has no unsubscribe link", text_template, None,
-                "keep {{ unsubscribe_url }} in the template's footer")
+        out.add(
+            "error",
+            "the text part has no unsubscribe link",
+            text_template,
+            None,
+            "keep {{ unsubscribe_url }} in the template's footer",
+        )
     if unsubscribe.replace("&", "&amp;") not in html:
-        out.add("error", "the HTML part has no unsubscribe link", html_template, None,
-                "keep <a href=\"{{ unsubscribe_url }}\"> in the template's footer")
+        out.add(
+            "error",
+            "the HTML part has no unsubscribe link",
+            html_template,
+            None,
+            'keep <a href="{{ unsubscribe_url }}"> in the template\'s footer',
+        )
     size = len(html_part.get_payload())
     if size > GMAIL_CLIP_BYTES:
-        out.add("warning", f"the HTML part is {size / 1024:.0f} KB as sent; Gmail clips messages "
-                f"over 102 KB", issue.path, None, "cut stories or shorten the template")
+        out.add(
+            "warning",
+            f"the HTML part is {size / 1024:.0f} KB as sent; Gmail clips messages over 102 KB",
+            issue.path,
+            None,
+            "cut stories or shorten the template",
+        )
     doc = lxml.html.document_fromstring(html)
     for style in doc.iter("style"):
         length = len((style.text or "").encode())
         if length > STYLE_BLOCK_BYTES:
-            out.add("warning", f"a <style> block of {length / 1024:.0f} KB (over 16 KB; Gmail "
-                    "drops it)", html_template, None, "trim the media queries")
+            out.add(
+                "warning",
+                f"a <style> block of {length / 1024:.0f} KB (over 16 KB; Gmail drops it)",
+                html_template,
+                None,
+                "trim the media queries",
+            )
     story_srcs = {s.image.src for s in issue.stories if s.image} | {
-        child.attrGet("src") for s in issue.stories for t in markdown_tokens(s.body)
-        for child in (t.children or []) if child.type == "image"}
+        child.attrGet("src")
+        for s in issue.stories
+        for t in markdown_tokens(s.body)
+        for child in (t.children or [])
+        if child.type == "image"
+    }
     for img in doc.iter("img"):
         if not (img.get("alt") or "").strip() and img.get("src") not in story_srcs:
-            out.add("warning", "an image has no alt text", html_template, None,
-                    "give every <img> an alt attribute")
-    body_hrefs = {child.attrGet("href") for s in issue.stories for t in markdown_tokens(s.body)
-                  for child in (t.children or []) if child.type == "link_open"}
+            out.add(
+                "warning", "an image has no alt text", html_template, None, "give every <img> an alt attribute"
+            )
+    body_hrefs = {
+        child.attrGet("href")
+        for s in issue.stories
+        for t in markdown_tokens(s.body)
+        for child in (t.children or [])
+        if child.type == "link_open"
+    }
     for a in doc.iter("a"):
         href = a.get("href")
         if href is None or href in body_hrefs or href.startswith("mailto:"):

@@ -14,12 +14,29 @@ from .stories import Story, markdown_tokens
 
 CONTAINER_PX = 600
 IMAGE_WEIGHT_BYTES = 1024 * 1024
-GENERIC_FONTS = {"serif", "sans-serif", "monospace", "cursive", "fantasy", "system-ui",
-                 "ui-serif", "ui-sans-serif", "ui-monospace", "ui-rounded", "math", "emoji",
-                 "fangsong", "inherit", "initial", "unset"}
-COLOUR = re.compile(r"#[0-9a-f]{3,8}\b|\b(?:rgba?|hsla?)\(|\b(?:white|black|transparent|"
-                    r"red|green|blue|gray|grey|silver|navy|maroon|teal|olive|purple|"
-                    r"orange|yellow|currentcolor)\b")
+GENERIC_FONTS = {
+    "serif",
+    "sans-serif",
+    "monospace",
+    "cursive",
+    "fantasy",
+    "system-ui",
+    "ui-serif",
+    "ui-sans-serif",
+    "ui-monospace",
+    "ui-rounded",
+    "math",
+    "emoji",
+    "fangsong",
+    "inherit",
+    "initial",
+    "unset",
+}
+COLOUR = re.compile(
+    r"#[0-9a-f]{3,8}\b|\b(?:rgba?|hsla?)\(|\b(?:white|black|transparent|"
+    r"red|green|blue|gray|grey|silver|navy|maroon|teal|olive|purple|"
+    r"orange|yellow|currentcolor)\b"
+)
 _DECLARATION = re.compile(r"([-\w]+)\s*:\s*([^;{}]+)")
 _JINJA = re.compile(r"\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\}", re.S)
 _COMMENT = re.compile(r"/\*.*?\*/", re.S)
@@ -65,8 +82,10 @@ def scan_file(path: Path) -> list[DigestError]:
         for m in _STYLE_BLOCK.finditer(text):
             found += _scan_css(m.group(2), m.start(2))
         found += _scan_tags(text)
-    return [DigestError(message, path=path, line=_line(text, offset), hint=hint)
-            for offset, message, hint in sorted(found)]
+    return [
+        DigestError(message, path=path, line=_line(text, offset), hint=hint)
+        for offset, message, hint in sorted(found)
+    ]
 
 
 def _blank(pattern: re.Pattern, text: str) -> str:
@@ -85,8 +104,10 @@ def _scan_css(css: str, base: int) -> list[tuple[int, str, str]]:
         if any(p.lower().startswith("@font-face") for p in preludes):
             continue
         in_media = any(p.lower().startswith("@media") for p in preludes)
-        found += [(base + start + offset, message, hint)
-                  for offset, message, hint in _scan_declarations(body, in_media, False)]
+        found += [
+            (base + start + offset, message, hint)
+            for offset, message, hint in _scan_declarations(body, in_media, False)
+        ]
     return found
 
 
@@ -109,14 +130,18 @@ def _leaf_blocks(css: str) -> Iterator[tuple[list[str], str, int]]:
             last = i + 1
 
 
-def _scan_declarations(body: str, in_media: bool, has_fallback: bool,
-                       bgcolor: bool = False) -> list[tuple[int, str, str]]:
+def _scan_declarations(
+    body: str, in_media: bool, has_fallback: bool, bgcolor: bool = False
+) -> list[tuple[int, str, str]]:
     found = []
-    declarations = [(m.start(), m.group(1).lower(), " ".join(m.group(2).lower().split()))
-                    for m in _DECLARATION.finditer(body)]
+    declarations = [
+        (m.start(), m.group(1).lower(), " ".join(m.group(2).lower().split()))
+        for m in _DECLARATION.finditer(body)
+    ]
     coloured = bgcolor or any(
         prop == "background-color" or (prop == "background" and COLOUR.search(value))
-        for _, prop, value in declarations)
+        for _, prop, value in declarations
+    )
     for offset, prop, value in declarations:
         value = value.replace("!important", "").strip()
         problem = _problem(prop, value, in_media, has_fallback, coloured)
@@ -125,29 +150,37 @@ def _scan_declarations(body: str, in_media: bool, has_fallback: bool,
     return found
 
 
-def _problem(prop: str, value: str, in_media: bool, has_fallback: bool,
-             coloured: bool) -> tuple[str, str] | None:
+def _problem(
+    prop: str, value: str, in_media: bool, has_fallback: bool, coloured: bool
+) -> tuple[str, str] | None:
     if prop.startswith("--") or "var(" in value:
-        return ("CSS variables are ignored by Gmail and Outlook",
-                "write the value itself")
+        return ("CSS variables are ignored by Gmail and Outlook", "write the value itself")
     if prop == "position" and value not in ("static", "inherit", "initial", "unset"):
-        return (f"position:{value} is ignored by Gmail and Outlook",
-                "lay out with tables and padding")
+        return (f"position:{value} is ignored by Gmail and Outlook", "lay out with tables and padding")
     if prop == "display" and value in ("flex", "inline-flex", "grid", "inline-grid") and not in_media:
-        return (f"display:{value} is ignored by Outlook for Windows and older Gmail apps",
-                "lay out with tables (role=\"presentation\"); keep flex or grid for an @media enhancement")
+        return (
+            f"display:{value} is ignored by Outlook for Windows and older Gmail apps",
+            'lay out with tables (role="presentation"); keep flex or grid for an @media enhancement',
+        )
     if prop == "float" and value != "none" and not in_media and not has_fallback:
-        return ("float without a fallback: Outlook for Windows ignores it",
-                "give the element an align=\"left|right\" attribute, or float only inside @media")
+        return (
+            "float without a fallback: Outlook for Windows ignores it",
+            'give the element an align="left|right" attribute, or float only inside @media',
+        )
     if (prop == "background-image" or (prop == "background" and "url(" in value)) and (
-            "url(" in value and not coloured):
-        return ("a background image without a background colour",
-                "add background-color (and bgcolor) so text stays readable where images are off")
+        "url(" in value and not coloured
+    ):
+        return (
+            "a background image without a background colour",
+            "add background-color (and bgcolor) so text stays readable where images are off",
+        )
     if prop == "font-family":
         families = [f.strip().strip("'\"").lower() for f in value.split(",")]
         if families and families[-1] not in GENERIC_FONTS:
-            return (f"font-family {value} has no generic fallback",
-                    "end the stack with serif or sans-serif (Outlook shows Times New Roman otherwise)")
+            return (
+                f"font-family {value} has no generic fallback",
+                "end the stack with serif or sans-serif (Outlook shows Times New Roman otherwise)",
+            )
     return None
 
 
@@ -155,20 +188,36 @@ def _scan_tags(html: str) -> list[tuple[int, str, str]]:
     found = []
     for tag in _TAG.finditer(html):
         name = tag.group(1).lower()
-        attrs = {m.group(1).lower(): (m.group(3) if m.group(3) is not None else m.group(4),
-                                      tag.start(2) + m.start(2) + 1)
-                 for m in _ATTR.finditer(tag.group(2))}
+        attrs = {
+            m.group(1).lower(): (
+                m.group(3) if m.group(3) is not None else m.group(4),
+                tag.start(2) + m.start(2) + 1,
+            )
+            for m in _ATTR.finditer(tag.group(2))
+        }
         if "style" in attrs:
             style, offset = attrs["style"]
-            found += [(offset + o, message, hint) for o, message, hint in _scan_declarations(
-                style, False, "align" in attrs, "bgcolor" in attrs)]
+            found += [
+                (offset + o, message, hint)
+                for o, message, hint in _scan_declarations(style, False, "align" in attrs, "bgcolor" in attrs)
+            ]
         if "background" in attrs and "bgcolor" not in attrs and "style" not in attrs:
-            found.append((tag.start(), "a background image without a background colour",
-                          "add bgcolor=\"#...\" beside background=\"...\""))
+            found.append(
+                (
+                    tag.start(),
+                    "a background image without a background colour",
+                    'add bgcolor="#..." beside background="..."',
+                )
+            )
         width = attrs.get("width", ("", 0))[0].strip().removesuffix("px")
         if name == "img" and width.isdigit() and int(width) > CONTAINER_PX:
-            found.append((tag.start(), f"an image {width} px wide is wider than the "
-                          f"{CONTAINER_PX} px container", f"make it at most {CONTAINER_PX} px wide"))
+            found.append(
+                (
+                    tag.start(),
+                    f"an image {width} px wide is wider than the {CONTAINER_PX} px container",
+                    f"make it at most {CONTAINER_PX} px wide",
+                )
+            )
     return found
 
 
@@ -186,16 +235,25 @@ def check_images(issue: Issue) -> list[DigestError]:
             sizes[path] = path.stat().st_size
             width, _ = imagesize.get(str(path))
             if not scaled and width > CONTAINER_PX:
-                warnings.append(DigestError(
-                    f"the image {src} is {width} px wide, wider than the {CONTAINER_PX} px container "
-                    "(Outlook for Windows shows it at full size)", path=story.path, line=line,
-                    hint=f"resize it to {CONTAINER_PX} px wide (or 1200 for sharp screens, as the "
-                         "story's 'image')"))
+                warnings.append(
+                    DigestError(
+                        f"the image {src} is {width} px wide, wider than the {CONTAINER_PX} px container "
+                        "(Outlook for Windows shows it at full size)",
+                        path=story.path,
+                        line=line,
+                        hint=f"resize it to {CONTAINER_PX} px wide (or 1200 for sharp screens, as the "
+                        "story's 'image')",
+                    )
+                )
     total = sum(sizes.values())
     if total > IMAGE_WEIGHT_BYTES:
-        warnings.append(DigestError(
-            f"the issue's images weigh {total / 1024:.0f} KB (over {IMAGE_WEIGHT_BYTES // 1024} KB)",
-            path=issue.path, hint="compress them; readers on mobile data load every one"))
+        warnings.append(
+            DigestError(
+                f"the issue's images weigh {total / 1024:.0f} KB (over {IMAGE_WEIGHT_BYTES // 1024} KB)",
+                path=issue.path,
+                hint="compress them; readers on mobile data load every one",
+            )
+        )
     return warnings
 
 

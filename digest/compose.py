@@ -35,7 +35,7 @@ INIT_EXAMPLES = {
     "unsubscribe_url": "https://example.org/unsubscribe",
     "unsubscribe_mailto": "unsubscribe@example.org",
     "disclaimer": "Publication of an article in this newsletter does not mean that we agree with "
-                  "what is written.",
+    "what is written.",
 }
 # Written after a url that 'digest import' made from "Continue reading at <site>"; 'digest
 # check' warns about it until the editor gives the article's address (or deletes the note).
@@ -107,11 +107,12 @@ def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     """Create a newsletter project in *folder*; refuse if any of its files exists."""
     name = " ".join(name.split())
     if not name:
-        raise ContentError("the newsletter needs a name", hint="give --name \"The Morning Brief\"")
+        raise ContentError("the newsletter needs a name", hint='give --name "The Morning Brief"')
     files = {
         folder / CONFIG_NAME: DIGEST_TOML.format(
             name=_toml_string(name),
-            sender=_toml_string(str(Address(display_name=name, addr_spec=EXAMPLE_FROM)))),
+            sender=_toml_string(str(Address(display_name=name, addr_spec=EXAMPLE_FROM))),
+        ),
         folder / ".env.example": ENV_EXAMPLE,
         folder / ".gitignore": GITIGNORE,
     }
@@ -142,12 +143,18 @@ def new_issue(
     date = date or dt.date.today()
     slug = slug or date.isoformat()
     if slug != slugify(slug, lowercase=False, regex_pattern=r"[^-a-zA-Z0-9_.]+"):
-        raise ContentError(f"not a usable issue name: {slug!r}", path=project.issues_dir,
-                           hint="use letters, digits, '-', '_' and '.', e.g. 2021-12-31")
+        raise ContentError(
+            f"not a usable issue name: {slug!r}",
+            path=project.issues_dir,
+            hint="use letters, digits, '-', '_' and '.', e.g. 2021-12-31",
+        )
     folder = project.issues_dir / slug
     if folder.exists():
-        raise ContentError("the issue already exists", path=folder,
-                           hint="choose another name, or add stories with 'digest add'")
+        raise ContentError(
+            "the issue already exists",
+            path=folder,
+            hint="choose another name, or add stories with 'digest add'",
+        )
     doc = tomlkit.document()
     doc.add(tomlkit.comment("The issue's subject line, date and preheader (the inbox preview)."))
     doc["subject"] = title or f"{project.newsletter.name}, {date.strftime('%-d %B %Y')}"
@@ -184,20 +191,30 @@ def current_order(issue_dir: Path) -> list[str]:
     return listed + [s for s in slugs if s not in listed]
 
 
-def place(order: list[str], slug: str, position: int | None = None,
-          before: str | None = None, after: str | None = None, path: Path | None = None) -> list[str]:
+def place(
+    order: list[str],
+    slug: str,
+    position: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    path: Path | None = None,
+) -> list[str]:
     """Return *order* with *slug* put at a 1-based position, before or after a story."""
     rest = [s for s in order if s != slug]
     if position is not None:
         if not 1 <= position <= len(rest) + 1:
-            raise ContentError(f"position {position} is out of range", path=path,
-                               hint=f"choose a position from 1 to {len(rest) + 1}")
+            raise ContentError(
+                f"position {position} is out of range",
+                path=path,
+                hint=f"choose a position from 1 to {len(rest) + 1}",
+            )
         index = position - 1
     elif before or after:
         anchor = before or after
         if anchor not in rest:
-            raise ContentError(f"no story '{anchor}' in the issue", path=path,
-                               hint="see the slugs with 'digest ls ISSUE'")
+            raise ContentError(
+                f"no story '{anchor}' in the issue", path=path, hint="see the slugs with 'digest ls ISSUE'"
+            )
         index = rest.index(anchor) + (1 if after else 0)
     else:
         index = len(rest)
@@ -217,27 +234,40 @@ def add_story(
     """Write a new story file and record its place in issue.toml."""
     issue_dir = resolve_issue_dir(project, ref)
     if not body.strip():
-        raise ContentError("the story has no text", path=issue_dir,
-                           hint="give the text in a file, on standard input or in $EDITOR; "
-                                "nothing was added")
+        raise ContentError(
+            "the story has no text",
+            path=issue_dir,
+            hint="give the text in a file, on standard input or in $EDITOR; nothing was added",
+        )
     if meta.get("url") and not is_http_url(meta["url"]):
-        raise ContentError(f"--url is not an http(s) link: {meta['url']!r}",
-                           hint="give the article's full address, e.g. https://tass.com/politics/1")
+        raise ContentError(
+            f"--url is not an http(s) link: {meta['url']!r}",
+            hint="give the article's full address, e.g. https://tass.com/politics/1",
+        )
     if not meta.get("source") and meta.get("url"):
         meta["source"] = project.newsletter.source_for(str(meta["url"]))
     order = current_order(issue_dir)
     slug = unique_slug(title, {p.stem for p in story_files(issue_dir)})
     new_order = place(order, slug, position=position, after=after, path=issue_dir / MANIFEST)
     path = issue_dir / f"{slug}.md"
-    write_atomically({
-        path: story_document(title, body, **meta).encode("utf-8"),
-        issue_dir / MANIFEST: manifest_with_order(issue_dir, new_order),
-    })
+    write_atomically(
+        {
+            path: story_document(title, body, **meta).encode("utf-8"),
+            issue_dir / MANIFEST: manifest_with_order(issue_dir, new_order),
+        }
+    )
     return path
 
 
-def move_story(project: Project, ref: str | Path, slug: str, *, position: int | None = None,
-               before: str | None = None, after: str | None = None) -> list[str]:
+def move_story(
+    project: Project,
+    ref: str | Path,
+    slug: str,
+    *,
+    position: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+) -> list[str]:
     """Change a story's place in the order; return the new order."""
     issue_dir = resolve_issue_dir(project, ref)
     order = current_order(issue_dir)
@@ -253,8 +283,7 @@ def remove_story(project: Project, ref: str | Path, slug: str) -> Path:
     order = current_order(issue_dir)
     _require(order, slug, issue_dir)
     path = next(p for p in story_files(issue_dir) if p.stem == slug)
-    write_atomically({issue_dir / MANIFEST: manifest_with_order(
-        issue_dir, [s for s in order if s != slug])})
+    write_atomically({issue_dir / MANIFEST: manifest_with_order(issue_dir, [s for s in order if s != slug])})
     path.unlink()
     return path
 
@@ -275,13 +304,16 @@ def _order_array(order: list[str]) -> tomlkit.items.Array:
 
 def _require(order: list[str], slug: str, issue_dir: Path) -> None:
     if slug not in order:
-        raise ContentError(f"no story '{slug}' in the issue", path=issue_dir,
-                           hint="see the slugs with 'digest ls " + issue_dir.name + "'")
+        raise ContentError(
+            f"no story '{slug}' in the issue",
+            path=issue_dir,
+            hint="see the slugs with 'digest ls " + issue_dir.name + "'",
+        )
 
 
-
-def import_digest(project: Project, ref: str | Path, raw: bytes, source: Path) -> tuple[
-        list[Path], list[DigestError]]:
+def import_digest(
+    project: Project, ref: str | Path, raw: bytes, source: Path
+) -> tuple[list[Path], list[DigestError]]:
     """Split a plain-text digest into story files appended to the issue, in order.
 
     Returns the files written and the notes on text that was not placed.
@@ -292,8 +324,9 @@ def import_digest(project: Project, ref: str | Path, raw: bytes, source: Path) -
     order = current_order(issue_dir)
     result = split_digest(decode_input(raw, source), project.newsletter.disclaimer, source)
     if not any(story.paragraphs for story in result.stories):
-        raise ContentError("no story found", path=source,
-                           hint="a story is a title line, a blank line, then its text")
+        raise ContentError(
+            "no story found", path=source, hint="a story is a title line, a blank line, then its text"
+        )
     taken = {p.stem for p in story_files(issue_dir)}
     outputs: dict[Path, bytes] = {}
     for story in result.stories:
@@ -303,11 +336,15 @@ def import_digest(project: Project, ref: str | Path, raw: bytes, source: Path) -
         taken.add(slug)
         order.append(slug)
         document = story_document(
-            story.title, story.body(), source=story.source or project.newsletter.source_for(
-                story.url), dateline=story.dateline, url=story.url, read_also=story.read_also)
+            story.title,
+            story.body(),
+            source=story.source or project.newsletter.source_for(story.url),
+            dateline=story.dateline,
+            url=story.url,
+            read_also=story.read_also,
+        )
         if story.url:  # only the site is known: say so where the editor will see it
-            document = re.sub(r"(?m)^(url: .*)$", lambda m: f"{m.group(1)}  {SITE_URL_NOTE}",
-                              document, count=1)
+            document = re.sub(r"(?m)^(url: .*)$", lambda m: f"{m.group(1)}  {SITE_URL_NOTE}", document, count=1)
         outputs[issue_dir / f"{slug}.md"] = document.encode("utf-8")
     outputs[issue_dir / MANIFEST] = manifest_with_order(issue_dir, order)
     write_atomically(outputs)

@@ -21,8 +21,16 @@ CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
 
 _REQUIRED = ("name", "from", "disclaimer", "unsubscribe_url", "list_id")
-_OPTIONAL = ("reply_to", "base_url", "unsubscribe_mailto", "language", "direction", "recent_issues",
-             "bounce_address", "bounce_threshold")
+_OPTIONAL = (
+    "reply_to",
+    "base_url",
+    "unsubscribe_mailto",
+    "language",
+    "direction",
+    "recent_issues",
+    "bounce_address",
+    "bounce_threshold",
+)
 # Languages written right to left (primary subtag); `direction` in digest.toml overrides.
 _RTL_LANGUAGES = {"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ps", "sd", "syr", "ug", "ur", "yi"}
 _TOML_LINE = re.compile(r"at line (\d+)")
@@ -60,8 +68,11 @@ class Newsletter:
         host = site_of(url or "")
         if not host:
             return None
-        return self.sources.get(host) or self.sources.get(host.removeprefix("www.")) or (
-            self.sources.get(f"www.{host}"))
+        return (
+            self.sources.get(host)
+            or self.sources.get(host.removeprefix("www."))
+            or (self.sources.get(f"www.{host}"))
+        )
 
     @property
     def sender_domain(self) -> str:
@@ -153,8 +164,7 @@ def load_project(project_dir: Path | None = None) -> Project:
 
 def load_newsletter(path: Path) -> Newsletter:
     """Read and validate digest.toml; report every problem at once."""
-    data, text = read_toml(path, ConfigError,
-                           "check the quoting and the [newsletter] table (https://toml.io)")
+    data, text = read_toml(path, ConfigError, "check the quoting and the [newsletter] table (https://toml.io)")
     table = data.get("newsletter")
     if not isinstance(table, dict):
         raise ConfigError(
@@ -171,7 +181,7 @@ def load_newsletter(path: Path) -> Newsletter:
                     f"[newsletter] has no '{key}'",
                     path=path,
                     line=_line_of(text, key),
-                    hint=f"add {key} = \"...\" under [newsletter]"
+                    hint=f'add {key} = "..." under [newsletter]'
                     + (" (every issue carries the editorial disclaimer)" if key == "disclaimer" else ""),
                 )
             )
@@ -194,34 +204,53 @@ def load_newsletter(path: Path) -> Newsletter:
                     path=path,
                     line=_line_of(text, key),
                     hint='write it as "Name <address@example.org>"; a name with a comma or '
-                         "a quote goes in double quotes, in TOML: "
-                         r'from = "\"Brief, Morning\" <a@example.org>"',
+                    "a quote goes in double quotes, in TOML: "
+                    r'from = "\"Brief, Morning\" <a@example.org>"',
                 )
             )
     mailto = table.get("unsubscribe_mailto")
-    if mailto is not None and (not isinstance(mailto, str) or parse_mailbox(mailto) is None
-                               or parse_mailbox(mailto)[0]):
-        problems.append(ConfigError(f"'unsubscribe_mailto' is not an email address: {mailto!r}",
-                                    path=path, line=_line_of(text, "unsubscribe_mailto"),
-                                    hint='write unsubscribe_mailto = "unsubscribe@example.org"'))
+    if mailto is not None and (
+        not isinstance(mailto, str) or parse_mailbox(mailto) is None or parse_mailbox(mailto)[0]
+    ):
+        problems.append(
+            ConfigError(
+                f"'unsubscribe_mailto' is not an email address: {mailto!r}",
+                path=path,
+                line=_line_of(text, "unsubscribe_mailto"),
+                hint='write unsubscribe_mailto = "unsubscribe@example.org"',
+            )
+        )
     for key in ("base_url",):
         value = table.get(key)
         if value is not None and not is_http_url(value):
-            problems.append(ConfigError(f"'{key}' must be an http(s) URL: {value!r}", path=path,
-                                        line=_line_of(text, key),
-                                        hint="write the full address, e.g. https://example.org"))
+            problems.append(
+                ConfigError(
+                    f"'{key}' must be an http(s) URL: {value!r}",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint="write the full address, e.g. https://example.org",
+                )
+            )
     for key in ("language",):
         value = table.get(key)
         if value is not None and not isinstance(value, str):
-            problems.append(ConfigError(f"'{key}' must be text", path=path,
-                                        line=_line_of(text, key), hint=f'write {key} = "..."'))
+            problems.append(
+                ConfigError(
+                    f"'{key}' must be text", path=path, line=_line_of(text, key), hint=f'write {key} = "..."'
+                )
+            )
     sources, source_problems = _read_sources(data.get("sources"), path, text)
     problems += source_problems
     for key in data:
         if key not in ("newsletter", "sources"):
-            problems.append(ConfigError(f"unknown table [{key}]", path=path,
-                                        line=toml_line(text, key, fallback=f"[{key}]"),
-                                        hint="digest.toml has [newsletter] and [sources]"))
+            problems.append(
+                ConfigError(
+                    f"unknown table [{key}]",
+                    path=path,
+                    line=toml_line(text, key, fallback=f"[{key}]"),
+                    hint="digest.toml has [newsletter] and [sources]",
+                )
+            )
     unsub = table.get("unsubscribe_url")
     if isinstance(unsub, str) and not is_http_url(unsub.replace("{", "").replace("}", "")):
         problems.append(
@@ -235,14 +264,20 @@ def load_newsletter(path: Path) -> Newsletter:
     recent = table.get("recent_issues", 5)
     if not isinstance(recent, int) or isinstance(recent, bool) or recent < 0:
         problems.append(
-            ConfigError("'recent_issues' must be a whole number", path=path,
-                        line=_line_of(text, "recent_issues"))
+            ConfigError(
+                "'recent_issues' must be a whole number", path=path, line=_line_of(text, "recent_issues")
+            )
         )
     direction = table.get("direction")
     if direction is not None and direction not in ("ltr", "rtl"):
-        problems.append(ConfigError(f"'direction' must be \"ltr\" or \"rtl\", not {direction!r}",
-                                    path=path, line=_line_of(text, "direction"),
-                                    hint="leave it out to take it from 'language'"))
+        problems.append(
+            ConfigError(
+                f'\'direction\' must be "ltr" or "rtl", not {direction!r}',
+                path=path,
+                line=_line_of(text, "direction"),
+                hint="leave it out to take it from 'language'",
+            )
+        )
     problems += _bounce_problems(table, path, text)
     raise_all(problems)
     return Newsletter(
@@ -268,18 +303,27 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
     if table is None:
         return {}, []
     if not isinstance(table, dict):
-        return {}, [ConfigError("'sources' must be a table", path=path,
-                                line=toml_line(text, "sources", fallback="[sources]"),
-                                hint='write [sources] then lines like "tass.com" = "TASS"')]
+        return {}, [
+            ConfigError(
+                "'sources' must be a table",
+                path=path,
+                line=toml_line(text, "sources", fallback="[sources]"),
+                hint='write [sources] then lines like "tass.com" = "TASS"',
+            )
+        ]
     sources: dict[str, str] = {}
     problems: list[DigestError] = []
     for site, name in table.items():
         host = site.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
         if not isinstance(name, str) or not name.strip() or not host or "/" in host:
-            problems.append(ConfigError(
-                f"[sources] entry {site!r} must map a site to a source name", path=path,
-                line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
-                hint='write "tass.com" = "TASS"'))
+            problems.append(
+                ConfigError(
+                    f"[sources] entry {site!r} must map a site to a source name",
+                    path=path,
+                    line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
+                    hint='write "tass.com" = "TASS"',
+                )
+            )
             continue
         sources[host] = name.strip()
     return sources, problems
@@ -290,22 +334,41 @@ def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
     problems: list[DigestError] = []
     bounce = table.get("bounce_address")
     local = bounce.strip().rpartition("@")[0] if isinstance(bounce, str) else ""
-    if bounce is not None and (not isinstance(bounce, str) or not local or "+" in local
-                               or not bounce.strip().rpartition("@")[2] or "<" in bounce):
-        problems.append(ConfigError(f"'bounce_address' must be a plain address: {bounce!r}",
-                                    path=path, line=_line_of(text, "bounce_address"),
-                                    hint='write bounce_address = "bounces@example.org" (no name, '
-                                         "no '+': digest adds +<token> per message)"))
+    if bounce is not None and (
+        not isinstance(bounce, str)
+        or not local
+        or "+" in local
+        or not bounce.strip().rpartition("@")[2]
+        or "<" in bounce
+    ):
+        problems.append(
+            ConfigError(
+                f"'bounce_address' must be a plain address: {bounce!r}",
+                path=path,
+                line=_line_of(text, "bounce_address"),
+                hint='write bounce_address = "bounces@example.org" (no name, '
+                "no '+': digest adds +<token> per message)",
+            )
+        )
     elif bounce is not None and len(local) + 30 > 64:
-        problems.append(ConfigError("'bounce_address' leaves no room for the VERP token (a local "
-                                    "part is at most 64 octets)", path=path,
-                                    line=_line_of(text, "bounce_address"),
-                                    hint="use a local part of at most 34 characters"))
+        problems.append(
+            ConfigError(
+                "'bounce_address' leaves no room for the VERP token (a local part is at most 64 octets)",
+                path=path,
+                line=_line_of(text, "bounce_address"),
+                hint="use a local part of at most 34 characters",
+            )
+        )
     limit = table.get("bounce_threshold", 3.0)
     if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
-        problems.append(ConfigError("'bounce_threshold' must be a positive number", path=path,
-                                    line=_line_of(text, "bounce_threshold"),
-                                    hint="3 is Mailman's default (0.5 per day with a soft bounce)"))
+        problems.append(
+            ConfigError(
+                "'bounce_threshold' must be a positive number",
+                path=path,
+                line=_line_of(text, "bounce_threshold"),
+                hint="3 is Mailman's default (0.5 per day with a soft bounce)",
+            )
+        )
     return problems
 
 
@@ -356,8 +419,12 @@ def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, st
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         m = _TOML_LINE.search(str(e))
-        raise error(f"invalid TOML: {str(e).split(' (at')[0]}", path=path,
-                    line=int(m.group(1)) if m else None, hint=hint) from e
+        raise error(
+            f"invalid TOML: {str(e).split(' (at')[0]}",
+            path=path,
+            line=int(m.group(1)) if m else None,
+            hint=hint,
+        ) from e
 
 
 def toml_line(text: str, key: str, fallback: str | None = None) -> int | None:

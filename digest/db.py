@@ -37,7 +37,9 @@ def _script(db: sqlite3.Connection, sql: str) -> None:
 
 
 def _journal_tables(db: sqlite3.Connection) -> None:
-    _script(db, """
+    _script(
+        db,
+        """
         CREATE TABLE IF NOT EXISTS sends (
             issue TEXT PRIMARY KEY,
             content_hash TEXT NOT NULL,
@@ -60,12 +62,15 @@ def _journal_tables(db: sqlite3.Connection) -> None:
             email TEXT NOT NULL,
             added_at REAL NOT NULL
         );
-    """)
+    """,
+    )
 
 
 def _subscriber_tables(db: sqlite3.Connection) -> None:
     """Subscribers, their consent events, and suppression by hash (the old list moves in)."""
-    _script(db, """
+    _script(
+        db,
+        """
         CREATE TABLE subscribers (
             email_key TEXT PRIMARY KEY,
             email TEXT NOT NULL,
@@ -98,23 +103,33 @@ def _subscriber_tables(db: sqlite3.Connection) -> None:
             window_start REAL NOT NULL,
             count INTEGER NOT NULL
         ) WITHOUT ROWID;
-    """)
+    """,
+    )
     rows = db.execute("SELECT email_key, email, added_at FROM suppressed").fetchall()
     for key, email, added in rows:
         digest = address_hash(key)
-        db.execute("INSERT OR IGNORE INTO suppression VALUES (?, 'unsubscribed', 'digest "
-                   "unsubscribe', ?)", (digest, added))
-        db.execute("INSERT OR IGNORE INTO subscribers VALUES (?, ?, '{}', 'unsubscribed', "
-                   "'digest unsubscribe', ?, ?)", (key, email, added, added))
-        db.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
-                   "VALUES (?, ?, 'unsubscribed', 'digest unsubscribe', 'suppression list "
-                   "before version 2', ?)", (digest, key, added))
+        db.execute(
+            "INSERT OR IGNORE INTO suppression VALUES (?, 'unsubscribed', 'digest unsubscribe', ?)",
+            (digest, added),
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO subscribers VALUES (?, ?, '{}', 'unsubscribed', 'digest unsubscribe', ?, ?)",
+            (key, email, added, added),
+        )
+        db.execute(
+            "INSERT INTO events (email_hash, email_key, status, source, reason, at) "
+            "VALUES (?, ?, 'unsubscribed', 'digest unsubscribe', 'suppression list "
+            "before version 2', ?)",
+            (digest, key, added),
+        )
     db.execute("DROP TABLE suppressed")
 
 
 def _bounce_tables(db: sqlite3.Connection) -> None:
     """Bounce events: one row per message (Message-ID + body hash) and recipient (issue 12)."""
-    _script(db, """
+    _script(
+        db,
+        """
         CREATE TABLE bounce_events (
             id INTEGER PRIMARY KEY,
             message_key TEXT NOT NULL,
@@ -131,7 +146,8 @@ def _bounce_tables(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX bounce_events_email ON bounce_events (email_key, id);
         CREATE INDEX bounce_events_issue ON bounce_events (issue, kind);
-    """)
+    """,
+    )
 
 
 # MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
@@ -154,8 +170,9 @@ def connect(path: Path | str) -> sqlite3.Connection:
     """
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                         timeout=BUSY_TIMEOUT_MS / 1000)
+    db = sqlite3.connect(
+        str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+    )
     try:
         db.create_function("address_hash", 1, address_hash, deterministic=True)
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -180,7 +197,8 @@ def migrate(db: sqlite3.Connection) -> int:
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(
             f"the database has schema version {version}, newer than this digest knows "
-            f"({SCHEMA_VERSION}); upgrade digest")
+            f"({SCHEMA_VERSION}); upgrade digest"
+        )
     while version < SCHEMA_VERSION:
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -79,6 +79,8 @@ def internal_error(error: BaseException) -> DigestError:
     """Describe an unexpected exception (a bug, not the input) as one line with a hint."""
     text = str(error).strip()
     what = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-    return DigestError(f"internal error: {what}",
-                       hint="run the command again with --verbose to see the traceback, and "
-                            "report it if the input looks right")
+    return DigestError(
+        f"internal error: {what}",
+        hint="run the command again with --verbose to see the traceback, and "
+        "report it if the input looks right",
+    )

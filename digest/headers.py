@@ -44,8 +44,11 @@ def list_id_header(description: str, list_id: str) -> bytes:
     tail = f"<{clean_value(list_id).strip('<>')}>"
     value = f"{description} {tail}" if description else tail
     folded = POLICY.fold_binary("List-Id", POLICY.header_factory("List-Id", value))
-    if (str(_parse("List-Id", folded)) != value or _longest(folded) > 78
-            or not folded.rstrip().endswith(tail.encode())):
+    if (
+        str(_parse("List-Id", folded)) != value
+        or _longest(folded) > 78
+        or not folded.rstrip().endswith(tail.encode())
+    ):
         folded = _encoded_whole("List-Id", description, tail).encode("ascii")
     return _verified("List-Id", folded, lambda h: str(h) == value)
 
@@ -65,8 +68,12 @@ def address_header(name: str, display: str | None, addr_spec: str) -> bytes:
         return f"{name}: {addr_spec}{CRLF}".encode("ascii")
     if len(display) + len(addr_spec) < 60 and "=?" not in display and _PLAIN_PHRASE.fullmatch(display):
         return f"{name}: {display} <{addr_spec}>{CRLF}".encode("ascii")  # the common case
-    if (display.isascii() and display.isprintable() and "=?" not in display
-            and len(display) + len(addr_spec) < 60):
+    if (
+        display.isascii()
+        and display.isprintable()
+        and "=?" not in display
+        and len(display) + len(addr_spec) < 60
+    ):
         return f"{name}: {formataddr((display, addr_spec))}{CRLF}".encode("ascii")
     return _address_header(name, display, addr_spec)
 
@@ -96,8 +103,11 @@ def _address_header(name: str, display: str, addr_spec: str) -> bytes:
 
     def same(h, folded: bytes) -> bool:
         found = h.addresses
-        return (len(found) == 1 and found[0].addr_spec == addr_spec
-                and _display_name(found[0], folded, addr_spec) == display)
+        return (
+            len(found) == 1
+            and found[0].addr_spec == addr_spec
+            and _display_name(found[0], folded, addr_spec) == display
+        )
 
     if not same(_parse(name, folded), folded) or _longest(folded) > 78:
         folded = _encoded_whole(name, display, f"<{addr_spec}>").encode("ascii")

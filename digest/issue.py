@@ -86,41 +86,77 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
 
     for key in meta:
         if key not in _KNOWN:
-            warnings.append(ContentError(f"unknown key '{key}' (ignored)", path=manifest_path,
-                                         line=line_of(key), hint="known keys: " + ", ".join(_KNOWN)))
+            warnings.append(
+                ContentError(
+                    f"unknown key '{key}' (ignored)",
+                    path=manifest_path,
+                    line=line_of(key),
+                    hint="known keys: " + ", ".join(_KNOWN),
+                )
+            )
     subject = meta.get("subject") or meta.get("title")
     if text and (not isinstance(subject, str) or not subject.strip()):
-        errors.append(ContentError("no 'subject'", path=manifest_path, line=1,
-                                   hint='add subject = "..." (the email\'s subject line)'))
+        errors.append(
+            ContentError(
+                "no 'subject'",
+                path=manifest_path,
+                line=1,
+                hint='add subject = "..." (the email\'s subject line)',
+            )
+        )
         subject = ""
     title = meta.get("title") or subject or ""
     if not isinstance(title, str):
-        errors.append(ContentError("'title' must be text", path=manifest_path,
-                                   line=line_of("title"), hint='write title = "..."'))
+        errors.append(
+            ContentError(
+                "'title' must be text", path=manifest_path, line=line_of("title"), hint='write title = "..."'
+            )
+        )
         title = subject if isinstance(subject, str) else ""
     date = meta.get("date")
     if isinstance(date, str):
         try:
             date = dt.date.fromisoformat(date)
         except ValueError:
-            errors.append(ContentError(f"'date' is not a date: {date!r}", path=manifest_path,
-                                       line=line_of("date"), hint="write date = 2021-12-31"))
+            errors.append(
+                ContentError(
+                    f"'date' is not a date: {date!r}",
+                    path=manifest_path,
+                    line=line_of("date"),
+                    hint="write date = 2021-12-31",
+                )
+            )
             date = None
     elif isinstance(date, dt.datetime):
         date = date.date()
     elif date is not None and not isinstance(date, dt.date):
-        errors.append(ContentError("'date' is not a date", path=manifest_path,
-                                   line=line_of("date"), hint="write date = 2021-12-31"))
+        errors.append(
+            ContentError(
+                "'date' is not a date", path=manifest_path, line=line_of("date"), hint="write date = 2021-12-31"
+            )
+        )
         date = None
     number = meta.get("number")
     if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
-        errors.append(ContentError("'number' must be a whole number", path=manifest_path,
-                                   line=line_of("number"), hint="write number = 12"))
+        errors.append(
+            ContentError(
+                "'number' must be a whole number",
+                path=manifest_path,
+                line=line_of("number"),
+                hint="write number = 12",
+            )
+        )
         number = None
     preheader = meta.get("preheader", "")
     if not isinstance(preheader, str):
-        errors.append(ContentError("'preheader' must be text", path=manifest_path,
-                                   line=line_of("preheader"), hint='write preheader = "..."'))
+        errors.append(
+            ContentError(
+                "'preheader' must be text",
+                path=manifest_path,
+                line=line_of("preheader"),
+                hint='write preheader = "..."',
+            )
+        )
         preheader = ""
 
     stories: dict[str, Story] = {}
@@ -135,34 +171,58 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
         warnings.extend(story_warnings)
         if stories.get(story.slug) is not None:
             other = stories[story.slug].path.name
-            errors.append(ContentError(
-                f"two stories have the slug '{story.slug}' ({other} and {path.name})",
-                path=path, hint="rename one of the files"))
+            errors.append(
+                ContentError(
+                    f"two stories have the slug '{story.slug}' ({other} and {path.name})",
+                    path=path,
+                    hint="rename one of the files",
+                )
+            )
             continue
         stories[story.slug] = story
     if not files:
-        errors.append(ContentError(
-            "the issue has no stories", path=issue_dir,
-            hint="add story files (*.md) to the folder, for example with 'digest add'"))
+        errors.append(
+            ContentError(
+                "the issue has no stories",
+                path=issue_dir,
+                hint="add story files (*.md) to the folder, for example with 'digest add'",
+            )
+        )
 
     order = meta.get("order", [])
     if not isinstance(order, list) or not all(isinstance(s, str) for s in order):
-        errors.append(ContentError("'order' must be a list of story slugs", path=manifest_path,
-                                   line=line_of("order"), hint='write order = ["first-story", ...]'))
+        errors.append(
+            ContentError(
+                "'order' must be a list of story slugs",
+                path=manifest_path,
+                line=line_of("order"),
+                hint='write order = ["first-story", ...]',
+            )
+        )
         order = []
     ordered: list[Story] = []
     seen: set[str] = set()
     for slug in order:
         if slug in seen:
-            errors.append(ContentError(f"'order' names '{slug}' twice", path=manifest_path,
-                                       line=line_of("order"), hint="list each story once"))
+            errors.append(
+                ContentError(
+                    f"'order' names '{slug}' twice",
+                    path=manifest_path,
+                    line=line_of("order"),
+                    hint="list each story once",
+                )
+            )
             continue
         seen.add(slug)
         if slug not in stories:
-            errors.append(ContentError(
-                f"'order' names a missing story '{slug}'", path=manifest_path,
-                line=line_of("order"),
-                hint=f"there is no {slug}.md in {issue_dir.name}/; fix the name or remove it from order"))
+            errors.append(
+                ContentError(
+                    f"'order' names a missing story '{slug}'",
+                    path=manifest_path,
+                    line=line_of("order"),
+                    hint=f"there is no {slug}.md in {issue_dir.name}/; fix the name or remove it from order",
+                )
+            )
             continue
         if stories[slug] is not None:
             ordered.append(stories[slug])
@@ -215,4 +275,3 @@ def _manifest_date(folder: Path) -> str:
     meta, _ = read_manifest(folder)
     date = meta.get("date")
     return date.isoformat() if hasattr(date, "isoformat") else str(date or "")
-

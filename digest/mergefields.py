@@ -138,8 +138,12 @@ def _field(node: nodes.Node) -> str | None:
         return f"recipient.{node.attr}"
     if isinstance(node, nodes.Getitem) and _is_recipient(node.node):
         return f"recipient[{_const(node.arg)}]"
-    if (isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr)
-            and node.node.attr == "get" and _is_recipient(node.node.node)):
+    if (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Getattr)
+        and node.node.attr == "get"
+        and _is_recipient(node.node.node)
+    ):
         return f"recipient.get({_const(node.args[0]) if node.args else ''})"
     return None
 
@@ -173,17 +177,20 @@ def _what(parent: nodes.Node, node: nodes.Node) -> str:
     return f"'{type(parent).__name__}'"
 
 
-def _visit(node: nodes.Node, parent: nodes.Node | None, template: str,
-           problems: list[DigestError]) -> None:
+def _visit(node: nodes.Node, parent: nodes.Node | None, template: str, problems: list[DigestError]) -> None:
     field = _field(node)
     if field is not None:
         if not _allowed(node, parent):
-            problems.append(TemplateError(
-                f"{_what(parent, node)} is applied to the merge field {field}; merge fields are "
-                "filled in per recipient after rendering, so a template can only print them",
-                path=template, line=node.lineno,
-                hint='print it as {{ recipient.name }}, with a default as '
-                     '{{ recipient.get("name", "reader") }}; do the rest in the CSV list'))
+            problems.append(
+                TemplateError(
+                    f"{_what(parent, node)} is applied to the merge field {field}; merge fields are "
+                    "filled in per recipient after rendering, so a template can only print them",
+                    path=template,
+                    line=node.lineno,
+                    hint="print it as {{ recipient.name }}, with a default as "
+                    '{{ recipient.get("name", "reader") }}; do the rest in the CSV list',
+                )
+            )
         return
     for child in node.iter_child_nodes():
         _visit(child, node, template, problems)

@@ -49,8 +49,13 @@ class Recipient:
 
 def _qp(text: str) -> bytes:
     """Quoted-printable encode UTF-8 text with CRLF line ends."""
-    if len(text) < 70 and text.isascii() and text.isprintable() and "=" not in text and (
-            not text.endswith(" ")):
+    if (
+        len(text) < 70
+        and text.isascii()
+        and text.isprintable()
+        and "=" not in text
+        and (not text.endswith(" "))
+    ):
         return text.encode("ascii")  # nothing to encode (the common case for a value)
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     return encoded.replace(b"\n", CRLF)
@@ -75,16 +80,19 @@ class _Part:
     html: bool
 
 
-def _split_part(content: str, content_type: str, html: bool, pattern: re.Pattern[str] | None,
-                nonce: str) -> _Part:
+def _split_part(
+    content: str, content_type: str, html: bool, pattern: re.Pattern[str] | None, nonce: str
+) -> _Part:
     pieces = pattern.split(content) if pattern is not None else [content]
     statics = pieces[0::2]
     slots = tuple(int(n) for n in pieces[1::2])
     for static in statics:
         if nonce and nonce in static.lower():
             # Never send a placeholder: the build's rendering changed one.
-            raise TemplateError("a merge field placeholder would reach readers unfilled",
-                                hint="print merge fields as they are: {{ recipient.name }}")
+            raise TemplateError(
+                "a merge field placeholder would reach readers unfilled",
+                hint="print merge fields as they are: {{ recipient.name }}",
+            )
     segments = [_qp(s) for s in statics]
     # Every segment that is followed by a slot ends with a soft line break.
     for i in range(len(segments) - 1):
@@ -152,9 +160,14 @@ class MessageTemplate:
         self._body_head = bytes(body)
         self._part_heads = tuple(
             (
-                CRLF + f"--{self.boundary}".encode() + CRLF
-                + f"Content-Type: {p.content_type}; charset=\"utf-8\"".encode() + CRLF
-                + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
+                CRLF
+                + f"--{self.boundary}".encode()
+                + CRLF
+                + f'Content-Type: {p.content_type}; charset="utf-8"'.encode()
+                + CRLF
+                + b"Content-Transfer-Encoding: quoted-printable"
+                + CRLF
+                + CRLF
             )
             for p in self._parts
         )

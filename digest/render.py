@@ -57,8 +57,7 @@ def _story_html(story: Story) -> Markup:
     dateline = lead(story)
     if dateline:
         span = f'<span class="dateline">{escape(dateline)}</span> '
-        html = html.replace("<p>", "<p>" + span, 1) if html.startswith("<p>") else (
-            f"<p>{span}</p>\n{html}")
+        html = html.replace("<p>", "<p>" + span, 1) if html.startswith("<p>") else (f"<p>{span}</p>\n{html}")
     return Markup(html)
 
 
@@ -86,9 +85,7 @@ def _environment(project_templates: Path | None, fingerprint: tuple) -> jinja2.E
     defaults = jinja2.FileSystemLoader(str(default_templates_dir()))
     loaders: list[jinja2.BaseLoader] = []
     # The project folder may not exist yet: FileSystemLoader looks on every load.
-    if project_templates is not None and project_templates.resolve() != (
-        default_templates_dir().resolve()
-    ):
+    if project_templates is not None and project_templates.resolve() != (default_templates_dir().resolve()):
         loaders.append(jinja2.FileSystemLoader(str(project_templates)))
     loaders += [defaults, jinja2.PrefixLoader({"!default": defaults}, delimiter="/")]
     env = jinja2.Environment(
@@ -157,11 +154,14 @@ def _check_placeholders(placeholders: Placeholders, parts: tuple[tuple[Path, str
     problems: list[DigestError] = []
     for template, content in parts:
         for found in placeholders.leftovers(content)[:1]:
-            problems.append(TemplateError(
-                f"a merge field was changed while rendering and would reach readers as "
-                f"{found.strip()!r}", path=template,
-                hint="print merge fields as they are: {{ recipient.name }}; no filter, slice "
-                     "or string method on them"))
+            problems.append(
+                TemplateError(
+                    f"a merge field was changed while rendering and would reach readers as {found.strip()!r}",
+                    path=template,
+                    hint="print merge fields as they are: {{ recipient.name }}; no filter, slice "
+                    "or string method on them",
+                )
+            )
     raise_all(problems)
 
 
@@ -171,8 +171,11 @@ def generic_unsubscribe_url(newsletter: Newsletter) -> str:
     Query parameters that carry {email} or {token} are left out.
     """
     parts = urlsplit(newsletter.unsubscribe_url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if "{email}" not in v and "{token}" not in v]
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if "{email}" not in v and "{token}" not in v
+    ]
     path = parts.path.replace("{email}", "").replace("{token}", "")
     return urlunsplit(parts._replace(path=path, query=urlencode(query)))
 
@@ -194,8 +197,9 @@ def _render(env: jinja2.Environment, name: str, context: dict) -> tuple[Path, st
             hint="see https://jinja.palletsprojects.com/templates/",
         ) from e
     except jinja2.TemplateNotFound as e:
-        raise TemplateError(f"template not found: {e.name}",
-                            hint="check the name in {% extends %} or {% include %}") from e
+        raise TemplateError(
+            f"template not found: {e.name}", hint="check the name in {% extends %} or {% include %}"
+        ) from e
     try:
         return Path(template.filename or name), template.render(context)
     except jinja2.UndefinedError as e:
@@ -241,9 +245,12 @@ def _check_disclaimer(
     plain = disclaimer if disclaimer in text else _normalised(text)
     for template, content in ((html_template, html_text), (text_template, plain)):
         if disclaimer not in content:
-            problems.append(TemplateError(
-                "the rendered email does not carry the editorial disclaimer",
-                path=template,
-                hint="keep {{ newsletter.disclaimer }} in the template (or extend the default "
-                     "template and keep its footer block)"))
+            problems.append(
+                TemplateError(
+                    "the rendered email does not carry the editorial disclaimer",
+                    path=template,
+                    hint="keep {{ newsletter.disclaimer }} in the template (or extend the default "
+                    "template and keep its footer block)",
+                )
+            )
     raise_all(problems)

@@ -110,18 +110,18 @@ def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ContentError(
-            "not UTF-8 text", path=path, line=line, hint="save the story as UTF-8"
-        ) from e
+        raise ContentError("not UTF-8 text", path=path, line=line, hint="save the story as UTF-8") from e
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     front, body, body_line = _split_front_matter(path, text)
     try:
         meta = yaml.load(front, Loader=_Loader)
     except ValueError as e:  # a date that does not exist, e.g. 2021-02-30
-        raise ContentError(f"invalid value in the front matter: {e}", path=path,
-                           line=_bad_date_line(front) or 2,
-                           hint="write dates as YYYY-MM-DD, or quote the value to keep it as text"
-                           ) from e
+        raise ContentError(
+            f"invalid value in the front matter: {e}",
+            path=path,
+            line=_bad_date_line(front) or 2,
+            hint="write dates as YYYY-MM-DD, or quote the value to keep it as text",
+        ) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -253,13 +253,19 @@ def _build_story(
                 elif isinstance(item, dict) and isinstance(item.get("title"), str):
                     link_url = item.get("url")
                     if link_url is not None and not is_http_url(link_url):
-                        error("read_also", f"read_also url is not an http(s) link: {link_url!r}",
-                              "write the full address, or leave the url out")
+                        error(
+                            "read_also",
+                            f"read_also url is not an http(s) link: {link_url!r}",
+                            "write the full address, or leave the url out",
+                        )
                         link_url = None
                     read_also.append(Link(item["title"].strip(), link_url))
                 else:
-                    error("read_also", "each 'read_also' item needs a 'title'",
-                          "write '- title: ...' (and optionally '  url: https://...')")
+                    error(
+                        "read_also",
+                        "each 'read_also' item needs a 'title'",
+                        "write '- title: ...' (and optionally '  url: https://...')",
+                    )
 
     image: Image | None = None
     raw_image = meta.get("image")
@@ -267,8 +273,11 @@ def _build_story(
         if not isinstance(raw_image, dict) or not isinstance(raw_image.get("src"), str):
             error("image", "'image' needs 'src'", "write 'image: {src: ..., alt: ...}'")
         elif not isinstance(raw_image.get("alt"), str) or not raw_image["alt"].strip():
-            error("image", "'image' has no 'alt' text",
-                  "describe the picture in 'alt:' for readers who cannot see it")
+            error(
+                "image",
+                "'image' has no 'alt' text",
+                "describe the picture in 'alt:' for readers who cannot see it",
+            )
         else:
             image = Image(raw_image["src"].strip(), raw_image["alt"].strip())
 

@@ -59,21 +59,29 @@ def _check_status(status: str) -> None:
         raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
 
 
-def _event(conn: sqlite3.Connection, address: str, status: str, source: str,
-           reason: str | None, now: float) -> None:
-    conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
-                 "VALUES (?, ?, ?, ?, ?, ?)",
-                 (address_hash(address), address_key(address), status, source, reason, now))
+def _event(
+    conn: sqlite3.Connection, address: str, status: str, source: str, reason: str | None, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO events (email_hash, email_key, status, source, reason, at) VALUES (?, ?, ?, ?, ?, ?)",
+        (address_hash(address), address_key(address), status, source, reason, now),
+    )
 
 
-def _suppress(conn: sqlite3.Connection, address: str, reason: str, source: str,
-              now: float) -> None:
-    conn.execute("INSERT INTO suppression VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                 (address_hash(address), reason, source, now))
+def _suppress(conn: sqlite3.Connection, address: str, reason: str, source: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO suppression VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (address_hash(address), reason, source, now),
+    )
 
 
-def add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None = None,
-        status: str = "active", source: str = "cli") -> str:
+def add(
+    conn: sqlite3.Connection,
+    address: str,
+    fields: Mapping[str, str] | None = None,
+    status: str = "active",
+    source: str = "cli",
+) -> str:
     """Add a subscriber; return 'added', 'updated' (fields of a known one) or 'suppressed'.
 
     A known subscriber keeps their status: adding never re-activates anyone.
@@ -85,32 +93,36 @@ def add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None
         return _add(conn, address, fields, status, source)
 
 
-def _add(conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None,
-         status: str, source: str) -> str:
+def _add(
+    conn: sqlite3.Connection, address: str, fields: Mapping[str, str] | None, status: str, source: str
+) -> str:
     key, now = address_key(address), time.time()
     data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
-    row = conn.execute("SELECT fields, status FROM subscribers WHERE email_key = ?",
-                       (key,)).fetchone()
+    row = conn.execute("SELECT fields, status FROM subscribers WHERE email_key = ?", (key,)).fetchone()
     if row is not None:
         if row[1] in SUPPRESSING:
             return "suppressed"
         if fields and row[0] != data:
-            conn.execute("UPDATE subscribers SET fields = ?, updated_at = ? WHERE "
-                         "email_key = ?", (data, now, key))
+            conn.execute(
+                "UPDATE subscribers SET fields = ?, updated_at = ? WHERE email_key = ?", (data, now, key)
+            )
             return "updated"
         return "known"
     if _is_suppressed(conn, address):
         return "suppressed"
-    conn.execute("INSERT INTO subscribers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (key, address.strip(), data, status, source, now, now))
+    conn.execute(
+        "INSERT INTO subscribers VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key, address.strip(), data, status, source, now, now),
+    )
     _event(conn, address, status, source, None, now)
     if status in SUPPRESSING:
         _suppress(conn, address, status, source, now)
     return "added"
 
 
-def set_status(conn: sqlite3.Connection, address: str, status: str, source: str,
-               reason: str | None = None) -> bool:
+def set_status(
+    conn: sqlite3.Connection, address: str, status: str, source: str, reason: str | None = None
+) -> bool:
     """Record a change of status (creating the subscriber if unknown); return whether it changed.
 
     Unsubscribed, bounced and complained also suppress the address. Setting the
@@ -126,42 +138,52 @@ def set_status(conn: sqlite3.Connection, address: str, status: str, source: str,
                 _suppress(conn, address, status, source, now)
             return False
         if row is None:
-            conn.execute("INSERT INTO subscribers VALUES (?, ?, '{}', ?, ?, ?, ?)",
-                         (key, address.strip(), status, source, now, now))
+            conn.execute(
+                "INSERT INTO subscribers VALUES (?, ?, '{}', ?, ?, ?, ?)",
+                (key, address.strip(), status, source, now, now),
+            )
         else:
-            conn.execute("UPDATE subscribers SET status = ?, source = ?, updated_at = ? "
-                         "WHERE email_key = ?", (status, source, now, key))
+            conn.execute(
+                "UPDATE subscribers SET status = ?, source = ?, updated_at = ? WHERE email_key = ?",
+                (status, source, now, key),
+            )
         _event(conn, address, status, source, reason, now)
         if status in SUPPRESSING:
             _suppress(conn, address, status, source, now)
     return True
 
 
-def reactivate(conn: sqlite3.Connection, address: str, source: str,
-               fields: Mapping[str, str] | None = None) -> bool:
+def reactivate(
+    conn: sqlite3.Connection, address: str, source: str, fields: Mapping[str, str] | None = None
+) -> bool:
     """Make the address active and lift its suppression (a confirmed opt-in); return if it changed."""
     key, now = address_key(address), time.time()
     with transaction(conn):
         row = conn.execute("SELECT status FROM subscribers WHERE email_key = ?", (key,)).fetchone()
-        lifted = conn.execute("DELETE FROM suppression WHERE email_hash = ?",
-                              (address_hash(address),)).rowcount
+        lifted = conn.execute("DELETE FROM suppression WHERE email_hash = ?", (address_hash(address),)).rowcount
         if row is not None and row[0] == "active" and not lifted:
             return False
         if row is None:
             data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
-            conn.execute("INSERT INTO subscribers VALUES (?, ?, ?, 'active', ?, ?, ?)",
-                         (key, address.strip(), data, source, now, now))
+            conn.execute(
+                "INSERT INTO subscribers VALUES (?, ?, ?, 'active', ?, ?, ?)",
+                (key, address.strip(), data, source, now, now),
+            )
         else:
-            conn.execute("UPDATE subscribers SET status = 'active', source = ?, updated_at = ? "
-                         "WHERE email_key = ?", (source, now, key))
+            conn.execute(
+                "UPDATE subscribers SET status = 'active', source = ?, updated_at = ? WHERE email_key = ?",
+                (source, now, key),
+            )
         _event(conn, address, "active", source, "confirmed opt-in", now)
     return True
 
 
 def get(conn: sqlite3.Connection, address: str) -> Subscriber | None:
     """Return the subscriber with this address (any spelling), or None."""
-    row = conn.execute("SELECT email, fields, status, source, created_at, updated_at FROM "
-                       "subscribers WHERE email_key = ?", (address_key(address),)).fetchone()
+    row = conn.execute(
+        "SELECT email, fields, status, source, created_at, updated_at FROM subscribers WHERE email_key = ?",
+        (address_key(address),),
+    ).fetchone()
     return _subscriber(row) if row else None
 
 
@@ -170,8 +192,7 @@ def _subscriber(row) -> Subscriber:
     return Subscriber(email, json.loads(fields), status, source, created, updated)
 
 
-def subscribers(conn: sqlite3.Connection, status: str | None = None,
-                batch: int = 1000) -> Iterator[Subscriber]:
+def subscribers(conn: sqlite3.Connection, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
     """Yield subscribers by address (optionally of one status), read a batch at a time."""
     if status is not None:
         _check_status(status)
@@ -180,7 +201,9 @@ def subscribers(conn: sqlite3.Connection, status: str | None = None,
         rows = conn.execute(
             "SELECT email, fields, status, source, created_at, updated_at, email_key FROM "
             "subscribers WHERE email_key > ? AND (? IS NULL OR status = ?) ORDER BY email_key "
-            "LIMIT ?", (last, status, status, batch)).fetchall()
+            "LIMIT ?",
+            (last, status, status, batch),
+        ).fetchall()
         if not rows:
             return
         for row in rows:
@@ -197,8 +220,7 @@ def active_recipients(conn: sqlite3.Connection) -> Iterator[Recipient]:
 
 def has_active(conn: sqlite3.Connection) -> bool:
     """Return whether the store has at least one active subscriber."""
-    return conn.execute("SELECT 1 FROM subscribers WHERE status = 'active' LIMIT 1").fetchone() \
-        is not None
+    return conn.execute("SELECT 1 FROM subscribers WHERE status = 'active' LIMIT 1").fetchone() is not None
 
 
 def stream_active(path: Path) -> Iterator[Recipient]:
@@ -218,8 +240,10 @@ def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
 
 
 def _is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
-    return conn.execute("SELECT 1 FROM suppression WHERE email_hash = ?",
-                        (address_hash(address),)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM suppression WHERE email_hash = ?", (address_hash(address),)).fetchone()
+        is not None
+    )
 
 
 def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
@@ -244,42 +268,62 @@ def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: fl
     with transaction(conn):
         found = conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,)).rowcount
         # A reason (a bounce's diagnostic line, say) that quotes the address loses it too.
-        found += conn.execute("UPDATE events SET email_key = NULL, reason = CASE WHEN "
-                              "instr(lower(reason), ?) THEN '[erased]' ELSE reason END "
-                              "WHERE email_hash = ?", (key, digest)).rowcount
-        found += conn.execute("DELETE FROM deliveries WHERE email_key = ? AND state IN "
-                              "('pending', 'deferred')", (key,)).rowcount
-        found += conn.execute("UPDATE deliveries SET email_key = ?, email = ?, fields = '{}' "
-                              "WHERE email_key = ?", (f"erased:{digest}", f"erased:{digest[:12]}",
-                                                      key)).rowcount
+        found += conn.execute(
+            "UPDATE events SET email_key = NULL, reason = CASE WHEN "
+            "instr(lower(reason), ?) THEN '[erased]' ELSE reason END "
+            "WHERE email_hash = ?",
+            (key, digest),
+        ).rowcount
+        found += conn.execute(
+            "DELETE FROM deliveries WHERE email_key = ? AND state IN ('pending', 'deferred')", (key,)
+        ).rowcount
+        found += conn.execute(
+            "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}' WHERE email_key = ?",
+            (f"erased:{digest}", f"erased:{digest[:12]}", key),
+        ).rowcount
         # Bounce records keep their kind, status and date; the address (and the diagnostic
         # line, which often quotes it) goes.
-        found += conn.execute("UPDATE bounce_events SET email = ?, email_key = ?, diagnostic = NULL "
-                              "WHERE email_key = ?", (f"erased:{digest[:12]}", f"erased:{digest}",
-                                                      key)).rowcount
-        conn.execute("INSERT INTO suppression VALUES (?, 'erased', ?, ?) ON CONFLICT DO UPDATE "
-                     "SET reason = 'erased'", (digest, source, now))
-        conn.execute("INSERT INTO events (email_hash, email_key, status, source, reason, at) "
-                     "VALUES (?, NULL, 'erased', ?, NULL, ?)", (digest, source, now))
+        found += conn.execute(
+            "UPDATE bounce_events SET email = ?, email_key = ?, diagnostic = NULL WHERE email_key = ?",
+            (f"erased:{digest[:12]}", f"erased:{digest}", key),
+        ).rowcount
+        conn.execute(
+            "INSERT INTO suppression VALUES (?, 'erased', ?, ?) ON CONFLICT DO UPDATE SET reason = 'erased'",
+            (digest, source, now),
+        )
+        conn.execute(
+            "INSERT INTO events (email_hash, email_key, status, source, reason, at) "
+            "VALUES (?, NULL, 'erased', ?, NULL, ?)",
+            (digest, source, now),
+        )
     return bool(found)
 
 
 def events(conn: sqlite3.Connection, address: str) -> list[tuple[str, str, str | None, float]]:
     """Return the consent record of an address: (status, source, reason, time), oldest first."""
-    return conn.execute("SELECT status, source, reason, at FROM events WHERE email_hash = ? "
-                        "ORDER BY id", (address_hash(address),)).fetchall()
+    return conn.execute(
+        "SELECT status, source, reason, at FROM events WHERE email_hash = ? ORDER BY id",
+        (address_hash(address),),
+    ).fetchall()
 
 
 def last_suppressing_event(conn: sqlite3.Connection, address: str) -> float | None:
     """Return when the address was last unsubscribed, bounced, complained or erased."""
-    row = conn.execute("SELECT max(at) FROM events WHERE email_hash = ? AND status IN "
-                       "('unsubscribed', 'bounced', 'complained', 'erased')",
-                       (address_hash(address),)).fetchone()
+    row = conn.execute(
+        "SELECT max(at) FROM events WHERE email_hash = ? AND status IN "
+        "('unsubscribed', 'bounced', 'complained', 'erased')",
+        (address_hash(address),),
+    ).fetchone()
     return row[0]
 
 
-def import_csv(conn: sqlite3.Connection, path: Path, source: str | None = None,
-               skip_invalid: bool = False, batch: int = 1000) -> ImportReport:
+def import_csv(
+    conn: sqlite3.Connection,
+    path: Path,
+    source: str | None = None,
+    skip_invalid: bool = False,
+    batch: int = 1000,
+) -> ImportReport:
     """Add every row of a CSV list as active; report bad rows with their line numbers.
 
     With a bad row and without *skip_invalid*, nothing is imported (the report

@@ -64,22 +64,30 @@ def decode_input(raw: bytes, path: Path) -> str:
     if not raw.strip():
         raise ContentError("the file is empty", path=path, hint="give a plain-text digest")
     if b"\0" in raw[:8192]:
-        raise ContentError("this is a binary file, not a plain-text digest", path=path,
-                           hint="copy the digest's text into a .txt file")
+        raise ContentError(
+            "this is a binary file, not a plain-text digest",
+            path=path,
+            hint="copy the digest's text into a .txt file",
+        )
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ContentError("not UTF-8 text", path=path, line=line,
-                           hint="save the text as UTF-8") from e
+        raise ContentError("not UTF-8 text", path=path, line=line, hint="save the text as UTF-8") from e
     lines = [ln for ln in text.splitlines() if ln.strip()][:20]
     if len(lines) >= 2:
         commas = [ln.count(",") for ln in lines]
-        if min(commas) >= 1 and len(set(commas)) == 1 and not any(
-                ln.rstrip().endswith((".", "”")) for ln in lines):
-            raise ContentError("this looks like CSV, not a plain-text digest", path=path, line=1,
-                               hint="import takes the text of a digest; a subscriber list goes "
-                                    "to 'digest send --list'")
+        if (
+            min(commas) >= 1
+            and len(set(commas)) == 1
+            and not any(ln.rstrip().endswith((".", "”")) for ln in lines)
+        ):
+            raise ContentError(
+                "this looks like CSV, not a plain-text digest",
+                path=path,
+                line=1,
+                hint="import takes the text of a digest; a subscriber list goes to 'digest send --list'",
+            )
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -124,8 +132,14 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
                 titles = blocks[index][1]
                 index += 1
             if current is None:
-                notes.append(ContentError("a 'Read also' with no story before it was not placed",
-                                          path=path, line=line_no, hint="move it after a story"))
+                notes.append(
+                    ContentError(
+                        "a 'Read also' with no story before it was not placed",
+                        path=path,
+                        line=line_no,
+                        hint="move it after a story",
+                    )
+                )
                 continue
             for title in titles:
                 if URL.match(title.strip()) and current.read_also:
@@ -145,9 +159,14 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
             if next_block is None and _similar(joined, wanted):
                 notes.append(_disclaimer_differs(joined, wanted, path, line_no))
             else:
-                notes.append(ContentError(
-                    f"paragraph not placed in any story: {joined[:60]!r}", path=path,
-                    line=line_no, hint="give it a title line, or add it to a story by hand"))
+                notes.append(
+                    ContentError(
+                        f"paragraph not placed in any story: {joined[:60]!r}",
+                        path=path,
+                        line=line_no,
+                        hint="give it a title line, or add it to a story by hand",
+                    )
+                )
             continue
         for offset, line in enumerate(lines):
             line = line.strip()
@@ -155,12 +174,16 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
             if cont:
                 current.site = cont.group("site")
                 current.closed = True
-                for extra, rest in enumerate(lines[offset + 1:], 1):
+                for extra, rest in enumerate(lines[offset + 1 :], 1):
                     if rest.strip():
-                        notes.append(ContentError(
-                            f"text after 'Continue reading' not placed: {rest.strip()[:60]!r}",
-                            path=path, line=line_no + offset + extra,
-                            hint="start a new story with a title line"))
+                        notes.append(
+                            ContentError(
+                                f"text after 'Continue reading' not placed: {rest.strip()[:60]!r}",
+                                path=path,
+                                line=line_no + offset + extra,
+                                hint="start a new story with a title line",
+                            )
+                        )
                 break
             if not current.paragraphs and current.dateline is None:
                 m = DATELINE.match(line)
@@ -172,8 +195,14 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
                 current.paragraphs.append(line)
     for story in stories:
         if not story.paragraphs:
-            notes.append(ContentError(f"story {story.title!r} has no text", path=path,
-                                      line=story.line, hint="check the blank lines around it"))
+            notes.append(
+                ContentError(
+                    f"story {story.title!r} has no text",
+                    path=path,
+                    line=story.line,
+                    hint="check the blank lines around it",
+                )
+            )
     return ImportResult(stories, notes, disclaimer_found)
 
 
@@ -194,8 +223,7 @@ def _blocks(text: str) -> list[tuple[int, list[str]]]:
     return blocks
 
 
-def _is_title(lines: list[str], next_block: list[str] | None,
-              current: ImportedStory | None) -> bool:
+def _is_title(lines: list[str], next_block: list[str] | None, current: ImportedStory | None) -> bool:
     """A title is one short line without closing punctuation, followed by text."""
     if len(lines) != 1 or next_block is None:
         return False
@@ -217,9 +245,11 @@ def _disclaimer_differs(found: str, wanted: str, path: Path, line: int) -> Diges
     return ContentError(
         "the closing paragraph looks like the disclaimer but differs from digest.toml's; "
         "it was not imported (" + " ".join(diff) + ")",
-        path=path, line=line,
+        path=path,
+        line=line,
         hint="the email always carries the disclaimer from digest.toml; update it there if "
-             "the new wording is right")
+        "the new wording is right",
+    )
 
 
 def _markdown_text(paragraph: str) -> str:

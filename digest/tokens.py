@@ -45,8 +45,7 @@ def _check_purpose(purpose: str) -> None:
 def signer(secret: str, purpose: str, scope: str, expires: int = 0) -> Callable[[str], str]:
     """Return a function that signs addresses, the HMAC key and prefix set up once."""
     _check_purpose(purpose)
-    keyed = hmac.new(secret.encode("utf-8"), f"{purpose}\n{scope}\n{expires}\n".encode(),
-                     hashlib.sha256)
+    keyed = hmac.new(secret.encode("utf-8"), f"{purpose}\n{scope}\n{expires}\n".encode(), hashlib.sha256)
     prefix = f"{_base36(expires)}." if expires else ""
 
     def sign(address: str) -> str:
@@ -57,16 +56,16 @@ def signer(secret: str, purpose: str, scope: str, expires: int = 0) -> Callable[
     return sign
 
 
-def sign(secret: str, purpose: str, scope: str, address: str, ttl: int | None = None,
-         now: float | None = None) -> str:
+def sign(
+    secret: str, purpose: str, scope: str, address: str, ttl: int | None = None, now: float | None = None
+) -> str:
     """Return a token for *address*; with *ttl*, it expires that many seconds from now."""
     # Rounded up: the time of issue (expiry - ttl) is never before the request.
     expires = math.ceil((time.time() if now is None else now) + ttl) if ttl else 0
     return signer(secret, purpose, scope, expires)(address)
 
 
-def verify(secret: str, purpose: str, scope: str, address: str, token: str,
-           now: float | None = None) -> None:
+def verify(secret: str, purpose: str, scope: str, address: str, token: str, now: float | None = None) -> None:
     """Check *token* for this purpose, scope and address; raise TokenError if it does not hold."""
     _check_purpose(purpose)
     if not secret:
@@ -126,8 +125,7 @@ _VERP_RE = re.compile(r"([0-9a-z]{1,12})\.([a-z2-7]{16})\Z")
 
 
 def _verp_mac(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:
-    mac = hmac.new(secret.encode("utf-8"), f"verp\n{scope}\n{delivery_id}\n{issue}\n".encode(),
-                   hashlib.sha256)
+    mac = hmac.new(secret.encode("utf-8"), f"verp\n{scope}\n{delivery_id}\n{issue}\n".encode(), hashlib.sha256)
     mac.update(_key(address))
     return base64.b32encode(mac.digest()[:VERP_MAC_BYTES]).decode("ascii").lower()
 

@@ -21,9 +21,9 @@ def enable_bounces(project: Path, monkeypatch, threshold: float | None = None) -
     """Add bounce_address (and a threshold) to digest.toml and set DIGEST_SECRET."""
     config = project / "digest.toml"
     text = config.read_text()
-    extra = ("" if f'bounce_address = "{BOUNCE_ADDRESS}"' in text
-             else f'bounce_address = "{BOUNCE_ADDRESS}"\n') + (
-        f"bounce_threshold = {threshold}\n" if threshold is not None else "")
+    extra = (
+        "" if f'bounce_address = "{BOUNCE_ADDRESS}"' in text else f'bounce_address = "{BOUNCE_ADDRESS}"\n'
+    ) + (f"bounce_threshold = {threshold}\n" if threshold is not None else "")
     config.write_text(text.replace("[newsletter]\n", "[newsletter]\n" + extra, 1))
     monkeypatch.setenv("DIGEST_SECRET", SECRET)
 
@@ -35,10 +35,14 @@ def connect(project: Path) -> sqlite3.Connection:
 def delivery(conn: sqlite3.Connection, email: str, issue: str = ISSUE) -> int:
     """Record a sent delivery of *issue* to *email* in the journal; return its id."""
     conn.execute("INSERT OR IGNORE INTO sends VALUES (?, 'hash', 0)", (issue,))
-    conn.execute("INSERT OR IGNORE INTO deliveries (issue, email_key, email, fields, state, "
-                 "updated_at) VALUES (?, ?, ?, '{}', 'sent', 0)", (issue, email.lower(), email))
-    return conn.execute("SELECT id FROM deliveries WHERE issue = ? AND email_key = ?",
-                        (issue, email.lower())).fetchone()[0]
+    conn.execute(
+        "INSERT OR IGNORE INTO deliveries (issue, email_key, email, fields, state, "
+        "updated_at) VALUES (?, ?, ?, '{}', 'sent', 0)",
+        (issue, email.lower(), email),
+    )
+    return conn.execute(
+        "SELECT id FROM deliveries WHERE issue = ? AND email_key = ?", (issue, email.lower())
+    ).fetchone()[0]
 
 
 def verp_for(conn: sqlite3.Connection, email: str, issue: str = ISSUE) -> str:

@@ -15,8 +15,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE = "2021-12-31"
 
 # `python -m digest` in a test's subprocess runs this checkout, not whatever copy is installed.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture
@@ -63,5 +62,6 @@ def small_issue(project: Path) -> Path:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--screenshots", metavar="DIR", default=None,
-                     help="save a screenshot of each preview view into DIR")
+    parser.addoption(
+        "--screenshots", metavar="DIR", default=None, help="save a screenshot of each preview view into DIR"
+    )

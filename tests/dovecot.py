@@ -125,9 +125,14 @@ class Dovecot:
 
     def environ(self, folder: str = "INBOX") -> dict[str, str]:
         """The DIGEST_IMAP_* settings that reach this server."""
-        return {"DIGEST_IMAP_HOST": "127.0.0.1", "DIGEST_IMAP_PORT": str(self.port),
-                "DIGEST_IMAP_USERNAME": self.user, "DIGEST_IMAP_PASSWORD": self.password,
-                "DIGEST_IMAP_FOLDER": folder, "DIGEST_IMAP_CAFILE": str(self.cafile)}
+        return {
+            "DIGEST_IMAP_HOST": "127.0.0.1",
+            "DIGEST_IMAP_PORT": str(self.port),
+            "DIGEST_IMAP_USERNAME": self.user,
+            "DIGEST_IMAP_PASSWORD": self.password,
+            "DIGEST_IMAP_FOLDER": folder,
+            "DIGEST_IMAP_CAFILE": str(self.cafile),
+        }
 
     def connect(self):
         import imaplib
@@ -158,22 +163,25 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"Dovecot exited ({process.returncode}):\n"
-                               + (log.read_text(errors="replace")[-3000:] if log.exists() else ""))
+            raise RuntimeError(
+                f"Dovecot exited ({process.returncode}):\n"
+                + (log.read_text(errors="replace")[-3000:] if log.exists() else "")
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError("Dovecot did not answer on its port:\n"
-                               + (log.read_text(errors="replace")[-3000:] if log.exists() else ""))
+            raise RuntimeError(
+                "Dovecot did not answer on its port:\n"
+                + (log.read_text(errors="replace")[-3000:] if log.exists() else "")
+            )
         time.sleep(0.1)
 
 
 @contextmanager
-def start_dovecot(tmp: Path, ca, maildir: Path | None = None,
-                  timeout: float = 30.0) -> Iterator[Dovecot]:
+def start_dovecot(tmp: Path, ca, maildir: Path | None = None, timeout: float = 30.0) -> Iterator[Dovecot]:
     """Run a private Dovecot (IMAPS on 127.0.0.1, a free port); stop it by PID at exit.
 
     *ca* is a ``trustme.CA``; the server's certificate is issued for 127.0.0.1. The
@@ -190,16 +198,29 @@ def start_dovecot(tmp: Path, ca, maildir: Path | None = None,
     (base / "key.pem").write_bytes(cert.private_key_pem.bytes())
     (base / "cert.pem").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
     # Dovecot refuses mail access as root: the mail belongs to 'nobody' under the tmp folder.
-    uid, gid = (os.getuid(), os.getgid()) if os.getuid() else (
-        pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    uid, gid = (
+        (os.getuid(), os.getgid())
+        if os.getuid()
+        else (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    )
     os.chown(base / "mail", uid, gid)
     os.chown(base / "home", uid, gid)
     (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{base}/home::\n")
     port, starttls_port = free_port(), free_port()
     conf = base / "dovecot.conf"
     mail = maildir or base / "mail" / USER
-    conf.write_text(CONF.format(port=port, base=base, cert=base / "cert.pem", key=base / "key.pem",
-                                uid=uid, gid=gid, mail=mail, starttls_port=starttls_port))
+    conf.write_text(
+        CONF.format(
+            port=port,
+            base=base,
+            cert=base / "cert.pem",
+            key=base / "key.pem",
+            uid=uid,
+            gid=gid,
+            mail=mail,
+            starttls_port=starttls_port,
+        )
+    )
     # The login processes run as dovenull: let them through the tmp folders (x only).
     for parent in base.resolve().parents:
         if parent in (Path("/"), Path("/tmp")):
@@ -208,8 +229,12 @@ def start_dovecot(tmp: Path, ca, maildir: Path | None = None,
         if not mode & 0o001:
             parent.chmod((mode & 0o7777) | 0o011)
     log = base / "dovecot.log"
-    process = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=(base / "stderr.log").open("wb"), start_new_session=True)
+    process = subprocess.Popen(
+        ["dovecot", "-F", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=(base / "stderr.log").open("wb"),
+        start_new_session=True,
+    )
     try:
         _wait_for_port(port, process, log, timeout)
         yield Dovecot(base, port, base / "ca.pem", process, mail, starttls_port)

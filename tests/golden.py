@@ -31,10 +31,12 @@ def assert_golden(name: str, actual: bytes) -> None:
         diff = difflib.unified_diff(
             expected.decode(errors="replace").splitlines(),
             actual.decode(errors="replace").splitlines(),
-            f"golden/{name}", "actual", lineterm="", n=2,
+            f"golden/{name}",
+            "actual",
+            lineterm="",
+            n=2,
         )
         raise AssertionError(
             f"output differs from tests/golden/{name} "
-            "(rerun with UPDATE_GOLDEN=1 if the change is intended):\n"
-            + "\n".join(list(diff)[:80])
+            "(rerun with UPDATE_GOLDEN=1 if the change is intended):\n" + "\n".join(list(diff)[:80])
         )

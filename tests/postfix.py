@@ -112,8 +112,9 @@ class Postfix:
             time.sleep(0.1)
 
     def postconf(self, *args: str) -> str:
-        return subprocess.run(["postconf", "-c", str(self.config_dir), *args], check=True,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["postconf", "-c", str(self.config_dir), *args], check=True, capture_output=True, text=True
+        ).stdout
 
 
 @contextmanager
@@ -132,10 +133,8 @@ def _edit_alternate_dirs(folder: str, add: bool) -> None:
     """Add *folder* to (or remove it from) alternate_config_directories; touch nothing else."""
     with _locked_main_cf():
         lines = DEFAULT_MAIN_CF.read_text().splitlines() if DEFAULT_MAIN_CF.exists() else []
-        index = next((i for i, line in enumerate(lines)
-                      if line.split("=", 1)[0].strip() == SETTING), None)
-        current = lines[index].split("=", 1)[1].replace(",", " ").split() if index is not None \
-            else []
+        index = next((i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == SETTING), None)
+        current = lines[index].split("=", 1)[1].replace(",", " ").split() if index is not None else []
         wanted = [d for d in current if d != folder] + ([folder] if add else [])
         line = f"{SETTING} = {' '.join(wanted)}".rstrip()
         if index is None:
@@ -156,8 +155,9 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"Postfix exited ({process.returncode}):\n"
-                               + log.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                f"Postfix exited ({process.returncode}):\n" + log.read_text(errors="replace")[-3000:]
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
                 if s.recv(512).startswith(b"220"):
@@ -165,16 +165,23 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError("Postfix did not answer on its port:\n"
-                               + log.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                "Postfix did not answer on its port:\n" + log.read_text(errors="replace")[-3000:]
+            )
         time.sleep(0.1)
 
 
 @contextmanager
-def start_postfix(tmp: Path, *, relay: tuple[str, int] | None = None,
-                  tls: tuple[Path, Path] | None = None, port: int | None = None,
-                  extra_main_cf: dict[str, str] | None = None, extra_master_cf: str = "",
-                  timeout: float = 30.0) -> Iterator[Postfix]:
+def start_postfix(
+    tmp: Path,
+    *,
+    relay: tuple[str, int] | None = None,
+    tls: tuple[Path, Path] | None = None,
+    port: int | None = None,
+    extra_main_cf: dict[str, str] | None = None,
+    extra_master_cf: str = "",
+    timeout: float = 30.0,
+) -> Iterator[Postfix]:
     """Run a private Postfix on 127.0.0.1 (port free unless given); stop it at exit.
 
     *relay* (host, port) is where it sends every message (``relayhost``); *tls* is
@@ -224,23 +231,35 @@ def start_postfix(tmp: Path, *, relay: tuple[str, int] | None = None,
     if relay is not None:
         settings["relayhost"] = f"[{relay[0]}]:{relay[1]}"
     if tls is not None:
-        settings.update({"smtpd_tls_cert_file": str(tls[0]), "smtpd_tls_key_file": str(tls[1]),
-                         "smtpd_tls_security_level": "may", "smtpd_tls_loglevel": "1"})
+        settings.update(
+            {
+                "smtpd_tls_cert_file": str(tls[0]),
+                "smtpd_tls_key_file": str(tls[1]),
+                "smtpd_tls_security_level": "may",
+                "smtpd_tls_loglevel": "1",
+            }
+        )
     settings.update(extra_main_cf or {})
     (config_dir / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    (config_dir / "master.cf").write_text(
-        MASTER_CF.format(listen=f"127.0.0.1:{port}") + extra_master_cf)
+    (config_dir / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}") + extra_master_cf)
     Path(tmp).mkdir(parents=True, exist_ok=True)
     log = Path(tmp) / "postfix.log"
     _edit_alternate_dirs(str(config_dir), add=True)
     process: subprocess.Popen | None = None
     try:
         with log.open("wb") as out:
-            subprocess.run(["postfix", "-c", str(config_dir), "set-permissions"], stdout=out,
-                           stderr=subprocess.STDOUT, check=False)
-            process = subprocess.Popen(["postfix", "-c", str(config_dir), "start-fg"],
-                                       stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            subprocess.run(
+                ["postfix", "-c", str(config_dir), "set-permissions"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+            process = subprocess.Popen(
+                ["postfix", "-c", str(config_dir), "start-fg"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait_for_port(port, process, log, timeout)
         yield Postfix(config_dir, queue_dir, port, log, process)
     finally:

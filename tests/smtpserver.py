@@ -100,7 +100,8 @@ class Recorder:
 
 def authenticator(server, session, envelope, mechanism, auth_data):
     ok = isinstance(auth_data, LoginPassword) and (
-        auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode())
+        auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode()
+    )
     return AuthResult(success=ok, handled=False)
 
 
@@ -129,21 +130,36 @@ class Server:
     *pipelining* advertises PIPELINING; *smtputf8* (aiosmtpd's default) SMTPUTF8.
     """
 
-    def __init__(self, tls_context=None, implicit_tls: bool = False, pipelining: bool = False,
-                 smtputf8: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self,
+        tls_context=None,
+        implicit_tls: bool = False,
+        pipelining: bool = False,
+        smtputf8: bool = True,
+        port: int | None = None,
+    ) -> None:
         self.recorder = Recorder(pipelining=pipelining)
         self.port = port or free_port()
         kwargs = {}
         if implicit_tls:  # TLS from the first byte (port 465 style), then AUTH
             # aiosmtpd only counts STARTTLS as TLS for AUTH; this connection is TLS too.
-            kwargs = {"ssl_context": tls_context, "authenticator": authenticator,
-                      "auth_required": True, "auth_require_tls": False}
+            kwargs = {
+                "ssl_context": tls_context,
+                "authenticator": authenticator,
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
         elif tls_context is not None:
-            kwargs = {"tls_context": tls_context, "require_starttls": True,
-                      "authenticator": authenticator, "auth_required": True}
+            kwargs = {
+                "tls_context": tls_context,
+                "require_starttls": True,
+                "authenticator": authenticator,
+                "auth_required": True,
+            }
         kwargs["enable_SMTPUTF8"] = smtputf8
-        self.controller = FaultyController(self.recorder, hostname="127.0.0.1", port=self.port,
-                                           server_hostname="localhost", **kwargs)
+        self.controller = FaultyController(
+            self.recorder, hostname="127.0.0.1", port=self.port, server_hostname="localhost", **kwargs
+        )
 
     def __enter__(self) -> Server:
         self.controller.start()

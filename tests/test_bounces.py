@@ -13,12 +13,26 @@ from digest import subscribers
 from digest.cli import cli
 from tests.bounceutil import ISSUE, connect, deliver, enable_bounces, fixture, maildir
 
-OURS = ["postfix-hard.eml", "postfix-mailbox-full.eml", "exim-hard.eml", "exchange-ndr.eml",
-        "gmail-hard.eml", "yahoo.eml", "qmail.eml", "arf-abuse.eml", "vacation-rfc3834.eml",
-        "vacation-outlook.eml"]
+OURS = [
+    "postfix-hard.eml",
+    "postfix-mailbox-full.eml",
+    "exim-hard.eml",
+    "exchange-ndr.eml",
+    "gmail-hard.eml",
+    "yahoo.eml",
+    "qmail.eml",
+    "arf-abuse.eml",
+    "vacation-rfc3834.eml",
+    "vacation-outlook.eml",
+]
 NOT_OURS = ["unrelated.eml", "unrelated-dsn.eml", "vacation-to-editors.eml", "forged-verp.eml"]
-LEFT = ["verp-human-reply.eml", "malformed-truncated-report.eml", "malformed-empty.eml",
-        "malformed-binary.eml", "malformed-bad-status.eml"]
+LEFT = [
+    "verp-human-reply.eml",
+    "malformed-truncated-report.eml",
+    "malformed-empty.eml",
+    "malformed-binary.eml",
+    "malformed-bad-status.eml",
+]
 
 
 @pytest.fixture
@@ -29,8 +43,13 @@ def box(project: Path, monkeypatch) -> Path:
     conn = connect(project)
     for name in OURS + NOT_OURS + LEFT:
         deliver(folder, f"1641190329.{name.removesuffix('.eml')}.mx", fixture(conn, name))
-    for address in ("gone@example.net", "full@example.net", "annoyed@mailbox.example",
-                    "away@example.net", "ooo@contoso.example"):
+    for address in (
+        "gone@example.net",
+        "full@example.net",
+        "annoyed@mailbox.example",
+        "away@example.net",
+        "ooo@contoso.example",
+    ):
         subscribers.add(conn, address)
     conn.close()
     return folder
@@ -55,8 +74,11 @@ def event_count(project: Path) -> int:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every message file (cur/ and new/ of the Maildir and its subfolders) and its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.parent.name in ("cur", "new")}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.parent.name in ("cur", "new")
+    }
 
 
 def test_maildir_run_records_marks_and_moves_only_ours(project, box, runner: CliRunner):
@@ -69,12 +91,13 @@ def test_maildir_run_records_marks_and_moves_only_ours(project, box, runner: Cli
     assert "complaint annoyed@mailbox.example (2021-12-31): abuse" in out
     assert "marked annoyed@mailbox.example complained" in out
     assert "auto-reply (ignored) away@example.net" in out
-    assert out.endswith(f"Maildir {box}: 19 message(s): 6 hard, 1 soft, 1 complaint(s), "
-                        "2 auto-reply(ies), 4 not ours, 1 unrecognised, 4 malformed\n"
-                        "marked 6 bounced, 1 complained\n")
+    assert out.endswith(
+        f"Maildir {box}: 19 message(s): 6 hard, 1 soft, 1 complaint(s), "
+        "2 auto-reply(ies), 4 not ours, 1 unrecognised, 4 malformed\n"
+        "marked 6 bounced, 1 complained\n"
+    )
     # Each broken message is named in a warning, never a traceback, and stays where it was.
-    for name in ("malformed-truncated-report", "malformed-empty", "malformed-binary",
-                 "malformed-bad-status"):
+    for name in ("malformed-truncated-report", "malformed-empty", "malformed-binary", "malformed-bad-status"):
         assert f"Warning: new/1641190329.{name}.mx: malformed message: " in result.stderr
     assert "Traceback" not in result.output
     # Hard bounces and complaints change the status at once; one soft bounce does not.
@@ -127,11 +150,16 @@ def test_soft_bounces_mark_bounced_past_the_threshold(project, monkeypatch, runn
     conn = connect(project)
     raw = fixture(conn, "postfix-mailbox-full.eml")
     conn.close()
-    days = ["Tue,  4 Jan 2022 07:00:00", "Tue,  4 Jan 2022 19:00:00", "Wed,  5 Jan 2022 07:00:00",
-            "Thu,  6 Jan 2022 07:00:00"]
+    days = [
+        "Tue,  4 Jan 2022 07:00:00",
+        "Tue,  4 Jan 2022 19:00:00",
+        "Wed,  5 Jan 2022 07:00:00",
+        "Thu,  6 Jan 2022 07:00:00",
+    ]
     for n, day in enumerate(days):
         message = raw.replace(b"Tue,  4 Jan 2022 07:00:00", day.encode()).replace(
-            b"20220104070000.B00F1", f"soft-{n}".encode())
+            b"20220104070000.B00F1", f"soft-{n}".encode()
+        )
         deliver(folder, f"soft-{n}", message)
     result = runner.invoke(cli, ["bounces", "--maildir", str(folder)])
     assert result.exit_code == 0, result.output
@@ -156,19 +184,22 @@ def test_status_ls_and_reactivate(project, box, runner: CliRunner):
     assert "  bounced   gone@example.net: hard bounce 5.1.1 550 5.1.1" in status.stdout
     assert "  complained annoyed@mailbox.example: complaint abuse" in status.stdout
     listing = runner.invoke(cli, ["subscribers", "ls", "--status", "bounced"])
-    assert ("gone@example.net\tbounced\t" in listing.stdout
-            and "\thard bounce 2022-01-03 (2021-12-31): 5.1.1 550 5.1.1 <gone@example.net>: "
-                "Recipient address rejected" in listing.stdout)
+    assert (
+        "gone@example.net\tbounced\t" in listing.stdout
+        and "\thard bounce 2022-01-03 (2021-12-31): 5.1.1 550 5.1.1 <gone@example.net>: "
+        "Recipient address rejected"
+        in listing.stdout
+    )
     again = runner.invoke(cli, ["subscribers", "reactivate", "gone@example.net"])
     assert again.exit_code == 0, again.output
     assert again.stdout.startswith("reactivated gone@example.net (was bounced: hard bounce")
     assert status_of(project, "gone@example.net") == "active"
     assert runner.invoke(cli, ["subscribers", "reactivate", "gone@example.net"]).stdout == (
-        "gone@example.net is already active\n")
+        "gone@example.net is already active\n"
+    )
     # Only a bounce or a complaint is undone: not a reader's own unsubscribe, not a stranger.
     runner.invoke(cli, ["unsubscribe", "away@example.net"])
-    refused = runner.invoke(cli, ["subscribers", "reactivate", "away@example.net",
-                                  "stranger@example.org"])
+    refused = runner.invoke(cli, ["subscribers", "reactivate", "away@example.net", "stranger@example.org"])
     assert refused.exit_code == 1
     assert refused.output == (
         "Error: away@example.net is unsubscribed, not bounced or complained\n"
@@ -176,21 +207,23 @@ def test_status_ls_and_reactivate(project, box, runner: CliRunner):
         "subscribes again themselves\n"
         "Error: stranger@example.org is not in the subscriber store\n"
         "  hint: add a new reader with 'digest subscribers add ADDRESS'\n"
-        "2 problems found; nothing was written.\n")
+        "2 problems found; nothing was written.\n"
+    )
     assert status_of(project, "away@example.net") == "unsubscribed"
 
 
-def test_send_skips_bounced_and_complained_also_from_a_list(project, box, runner: CliRunner,
-                                                             tmp_path: Path):
+def test_send_skips_bounced_and_complained_also_from_a_list(project, box, runner: CliRunner, tmp_path: Path):
     assert runner.invoke(cli, ["bounces", "--maildir", str(box)]).exit_code == 0
     csv = tmp_path / "list.csv"
-    csv.write_text("email,name\ngone@example.net,G\nnobody@example.com,N\n"
-                   "annoyed@mailbox.example,A\nfull@example.net,F\nnew@example.org,Y\n")
-    result = runner.invoke(cli, ["send", ISSUE, "--list", str(csv), "--outbox",
-                                 str(tmp_path / "out")])
+    csv.write_text(
+        "email,name\ngone@example.net,G\nnobody@example.com,N\n"
+        "annoyed@mailbox.example,A\nfull@example.net,F\nnew@example.org,Y\n"
+    )
+    result = runner.invoke(cli, ["send", ISSUE, "--list", str(csv), "--outbox", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    sent = sorted(p.read_bytes().split(b"\nTo: ")[1].split(b"\r\n")[0].decode()
-                  for p in (tmp_path / "out").glob("*.eml"))
+    sent = sorted(
+        p.read_bytes().split(b"\nTo: ")[1].split(b"\r\n")[0].decode() for p in (tmp_path / "out").glob("*.eml")
+    )
     assert sent == ["F <full@example.net>", "Y <new@example.org>"]
 
 
@@ -210,8 +243,7 @@ def test_mbox_moves_ours_to_a_processed_mbox(project, monkeypatch, runner: CliRu
     left = [m["Message-ID"] for m in mailbox.mbox(path)]
     moved = [m["Message-ID"] for m in mailbox.mbox(path.with_name("bounces.mbox.processed"))]
     assert left == ["<tip-12345@example.com>", "<bad-status-1@relay.example.org>"]
-    assert moved == ["<20220103061209.5D7AA1C2B1@relay.example.org>",
-                     "<arf-1641992400-42@fbl.mailbox.example>"]
+    assert moved == ["<20220103061209.5D7AA1C2B1@relay.example.org>", "<arf-1641992400-42@fbl.mailbox.example>"]
     assert status_of(project, "gone@example.net") == "bounced"
 
 
@@ -223,18 +255,23 @@ def test_bad_invocations_are_one_clear_error(project, runner: CliRunner, tmp_pat
     assert result.exit_code == 1 and "not a Maildir (it needs cur/, new/ and tmp/)" in result.output
     result = runner.invoke(cli, ["bounces", "--imap"])
     assert result.exit_code == 1
-    assert "Error: --imap needs DIGEST_IMAP_HOST, DIGEST_IMAP_USERNAME, DIGEST_IMAP_PASSWORD" \
-        in result.output
+    assert "Error: --imap needs DIGEST_IMAP_HOST, DIGEST_IMAP_USERNAME, DIGEST_IMAP_PASSWORD" in result.output
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('bounce_address = "Bounces <b@example.org>"', "'bounce_address' must be a plain address"),
-    ('bounce_address = "b+x@example.org"', "'bounce_address' must be a plain address"),
-    ('bounce_address = "' + "b" * 40 + '@example.org"', "'bounce_address' leaves no room for the VERP token"),
-    ("bounce_threshold = 0", "'bounce_threshold' must be a positive number"),
-    ('bounce_threshold = "3"', "'bounce_threshold' must be a positive number"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('bounce_address = "Bounces <b@example.org>"', "'bounce_address' must be a plain address"),
+        ('bounce_address = "b+x@example.org"', "'bounce_address' must be a plain address"),
+        (
+            'bounce_address = "' + "b" * 40 + '@example.org"',
+            "'bounce_address' leaves no room for the VERP token",
+        ),
+        ("bounce_threshold = 0", "'bounce_threshold' must be a positive number"),
+        ('bounce_threshold = "3"', "'bounce_threshold' must be a positive number"),
+    ],
+)
 def test_bad_bounce_settings_are_one_clear_error(project, runner, line, message):
     config = project / "digest.toml"
     text = "\n".join(x for x in config.read_text().splitlines() if not x.startswith("bounce_"))
@@ -248,14 +285,15 @@ def test_bad_bounce_settings_are_one_clear_error(project, runner, line, message)
 def test_check_warns_without_bounce_address(project, runner):
     assert runner.invoke(cli, ["check", "2021-12-31"]).stdout == "0 errors, 0 warnings\n"
     config = project / "digest.toml"
-    config.write_text("\n".join(x for x in config.read_text().splitlines()
-                                if not x.startswith("bounce_address")) + "\n")
+    config.write_text(
+        "\n".join(x for x in config.read_text().splitlines() if not x.startswith("bounce_address")) + "\n"
+    )
     result = runner.invoke(cli, ["check", "2021-12-31"])
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
-        "digest.toml: warning: no bounce_address: bounces go to the From address and are not "
-        "processed",
-        "0 errors, 1 warning"]
+        "digest.toml: warning: no bounce_address: bounces go to the From address and are not processed",
+        "0 errors, 1 warning",
+    ]
 
 
 def test_erasure_also_forgets_the_bounce_records(project, box, runner: CliRunner):
@@ -264,8 +302,10 @@ def test_erasure_also_forgets_the_bounce_records(project, box, runner: CliRunner
     assert result.exit_code == 0, result.output
     conn = connect(project)
     try:
-        rows = conn.execute("SELECT email, email_key, kind, diagnostic FROM bounce_events "
-                            "WHERE kind = 'hard' AND email LIKE 'erased:%'").fetchall()
+        rows = conn.execute(
+            "SELECT email, email_key, kind, diagnostic FROM bounce_events "
+            "WHERE kind = 'hard' AND email LIKE 'erased:%'"
+        ).fetchall()
         dump = "\n".join(conn.iterdump())
     finally:
         conn.close()

@@ -115,4 +115,3 @@ def test_verp_tokens_are_short_signed_and_case_insensitive():
     forged = token[:-1] + ("a" if token[-1] != "a" else "b")
     assert not verp_is_valid(SECRET, LIST_ID, forged, ISSUE, "reader@example.org")
     assert verp_delivery("not-a-token") is None and verp_delivery("1.short") is None
-

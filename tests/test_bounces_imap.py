@@ -15,10 +15,21 @@ from digest.config import load_project
 from tests.bounceutil import connect, enable_bounces, fixture
 from tests.dovecot import service_tmp, start_dovecot
 
-OURS = ["postfix-hard.eml", "gmail-delayed.eml", "qmail.eml", "arf-abuse.eml",
-        "vacation-rfc3834.eml", "vacation-outlook.eml"]
-OTHERS = ["unrelated.eml", "unrelated-dsn.eml", "vacation-to-editors.eml", "verp-human-reply.eml",
-          "malformed-bad-status.eml"]
+OURS = [
+    "postfix-hard.eml",
+    "gmail-delayed.eml",
+    "qmail.eml",
+    "arf-abuse.eml",
+    "vacation-rfc3834.eml",
+    "vacation-outlook.eml",
+]
+OTHERS = [
+    "unrelated.eml",
+    "unrelated-dsn.eml",
+    "vacation-to-editors.eml",
+    "verp-human-reply.eml",
+    "malformed-bad-status.eml",
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +87,7 @@ def imap_project(project, monkeypatch, dovecot):
     return project
 
 
-def test_imap_moves_only_ours_and_leaves_the_rest_unread(imap_project, dovecot,
-                                                         runner: CliRunner):
+def test_imap_moves_only_ours_and_leaves_the_rest_unread(imap_project, dovecot, runner: CliRunner):
     load(dovecot, imap_project, OURS + OTHERS)
     before = folder(dovecot, "INBOX")
     dry = runner.invoke(cli, ["bounces", "--imap", "--dry-run"])
@@ -87,8 +97,10 @@ def test_imap_moves_only_ours_and_leaves_the_rest_unread(imap_project, dovecot,
     result = runner.invoke(cli, ["bounces", "--imap"])
     assert result.exit_code == 0, result.output
     assert dovecot.password not in result.output
-    assert f"IMAP bounces@127.0.0.1:{dovecot.port}/INBOX: 11 message(s): 2 hard, 1 soft, " \
+    assert (
+        f"IMAP bounces@127.0.0.1:{dovecot.port}/INBOX: 11 message(s): 2 hard, 1 soft, "
         "1 complaint(s), 2 auto-reply(ies), 3 not ours, 1 unrecognised, 1 malformed" in result.stdout
+    )
     assert "Warning: UID 11: malformed message" in result.stderr
     inbox, processed = folder(dovecot, "INBOX"), folder(dovecot, "processed")
     # The rest stay as they were: same bytes, still unread (fetched with BODY.PEEK).
@@ -133,14 +145,13 @@ def test_without_move_copy_flag_and_expunge_only_that_uid(imap_project, dovecot)
     assert list(folder(dovecot, "processed")) == ["<20220103061209.5D7AA1C2B1@relay.example.org>"]
 
 
-def test_a_wrong_password_is_one_clear_error_without_the_password(imap_project, dovecot,
-                                                                  runner: CliRunner,
-                                                                  monkeypatch):
+def test_a_wrong_password_is_one_clear_error_without_the_password(
+    imap_project, dovecot, runner: CliRunner, monkeypatch
+):
     monkeypatch.setenv("DIGEST_IMAP_PASSWORD", "wrong-Secret-123")
     result = runner.invoke(cli, ["bounces", "--imap"])
     assert result.exit_code == 1
-    assert result.output.startswith(f"Error: cannot log in to IMAP 127.0.0.1:{dovecot.port} as "
-                                    "bounces: ")
+    assert result.output.startswith(f"Error: cannot log in to IMAP 127.0.0.1:{dovecot.port} as bounces: ")
     assert "hint: check DIGEST_IMAP_HOST" in result.output
     assert "wrong-Secret-123" not in result.output and "Traceback" not in result.output
 
@@ -159,7 +170,6 @@ def test_starttls_and_a_folder_of_its_own(imap_project, dovecot, runner: CliRunn
     monkeypatch.setenv("DIGEST_IMAP_FOLDER", "bounces")
     result = runner.invoke(cli, ["bounces", "--imap"])
     assert result.exit_code == 0, result.output
-    assert f"IMAP bounces@127.0.0.1:{dovecot.starttls_port}/bounces: 1 message(s): 1 hard" \
-        in result.stdout
+    assert f"IMAP bounces@127.0.0.1:{dovecot.starttls_port}/bounces: 1 message(s): 1 hard" in result.stdout
     assert list(folder(dovecot, "processed")) == ["<20220103061209.5D7AA1C2B1@relay.example.org>"]
     assert folder(dovecot, "bounces") == {}

@@ -30,8 +30,14 @@ NOBODY = 65534  # the Maildir belongs to 'nobody', as Postfix's virtual agent wr
 
 
 def digest(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digest", *args], cwd=project, env=os.environ,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        cwd=project,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
@@ -59,8 +65,7 @@ def bounce_loop(project: Path, system_tmp: Path, tmp_path: Path, monkeypatch):
     maildir = mail / "bounces" / "Maildir"
     with Server() as sink:
         for address in HARD:
-            sink.recorder.faults[address] = [f"550 5.1.1 <{address}>: Recipient address "
-                                             "rejected: User unknown"]
+            sink.recorder.faults[address] = [f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"]
         for address in SOFT:
             sink.recorder.faults[address] = [f"452 4.2.2 <{address}>: Mailbox full"]
         settings = {
@@ -85,9 +90,14 @@ def bounce_loop(project: Path, system_tmp: Path, tmp_path: Path, monkeypatch):
             csv.write_text("email\n" + "\n".join(HARD + SOFT + GOOD) + "\n")
             sent = digest(project, "send", ISSUE, "--list", str(csv), "--yes")
             assert sent.returncode == 0, sent.stdout + sent.stderr
-            wait_for(lambda: len(list((maildir / "new").glob("*"))) >= len(HARD + SOFT)
-                     if (maildir / "new").is_dir() else False,
-                     "Postfix's DSNs in the Maildir:\n" + pf.log_text()[-3000:])
+            wait_for(
+                lambda: (
+                    len(list((maildir / "new").glob("*"))) >= len(HARD + SOFT)
+                    if (maildir / "new").is_dir()
+                    else False
+                ),
+                "Postfix's DSNs in the Maildir:\n" + pf.log_text()[-3000:],
+            )
             pf.wait_until_empty()
             yield project, maildir, csv, sink, pf
 
@@ -98,20 +108,24 @@ def test_postfix_dsns_into_a_maildir_are_classified_and_the_next_send_skips_the_
     assert len(dsns) == len(HARD + SOFT), pf.log_text()[-3000:]
     for path in dsns:  # real DSNs, to real VERP addresses
         raw = path.read_bytes()
-        assert re.search(rb"(?m)^Delivered-To: bounces\+[0-9a-z]+\.[a-z2-7]{16}@" + DOMAIN.encode(),
-                         raw), raw[:600]
+        assert re.search(rb"(?m)^Delivered-To: bounces\+[0-9a-z]+\.[a-z2-7]{16}@" + DOMAIN.encode(), raw), raw[
+            :600
+        ]
         assert b"report-type=delivery-status" in raw
     result = digest(project, "bounces", "--maildir", str(maildir))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == ""
     for address in HARD:
-        assert re.search(rf"hard bounce {re.escape(address)} \({ISSUE}\): 5\.1\.1 550 5\.1\.1 "
-                         rf"<{re.escape(address)}>: Recipient address rejected", result.stdout), \
-            result.stdout
+        assert re.search(
+            rf"hard bounce {re.escape(address)} \({ISSUE}\): 5\.1\.1 550 5\.1\.1 "
+            rf"<{re.escape(address)}>: Recipient address rejected",
+            result.stdout,
+        ), result.stdout
         assert f"marked {address} bounced" in result.stdout
     for address in SOFT:
-        assert re.search(rf"soft bounce {re.escape(address)} \({ISSUE}\): 4\.2\.2 452 4\.2\.2",
-                         result.stdout), result.stdout
+        assert re.search(
+            rf"soft bounce {re.escape(address)} \({ISSUE}\): 4\.2\.2 452 4\.2\.2", result.stdout
+        ), result.stdout
         assert f"marked {address}" not in result.stdout
     assert "5 message(s): 3 hard, 2 soft\nmarked 3 bounced, 0 complained\n" in result.stdout
     assert not list((maildir / "new").iterdir())
@@ -154,9 +168,16 @@ def test_real_dsns_arf_and_auto_replies_over_imap_only_ours_move(bounce_loop, sy
     project, maildir, csv, sink, pf = bounce_loop
     # Postfix also delivers a complaint, two auto-replies and two unrelated messages there.
     conn = connect(project)
-    extra = {name: fixture(conn, name) for name in (
-        "arf-abuse.eml", "vacation-rfc3834.eml", "vacation-outlook.eml", "unrelated.eml",
-        "vacation-to-editors.eml")}
+    extra = {
+        name: fixture(conn, name)
+        for name in (
+            "arf-abuse.eml",
+            "vacation-rfc3834.eml",
+            "vacation-outlook.eml",
+            "unrelated.eml",
+            "vacation-to-editors.eml",
+        )
+    }
     conn.close()
     import smtplib
 
@@ -176,8 +197,9 @@ def test_real_dsns_arf_and_auto_replies_over_imap_only_ours_move(bounce_loop, sy
             for key in env:
                 os.environ.pop(key, None)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert ": 10 message(s): 3 hard, 2 soft, 1 complaint(s), 2 auto-reply(ies), 2 not ours" \
-            in result.stdout, result.stdout
+        assert (
+            ": 10 message(s): 3 hard, 2 soft, 1 complaint(s), 2 auto-reply(ies), 2 not ours" in result.stdout
+        ), result.stdout
         imap = dc.connect()
         try:
             imap.select("INBOX", readonly=True)

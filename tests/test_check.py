@@ -26,15 +26,24 @@ def test_example_issue_is_clean(project: Path, runner: CliRunner) -> None:
 @pytest.fixture
 def bad_issue(project: Path) -> Path:
     """An issue built to fire every warning."""
-    story(project / "issues" / EXAMPLE / "zz-earlier.md", "An article that went out",
-          source="TASS", url="https://tass.com/politics/1382579")
+    story(
+        project / "issues" / EXAMPLE / "zz-earlier.md",
+        "An article that went out",
+        source="TASS",
+        url="https://tass.com/politics/1382579",
+    )
     folder = project / "issues" / "2022-01-05"
-    write(folder / "issue.toml", f"""
-        subject = "{'A very long subject line that keeps going well past what any inbox shows in full'}"
+    write(
+        folder / "issue.toml",
+        f"""
+        subject = "{"A very long subject line that keeps going well past what any inbox shows in full"}"
         date = 2022-01-05
         preheader = ""
-    """)
-    write(folder / "a.md", """
+    """,
+    )
+    write(
+        folder / "a.md",
+        """
         ---
         title: Same title
         url: https://tass.com/politics/1382579
@@ -42,23 +51,30 @@ def bad_issue(project: Path) -> Path:
         First paragraph with a TK figure.
 
         ![](https://example.com/map.png) and [a relative link](/local/page) and [empty]().
-    """)
-    write(folder / "b.md", """
+    """,
+    )
+    write(
+        folder / "b.md",
+        """
         ---
         title: Same title
         source: Example
         url: https://example.com/same
         ---
         Text. TODO: check the quote.
-    """)
-    write(folder / "c.md", """
+    """,
+    )
+    write(
+        folder / "c.md",
+        """
         ---
         title: Other
         source: Example
         url: https://example.com/same
         ---
         Text.
-    """)
+    """,
+    )
     return folder
 
 
@@ -91,9 +107,12 @@ def test_json_output(bad_issue: Path, runner: CliRunner) -> None:
     data = json.loads(result.stdout)
     assert (data["errors"], data["warnings"]) == (0, 11)
     assert data["findings"][0] == {
-        "severity": "warning", "message": "the subject is 80 characters (over 78)",
-        "path": "issues/2022-01-05/issue.toml", "line": 1,
-        "hint": "inboxes cut long subjects; shorten it"}
+        "severity": "warning",
+        "message": "the subject is 80 characters (over 78)",
+        "path": "issues/2022-01-05/issue.toml",
+        "line": 1,
+        "hint": "inboxes cut long subjects; shorten it",
+    }
 
 
 def test_build_errors_are_all_reported(project: Path, runner: CliRunner) -> None:
@@ -110,11 +129,14 @@ def test_build_errors_are_all_reported(project: Path, runner: CliRunner) -> None
 
 def test_missing_disclaimer_and_unsubscribe_link(project: Path) -> None:
     write(project / "templates" / "email.txt", "{{ issue.subject }}\n{{ newsletter.disclaimer }}\n")
-    write(project / "templates" / "email.html", """
+    write(
+        project / "templates" / "email.html",
+        """
         {% extends "!default/email.html" %}
         {% block footer %}<tr><td>{{ newsletter.disclaimer }}
         <a href="javascript:void(0)">x</a> <a href="#">top</a></td></tr>{% endblock %}
-    """)
+    """,
+    )
     assert _findings(EXAMPLE) == [
         "templates/email.txt: error: the text part has no unsubscribe link",
         "templates/email.html: error: the HTML part has no unsubscribe link",
@@ -123,20 +145,28 @@ def test_missing_disclaimer_and_unsubscribe_link(project: Path) -> None:
     ]
     write(project / "templates" / "email.txt", "{{ unsubscribe_url }}\n")
     assert _findings(EXAMPLE)[0] == (
-        "templates/email.txt: error: the rendered email does not carry the editorial disclaimer")
+        "templates/email.txt: error: the rendered email does not carry the editorial disclaimer"
+    )
 
 
 def test_size_warnings(project: Path) -> None:
     folder = project / "issues" / EXAMPLE
     story(folder / "zz-long.md", "Long read", body="Lorem ipsum dolor sit amet. " * 4000)
     rules = "\n".join(f".c{i} {{ color: #{i:06x} !important; }}" for i in range(900))
-    write(project / "templates" / "media.css",
-          "{% include '!default/media.css' %}\n@media (max-width: 400px) {\n" + rules + "\n}\n")
+    write(
+        project / "templates" / "media.css",
+        "{% include '!default/media.css' %}\n@media (max-width: 400px) {\n" + rules + "\n}\n",
+    )
     findings = _findings(EXAMPLE)
-    assert any(f.startswith(f"issues/{EXAMPLE}: warning: the HTML part is ")
-               and f.endswith("KB as sent; Gmail clips messages over 102 KB") for f in findings)
-    assert any(f.endswith("email.html: warning: a <style> block of 50 KB (over 16 KB; Gmail drops it)")
-               for f in findings)
+    assert any(
+        f.startswith(f"issues/{EXAMPLE}: warning: the HTML part is ")
+        and f.endswith("KB as sent; Gmail clips messages over 102 KB")
+        for f in findings
+    )
+    assert any(
+        f.endswith("email.html: warning: a <style> block of 50 KB (over 16 KB; Gmail drops it)")
+        for f in findings
+    )
 
 
 def test_check_hides_nothing(project: Path, runner: CliRunner) -> None:
@@ -145,16 +175,25 @@ def test_check_hides_nothing(project: Path, runner: CliRunner) -> None:
     write(folder / "zz-empty.md", "---\ntitle: Nothing here\n---\n\n")
     write(folder / "zz-broken.md", "---\ntitle: [\n---\nText. XXX\n")
     write(folder / "zz-marker.md", "---\ntitle: Marked\n---\nA TODO left here.\n")
-    write(folder / "zz-site.md", "---\ntitle: Site only\nsource: TASS\nurl: https://tass.com/"
-          "  # import: only the site is known; put the article's address here\n---\nText.\n")
+    write(
+        folder / "zz-site.md",
+        "---\ntitle: Site only\nsource: TASS\nurl: https://tass.com/"
+        "  # import: only the site is known; put the article's address here\n---\nText.\n",
+    )
     result = runner.invoke(cli, ["check", EXAMPLE])
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert f"issues/{EXAMPLE}/zz-broken.md:3: error: malformed YAML front matter: " \
-           "expected ',' or ']', but got '<stream end>'" in lines[0] or "zz-broken.md" in lines[0]
+    assert (
+        f"issues/{EXAMPLE}/zz-broken.md:3: error: malformed YAML front matter: "
+        "expected ',' or ']', but got '<stream end>'"
+        in lines[0]
+        or "zz-broken.md" in lines[0]
+    )
     assert f"issues/{EXAMPLE}/zz-marker.md:4: warning: leftover TODO marker" in lines
-    assert f"issues/{EXAMPLE}/zz-site.md:4: warning: the url is the site that 'digest import' " \
-           "found, not the article" in lines
+    assert (
+        f"issues/{EXAMPLE}/zz-site.md:4: warning: the url is the site that 'digest import' "
+        "found, not the article" in lines
+    )
     assert f"issues/{EXAMPLE}/zz-empty.md:4: error: the story has no text" in lines
     assert f"issues/{EXAMPLE}/zz-broken.md:4: warning: leftover XXX marker" in lines
     assert lines[-1] == "2 errors, 3 warnings"
@@ -169,13 +208,15 @@ def test_stories_from_the_same_site_are_not_duplicates(project: Path) -> None:
     # The example's two TASS stories both link https://tass.com/: a source, not an article.
     assert _findings(EXAMPLE) == []
     story(project / "issues" / "later" / "a.md", "Later", source="TASS", url="https://tass.com/")
-    write(project / "issues" / "later" / "issue.toml",
-          'subject = "Later"\ndate = 2022-01-01\npreheader = "p"\n')
+    write(
+        project / "issues" / "later" / "issue.toml", 'subject = "Later"\ndate = 2022-01-01\npreheader = "p"\n'
+    )
     assert _findings("later") == []
 
 
-def test_init_example_values_are_flagged(tmp_path: Path, runner: CliRunner,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_example_values_are_flagged(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert runner.invoke(cli, ["init", "--name", "Brief, Morning"]).exit_code == 0
     assert runner.invoke(cli, ["new", "one", "--title", "One"]).exit_code == 0
@@ -184,5 +225,13 @@ def test_init_example_values_are_flagged(tmp_path: Path, runner: CliRunner,
     found = [line for line in result.stdout.splitlines() if "still the example" in line]
     assert found == [
         f"digest.toml:{n}: warning: '{key}' is still the example 'digest init' wrote"
-        for n, key in ((7, "from"), (9, "reply_to"), (11, "base_url"), (13, "list_id"),
-                       (16, "unsubscribe_url"), (18, "unsubscribe_mailto"), (24, "disclaimer"))]
+        for n, key in (
+            (7, "from"),
+            (9, "reply_to"),
+            (11, "base_url"),
+            (13, "list_id"),
+            (16, "unsubscribe_url"),
+            (18, "unsubscribe_mailto"),
+            (24, "disclaimer"),
+        )
+    ]

@@ -31,8 +31,7 @@ def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
 def test_export_writes_three_files(project: Path, runner: CliRunner) -> None:
     result = runner.invoke(cli, ["export", EXAMPLE, "--out", "out"])
     assert result.exit_code == 0, result.output
-    assert result.output == (
-        f"wrote out/{EXAMPLE}.html\nwrote out/{EXAMPLE}.txt\nwrote out/{EXAMPLE}.eml\n")
+    assert result.output == (f"wrote out/{EXAMPLE}.html\nwrote out/{EXAMPLE}.txt\nwrote out/{EXAMPLE}.eml\n")
 
 
 def test_export_one_format_to_stdout(project: Path, runner: CliRunner) -> None:
@@ -46,8 +45,8 @@ def test_export_all_to_stdout_is_refused(project: Path, runner: CliRunner) -> No
     result = runner.invoke(cli, ["export", EXAMPLE, "--out", "-"])
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: --out - writes one format to standard output\n"
-        "  hint: add --format html, text or eml\n")
+        "Error: --out - writes one format to standard output\n  hint: add --format html, text or eml\n"
+    )
 
 
 def test_missing_title_error_text(project: Path, runner: CliRunner) -> None:
@@ -56,7 +55,8 @@ def test_missing_title_error_text(project: Path, runner: CliRunner) -> None:
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: issues/{EXAMPLE}/zz.md:1: front matter has no 'title'\n"
-        "  hint: add 'title: ...' to the front matter\n")
+        "  hint: add 'title: ...' to the front matter\n"
+    )
     assert not (project / "out").exists()
 
 
@@ -69,8 +69,7 @@ def test_all_problems_in_one_run(project: Path, runner: CliRunner) -> None:
     lines = result.stderr.splitlines()
     assert [line for line in lines if line.startswith("Error:")] == [
         f"Error: issues/{EXAMPLE}/zz-a.md:1: front matter has no 'title'",
-        f"Error: issues/{EXAMPLE}/zz-b.md:3: malformed YAML front matter: "
-        "did not find expected ',' or ']'",
+        f"Error: issues/{EXAMPLE}/zz-b.md:3: malformed YAML front matter: did not find expected ',' or ']'",
     ]
     assert lines[-1] == "2 problems found; nothing was written."
     assert "Traceback" not in result.output
@@ -83,7 +82,8 @@ def test_unknown_key_warns_but_exports(project: Path, runner: CliRunner) -> None
     assert result.exit_code == 0
     assert result.stderr.startswith(
         f"Warning: issues/{EXAMPLE}/five-key-takeaways-from-latest-putin-biden-call.md:4: "
-        "unknown front matter key 'soruce' (ignored)\n")
+        "unknown front matter key 'soruce' (ignored)\n"
+    )
 
 
 def test_no_project(tmp_path: Path, runner: CliRunner, monkeypatch) -> None:
@@ -93,7 +93,8 @@ def test_no_project(tmp_path: Path, runner: CliRunner, monkeypatch) -> None:
     assert re.fullmatch(
         r"Error: no digest.toml in .* or any folder above it\n"
         r"  hint: run digest inside a newsletter project, pass --project DIR, .*\n",
-        result.stderr)
+        result.stderr,
+    )
 
 
 def test_project_option(project: Path, runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
@@ -119,7 +120,8 @@ def test_template_dropping_disclaimer(project: Path, runner: CliRunner) -> None:
     assert result.stderr == (
         "Error: templates/email.txt: the rendered email does not carry the editorial disclaimer\n"
         "  hint: keep {{ newsletter.disclaimer }} in the template (or extend the default "
-        "template and keep its footer block)\n")
+        "template and keep its footer block)\n"
+    )
 
 
 def test_verbose_shows_the_traceback(project: Path, runner: CliRunner) -> None:
@@ -136,8 +138,19 @@ def test_missing_issue(project: Path, runner: CliRunner, args) -> None:
     assert result.stderr == "Error: issues: no issue 'nope'\n  hint: known issues: 2021-12-31\n"
 
 
-PIPELINE = ("jinja2", "premailer", "lxml", "markdown_it", "yaml", "digest.render", "digest.export",
-            "digest.stories", "digest.message", "digest.config", "cssutils")
+PIPELINE = (
+    "jinja2",
+    "premailer",
+    "lxml",
+    "markdown_it",
+    "yaml",
+    "digest.render",
+    "digest.export",
+    "digest.stories",
+    "digest.message",
+    "digest.config",
+    "cssutils",
+)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["export", "--help"]])
@@ -145,17 +158,19 @@ def test_help_and_version_do_not_import_the_pipeline(args: list[str]) -> None:
     import subprocess
     import sys
 
-    code = ("import sys, runpy; sys.argv = ['digest', *sys.argv[1:]]\n"
-            "try:\n    runpy.run_module('digest', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            f"print('LOADED', sorted(m for m in {PIPELINE!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, runpy; sys.argv = ['digest', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('digest', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        f"print('LOADED', sorted(m for m in {PIPELINE!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("LOADED []"), out[-300:]
 
 
 def test_an_unexpected_exception_is_one_line_without_traceback(
-        project: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    project: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import digest.export
 
     def broken(*args, **kwargs):
@@ -167,7 +182,8 @@ def test_an_unexpected_exception_is_one_line_without_traceback(
     assert result.output == (
         "Error: internal error: RuntimeError: something nobody expected\n"
         "  hint: run the command again with --verbose to see the traceback, and report it if "
-        "the input looks right\n")
+        "the input looks right\n"
+    )
     assert not (project / "OUT").exists()
     verbose = runner.invoke(cli, ["--verbose", "export", EXAMPLE, "--out", "OUT"])
     assert verbose.exit_code == 1
@@ -181,8 +197,11 @@ def test_bad_values_are_errors_with_path_and_line(project: Path, runner: CliRunn
     write(folder / "bad-date.md", "---\ntitle: B\ndate: 2021-02-30\n---\nText.\n")
     result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
     assert result.exit_code == 1
-    assert f"Error: issues/{EXAMPLE}/bad-url.md:3: 'url' is not an http(s) link: " \
-           "'http://[oops'" in result.output
-    assert f"Error: issues/{EXAMPLE}/bad-date.md:3: invalid value in the front matter: day is " \
-           "out of range for month" in result.output
+    assert (
+        f"Error: issues/{EXAMPLE}/bad-url.md:3: 'url' is not an http(s) link: 'http://[oops'" in result.output
+    )
+    assert (
+        f"Error: issues/{EXAMPLE}/bad-date.md:3: invalid value in the front matter: day is "
+        "out of range for month" in result.output
+    )
     assert "Traceback" not in result.output

@@ -23,9 +23,10 @@ def test_default_templates_are_clean(project: Path) -> None:
     assert [w.format() for p in files for w in scan_file(p)] == []
 
 
-def test_client_hostile_css_is_reported_with_file_and_line(project: Path,
-                                                            runner: CliRunner) -> None:
-    write(project / "templates" / "style.css", """
+def test_client_hostile_css_is_reported_with_file_and_line(project: Path, runner: CliRunner) -> None:
+    write(
+        project / "templates" / "style.css",
+        """
         .masthead { position: relative; top: 2px; }
         .story { display: flex; }
         .story-image { float: left; }
@@ -37,8 +38,11 @@ def test_client_hostile_css_is_reported_with_file_and_line(project: Path,
         @font-face { font-family: 'Inter'; src: url(https://example.org/inter.woff2); }
         @media only screen and (max-width: 620px) { .story-image { float: none; display: grid; } }
         .masthead { font-family: 'Inter', Arial, sans-serif; }
-    """)
-    write(project / "templates" / "email.html", """
+    """,
+    )
+    write(
+        project / "templates" / "email.html",
+        """
         {% extends "!default/email.html" %}
         {% block header %}
         <tr><td class="masthead">
@@ -47,7 +51,8 @@ def test_client_hostile_css_is_reported_with_file_and_line(project: Path,
         <td background="https://example.org/bg.png">x</td>
         </td></tr>
         {% endblock %}
-    """)
+    """,
+    )
     result = runner.invoke(cli, ["check", EXAMPLE, "--json"])
     found = [(f["path"], f["line"], f["message"]) for f in json.loads(result.stdout)["findings"]]
     assert found == [
@@ -55,8 +60,7 @@ def test_client_hostile_css_is_reported_with_file_and_line(project: Path,
         ("templates/email.html", 5, "float without a fallback: Outlook for Windows ignores it"),
         ("templates/email.html", 6, "a background image without a background colour"),
         ("templates/style.css", 1, "position:relative is ignored by Gmail and Outlook"),
-        ("templates/style.css", 2,
-         "display:flex is ignored by Outlook for Windows and older Gmail apps"),
+        ("templates/style.css", 2, "display:flex is ignored by Outlook for Windows and older Gmail apps"),
         ("templates/style.css", 3, "float without a fallback: Outlook for Windows ignores it"),
         ("templates/style.css", 4, "CSS variables are ignored by Gmail and Outlook"),
         ("templates/style.css", 5, "CSS variables are ignored by Gmail and Outlook"),
@@ -67,7 +71,8 @@ def test_client_hostile_css_is_reported_with_file_and_line(project: Path,
     strict = runner.invoke(cli, ["check", EXAMPLE, "--strict"])
     assert strict.exit_code == 1
     assert "templates/style.css:1: warning: position:relative is ignored by Gmail and Outlook" in (
-        strict.stdout)
+        strict.stdout
+    )
 
 
 def test_wide_and_heavy_images_are_reported(project: Path, runner: CliRunner) -> None:
@@ -78,23 +83,30 @@ def test_wide_and_heavy_images_are_reported(project: Path, runner: CliRunner) ->
     (folder / "photo.png").write_bytes(_png(1200, 800))  # scaled by the template: fine
     heavy = folder / "heavy.bin.png"
     heavy.write_bytes(_png(400, 100)[:-12] + b"\0" * (1100 * 1024) + _png(400, 100)[-12:])
-    story(folder / "a.md", "Maps", source="Example", url="https://example.org/maps",
-          image="{src: photo.png, alt: A photo}",
-          body="Text.\n\n![A wide map](wide.png)\n\n![A narrow map](narrow.png)\n\n"
-               "![Heavy](heavy.bin.png)\n\n![Remote](https://example.org/x.png)")
+    story(
+        folder / "a.md",
+        "Maps",
+        source="Example",
+        url="https://example.org/maps",
+        image="{src: photo.png, alt: A photo}",
+        body="Text.\n\n![A wide map](wide.png)\n\n![A narrow map](narrow.png)\n\n"
+        "![Heavy](heavy.bin.png)\n\n![Remote](https://example.org/x.png)",
+    )
     result = runner.invoke(cli, ["check", "pictures", "--json"])
     found = [(f["path"], f["line"], f["message"]) for f in json.loads(result.stdout)["findings"]]
-    assert ("issues/pictures/a.md", 9,
-            "the image wide.png is 1200 px wide, wider than the 600 px container (Outlook for "
-            "Windows shows it at full size)") in found
+    assert (
+        "issues/pictures/a.md",
+        9,
+        "the image wide.png is 1200 px wide, wider than the 600 px container (Outlook for "
+        "Windows shows it at full size)",
+    ) in found
     assert not [f for f in found if "narrow.png" in f[2] or "photo.png" in f[2]]
     weight = [f for f in found if "weigh" in f[2]]
     assert len(weight) == 1 and weight[0][:2] == ("issues/pictures", None)
     assert weight[0][2].startswith("the issue's images weigh 11") and "over 1024 KB" in weight[0][2]
 
 
-def test_a_broken_template_is_reported_once_not_as_a_traceback(project: Path,
-                                                               runner: CliRunner) -> None:
+def test_a_broken_template_is_reported_once_not_as_a_traceback(project: Path, runner: CliRunner) -> None:
     write(project / "templates" / "style.css", ".story { position: absolute;\n")
     write(project / "templates" / "email.html", "{% extends %}\n")
     result = runner.invoke(cli, ["check", EXAMPLE])

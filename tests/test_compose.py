@@ -18,28 +18,47 @@ def _ok(runner: CliRunner, *args: str, input: str | None = None) -> str:
     return result.stdout
 
 
-def test_compose_an_issue_from_an_empty_folder(tmp_path: Path, runner: CliRunner,
-                                               monkeypatch) -> None:
+def test_compose_an_issue_from_an_empty_folder(tmp_path: Path, runner: CliRunner, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert _ok(runner, "init", "--name", "Morning Brief").splitlines()[:4] == [
-        "created digest.toml", "created .env.example", "created .gitignore", "created issues"]
+        "created digest.toml",
+        "created .env.example",
+        "created .gitignore",
+        "created issues",
+    ]
     assert _ok(runner, "new", "--date", "2022-01-03", "--title", "Monday") == (
-        "created issues/2022-01-03/issue.toml\n")
+        "created issues/2022-01-03/issue.toml\n"
+    )
     Path("first.md").write_text("The first story's text.\n")
-    _ok(runner, "add", "2022-01-03", "--title", "Ёлка на Красной площади", "--source", "TASS",
-        "--url", "https://tass.com/society/1", "--dateline", "MOSCOW, January 3", "first.md")
+    _ok(
+        runner,
+        "add",
+        "2022-01-03",
+        "--title",
+        "Ёлка на Красной площади",
+        "--source",
+        "TASS",
+        "--url",
+        "https://tass.com/society/1",
+        "--dateline",
+        "MOSCOW, January 3",
+        "first.md",
+    )
     _ok(runner, "add", "2022-01-03", "--title", "From stdin", "-", input="Piped *text*.\n")
     _ok(runner, "add", "2022-01-03", "--title", "From stdin", "--position", "1", "first.md")
     assert _ok(runner, "move", "2022-01-03", "from-stdin", "--after", "from-stdin-2") == (
-        "moved from-stdin to position 2 of 3\n")
+        "moved from-stdin to position 2 of 3\n"
+    )
     listing = _ok(runner, "ls", "2022-01-03", "--json")
     import json
 
     assert [row["slug"] for row in json.loads(listing)] == [
-        "from-stdin-2", "from-stdin", "elka-na-krasnoi-ploshchadi"]
+        "from-stdin-2",
+        "from-stdin",
+        "elka-na-krasnoi-ploshchadi",
+    ]
     _ok(runner, "export", "2022-01-03")
-    msg = email.message_from_bytes(Path("build/2022-01-03.eml").read_bytes(),
-                                   policy=email.policy.default)
+    msg = email.message_from_bytes(Path("build/2022-01-03.eml").read_bytes(), policy=email.policy.default)
     text = msg.get_body(("plain",)).get_content()
     assert text.index("From stdin\r\n\r\nThe first") < text.index("From stdin\r\n\r\nPiped text.")
     assert text.index("Piped text.") < text.index("Ёлка на Красной площади")
@@ -70,7 +89,8 @@ def test_init_refuses_an_existing_project(project: Path, runner: CliRunner) -> N
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: .: already exists: digest.toml\n"
-        "  hint: digest init never overwrites files; choose an empty folder\n")
+        "  hint: digest init never overwrites files; choose an empty folder\n"
+    )
     assert (project / "digest.toml").read_bytes() == before
     assert not (project / ".env.example").exists()
 
@@ -81,15 +101,22 @@ def test_move_or_rm_of_a_missing_story(project: Path, runner: CliRunner) -> None
     for args in (["move", EXAMPLE, "ghost", "1"], ["rm", EXAMPLE, "ghost"]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1
-        assert result.stderr == (f"Error: issues/{EXAMPLE}: no story 'ghost' in the issue\n"
-                                 f"  hint: see the slugs with 'digest ls {EXAMPLE}'\n")
+        assert result.stderr == (
+            f"Error: issues/{EXAMPLE}: no story 'ghost' in the issue\n"
+            f"  hint: see the slugs with 'digest ls {EXAMPLE}'\n"
+        )
     assert manifest.read_bytes() == before
 
 
 def test_commands_on_a_missing_issue(project: Path, runner: CliRunner) -> None:
-    for args in (["add", "nope", "--title", "T", "-"], ["import", "nope", "-"],
-                 ["ls", "nope"], ["move", "nope", "a", "1"], ["rm", "nope", "a"],
-                 ["check", "nope"]):
+    for args in (
+        ["add", "nope", "--title", "T", "-"],
+        ["import", "nope", "-"],
+        ["ls", "nope"],
+        ["move", "nope", "a", "1"],
+        ["rm", "nope", "a"],
+        ["check", "nope"],
+    ):
         result = runner.invoke(cli, args, input="Text\n")
         assert result.exit_code == 1, args
         assert result.stderr.startswith("Error: issues: no issue 'nope'\n"), args
@@ -108,8 +135,7 @@ def test_import_cli(project: Path, runner: CliRunner) -> None:
     ]
 
 
-def test_import_of_bad_input_changes_nothing(project: Path, runner: CliRunner,
-                                             tmp_path: Path) -> None:
+def test_import_of_bad_input_changes_nothing(project: Path, runner: CliRunner, tmp_path: Path) -> None:
     _ok(runner, "new", "target")
     folder = project / "issues" / "target"
     before = sorted((p.name, p.read_bytes()) for p in folder.iterdir())
@@ -124,21 +150,20 @@ def test_import_of_bad_input_changes_nothing(project: Path, runner: CliRunner,
     assert sorted((p.name, p.read_bytes()) for p in folder.iterdir()) == before
 
 
-def test_import_reports_text_it_did_not_place(project: Path, runner: CliRunner,
-                                              tmp_path: Path) -> None:
+def test_import_reports_text_it_did_not_place(project: Path, runner: CliRunner, tmp_path: Path) -> None:
     _ok(runner, "new", "target")
     source = tmp_path / "in.txt"
     source.write_text("Title\n\nBody.\nContinue reading at a.com\nLeft over.\n")
     result = runner.invoke(cli, ["import", "target", str(source)])
     assert result.exit_code == 0
-    assert f"Warning: {source}:5: text after 'Continue reading' not placed: 'Left over.'" in (
-        result.stderr)
+    assert f"Warning: {source}:5: text after 'Continue reading' not placed: 'Left over.'" in (result.stderr)
     assert result.stdout.splitlines()[-1] == "imported 1 story; 1 note(s) above"
 
 
 def test_add_position_and_after_exclude_each_other(project: Path, runner: CliRunner) -> None:
-    result = runner.invoke(cli, ["add", EXAMPLE, "--title", "T", "--position", "1", "--after",
-                                 "x", "-"], input="t")
+    result = runner.invoke(
+        cli, ["add", EXAMPLE, "--title", "T", "--position", "1", "--after", "x", "-"], input="t"
+    )
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: --position and --after exclude each other")
 
@@ -154,14 +179,14 @@ def test_add_refuses_an_empty_story_from_every_source(project: Path, runner: Cli
 
 
 def test_add_refuses_an_invalid_url(project: Path, runner: CliRunner) -> None:
-    result = runner.invoke(cli, ["add", EXAMPLE, "--title", "T", "--url", "http://[oops", "-"],
-                           input="Text.\n")
+    result = runner.invoke(cli, ["add", EXAMPLE, "--title", "T", "--url", "http://[oops", "-"], input="Text.\n")
     assert result.exit_code == 1
     assert result.output.startswith("Error: --url is not an http(s) link: 'http://[oops'")
 
 
-@pytest.mark.parametrize("name", ["News\\Daily", "Brief, Morning", 'Les "Nouvelles"',
-                                  "Ελληνικά Νέα", "Tab\there"])
+@pytest.mark.parametrize(
+    "name", ["News\\Daily", "Brief, Morning", 'Les "Nouvelles"', "Ελληνικά Νέα", "Tab\there"]
+)
 def test_init_writes_valid_toml_for_any_name(tmp_path: Path, runner: CliRunner, name: str) -> None:
     from digest.config import load_project
 

@@ -32,13 +32,16 @@ def test_no_project_says_how_to_point_at_one(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_missing_disclaimer_is_a_config_error(tmp_path: Path) -> None:
-    path = write(tmp_path / "digest.toml", """
+    path = write(
+        tmp_path / "digest.toml",
+        """
         [newsletter]
         name = "N"
         from = "N <n@example.org>"
         unsubscribe_url = "https://example.org/u"
         list_id = "n.example.org"
-    """)
+    """,
+    )
     with pytest.raises(ConfigError) as e:
         load_newsletter(path)
     assert e.value.message == "[newsletter] has no 'disclaimer'"
@@ -47,14 +50,17 @@ def test_missing_disclaimer_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_every_problem_of_digest_toml_is_reported(tmp_path: Path) -> None:
-    path = write(tmp_path / "digest.toml", """
+    path = write(
+        tmp_path / "digest.toml",
+        """
         [newsletter]
         name = "N"
         from = "not an address"
         unsubscribe_url = "ftp://x"
         list_id = "n.example.org"
         disclamer = "typo"
-    """)
+    """,
+    )
     with pytest.raises(DigestErrors) as e:
         load_newsletter(path)
     messages = [err.message for err in e.value.errors]
@@ -74,11 +80,14 @@ def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
 
 
 def test_settings_come_from_dotenv_and_environment(tmp_path: Path) -> None:
-    dotenv = write(tmp_path / ".env", """
+    dotenv = write(
+        tmp_path / ".env",
+        """
         DIGEST_SMTP_HOST=mail.example.org
         DIGEST_SMTP_PORT=587
         DIGEST_SMTP_PASSWORD=hunter2
-    """)
+    """,
+    )
     settings = load_settings(dotenv, {"DIGEST_SMTP_PORT": "2525"})
     assert settings.smtp_host == "mail.example.org"
     assert settings.smtp_port == 2525  # the environment wins over .env
@@ -92,13 +101,23 @@ def test_bad_security_setting(tmp_path: Path) -> None:
     assert "starttls, tls or none" in e.value.message
 
 
-@pytest.mark.parametrize(("language", "direction", "expected"), [
-    ("en", None, "ltr"), ("ar", None, "rtl"), ("he-IL", None, "rtl"), ("fa_IR", None, "rtl"),
-    ("ar", "ltr", "ltr"), ("en", "rtl", "rtl"),
-])
-def test_text_direction_comes_from_the_language(tmp_path: Path, language: str,
-                                                direction: str | None, expected: str) -> None:
-    path = write(tmp_path / "digest.toml", f"""
+@pytest.mark.parametrize(
+    ("language", "direction", "expected"),
+    [
+        ("en", None, "ltr"),
+        ("ar", None, "rtl"),
+        ("he-IL", None, "rtl"),
+        ("fa_IR", None, "rtl"),
+        ("ar", "ltr", "ltr"),
+        ("en", "rtl", "rtl"),
+    ],
+)
+def test_text_direction_comes_from_the_language(
+    tmp_path: Path, language: str, direction: str | None, expected: str
+) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        f"""
         [newsletter]
         name = "N"
         from = "N <n@example.org>"
@@ -106,12 +125,16 @@ def test_text_direction_comes_from_the_language(tmp_path: Path, language: str,
         list_id = "n.example.org"
         disclaimer = "D"
         language = "{language}"
-    """ + (f'direction = "{direction}"\n' if direction else ""))
+    """
+        + (f'direction = "{direction}"\n' if direction else ""),
+    )
     assert load_newsletter(path).text_direction == expected
 
 
 def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:
-    path = write(tmp_path / "digest.toml", """
+    path = write(
+        tmp_path / "digest.toml",
+        """
         [newsletter]
         name = "N"
         from = "N <n@example.org>"
@@ -119,10 +142,13 @@ def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:
         list_id = "n.example.org"
         disclaimer = "D"
         direction = "right"
-    """)
+    """,
+    )
     with pytest.raises(ConfigError) as e:
         load_newsletter(path)
     assert (e.value.message, e.value.line) == ("'direction' must be \"ltr\" or \"rtl\", not 'right'", 7)
+
+
 def test_sources_table_and_bad_values(tmp_path: Path) -> None:
     base = (Path(__file__).resolve().parent.parent / "digest.toml").read_text()
     good = write(tmp_path / "good.toml", base)
@@ -131,11 +157,13 @@ def test_sources_table_and_bad_values(tmp_path: Path) -> None:
     assert newsletter.source_for("https://rt.com/") == "RT"  # www. or not
     assert newsletter.source_for("https://TASS.com/x") == "TASS"
     assert newsletter.source_for("https://example.com/") is None
-    bad = write(tmp_path / "bad.toml", base.replace('"tass.com" = "TASS"', '"tass.com" = 5')
-                .replace('reply_to = "editors@worlddigest.example.org"',
-                         'reply_to = "Desk, News <desk@example.org>"')
-                .replace('base_url = "https://worlddigest.example.org"',
-                         'base_url = "http://[oops"') + "\n[extra]\nx = 1\n")
+    bad = write(
+        tmp_path / "bad.toml",
+        base.replace('"tass.com" = "TASS"', '"tass.com" = 5')
+        .replace('reply_to = "editors@worlddigest.example.org"', 'reply_to = "Desk, News <desk@example.org>"')
+        .replace('base_url = "https://worlddigest.example.org"', 'base_url = "http://[oops"')
+        + "\n[extra]\nx = 1\n",
+    )
     lines = bad.read_text().splitlines()
     TASS = '"tass.com"'  # noqa: N806
 
@@ -144,9 +172,11 @@ def test_sources_table_and_bad_values(tmp_path: Path) -> None:
 
     with pytest.raises(DigestErrors) as e:
         load_newsletter(bad)
-    assert sorted(f"{err.line}: {err.message}" for err in e.value.errors) == sorted([
-        f"{line_of('reply_to')}: 'reply_to' is not an email address: 'Desk, News <desk@example.org>'",
-        f"{line_of('base_url')}: 'base_url' must be an http(s) URL: 'http://[oops'",
-        f"{line_of(TASS)}: [sources] entry 'tass.com' must map a site to a source name",
-        f"{line_of('[extra]')}: unknown table [extra]",
-    ])
+    assert sorted(f"{err.line}: {err.message}" for err in e.value.errors) == sorted(
+        [
+            f"{line_of('reply_to')}: 'reply_to' is not an email address: 'Desk, News <desk@example.org>'",
+            f"{line_of('base_url')}: 'base_url' must be an http(s) URL: 'http://[oops'",
+            f"{line_of(TASS)}: [sources] entry 'tass.com' must map a site to a source name",
+            f"{line_of('[extra]')}: unknown table [extra]",
+        ]
+    )

@@ -37,8 +37,7 @@ def test_connect_sets_wal_busy_timeout_and_the_current_schema(tmp_path: Path) ->
     assert {"sends", "deliveries", "subscribers", "events", "suppression", "bounce_events"} <= tables
 
 
-def test_an_old_journal_is_upgraded_in_place_losing_nothing(project: Path,
-                                                             runner: CliRunner) -> None:
+def test_an_old_journal_is_upgraded_in_place_losing_nothing(project: Path, runner: CliRunner) -> None:
     path = project / ".digest" / "journal.sqlite3"
     path.parent.mkdir()
     old = sqlite3.connect(path)
@@ -49,13 +48,12 @@ def test_an_old_journal_is_upgraded_in_place_losing_nothing(project: Path,
     assert result.output.startswith("2021-12-31: 1 sent, 0 failed")
     conn = db.connect(path)
     assert conn.execute("SELECT email, fields, state, reply FROM deliveries").fetchall() == [
-        ("anna@example.com", '{"name": "Anna"}', "sent", "250 OK")]
+        ("anna@example.com", '{"name": "Anna"}', "sent", "250 OK")
+    ]
     gone = subscribers.get(conn, "gone@example.com")
-    assert (gone.email, gone.status, gone.created_at) == ("Gone@example.com", "unsubscribed",
-                                                          1640000002.0)
+    assert (gone.email, gone.status, gone.created_at) == ("Gone@example.com", "unsubscribed", 1640000002.0)
     assert subscribers.is_suppressed(conn, "GONE@example.com")
-    assert subscribers.events(conn, "gone@example.com")[0][:2] == ("unsubscribed",
-                                                                   "digest unsubscribe")
+    assert subscribers.events(conn, "gone@example.com")[0][:2] == ("unsubscribed", "digest unsubscribe")
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -65,8 +63,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.connect(path)
 
 
-def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path,
-                                                          monkeypatch) -> None:
+def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "journal.sqlite3"
     conn = sqlite3.connect(path)
     conn.executescript(OLD_JOURNAL)

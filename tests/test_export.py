@@ -28,7 +28,8 @@ def test_export_is_byte_identical_across_runs(project: Path, tmp_path: Path) -> 
     export_issue(load_project(), EXAMPLE, tmp_path / "b")
     for suffix in (".html", ".txt"):
         assert (tmp_path / "a" / f"{EXAMPLE}{suffix}").read_bytes() == (
-            tmp_path / "b" / f"{EXAMPLE}{suffix}").read_bytes()
+            tmp_path / "b" / f"{EXAMPLE}{suffix}"
+        ).read_bytes()
 
 
 def test_eml_parses_into_two_parts_with_the_disclaimer(project: Path, tmp_path: Path) -> None:
@@ -37,8 +38,7 @@ def test_eml_parses_into_two_parts_with_the_disclaimer(project: Path, tmp_path: 
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg.get_content_type() == "multipart/alternative"
-    for header in ("From", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id",
-                   "List-Unsubscribe"):
+    for header in ("From", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id", "List-Unsubscribe"):
         assert msg[header], header
     assert "=?" not in msg["List-Unsubscribe"]
     text = msg.get_body(("plain",)).get_content()

@@ -30,7 +30,7 @@ VALUES = [
     "Ж" * 700,
     "Evil\r\nBcc: victim@example.com",
     "=?utf-8?q?encoded?=",
-    "Ελλάδα =?utf-8?b?SGk=?= \"quoted\", comma",
+    'Ελλάδα =?utf-8?b?SGk=?= "quoted", comma',
     'He said "hi", then (left)',
     "Brief, Morning",
     "back\\slash",
@@ -78,8 +78,7 @@ def test_every_header_parses_back_exactly(value: str) -> None:
     assert _rfc2047_display(from_, "From", "digest@example.org") == expected
     assert _rfc2047_display(to, "To", "reader+tag@example.com") == expected
     assert str(msg["Subject"]) == expected
-    assert str(msg["List-Id"]) == (f"{expected} <news.example.org>" if expected
-                                   else "<news.example.org>")
+    assert str(msg["List-Id"]) == (f"{expected} <news.example.org>" if expected else "<news.example.org>")
     # The list's id is outside every encoded word (RFC 2919), the address outside the name.
     assert list_id.count(b"<news.example.org>") == 1
     assert from_.count(b"<digest@example.org>") == 1 or from_ == b"From: digest@example.org\r\n"
@@ -109,7 +108,7 @@ def test_mailbox_text_as_digest_toml_holds_it() -> None:
     assert _strict(raw)["Reply-To"].addresses[0].display_name == "محرر الأخبار"
 
 
-INTERNATIONAL_TOML = '''
+INTERNATIONAL_TOML = """
 [newsletter]
 name = "Η Παγκόσμια Σύνοψη 世界新闻 الملخص"
 from = "Σύνοψη 世界新闻 الملخص <digest@news.example.net>"
@@ -117,19 +116,25 @@ reply_to = "هيئة التحرير <editors@news.example.net>"
 list_id = "synopsis.news.example.net"
 unsubscribe_url = "https://news.example.net/unsubscribe?email={email}&token={token}"
 disclaimer = "Η δημοσίευση ενός άρθρου δεν σημαίνει ότι συμφωνούμε. 发表不代表同意。"
-'''
+"""
 
 
 def test_international_issue_exports_and_sends_without_a_defect(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner
+) -> None:
     """Greek, Chinese and Arabic in every name: the .eml parses strictly and shows them all."""
     root = tmp_path / "intl"
     write(root / "digest.toml", INTERNATIONAL_TOML)
-    write(root / "issues" / "one" / "issue.toml", '''
+    write(
+        root / "issues" / "one" / "issue.toml",
+        """
         subject = "Ειδήσεις της ημέρας · 今日新闻 · أخبار اليوم"
         date = 2022-01-03
-    ''')
-    write(root / "issues" / "one" / "athens.md", '''
+    """,
+    )
+    write(
+        root / "issues" / "one" / "athens.md",
+        """
         ---
         title: Αθήνα
         source: ΑΠΕ
@@ -137,12 +142,14 @@ def test_international_issue_exports_and_sends_without_a_defect(
         url: https://www.amna.gr/
         ---
         Κείμενο της είδησης.
-    ''')
-    readers = {"greek@example.com": "Αλέξανδρος Παπαδόπουλος",
-               "chinese@example.com": "王小明",
-               "arabic@example.com": "محمد بن سلمان العربي"}
-    write(root / "readers.csv", "email,name\n" + "".join(
-        f"{a},{n}\n" for a, n in readers.items()))
+    """,
+    )
+    readers = {
+        "greek@example.com": "Αλέξανδρος Παπαδόπουλος",
+        "chinese@example.com": "王小明",
+        "arabic@example.com": "محمد بن سلمان العربي",
+    }
+    write(root / "readers.csv", "email,name\n" + "".join(f"{a},{n}\n" for a, n in readers.items()))
     monkeypatch.chdir(root)
     monkeypatch.setenv("DIGEST_SECRET", "test-secret")
     result = runner.invoke(cli, ["export", "one", "--out", "OUT"])

@@ -22,7 +22,8 @@ def test_example_issue_order(project: Path) -> None:
         "Five key takeaways from latest Putin-Biden call",
     ]
     assert issue.stories[2].read_also[0].title == (
-        "Europol Says EU Faces Second Migrant Wave as Coronavirus Crisis Takes Hold")
+        "Europol Says EU Faces Second Migrant Wave as Coronavirus Crisis Takes Hold"
+    )
     assert issue.stories[2].url is None
 
 

@@ -20,30 +20,34 @@ from .conftest import EXAMPLE, story, write
 
 def _template() -> MessageTemplate:
     project = load_project()
-    return MessageTemplate(render_issue(project, load_issue(project, EXAMPLE), personal=True),
-                           secret="k")
+    return MessageTemplate(render_issue(project, load_issue(project, EXAMPLE), personal=True), secret="k")
 
 
 def _errors(error: DigestError) -> list[DigestError]:
     return getattr(error, "errors", [error])
 
 
-@pytest.mark.parametrize("expression, what", [
-    ("{{ recipient.name | upper }}", "the filter 'upper'"),
-    ("{{ recipient.get('name', 'reader') | title }}", "the filter 'title'"),
-    ("{% if recipient.name %}Hi{% endif %}", "a condition"),
-    ("{{ 'x' if recipient.city else 'y' }}", "a condition"),
-    ("{% if recipient.name is defined %}Hi{% endif %}", "the test 'defined'"),
-    ("{% if recipient.plan == 'gold' %}Hi{% endif %}", "a comparison"),
-    ("{{ recipient.name.upper() }}", "an attribute, index or call"),
-    ("{{ recipient.name[:3] }}", "an attribute, index or call"),
-    ("{{ unsubscribe_url | urlencode }}", "the filter 'urlencode'"),
-])
+@pytest.mark.parametrize(
+    "expression, what",
+    [
+        ("{{ recipient.name | upper }}", "the filter 'upper'"),
+        ("{{ recipient.get('name', 'reader') | title }}", "the filter 'title'"),
+        ("{% if recipient.name %}Hi{% endif %}", "a condition"),
+        ("{{ 'x' if recipient.city else 'y' }}", "a condition"),
+        ("{% if recipient.name is defined %}Hi{% endif %}", "the test 'defined'"),
+        ("{% if recipient.plan == 'gold' %}Hi{% endif %}", "a comparison"),
+        ("{{ recipient.name.upper() }}", "an attribute, index or call"),
+        ("{{ recipient.name[:3] }}", "an attribute, index or call"),
+        ("{{ unsubscribe_url | urlencode }}", "the filter 'urlencode'"),
+    ],
+)
 def test_a_transformed_merge_field_is_refused_with_template_and_line(
-        project: Path, expression: str, what: str) -> None:
-    template = write(project / "templates" / "email.txt",
-                     '{% extends "!default/email.txt" %}\n{% block header %}\n'
-                     f"Dear {expression},\n{{% endblock %}}\n")
+    project: Path, expression: str, what: str
+) -> None:
+    template = write(
+        project / "templates" / "email.txt",
+        f'{{% extends "!default/email.txt" %}}\n{{% block header %}}\nDear {expression},\n{{% endblock %}}\n',
+    )
     with pytest.raises(TemplateError) as e:
         render_issue(load_project(), load_issue(load_project(), EXAMPLE), personal=True)
     assert e.value.path == template and e.value.line == 3, e.value
@@ -54,19 +58,23 @@ def test_a_transformed_merge_field_is_refused_with_template_and_line(
 
 
 def test_printing_a_merge_field_is_allowed(project: Path) -> None:
-    write(project / "templates" / "email.txt",
-          '{% extends "!default/email.txt" %}\n{% block header %}\n'
-          "Dear {{ recipient.get('name', 'reader') | e }} {{ recipient.city if recipient else '' }}"
-          ",\n{% set n = recipient.name %}{{ n }}\n{% endblock %}\n")
+    write(
+        project / "templates" / "email.txt",
+        '{% extends "!default/email.txt" %}\n{% block header %}\n'
+        "Dear {{ recipient.get('name', 'reader') | e }} {{ recipient.city if recipient else '' }}"
+        ",\n{% set n = recipient.name %}{{ n }}\n{% endblock %}\n",
+    )
     raw = _template().personalise(Recipient("a@example.org", {"name": "Ann", "city": "Oslo"}))
     text = email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",))
     assert "Dear Ann Oslo," in text.get_content()
 
 
 def test_a_field_changed_through_a_variable_fails_the_build(project: Path) -> None:
-    template = write(project / "templates" / "email.txt",
-                     '{% extends "!default/email.txt" %}\n{% block header %}\n'
-                     "{% set n = recipient.name %}Dear {{ n | upper }},\n{% endblock %}\n")
+    template = write(
+        project / "templates" / "email.txt",
+        '{% extends "!default/email.txt" %}\n{% block header %}\n'
+        "{% set n = recipient.name %}Dear {{ n | upper }},\n{% endblock %}\n",
+    )
     with pytest.raises(TemplateError) as e:
         render_issue(load_project(), load_issue(load_project(), EXAMPLE), personal=True)
     assert e.value.path == template
@@ -74,8 +82,11 @@ def test_a_field_changed_through_a_variable_fails_the_build(project: Path) -> No
 
 
 def test_story_text_that_looks_like_a_placeholder_stays_text(project: Path) -> None:
-    story(project / "issues" / EXAMPLE / "zz-tricky.md", "Tricky",
-          body="Literal @@digest.0@@ and @@digest-0.1@@ and @@DIGEST.2@@ here.")
+    story(
+        project / "issues" / EXAMPLE / "zz-tricky.md",
+        "Tricky",
+        body="Literal @@digest.0@@ and @@digest-0.1@@ and @@DIGEST.2@@ here.",
+    )
     template = _template()
     raw = template.personalise(Recipient("reader@example.org", {"name": "Ann"}))
     msg = email.message_from_bytes(raw, policy=email.policy.default)
@@ -93,18 +104,26 @@ def test_placeholders_differ_per_build_but_the_content_hash_does_not(project: Pa
 
 
 def test_check_reports_a_transformed_merge_field(project: Path, runner) -> None:
-    write(project / "templates" / "email.html",
-          '{% extends "!default/email.html" %}\n{% block header %}\n'
-          "<tr><td>{{ recipient.name | upper }}</td></tr>\n{% endblock %}\n")
-    write(project / "templates" / "email.txt",
-          '{% extends "!default/email.txt" %}\n{% block header %}\n'
-          "{% if recipient.name %}Dear you{% endif %}\n{% endblock %}\n")
+    write(
+        project / "templates" / "email.html",
+        '{% extends "!default/email.html" %}\n{% block header %}\n'
+        "<tr><td>{{ recipient.name | upper }}</td></tr>\n{% endblock %}\n",
+    )
+    write(
+        project / "templates" / "email.txt",
+        '{% extends "!default/email.txt" %}\n{% block header %}\n'
+        "{% if recipient.name %}Dear you{% endif %}\n{% endblock %}\n",
+    )
     result = runner.invoke(cli, ["check", EXAMPLE])
     assert result.exit_code == 1
-    assert "templates/email.html:3: error: the filter 'upper' is applied to the merge field " \
-           "recipient.name" in result.output
-    assert "templates/email.txt:3: error: a condition is applied to the merge field " \
-           "recipient.name" in result.output
+    assert (
+        "templates/email.html:3: error: the filter 'upper' is applied to the merge field "
+        "recipient.name" in result.output
+    )
+    assert (
+        "templates/email.txt:3: error: a condition is applied to the merge field "
+        "recipient.name" in result.output
+    )
 
 
 def test_export_of_a_story_holding_placeholder_text(project: Path, runner) -> None:

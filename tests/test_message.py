@@ -28,23 +28,28 @@ NAMES = [
 
 @pytest.fixture
 def greeting_project(project: Path) -> Path:
-    write(project / "templates" / "email.html", """
+    write(
+        project / "templates" / "email.html",
+        """
         {% extends "!default/email.html" %}
         {% block header %}<tr><td class="masthead">Dear {{ recipient.get("name", "reader") }},
         your plan: {{ recipient.plan }}</td></tr>{% endblock %}
-    """)
-    write(project / "templates" / "email.txt", """
+    """,
+    )
+    write(
+        project / "templates" / "email.txt",
+        """
         {% extends "!default/email.txt" %}
         {% block header %}Dear {{ recipient.get("name", "reader") }} ({{ recipient.plan }}),
         {% endblock %}
-    """)
+    """,
+    )
     return project
 
 
 def _template(secret: str = "k") -> MessageTemplate:
     project = load_project()
-    return MessageTemplate(render_issue(project, load_issue(project, EXAMPLE), personal=True),
-                           secret=secret)
+    return MessageTemplate(render_issue(project, load_issue(project, EXAMPLE), personal=True), secret=secret)
 
 
 def _reference(template: MessageTemplate, recipient: Recipient) -> EmailMessage:
@@ -64,8 +69,7 @@ def _reference(template: MessageTemplate, recipient: Recipient) -> EmailMessage:
     msg["Subject"] = template.subject
     token_re = rendered.placeholders.pattern
     msg.set_content(token_re.sub(lambda m: value(int(m.group(1))), rendered.text))
-    msg.add_alternative(
-        token_re.sub(lambda m: escape(value(int(m.group(1)))), rendered.html), subtype="html")
+    msg.add_alternative(token_re.sub(lambda m: escape(value(int(m.group(1)))), rendered.html), subtype="html")
     # As sent: the SMTP policy (CRLF line ends), like our messages.
     wire = msg.as_bytes(policy=email.policy.SMTP)
     return email.message_from_bytes(wire, policy=email.policy.default)
@@ -110,8 +114,7 @@ def test_headers_of_a_personal_message(project: Path) -> None:
     assert https.startswith("https://worlddigest.example.org/unsubscribe?email=Ann@Example.com&token=")
     assert mailto == "mailto:unsubscribe@worlddigest.example.org?subject=unsubscribe"
     token = https.rsplit("=", 1)[1]
-    assert verify_unsubscribe_token("s3cret", "world-digest.worlddigest.example.org",
-                                    "ann@example.com", token)
+    assert verify_unsubscribe_token("s3cret", "world-digest.worlddigest.example.org", "ann@example.com", token)
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["List-Id"] == "The World Digest <world-digest.worlddigest.example.org>"
     assert https in msg.get_body(("plain",)).get_content()
@@ -135,10 +138,13 @@ def test_long_list_unsubscribe_is_folded_between_uris_only(project: Path) -> Non
 
 def test_non_ascii_subject_is_encoded(project: Path) -> None:
     issue_toml = project / "issues" / EXAMPLE / "issue.toml"
-    issue_toml.write_text(issue_toml.read_text().replace(
-        'subject = "Putin and Biden talk again: what was said"',
-        'subject = "Путин и Байден — a long subject that needs folding at some point, surely"'),
-        encoding="utf-8")
+    issue_toml.write_text(
+        issue_toml.read_text().replace(
+            'subject = "Putin and Biden talk again: what was said"',
+            'subject = "Путин и Байден — a long subject that needs folding at some point, surely"',
+        ),
+        encoding="utf-8",
+    )
     raw = _template().personalise(None)
     assert b"Subject: =?utf-8?" in raw
     msg = email.message_from_bytes(raw, policy=email.policy.default)

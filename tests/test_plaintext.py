@@ -13,14 +13,29 @@ from digest.stories import markdown_tokens
 
 def test_wrap_gives_the_lines_textwrap_gives() -> None:
     rng = random.Random(7)
-    words = ["a", "the", "Kremlin", "constructive,", "“Overall,", "<…>", "—", "de-escalation",
-             "https://www.rt.com/russia/545040-putin-biden-call-takeaways/", "x" * 90]
+    words = [
+        "a",
+        "the",
+        "Kremlin",
+        "constructive,",
+        "“Overall,",
+        "<…>",
+        "—",
+        "de-escalation",
+        "https://www.rt.com/russia/545040-putin-biden-call-takeaways/",
+        "x" * 90,
+    ]
     for _ in range(300):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
         indent = rng.choice(["", "- ", "> 1. "])
-        expected = textwrap.fill(text, 76, initial_indent=indent,
-                                 subsequent_indent=" " * len(indent),
-                                 break_long_words=False, break_on_hyphens=False)
+        expected = textwrap.fill(
+            text,
+            76,
+            initial_indent=indent,
+            subsequent_indent=" " * len(indent),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
         assert wrap(text, 76, indent) == expected
 
 
@@ -31,16 +46,21 @@ def test_no_break_spaces_stay() -> None:
 
 
 def test_markdown_as_text() -> None:
-    source = ("First *para* with a [link](https://example.com/a).\n\n"
-              "- one\n- two\n\n1. first\n2. second\n\n> quoted words\n\n    code line\n")
+    source = (
+        "First *para* with a [link](https://example.com/a).\n\n"
+        "- one\n- two\n\n1. first\n2. second\n\n> quoted words\n\n    code line\n"
+    )
     assert tokens_to_text(markdown_tokens(source), lead="PARIS, May 1.") == (
         "PARIS, May 1. First para with a link <https://example.com/a>.\n\n"
-        "- one\n\n- two\n\n1. first\n\n2. second\n\n> quoted words\n\n    code line")
+        "- one\n\n- two\n\n1. first\n\n2. second\n\n> quoted words\n\n    code line"
+    )
 
 
 # Every kind of space Unicode knows, the ASCII ones wrap folds and the ones it keeps in a word.
-SPACES = " \t\n\r\f\v\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
-         "\u200a\u200b\u2028\u2029\u202f\u205f\u3000\ufeff\x1c\x1d\x1e\x1f\x85"
+SPACES = (
+    " \t\n\r\f\v\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u200b\u2028\u2029\u202f\u205f\u3000\ufeff\x1c\x1d\x1e\x1f\x85"
+)
 _FOLDED = re.compile(r"[ \t\n\r\f\v]+")
 
 
@@ -54,8 +74,9 @@ def _words(text: str) -> list[str]:
         st.one_of(
             st.text(min_size=1, max_size=12),
             st.sampled_from(list(SPACES)),
-            st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=60,
-                    max_size=200),  # longer than a line
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",)), min_size=60, max_size=200
+            ),  # longer than a line
             st.sampled_from(["…aaaa\u00a0»", "«\u00a0mot", "x" * 90 + "\u00a0!"]),
         ),
         max_size=40,
@@ -66,7 +87,7 @@ def _words(text: str) -> list[str]:
 def test_wrap_keeps_every_word_in_order(text: str, width: int, indent: str) -> None:
     out = wrap(text, width, indent)
     lines = out.split("\n")
-    body = [line[len(indent):] for line in lines]
+    body = [line[len(indent) :] for line in lines]
     assert lines[0].startswith(indent) and all(ln.startswith(" " * len(indent)) for ln in lines[1:])
     assert _words(" ".join(body)) == _words(text)
     room = max(width - len(indent), 1)

@@ -18,9 +18,15 @@ from digest.preview import start_preview
 from .conftest import EXAMPLE, write
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 TITLES = [
     "Kremlin praises Putin-Biden talks as constructive – aide",
     "Putin said new sanctions could cause complete severance of Russian-US ties – Kremlin aide",
@@ -34,8 +40,7 @@ KREMLIN = "kremlin-praises-putin-biden-talks-as-constructive-aide.md"
 @pytest.fixture
 def server(project: Path):
     srv, shutdown = start_preview(project, EXAMPLE, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     yield srv
     shutdown()
@@ -107,8 +112,7 @@ def test_mobile_view_is_375_px(page, request) -> None:
     page.wait_for_function("document.getElementById('email').className === 'mobile'")
     assert frame.bounding_box()["width"] == 375
     # The email's own mobile media query applies inside the 375 px frame.
-    padding = _email(page).locator(".story").first.evaluate(
-        "el => getComputedStyle(el).paddingLeft")
+    padding = _email(page).locator(".story").first.evaluate("el => getComputedStyle(el).paddingLeft")
     assert padding == "16px"
     _shot(page, request, "mobile-light")
 
@@ -119,7 +123,8 @@ def test_dark_view_uses_the_templates_dark_styles(page, request) -> None:
     page.get_by_role("button", name="Dark").click()
     page.wait_for_function(
         "getComputedStyle(document.getElementById('email').contentDocument"
-        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'")
+        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'"
+    )
     title = _email(page).locator(".story-title").first
     assert title.evaluate("el => getComputedStyle(el).color") == "rgb(240, 240, 240)"
     _shot(page, request, "desktop-dark")
@@ -128,36 +133,37 @@ def test_dark_view_uses_the_templates_dark_styles(page, request) -> None:
     _email(page).locator(".container").wait_for()
     page.wait_for_function(
         "getComputedStyle(document.getElementById('email').contentDocument"
-        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'")
+        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'"
+    )
     _shot(page, request, "mobile-dark")
 
 
 def _wait_for_styles(page, value: str) -> None:
     page.wait_for_function(
-        "document.getElementById('email').contentDocument.documentElement.dataset.styles"
-        f" === '{value}'")
+        f"document.getElementById('email').contentDocument.documentElement.dataset.styles === '{value}'"
+    )
 
 
 def test_no_styles_view_shows_the_email_without_its_style_blocks(page, request) -> None:
     page.get_by_role("button", name="No styles").click()
     _wait_for_styles(page, "none")
     frame = _email(page)
-    assert page.evaluate("[...document.getElementById('email').contentDocument"
-                         ".querySelectorAll('style')].every(s => s.sheet.disabled)")
+    assert page.evaluate(
+        "[...document.getElementById('email').contentDocument"
+        ".querySelectorAll('style')].every(s => s.sheet.disabled)"
+    )
     # The inlined styles stay: the container is still fluid and white.
     container = frame.locator(".container")
     assert container.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(255, 255, 255)"
     _shot(page, request, "nostyle-desktop")
     for button, width in (("Mobile", 375), ("Narrow", 320)):
         page.get_by_role("button", name=button, exact=True).click()
-        page.wait_for_function(f"document.getElementById('email').getBoundingClientRect().width"
-                               f" === {width}")
+        page.wait_for_function(f"document.getElementById('email').getBoundingClientRect().width === {width}")
         _wait_for_styles(page, "none")
         # Without the media query the padding is the inline one, and nothing runs off the side.
         story = frame.locator(".story").first
         assert story.evaluate("el => getComputedStyle(el).paddingLeft") == "24px"
-        assert frame.locator("html").evaluate(
-            "el => el.scrollWidth") <= width
+        assert frame.locator("html").evaluate("el => el.scrollWidth") <= width
         _shot(page, request, f"nostyle-{width}")
     # Dark mode lives in the style blocks, so without them the email stays light.
     page.get_by_role("button", name="Dark").click()
@@ -166,9 +172,9 @@ def test_no_styles_view_shows_the_email_without_its_style_blocks(page, request) 
     _wait_for_styles(page, "on")
     page.wait_for_function(
         "getComputedStyle(document.getElementById('email').contentDocument"
-        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'")
-    assert frame.locator(".story").first.evaluate(
-        "el => getComputedStyle(el).paddingLeft") == "16px"
+        ".querySelector('.container')).backgroundColor === 'rgb(30, 30, 30)'"
+    )
+    assert frame.locator(".story").first.evaluate("el => getComputedStyle(el).paddingLeft") == "16px"
 
 
 def test_text_and_source_views(page, request) -> None:
@@ -188,8 +194,7 @@ def test_saving_a_story_updates_the_page(page, project: Path) -> None:
     before = page.evaluate("document.body.dataset.version")
     path = project / "issues" / EXAMPLE / KREMLIN
     path.write_text(path.read_text().replace("title: Kremlin praises", "title: Kremlin hails"))
-    _email(page).get_by_text("Kremlin hails Putin-Biden talks as constructive – aide").wait_for(
-        timeout=5000)
+    _email(page).get_by_text("Kremlin hails Putin-Biden talks as constructive – aide").wait_for(timeout=5000)
     assert page.evaluate("document.body.dataset.version") != before
     assert page.locator("#email").get_attribute("class") == "mobile"
 
@@ -202,7 +207,8 @@ def test_a_broken_file_shows_the_error_then_recovers(page, project: Path, reques
     error.wait_for(timeout=5000)
     assert error.inner_text() == (
         f"Error: issues/{EXAMPLE}/{KREMLIN}:1: front matter has no 'title'\n"
-        "  hint: add 'title: ...' to the front matter")
+        "  hint: add 'title: ...' to the front matter"
+    )
     _shot(page, request, "error")
     path.write_text(good)
     _email(page).locator(".story-title").first.wait_for(timeout=5000)
@@ -210,25 +216,31 @@ def test_a_broken_file_shows_the_error_then_recovers(page, project: Path, reques
 
 
 def test_template_change_rebuilds(page, project: Path) -> None:
-    write(project / "templates" / "email.html", """
+    write(
+        project / "templates" / "email.html",
+        """
         {% extends "!default/email.html" %}
         {% block header %}<tr><td class="masthead">New masthead</td></tr>{% endblock %}
-    """)
+    """,
+    )
     _email(page).get_by_text("New masthead").wait_for(timeout=5000)
 
 
-@pytest.mark.parametrize("path", [
-    "/../../etc/passwd",
-    "/%2e%2e/%2e%2e/etc/passwd",
-    "/..%2f..%2f..%2fetc%2fpasswd",
-    "/%2e%2e%5c%2e%2e%5cetc%5cpasswd",
-    "//etc/passwd",
-    "/issue.toml",
-    f"/{KREMLIN}",
-    "/../digest.toml",
-    "/.env",
-    "/nothing.png",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/..%2f..%2f..%2fetc%2fpasswd",
+        "/%2e%2e%5c%2e%2e%5cetc%5cpasswd",
+        "//etc/passwd",
+        "/issue.toml",
+        f"/{KREMLIN}",
+        "/../digest.toml",
+        "/.env",
+        "/nothing.png",
+    ],
+)
 def test_requests_outside_the_preview_get_404(url: str, path: str) -> None:
     conn = http.client.HTTPConnection(url.removeprefix("http://"))
     conn.request("GET", path)
@@ -243,14 +255,17 @@ def test_issue_images_are_served(url: str, project: Path) -> None:
     conn = http.client.HTTPConnection(url.removeprefix("http://"))
     conn.request("GET", "/map.png")
     response = conn.getresponse()
-    assert (response.status, response.getheader("Content-Type"), response.read()) == (
-        200, "image/png", png)
+    assert (response.status, response.getheader("Content-Type"), response.read()) == (200, "image/png", png)
 
 
 def test_ctrl_c_stops_cleanly(project: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "preview", EXAMPLE, "--no-open", "--port", "0"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "preview", EXAMPLE, "--no-open", "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.startswith(f"Previewing {EXAMPLE} at http://127.0.0.1:")
     time.sleep(0.3)
@@ -262,10 +277,13 @@ def test_ctrl_c_stops_cleanly(project: Path) -> None:
 
 
 def test_other_host_warns(project: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "preview", EXAMPLE, "--no-open",
-                             "--port", "0", "--host", "0.0.0.0"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "preview", EXAMPLE, "--no-open", "--port", "0", "--host", "0.0.0.0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdout.readline()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)

@@ -20,8 +20,7 @@ KREMLIN = "kremlin-praises-putin-biden-talks-as-constructive-aide.md"
 @pytest.fixture
 def preview(project: Path):
     srv, shutdown = start_preview(project, EXAMPLE, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     time.sleep(1)  # let the file watcher start
     yield srv
@@ -53,15 +52,15 @@ def test_an_invalid_url_shows_its_line_then_recovers(preview, project: Path) -> 
     path.write_text(good.replace("url: ", 'url: "http://[oops"\nxurl: ', 1), encoding="utf-8")
     text = _until(preview, lambda t: t.startswith("Error:"))
     line = good.split("\n").index(next(ln for ln in good.split("\n") if ln.startswith("url:"))) + 1
-    assert text == (f"Error: issues/{EXAMPLE}/{KREMLIN}:{line}: 'url' is not an http(s) link: "
-                    "'http://[oops'\n")
+    assert text == (f"Error: issues/{EXAMPLE}/{KREMLIN}:{line}: 'url' is not an http(s) link: 'http://[oops'\n")
     path.write_text(good, encoding="utf-8")
     text = _until(preview, lambda t: not t.startswith("Error:"))
     assert "Kremlin" in text and not text.startswith("Error:")
 
 
 def test_an_unexpected_exception_does_not_stop_the_preview(
-        preview, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    preview, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = builder_module.build_issue
 
     def build_that_crashes_on_boom(project_, issue_dir):

@@ -42,8 +42,14 @@ TITLES = [
     "Five key takeaways from latest Putin-Biden call",
 ]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def publish(runner: CliRunner, *args: str):
@@ -51,32 +57,39 @@ def publish(runner: CliRunner, *args: str):
 
 
 def site_files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file()}
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def site_path(out: Path, url: str, base: str = BASE) -> Path:
     """Map an absolute URL under the site onto the file a static host would serve."""
     assert url.startswith(base + "/"), url
-    rel = unquote(urlsplit(url).path[len(urlsplit(base).path) + 1:])
+    rel = unquote(urlsplit(url).path[len(urlsplit(base).path) + 1 :])
     return out / (rel + "index.html" if rel == "" or rel.endswith("/") else rel)
 
 
-def make_issue(project: Path, slug: str, day: str, title: str, stories: int = 2,
-               source: str = "Example") -> Path:
+def make_issue(
+    project: Path, slug: str, day: str, title: str, stories: int = 2, source: str = "Example"
+) -> Path:
     folder = project / "issues" / slug
     write(folder / "issue.toml", f'subject = "{title}"\ndate = {day}\npreheader = "About {title}."\n')
     for n in range(stories):
-        story(folder / f"story-{n}.md", f"{title}, story {n}", f"Text {n} of {title}.",
-              source=source, url=f"https://example.com/{slug}/{n}")
+        story(
+            folder / f"story-{n}.md",
+            f"{title}, story {n}",
+            f"Text {n} of {title}.",
+            source=source,
+            url=f"https://example.com/{slug}/{n}",
+        )
     return folder
 
 
 @pytest.fixture
 def held_in(project: Path, runner: CliRunner) -> Path:
     """The example issue plus the held-in test digests imported through the CLI."""
-    for slug, day, fixture in (("2022-03-03", "2022-03-03", "second-digest.txt"),
-                               ("2022-01-07", "2022-01-07", "seed.txt")):
+    for slug, day, fixture in (
+        ("2022-03-03", "2022-03-03", "second-digest.txt"),
+        ("2022-01-07", "2022-01-07", "seed.txt"),
+    ):
         result = runner.invoke(cli, ["new", slug, "--date", day, "--title", f"Digest of {day}"])
         assert result.exit_code == 0, result.output
         result = runner.invoke(cli, ["import", slug, str(FIXTURES / fixture)])
@@ -113,21 +126,23 @@ def crawl(out: Path, base: str = BASE) -> set[Path]:
     return seen
 
 
-def test_publish_writes_the_example_issue_where_its_link_points(project: Path,
-                                                                runner: CliRunner) -> None:
+def test_publish_writes_the_example_issue_where_its_link_points(project: Path, runner: CliRunner) -> None:
     result = publish(runner, EXAMPLE)
     assert result.exit_code == 0, result.output
     out = project / "site"
-    assert result.stdout.splitlines()[-1] == (
-        "1 issue published in site: 10 written, 0 removed, 0 unchanged")
+    assert result.stdout.splitlines()[-1] == ("1 issue published in site: 10 written, 0 removed, 0 unchanged")
     page = lxml.html.fromstring((out / EXAMPLE / "index.html").read_bytes())
     assert page.findtext(".//title") == "Putin and Biden talk again: what was said"
     assert [h.text_content() for h in page.cssselect("h2.story-title")][:2] == TITLES[:2]
     assert page.cssselect("#kremlin-praises-putin-biden-talks-as-constructive-aide")
     meta = {m.get("property") or m.get("name"): m.get("content") for m in page.iter("meta")}
     assert meta["og:url"] == f"{BASE}/{EXAMPLE}/"
-    assert meta["og:description"] == meta["description"] == meta["twitter:description"] == (
-        "The Kremlin calls the call constructive; Washington warns of a decisive response.")
+    assert (
+        meta["og:description"]
+        == meta["description"]
+        == meta["twitter:description"]
+        == ("The Kremlin calls the call constructive; Washington warns of a decisive response.")
+    )
     assert meta["og:title"] == meta["twitter:title"] == "Putin and Biden talk again: what was said"
     assert page.xpath("//link[@rel='canonical']/@href") == [f"{BASE}/{EXAMPLE}/"]
     text = " ".join(page.text_content().split())
@@ -146,16 +161,22 @@ def test_the_example_site_matches_the_golden_tree(project: Path, runner: CliRunn
         shutil.rmtree(golden, ignore_errors=True)
         for name in files:
             (golden / name).parent.mkdir(parents=True, exist_ok=True)
-    assert sorted(files) == sorted(p.relative_to(golden).as_posix() for p in golden.rglob("*")
-                                   if p.is_file()) or os.environ.get("UPDATE_GOLDEN")
+    assert sorted(files) == sorted(
+        p.relative_to(golden).as_posix() for p in golden.rglob("*") if p.is_file()
+    ) or os.environ.get("UPDATE_GOLDEN")
     for name, data in files.items():
         assert_golden(f"site/{name}", data)
 
 
 def test_every_link_inside_the_site_resolves(held_in: Path, runner: CliRunner) -> None:
     for n in range(23):  # 26 issues: two index pages
-        make_issue(held_in, f"gen-{n:02d}", f"2022-02-{n + 1:02d}", f"Generated {n}",
-                   source="TASS" if n % 2 else "Reuters / AFP")
+        make_issue(
+            held_in,
+            f"gen-{n:02d}",
+            f"2022-02-{n + 1:02d}",
+            f"Generated {n}",
+            source="TASS" if n % 2 else "Reuters / AFP",
+        )
     slugs = sorted(p.name for p in (held_in / "issues").iterdir())
     result = publish(runner, *slugs)
     assert result.exit_code == 0, result.output
@@ -182,26 +203,30 @@ def sent(held_in: Path, tmp_path: Path, monkeypatch) -> tuple[Server, list[str]]
     """The example issue really sent to an aiosmtpd sink; the held-in digests stay drafts."""
     addresses = ["anna@example.com", "BORIS@example.com", "dmitri@example.org"]
     with Server() as server:
-        for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
-                           "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET}.items():
+        for key, value in {
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(server.port),
+            "DIGEST_SMTP_SECURITY": "none",
+            "DIGEST_SECRET": SECRET,
+        }.items():
             monkeypatch.setenv(key, value)
-        result = CliRunner().invoke(cli, ["send", EXAMPLE, "--list",
-                                          str(FIXTURES / "subscribers.csv"), "--yes"])
+        result = CliRunner().invoke(
+            cli, ["send", EXAMPLE, "--list", str(FIXTURES / "subscribers.csv"), "--yes"]
+        )
         assert result.exit_code == 0, result.output
         assert len(server.recorder.received) == 3
         yield server, addresses
 
 
-def test_the_read_on_the_web_link_of_a_sent_message_is_its_page(sent, held_in: Path,
-                                                                runner: CliRunner) -> None:
+def test_the_read_on_the_web_link_of_a_sent_message_is_its_page(sent, held_in: Path, runner: CliRunner) -> None:
     server, _ = sent
     result = publish(runner)  # nothing named: the sent issue only, never the drafts
     assert result.exit_code == 0, result.output
     out = held_in / "site"
-    assert sorted(p.name for p in out.iterdir() if (p / "index.html").is_file()
-                  and p.name not in ("sources", "page")) == [EXAMPLE]
-    message = email.message_from_bytes(server.recorder.received[0].data,
-                                       policy=email.policy.default)
+    assert sorted(
+        p.name for p in out.iterdir() if (p / "index.html").is_file() and p.name not in ("sources", "page")
+    ) == [EXAMPLE]
+    message = email.message_from_bytes(server.recorder.received[0].data, policy=email.policy.default)
     html = lxml.html.fromstring(message.get_body(("html",)).get_content())
     links = [a.get("href") for a in html.iter("a") if a.text_content() == "Read on the web"]
     assert links == [f"{BASE}/{EXAMPLE}/"]
@@ -209,20 +234,22 @@ def test_the_read_on_the_web_link_of_a_sent_message_is_its_page(sent, held_in: P
     assert f"Read on the web: {links[0]}" in text
     page = site_path(out, links[0])
     assert page == out / EXAMPLE / "index.html"
-    shown = [h.text_content() for h in lxml.html.fromstring(page.read_bytes())
-             .cssselect("h2.story-title")]
+    shown = [h.text_content() for h in lxml.html.fromstring(page.read_bytes()).cssselect("h2.story-title")]
     assert shown == [h.text_content() for h in html.cssselect("h2.story-title")]
     assert all(title in shown for title in TITLES)
 
 
-def test_no_subscriber_address_or_token_anywhere_in_the_site(sent, held_in: Path,
-                                                             runner: CliRunner) -> None:
+def test_no_subscriber_address_or_token_anywhere_in_the_site(sent, held_in: Path, runner: CliRunner) -> None:
     server, addresses = sent
     assert publish(runner, "2022-03-03").exit_code == 0
     secrets = [SECRET, "chloé@example.com", "Борис", "Schmidt"]
     for address in addresses:
-        secrets += [address, address.lower(), unsubscribe_token(SECRET, LIST_ID, address.lower()),
-                    address.lower().replace("@", "%40")]
+        secrets += [
+            address,
+            address.lower(),
+            unsubscribe_token(SECRET, LIST_ID, address.lower()),
+            address.lower().replace("@", "%40"),
+        ]
     received = [r.data.decode("ascii") for r in server.recorder.received]
     tokens = re.findall(r"token=([0-9A-Za-z_-]{16,})", "".join(received).replace("=\r\n", ""))
     assert tokens
@@ -242,8 +269,7 @@ def _published(project: Path, runner: CliRunner, *args: str) -> Path:
     return project / "site"
 
 
-def test_drafts_are_never_published_and_a_named_issue_stays(held_in: Path,
-                                                           runner: CliRunner) -> None:
+def test_drafts_are_never_published_and_a_named_issue_stays(held_in: Path, runner: CliRunner) -> None:
     (held_in / "site" / ".git").mkdir(parents=True)  # a fresh checkout of a pages branch
     (held_in / "site" / ".git" / "HEAD").write_text("ref: refs/heads/gh-pages\n")
     result = publish(runner)
@@ -260,14 +286,16 @@ def test_drafts_are_never_published_and_a_named_issue_stays(held_in: Path,
     assert (held_in / "site" / ".git" / "HEAD").read_text() == "ref: refs/heads/gh-pages\n"
 
 
-def test_feeds_parse_and_carry_what_their_specifications_require(held_in: Path,
-                                                                 runner: CliRunner) -> None:
+def test_feeds_parse_and_carry_what_their_specifications_require(held_in: Path, runner: CliRunner) -> None:
     out = _published(held_in, runner, EXAMPLE, "2022-03-03", "2022-01-07")
     atom = feedparser.parse((out / "feed.atom").read_bytes())
     assert not atom.bozo, atom.get("bozo_exception")
     assert atom.version == "atom10"
-    assert [e.link for e in atom.entries] == [f"{BASE}/2022-03-03/", f"{BASE}/2022-01-07/",
-                                              f"{BASE}/{EXAMPLE}/"]
+    assert [e.link for e in atom.entries] == [
+        f"{BASE}/2022-03-03/",
+        f"{BASE}/2022-01-07/",
+        f"{BASE}/{EXAMPLE}/",
+    ]
     example = atom.entries[2]
     assert example.title == "Putin and Biden talk again: what was said"
     assert example.updated == example.published == "2021-12-31T00:00:00Z"
@@ -329,8 +357,9 @@ def test_updated_moves_only_when_the_issue_changes(held_in: Path) -> None:
     assert after[other] == before[other]
 
 
-def test_same_bytes_twice_and_a_second_run_writes_nothing(held_in: Path, runner: CliRunner,
-                                                          tmp_path: Path) -> None:
+def test_same_bytes_twice_and_a_second_run_writes_nothing(
+    held_in: Path, runner: CliRunner, tmp_path: Path
+) -> None:
     out = _published(held_in, runner, EXAMPLE, "2022-03-03", "2022-01-07")
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")}
     before = site_files(out)
@@ -338,7 +367,8 @@ def test_same_bytes_twice_and_a_second_run_writes_nothing(held_in: Path, runner:
     result = publish(runner)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        f"3 issues published in site: 0 written, 0 removed, {len(before) - 1} unchanged"]
+        f"3 issues published in site: 0 written, 0 removed, {len(before) - 1} unchanged"
+    ]
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")} == stamps
     state = held_in / ".digest" / "archive.json"
     state_stamp = state.stat().st_mtime_ns
@@ -348,8 +378,7 @@ def test_same_bytes_twice_and_a_second_run_writes_nothing(held_in: Path, runner:
     assert state.stat().st_mtime_ns == state_stamp
 
 
-def test_stale_files_are_removed_from_the_site_folder_only(held_in: Path,
-                                                           runner: CliRunner) -> None:
+def test_stale_files_are_removed_from_the_site_folder_only(held_in: Path, runner: CliRunner) -> None:
     out = _published(held_in, runner, EXAMPLE, "2022-03-03")
     (out / "CNAME").write_text("worlddigest.example.org\n")  # the editor's own file
     beside = held_in / "notes.txt"
@@ -365,43 +394,55 @@ def test_stale_files_are_removed_from_the_site_folder_only(held_in: Path,
     crawl(out)
 
 
-def test_an_image_beside_the_story_is_published_with_its_page(project: Path,
-                                                              runner: CliRunner) -> None:
+def test_an_image_beside_the_story_is_published_with_its_page(project: Path, runner: CliRunner) -> None:
     folder = make_issue(project, "pictures", "2022-04-01", "Pictures", stories=1)
     (folder / "harbour.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     text = (folder / "story-0.md").read_text()
-    (folder / "story-0.md").write_text(text.replace("---\n", "---\nimage: {src: harbour.png, "
-                                                    "alt: The harbour at dawn}\n", 1))
+    (folder / "story-0.md").write_text(
+        text.replace("---\n", "---\nimage: {src: harbour.png, alt: The harbour at dawn}\n", 1)
+    )
     out = _published(project, runner, "pictures")
     assert (out / "pictures" / "harbour.png").read_bytes().startswith(b"\x89PNG")
     crawl(out)
-    assert f'src="{BASE}/pictures/harbour.png"' in json.loads(
-        (out / "feed.json").read_text())["items"][0]["content_html"]
+    assert (
+        f'src="{BASE}/pictures/harbour.png"'
+        in json.loads((out / "feed.json").read_text())["items"][0]["content_html"]
+    )
 
 
 def test_a_project_template_extends_the_default(project: Path, runner: CliRunner) -> None:
-    write(project / "templates" / "web" / "archive" / "issue.html", """
+    write(
+        project / "templates" / "web" / "archive" / "issue.html",
+        """
         {% extends "!default/web/archive/issue.html" %}
         {% block head %}{{ super() }}<meta name="x-custom" content="yes">{% endblock %}
-        """)
+        """,
+    )
     out = _published(project, runner, EXAMPLE)
     page = (out / EXAMPLE / "index.html").read_text()
     assert '<meta name="x-custom" content="yes">' in page and TITLES[0] in page
 
 
-def test_a_template_without_the_disclaimer_fails_naming_it(project: Path,
-                                                          runner: CliRunner) -> None:
-    write(project / "templates" / "web" / "archive" / "content.html", """
+def test_a_template_without_the_disclaimer_fails_naming_it(project: Path, runner: CliRunner) -> None:
+    write(
+        project / "templates" / "web" / "archive" / "content.html",
+        """
         {% for story in stories %}{% include "partials/story.html" %}{% endfor %}
-        """)
-    write(project / "templates" / "web" / "archive" / "issue.html", """
+        """,
+    )
+    write(
+        project / "templates" / "web" / "archive" / "issue.html",
+        """
         {% extends "!default/web/archive/issue.html" %}
         {% block footer %}{% endblock %}
-        """)
+        """,
+    )
     result = publish(runner, EXAMPLE)
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: templates/web/archive/issue.html: the rendered web "
-                                    "page does not carry the editorial disclaimer\n  hint:")
+    assert result.stderr.startswith(
+        "Error: templates/web/archive/issue.html: the rendered web "
+        "page does not carry the editorial disclaimer\n  hint:"
+    )
     assert not (project / "site").exists()
 
 
@@ -415,7 +456,8 @@ def test_a_base_url_without_scheme_is_a_clear_error(project: Path, runner: CliRu
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: digest.toml:7: 'base_url' must be an http(s) URL: 'worlddigest.example.org'\n"
-        "  hint: write the full address, e.g. https://example.org\n")
+        "  hint: write the full address, e.g. https://example.org\n"
+    )
     assert not (project / "site").exists()
 
 
@@ -424,13 +466,13 @@ def test_no_base_url_is_a_clear_error(project: Path, runner: CliRunner) -> None:
     config.write_text(re.sub(r"(?m)^base_url = .*\n", "", config.read_text()))
     result = publish(runner, EXAMPLE)
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: digest.toml:3: publishing needs 'base_url' in "
-                                    "[newsletter]\n  hint: add base_url")
+    assert result.stderr.startswith(
+        "Error: digest.toml:3: publishing needs 'base_url' in [newsletter]\n  hint: add base_url"
+    )
 
 
 @pytest.mark.parametrize("slug", ["two words", "caf%C3%A9", "sources", "a'b"])
-def test_an_issue_name_unsafe_in_a_path_is_a_clear_error(project: Path, runner: CliRunner,
-                                                         slug: str) -> None:
+def test_an_issue_name_unsafe_in_a_path_is_a_clear_error(project: Path, runner: CliRunner, slug: str) -> None:
     make_issue(project, slug, "2022-05-01", "Unsafe")
     result = publish(runner, EXAMPLE, slug)
     assert result.exit_code == 1
@@ -452,7 +494,8 @@ def test_every_problem_is_reported_at_once(project: Path, runner: CliRunner) -> 
 
 @pytest.mark.parametrize("out", ["issues/site", "issues", ".", "templates/site", ".."])
 def test_an_output_folder_that_would_overwrite_the_project_is_refused(
-        project: Path, runner: CliRunner, out: str) -> None:
+    project: Path, runner: CliRunner, out: str
+) -> None:
     before = sorted(str(p) for p in project.rglob("*"))
     result = publish(runner, EXAMPLE, "--out", out)
     assert result.exit_code == 1, result.output
@@ -466,16 +509,16 @@ def test_a_folder_digest_did_not_write_is_refused(project: Path, runner: CliRunn
     (project / "public" / "precious.txt").write_text("mine")
     result = publish(runner, EXAMPLE, "--out", "public")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: public: the output folder is not empty and was not "
-                                    "written by 'digest publish'\n")
+    assert result.stderr.startswith(
+        "Error: public: the output folder is not empty and was not written by 'digest publish'\n"
+    )
     assert sorted(p.name for p in (project / "public").iterdir()) == ["precious.txt"]
 
 
 def test_script_in_a_title_is_escaped_everywhere(project: Path, runner: CliRunner) -> None:
     evil = 'Breaking </script><script>alert("x")</script> & <b>bold</b>'
     folder = project / "issues" / "evil"
-    write(folder / "issue.toml", "subject = 'Evil </script><script>alert(1)</script>'\n"
-                                 "date = 2022-06-01\n")
+    write(folder / "issue.toml", "subject = 'Evil </script><script>alert(1)</script>'\ndate = 2022-06-01\n")
     story(folder / "a.md", json.dumps(evil), "Body </script> text.", source=json.dumps(evil))
     out = _published(project, runner, "evil")
     for name, data in site_files(out).items():
@@ -498,8 +541,7 @@ def test_script_in_a_title_is_escaped_everywhere(project: Path, runner: CliRunne
 # -- serving ----------------------------------------------------------------------------
 
 
-def test_the_static_app_serves_the_site_with_types_and_caching(project: Path,
-                                                               runner: CliRunner) -> None:
+def test_the_static_app_serves_the_site_with_types_and_caching(project: Path, runner: CliRunner) -> None:
     from werkzeug.test import Client
 
     out = _published(project, runner, EXAMPLE)
@@ -512,16 +554,26 @@ def test_the_static_app_serves_the_site_with_types_and_caching(project: Path,
     assert page.get_data() == (out / EXAMPLE / "index.html").read_bytes()
     etag = page.headers["ETag"]
     assert client.get(f"/digest/{EXAMPLE}/", headers={"If-None-Match": etag}).status_code == 304
-    types = {"feed.atom": "application/atom+xml; charset=utf-8",
-             "feed.json": "application/feed+json", "sitemap.xml": "application/xml; charset=utf-8",
-             "robots.txt": "text/plain; charset=utf-8", "archive.css": "text/css; charset=utf-8"}
+    types = {
+        "feed.atom": "application/atom+xml; charset=utf-8",
+        "feed.json": "application/feed+json",
+        "sitemap.xml": "application/xml; charset=utf-8",
+        "robots.txt": "text/plain; charset=utf-8",
+        "archive.css": "text/css; charset=utf-8",
+    }
     for name, content_type in types.items():
         response = client.get(f"/digest/{name}")
         assert response.status_code == 200 and response.headers["Content-Type"] == content_type
     assert client.get("/digest").headers["Location"].endswith("/digest/")
     assert client.get(f"/digest/{EXAMPLE}").headers["Location"].endswith(f"/digest/{EXAMPLE}/")
-    for bad in ("/digest/.digest-site.json", "/digest/../digest.toml", "/digest/%2e%2e/digest.toml",
-                "/digest/nope/", f"/{EXAMPLE}/", "/digest/sources/..%2f..%2fdigest.toml"):
+    for bad in (
+        "/digest/.digest-site.json",
+        "/digest/../digest.toml",
+        "/digest/%2e%2e/digest.toml",
+        "/digest/nope/",
+        f"/{EXAMPLE}/",
+        "/digest/sources/..%2f..%2fdigest.toml",
+    ):
         assert client.get(bad).status_code == 404, bad
     assert client.post(f"/digest/{EXAMPLE}/").status_code == 405
     assert client.head(f"/digest/{EXAMPLE}/").status_code == 200
@@ -532,9 +584,13 @@ def test_publish_serve_answers_on_loopback_at_the_base_path(project: Path) -> No
 
     config = project / "digest.toml"
     config.write_text(config.read_text().replace('example.org"\nlist_id', 'example.org/news"\nlist_id'))
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "publish", EXAMPLE, "--serve",
-                             "--port", "0"], cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "publish", EXAMPLE, "--serve", "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = ""
         while "Serving" not in line:
@@ -547,8 +603,10 @@ def test_publish_serve_answers_on_loopback_at_the_base_path(project: Path) -> No
         response = connection.getresponse()
         assert response.status == 200
         assert TITLES[0] in response.read().decode()
-        assert f'href="https://worlddigest.example.org/news/{EXAMPLE}/"' in (
-            project / "site" / EXAMPLE / "index.html").read_text()
+        assert (
+            f'href="https://worlddigest.example.org/news/{EXAMPLE}/"'
+            in (project / "site" / EXAMPLE / "index.html").read_text()
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -563,8 +621,10 @@ def test_a_busy_port_is_a_clear_error(project: Path, runner: CliRunner) -> None:
         port = busy.getsockname()[1]
         result = publish(runner, EXAMPLE, "--serve", "--port", str(port))
     assert result.exit_code == 1
-    assert result.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
-                             "  hint: choose another --port (0 takes any free one)\n")
+    assert result.stderr == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        "  hint: choose another --port (0 takes any free one)\n"
+    )
 
 
 def test_help_has_an_example(runner: CliRunner) -> None:
@@ -607,16 +667,17 @@ def test_pages_pass_an_accessibility_audit(held_in: Path, runner: CliRunner, bro
         for scheme in ("light", "dark"):
             context = browser.new_context(color_scheme=scheme)
             page = context.new_page()
-            for path in ("", f"{EXAMPLE}/", "2022-03-03/", "page/2/", "sources/",
-                         "sources/tass/"):
+            for path in ("", f"{EXAMPLE}/", "2022-03-03/", "page/2/", "sources/", "sources/tass/"):
                 response = page.goto(base + path)
                 assert response.status == 200, path
                 violations = axe.run(page).response["violations"]
-                bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-                       for v in violations if v["impact"] in ("serious", "critical")]
+                bad = [
+                    (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+                    for v in violations
+                    if v["impact"] in ("serious", "critical")
+                ]
                 assert bad == [], (scheme, path, bad)
             context.close()
     finally:
         server.close()
         thread.join(timeout=5)
-

@@ -34,10 +34,13 @@ def test_bom_header_case_and_ragged_rows(tmp_path: Path) -> None:
     assert rows[1] == RowProblem(4, "1 columns, the header has 2")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "the list is empty"),
-    ("name,city\nAnn,Berlin\n", "the list has no 'email' column"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "the list is empty"),
+        ("name,city\nAnn,Berlin\n", "the list has no 'email' column"),
+    ],
+)
 def test_bad_lists(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "list.csv"
     path.write_text(content)

@@ -31,8 +31,17 @@ def test_html_is_inlined_and_keeps_media_queries(project: Path) -> None:
     assert "@media (prefers-color-scheme: dark)" in css
     assert "!important" in css  # premailer's strip_important would make them lose
     # Every element a plain rule styles carries its style inline.
-    for cls in ("container", "story", "story-title", "continue", "read-also", "footer",
-                "disclaimer", "preheader", "dateline"):
+    for cls in (
+        "container",
+        "story",
+        "story-title",
+        "continue",
+        "read-also",
+        "footer",
+        "disclaimer",
+        "preheader",
+        "dateline",
+    ):
         elements = doc.find_class(cls)
         assert elements, cls
         assert all(el.get("style") for el in elements), cls
@@ -49,8 +58,7 @@ def test_html_reads_like_the_seed(project: Path) -> None:
     text = " ".join(doc.text_content().split())
     assert "I would say that <…> these talks were quite constructive,” Ushakov said." in text
     assert "MOSCOW, December 31. /TASS/. The Kremlin is satisfied" in text
-    continues = [(a.text_content(), a.get("href")) for p in doc.find_class("continue")
-                 for a in p.iter("a")]
+    continues = [(a.text_content(), a.get("href")) for p in doc.find_class("continue") for a in p.iter("a")]
     assert [c[0] for c in continues] == ["tass.com", "tass.com", "www.rt.com"]
     read_also = doc.find_class("read-also")[0].text_content()
     assert "Europol Says EU Faces Second Migrant Wave" in read_also
@@ -74,10 +82,13 @@ def test_rendering_is_reproducible(project: Path) -> None:
 
 
 def test_override_that_drops_the_disclaimer_fails_naming_it(project: Path) -> None:
-    template = write(project / "templates" / "email.html", """
+    template = write(
+        project / "templates" / "email.html",
+        """
         {% extends "!default/email.html" %}
         {% block footer %}<tr><td>Bye</td></tr>{% endblock %}
-    """)
+    """,
+    )
     with pytest.raises(TemplateError) as e:
         _render()
     assert e.value.message == "the rendered email does not carry the editorial disclaimer"
@@ -85,20 +96,26 @@ def test_override_that_drops_the_disclaimer_fails_naming_it(project: Path) -> No
 
 
 def test_override_can_extend_the_default(project: Path) -> None:
-    write(project / "templates" / "email.html", """
+    write(
+        project / "templates" / "email.html",
+        """
         {% extends "!default/email.html" %}
         {% block header %}<tr><td class="masthead">Custom masthead</td></tr>{% endblock %}
-    """)
+    """,
+    )
     html = _render().html
     assert "Custom masthead" in html
     assert "We remind our readers" in html
 
 
 def test_undefined_variable_names_template_and_line(project: Path) -> None:
-    template = write(project / "templates" / "email.txt", """
+    template = write(
+        project / "templates" / "email.txt",
+        """
         {{ newsletter.disclaimer }}
         {{ issue.subjcet }}
-    """)
+    """,
+    )
     with pytest.raises(TemplateError) as e:
         _render()
     assert e.value.message.startswith("template uses an undefined variable")

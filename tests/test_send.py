@@ -38,17 +38,21 @@ def tls_server(project: Path, tmp_path: Path, monkeypatch):
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     with Server(context) as server:
-        env = {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
-               "DIGEST_SMTP_USERNAME": USER, "DIGEST_SMTP_PASSWORD": PASSWORD,
-               "DIGEST_SMTP_SECURITY": "starttls", "DIGEST_SMTP_CAFILE": str(ca_file),
-               "DIGEST_SECRET": SECRET}
+        env = {
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(server.port),
+            "DIGEST_SMTP_USERNAME": USER,
+            "DIGEST_SMTP_PASSWORD": PASSWORD,
+            "DIGEST_SMTP_SECURITY": "starttls",
+            "DIGEST_SMTP_CAFILE": str(ca_file),
+            "DIGEST_SECRET": SECRET,
+        }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         yield server
 
 
-def test_send_over_implicit_tls(project: Path, tmp_path: Path, monkeypatch,
-                                runner: CliRunner) -> None:
+def test_send_over_implicit_tls(project: Path, tmp_path: Path, monkeypatch, runner: CliRunner) -> None:
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -57,18 +61,24 @@ def test_send_over_implicit_tls(project: Path, tmp_path: Path, monkeypatch,
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     with Server(context, implicit_tls=True) as server:
-        for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
-                           "DIGEST_SMTP_USERNAME": USER, "DIGEST_SMTP_PASSWORD": PASSWORD,
-                           "DIGEST_SMTP_SECURITY": "tls", "DIGEST_SMTP_CAFILE": str(ca_file),
-                           "DIGEST_SECRET": SECRET}.items():
+        for key, value in {
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(server.port),
+            "DIGEST_SMTP_USERNAME": USER,
+            "DIGEST_SMTP_PASSWORD": PASSWORD,
+            "DIGEST_SMTP_SECURITY": "tls",
+            "DIGEST_SMTP_CAFILE": str(ca_file),
+            "DIGEST_SECRET": SECRET,
+        }.items():
             monkeypatch.setenv(key, value)
         result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
         assert result.exit_code == 0, result.output
         assert len(server.recorder.received) == 3
 
 
-def test_an_untrusted_certificate_is_refused(tls_server: Server, runner: CliRunner,
-                                             monkeypatch, tmp_path: Path) -> None:
+def test_an_untrusted_certificate_is_refused(
+    tls_server: Server, runner: CliRunner, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("DIGEST_SMTP_CAFILE")
     result = _send(runner, "--list", str(_list(tmp_path, 2)), "--yes")
     assert result.exit_code == 3  # stopped
@@ -79,8 +89,12 @@ def test_an_untrusted_certificate_is_refused(tls_server: Server, runner: CliRunn
 @pytest.fixture
 def plain_server(project: Path, monkeypatch):
     with Server() as server:
-        for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(server.port),
-                           "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET}.items():
+        for key, value in {
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(server.port),
+            "DIGEST_SMTP_SECURITY": "none",
+            "DIGEST_SECRET": SECRET,
+        }.items():
             monkeypatch.setenv(key, value)
         yield server
 
@@ -130,8 +144,9 @@ def test_send_over_starttls_with_auth(tls_server: Server, runner: CliRunner) -> 
         assert "We remind our readers that publication of articles" in " ".join(body.split())
         assert "BORIS@example.com" in body
     # The envelope sender is the delivery's signed VERP address (bounce_address, issue 12).
-    assert re.fullmatch(r"bounces\+[0-9a-z]+\.[a-z2-7]{16}@worlddigest\.example\.org",
-                        got["anna@example.com"][0].sender)
+    assert re.fullmatch(
+        r"bounces\+[0-9a-z]+\.[a-z2-7]{16}@worlddigest\.example\.org", got["anna@example.com"][0].sender
+    )
 
 
 def test_a_second_run_sends_nobody_twice(tls_server: Server, runner: CliRunner) -> None:
@@ -144,21 +159,24 @@ def test_a_second_run_sends_nobody_twice(tls_server: Server, runner: CliRunner) 
     assert len(tls_server.recorder.received) == 4
 
 
-def test_faults_retry_fail_and_go_on(plain_server: Server, runner: CliRunner, tmp_path: Path,
-                                     monkeypatch) -> None:
+def test_faults_retry_fail_and_go_on(
+    plain_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
     rec = plain_server.recorder
     rec.faults["reader00001@example.com"] = ["451 4.3.0 try later", "250 OK"]
     rec.faults["reader00002@example.com"] = ["550 5.1.1 no such user"]
     rec.faults["reader00003@example.com"] = ["421 4.7.0 busy, closing", "250 OK"]
     rec.faults["reader00004@example.com"] = ["452 4.2.2 mailbox full"]  # never clears
     rec.drop_in_data.add("reader00005@example.com")  # dropped after the final dot
-    result = _send(runner, "--list", str(_list(tmp_path, 8)), "--yes", "--workers", "2",
-                   "--retry-delay", "0.05")
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 8)), "--yes", "--workers", "2", "--retry-delay", "0.05"
+    )
     assert result.exit_code == 4, result.output  # some left for a rerun
     assert result.stdout.splitlines()[-3].startswith("5 sent, 1 failed, 1 deferred, 1 uncertain")
     assert result.stdout.splitlines()[-1] == (
         "Left for a rerun: 1 deferred, 1 uncertain (sent again only with --resend-uncertain; "
-        "they may then get two copies).")
+        "they may then get two copies)."
+    )
     got = rec.by_recipient()
     assert sorted(got) == [f"reader{i:05d}@example.com" for i in (0, 1, 3, 6, 7)]
     assert all(len(v) == 1 for v in got.values())
@@ -168,7 +186,8 @@ def test_faults_retry_fail_and_go_on(plain_server: Server, runner: CliRunner, tm
         "  failed    reader00002@example.com: 550 5.1.1 no such user\n"
         "  deferred  reader00004@example.com: 452 4.2.2 mailbox full\n"
         "  uncertain reader00005@example.com: no reply after the message was sent: "
-        "connection closed by the server\n")
+        "connection closed by the server\n"
+    )
     # The deferred one goes again on the next run; the failed and the uncertain do not.
     rec.faults.clear()
     again = _send(runner, "--list", str(_list(tmp_path, 8)), "--yes")
@@ -181,11 +200,11 @@ def test_faults_retry_fail_and_go_on(plain_server: Server, runner: CliRunner, tm
     assert len(rec.by_recipient()["reader00005@example.com"]) == 1
 
 
-def test_refused_login_stops_with_nothing_marked_sent(tls_server: Server, runner: CliRunner,
-                                                      monkeypatch, tmp_path: Path) -> None:
+def test_refused_login_stops_with_nothing_marked_sent(
+    tls_server: Server, runner: CliRunner, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-password-xyz")
-    result = runner.invoke(cli, ["--verbose", "send", EXAMPLE, "--list",
-                                 str(_list(tmp_path, 5)), "--yes"])
+    result = runner.invoke(cli, ["--verbose", "send", EXAMPLE, "--list", str(_list(tmp_path, 5)), "--yes"])
     assert result.exit_code == 3
     assert "Error: the SMTP server refused the login: 535" in result.stderr
     assert "hint: check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD" in result.stderr
@@ -195,11 +214,9 @@ def test_refused_login_stops_with_nothing_marked_sent(tls_server: Server, runner
     assert status.startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 5 pending, 0 uncertain")
 
 
-def test_password_is_never_printed(tls_server: Server, runner: CliRunner, tmp_path: Path,
-                                   caplog) -> None:
+def test_password_is_never_printed(tls_server: Server, runner: CliRunner, tmp_path: Path, caplog) -> None:
     caplog.set_level("DEBUG")
-    result = runner.invoke(cli, ["--verbose", "send", EXAMPLE, "--list",
-                                 str(_list(tmp_path, 3)), "--yes"])
+    result = runner.invoke(cli, ["--verbose", "send", EXAMPLE, "--list", str(_list(tmp_path, 3)), "--yes"])
     assert result.exit_code == 0
     assert PASSWORD not in result.output and PASSWORD not in caplog.text
     assert SECRET not in result.output and SECRET not in caplog.text
@@ -209,22 +226,26 @@ def test_refused_connection(project: Path, runner: CliRunner, monkeypatch, tmp_p
     from .smtpserver import free_port
 
     port = free_port()
-    for key, value in {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port),
-                       "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET}.items():
+    for key, value in {
+        "DIGEST_SMTP_HOST": "127.0.0.1",
+        "DIGEST_SMTP_PORT": str(port),
+        "DIGEST_SMTP_SECURITY": "none",
+        "DIGEST_SECRET": SECRET,
+    }.items():
         monkeypatch.setenv(key, value)
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
     assert result.exit_code == 3
     assert result.stderr.startswith(f"Error: cannot connect to 127.0.0.1:{port} (none):")
 
 
-def test_too_many_failures_in_a_row_stop_the_send(plain_server: Server, runner: CliRunner,
-                                                  tmp_path: Path) -> None:
+def test_too_many_failures_in_a_row_stop_the_send(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
     for i in range(25):
         plain_server.recorder.faults[f"reader{i:05d}@example.com"] = ["550 5.7.1 blocked"]
     result = _send(runner, "--list", str(_list(tmp_path, 40)), "--yes", "--workers", "1")
     assert result.exit_code == 3
-    assert "Error: stopped after 20 failures in a row; last reply: 550 5.7.1 blocked" in (
-        result.stderr)
+    assert "Error: stopped after 20 failures in a row; last reply: 550 5.7.1 blocked" in (result.stderr)
     assert plain_server.recorder.received == []
 
 
@@ -234,23 +255,26 @@ def test_no_smtp_settings(project: Path, runner: CliRunner, tmp_path: Path) -> N
     assert result.stderr == (
         "Error: no SMTP server is configured\n"
         "  hint: set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
-        "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR\n")
+        "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR\n"
+    )
 
 
-def test_no_password_in_the_clear_to_another_host(project: Path, runner: CliRunner,
-                                                  tmp_path: Path) -> None:
+def test_no_password_in_the_clear_to_another_host(project: Path, runner: CliRunner, tmp_path: Path) -> None:
     (project / ".env").write_text(
         "DIGEST_SMTP_HOST=192.0.2.10\nDIGEST_SMTP_SECURITY=none\nDIGEST_SMTP_USERNAME=u\n"
-        "DIGEST_SMTP_PASSWORD=pw-never-shown\nDIGEST_SECRET=x\n")
+        "DIGEST_SMTP_PASSWORD=pw-never-shown\nDIGEST_SECRET=x\n"
+    )
     result = _send(runner, "--list", str(_list(tmp_path, 1)), "--yes")
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        "Error: DIGEST_SMTP_SECURITY=none would send the password unencrypted to 192.0.2.10")
+        "Error: DIGEST_SMTP_SECURITY=none would send the password unencrypted to 192.0.2.10"
+    )
     assert "pw-never-shown" not in result.output
 
 
-def test_a_real_send_needs_yes_without_a_terminal(plain_server: Server, runner: CliRunner,
-                                                  tmp_path: Path) -> None:
+def test_a_real_send_needs_yes_without_a_terminal(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
     result = _send(runner, "--list", str(_list(tmp_path, 2)))
     assert result.exit_code == 1
     assert "Error: a real send needs confirmation\n  hint: pass --yes" in result.stderr
@@ -263,7 +287,8 @@ def test_test_copies_are_outside_the_journal(plain_server: Server, runner: CliRu
     got = plain_server.recorder.by_recipient()
     assert sorted(got) == ["desk@example.org", "editor@example.org"]
     assert _parse(got["desk@example.org"][0].data)["Subject"] == (
-        "[TEST] Putin and Biden talk again: what was said")
+        "[TEST] Putin and Biden talk again: what was said"
+    )
     assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
 
 
@@ -278,8 +303,7 @@ def test_to_a_list_address_once(plain_server: Server, runner: CliRunner) -> None
     assert msg["List-Unsubscribe"].startswith("<https://worlddigest.example.org/unsubscribe>")
 
 
-def test_dry_run_connects_to_nothing(plain_server: Server, runner: CliRunner,
-                                     tmp_path: Path) -> None:
+def test_dry_run_connects_to_nothing(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     result = _send(runner, "--list", str(_list(tmp_path, 5)), "--dry-run")
     assert result.exit_code == 0
     assert "Server:     nothing (dry run)" in result.stdout
@@ -289,8 +313,7 @@ def test_dry_run_connects_to_nothing(plain_server: Server, runner: CliRunner,
     assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
 
 
-def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRunner,
-                                            tmp_path: Path) -> None:
+def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     out = runner.invoke(cli, ["unsubscribe", "Reader00001@example.com", "reader00001@example.com"])
     assert out.stdout == "unsubscribed 1 address (1 already were)\n"
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
@@ -298,8 +321,9 @@ def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRun
     assert "reader00001@example.com" not in plain_server.recorder.by_recipient()
 
 
-def test_a_changed_issue_is_refused_unless_forced(plain_server: Server, runner: CliRunner,
-                                                  project: Path, tmp_path: Path) -> None:
+def test_a_changed_issue_is_refused_unless_forced(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
     path = _list(tmp_path, 3)
     assert _send(runner, "--list", str(path), "--yes").exit_code == 0
     story = project / "issues" / EXAMPLE / "five-key-takeaways-from-latest-putin-biden-call.md"
@@ -313,31 +337,37 @@ def test_a_changed_issue_is_refused_unless_forced(plain_server: Server, runner: 
     assert len(plain_server.recorder.received) == 5
 
 
-def test_outbox_writes_one_personalised_file_each(project: Path, runner: CliRunner,
-                                                  monkeypatch, tmp_path: Path) -> None:
+def test_outbox_writes_one_personalised_file_each(
+    project: Path, runner: CliRunner, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DIGEST_SECRET", SECRET)
     out = tmp_path / "OUT"
     result = _send(runner, "--list", str(FIXTURES / "subscribers.csv"), "--outbox", str(out))
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["BORIS_at_example.com.eml", "anna_at_example.com.eml",
-                     "chloé_at_example.com.eml", "dmitri_at_example.org.eml"]
+    assert files == [
+        "BORIS_at_example.com.eml",
+        "anna_at_example.com.eml",
+        "chloé_at_example.com.eml",
+        "dmitri_at_example.org.eml",
+    ]
     assert not list(project.joinpath(".digest").glob("scratch-*"))  # no copy of the list left
     dmitri = _parse((out / "dmitri_at_example.org.eml").read_bytes())
     assert dmitri["To"].addresses[0].display_name == 'Dmitri "Dima" Ivanov'
     assert "dmitri@example.org" in dmitri.get_body(("plain",)).get_content()
 
 
-def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner,
-                                     tmp_path: Path) -> None:
+def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "evil.csv"
-    path.write_text('email,name\nvictim@example.com,"Eve\r\nBcc: spy@example.net"\n'
-                    "zoe@example.com,Zoë Ørsted\n")
+    path.write_text(
+        'email,name\nvictim@example.com,"Eve\r\nBcc: spy@example.net"\nzoe@example.com,Zoë Ørsted\n'
+    )
     refused = _send(runner, "--list", str(path), "--yes")  # a line break in a field: refused
     assert refused.exit_code == 1
     assert "evil.csv:2: a quoted field runs from line 2 to line 3" in refused.stderr
-    path.write_text('email,name\nvictim@example.com,"Eve =?utf-8?q?Bcc:?= spy@example.net"\n'
-                    "zoe@example.com,Zoë Ørsted\n")
+    path.write_text(
+        'email,name\nvictim@example.com,"Eve =?utf-8?q?Bcc:?= spy@example.net"\nzoe@example.com,Zoë Ørsted\n'
+    )
     assert _send(runner, "--list", str(path), "--yes").exit_code == 0
     got = plain_server.recorder.by_recipient()
     assert sorted(got) == ["victim@example.com", "zoe@example.com"]
@@ -349,9 +379,13 @@ def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner,
 
 def _spawn_send(project: Path, list_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "digest", "send", EXAMPLE, "--list", str(list_path), "--yes",
-         *extra], cwd=project, env=dict(os.environ), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "digest", "send", EXAMPLE, "--list", str(list_path), "--yes", *extra],
+        cwd=project,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> None:
@@ -362,8 +396,7 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def test_ctrl_c_finishes_in_flight_and_resumes(plain_server: Server, project: Path,
-                                               tmp_path: Path) -> None:
+def test_ctrl_c_finishes_in_flight_and_resumes(plain_server: Server, project: Path, tmp_path: Path) -> None:
     path = _list(tmp_path, 200)
     proc = _spawn_send(project, path, "--rate", "50", "--workers", "2")
     _wait_for(lambda: len(plain_server.recorder.received) >= 20)
@@ -373,13 +406,14 @@ def test_ctrl_c_finishes_in_flight_and_resumes(plain_server: Server, project: Pa
     assert "Traceback" not in err
     summary = out.splitlines()[-1]
     assert summary.startswith("Interrupted: ") and summary.endswith(
-        "still due, 0 uncertain; run the same command to resume.")
+        "still due, 0 uncertain; run the same command to resume."
+    )
     sent = int(summary.split()[1])
     assert sent == len(plain_server.recorder.received)
-    status = subprocess.run([sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project,
-                            capture_output=True, text=True).stdout
-    assert status.startswith(f"{EXAMPLE}: {sent} sent, 0 failed, 0 deferred, {200 - sent} "
-                             "pending, 0 uncertain")
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+    ).stdout
+    assert status.startswith(f"{EXAMPLE}: {sent} sent, 0 failed, 0 deferred, {200 - sent} pending, 0 uncertain")
     rerun = _spawn_send(project, path)
     rerun.communicate(timeout=60)
     assert rerun.returncode == 0
@@ -388,7 +422,8 @@ def test_ctrl_c_finishes_in_flight_and_resumes(plain_server: Server, project: Pa
 
 
 def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
-        plain_server: Server, project: Path, tmp_path: Path) -> None:
+    plain_server: Server, project: Path, tmp_path: Path
+) -> None:
     path = _list(tmp_path, 1000)
     proc = _spawn_send(project, path, "--workers", "4")
     _wait_for(lambda: len(plain_server.recorder.received) >= 300, timeout=60)
@@ -398,10 +433,12 @@ def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
     rerun = _spawn_send(project, path)
     out, err = rerun.communicate(timeout=120)
     uncertain_line = next((ln for ln in out.splitlines() if ln.startswith("Uncertain:")), None)
-    status = subprocess.run([sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project,
-                            capture_output=True, text=True).stdout
-    uncertain = {line.split()[1].rstrip(":") for line in status.splitlines()[1:]
-                 if line.split()[0] == "uncertain"}
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+    ).stdout
+    uncertain = {
+        line.split()[1].rstrip(":") for line in status.splitlines()[1:] if line.split()[0] == "uncertain"
+    }
     assert rerun.returncode == (4 if uncertain else 0), err  # 4: some left for a rerun
     if uncertain:
         assert uncertain_line is not None
@@ -415,8 +452,9 @@ def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
     assert len(uncertain) <= 4
     print(f"uncertain after SIGKILL: {len(uncertain)}; accepted before: {len(accepted_before)}")
     counts = status.splitlines()[0]
-    assert counts == (f"{EXAMPLE}: {1000 - len(uncertain)} sent, 0 failed, 0 deferred, 0 pending, "
-                      f"{len(uncertain)} uncertain")
+    assert counts == (
+        f"{EXAMPLE}: {1000 - len(uncertain)} sent, 0 failed, 0 deferred, 0 pending, {len(uncertain)} uncertain"
+    )
     # --resend-uncertain completes the list.
     final = _spawn_send(project, path, "--resend-uncertain")
     final.communicate(timeout=60)

@@ -35,8 +35,13 @@ DIGEST = [sys.executable, "-m", "digest"]
 
 
 def _env(monkeypatch, port: int, **extra: str) -> None:
-    values = {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port),
-              "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET, **extra}
+    values = {
+        "DIGEST_SMTP_HOST": "127.0.0.1",
+        "DIGEST_SMTP_PORT": str(port),
+        "DIGEST_SMTP_SECURITY": "none",
+        "DIGEST_SECRET": SECRET,
+        **extra,
+    }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
 
@@ -85,20 +90,22 @@ def _parse(data: bytes):
 # -- connection faults: retried with backoff, the send goes on --------------------------
 
 
-def test_a_421_greeting_on_the_first_connection_is_retried(server: Server, runner: CliRunner,
-                                                           tmp_path: Path) -> None:
+def test_a_421_greeting_on_the_first_connection_is_retried(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
     server.recorder.greeting_faults.append("421 4.3.2 too busy, try later")
-    result = _send(runner, "--list", str(_list(tmp_path, 5)), "--yes", "--workers", "1",
-                   "--retry-delay", "0.05")
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 5)), "--yes", "--workers", "1", "--retry-delay", "0.05"
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1].startswith("5 sent, 0 failed, 0 deferred")
     _exactly_once(server, 5)
 
 
-@pytest.mark.parametrize("stage, reply", [("EHLO", "421 4.3.2 busy"),
-                                          ("EHLO", "451 4.3.0 local error")])
-def test_a_4xx_to_ehlo_is_retried(server: Server, runner: CliRunner, tmp_path: Path,
-                                  monkeypatch, stage: str, reply: str) -> None:
+@pytest.mark.parametrize("stage, reply", [("EHLO", "421 4.3.2 busy"), ("EHLO", "451 4.3.0 local error")])
+def test_a_4xx_to_ehlo_is_retried(
+    server: Server, runner: CliRunner, tmp_path: Path, monkeypatch, stage: str, reply: str
+) -> None:
     calls = {"n": 0}
     original = server.recorder.handle_EHLO
 
@@ -109,38 +116,41 @@ def test_a_4xx_to_ehlo_is_retried(server: Server, runner: CliRunner, tmp_path: P
         return await original(srv, session, envelope, hostname, responses)
 
     monkeypatch.setattr(server.recorder, "handle_EHLO", failing_once)
-    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1",
-                   "--retry-delay", "0.05")
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1", "--retry-delay", "0.05"
+    )
     assert result.exit_code == 0, result.output
     _exactly_once(server, 3)
 
 
 def test_a_421_after_mail_is_retried(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     server.recorder.mail_faults[:] = ["250 OK", "421 4.7.0 closing, too many errors"]
-    result = _send(runner, "--list", str(_list(tmp_path, 6)), "--yes", "--workers", "1",
-                   "--retry-delay", "0.05")
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 6)), "--yes", "--workers", "1", "--retry-delay", "0.05"
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1].startswith("6 sent, 0 failed, 0 deferred")
     _exactly_once(server, 6)
 
 
-def test_a_refused_connection_stops_with_code_3(project: Path, runner: CliRunner,
-                                                monkeypatch, tmp_path: Path) -> None:
+def test_a_refused_connection_stops_with_code_3(
+    project: Path, runner: CliRunner, monkeypatch, tmp_path: Path
+) -> None:
     _env(monkeypatch, free_port())
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
     assert result.exit_code == 3
     assert result.stdout.splitlines()[-1] == (
-        "Stopped: 0 sent, 0 failed, 3 still due, 0 uncertain; fix the cause and run the same "
-        "command to resume.")
+        "Stopped: 0 sent, 0 failed, 3 still due, 0 uncertain; fix the cause and run the same command to resume."
+    )
     assert "Traceback" not in result.output
 
 
-def test_every_message_deferred_is_not_success(server: Server, runner: CliRunner,
-                                               tmp_path: Path) -> None:
+def test_every_message_deferred_is_not_success(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     for i in range(3):
         server.recorder.faults[f"reader{i:05d}@example.com"] = ["451 4.3.0 try later"]
-    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--retries", "1",
-                   "--retry-delay", "0.01")
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 3)), "--yes", "--retries", "1", "--retry-delay", "0.01"
+    )
     assert result.exit_code == 4
     assert result.stdout.splitlines()[-1].startswith("Left for a rerun: 3 deferred, 0 uncertain")
     server.recorder.faults.clear()
@@ -152,8 +162,9 @@ def test_every_message_deferred_is_not_success(server: Server, runner: CliRunner
 # -- after the final dot: uncertain, never retried by itself ----------------------------
 
 
-def test_a_connection_closed_after_the_final_dot_is_uncertain(server: Server, runner: CliRunner,
-                                                               tmp_path: Path) -> None:
+def test_a_connection_closed_after_the_final_dot_is_uncertain(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
     server.recorder.drop_in_data.add("reader00002@example.com")
     path = _list(tmp_path, 5)
     result = _send(runner, "--list", str(path), "--yes", "--workers", "1")
@@ -163,7 +174,8 @@ def test_a_connection_closed_after_the_final_dot_is_uncertain(server: Server, ru
     assert _status(runner).splitlines() == [
         f"{EXAMPLE}: 4 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain",
         "  uncertain reader00002@example.com: no reply after the message was sent: "
-        "connection closed by the server"]
+        "connection closed by the server",
+    ]
     plain = _send(runner, "--list", str(path), "--yes")
     assert plain.exit_code == 4 and "Nothing to send." in plain.stdout
     final = _send(runner, "--list", str(path), "--yes", "--resend-uncertain")
@@ -171,15 +183,17 @@ def test_a_connection_closed_after_the_final_dot_is_uncertain(server: Server, ru
     _exactly_once(server, 5)
 
 
-def test_a_server_that_never_answers_the_final_dot(piped: Server, runner: CliRunner,
-                                                   tmp_path: Path) -> None:
+def test_a_server_that_never_answers_the_final_dot(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
     piped.recorder.hang_in_data.add("reader00001@example.com")
-    result = _send(runner, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "1",
-                   "--data-timeout", "0.5")
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "1", "--data-timeout", "0.5"
+    )
     assert result.exit_code == 4, result.output
     assert "3 sent, 0 failed, 0 deferred, 1 uncertain" in result.stdout
-    assert "uncertain reader00001@example.com: no reply after the message was sent: " \
-           "no reply in time" in _status(runner)
+    assert (
+        "uncertain reader00001@example.com: no reply after the message was sent: "
+        "no reply in time" in _status(runner)
+    )
 
 
 def test_the_data_timeout_defaults_to_rfc_5321() -> None:
@@ -190,16 +204,19 @@ def test_the_data_timeout_defaults_to_rfc_5321() -> None:
     assert Timeouts.scaled(5, 9).data_end == 9 and Timeouts.scaled(5).command == 5
 
 
-def test_a_server_that_vanishes_mid_send_and_comes_back(project: Path, tmp_path: Path,
-                                                        monkeypatch) -> None:
+def test_a_server_that_vanishes_mid_send_and_comes_back(project: Path, tmp_path: Path, monkeypatch) -> None:
     port = free_port()
     _env(monkeypatch, port)
     path = _list(tmp_path, 400)
     first = Server(pipelining=True, port=port)
     with first:
-        proc = subprocess.Popen([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes",
-                                 "--workers", "3", "--retry-delay", "0.05"], cwd=project,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes", "--workers", "3", "--retry-delay", "0.05"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for(lambda: len(first.recorder.received) >= 60)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, out + err
@@ -207,8 +224,13 @@ def test_a_server_that_vanishes_mid_send_and_comes_back(project: Path, tmp_path:
     assert err.startswith(f"Error: cannot connect to 127.0.0.1:{port} (none)")
     assert out.splitlines()[-1].startswith("Stopped: ")
     with Server(pipelining=True, port=port) as second:
-        rerun = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
-                               cwd=project, capture_output=True, text=True, timeout=60)
+        rerun = subprocess.run(
+            [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         uncertain = _uncertain(project)
         assert rerun.returncode == (4 if uncertain else 0), rerun.stdout + rerun.stderr
         _no_duplicates_and_missing_is_uncertain([first, second], 400, uncertain)
@@ -227,13 +249,13 @@ def auth_server(project: Path, tmp_path: Path, monkeypatch):
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     with Server(context, pipelining=True) as srv:
         srv.controller.SMTP_kwargs["auth_require_tls"] = True
-        _env(monkeypatch, srv.port, DIGEST_SMTP_SECURITY="starttls",
-             DIGEST_SMTP_CAFILE=str(ca_file))
+        _env(monkeypatch, srv.port, DIGEST_SMTP_SECURITY="starttls", DIGEST_SMTP_CAFILE=str(ca_file))
         yield srv
 
 
 def test_530_at_mail_stops_then_credentials_and_retry_failed_complete(
-        auth_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    auth_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
     path = _list(tmp_path, 6)
     first = _send(runner, "--list", str(path), "--yes")  # no login configured
     assert first.exit_code == 3, first.output
@@ -253,24 +275,24 @@ def test_530_at_mail_stops_then_credentials_and_retry_failed_complete(
     assert plain.stdout.splitlines()[-1] == "Nothing to send."
     retry = _send(runner, "--list", str(path), "--yes", "--retry-failed")
     assert retry.exit_code == 0, retry.output
-    assert ("Retrying:   2 that failed before: reader00001@example.com, "
-            "reader00004@example.com") in retry.stdout
+    assert (
+        "Retrying:   2 that failed before: reader00001@example.com, reader00004@example.com"
+    ) in retry.stdout
     assert retry.stdout.splitlines()[-1].startswith("2 sent, 0 failed")
     _exactly_once(auth_server, 6)
 
 
-def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner,
-                                         tmp_path: Path) -> None:
+def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     server.recorder.mail_faults[:] = ["553 5.7.1 sender not allowed"]
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1")
     assert result.exit_code == 3
-    assert "Error: the server refused the send at MAIL: 553 5.7.1 sender not allowed" in (
-        result.stderr)
+    assert "Error: the server refused the send at MAIL: 553 5.7.1 sender not allowed" in (result.stderr)
     assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
 
 
-def test_plain_text_injected_after_the_starttls_220_aborts(project: Path, runner: CliRunner,
-                                                           tmp_path: Path, monkeypatch) -> None:
+def test_plain_text_injected_after_the_starttls_220_aborts(
+    project: Path, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
     """A server (or an attacker on the path) sends a reply in the clear after '220 go ahead'."""
     received: list[tuple[bytes, bytes]] = []
 
@@ -310,7 +332,8 @@ def test_plain_text_injected_after_the_starttls_220_aborts(project: Path, runner
     assert result.exit_code == 3
     assert result.stderr.startswith(
         "Error: 127.0.0.1 sent data in plain text after its 220 reply to STARTTLS; "
-        "the connection was closed (injected commands?)")
+        "the connection was closed (injected commands?)"
+    )
     # Each connection said STARTTLS and then nothing more (no EHLO, no login in the clear).
     assert received and set(received) == {(b"STARTTLS\r\n", b"")}
 
@@ -329,8 +352,7 @@ def test_an_overlong_reply_line_is_a_clear_failure(project: Path, tmp_path: Path
         port = server.sockets[0].getsockname()[1]
         from digest.config import Settings
 
-        messenger = SMTPMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port,
-                                           smtp_security="none"))
+        messenger = SMTPMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_security="none"))
         try:
             await messenger.connect()
         except Exception as e:  # noqa: BLE001 - the kind is what is tested
@@ -340,12 +362,14 @@ def test_an_overlong_reply_line_is_a_clear_failure(project: Path, tmp_path: Path
         return "connected"
 
     outcome = asyncio.run(attempt())
-    assert outcome == (f"TemporaryFailure: connection failed: a reply line longer than "
-                       f"{REPLY_LINE_LIMIT} bytes")
+    assert outcome == (
+        f"TemporaryFailure: connection failed: a reply line longer than {REPLY_LINE_LIMIT} bytes"
+    )
 
 
-def test_no_dns_lookup_of_the_local_name(server: Server, runner: CliRunner, tmp_path: Path,
-                                         monkeypatch) -> None:
+def test_no_dns_lookup_of_the_local_name(
+    server: Server, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
     import socket
 
     from digest.send import transport
@@ -376,8 +400,7 @@ def test_no_dns_lookup_of_the_local_name(server: Server, runner: CliRunner, tmp_
 # -- addresses ---------------------------------------------------------------------------
 
 
-def test_an_idn_domain_goes_in_ascii_form(server: Server, runner: CliRunner,
-                                          tmp_path: Path) -> None:
+def test_an_idn_domain_goes_in_ascii_form(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "idn.csv"
     path.write_text("email,name\nuser@bücher.de,Bücherwurm\nanna@example.com,Anna\n")
     result = _send(runner, "--list", str(path), "--yes")
@@ -385,12 +408,14 @@ def test_an_idn_domain_goes_in_ascii_form(server: Server, runner: CliRunner,
     got = server.recorder.by_recipient()
     assert sorted(got) == ["anna@example.com", "user@xn--bcher-kva.de"]
     assert _parse(got["user@xn--bcher-kva.de"][0].data)["To"].addresses[0].addr_spec == (
-        "user@xn--bcher-kva.de")
+        "user@xn--bcher-kva.de"
+    )
 
 
 @pytest.mark.parametrize("smtputf8", [True, False], ids=["smtputf8", "no-smtputf8"])
-def test_a_utf8_local_part(project: Path, runner: CliRunner, tmp_path: Path, monkeypatch,
-                           smtputf8: bool) -> None:
+def test_a_utf8_local_part(
+    project: Path, runner: CliRunner, tmp_path: Path, monkeypatch, smtputf8: bool
+) -> None:
     path = tmp_path / "utf8.csv"
     path.write_text("email,name\njörg@bücher.de,Jörg\nanna@example.com,Anna\n")
     with Server(pipelining=True, smtputf8=smtputf8) as srv:
@@ -408,8 +433,10 @@ def test_a_utf8_local_part(project: Path, runner: CliRunner, tmp_path: Path, mon
     else:
         assert sorted(got) == ["anna@example.com"]
         assert result.stdout.splitlines()[-2].startswith("1 sent, 1 failed")
-        assert ("failed    jörg@bücher.de: 553 5.6.7 the address has a non-ASCII local part "
-                "and the server does not offer SMTPUTF8") in _status(runner)
+        assert (
+            "failed    jörg@bücher.de: 553 5.6.7 the address has a non-ASCII local part "
+            "and the server does not offer SMTPUTF8"
+        ) in _status(runner)
 
 
 # -- the journal: nothing before yes, a write failure is one clear error -----------------
@@ -422,18 +449,25 @@ def test_answering_no_records_nothing(piped: Server, project: Path, tmp_path: Pa
     assert "Not sent; nothing was recorded." in out
     assert piped.recorder.received == []
     assert not (project / ".digest" / "journal.sqlite3").exists()
-    needs = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path)], cwd=project,
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    needs = subprocess.run(
+        [*DIGEST, "send", EXAMPLE, "--list", str(path)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert needs.returncode == 1 and "a real send needs confirmation" in needs.stderr
-    again = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
-                           cwd=project, capture_output=True, text=True)
+    again = subprocess.run(
+        [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"], cwd=project, capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr
     assert "Recipients: 3 to send" in again.stdout
     _exactly_once(piped, 3)
 
 
-def test_dry_run_and_outbox_leave_no_copy_of_the_list(project: Path, runner: CliRunner,
-                                                      tmp_path: Path, monkeypatch) -> None:
+def test_dry_run_and_outbox_leave_no_copy_of_the_list(
+    project: Path, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
     import tempfile
 
     monkeypatch.setenv("DIGEST_SECRET", SECRET)
@@ -463,14 +497,25 @@ def _limit_journal(monkeypatch, when: str, pragma: str) -> None:
 
 
 @pytest.mark.parametrize("when", ["loading", "sending"])
-@pytest.mark.parametrize("fault, pragma", [
-    # SQLite never lowers max_page_count below the pages in use: the file cannot grow.
-    ("database or disk is full", "PRAGMA max_page_count = 1"),
-    ("attempt to write a readonly database", "PRAGMA query_only = 1"),
-], ids=["full", "read-only"])
-def test_a_journal_that_cannot_be_written(piped: Server, runner: CliRunner, tmp_path: Path,
-                                          project: Path, monkeypatch, when: str, fault: str,
-                                          pragma: str) -> None:
+@pytest.mark.parametrize(
+    "fault, pragma",
+    [
+        # SQLite never lowers max_page_count below the pages in use: the file cannot grow.
+        ("database or disk is full", "PRAGMA max_page_count = 1"),
+        ("attempt to write a readonly database", "PRAGMA query_only = 1"),
+    ],
+    ids=["full", "read-only"],
+)
+def test_a_journal_that_cannot_be_written(
+    piped: Server,
+    runner: CliRunner,
+    tmp_path: Path,
+    project: Path,
+    monkeypatch,
+    when: str,
+    fault: str,
+    pragma: str,
+) -> None:
     from digest.send import journal as journal_module
 
     original_add = journal_module.Journal.add
@@ -507,30 +552,32 @@ def test_a_journal_that_cannot_be_written(piped: Server, runner: CliRunner, tmp_
 # -- the list ------------------------------------------------------------------------------
 
 
-def test_a_csv_with_an_unclosed_quote(piped: Server, runner: CliRunner, project: Path,
-                                      tmp_path: Path) -> None:
+def test_a_csv_with_an_unclosed_quote(piped: Server, runner: CliRunner, project: Path, tmp_path: Path) -> None:
     path = tmp_path / "quote.csv"
     path.write_text('email,name\na@example.com,"unclosed\nb@example.com,B\n')
     result = _send(runner, "--list", str(path), "--yes")
     assert result.exit_code == 1
     assert result.stderr.splitlines()[0].endswith(
-        "quote.csv:2: malformed CSV: unexpected end of data (an unclosed quote?)")
+        "quote.csv:2: malformed CSV: unexpected end of data (an unclosed quote?)"
+    )
     assert piped.recorder.received == []
     assert not (project / ".digest" / "journal.sqlite3").exists()
     path.write_text('email,name\na@example.com,"unclosed\nb@example.com,B\nc@example.com,C"\n')
     result = _send(runner, "--list", str(path), "--yes")
     assert result.exit_code == 1
-    assert "quote.csv:2: a quoted field runs from line 2 to line 4 (an unclosed quote?)" in (
-        result.stderr)
+    assert "quote.csv:2: a quoted field runs from line 2 to line 4 (an unclosed quote?)" in (result.stderr)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("email;name\na@example.com;A\n", "the list is separated by semicolons, not commas"),
-    ("a@example.com,A\nb@example.com,B\n", "the first row holds an address, not the column"),
-])
-def test_a_list_with_the_wrong_delimiter_or_no_header(project: Path, runner: CliRunner,
-                                                      tmp_path: Path, monkeypatch,
-                                                      content: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("email;name\na@example.com;A\n", "the list is separated by semicolons, not commas"),
+        ("a@example.com,A\nb@example.com,B\n", "the first row holds an address, not the column"),
+    ],
+)
+def test_a_list_with_the_wrong_delimiter_or_no_header(
+    project: Path, runner: CliRunner, tmp_path: Path, monkeypatch, content: str, message: str
+) -> None:
     _env(monkeypatch, free_port())
     path = tmp_path / "bad.csv"
     path.write_text(content)
@@ -549,24 +596,27 @@ def test_test_copies_get_a_fresh_message_id(server: Server, runner: CliRunner) -
     assert len(ids) == 2
 
 
-def test_test_with_a_list_is_an_error(server: Server, runner: CliRunner,
-                                      tmp_path: Path) -> None:
+def test_test_with_a_list_is_an_error(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     result = _send(runner, "--test", "editor@example.org", "--list", str(_list(tmp_path, 2)))
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: --test sends only test copies; it cannot go with "
-                                    "--list or --to")
+    assert result.stderr.startswith("Error: --test sends only test copies; it cannot go with --list or --to")
     assert server.recorder.received == []
 
 
 # -- unsubscribed during a running send, and a kill between rate-limited messages -----------
 
 
-def test_an_address_unsubscribed_during_the_send_is_skipped(piped: Server, project: Path,
-                                                            tmp_path: Path) -> None:
+def test_an_address_unsubscribed_during_the_send_is_skipped(
+    piped: Server, project: Path, tmp_path: Path
+) -> None:
     path = _list(tmp_path, 100)
-    proc = subprocess.Popen([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes",
-                             "--rate", "40", "--workers", "1"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes", "--rate", "40", "--workers", "1"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(lambda: len(piped.recorder.received) >= 5)
     # Another process (the readers' web app, say) records the unsubscription meanwhile.
     from digest.send.journal import Journal
@@ -579,24 +629,32 @@ def test_an_address_unsubscribed_during_the_send_is_skipped(piped: Server, proje
     assert proc.returncode == 0, err
     assert "99 sent, 0 failed, 0 deferred, 1 unsubscribed meanwhile" in out
     assert "reader00095@example.com" not in piped.recorder.by_recipient()
-    status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True,
-                            text=True).stdout
+    status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True, text=True).stdout
     assert status.splitlines()[0].endswith(", 1 unsubscribed meanwhile")
 
 
 def test_a_kill_between_rate_limited_messages_leaves_nothing_uncertain(
-        piped: Server, project: Path, tmp_path: Path) -> None:
+    piped: Server, project: Path, tmp_path: Path
+) -> None:
     path = _list(tmp_path, 30)
-    proc = subprocess.Popen([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes",
-                             "--rate", "5", "--workers", "1"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes", "--rate", "5", "--workers", "1"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _wait_for(lambda: len(piped.recorder.received) >= 3)
     time.sleep(0.1)  # the last 250 was read well before; the next message is 0.2 s away
     proc.kill()
     proc.communicate()
     assert _uncertain(project) == set()
-    rerun = subprocess.run([*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
-                           cwd=project, capture_output=True, text=True, timeout=60)
+    rerun = subprocess.run(
+        [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert rerun.returncode == 0, rerun.stderr
     _exactly_once(piped, 30)
 
@@ -614,14 +672,13 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:
 
 def _uncertain(project: Path) -> set[str]:
     """The addresses `digest status` reports as uncertain."""
-    status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True,
-                            text=True, check=True).stdout
-    return {line.split()[1].rstrip(":") for line in status.splitlines()[1:]
-            if line.split()[0] == "uncertain"}
+    status = subprocess.run(
+        [*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
+    return {line.split()[1].rstrip(":") for line in status.splitlines()[1:] if line.split()[0] == "uncertain"}
 
 
-def _no_duplicates_and_missing_is_uncertain(servers: list[Server], n: int,
-                                            uncertain: set[str]) -> None:
+def _no_duplicates_and_missing_is_uncertain(servers: list[Server], n: int, uncertain: set[str]) -> None:
     counts: dict[str, int] = {}
     for srv in servers:
         for r in srv.recorder.received:
@@ -634,8 +691,9 @@ def _no_duplicates_and_missing_is_uncertain(servers: list[Server], n: int,
 def _run_in_a_terminal(cwd: Path, argv: list[str], answer: str) -> str:
     """Run a command with a pseudo-terminal as stdin/stdout, typing *answer* at the prompt."""
     main, child = pty.openpty()
-    proc = subprocess.Popen(argv, cwd=cwd, stdin=child, stdout=child, stderr=child,
-                            close_fds=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdin=child, stdout=child, stderr=child, close_fds=True, start_new_session=True
+    )
     os.close(child)
     output = b""
     answered = False

@@ -40,8 +40,7 @@ def _tls_files(tmp_path: Path) -> tuple[Path, Path]:
 
 def _parts(data: bytes) -> dict[str, str]:
     message = email.message_from_bytes(data, policy=email.policy.default)
-    return {kind: message.get_body((kind,)).get_content().replace("\r\n", "\n")
-            for kind in ("plain", "html")}
+    return {kind: message.get_body((kind,)).get_content().replace("\r\n", "\n") for kind in ("plain", "html")}
 
 
 def _only_personal_lines_differ(exported: str, received: str, address: str) -> None:
@@ -63,14 +62,18 @@ def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
     chain, ca_file = _tls_files(tmp_path)
     rows = ["email,name"] + [f"reader{i:04d}@example.com,Reader {i} Ünïcode" for i in range(N)]
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
-    export = subprocess.run([sys.executable, "-m", "digest", "export", EXAMPLE, "--out",
-                             str(tmp_path / "export")], cwd=project, capture_output=True,
-                            text=True)
+    export = subprocess.run(
+        [sys.executable, "-m", "digest", "export", EXAMPLE, "--out", str(tmp_path / "export")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert export.returncode == 0, export.stderr
-    exported = {"plain": (tmp_path / "export" / f"{EXAMPLE}.txt").read_text(),
-                "html": (tmp_path / "export" / f"{EXAMPLE}.html").read_text()}
-    with Server() as sink, start_postfix(tmp_path, relay=("127.0.0.1", sink.port),
-                                         tls=(chain, chain)) as relay:
+    exported = {
+        "plain": (tmp_path / "export" / f"{EXAMPLE}.txt").read_text(),
+        "html": (tmp_path / "export" / f"{EXAMPLE}.html").read_text(),
+    }
+    with Server() as sink, start_postfix(tmp_path, relay=("127.0.0.1", sink.port), tls=(chain, chain)) as relay:
         with smtplib.SMTP("127.0.0.1", relay.port) as probe:  # what digest is offered
             probe.starttls(context=ssl.create_default_context(cafile=str(ca_file)))
             probe.ehlo()
@@ -78,11 +81,26 @@ def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
         (project / ".env").write_text(
             f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\n"
             f"DIGEST_SMTP_SECURITY=starttls\nDIGEST_SMTP_CAFILE={ca_file}\n"
-            f"DIGEST_SECRET={SECRET}\n")
+            f"DIGEST_SECRET={SECRET}\n"
+        )
         result = subprocess.run(
-            [sys.executable, "-m", "digest", "send", EXAMPLE, "--list",
-             str(tmp_path / "list.csv"), "--yes", "--workers", "4"],
-            cwd=project, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "digest",
+                "send",
+                EXAMPLE,
+                "--list",
+                str(tmp_path / "list.csv"),
+                "--yes",
+                "--workers",
+                "4",
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stdout + result.stderr + relay.log_text()[-2000:]
         assert result.stdout.splitlines()[-1].startswith(f"{N} sent, 0 failed, 0 deferred")
         deadline = time.monotonic() + 180

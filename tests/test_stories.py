@@ -24,12 +24,15 @@ def test_example_story_reads() -> None:
 
 
 def test_raw_html_in_the_body_is_escaped(tmp_path: Path) -> None:
-    path = write(tmp_path / "s.md", """
+    path = write(
+        tmp_path / "s.md",
+        """
         ---
         title: T
         ---
         Hello <script>alert(1)</script> and <b>bold</b>.
-    """)
+    """,
+    )
     story, _ = read_story(path)
     assert "<script>" not in story.body_html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in story.body_html
@@ -77,14 +80,17 @@ def test_unknown_key_is_a_warning_naming_file_and_key(tmp_path: Path) -> None:
 
 
 def test_all_problems_of_a_story_at_once(tmp_path: Path) -> None:
-    path = write(tmp_path / "s.md", """
+    path = write(
+        tmp_path / "s.md",
+        """
         ---
         url: not-a-link
         image:
           src: a.png
         ---
         Body
-    """)
+    """,
+    )
     with pytest.raises(DigestErrors) as e:
         read_story(path)
     assert sorted(err.message for err in e.value.errors) == [
@@ -95,7 +101,9 @@ def test_all_problems_of_a_story_at_once(tmp_path: Path) -> None:
 
 
 def test_read_also_and_image(tmp_path: Path) -> None:
-    path = write(tmp_path / "s.md", """
+    path = write(
+        tmp_path / "s.md",
+        """
         ---
         title: T
         read_also:
@@ -105,10 +113,13 @@ def test_read_also_and_image(tmp_path: Path) -> None:
         image: {src: "https://example.com/a.png", alt: "A map"}
         ---
         Body
-    """)
+    """,
+    )
     story, _ = read_story(path)
     assert [(link.title, link.url) for link in story.read_also] == [
-        ("Other", "https://example.com/other"), ("No link", None)]
+        ("Other", "https://example.com/other"),
+        ("No link", None),
+    ]
     assert story.image is not None and story.image.alt == "A map"
 
 

@@ -30,11 +30,9 @@ def test_import_refuses_a_list_with_bad_rows_and_says_where(project, runner) -> 
     result = run(runner, "subscribers", "import", LIST)
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        f"Error: {LIST}:4: invalid address 'not-an-address': An email address must have an "
-        "@-sign.",
+        f"Error: {LIST}:4: invalid address 'not-an-address': An email address must have an @-sign.",
         "  hint: fix the row, or pass --skip-invalid to import the others",
-        f"Error: {LIST}:6: invalid address 'nobody@': There must be something after the "
-        "@-sign.",
+        f"Error: {LIST}:6: invalid address 'nobody@': There must be something after the @-sign.",
         "  hint: fix the row, or pass --skip-invalid to import the others",
         "2 problems found; nothing was written.",
     ]
@@ -44,54 +42,62 @@ def test_import_refuses_a_list_with_bad_rows_and_says_where(project, runner) -> 
 def test_import_skipping_bad_rows_then_never_reactivating(project, runner) -> None:
     result = run(runner, "subscribers", "import", "--skip-invalid", LIST)
     assert result.exit_code == 0, result.output
-    assert result.stdout == ("3 added, 1 updated, 0 not added (unsubscribed, bounced, complained "
-                             "or erased), 2 invalid\n")
+    assert result.stdout == (
+        "3 added, 1 updated, 0 not added (unsubscribed, bounced, complained or erased), 2 invalid\n"
+    )
     assert "readers.csv:4: invalid address 'not-an-address'" in result.stderr
     assert run(runner, "unsubscribe", "anna@example.com").exit_code == 0
     again = run(runner, "subscribers", "import", "--skip-invalid", LIST)
     assert again.stdout.startswith("0 added, 0 updated, 2 not added")
     listed = run(runner, "subscribers", "ls", "--status", "unsubscribed").stdout
-    assert [line.split("\t")[:2] for line in listed.splitlines()] == [
-        ["anna@example.com", "unsubscribed"]]
+    assert [line.split("\t")[:2] for line in listed.splitlines()] == [["anna@example.com", "unsubscribed"]]
     rows = json.loads(run(runner, "subscribers", "ls", "--json").stdout)
     assert [(r["email"], r["status"]) for r in rows] == [
-        ("anna@example.com", "unsubscribed"), ("BORIS@example.com", "active"),
-        ("dmitri@example.org", "active")]
+        ("anna@example.com", "unsubscribed"),
+        ("BORIS@example.com", "active"),
+        ("dmitri@example.org", "active"),
+    ]
     assert rows[1]["fields"] == {"name": "Борис Петров", "city": "Москва"}
     assert rows[1]["source"] == "import readers.csv"
     assert rows[1]["created"].endswith("Z")
 
 
 def test_add_with_fields_and_its_errors(project, runner) -> None:
-    result = run(runner, "subscribers", "add", "Eve@Example.net", "--field", "name=Eve Adams",
-                 "--field", "City=Oslo")
+    result = run(
+        runner, "subscribers", "add", "Eve@Example.net", "--field", "name=Eve Adams", "--field", "City=Oslo"
+    )
     assert result.exit_code == 0 and result.stdout == "added Eve@example.net\n"
     eve = subscribers.get(store(project), "eve@example.net")
     assert (eve.status, dict(eve.fields), eve.source) == (
-        "active", {"name": "Eve Adams", "city": "Oslo"}, "cli: subscribers add")
+        "active",
+        {"name": "Eve Adams", "city": "Oslo"},
+        "cli: subscribers add",
+    )
     assert run(runner, "subscribers", "add", "eve@example.net").stdout == (
-        "eve@example.net is already in the store\n")
+        "eve@example.net is already in the store\n"
+    )
     bad = run(runner, "subscribers", "add", "eve@example.net", "--field", "oops")
     assert bad.exit_code == 1 and bad.stderr == (
         "Error: --field 'oops' is not KEY=VALUE\n"
-        "  hint: write it as --field name='Anna Schmidt' (not 'email')\n")
+        "  hint: write it as --field name='Anna Schmidt' (not 'email')\n"
+    )
     invalid = run(runner, "subscribers", "add", "eve@example.net\r\nBcc: x@example.org")
     assert invalid.exit_code == 1 and invalid.stderr.startswith("Error: address ")
 
 
 def test_rm_erases_and_export_writes_status_and_dates(project, runner, tmp_path) -> None:
     run(runner, "subscribers", "import", "--skip-invalid", LIST)
-    assert run(runner, "subscribers", "rm", "dmitri@example.org").stdout == (
-        "erased dmitri@example.org\n")
+    assert run(runner, "subscribers", "rm", "dmitri@example.org").stdout == ("erased dmitri@example.org\n")
     conn = store(project)
     assert subscribers.get(conn, "dmitri@example.org") is None
     assert subscribers.is_suppressed(conn, "Dmitri@example.org")
     assert [e[0] for e in subscribers.events(conn, "dmitri@example.org")] == ["active", "erased"]
-    assert conn.execute("SELECT count(*) FROM events WHERE email_key = 'dmitri@example.org'"
-                        ).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM events WHERE email_key = 'dmitri@example.org'").fetchone()[0] == 0
     history = run(runner, "subscribers", "history", "Dmitri@example.org").stdout.splitlines()
     assert [line.split("\t")[1:] for line in history] == [
-        ["active", "import readers.csv"], ["erased", "cli: subscribers rm"]]
+        ["active", "import readers.csv"],
+        ["erased", "cli: subscribers rm"],
+    ]
     unknown = run(runner, "subscribers", "history", "nobody@example.org")
     assert unknown.exit_code == 1 and unknown.stderr.startswith("Error: no record of nobody@")
     out = tmp_path / "backup.csv"
@@ -99,12 +105,13 @@ def test_rm_erases_and_export_writes_status_and_dates(project, runner, tmp_path)
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert list(rows[0]) == ["email", "status", "created", "updated", "source", "city", "name"]
     assert [(r["email"], r["status"], r["name"]) for r in rows] == [
-        ("anna@example.com", "active", "Anna again"), ("BORIS@example.com", "active", "Борис Петров")]
+        ("anna@example.com", "active", "Anna again"),
+        ("BORIS@example.com", "active", "Борис Петров"),
+    ]
     assert run(runner, "subscribers", "export").stdout == out.read_text(encoding="utf-8")
 
 
-def test_send_without_list_goes_to_the_active_subscribers(project, runner, tmp_path,
-                                                          monkeypatch) -> None:
+def test_send_without_list_goes_to_the_active_subscribers(project, runner, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DIGEST_SECRET", "store-secret")
     empty = run(runner, "send", EXAMPLE, "--outbox", str(tmp_path / "none"))
     assert empty.exit_code == 1
@@ -116,7 +123,9 @@ def test_send_without_list_goes_to_the_active_subscribers(project, runner, tmp_p
     assert result.exit_code == 0, result.output
     assert "Recipients: 2 to send" in result.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "anna_at_example.com.eml", "dmitri_at_example.org.eml"]
+        "anna_at_example.com.eml",
+        "dmitri_at_example.org.eml",
+    ]
 
 
 def test_the_store_functions_record_every_change_once(tmp_path: Path) -> None:
@@ -133,17 +142,25 @@ def test_the_store_functions_record_every_change_once(tmp_path: Path) -> None:
     (recipient,) = subscribers.active_recipients(conn)
     assert (recipient.email, dict(recipient.fields)) == ("a@example.org", {"name": "A"})
     assert [e[:3] for e in subscribers.events(conn, "a@example.org")] == [
-        ("active", "test", None), ("unsubscribed", "web", "clicked"),
-        ("active", "web: confirmed link", "confirmed opt-in")]
+        ("active", "test", None),
+        ("unsubscribed", "web", "clicked"),
+        ("active", "web: confirmed link", "confirmed opt-in"),
+    ]
     with pytest.raises(ValueError, match="unknown status"):
         subscribers.set_status(conn, "a@example.org", "gone", "test")
 
 
 def test_every_command_has_help_with_an_example(runner) -> None:
-    for args in (["subscribers"], ["subscribers", "import"], ["subscribers", "add"],
-                 ["subscribers", "rm"], ["subscribers", "ls"], ["subscribers", "export"],
-                 ["subscribers", "history"],
-                 ["serve"]):
+    for args in (
+        ["subscribers"],
+        ["subscribers", "import"],
+        ["subscribers", "add"],
+        ["subscribers", "rm"],
+        ["subscribers", "ls"],
+        ["subscribers", "export"],
+        ["subscribers", "history"],
+        ["serve"],
+    ):
         result = runner.invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, args
 

@@ -17,8 +17,14 @@ import pytest
 from .conftest import EXAMPLE, FIXTURES, REPO, story, write
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 WIDTHS = (320, 375, 600)
 SAMPLES = ("example", "seed", "second", "rtl")
 STYLES = ("styled", "unstyled")
@@ -37,20 +43,27 @@ RTL_TITLE = "الكرملين يصف المحادثات بأنها بناءة"
 
 
 def _run(project: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "digest", "--project", str(project), *args],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "digest", "--project", str(project), *args], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
 def _png(width: int, height: int) -> bytes:
     """Return a plain grey PNG of the given size (a stand-in for a photo)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     rows = b"".join(b"\0" + b"\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _imported(root: Path, fixture: str) -> Path:
@@ -71,10 +84,15 @@ def _rtl(root: Path) -> Path:
     folder = root / "issues" / "rtl"
     write(folder / "issue.toml", 'subject = "نشرة اليوم"\npreheader = "ملخص اليوم"\n')
     (folder / "wide.png").write_bytes(_png(1200, 300))
-    story(folder / "a-kremlin.md", RTL_TITLE, url="https://tass.com/politics/1382579",
-          source="TASS", dateline="موسكو، 31 ديسمبر",
-          body="قال الكرملين إن المحادثات كانت صريحة وهادفة.\n\n![خريطة المنطقة](wide.png)\n\n"
-               "https://example.org/" + "a" * 120)
+    story(
+        folder / "a-kremlin.md",
+        RTL_TITLE,
+        url="https://tass.com/politics/1382579",
+        source="TASS",
+        dateline="موسكو، 31 ديسمبر",
+        body="قال الكرملين إن المحادثات كانت صريحة وهادفة.\n\n![خريطة المنطقة](wide.png)\n\n"
+        "https://example.org/" + "a" * 120,
+    )
     _run(root, "export", "rtl", "--format", "html", "--out", str(root / "build"))
     return root / "build" / "rtl.html"
 
@@ -213,12 +231,12 @@ def test_layout_fits_and_reads(browser, samples, sample: str, style: str, width:
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("sample", ["example", "second", "rtl"])
 def test_colours_keep_contrast(browser, samples, sample: str, style: str, scheme: str) -> None:
-    context, page = _open(browser, samples[(sample, style)], 375,
-                          "dark" if scheme == "dark" else "light")
+    context, page = _open(browser, samples[(sample, style)], 375, "dark" if scheme == "dark" else "light")
     try:
         if scheme == "outlook.com":  # Outlook.com marks the colours it takes over
-            page.evaluate("document.body.setAttribute('data-ogsc', '');"
-                          "document.body.setAttribute('data-ogsb', '')")
+            page.evaluate(
+                "document.body.setAttribute('data-ogsc', '');document.body.setAttribute('data-ogsb', '')"
+            )
         texts = page.evaluate(TEXT_ELEMENTS)
     finally:
         context.close()
@@ -240,8 +258,7 @@ def test_colours_keep_contrast(browser, samples, sample: str, style: str, scheme
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_axe_finds_no_serious_violation(browser, samples, sample: str, style: str,
-                                        scheme: str) -> None:
+def test_axe_finds_no_serious_violation(browser, samples, sample: str, style: str, scheme: str) -> None:
     from axe_playwright_python.sync_playwright import Axe
 
     context, page = _open(browser, samples[(sample, style)], 375, scheme)
@@ -249,8 +266,11 @@ def test_axe_finds_no_serious_violation(browser, samples, sample: str, style: st
         results = Axe().run(page, options=AXE_OPTIONS).response
     finally:
         context.close()
-    bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-           for v in results["violations"] if v["impact"] in ("serious", "critical")]
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
     assert not bad
     assert results["testEngine"]["name"] == "axe-core"
 
@@ -265,7 +285,8 @@ def test_document_structure(samples, sample: str) -> None:
     assert (article.get("lang"), article.get("dir")) == (doc.get("lang"), doc.get("dir"))
     # Stories are h2, in the issue's order.
     assert [h.text_content() for h in doc.xpath("//h2")] == [
-        h.text_content() for h in doc.find_class("story-title")]
+        h.text_content() for h in doc.find_class("story-title")
+    ]
     assert all(t.get("role") == "presentation" for t in doc.xpath("//table"))
     for a in doc.iter("a"):
         name = (a.get("aria-label") or a.text_content()).strip().lower()
@@ -273,7 +294,7 @@ def test_document_structure(samples, sample: str) -> None:
     assert all(p.get("aria-hidden") == "true" for p in doc.find_class("preheader"))
     assert bool(doc.find_class("preheader")) == (sample in ("example", "rtl"))
     # Outlook's fixed-width table survives premailer, and the container is fluid inline.
-    assert "<!--[if mso]><table role=\"presentation\" align=\"center\" width=\"600\"" in html
+    assert '<!--[if mso]><table role="presentation" align="center" width="600"' in html
     assert "<!--[if mso]></td></tr></table><![endif]-->" in html
     container = doc.find_class("container")[0].get("style").replace(" ", "")
     assert "width:100%" in container and "max-width:600px" in container

@@ -37,7 +37,8 @@ def test_seed_splits_into_four_stories() -> None:
         (None, None, "www.rt.com"),
     ]
     assert result.stories[2].read_also == [
-        {"title": "Europol Says EU Faces Second Migrant Wave as Coronavirus Crisis Takes Hold"}]
+        {"title": "Europol Says EU Faces Second Migrant Wave as Coronavirus Crisis Takes Hold"}
+    ]
     assert [len(s.paragraphs) for s in result.stories] == [3, 3, 1, 3]
 
 
@@ -47,8 +48,7 @@ def test_import_of_the_seed_reproduces_the_example_issue(project: Path) -> None:
 
     proj = load_project()
     new_issue(proj, "imported")
-    paths, notes = import_digest(proj, "imported", (FIXTURES / "seed.txt").read_bytes(),
-                                 FIXTURES / "seed.txt")
+    paths, notes = import_digest(proj, "imported", (FIXTURES / "seed.txt").read_bytes(), FIXTURES / "seed.txt")
     assert notes == []
     imported = load_issue(proj, "imported").stories
     example = load_issue(proj, EXAMPLE).stories
@@ -64,20 +64,25 @@ def test_import_of_the_seed_reproduces_the_example_issue(project: Path) -> None:
         assert got.body == want.body
         assert got.body_text == want.body_text
     assert [(s.source, s.url) for s in example] == [
-        ("TASS", "https://tass.com/"), ("TASS", "https://tass.com/"), (None, None),
-        ("RT", "https://www.rt.com/")]
+        ("TASS", "https://tass.com/"),
+        ("TASS", "https://tass.com/"),
+        (None, None),
+        ("RT", "https://www.rt.com/"),
+    ]
     # The import marks the site addresses for the editor; the example's editor accepted them.
-    assert all("# import: only the site is known" in p.read_text() for p in paths if
-               "url:" in p.read_text())
+    assert all("# import: only the site is known" in p.read_text() for p in paths if "url:" in p.read_text())
 
 
-@pytest.mark.parametrize("dateline, place", [
-    ("ZÜRICH, June 13. /SWISS INFO/.", "ZÜRICH, June 13"),
-    ("SÃO PAULO, June 13. / Folha /.", "SÃO PAULO, June 13"),
-    ("MÜNCHEN, 13 Juni. /dpa/.", "MÜNCHEN, 13 Juni"),
-    ("KYIV, June 13. /Ukrinform/.", "KYIV, June 13"),
-    ("ХАРКІВ, 13 червня. /Укрінформ/.", "ХАРКІВ, 13 червня"),
-])
+@pytest.mark.parametrize(
+    "dateline, place",
+    [
+        ("ZÜRICH, June 13. /SWISS INFO/.", "ZÜRICH, June 13"),
+        ("SÃO PAULO, June 13. / Folha /.", "SÃO PAULO, June 13"),
+        ("MÜNCHEN, 13 Juni. /dpa/.", "MÜNCHEN, 13 Juni"),
+        ("KYIV, June 13. /Ukrinform/.", "KYIV, June 13"),
+        ("ХАРКІВ, 13 червня. /Укрінформ/.", "ХАРКІВ, 13 червня"),
+    ],
+)
 def test_datelines_outside_ascii(tmp_path: Path, dateline: str, place: str) -> None:
     text = f"A title\n\n{dateline} The text of the story.\nContinue reading at example.ch\n"
     result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
@@ -88,11 +93,15 @@ def test_datelines_outside_ascii(tmp_path: Path, dateline: str, place: str) -> N
 
 
 @pytest.mark.parametrize("closed", [True, False])
-def test_a_closing_paragraph_that_differs_is_never_glued_to_a_story(
-        tmp_path: Path, closed: bool) -> None:
+def test_a_closing_paragraph_that_differs_is_never_glued_to_a_story(tmp_path: Path, closed: bool) -> None:
     changed = DISCLAIMER.replace("totally disagree", "strongly disagree")
-    text = ("A title\n\nMOSCOW, December 31. /TASS/. The text.\n"
-            + ("Continue reading at tass.com\n" if closed else "") + "\n" + changed + "\n")
+    text = (
+        "A title\n\nMOSCOW, December 31. /TASS/. The text.\n"
+        + ("Continue reading at tass.com\n" if closed else "")
+        + "\n"
+        + changed
+        + "\n"
+    )
     result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
     (found,) = result.stories
     assert found.paragraphs == ["The text."]
@@ -114,15 +123,22 @@ def test_sources_table_fills_the_source(project: Path, runner) -> None:
 
     (project / "issues" / "new").mkdir()
     (project / "issues" / "new" / "issue.toml").write_text('subject = "S"\n')
-    (project / "in.txt").write_text("First\n\nText one.\nContinue reading at www.rt.com\n\n"
-                                    "Second\n\nText two.\nContinue reading at tass.com\n")
+    (project / "in.txt").write_text(
+        "First\n\nText one.\nContinue reading at www.rt.com\n\n"
+        "Second\n\nText two.\nContinue reading at tass.com\n"
+    )
     result = runner.invoke(cli, ["import", "new", "in.txt"])
     assert result.exit_code == 0, result.output
     stories = load_issue(load_project(), "new").stories
     assert [(s.title, s.source, s.url) for s in stories] == [
-        ("First", "RT", "https://www.rt.com/"), ("Second", "TASS", "https://tass.com/")]
-    result = runner.invoke(cli, ["add", "new", "--title", "Third", "--url",
-                                 "https://www.rt.com/news/1-x/", "-"], input="Text three.\n")
+        ("First", "RT", "https://www.rt.com/"),
+        ("Second", "TASS", "https://tass.com/"),
+    ]
+    result = runner.invoke(
+        cli,
+        ["add", "new", "--title", "Third", "--url", "https://www.rt.com/news/1-x/", "-"],
+        input="Text three.\n",
+    )
     assert result.exit_code == 0, result.output
     third = load_issue(load_project(), "new").stories[-1]
     assert (third.source, third.url) == ("RT", "https://www.rt.com/news/1-x/")
@@ -138,13 +154,18 @@ def test_second_digest() -> None:
     ]
     harbour, bank, letter = result.stories
     assert (harbour.dateline, harbour.source, harbour.url) == (
-        "ROTTERDAM, March 3", "ANP", "https://nltimes.nl/")
+        "ROTTERDAM, March 3",
+        "ANP",
+        "https://nltimes.nl/",
+    )
     assert harbour.paragraphs[0].startswith("Dock workers voted")
     assert (bank.source, bank.site) == ("Reuters", "www.reuters.com")
-    assert bank.read_also == [{"title": "Why the euro fell after the decision",
-                               "url": "https://example.org/euro-falls"}]
+    assert bank.read_also == [
+        {"title": "Why the euro fell after the decision", "url": "https://example.org/euro-falls"}
+    ]
     assert letter.paragraphs == [
-        "Thank you for reading the hundredth issue of this digest. We read every reply you send."]
+        "Thank you for reading the hundredth issue of this digest. We read every reply you send."
+    ]
     assert result.notes == []
 
 
@@ -154,14 +175,17 @@ def test_a_differing_disclaimer_is_reported_not_dropped() -> None:
     assert len(result.notes) == 1
     note = result.notes[0]
     assert note.message.startswith(
-        "the closing paragraph looks like the disclaimer but differs from digest.toml's")
+        "the closing paragraph looks like the disclaimer but differs from digest.toml's"
+    )
     assert "+ totally" in note.message
     assert note.line == 29
 
 
 def test_unplaced_paragraphs_are_reported(tmp_path: Path) -> None:
-    text = ("Title\n\nBody line.\nContinue reading at a.com\nStray line after it.\n\n"
-            "Read also:\nSomething\n\nAn orphan paragraph that ends with a full stop.\n")
+    text = (
+        "Title\n\nBody line.\nContinue reading at a.com\nStray line after it.\n\n"
+        "Read also:\nSomething\n\nAn orphan paragraph that ends with a full stop.\n"
+    )
     result = split_digest(text, DISCLAIMER, tmp_path / "in.txt")
     assert [(n.line, n.message) for n in result.notes] == [
         (5, "text after 'Continue reading' not placed: 'Stray line after it.'"),
@@ -169,14 +193,16 @@ def test_unplaced_paragraphs_are_reported(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b"", "the file is empty"),
-    (b"  \n\n", "the file is empty"),
-    (b"\x89PNG\r\n\x1a\n\0\0\0", "this is a binary file, not a plain-text digest"),
-    (b"email,name\na@example.com,Ann\nb@example.com,Bob\n",
-     "this looks like CSV, not a plain-text digest"),
-    (b"Title\n\n\xff\xfe text\n", "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "the file is empty"),
+        (b"  \n\n", "the file is empty"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0", "this is a binary file, not a plain-text digest"),
+        (b"email,name\na@example.com,Ann\nb@example.com,Bob\n", "this looks like CSV, not a plain-text digest"),
+        (b"Title\n\n\xff\xfe text\n", "not UTF-8 text"),
+    ],
+)
 def test_bad_input(tmp_path: Path, raw: bytes, message: str) -> None:
     with pytest.raises(ContentError) as e:
         decode_input(raw, tmp_path / "in")

@@ -36,7 +36,7 @@ def test_expiry_is_signed_and_checked() -> None:
     with pytest.raises(tokens.TokenError, match="expired") as raised:
         tokens.verify(SECRET, "confirm", SCOPE, "a@example.org", token, now=1_003_601)
     assert raised.value.expired
-    stretched = tokens._base36(2_000_000) + token[token.index("."):]  # a later expiry, same MAC
+    stretched = tokens._base36(2_000_000) + token[token.index(".") :]  # a later expiry, same MAC
     with pytest.raises(tokens.TokenError, match="signature"):
         tokens.verify(SECRET, "confirm", SCOPE, "a@example.org", stretched, now=1_003_601)
 
@@ -48,8 +48,9 @@ def test_garbage_never_verifies_and_never_raises_anything_else(garbage: str) -> 
 
 
 def test_links_sent_before_purpose_bound_tokens_stay_valid() -> None:
-    legacy = hmac.new(SECRET.encode(), f"{SCOPE}\n".encode() + b"a@example.org",
-                      hashlib.sha256).hexdigest()[:32]
+    legacy = hmac.new(SECRET.encode(), f"{SCOPE}\n".encode() + b"a@example.org", hashlib.sha256).hexdigest()[
+        :32
+    ]
     tokens.verify(SECRET, "unsubscribe", SCOPE, "A@example.org", legacy)
     with pytest.raises(tokens.TokenError):
         tokens.verify(SECRET, "confirm", SCOPE, "a@example.org", legacy)
@@ -57,7 +58,8 @@ def test_links_sent_before_purpose_bound_tokens_stay_valid() -> None:
 
 def test_no_secret_no_valid_token() -> None:
     with pytest.raises(tokens.TokenError, match="no secret"):
-        tokens.verify("", "unsubscribe", SCOPE, "a@example.org", tokens.sign("", "unsubscribe",
-                                                                             SCOPE, "a@example.org"))
+        tokens.verify(
+            "", "unsubscribe", SCOPE, "a@example.org", tokens.sign("", "unsubscribe", SCOPE, "a@example.org")
+        )
     with pytest.raises(ValueError, match="unknown token purpose"):
         tokens.sign(SECRET, "login", SCOPE, "a@example.org")

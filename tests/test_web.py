@@ -27,8 +27,13 @@ SECURITY = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer
 
 
 def digest(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digest", "--project", str(project), *args],
-                          capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--project", str(project), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def statuses(project: Path, env: dict[str, str]) -> dict[str, str]:
@@ -44,10 +49,13 @@ def parse(data: bytes):
 def site(project: Path):
     """A project with three active subscribers, an SMTP sink and `digest serve` running."""
     with Server() as smtp:
-        env = {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(smtp.port),
-               "DIGEST_SMTP_SECURITY": "none", "DIGEST_SECRET": SECRET}
-        done = digest(project, env, "subscribers", "import", "--skip-invalid",
-                      str(FIXTURES / "readers.csv"))
+        env = {
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(smtp.port),
+            "DIGEST_SMTP_SECURITY": "none",
+            "DIGEST_SECRET": SECRET,
+        }
+        done = digest(project, env, "subscribers", "import", "--skip-invalid", str(FIXTURES / "readers.csv"))
         assert done.returncode == 0, done.stderr
         with Serve(project, env) as web:
             yield project, env, smtp, web
@@ -67,8 +75,7 @@ def confirm_links(smtp: Server, address: str) -> list[str]:
     return found
 
 
-def test_one_click_from_a_delivered_message_and_the_next_send_skips_the_reader(
-        site, small_issue) -> None:
+def test_one_click_from_a_delivered_message_and_the_next_send_skips_the_reader(site, small_issue) -> None:
     project, env, smtp, web = site
     sent = digest(project, env, "send", EXAMPLE, "--yes")
     assert sent.returncode == 0, sent.stderr
@@ -95,17 +102,17 @@ def test_one_click_from_a_delivered_message_and_the_next_send_skips_the_reader(
     again = web.request("POST", web.local(link), "List-Unsubscribe=One-Click", FORM)
     assert again.status == 200  # idempotent: one event, the same answer
     conn = sqlite3.connect(project / ".digest" / "journal.sqlite3")
-    assert conn.execute("SELECT status, source FROM events WHERE email_key = ? AND status = "
-                        "'unsubscribed'", ("anna@example.com",)).fetchall() == [
-        ("unsubscribed", "web: one-click")]
+    assert conn.execute(
+        "SELECT status, source FROM events WHERE email_key = ? AND status = 'unsubscribed'",
+        ("anna@example.com",),
+    ).fetchall() == [("unsubscribed", "web: one-click")]
 
     # The next send skips the reader; --list still honours the unsubscribe.
     smtp.recorder.received.clear()
     nxt = digest(project, env, "send", "small", "--yes")
     assert nxt.returncode == 0, nxt.stderr
     assert sorted(smtp.recorder.by_recipient()) == ["boris@example.com", "dmitri@example.org"]
-    listed = digest(project, env, "send", "small", "--list", str(FIXTURES / "readers.csv"),
-                    "--dry-run")
+    listed = digest(project, env, "send", "small", "--list", str(FIXTURES / "readers.csv"), "--dry-run")
     assert "Recipients: 2 to send" in listed.stdout  # boris and dmitri
     assert re.search(r"Skipped: .*[1-9] unsubscribed", listed.stdout), listed.stdout
 
@@ -113,17 +120,32 @@ def test_one_click_from_a_delivered_message_and_the_next_send_skips_the_reader(
 def test_a_reader_who_leaves_while_a_paced_send_waits_for_their_turn_gets_nothing(site) -> None:
     """The check comes right before the message goes out, after any --rate wait."""
     project, env, smtp, web = site
-    send = subprocess.Popen([sys.executable, "-m", "digest", "--project", str(project), "send",
-                             EXAMPLE, "--yes", "--workers", "1", "--rate", "1"],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    send = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "--project",
+            str(project),
+            "send",
+            EXAMPLE,
+            "--yes",
+            "--workers",
+            "1",
+            "--rate",
+            "1",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while "anna@example.com" not in smtp.recorder.by_recipient():  # first of three, a second apart
         assert send.poll() is None and time.monotonic() < deadline, send.communicate()
         time.sleep(0.01)
     # Boris's turn is about a second away: the send is waiting for it.
-    answer = web.request("POST", unsubscribe_link("boris@example.com"),
-                         "List-Unsubscribe=One-Click", FORM)
+    answer = web.request("POST", unsubscribe_link("boris@example.com"), "List-Unsubscribe=One-Click", FORM)
     assert answer.status == 200
     out, err = send.communicate(timeout=60)
     assert send.returncode == 0, err
@@ -134,10 +156,11 @@ def test_the_unsubscribe_button_posts_a_multipart_or_empty_form(site) -> None:
     project, env, _, web = site
     link = unsubscribe_link("BORIS@example.com")
     boundary = "xYzZY"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
-            f"One-Click\r\n--{boundary}--\r\n")
-    done = web.request("POST", link, body,
-                       {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        f"One-Click\r\n--{boundary}--\r\n"
+    )
+    done = web.request("POST", link, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert done.status == 200, done.text
     assert statuses(project, env)["boris@example.com"] == "unsubscribed"
     empty = web.request("POST", unsubscribe_link("dmitri@example.org"), b"")
@@ -175,10 +198,10 @@ def test_forged_altered_and_misused_tokens_get_a_400_page_and_change_nothing(sit
 
 def test_expired_and_replayed_confirmation_links(site) -> None:
     project, env, smtp, web = site
-    old = tokens.sign(SECRET, "confirm", LIST_ID, "new@example.net", ttl=7 * 86400,
-                      now=time.time() - 8 * 86400)
-    expired = web.request("POST", "/confirm?" + urlencode({"email": "new@example.net",
-                                                           "token": old}), b"confirm=yes", FORM)
+    old = tokens.sign(SECRET, "confirm", LIST_ID, "new@example.net", ttl=7 * 86400, now=time.time() - 8 * 86400)
+    expired = web.request(
+        "POST", "/confirm?" + urlencode({"email": "new@example.net", "token": old}), b"confirm=yes", FORM
+    )
     assert expired.status == 400 and "This link has expired" in expired.text
     assert "new@example.net" not in statuses(project, env)
 
@@ -189,8 +212,7 @@ def test_expired_and_replayed_confirmation_links(site) -> None:
     assert statuses(project, env)["carol@example.net"] == "active"
     assert web.request("POST", web.local(link), b"confirm=yes", FORM).status == 200  # idempotent
     time.sleep(1.1)  # links carry whole seconds
-    out = web.request("POST", unsubscribe_link("carol@example.net"), "List-Unsubscribe=One-Click",
-                      FORM)
+    out = web.request("POST", unsubscribe_link("carol@example.net"), "List-Unsubscribe=One-Click", FORM)
     assert out.status == 200
     replay = web.request("POST", web.local(link), b"confirm=yes", FORM)
     assert replay.status == 400 and "You unsubscribed after this confirmation link" in replay.text
@@ -201,8 +223,9 @@ def test_subscribe_confirm_and_the_next_send_includes_the_reader(site, small_iss
     project, env, smtp, web = site
     form = web.request("GET", "/subscribe")
     assert form.status == 200 and 'name="email"' in form.text and 'name="name"' in form.text
-    asked = web.request("POST", "/subscribe", urlencode({"email": "erin@example.net",
-                                                         "name": "Erin Ödegaard"}), FORM)
+    asked = web.request(
+        "POST", "/subscribe", urlencode({"email": "erin@example.net", "name": "Erin Ödegaard"}), FORM
+    )
     assert asked.status == 200 and "Check your inbox" in asked.text
     assert statuses(project, env)["erin@example.net"] == "unconfirmed"
     (got,) = smtp.recorder.by_recipient()["erin@example.net"]
@@ -234,18 +257,21 @@ def test_the_answer_is_the_same_for_new_active_and_unsubscribed_addresses(site) 
     assert {a: len(confirm_links(smtp, a)) for a in answers} == dict.fromkeys(answers, 1)
     st = statuses(project, env)
     assert (st["anna@example.com"], st["dmitri@example.org"], st["nobody@example.net"]) == (
-        "active", "unsubscribed", "unconfirmed")
+        "active",
+        "unsubscribed",
+        "unconfirmed",
+    )
 
 
 def test_rate_limits_per_address_and_per_client(site) -> None:
     _, _, smtp, web = site
-    answers = [web.request("POST", "/subscribe", "email=victim@example.net", FORM)
-               for _ in range(6)]
+    answers = [web.request("POST", "/subscribe", "email=victim@example.net", FORM) for _ in range(6)]
     assert {a.status for a in answers} == {200}
     assert len({a.text for a in answers}) == 1
     assert len(confirm_links(smtp, "victim@example.net")) == 3  # at most 3 an hour
-    statuses_seen = [web.request("POST", "/subscribe", f"email=r{i}@example.net", FORM).status
-                     for i in range(16)]
+    statuses_seen = [
+        web.request("POST", "/subscribe", f"email=r{i}@example.net", FORM).status for i in range(16)
+    ]
     # 6 + 14 requests from this client pass in the hour; the rest get 429.
     assert statuses_seen == [200] * 14 + [429] * 2
     limited = web.request("POST", "/subscribe", "email=late@example.net", FORM)
@@ -263,13 +289,11 @@ def test_erasure_keeps_only_a_hash_and_nothing_re_adds_the_reader(site) -> None:
     dump = "\n".join(conn.iterdump()).lower()
     assert "boris" not in dump and "борис" not in dump
     conn.close()
-    again = digest(project, env, "subscribers", "import", "--skip-invalid",
-                   str(FIXTURES / "readers.csv"))
+    again = digest(project, env, "subscribers", "import", "--skip-invalid", str(FIXTURES / "readers.csv"))
     assert "0 added" in again.stdout and "boris@example.com" not in statuses(project, env)
     add = digest(project, env, "subscribers", "add", "boris@example.com")
     assert add.returncode == 1 and add.stderr.startswith("Error: boris@example.com unsubscribed")
-    listed = digest(project, env, "send", EXAMPLE, "--list", str(FIXTURES / "readers.csv"),
-                    "--dry-run")
+    listed = digest(project, env, "send", EXAMPLE, "--list", str(FIXTURES / "readers.csv"), "--dry-run")
     assert "1 unsubscribed" in listed.stdout
     # Not even the file's free pages or the write-ahead log hold the address.
     for path in (project / ".digest").iterdir():
@@ -288,25 +312,34 @@ def test_bad_input_is_refused_with_a_page_and_no_change(site) -> None:
     assert huge.status == 413
     assert web.request("POST", link, "x" * 100_000, FORM).status == 413
     for kind in ("text/plain", "application/json", "text/xml"):
-        answer = web.request("POST", "/subscribe", '{"email": "a@example.net"}',
-                             {"Content-Type": kind})
+        answer = web.request("POST", "/subscribe", '{"email": "a@example.net"}', {"Content-Type": kind})
         assert answer.status == 415, kind
-        assert web.request("POST", link, "List-Unsubscribe=One-Click",
-                           {"Content-Type": kind}).status == 415
+        assert web.request("POST", link, "List-Unsubscribe=One-Click", {"Content-Type": kind}).status == 415
     assert statuses(project, env)["anna@example.com"] == "active"
     latin1 = web.request("POST", "/subscribe", b"email=b%FCcher@example.net&name=M%FCller", FORM)
     assert latin1.status == 400 and "UTF-8" in latin1.text
     raw = web.request("POST", "/subscribe", "email=bücher@example.net".encode("latin-1"), FORM)
     assert raw.status == 400
-    for injected in ("x@example.net\r\nBcc: victim@example.org", "x@example.net\nBcc: v@e.org",
-                     "x@example.net, victim@example.org", "<x@example.net>"):
+    for injected in (
+        "x@example.net\r\nBcc: victim@example.org",
+        "x@example.net\nBcc: v@e.org",
+        "x@example.net, victim@example.org",
+        "<x@example.net>",
+    ):
         answer = web.request("POST", "/subscribe", urlencode({"email": injected}), FORM)
         assert answer.status == 400, injected
         assert "That is not an email address" in answer.text
     assert smtp.recorder.received == []
-    for path in ("/../digest.toml", "/_digest/../../digest.toml", "/%2e%2e/%2e%2e/etc/passwd",
-                 "/_digest/..%2f..%2fdigest.toml", "/_digest/reader.css/../../digest.toml",
-                 "/.digest/journal.sqlite3", "/issues/2021-12-31/issue.toml", "/admin"):
+    for path in (
+        "/../digest.toml",
+        "/_digest/../../digest.toml",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/_digest/..%2f..%2fdigest.toml",
+        "/_digest/reader.css/../../digest.toml",
+        "/.digest/journal.sqlite3",
+        "/issues/2021-12-31/issue.toml",
+        "/admin",
+    ):
         answer = web.request("GET", path)
         assert answer.status == 404, path
         assert "[newsletter]" not in answer.text
@@ -318,9 +351,13 @@ def test_bad_input_is_refused_with_a_page_and_no_change(site) -> None:
 
 def test_every_answer_carries_the_security_headers(site) -> None:
     _, _, _, web = site
-    for method, path in (("GET", "/subscribe"), ("GET", unsubscribe_link("anna@example.com")),
-                         ("GET", "/nope"), ("GET", "/_digest/reader.css"),
-                         ("GET", "/confirm?email=a@example.net&token=bad")):
+    for method, path in (
+        ("GET", "/subscribe"),
+        ("GET", unsubscribe_link("anna@example.com")),
+        ("GET", "/nope"),
+        ("GET", "/_digest/reader.css"),
+        ("GET", "/confirm?email=a@example.net&token=bad"),
+    ):
         answer = web.request(method, path)
         for name, value in SECURITY.items():
             assert answer.headers[name] == value, (path, name)

@@ -16,7 +16,9 @@ SECRET = "app-secret"
 
 
 def make_project(root: Path, unsubscribe_url: str, base_url: str) -> Path:
-    write(root / "digest.toml", f'''
+    write(
+        root / "digest.toml",
+        f'''
         [newsletter]
         name = "Harbour Notes"
         from = "Harbour Notes <notes@harbour.example>"
@@ -24,19 +26,25 @@ def make_project(root: Path, unsubscribe_url: str, base_url: str) -> Path:
         list_id = "notes.harbour.example"
         unsubscribe_url = "{unsubscribe_url}"
         disclaimer = "Opinions are the authors' own."
-        ''')
+        ''',
+    )
     return root
 
 
 def client(root: Path, **options) -> Client:
-    app = create_app(load_project(root), Settings(secret=SECRET), Options(**options),
-                     proxies=options.pop("proxies", 0) if "proxies" in options else 0)
+    app = create_app(
+        load_project(root),
+        Settings(secret=SECRET),
+        Options(**options),
+        proxies=options.pop("proxies", 0) if "proxies" in options else 0,
+    )
     return Client(app)
 
 
 def test_paths_follow_base_url_and_an_unsubscribe_url_with_path_parameters(tmp_path) -> None:
-    root = make_project(tmp_path, "https://harbour.example/news/u/{token}/{email}",
-                        "https://harbour.example/news")
+    root = make_project(
+        tmp_path, "https://harbour.example/news/u/{token}/{email}", "https://harbour.example/news"
+    )
     c = client(root)
     token = tokens.sign(SECRET, "unsubscribe", "notes.harbour.example", "a@example.org")
     page = c.get(f"/news/u/{token}/a@example.org")
@@ -50,8 +58,7 @@ def test_paths_follow_base_url_and_an_unsubscribe_url_with_path_parameters(tmp_p
 
 
 def test_a_published_site_mounts_under_base_url_without_traversal(tmp_path) -> None:
-    root = make_project(tmp_path / "p", "https://harbour.example/unsubscribe",
-                        "https://harbour.example/")
+    root = make_project(tmp_path / "p", "https://harbour.example/unsubscribe", "https://harbour.example/")
     site = tmp_path / "site"
     write(site / "index.html", "<h1>Archive</h1>")
     write(site / "2022-01-03" / "index.html", "<h1>Monday</h1>")
@@ -63,18 +70,26 @@ def test_a_published_site_mounts_under_base_url_without_traversal(tmp_path) -> N
     assert c.get("/2022-01-03").text == "<h1>Monday</h1>"
     feed = c.get("/feed.xml")
     assert feed.status_code == 200 and feed.headers["X-Content-Type-Options"] == "nosniff"
-    for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/missing.html",
-                 "/2022-01-03/../../secret.txt"):
+    for path in (
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/missing.html",
+        "/2022-01-03/../../secret.txt",
+    ):
         assert c.get(path).status_code == 404, path
     assert c.get("/subscribe").status_code == 200  # the app's own routes come first
 
 
 def test_a_project_overrides_a_page_and_can_extend_the_default(tmp_path) -> None:
     root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
-    write(root / "templates" / "web" / "reader" / "subscribe.html", '''
+    write(
+        root / "templates" / "web" / "reader" / "subscribe.html",
+        """
         {% extends "!default/subscribe.html" %}
         {% block title %}Join the harbour{% endblock %}
-        ''')
+        """,
+    )
     page = client(root).get("/subscribe")
     assert "<title>Join the harbour – Harbour Notes</title>" in page.text
     assert 'name="email"' in page.text
@@ -84,16 +99,18 @@ def test_behind_a_proxy_the_client_is_the_forwarded_address(tmp_path) -> None:
     root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
     from digest.web.limits import Limit
 
-    app = create_app(load_project(root), Settings(secret=SECRET, smtp_host=None),
-                     Options(per_client=Limit(1, 3600)), proxies=1)
+    app = create_app(
+        load_project(root),
+        Settings(secret=SECRET, smtp_host=None),
+        Options(per_client=Limit(1, 3600)),
+        proxies=1,
+    )
     c = Client(app)
     form = {"email": "not-an-address"}  # refused before any limit or email
     assert c.post("/subscribe", data=form).status_code == 400
     # Two different forwarded clients each get their own allowance.
     for forwarded in ("203.0.113.7", "203.0.113.8"):
-        answer = c.post("/subscribe", data={"email": "x@example.org"},
-                        headers={"X-Forwarded-For": forwarded})
+        answer = c.post("/subscribe", data={"email": "x@example.org"}, headers={"X-Forwarded-For": forwarded})
         assert answer.status_code == 503  # allowed; no SMTP server is configured here
-    again = c.post("/subscribe", data={"email": "y@example.org"},
-                   headers={"X-Forwarded-For": "203.0.113.7"})
+    again = c.post("/subscribe", data={"email": "y@example.org"}, headers={"X-Forwarded-For": "203.0.113.7"})
     assert again.status_code == 429

@@ -10,8 +10,14 @@ import pytest
 from .test_web import confirm_links, digest, site, statuses, unsubscribe_link  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +45,7 @@ def page(browser):
     context.close()
 
 
-def test_subscribe_in_the_browser_confirm_by_email_and_receive_the_next_issue(
-        site, small_issue, page) -> None:  # noqa: F811
+def test_subscribe_in_the_browser_confirm_by_email_and_receive_the_next_issue(site, small_issue, page) -> None:  # noqa: F811
     project, env, smtp, web = site
     page.goto(web.url + "/subscribe")
     assert page.title() == "Subscribe – The World Digest"
@@ -95,8 +100,13 @@ def test_the_pages_have_no_accessibility_violations(site, browser) -> None:  # n
     pg = context.new_page()
     axe = Axe()
     try:
-        for path in ("/subscribe", unsubscribe_link("anna@example.com"), "/unsubscribe",
-                     "/confirm?email=a@example.net&token=bad", "/nope"):
+        for path in (
+            "/subscribe",
+            unsubscribe_link("anna@example.com"),
+            "/unsubscribe",
+            "/confirm?email=a@example.net&token=bad",
+            "/nope",
+        ):
             pg.goto(web.url + path)
             results = axe.run(pg)
             assert results.violations_count == 0, (path, results.generate_report())

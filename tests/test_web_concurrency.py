@@ -27,32 +27,37 @@ def test_500_one_click_posts_during_a_5000_recipient_send(project: Path, tmp_pat
     csv.write_text("email,name\n" + "".join(f"{a},Reader {i}\n" for i, a in enumerate(readers)))
     env = {**os.environ, "DIGEST_SECRET": SECRET}
     run = [sys.executable, "-m", "digest", "--project", str(project)]
-    imported = subprocess.run([*run, "subscribers", "import", str(csv)], env=env,
-                              capture_output=True, text=True, timeout=120)
+    imported = subprocess.run(
+        [*run, "subscribers", "import", str(csv)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert imported.stdout.startswith("5000 added"), imported.stderr
 
     records = tmp_path / "sink.txt"
-    sink = subprocess.Popen([sys.executable, str(SINK), str(records)], stdout=subprocess.PIPE,
-                            text=True)
+    sink = subprocess.Popen([sys.executable, str(SINK), str(records)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(sink.stdout.readline())
-        env.update({"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port),
-                    "DIGEST_SMTP_SECURITY": "none"})
+        env.update(
+            {"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port), "DIGEST_SMTP_SECURITY": "none"}
+        )
         with Serve(project, env, "--threads", "16") as web:
-            send = subprocess.Popen([*run, "send", EXAMPLE, "--yes", "--rate", "800",
-                                     "--per-connection", "100000"], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            send = subprocess.Popen(
+                [*run, "send", EXAMPLE, "--yes", "--rate", "800", "--per-connection", "100000"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             journal = sqlite3.connect(project / ".digest" / "journal.sqlite3", timeout=30)
             deadline = time.monotonic() + 60
-            while journal.execute("SELECT count(*) FROM deliveries WHERE state = 'sent'"
-                                  ).fetchone()[0] < 300:
+            while journal.execute("SELECT count(*) FROM deliveries WHERE state = 'sent'").fetchone()[0] < 300:
                 assert send.poll() is None and time.monotonic() < deadline, send.communicate()
                 time.sleep(0.05)
 
             def one_click(address: str) -> tuple[str, int, float]:
                 token = tokens.sign(SECRET, "unsubscribe", LIST_ID, address)
-                answer = web.request("POST", f"/unsubscribe?email={address}&token={token}",
-                                     "List-Unsubscribe=One-Click", FORM)
+                answer = web.request(
+                    "POST", f"/unsubscribe?email={address}&token={token}", "List-Unsubscribe=One-Click", FORM
+                )
                 return address, answer.status, time.monotonic()
 
             with ThreadPoolExecutor(50) as pool:
@@ -66,8 +71,9 @@ def test_500_one_click_posts_during_a_5000_recipient_send(project: Path, tmp_pat
         sink.wait(10)
 
     assert {status for _, status, _ in answered} == {200}
-    unsubscribed = subprocess.run([*run, "subscribers", "ls", "--status", "unsubscribed"],
-                                  env=env, capture_output=True, text=True).stdout.split("\n")
+    unsubscribed = subprocess.run(
+        [*run, "subscribers", "ls", "--status", "unsubscribed"], env=env, capture_output=True, text=True
+    ).stdout.split("\n")
     assert sorted(line.split("\t")[0] for line in unsubscribed if line) == sorted(leaving)
 
     arrivals: dict[str, list[float]] = {}

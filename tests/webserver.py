@@ -25,9 +25,12 @@ class Serve:
 
     def __init__(self, project: Path, env: dict[str, str], *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "digest", "--project", str(project), "serve", "--port", "0",
-             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **env})
+            [sys.executable, "-m", "digest", "--project", str(project), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
         line = self._first_line()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if not match:
@@ -54,8 +57,9 @@ class Serve:
         parts = urlsplit(public_url)
         return f"{self.url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
-    def request(self, method: str, url: str, body: bytes | str | None = None,
-                headers: dict[str, str] | None = None) -> Answer:
+    def request(
+        self, method: str, url: str, body: bytes | str | None = None, headers: dict[str, str] | None = None
+    ) -> Answer:
         return request(method, url if url.startswith("http") else self.url + url, body, headers)
 
     def stop(self) -> None:
@@ -77,8 +81,9 @@ class Serve:
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def request(method: str, url: str, body: bytes | str | None = None,
-            headers: dict[str, str] | None = None) -> Answer:
+def request(
+    method: str, url: str, body: bytes | str | None = None, headers: dict[str, str] | None = None
+) -> Answer:
     """Send one request (no redirects followed); return status, headers and text."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
@@ -87,7 +92,6 @@ def request(method: str, url: str, body: bytes | str | None = None,
         data = body.encode() if isinstance(body, str) else body
         conn.request(method, path or "/", body=data, headers=headers or {})
         response = conn.getresponse()
-        return Answer(response.status, response.headers,
-                      response.read().decode("utf-8", "replace"))
+        return Answer(response.status, response.headers, response.read().decode("utf-8", "replace"))
     finally:
         conn.close()

@@ -31,9 +31,20 @@ from .mailboxes import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImapBox", "ImapSettings", "MailboxError", "MaildirBox", "MboxBox", "Outcome",
-           "Report", "imap_settings", "journal_resolver", "open_mailbox", "process_mailbox",
-           "project_identity"]
+__all__ = [
+    "ImapBox",
+    "ImapSettings",
+    "MailboxError",
+    "MaildirBox",
+    "MboxBox",
+    "Outcome",
+    "Report",
+    "imap_settings",
+    "journal_resolver",
+    "open_mailbox",
+    "process_mailbox",
+    "project_identity",
+]
 
 
 @dataclass
@@ -68,8 +79,7 @@ def message_day(raw: bytes) -> dt.date:
     for line in head.decode("ascii", "replace").splitlines():
         if line.lower().startswith("date:"):
             try:
-                return min(email.utils.parsedate_to_datetime(line[5:].strip()).astimezone(
-                    dt.UTC).date(), today)
+                return min(email.utils.parsedate_to_datetime(line[5:].strip()).astimezone(dt.UTC).date(), today)
             except (TypeError, ValueError, IndexError, OverflowError):
                 break
     return today
@@ -83,8 +93,7 @@ def journal_resolver(conn: sqlite3.Connection, secret: str, scope: str) -> Resol
         delivery_id = verp_delivery(token)
         if delivery_id is None:
             return None
-        row = conn.execute("SELECT issue, email FROM deliveries WHERE id = ?",
-                           (delivery_id,)).fetchone()
+        row = conn.execute("SELECT issue, email FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
         if row is None or not verp_is_valid(secret, scope, token, row[0], row[1]):
             return None
         return row[0], row[1]
@@ -100,9 +109,15 @@ def project_identity(project, conn: sqlite3.Connection) -> Identity:
     return Identity(newsletter.list_id, newsletter.bounce_address, resolve)
 
 
-def process_mailbox(conn: sqlite3.Connection, box, identity: Identity, *, dry_run: bool = False,
-                    threshold: float = ev.DEFAULT_THRESHOLD,
-                    progress: Callable[[Outcome], None] | None = None) -> Report:
+def process_mailbox(
+    conn: sqlite3.Connection,
+    box,
+    identity: Identity,
+    *,
+    dry_run: bool = False,
+    threshold: float = ev.DEFAULT_THRESHOLD,
+    progress: Callable[[Outcome], None] | None = None,
+) -> Report:
     """Classify and record every message of *box*; move ours to ``processed``.
 
     A message's status changes are made, then its events recorded, then it is
@@ -124,8 +139,9 @@ def process_mailbox(conn: sqlite3.Connection, box, identity: Identity, *, dry_ru
     return report
 
 
-def _apply(conn: sqlite3.Connection, box, outcome: Outcome, raw: bytes, dry_run: bool,
-           threshold: float) -> None:
+def _apply(
+    conn: sqlite3.Connection, box, outcome: Outcome, raw: bytes, dry_run: bool, threshold: float
+) -> None:
     from .. import subscribers
 
     verdict = outcome.verdict
@@ -134,8 +150,10 @@ def _apply(conn: sqlite3.Connection, box, outcome: Outcome, raw: bytes, dry_run:
     if not outcome.duplicate:
         for change in ev.changes(conn, verdict.events, day, threshold, recorded=False):
             current = subscribers.get(conn, change.email)
-            if current is not None and (current.status == change.status or (
-                    current.status == "complained" and change.status == "bounced")):
+            if current is not None and (
+                current.status == change.status
+                or (current.status == "complained" and change.status == "bounced")
+            ):
                 continue  # already so; a complaint is not downgraded to a bounce
             outcome.changes.append(change)
     if dry_run:

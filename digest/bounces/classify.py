@@ -43,8 +43,11 @@ OURS = (HARD, SOFT, COMPLAINT, AUTO_REPLY, DELIVERED)
 
 # Headers where an MTA leaves the envelope recipient, then the visible ones.
 _ENVELOPE_HEADERS = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
-_MAILBOX_FULL = re.compile(r"mailbox (?:is )?full|over ?quota|quota exceeded|insufficient "
-                           r"(?:system )?storage|out of storage", re.IGNORECASE)
+_MAILBOX_FULL = re.compile(
+    r"mailbox (?:is )?full|over ?quota|quota exceeded|insufficient "
+    r"(?:system )?storage|out of storage",
+    re.IGNORECASE,
+)
 
 # Resolves a VERP token to (issue, recipient), or None when it is not a valid token of ours.
 Resolver = Callable[[str], "tuple[str, str] | None"]
@@ -88,8 +91,9 @@ class Identity:
     def __post_init__(self) -> None:
         if self.bounce_address:
             local, _, domain = self.bounce_address.rpartition("@")
-            pattern = re.compile(rf"(?<![\w.+-]){re.escape(local)}\+([A-Za-z0-9.]+)@{re.escape(domain)}\b",
-                                 re.IGNORECASE)
+            pattern = re.compile(
+                rf"(?<![\w.+-]){re.escape(local)}\+([A-Za-z0-9.]+)@{re.escape(domain)}\b", re.IGNORECASE
+            )
             object.__setattr__(self, "_pattern", pattern)
 
     def tokens(self, text: str) -> Iterator[str]:
@@ -127,8 +131,11 @@ def classify(raw: bytes, identity: Identity) -> Verdict:
 
 def _classify(msg: Message, identity: Identity, key: str, message_id: str | None) -> Verdict:
     verp = _verp(msg, identity)
-    report = (msg.get_param("report-type", "", header="content-type") or "").lower() \
-        if msg.get_content_type() == "multipart/report" else ""
+    report = (
+        (msg.get_param("report-type", "", header="content-type") or "").lower()
+        if msg.get_content_type() == "multipart/report"
+        else ""
+    )
 
     def verdict(kind: str, events: list[Event], reason: str = "") -> Verdict:
         return Verdict(kind, key, message_id, tuple(events), reason)
@@ -139,13 +146,13 @@ def _classify(msg: Message, identity: Identity, key: str, message_id: str | None
         return _dsn(msg, identity, verp, verdict)
     if msg.get_content_type() == "multipart/report" and report not in ("disposition-notification",):
         if not msg.is_multipart() or msg.defects:
-            return verdict(MALFORMED, [], f"a {report or 'report'} whose parts cannot be read "
-                                          f"({defects(msg)})")
+            return verdict(MALFORMED, [], f"a {report or 'report'} whose parts cannot be read ({defects(msg)})")
     if is_auto_reply(msg):
         if verp is None:
             return verdict(NOT_OURS, [], "an auto-reply not sent to a VERP address")
-        return verdict(AUTO_REPLY, [Event(AUTO_REPLY, verp[1], verp[0], None,
-                                          one_line(header(msg, "Subject")))])
+        return verdict(
+            AUTO_REPLY, [Event(AUTO_REPLY, verp[1], verp[0], None, one_line(header(msg, "Subject")))]
+        )
     return _other_bounce(msg, identity, verp, verdict)
 
 
@@ -164,7 +171,8 @@ def _complaint(msg: Message, identity: Identity, verp, verdict) -> Verdict:
             return verdict(NOT_OURS, [], "a feedback report about mail that is not ours")
         issue = None
         recipient = address_of(fields.get("Original-Rcpt-To")) or (
-            address_of(original.get("To")) if original is not None else None)
+            address_of(original.get("To")) if original is not None else None
+        )
         if recipient is None:
             return verdict(MALFORMED, [], "a feedback report that names no recipient")
     feedback = (fields.get("Feedback-Type") or "abuse").strip().lower()
@@ -176,8 +184,9 @@ def _complaint(msg: Message, identity: Identity, verp, verdict) -> Verdict:
 def _dsn(msg: Message, identity: Identity, verp, verdict) -> Verdict:
     blocks = status_blocks(msg)
     if blocks is None:
-        return verdict(MALFORMED, [], "a delivery status notification without a readable "
-                                      "message/delivery-status part")
+        return verdict(
+            MALFORMED, [], "a delivery status notification without a readable message/delivery-status part"
+        )
     if verp is None:
         if not _carries_list_id(original_message(msg), identity):
             return verdict(NOT_OURS, [], "a delivery status notification about mail that is not ours")
@@ -192,8 +201,7 @@ def _dsn(msg: Message, identity: Identity, verp, verdict) -> Verdict:
             continue
         reports.append((action, recipient, status, diagnostic))
     if not reports:
-        return verdict(MALFORMED, [], "a delivery status notification with no per-recipient "
-                                      "Action or Status")
+        return verdict(MALFORMED, [], "a delivery status notification with no per-recipient Action or Status")
     events = []
     for action, recipient, status, diagnostic in reports:
         if action.startswith(("deliver", "relay", "expand")):
@@ -218,15 +226,20 @@ def _other_bounce(msg: Message, identity: Identity, verp, verdict) -> Verdict:
     temporary, permanent = all_failures(msg)
     if not temporary and not permanent:
         if verp is not None:
-            return verdict(UNKNOWN, [], "sent to a VERP address, but neither a bounce, a complaint "
-                                        "nor an auto-reply; left for a person to read")
+            return verdict(
+                UNKNOWN,
+                [],
+                "sent to a VERP address, but neither a bounce, a complaint "
+                "nor an auto-reply; left for a person to read",
+            )
         return verdict(NOT_OURS, [], "not a bounce")
     if verp is None and not _carries_list_id(original_message(msg) or msg, identity):
         return verdict(NOT_OURS, [], "a bounce about mail that is not ours")
     text = text_of(msg)
     events = []
     for failed, permanent_failure in [(a, False) for a in sorted(temporary)] + [
-            (a, True) for a in sorted(permanent)]:
+        (a, True) for a in sorted(permanent)
+    ]:
         address = failed.decode("ascii", "replace")
         status, diagnostic = status_near(text, address)
         kind = _kind_of(status, diagnostic, permanent_failure)

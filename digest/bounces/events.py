@@ -35,12 +35,12 @@ class Change:
 
 
 def already_recorded(conn: sqlite3.Connection, key: str) -> bool:
-    return conn.execute("SELECT 1 FROM bounce_events WHERE message_key = ? LIMIT 1",
-                        (key,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM bounce_events WHERE message_key = ? LIMIT 1", (key,)).fetchone() is not None
+    )
 
 
-def record(conn: sqlite3.Connection, key: str, events: Iterable[Event], source: str,
-           day: dt.date) -> int:
+def record(conn: sqlite3.Connection, key: str, events: Iterable[Event], source: str, day: dt.date) -> int:
     """Insert the events of one message (nothing twice); return how many were new."""
     added = 0
     for event in events:
@@ -48,8 +48,19 @@ def record(conn: sqlite3.Connection, key: str, events: Iterable[Event], source: 
             "INSERT INTO bounce_events (message_key, kind, issue, email, email_key, status, "
             "diagnostic, source, day, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
-            (key, event.kind, event.issue, event.email, address_key(event.email), event.status,
-             event.diagnostic, source, day.isoformat(), time.time()))
+            (
+                key,
+                event.kind,
+                event.issue,
+                event.email,
+                address_key(event.email),
+                event.status,
+                event.diagnostic,
+                source,
+                day.isoformat(),
+                time.time(),
+            ),
+        )
         added += cur.rowcount
     return added
 
@@ -57,11 +68,16 @@ def record(conn: sqlite3.Connection, key: str, events: Iterable[Event], source: 
 def soft_score(conn: sqlite3.Connection, email: str, extra_day: dt.date | None = None) -> float:
     """Return the soft-bounce score: 0.5 per day in the latest run of days a week apart at most."""
     key = address_key(email)
-    since = conn.execute("SELECT coalesce(max(id), 0) FROM bounce_events WHERE email_key = ? "
-                         "AND kind = ?", (key, REACTIVATED)).fetchone()[0]
-    days = {dt.date.fromisoformat(d) for (d,) in conn.execute(
-        "SELECT DISTINCT day FROM bounce_events WHERE email_key = ? AND kind = ? AND id > ?",
-        (key, SOFT, since))}
+    since = conn.execute(
+        "SELECT coalesce(max(id), 0) FROM bounce_events WHERE email_key = ? AND kind = ?", (key, REACTIVATED)
+    ).fetchone()[0]
+    days = {
+        dt.date.fromisoformat(d)
+        for (d,) in conn.execute(
+            "SELECT DISTINCT day FROM bounce_events WHERE email_key = ? AND kind = ? AND id > ?",
+            (key, SOFT, since),
+        )
+    }
     if extra_day is not None:
         days.add(extra_day)
     return score_days(days)
@@ -78,13 +94,17 @@ def score_days(days: Iterable[dt.date]) -> float:
     return score
 
 
-def changes(conn: sqlite3.Connection, events: Iterable[Event], day: dt.date, threshold: float,
-            recorded: bool) -> list[Change]:
+def changes(
+    conn: sqlite3.Connection, events: Iterable[Event], day: dt.date, threshold: float, recorded: bool
+) -> list[Change]:
     """Return the status changes the events call for (*recorded*: already in the table)."""
     out: list[Change] = []
     for event in events:
-        what = f"{event.status} {event.diagnostic}" if event.status and event.diagnostic else (
-            event.diagnostic or event.status or "")
+        what = (
+            f"{event.status} {event.diagnostic}"
+            if event.status and event.diagnostic
+            else (event.diagnostic or event.status or "")
+        )
         if event.kind == HARD:
             out.append(Change(event.email, "bounced", f"hard bounce: {what}".strip()))
         elif event.kind == COMPLAINT:
@@ -92,8 +112,13 @@ def changes(conn: sqlite3.Connection, events: Iterable[Event], day: dt.date, thr
         elif event.kind == SOFT:
             score = soft_score(conn, event.email, None if recorded else day)
             if score >= threshold:
-                out.append(Change(event.email, "bounced", f"soft bounces (score {score:g}, "
-                                                          f"threshold {threshold:g}): {what}".strip()))
+                out.append(
+                    Change(
+                        event.email,
+                        "bounced",
+                        f"soft bounces (score {score:g}, threshold {threshold:g}): {what}".strip(),
+                    )
+                )
     return out
 
 
@@ -102,16 +127,26 @@ def reset_score(conn: sqlite3.Connection, email: str, source: str) -> None:
     conn.execute(
         "INSERT INTO bounce_events (message_key, kind, email, email_key, source, day, recorded_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (f"{REACTIVATED}:{time.time_ns()}", REACTIVATED, email, address_key(email), source,
-         dt.date.today().isoformat(), time.time()))
+        (
+            f"{REACTIVATED}:{time.time_ns()}",
+            REACTIVATED,
+            email,
+            address_key(email),
+            source,
+            dt.date.today().isoformat(),
+            time.time(),
+        ),
+    )
 
 
 def issue_counts(conn: sqlite3.Connection, issue: str) -> dict[str, int]:
     """Return how many recipients of *issue* bounced (hard or soft) and complained."""
     counts = {"bounced": 0, "complained": 0}
     for kind, n in conn.execute(
-            "SELECT kind, count(DISTINCT email_key) FROM bounce_events WHERE issue = ? "
-            "AND kind IN (?, ?, ?) GROUP BY kind", (issue, HARD, SOFT, COMPLAINT)):
+        "SELECT kind, count(DISTINCT email_key) FROM bounce_events WHERE issue = ? "
+        "AND kind IN (?, ?, ?) GROUP BY kind",
+        (issue, HARD, SOFT, COMPLAINT),
+    ):
         counts["complained" if kind == COMPLAINT else "bounced"] += n
     return counts
 
@@ -121,10 +156,18 @@ def issue_bounces(conn: sqlite3.Connection, issue: str) -> list[tuple[str, str, 
     rows = conn.execute(
         "SELECT email, kind, status, diagnostic FROM bounce_events WHERE id IN (SELECT max(id) "
         "FROM bounce_events WHERE issue = ? AND kind IN (?, ?, ?) GROUP BY email_key) ORDER BY id",
-        (issue, HARD, SOFT, COMPLAINT)).fetchall()
-    return [(email, "complained" if kind == COMPLAINT else "bounced",
-             " ".join(x for x in (f"{kind} bounce" if kind != COMPLAINT else "complaint", status,
-                                  diagnostic) if x)) for email, kind, status, diagnostic in rows]
+        (issue, HARD, SOFT, COMPLAINT),
+    ).fetchall()
+    return [
+        (
+            email,
+            "complained" if kind == COMPLAINT else "bounced",
+            " ".join(
+                x for x in (f"{kind} bounce" if kind != COMPLAINT else "complaint", status, diagnostic) if x
+            ),
+        )
+        for email, kind, status, diagnostic in rows
+    ]
 
 
 def last_reason(conn: sqlite3.Connection, email: str, status: str = "bounced") -> str | None:
@@ -135,11 +178,11 @@ def last_reason(conn: sqlite3.Connection, email: str, status: str = "bounced") -
     row = conn.execute(
         f"SELECT kind, status, diagnostic, issue, day FROM bounce_events WHERE email_key = ? AND "
         f"kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT 1",
-        (address_key(email), *kinds)).fetchone()
+        (address_key(email), *kinds),
+    ).fetchone()
     if row is None:
         return None
     kind, code, diagnostic, issue, day = row
     label = {HARD: "hard bounce", SOFT: "soft bounce", COMPLAINT: "complaint"}[kind]
     detail = " ".join(x for x in (code, diagnostic) if x)
     return f"{label} {day}" + (f" ({issue})" if issue else "") + (f": {detail}" if detail else "")
-

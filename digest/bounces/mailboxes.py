@@ -34,8 +34,11 @@ class MaildirBox:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not all((self.path / sub).is_dir() for sub in ("cur", "new", "tmp")):
-            raise MailboxError("not a Maildir (it needs cur/, new/ and tmp/)", path=self.path,
-                               hint="pass --maildir the folder that Postfix or Dovecot delivers to")
+            raise MailboxError(
+                "not a Maildir (it needs cur/, new/ and tmp/)",
+                path=self.path,
+                hint="pass --maildir the folder that Postfix or Dovecot delivers to",
+            )
         self._box = mailbox.Maildir(self.path, factory=None, create=False)
 
     def describe(self) -> str:
@@ -69,8 +72,7 @@ class MaildirBox:
         except FileNotFoundError:  # another run (cron overlapping) moved it first
             return f".{PROCESSED}/cur (by another run)"
         except OSError as e:
-            raise MailboxError(f"cannot move {ref} to {PROCESSED}: {e.strerror}",
-                               path=self.path) from e
+            raise MailboxError(f"cannot move {ref} to {PROCESSED}: {e.strerror}", path=self.path) from e
         return f".{PROCESSED}/cur/{target_name}"
 
     def close(self) -> None:
@@ -83,8 +85,11 @@ class MboxBox:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise MailboxError("no such mbox file", path=self.path,
-                               hint="pass --mbox the file your mail system appends bounces to")
+            raise MailboxError(
+                "no such mbox file",
+                path=self.path,
+                hint="pass --mbox the file your mail system appends bounces to",
+            )
         self._box = mailbox.mbox(self.path, create=False)
         self._moved: list[int] = []
 
@@ -147,29 +152,41 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
     if missing:
         raise ConfigError(
             "--imap needs " + ", ".join(f"DIGEST_IMAP_{k}" for k in missing),
-            path=where, hint="set DIGEST_IMAP_HOST, DIGEST_IMAP_USERNAME, DIGEST_IMAP_PASSWORD "
-                             "(and DIGEST_IMAP_PORT, DIGEST_IMAP_FOLDER) in .env or the environment")
+            path=where,
+            hint="set DIGEST_IMAP_HOST, DIGEST_IMAP_USERNAME, DIGEST_IMAP_PASSWORD "
+            "(and DIGEST_IMAP_PORT, DIGEST_IMAP_FOLDER) in .env or the environment",
+        )
     security = (values.get("DIGEST_IMAP_SECURITY") or "tls").lower()
     if security not in ("tls", "starttls", "none"):
-        raise ConfigError(f"DIGEST_IMAP_SECURITY must be tls, starttls or none, not {security!r}",
-                          path=where, hint="tls (port 993) is the default")
+        raise ConfigError(
+            f"DIGEST_IMAP_SECURITY must be tls, starttls or none, not {security!r}",
+            path=where,
+            hint="tls (port 993) is the default",
+        )
     port_text = values.get("DIGEST_IMAP_PORT")
     try:
         port = int(port_text) if port_text else (993 if security == "tls" else 143)
     except ValueError as e:
-        raise ConfigError(f"DIGEST_IMAP_PORT is not a number: {port_text!r}", path=where,
-                          hint="set DIGEST_IMAP_PORT=993 (TLS) or 143 (STARTTLS)") from e
-    return ImapSettings(host=values["DIGEST_IMAP_HOST"], username=values["DIGEST_IMAP_USERNAME"],
-                        password=values["DIGEST_IMAP_PASSWORD"], port=port, security=security,
-                        folder=values.get("DIGEST_IMAP_FOLDER") or "INBOX",
-                        cafile=values.get("DIGEST_IMAP_CAFILE") or None)
+        raise ConfigError(
+            f"DIGEST_IMAP_PORT is not a number: {port_text!r}",
+            path=where,
+            hint="set DIGEST_IMAP_PORT=993 (TLS) or 143 (STARTTLS)",
+        ) from e
+    return ImapSettings(
+        host=values["DIGEST_IMAP_HOST"],
+        username=values["DIGEST_IMAP_USERNAME"],
+        password=values["DIGEST_IMAP_PASSWORD"],
+        port=port,
+        security=security,
+        folder=values.get("DIGEST_IMAP_FOLDER") or "INBOX",
+        cafile=values.get("DIGEST_IMAP_CAFILE") or None,
+    )
 
 
 class ImapBox:
     """An IMAP folder over TLS (by default); processed messages are moved by UID."""
 
-    def __init__(self, settings: ImapSettings, readonly: bool = False,
-                 use_move: bool | None = None) -> None:
+    def __init__(self, settings: ImapSettings, readonly: bool = False, use_move: bool | None = None) -> None:
         self.settings = settings
         self.readonly = readonly
         s = settings
@@ -183,13 +200,17 @@ class ImapBox:
                     self._imap.starttls(ssl_context=context)
             self._imap.login(s.username, s.password)
         except (OSError, imaplib.IMAP4.error, ssl.SSLError) as e:
-            raise MailboxError(f"cannot log in to IMAP {s.host}:{s.port} as {s.username}: "
-                               f"{_clean(e, s.password)}",
-                               hint="check DIGEST_IMAP_HOST, _PORT, _USERNAME, _PASSWORD and "
-                                    "_SECURITY (and DIGEST_IMAP_CAFILE for a private CA)") from None
+            raise MailboxError(
+                f"cannot log in to IMAP {s.host}:{s.port} as {s.username}: {_clean(e, s.password)}",
+                hint="check DIGEST_IMAP_HOST, _PORT, _USERNAME, _PASSWORD and "
+                "_SECURITY (and DIGEST_IMAP_CAFILE for a private CA)",
+            ) from None
         typ, data = self._run("capability", self._imap.capability, check=False)  # after login
-        caps = set((data[0] or b"").decode("ascii", "replace").upper().split()) if typ == "OK" \
+        caps = (
+            set((data[0] or b"").decode("ascii", "replace").upper().split())
+            if typ == "OK"
             else {c.upper() for c in self._imap.capabilities}
+        )
         self._move = ("MOVE" in caps) if use_move is None else use_move
         self._uidplus = "UIDPLUS" in caps
         self._run(f"select {s.folder}", self._imap.select, _quote(s.folder), readonly)
@@ -203,8 +224,7 @@ class ImapBox:
         data = self._run("search", self._imap.uid, "SEARCH", None, "UNDELETED")
         uids = data[0].split() if data and data[0] else []
         for uid in uids:
-            fetched = self._run(f"fetch UID {uid.decode()}", self._imap.uid, "FETCH", uid,
-                                "(BODY.PEEK[])")
+            fetched = self._run(f"fetch UID {uid.decode()}", self._imap.uid, "FETCH", uid, "(BODY.PEEK[])")
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
             if raw is None:
                 continue
@@ -213,10 +233,12 @@ class ImapBox:
     def move(self, ref: str) -> str:
         uid = ref.split()[1]
         if not self._processed_ready:
-            typ, data = self._run(f"create {PROCESSED}", self._imap.create, _quote(PROCESSED),
-                                  check=False)
-            if typ != "OK" and b"ALREADYEXISTS" not in b" ".join(d or b"" for d in data).upper() \
-                    and b"exists" not in b" ".join(d or b"" for d in data).lower():
+            typ, data = self._run(f"create {PROCESSED}", self._imap.create, _quote(PROCESSED), check=False)
+            if (
+                typ != "OK"
+                and b"ALREADYEXISTS" not in b" ".join(d or b"" for d in data).upper()
+                and b"exists" not in b" ".join(d or b"" for d in data).lower()
+            ):
                 raise MailboxError(f"cannot create the IMAP folder {PROCESSED}: {data}")
             self._processed_ready = True
         if self._move:
@@ -225,7 +247,9 @@ class ImapBox:
         if not self._uidplus:
             raise MailboxError(
                 "the IMAP server offers neither MOVE nor UIDPLUS, so a message cannot be moved "
-                "without touching others", hint="move the processed messages by hand")
+                "without touching others",
+                hint="move the processed messages by hand",
+            )
         self._run(f"copy UID {uid}", self._imap.uid, "COPY", uid, _quote(PROCESSED))
         self._run(f"flag UID {uid}", self._imap.uid, "STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
         self._run(f"expunge UID {uid}", self._imap.uid, "EXPUNGE", uid)
@@ -242,9 +266,10 @@ class ImapBox:
         try:
             typ, data = command(*args)
         except (OSError, imaplib.IMAP4.error) as e:
-            raise MailboxError(f"IMAP {what} failed: {_clean(e, self.settings.password)}",
-                               hint="run the command again: what was done is recorded, and "
-                                    "nothing is done twice") from None
+            raise MailboxError(
+                f"IMAP {what} failed: {_clean(e, self.settings.password)}",
+                hint="run the command again: what was done is recorded, and nothing is done twice",
+            ) from None
         if not check:
             return typ, data
         if typ != "OK":
@@ -261,8 +286,13 @@ def _clean(error, password: str) -> str:
     return text.replace(password, "***") if password else text
 
 
-def open_mailbox(*, maildir: Path | None = None, mbox: Path | None = None,
-                 imap: ImapSettings | None = None, readonly: bool = False):
+def open_mailbox(
+    *,
+    maildir: Path | None = None,
+    mbox: Path | None = None,
+    imap: ImapSettings | None = None,
+    readonly: bool = False,
+):
     """Open the one mailbox given."""
     if maildir is not None:
         return MaildirBox(maildir)
@@ -271,4 +301,3 @@ def open_mailbox(*, maildir: Path | None = None, mbox: Path | None = None,
     if imap is not None:
         return ImapBox(imap, readonly=readonly)
     raise DigestError("say which mailbox to read", hint="--maildir DIR, --mbox FILE or --imap")
-

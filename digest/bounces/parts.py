@@ -10,9 +10,12 @@ from email.utils import getaddresses, parseaddr
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _BASIC = re.compile(r"(?<![\d.])([45]\d\d)[ -]")
-_AUTO_SUBJECT = re.compile(r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|auto:|out of "
-                           r"(?:the )?office|vacation|away from|abwesenheit|absence|r[ée]ponse "
-                           r"automatique)", re.IGNORECASE)
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|auto:|out of "
+    r"(?:the )?office|vacation|away from|abwesenheit|absence|r[ée]ponse "
+    r"automatique)",
+    re.IGNORECASE,
+)
 
 
 def status_blocks(msg: Message) -> list[Message] | None:
@@ -84,7 +87,7 @@ def status_near(text: str, address: str) -> tuple[str | None, str | None]:
     """Find the status code and diagnostic line a free-form bounce gives for *address*."""
     lines = [line.strip() for line in text.splitlines()]
     at = next((i for i, line in enumerate(lines) if address.lower() in line.lower()), None)
-    window = lines[at:at + 6] if at is not None else lines
+    window = lines[at : at + 6] if at is not None else lines
     for line in window + lines:
         m = _ENHANCED.search(line)
         if m and m.group(1) != "2":
@@ -137,8 +140,11 @@ def header(msg: Message, name: str) -> str | None:
 
 def has_no_headers(msg: Message) -> bool:
     """Return whether the message has no header block to speak of (binary junk, say)."""
-    return any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects) \
-        and not msg.get("From") and not msg.get("Subject")
+    return (
+        any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects)
+        and not msg.get("From")
+        and not msg.get("Subject")
+    )
 
 
 def defects(msg: Message) -> str:

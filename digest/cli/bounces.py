@@ -9,24 +9,41 @@ import click
 from . import State, cli
 from .readers import subscribers as subscribers_group
 
-_LABELS = {"hard": "hard bounce", "soft": "soft bounce", "complaint": "complaint",
-           "auto-reply": "auto-reply (ignored)", "delivered": "delivery notice (ignored)"}
+_LABELS = {
+    "hard": "hard bounce",
+    "soft": "soft bounce",
+    "complaint": "complaint",
+    "auto-reply": "auto-reply (ignored)",
+    "delivered": "delivery notice (ignored)",
+}
 
 
 @cli.command()
-@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path),
-              help="A Maildir that receives the bounce address's mail.")
-@click.option("--mbox", type=click.Path(dir_okay=False, path_type=Path),
-              help="An mbox file that receives the bounce address's mail.")
-@click.option("--imap", is_flag=True,
-              help="The IMAP folder of DIGEST_IMAP_HOST, _USERNAME, _PASSWORD, _FOLDER (TLS).")
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A Maildir that receives the bounce address's mail.",
+)
+@click.option(
+    "--mbox",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An mbox file that receives the bounce address's mail.",
+)
+@click.option(
+    "--imap", is_flag=True, help="The IMAP folder of DIGEST_IMAP_HOST, _USERNAME, _PASSWORD, _FOLDER (TLS)."
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
-@click.option("--threshold", type=click.FloatRange(min=0.5), default=None,
-              help="Soft-bounce score that marks a subscriber bounced (default: "
-                   "bounce_threshold in digest.toml, else 3).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    help="Soft-bounce score that marks a subscriber bounced (default: "
+    "bounce_threshold in digest.toml, else 3).",
+)
 @click.pass_obj
-def bounces(state: State, maildir: Path | None, mbox: Path | None, imap: bool, dry_run: bool,
-            threshold: float | None) -> None:
+def bounces(
+    state: State, maildir: Path | None, mbox: Path | None, imap: bool, dry_run: bool, threshold: float | None
+) -> None:
     """Read bounces and complaints from a mailbox and stop mailing those who never get the issue.
 
     Hard bounces (5.x.x) and complaints (ARF) mark the subscriber bounced or
@@ -55,12 +72,20 @@ def bounces(state: State, maildir: Path | None, mbox: Path | None, imap: bool, d
     try:
         identity = project_identity(project, conn)
         if identity.resolve is None or not project.newsletter.bounce_address:
-            click.echo("Warning: no bounce_address in digest.toml (or no DIGEST_SECRET): only "
-                       "reports that carry this newsletter's List-Id are recognised", err=True)
+            click.echo(
+                "Warning: no bounce_address in digest.toml (or no DIGEST_SECRET): only "
+                "reports that carry this newsletter's List-Id are recognised",
+                err=True,
+            )
         box = open_mailbox(maildir=maildir, mbox=mbox, imap=settings, readonly=dry_run)
-        report = process_mailbox(conn, box, identity, dry_run=dry_run,
-                                 threshold=threshold or project.newsletter.bounce_threshold,
-                                 progress=lambda o: _show(o, dry_run))
+        report = process_mailbox(
+            conn,
+            box,
+            identity,
+            dry_run=dry_run,
+            threshold=threshold or project.newsletter.bounce_threshold,
+            progress=lambda o: _show(o, dry_run),
+        )
     finally:
         conn.close()
     _summary(report)
@@ -77,8 +102,11 @@ def _show(outcome, dry_run: bool) -> None:
         return
     for e in v.events:
         detail = " ".join(x for x in (e.status, e.diagnostic) if x)
-        click.echo(f"{outcome.ref}: {_LABELS.get(e.kind, e.kind)} {e.email}"
-                   + (f" ({e.issue})" if e.issue else "") + (f": {detail}" if detail else ""))
+        click.echo(
+            f"{outcome.ref}: {_LABELS.get(e.kind, e.kind)} {e.email}"
+            + (f" ({e.issue})" if e.issue else "")
+            + (f": {detail}" if detail else "")
+        )
     if outcome.duplicate:
         click.echo("  already recorded by an earlier run")
     verb = "would mark" if dry_run else "marked"
@@ -89,19 +117,33 @@ def _show(outcome, dry_run: bool) -> None:
 
 
 def _summary(report) -> None:
-    counts = [(report.count(k), label) for k, label in (
-        ("hard", "hard"), ("soft", "soft"), ("complaint", "complaint(s)"),
-        ("auto-reply", "auto-reply(ies)"), ("delivered", "delivery notice(s)"),
-        ("not-ours", "not ours"), ("unknown", "unrecognised"), ("malformed", "malformed"))]
+    counts = [
+        (report.count(k), label)
+        for k, label in (
+            ("hard", "hard"),
+            ("soft", "soft"),
+            ("complaint", "complaint(s)"),
+            ("auto-reply", "auto-reply(ies)"),
+            ("delivered", "delivery notice(s)"),
+            ("not-ours", "not ours"),
+            ("unknown", "unrecognised"),
+            ("malformed", "malformed"),
+        )
+    ]
     changed = [c for o in report.outcomes for c in o.changes]
     marked = {s: sum(1 for c in changed if c.status == s) for s in ("bounced", "complained")}
-    click.echo(f"{report.source}: {len(report.outcomes)} message(s): "
-               + ", ".join(f"{n} {label}" for n, label in counts if n) if report.outcomes
-               else f"{report.source}: no messages")
+    click.echo(
+        f"{report.source}: {len(report.outcomes)} message(s): "
+        + ", ".join(f"{n} {label}" for n, label in counts if n)
+        if report.outcomes
+        else f"{report.source}: no messages"
+    )
     verb = "would mark" if report.dry_run else "marked"
     if any(marked.values()):
-        click.echo(f"{verb} {marked['bounced']} bounced, {marked['complained']} complained"
-                   + (" (dry run: nothing changed)" if report.dry_run else ""))
+        click.echo(
+            f"{verb} {marked['bounced']} bounced, {marked['complained']} complained"
+            + (" (dry run: nothing changed)" if report.dry_run else "")
+        )
     elif report.dry_run:
         click.echo("dry run: nothing changed")
 
@@ -132,14 +174,20 @@ def reactivate(state: State, addresses: tuple[str, ...]) -> None:
         refused = []
         for a, s in known.items():  # report every problem, in the order given
             if s is None:
-                refused.append(DigestError(f"{a} is not in the subscriber store",
-                                           hint="add a new reader with 'digest subscribers add "
-                                                "ADDRESS'"))
+                refused.append(
+                    DigestError(
+                        f"{a} is not in the subscriber store",
+                        hint="add a new reader with 'digest subscribers add ADDRESS'",
+                    )
+                )
             elif s.status in ("unsubscribed", "unconfirmed"):
-                refused.append(DigestError(
-                    f"{a} is {s.status}, not bounced or complained",
-                    hint="reactivate only undoes a bounce or a complaint; a reader who "
-                         "unsubscribed subscribes again themselves"))
+                refused.append(
+                    DigestError(
+                        f"{a} is {s.status}, not bounced or complained",
+                        hint="reactivate only undoes a bounce or a complaint; a reader who "
+                        "unsubscribed subscribes again themselves",
+                    )
+                )
         raise_all(refused)
         for address in checked:
             was = known[address].status
@@ -149,8 +197,7 @@ def reactivate(state: State, addresses: tuple[str, ...]) -> None:
             reset_score(conn, address, "digest subscribers reactivate")
             conn.execute("COMMIT")
             if changed:
-                click.echo(f"reactivated {address} (was {was}" + (f": {reason}" if reason else "")
-                           + ")")
+                click.echo(f"reactivated {address} (was {was}" + (f": {reason}" if reason else "") + ")")
             else:
                 click.echo(f"{address} is already active")
     finally:

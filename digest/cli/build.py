@@ -43,8 +43,9 @@ def export(state: State, issue: str, fmt: str, out: str | None) -> None:
     formats = FORMATS if fmt == "all" else (fmt,)
     if out == "-":
         if len(formats) != 1:
-            raise DigestError("--out - writes one format to standard output",
-                              hint="add --format html, text or eml")
+            raise DigestError(
+                "--out - writes one format to standard output", hint="add --format html, text or eml"
+            )
         built = build_issue(project, issue)
         warn_all(built.issue.warnings)
         sys.stdout.buffer.write(built.output(formats[0]))
@@ -59,10 +60,18 @@ def export(state: State, issue: str, fmt: str, out: str | None) -> None:
 
 @cli.command()
 @click.argument("issue")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback unless you say otherwise).")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Port (default: 8000 or the next free one; 0: any free port).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (loopback unless you say otherwise).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default: 8000 or the next free one; 0: any free port).",
+)
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
 @click.pass_obj
 def preview(state: State, issue: str, host: str, port: int | None, no_open: bool) -> None:
@@ -90,8 +99,9 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
     server, shutdown = start_preview(project.root, issue, host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
     if not is_loopback(host):
-        click.echo(f"Warning: listening on {host}: anyone who can reach this machine can "
-                   "read the preview", err=True)
+        click.echo(
+            f"Warning: listening on {host}: anyone who can reach this machine can read the preview", err=True
+        )
     snap = server.builder.snapshot
     if snap.errors:
         for e in snap.errors:
@@ -132,10 +142,17 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
 
     report = check_issue(state.project(), issue)
     if as_json:
-        click.echo(json.dumps({
-            "findings": [f.as_dict() for f in report.findings],
-            "errors": report.errors, "warnings": report.warnings,
-        }, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "findings": [f.as_dict() for f in report.findings],
+                    "errors": report.errors,
+                    "warnings": report.warnings,
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
         for finding in report.findings:
             click.echo(finding.format())

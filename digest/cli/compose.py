@@ -58,8 +58,17 @@ def new(state: State, slug: str | None, title: str | None, date) -> None:
 @click.option("--position", type=click.IntRange(min=1), help="Place in the order (1 = first).")
 @click.option("--after", metavar="STORY", help="Place after this story (its slug).")
 @click.pass_obj
-def add(state: State, issue: str, file: str | None, title: str, source: str | None,
-        url: str | None, dateline: str | None, position: int | None, after: str | None) -> None:
+def add(
+    state: State,
+    issue: str,
+    file: str | None,
+    title: str,
+    source: str | None,
+    url: str | None,
+    dateline: str | None,
+    position: int | None,
+    after: str | None,
+) -> None:
     """Add a story to ISSUE; the body comes from FILE, standard input (-) or $EDITOR.
 
     \b
@@ -72,8 +81,17 @@ def add(state: State, issue: str, file: str | None, title: str, source: str | No
     if position is not None and after is not None:
         raise DigestError("--position and --after exclude each other", hint="give one of them")
     body = _read_body(file)
-    path = add_story(state.project(), issue, title, body, position=position, after=after,
-                     source=source, url=url, dateline=dateline)
+    path = add_story(
+        state.project(),
+        issue,
+        title,
+        body,
+        position=position,
+        after=after,
+        source=source,
+        url=url,
+        dateline=dateline,
+    )
     click.echo(f"created {_shown(path)}")
 
 
@@ -129,8 +147,10 @@ def import_(state: State, issue: str, file: str) -> None:
     for path in paths:
         click.echo(f"created {_shown(path)}")
     warn_all(notes)
-    click.echo(f"imported {len(paths)} stor{'y' if len(paths) == 1 else 'ies'}"
-               + (f"; {len(notes)} note(s) above" if notes else ""))
+    click.echo(
+        f"imported {len(paths)} stor{'y' if len(paths) == 1 else 'ies'}"
+        + (f"; {len(notes)} note(s) above" if notes else "")
+    )
 
 
 @cli.command("ls")
@@ -149,16 +169,20 @@ def ls(state: State, issue: str, as_json: bool) -> None:
     from ..issue import load_issue
 
     loaded = load_issue(state.project(), issue)
-    rows = [{"position": n, "slug": s.slug, "title": s.title, "source": s.source,
-             "words": s.words} for n, s in enumerate(loaded.stories, 1)]
+    rows = [
+        {"position": n, "slug": s.slug, "title": s.title, "source": s.source, "words": s.words}
+        for n, s in enumerate(loaded.stories, 1)
+    ]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     warn_all(loaded.warnings)
     width = max(len(r["slug"]) for r in rows)
     for r in rows:
-        click.echo(f"{r['position']:>3}  {r['slug']:<{width}}  {r['words']:>5}w  "
-                   f"{r['source'] or '-':<10}  {r['title']}")
+        click.echo(
+            f"{r['position']:>3}  {r['slug']:<{width}}  {r['words']:>5}w  "
+            f"{r['source'] or '-':<10}  {r['title']}"
+        )
 
 
 @cli.command()
@@ -168,8 +192,9 @@ def ls(state: State, issue: str, as_json: bool) -> None:
 @click.option("--before", metavar="STORY", help="Put it before this story.")
 @click.option("--after", metavar="STORY", help="Put it after this story.")
 @click.pass_obj
-def move(state: State, issue: str, story: str, position: int | None, before: str | None,
-         after: str | None) -> None:
+def move(
+    state: State, issue: str, story: str, position: int | None, before: str | None, after: str | None
+) -> None:
     """Move STORY to POSITION (1 = first), or before/after another story.
 
     \b
@@ -180,10 +205,10 @@ def move(state: State, issue: str, story: str, position: int | None, before: str
     from ..compose import move_story
 
     if sum(x is not None for x in (position, before, after)) != 1:
-        raise DigestError("say where: a POSITION, --before STORY or --after STORY",
-                          hint="give exactly one of them")
-    order = move_story(state.project(), issue, story, position=position, before=before,
-                       after=after)
+        raise DigestError(
+            "say where: a POSITION, --before STORY or --after STORY", hint="give exactly one of them"
+        )
+    order = move_story(state.project(), issue, story, position=position, before=before, after=after)
     click.echo(f"moved {story} to position {order.index(story) + 1} of {len(order)}")
 
 

@@ -11,16 +11,28 @@ from . import State, _shown, cli, warn_all
 
 @cli.command()
 @click.argument("issues", nargs=-1)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder to write the site into (default: site/ in the project).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write the site into (default: site/ in the project).",
+)
 @click.option("--serve", is_flag=True, help="Then serve the site at base_url's path until Ctrl-C.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="With --serve: address to listen on (loopback unless you say otherwise).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-              help="With --serve: port (0: any free port).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --serve: address to listen on (loopback unless you say otherwise).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="With --serve: port (0: any free port).",
+)
 @click.pass_obj
-def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool, host: str,
-            port: int) -> None:
+def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool, host: str, port: int) -> None:
     """Write the web archive: a page per published issue, index, sources, feeds, sitemap.
 
     An issue is published once its send has started, or when named here (and
@@ -44,12 +56,17 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
         click.echo(f"wrote {_shown(result.out / rel)}")
     for rel in result.changes.removed:
         click.echo(f"removed {_shown(result.out / rel)}")
-    click.echo(f"{len(result.issues)} issue{'s' if len(result.issues) != 1 else ''} published in "
-               f"{_shown(result.out)}: {len(result.changes.written)} written, "
-               f"{len(result.changes.removed)} removed, {result.changes.unchanged} unchanged")
+    click.echo(
+        f"{len(result.issues)} issue{'s' if len(result.issues) != 1 else ''} published in "
+        f"{_shown(result.out)}: {len(result.changes.written)} written, "
+        f"{len(result.changes.removed)} removed, {result.changes.unchanged} unchanged"
+    )
     if not result.issues:
-        click.echo("No issue is published yet: an issue is published once its send has started, "
-                   "or name it: digest publish ISSUE", err=True)
+        click.echo(
+            "No issue is published yet: an issue is published once its send has started, "
+            "or name it: digest publish ISSUE",
+            err=True,
+        )
     if not serve:
         return
     import signal
@@ -62,13 +79,18 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
 
     previous = signal.signal(signal.SIGTERM, stop_on_term)
     if not is_loopback(host):
-        click.echo(f"Warning: listening on {host}: anyone who can reach this machine can read "
-                   "the site", err=True)
+        click.echo(
+            f"Warning: listening on {host}: anyone who can reach this machine can read the site", err=True
+        )
     base_path = urlsplit(project.newsletter.base_url or "/").path
     try:
-        serve_site(result.out, base_path, host, port,
-                   lambda url: click.echo(f"Serving {_shown(result.out)} at {url} (Ctrl-C to stop)",
-                                          err=False))
+        serve_site(
+            result.out,
+            base_path,
+            host,
+            port,
+            lambda url: click.echo(f"Serving {_shown(result.out)} at {url} (Ctrl-C to stop)", err=False),
+        )
     except KeyboardInterrupt:
         click.echo("\nStopped.")
     finally:

@@ -19,9 +19,11 @@ def _store(state: State):
     try:
         return db.connect(project.state_dir / db.DB_NAME)
     except Exception as e:  # sqlite3.Error, OSError
-        raise DigestError(f"cannot open the project's database: {e}",
-                          path=project.state_dir / db.DB_NAME,
-                          hint="check the project's .digest/ folder is writable") from e
+        raise DigestError(
+            f"cannot open the project's database: {e}",
+            path=project.state_dir / db.DB_NAME,
+            hint="check the project's .digest/ folder is writable",
+        ) from e
 
 
 def _iso(seconds: float) -> str:
@@ -43,8 +45,11 @@ def subscribers() -> None:
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--skip-invalid", is_flag=True,
-              help="Import the valid rows and report the bad ones (default: import nothing).")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Import the valid rows and report the bad ones (default: import nothing).",
+)
 @click.pass_obj
 def import_(state: State, file: Path, skip_invalid: bool) -> None:
     """Add every row of a CSV list (an 'email' column, the rest merge fields) as active.
@@ -60,21 +65,31 @@ def import_(state: State, file: Path, skip_invalid: bool) -> None:
 
     conn = _store(state)
     result = store.import_csv(conn, file, skip_invalid=skip_invalid)
-    problems = [ContentError(p.message, path=file, line=p.line,
-                             hint="fix the row, or pass --skip-invalid to import the others")
-                for p in result.problems]
+    problems = [
+        ContentError(
+            p.message, path=file, line=p.line, hint="fix the row, or pass --skip-invalid to import the others"
+        )
+        for p in result.problems
+    ]
     if problems and not skip_invalid:
         raise problems[0] if len(problems) == 1 else DigestErrors(problems)
     for p in result.problems:
         click.echo(f"Warning: {_shown(file)}:{p.line}: {p.message} (skipped)", err=True)
-    click.echo(f"{result.added} added, {result.updated} updated, {result.suppressed} not added "
-               f"(unsubscribed, bounced, complained or erased), {len(result.problems)} invalid")
+    click.echo(
+        f"{result.added} added, {result.updated} updated, {result.suppressed} not added "
+        f"(unsubscribed, bounced, complained or erased), {len(result.problems)} invalid"
+    )
 
 
 @subscribers.command()
 @click.argument("address")
-@click.option("--field", "fields", metavar="KEY=VALUE", multiple=True,
-              help="A merge field (repeatable), e.g. --field name='Anna Schmidt'.")
+@click.option(
+    "--field",
+    "fields",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="A merge field (repeatable), e.g. --field name='Anna Schmidt'.",
+)
 @click.pass_obj
 def add(state: State, address: str, fields: tuple[str, ...]) -> None:
     """Add ADDRESS as an active subscriber (never re-activates one who unsubscribed).
@@ -90,17 +105,25 @@ def add(state: State, address: str, fields: tuple[str, ...]) -> None:
     for item in fields:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or key.strip().lower() == "email":
-            raise DigestError(f"--field {item!r} is not KEY=VALUE",
-                              hint="write it as --field name='Anna Schmidt' (not 'email')")
+            raise DigestError(
+                f"--field {item!r} is not KEY=VALUE",
+                hint="write it as --field name='Anna Schmidt' (not 'email')",
+            )
         values[key.strip().lower()] = value
     (checked,) = check_addresses([address], "address")
     outcome = store.add(_store(state), checked, values, "active", "cli: subscribers add")
     if outcome == "suppressed":
-        raise DigestError(f"{checked} unsubscribed (or was erased, bounced or complained)",
-                          hint="they can subscribe again through the subscribe page, which "
-                               "asks them to confirm")
-    click.echo({"added": f"added {checked}", "updated": f"{checked} is known; fields updated",
-                "known": f"{checked} is already in the store"}[outcome])
+        raise DigestError(
+            f"{checked} unsubscribed (or was erased, bounced or complained)",
+            hint="they can subscribe again through the subscribe page, which asks them to confirm",
+        )
+    click.echo(
+        {
+            "added": f"added {checked}",
+            "updated": f"{checked} is known; fields updated",
+            "known": f"{checked} is already in the store",
+        }[outcome]
+    )
 
 
 @subscribers.command()
@@ -120,8 +143,7 @@ def rm(state: State, addresses: tuple[str, ...]) -> None:
     conn = _store(state)
     for address in addresses:
         found = store.erase(conn, address, "cli: subscribers rm")
-        click.echo(f"erased {address}" if found else f"{address} was not in the store; "
-                   "suppressed anyway")
+        click.echo(f"erased {address}" if found else f"{address} was not in the store; suppressed anyway")
 
 
 @subscribers.command("ls")
@@ -146,11 +168,23 @@ def ls_(state: State, status: str | None, as_json: bool) -> None:
     if as_json:
         click.echo("[", nl=False)
         for i, s in enumerate(rows):
-            click.echo(("," if i else "") + "\n  " + json.dumps(
-                {"email": s.email, "status": s.status, "fields": dict(s.fields),
-                 "source": s.source, "created": _iso(s.created_at),
-                 "updated": _iso(s.updated_at), "reason": last_reason(conn, s.email, s.status)},
-                ensure_ascii=False), nl=False)
+            click.echo(
+                ("," if i else "")
+                + "\n  "
+                + json.dumps(
+                    {
+                        "email": s.email,
+                        "status": s.status,
+                        "fields": dict(s.fields),
+                        "source": s.source,
+                        "created": _iso(s.created_at),
+                        "updated": _iso(s.updated_at),
+                        "reason": last_reason(conn, s.email, s.status),
+                    },
+                    ensure_ascii=False,
+                ),
+                nl=False,
+            )
         click.echo("\n]")
         return
     for s in rows:
@@ -207,8 +241,16 @@ def export(state: State, file: str) -> None:
     writer = csv.writer(out)
     writer.writerow(columns)
     for s in store.subscribers(conn):
-        writer.writerow([s.email, s.status, _iso(s.created_at), _iso(s.updated_at), s.source,
-                         *(s.fields.get(n, "") for n in names)])
+        writer.writerow(
+            [
+                s.email,
+                s.status,
+                _iso(s.created_at),
+                _iso(s.updated_at),
+                s.source,
+                *(s.fields.get(n, "") for n in names),
+            ]
+        )
     if file == "-":
         click.echo(out.getvalue(), nl=False)
     else:
@@ -217,22 +259,48 @@ def export(state: State, file: str) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback unless told otherwise).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="Port to listen on (0: any free port).")
-@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Requests handled at once.")
-@click.option("--proxies", type=click.IntRange(0, 5), default=0, show_default=True,
-              help="Reverse proxies in front to trust for X-Forwarded-For/-Proto/-Host.")
-@click.option("--confirm-days", type=click.IntRange(1, 90), default=7, show_default=True,
-              help="Days a confirmation link stays valid.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (loopback unless told otherwise).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 64), default=8, show_default=True, help="Requests handled at once."
+)
+@click.option(
+    "--proxies",
+    type=click.IntRange(0, 5),
+    default=0,
+    show_default=True,
+    help="Reverse proxies in front to trust for X-Forwarded-For/-Proto/-Host.",
+)
+@click.option(
+    "--confirm-days",
+    type=click.IntRange(1, 90),
+    default=7,
+    show_default=True,
+    help="Days a confirmation link stays valid.",
+)
 @click.pass_obj
-@click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The published archive to serve under base_url's path "
-                   "(default: the project's site/ folder, if there is one).")
-def serve(state: State, host: str, port: int, threads: int, proxies: int,
-          confirm_days: int, site_dir: Path | None) -> None:
+@click.option(
+    "--site",
+    "site_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The published archive to serve under base_url's path "
+    "(default: the project's site/ folder, if there is one).",
+)
+def serve(
+    state: State, host: str, port: int, threads: int, proxies: int, confirm_days: int, site_dir: Path | None
+) -> None:
     """Serve the readers' pages: unsubscribe (with RFC 8058 one-click), subscribe, confirm.
 
     Runs on waitress; put a TLS reverse proxy in front (see the README).
@@ -252,26 +320,43 @@ def serve(state: State, host: str, port: int, threads: int, proxies: int,
     if site_dir is None and (project.root / "site").is_dir():
         site_dir = project.root / "site"
     elif site_dir is not None and not site_dir.is_dir():
-        raise DigestError(f"no published site in {site_dir}", path=site_dir,
-                          hint="run 'digest publish' first, or leave out --site")
-    app = create_app(project, options=Options(confirm_days=confirm_days, static_dir=site_dir),
-                     proxies=proxies)
+        raise DigestError(
+            f"no published site in {site_dir}",
+            path=site_dir,
+            hint="run 'digest publish' first, or leave out --site",
+        )
+    app = create_app(project, options=Options(confirm_days=confirm_days, static_dir=site_dir), proxies=proxies)
     try:
-        server = waitress.create_server(app, host=host, port=port, threads=threads,
-                                        max_request_body_size=4 * MAX_BODY, ident="digest",
-                                        clear_untrusted_proxy_headers=proxies == 0)
+        server = waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=4 * MAX_BODY,
+            ident="digest",
+            clear_untrusted_proxy_headers=proxies == 0,
+        )
     except OSError as e:
-        raise DigestError(f"cannot listen on {host}:{port}: {e.strerror or e}",
-                          hint="choose another --port (0 takes any free one)") from e
+        raise DigestError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}",
+            hint="choose another --port (0 takes any free one)",
+        ) from e
     if not project.settings().smtp_host:
-        report(DigestError("no SMTP server is configured: subscribe requests cannot be confirmed",
-                           hint="set DIGEST_SMTP_HOST (and the other DIGEST_SMTP_* settings)"),
-               "Warning")
+        report(
+            DigestError(
+                "no SMTP server is configured: subscribe requests cannot be confirmed",
+                hint="set DIGEST_SMTP_HOST (and the other DIGEST_SMTP_* settings)",
+            ),
+            "Warning",
+        )
     if not is_loopback(host):
         report(DigestError(f"listening on {host}: reachable from other machines"), "Warning")
-    click.echo(f"Serving the readers' pages of {project.newsletter.name}"
-               + (f" and the archive in {_shown(site_dir)}" if site_dir else "") + " on "
-               f"http://{host}:{server.effective_port}/ (Ctrl-C stops)")
+    click.echo(
+        f"Serving the readers' pages of {project.newsletter.name}"
+        + (f" and the archive in {_shown(site_dir)}" if site_dir else "")
+        + " on "
+        f"http://{host}:{server.effective_port}/ (Ctrl-C stops)"
+    )
     import sys
 
     sys.stdout.flush()

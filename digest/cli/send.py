@@ -17,42 +17,107 @@ EXIT_RERUN = 4  # the send finished, but some messages are deferred or uncertain
 
 @cli.command()
 @click.argument("issue")
-@click.option("--list", "list_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="A one-off list: a CSV file with an 'email' column (other columns are merge "
-                   "fields). Default: the active subscribers of the store.")
-@click.option("--to", "to", metavar="ADDRESS",
-              help="Send one message to this address instead (a Mailman or Google Groups list).")
-@click.option("--test", "tests", metavar="ADDRESS", multiple=True,
-              help="Send a '[TEST]' copy to ADDRESS (repeatable), outside the journal.")
+@click.option(
+    "--list",
+    "list_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A one-off list: a CSV file with an 'email' column (other columns are merge "
+    "fields). Default: the active subscribers of the store.",
+)
+@click.option(
+    "--to",
+    "to",
+    metavar="ADDRESS",
+    help="Send one message to this address instead (a Mailman or Google Groups list).",
+)
+@click.option(
+    "--test",
+    "tests",
+    metavar="ADDRESS",
+    multiple=True,
+    help="Send a '[TEST]' copy to ADDRESS (repeatable), outside the journal.",
+)
 @click.option("--dry-run", is_flag=True, help="Do everything but connect.")
-@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path),
-              help="Write each message as an .eml file into this folder instead of sending.")
-@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="SMTP connections in parallel.")
-@click.option("--rate", type=click.FloatRange(min=0.01), default=None,
-              help="At most this many messages per second, all connections together.")
-@click.option("--per-connection", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Reconnect after this many messages on one connection.")
-@click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
-              help="Retries of a temporary failure (4xx, lost connection) before deferring.")
-@click.option("--retry-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Seconds before the first retry; doubled for each next one.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
-              help="Seconds to wait for each SMTP reply but the last  [default: 300, RFC 5321]")
-@click.option("--data-timeout", type=click.FloatRange(min=0.1), default=None,
-              help="Seconds to wait for the reply to a message's final '.'  [default: 600]")
-@click.option("--resend-uncertain", is_flag=True,
-              help="Send again to those whose message was in flight when a send was cut off.")
-@click.option("--retry-failed", is_flag=True,
-              help="Send again to those who failed for good earlier (once the cause is fixed).")
+@click.option(
+    "--outbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each message as an .eml file into this folder instead of sending.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="SMTP connections in parallel."
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="At most this many messages per second, all connections together.",
+)
+@click.option(
+    "--per-connection",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Reconnect after this many messages on one connection.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=3,
+    show_default=True,
+    help="Retries of a temporary failure (4xx, lost connection) before deferring.",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds before the first retry; doubled for each next one.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds to wait for each SMTP reply but the last  [default: 300, RFC 5321]",
+)
+@click.option(
+    "--data-timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds to wait for the reply to a message's final '.'  [default: 600]",
+)
+@click.option(
+    "--resend-uncertain",
+    is_flag=True,
+    help="Send again to those whose message was in flight when a send was cut off.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Send again to those who failed for good earlier (once the cause is fixed).",
+)
 @click.option("--force", is_flag=True, help="Send even though the issue changed after the send began.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
-def send(state: State, issue: str, list_path: Path | None, to: str | None, tests: tuple[str, ...],
-         dry_run: bool, outbox: Path | None, workers: int, rate: float | None,
-         per_connection: int, retries: int, retry_delay: float, timeout: float | None,
-         data_timeout: float | None, resend_uncertain: bool, retry_failed: bool, force: bool,
-         yes: bool) -> None:
+def send(
+    state: State,
+    issue: str,
+    list_path: Path | None,
+    to: str | None,
+    tests: tuple[str, ...],
+    dry_run: bool,
+    outbox: Path | None,
+    workers: int,
+    rate: float | None,
+    per_connection: int,
+    retries: int,
+    retry_delay: float,
+    timeout: float | None,
+    data_timeout: float | None,
+    resend_uncertain: bool,
+    retry_failed: bool,
+    force: bool,
+    yes: bool,
+) -> None:
     """Send ISSUE to a mailing list, one personalised message per subscriber.
 
     SMTP settings come from .env or the environment (DIGEST_SMTP_HOST, ...).
@@ -76,45 +141,74 @@ def send(state: State, issue: str, list_path: Path | None, to: str | None, tests
     project = state.project()
     if tests:
         if list_path is not None or to is not None:
-            raise DigestError("--test sends only test copies; it cannot go with --list or --to",
-                              hint="send the test copies first, then the list without --test")
-        for address, reply in zip(tests, send_tests(project, issue, list(tests), outbox,
-                                                    dry_run), strict=True):
+            raise DigestError(
+                "--test sends only test copies; it cannot go with --list or --to",
+                hint="send the test copies first, then the list without --test",
+            )
+        for address, reply in zip(tests, send_tests(project, issue, list(tests), outbox, dry_run), strict=True):
             click.echo(f"test copy to {address}: {reply}")
         return
     if list_path is not None and to is not None:
         raise DigestError("--list and --to exclude each other", hint="give one of them")
-    options = Options(workers=workers, rate=rate, retries=retries, backoff=retry_delay,
-                      resend_uncertain=resend_uncertain, retry_failed=retry_failed)
-    plan = plan_send(project, issue, list_path=list_path, to=to, outbox=outbox, dry_run=dry_run,
-                     force=force, options=options, per_connection=per_connection,
-                     timeouts=Timeouts.scaled(timeout, data_timeout))
+    options = Options(
+        workers=workers,
+        rate=rate,
+        retries=retries,
+        backoff=retry_delay,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+    )
+    plan = plan_send(
+        project,
+        issue,
+        list_path=list_path,
+        to=to,
+        outbox=outbox,
+        dry_run=dry_run,
+        force=force,
+        options=options,
+        per_connection=per_connection,
+        timeouts=Timeouts.scaled(timeout, data_timeout),
+    )
     for row in plan.invalid:
         click.echo(f"Warning: {list_path}:{row.line}: {row.message} (skipped)", err=True)
     for line, first in plan.duplicates:
-        click.echo(f"Warning: {list_path}:{line}: the address of line {first} again (skipped)",
-                   err=True)
+        click.echo(f"Warning: {list_path}:{line}: the address of line {first} again (skipped)", err=True)
     click.echo(f"From:       {plan.sender}")
     click.echo(f"Subject:    {plan.subject}")
     click.echo(f"Server:     {plan.server}")
-    click.echo(f"Recipients: {plan.to_send} to send"
-               + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
+    click.echo(
+        f"Recipients: {plan.to_send} to send"
+        + (f", {plan.already_sent} already sent" if plan.already_sent else "")
+    )
     skipped = len(plan.invalid) + plan.suppressed + len(plan.duplicates)
     if skipped:
-        click.echo(f"Skipped:    {skipped} ({len(plan.invalid)} invalid, {plan.suppressed} "
-                   f"unsubscribed, {len(plan.duplicates)} duplicate)")
+        click.echo(
+            f"Skipped:    {skipped} ({len(plan.invalid)} invalid, {plan.suppressed} "
+            f"unsubscribed, {len(plan.duplicates)} duplicate)"
+        )
     if plan.failed_before:
         if retry_failed:
             more = plan.failed_before - len(plan.retrying)
-            click.echo(f"Retrying:   {plan.failed_before} that failed before: "
-                       + ", ".join(plan.retrying) + (f" and {more} more" if more > 0 else ""))
+            click.echo(
+                f"Retrying:   {plan.failed_before} that failed before: "
+                + ", ".join(plan.retrying)
+                + (f" and {more} more" if more > 0 else "")
+            )
         else:
-            click.echo(f"Failed:     {plan.failed_before} failed before; not sent again "
-                       "without --retry-failed (see 'digest status')")
+            click.echo(
+                f"Failed:     {plan.failed_before} failed before; not sent again "
+                "without --retry-failed (see 'digest status')"
+            )
     if plan.uncertain:
-        click.echo(f"Uncertain:  {plan.uncertain} were in flight when an earlier send stopped; "
-                   + ("sending again" if resend_uncertain else "not sent again without "
-                      "--resend-uncertain (see 'digest status')"))
+        click.echo(
+            f"Uncertain:  {plan.uncertain} were in flight when an earlier send stopped; "
+            + (
+                "sending again"
+                if resend_uncertain
+                else "not sent again without --resend-uncertain (see 'digest status')"
+            )
+        )
     if plan.to_send == 0:
         click.echo("Nothing to send.")
         if plan.uncertain:
@@ -123,8 +217,7 @@ def send(state: State, issue: str, list_path: Path | None, to: str | None, tests
     real = not dry_run and outbox is None
     if real and not yes:
         if not sys.stdin.isatty():
-            raise DigestError("a real send needs confirmation", hint="pass --yes to send "
-                              "without a terminal")
+            raise DigestError("a real send needs confirmation", hint="pass --yes to send without a terminal")
         if not click.confirm(f"Send to {plan.to_send} recipients?"):
             click.echo("Not sent; nothing was recorded.")
             sys.exit(1)
@@ -139,9 +232,11 @@ def send(state: State, issue: str, list_path: Path | None, to: str | None, tests
     except KeyboardInterrupt:
         show(None)
         counts = plan.counts()
-        click.echo(f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} "
-                   f"failed, {counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
-                   f"{counts.get('sending', 0)} uncertain; run the same command to resume.")
+        click.echo(
+            f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} "
+            f"failed, {counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
+            f"{counts.get('sending', 0)} uncertain; run the same command to resume."
+        )
         sys.exit(130)
     except SendError as e:
         show(None)
@@ -151,25 +246,31 @@ def send(state: State, issue: str, list_path: Path | None, to: str | None, tests
 
         report(e)
         counts = plan.counts()
-        click.echo(f"Stopped: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
-                   f"{counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
-                   f"{counts.get('sending', 0)} uncertain; fix the cause and run the same "
-                   "command to resume.")
+        click.echo(
+            f"Stopped: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
+            f"{counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
+            f"{counts.get('sending', 0)} uncertain; fix the cause and run the same "
+            "command to resume."
+        )
         sys.exit(EXIT_STOPPED)
     show(None)
     verb = "prepared" if dry_run else ("written" if outbox else "sent")
-    click.echo(f"{stats.sent} {verb}, {stats.failed} failed, {stats.deferred} deferred"
-               + (f", {stats.uncertain} uncertain" if stats.uncertain else "")
-               + (f", {stats.suppressed} unsubscribed meanwhile" if stats.suppressed else "")
-               + (f" ({stats.rate:.0f}/s)" if stats.sent and not dry_run else ""))
+    click.echo(
+        f"{stats.sent} {verb}, {stats.failed} failed, {stats.deferred} deferred"
+        + (f", {stats.uncertain} uncertain" if stats.uncertain else "")
+        + (f", {stats.suppressed} unsubscribed meanwhile" if stats.suppressed else "")
+        + (f" ({stats.rate:.0f}/s)" if stats.sent and not dry_run else "")
+    )
     counts = plan.counts() if real else {}
     left = counts.get("deferred", 0) + counts.get("pending", 0)
     uncertain = counts.get("sending", 0)
     if stats.failed or left or uncertain:
         click.echo(f"See 'digest status {issue}' for the server's replies.")
     if left or uncertain:
-        click.echo(f"Left for a rerun: {left} deferred, {uncertain} uncertain (sent again only "
-                   "with --resend-uncertain; they may then get two copies).")
+        click.echo(
+            f"Left for a rerun: {left} deferred, {uncertain} uncertain (sent again only "
+            "with --resend-uncertain; they may then get two copies)."
+        )
         sys.exit(EXIT_RERUN)
 
 
@@ -192,9 +293,12 @@ def _progress_printer(tty: bool):
         remaining = max(stats.total - stats.done, 0)
         width = 30
         filled = int(width * stats.done / stats.total) if stats.total else width
-        click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] sent {stats.sent}  failed "
-                   f"{stats.failed}  remaining {remaining}  {stats.rate:.0f}/s ", nl=False,
-                   err=True)
+        click.echo(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] sent {stats.sent}  failed "
+            f"{stats.failed}  remaining {remaining}  {stats.rate:.0f}/s ",
+            nl=False,
+            err=True,
+        )
 
     return show
 
@@ -223,11 +327,21 @@ def status(state: State, issue: str) -> None:
     for key in keys:
         counts = journal.counts(key)
         bounced = issue_counts(conn, key)  # shown once there are any (digest bounces)
-        click.echo(f"{key}: " + ", ".join(f"{n} {s}" for s, n in (
-            ("sent", counts["sent"]), *((s, n) for s, n in bounced.items() if any(bounced.values())),
-            ("failed", counts["failed"]), ("deferred", counts["deferred"]),
-            ("pending", counts["pending"]), ("uncertain", counts["sending"])))
-            + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else ""))
+        click.echo(
+            f"{key}: "
+            + ", ".join(
+                f"{n} {s}"
+                for s, n in (
+                    ("sent", counts["sent"]),
+                    *((s, n) for s, n in bounced.items() if any(bounced.values())),
+                    ("failed", counts["failed"]),
+                    ("deferred", counts["deferred"]),
+                    ("pending", counts["pending"]),
+                    ("uncertain", counts["sending"]),
+                )
+            )
+            + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else "")
+        )
         labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
         for email, st, reply in journal.problems(key):
             click.echo(f"  {labels[st]:<9} {email}: {reply or 'no reply recorded'}")
@@ -250,5 +364,7 @@ def unsubscribe(state: State, addresses: tuple[str, ...]) -> None:
 
     checked = check_addresses(list(addresses), "address")
     added = open_journal(state.project()).suppress(checked)
-    click.echo(f"unsubscribed {added} address{'es' if added != 1 else ''}"
-               + (f" ({len(checked) - added} already were)" if added < len(checked) else ""))
+    click.echo(
+        f"unsubscribed {added} address{'es' if added != 1 else ''}"
+        + (f" ({len(checked) - added} already were)" if added < len(checked) else "")
+    )

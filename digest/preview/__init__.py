@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Builder", "PreviewServer", "start_preview"]
 
 
-def start_preview(project_dir: Path, ref: str, host: str = "127.0.0.1",
-                  port: int | None = None) -> tuple[PreviewServer, Callable[[], None]]:
+def start_preview(
+    project_dir: Path, ref: str, host: str = "127.0.0.1", port: int | None = None
+) -> tuple[PreviewServer, Callable[[], None]]:
     """Build the issue, bind the server and start watching files.
 
     Returns the server (call ``serve_forever``) and a function that stops it all.
@@ -24,8 +25,7 @@ def start_preview(project_dir: Path, ref: str, host: str = "127.0.0.1",
     builder = Builder(project_dir, ref)
     server = bind(host, port, builder)
     stop = threading.Event()
-    watcher = threading.Thread(target=builder.watch, args=(stop,), name="digest-watch",
-                               daemon=True)
+    watcher = threading.Thread(target=builder.watch, args=(stop,), name="digest-watch", daemon=True)
     watcher.start()
 
     def shutdown() -> None:

@@ -63,8 +63,7 @@ class Builder:
     def wait_for_change(self, version: int, timeout: float) -> Snapshot:
         """Block until a snapshot newer than *version* exists, or *timeout* passes."""
         with self._changed:
-            self._changed.wait_for(
-                lambda: self.closed or self._snapshot.version != version, timeout)
+            self._changed.wait_for(lambda: self.closed or self._snapshot.version != version, timeout)
             return self._snapshot
 
     def close(self) -> None:
@@ -80,8 +79,7 @@ class Builder:
             return False  # editors' swap files, atomic-write temporaries
         if path in (root / CONFIG_NAME, root / ".env"):
             return True
-        return path.is_relative_to(self.issue_dir) or path.is_relative_to(
-            self.project.templates_dir)
+        return path.is_relative_to(self.issue_dir) or path.is_relative_to(self.project.templates_dir)
 
     def watch(self, stop: threading.Event) -> None:
         """Rebuild on every relevant change until *stop* is set (runs in a thread)."""
@@ -90,8 +88,15 @@ class Builder:
         def relevant(_change, path: str) -> bool:
             return self.watches(Path(path))
 
-        for changes in watch(self.project.root, watch_filter=relevant, stop_event=stop,
-                             debounce=150, step=50, rust_timeout=500, yield_on_timeout=False):
+        for changes in watch(
+            self.project.root,
+            watch_filter=relevant,
+            stop_event=stop,
+            debounce=150,
+            step=50,
+            rust_timeout=500,
+            yield_on_timeout=False,
+        ):
             log.info("changed: %s", ", ".join(sorted({Path(p).name for _, p in changes})))
             try:
                 self.rebuild()

@@ -27,14 +27,15 @@ def error_page(errors: tuple[DigestError, ...], base: Path) -> bytes:
     items = []
     for e in errors:
         text = f"Error: {e.format(base)}" + (f"\n  hint: {e.hint}" if e.hint else "")
-        items.append(f"<pre class=\"error\">{escape(text)}</pre>")
+        items.append(f'<pre class="error">{escape(text)}</pre>')
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Build failed</title>"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Build failed</title>'
         "<style>body{font:14px/1.5 system-ui,sans-serif;margin:24px;color:#1d1d1f}"
         "h1{font-size:18px;color:#b00020}pre{white-space:pre-wrap;background:#fff4f4;"
         "border-left:4px solid #b00020;padding:10px 14px}</style></head><body>"
-        "<h1>The issue does not build</h1>" + "".join(items) +
-        "<p>Fix the file and save: the preview comes back by itself.</p></body></html>"
+        "<h1>The issue does not build</h1>"
+        + "".join(items)
+        + "<p>Fix the file and save: the preview comes back by itself.</p></body></html>"
     ).encode("utf-8")
 
 
@@ -78,10 +79,10 @@ class PreviewHandler(BaseHTTPRequestHandler):
             return self._send(body, "text/plain; charset=utf-8", head)
         asset = self._asset(path)
         if asset is None:
-            return self._send(b"Not found\n", "text/plain; charset=utf-8", head,
-                              HTTPStatus.NOT_FOUND)
-        return self._send(asset.read_bytes(), mimetypes.guess_type(asset.name)[0]
-                          or "application/octet-stream", head)
+            return self._send(b"Not found\n", "text/plain; charset=utf-8", head, HTTPStatus.NOT_FOUND)
+        return self._send(
+            asset.read_bytes(), mimetypes.guess_type(asset.name)[0] or "application/octet-stream", head
+        )
 
     def _state(self, snap: Snapshot) -> dict:
         built = snap.built
@@ -109,8 +110,7 @@ class PreviewHandler(BaseHTTPRequestHandler):
             return None
         return candidate if candidate.is_file() else None
 
-    def _send(self, body: bytes, content_type: str, head: bool,
-              status: HTTPStatus = HTTPStatus.OK) -> None:
+    def _send(self, body: bytes, content_type: str, head: bool, status: HTTPStatus = HTTPStatus.OK) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -154,6 +154,8 @@ def bind(host: str, port: int | None, builder: Builder) -> PreviewServer:
         except OSError as e:
             last = e
     if port is not None:
-        raise DigestError(f"cannot listen on {host}:{port}: {last.strerror if last else ''}",
-                          hint="choose another --port, or leave it out to take a free one")
+        raise DigestError(
+            f"cannot listen on {host}:{port}: {last.strerror if last else ''}",
+            hint="choose another --port, or leave it out to take a free one",
+        )
     raise DigestError(f"no free port on {host} from 8000 to 8099", hint="pass --port N")

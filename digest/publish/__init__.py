@@ -45,8 +45,9 @@ class Published:
     warnings: list[DigestError] = field(default_factory=list)
 
 
-def publish_site(project: Project, out: Path | None = None, named: tuple[str, ...] = (),
-                 now: dt.datetime | None = None) -> Published:
+def publish_site(
+    project: Project, out: Path | None = None, named: tuple[str, ...] = (), now: dt.datetime | None = None
+) -> Published:
     """Write the archive of *project* into *out* (default: site/ in the project).
 
     Every problem is reported at once, before anything is written.
@@ -80,8 +81,7 @@ def publish_site(project: Project, out: Path | None = None, named: tuple[str, ..
         description = describe(issue)
         dates = date_issue(issue, content_hash(issue.title, description, content), state, now)
         path = f"{issue.slug}/"
-        entries.append(Entry(issue, path, site.url(path), dates.published, dates.updated,
-                             content, description))
+        entries.append(Entry(issue, path, site.url(path), dates.published, dates.updated, content, description))
         remembered = state.get(issue.slug, {}).get("named", False)
         new_state[issue.slug] = state_entry(dates, remembered or issue.slug in named_slugs)
         for item in copy_images(issue, path):

@@ -27,8 +27,21 @@ SITE_MARK = ".digest-site.json"
 # An issue slug is a single path segment made of characters that need no escaping in a URL.
 SAFE_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
 # Names the site itself uses at its root (and the readers' web app beside it).
-RESERVED = frozenset({"page", "sources", "archive.css", "feed.atom", "feed.json", "sitemap.xml",
-                      "robots.txt", "index.html", "subscribe", "unsubscribe", "confirm"})
+RESERVED = frozenset(
+    {
+        "page",
+        "sources",
+        "archive.css",
+        "feed.atom",
+        "feed.json",
+        "sitemap.xml",
+        "robots.txt",
+        "index.html",
+        "subscribe",
+        "unsubscribe",
+        "confirm",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -63,16 +76,28 @@ def site_of(project: Project) -> Site:
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     line = toml_line(text, "base_url", fallback="[newsletter]")
     if not base:
-        raise ConfigError("publishing needs 'base_url' in [newsletter]", path=path, line=line,
-                          hint='add base_url = "https://example.org" (where the site is served; '
-                               'the emails\' "Read on the web" links point there)')
+        raise ConfigError(
+            "publishing needs 'base_url' in [newsletter]",
+            path=path,
+            line=line,
+            hint='add base_url = "https://example.org" (where the site is served; '
+            'the emails\' "Read on the web" links point there)',
+        )
     parts = urlsplit(str(base).strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"'base_url' is not an absolute http(s) URL: {base!r}", path=path,
-                          line=line, hint='write the scheme and host: base_url = "https://example.org"')
+        raise ConfigError(
+            f"'base_url' is not an absolute http(s) URL: {base!r}",
+            path=path,
+            line=line,
+            hint='write the scheme and host: base_url = "https://example.org"',
+        )
     if parts.query or parts.fragment:
-        raise ConfigError(f"'base_url' has a query or fragment: {base!r}", path=path, line=line,
-                          hint="give the site's address only, such as https://example.org/digest")
+        raise ConfigError(
+            f"'base_url' has a query or fragment: {base!r}",
+            path=path,
+            line=line,
+            hint="give the site's address only, such as https://example.org/digest",
+        )
     return Site(str(base).strip().rstrip("/"))
 
 
@@ -80,25 +105,38 @@ def check_out_dir(project: Project, out: Path) -> Path:
     """Return the resolved output folder, refusing one that would overwrite the project."""
     out = out.resolve()
     root = project.root.resolve()
-    guarded = {"issues/": project.issues_dir, "templates/": project.templates_dir,
-               f"{project.state_dir.name}/": project.state_dir}
+    guarded = {
+        "issues/": project.issues_dir,
+        "templates/": project.templates_dir,
+        f"{project.state_dir.name}/": project.state_dir,
+    }
     for name, folder in guarded.items():
         folder = folder.resolve()
         if out == folder or folder in out.parents:
-            raise ContentError(f"the output folder is inside {name}", path=out,
-                               hint="publish into a folder of its own, such as site/ (the default)")
+            raise ContentError(
+                f"the output folder is inside {name}",
+                path=out,
+                hint="publish into a folder of its own, such as site/ (the default)",
+            )
     if out == root or out in root.parents:
-        raise ContentError("the output folder holds the project", path=out,
-                           hint="publish into a folder of its own, such as site/ (the default)")
+        raise ContentError(
+            "the output folder holds the project",
+            path=out,
+            hint="publish into a folder of its own, such as site/ (the default)",
+        )
     if out.exists() and not out.is_dir():
-        raise ContentError("the output folder is a file", path=out,
-                           hint="choose a folder for the site")
+        raise ContentError("the output folder is a file", path=out, hint="choose a folder for the site")
     # A folder of dot-files only (a fresh git checkout, .nojekyll) counts as empty.
-    if out.is_dir() and not (out / SITE_MARK).is_file() and any(
-            not p.name.startswith(".") for p in out.iterdir()):
-        raise ContentError("the output folder is not empty and was not written by 'digest publish'",
-                           path=out, hint="choose a new or empty folder; digest removes stale "
-                                          "files from its own site folder only")
+    if (
+        out.is_dir()
+        and not (out / SITE_MARK).is_file()
+        and any(not p.name.startswith(".") for p in out.iterdir())
+    ):
+        raise ContentError(
+            "the output folder is not empty and was not written by 'digest publish'",
+            path=out,
+            hint="choose a new or empty folder; digest removes stale files from its own site folder only",
+        )
     return out
 
 
@@ -106,12 +144,17 @@ def check_slug(issue_dir: Path) -> DigestError | None:
     """Return the problem with an issue folder's name as a URL path segment, if any."""
     slug = issue_dir.name
     if not SAFE_SLUG.match(slug):
-        return ContentError(f"the issue name {slug!r} is not safe in a web address", path=issue_dir,
-                            hint="rename the folder with letters, digits, '-', '_', '.' or '~' "
-                                 "only, such as 2022-01-03")
+        return ContentError(
+            f"the issue name {slug!r} is not safe in a web address",
+            path=issue_dir,
+            hint="rename the folder with letters, digits, '-', '_', '.' or '~' only, such as 2022-01-03",
+        )
     if slug.lower() in RESERVED:
-        return ContentError(f"the issue name {slug!r} is reserved by the web archive",
-                            path=issue_dir, hint="rename the folder, such as 2022-01-03")
+        return ContentError(
+            f"the issue name {slug!r} is reserved by the web archive",
+            path=issue_dir,
+            hint="rename the folder, such as 2022-01-03",
+        )
     return None
 
 
@@ -126,8 +169,13 @@ def select_issues(project: Project, named: tuple[str, ...], state: dict) -> tupl
             errors.append(e)
             continue
         if folder.name in folders and folders[folder.name] != folder:
-            errors.append(ContentError(f"two issues are named {folder.name!r}", path=folder,
-                                       hint="issue folder names are their web addresses"))
+            errors.append(
+                ContentError(
+                    f"two issues are named {folder.name!r}",
+                    path=folder,
+                    hint="issue folder names are their web addresses",
+                )
+            )
         folders[folder.name] = folder
     raise_all(errors)
     named_now = set(folders)
@@ -193,17 +241,20 @@ def read_state(project: Project) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ContentError(f"cannot read the archive's state: {e}", path=path,
-                           hint="restore the file, or delete it (published dates then start "
-                                "again from the issues' dates)") from e
+        raise ContentError(
+            f"cannot read the archive's state: {e}",
+            path=path,
+            hint="restore the file, or delete it (published dates then start again from the issues' dates)",
+        ) from e
     return data.get("issues", {}) if isinstance(data, dict) else {}
 
 
 def write_state(project: Project, state: dict) -> bool:
     """Write the archive's state if it changed; return whether it was written."""
     path = project.state_dir / STATE_NAME
-    data = (json.dumps({"version": 1, "issues": state}, indent=1, sort_keys=True,
-                       ensure_ascii=False) + "\n").encode("utf-8")
+    data = (
+        json.dumps({"version": 1, "issues": state}, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    ).encode("utf-8")
     if path.is_file() and path.read_bytes() == data:
         return False
     write_atomically({path: data})
@@ -212,8 +263,11 @@ def write_state(project: Project, state: dict) -> bool:
 
 def state_entry(dates: Dates, named: bool) -> dict:
     """Return the stored form of an issue's dates."""
-    entry = {"hash": dates.content_hash, "published": rfc3339(dates.published),
-             "updated": rfc3339(dates.updated)}
+    entry = {
+        "hash": dates.content_hash,
+        "published": rfc3339(dates.published),
+        "updated": rfc3339(dates.updated),
+    }
     if named:
         entry["named"] = True
     return entry

@@ -42,8 +42,7 @@ def atom_feed(newsletter: Newsletter, site: Site, entries: list[Entry]) -> bytes
     _text(feed, "title", newsletter.name)
     _text(feed, "subtitle", f"Every issue of {newsletter.name}")
     _text(feed, "updated", rfc3339(max((e.updated for e in shown), default=_epoch())))
-    ET.SubElement(feed, "link", {"rel": "self", "type": "application/atom+xml",
-                                 "href": site.url("feed.atom")})
+    ET.SubElement(feed, "link", {"rel": "self", "type": "application/atom+xml", "href": site.url("feed.atom")})
     ET.SubElement(feed, "link", {"rel": "alternate", "type": "text/html", "href": site.url()})
     author = ET.SubElement(feed, "author")
     _text(author, "name", newsletter.name)
@@ -72,16 +71,19 @@ def json_feed(newsletter: Newsletter, site: Site, entries: list[Entry]) -> bytes
         "description": f"Every issue of {newsletter.name}",
         "language": newsletter.language,
         "authors": [{"name": newsletter.name, "url": site.url()}],
-        "items": [{
-            "id": feed_id(newsletter, entry.issue.slug),
-            "url": entry.url,
-            "title": entry.title,
-            "summary": entry.description,
-            "content_html": absolute_content(entry),
-            "date_published": rfc3339(entry.published),
-            "date_modified": rfc3339(entry.updated),
-            "tags": sorted({s.source for s in entry.issue.stories if s.source}),
-        } for entry in entries[:FEED_ENTRIES]],
+        "items": [
+            {
+                "id": feed_id(newsletter, entry.issue.slug),
+                "url": entry.url,
+                "title": entry.title,
+                "summary": entry.description,
+                "content_html": absolute_content(entry),
+                "date_published": rfc3339(entry.published),
+                "date_modified": rfc3339(entry.updated),
+                "tags": sorted({s.source for s in entry.issue.stories if s.source}),
+            }
+            for entry in entries[:FEED_ENTRIES]
+        ],
     }
     return (json.dumps(feed, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 

@@ -62,8 +62,9 @@ def _same(path: Path, data: bytes) -> bool:
     except FileNotFoundError:
         return False
     except IsADirectoryError as e:
-        raise ContentError("a folder is in the way of a page", path=path,
-                           hint="remove the folder from the site folder") from e
+        raise ContentError(
+            "a folder is in the way of a page", path=path, hint="remove the folder from the site folder"
+        ) from e
 
 
 def _read_mark(out: Path) -> set[str]:
@@ -73,8 +74,9 @@ def _read_mark(out: Path) -> set[str]:
     try:
         names = json.loads(mark.read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ContentError(f"the site's file list is damaged: {e}", path=mark,
-                           hint="delete the site folder and publish again") from e
+        raise ContentError(
+            f"the site's file list is damaged: {e}", path=mark, hint="delete the site folder and publish again"
+        ) from e
     safe = set()
     for name in names:
         parts = PurePosixPath(str(name)).parts

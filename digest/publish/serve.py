@@ -18,13 +18,18 @@ log = logging.getLogger(__name__)
 # Pages and feeds change when an issue is published: always revalidate (ETag, Last-Modified).
 REVALIDATE = (".html", ".atom", ".json", ".xml", ".txt", ".css")
 ASSET_MAX_AGE = 86400
-TYPES = {".atom": "application/atom+xml", ".html": "text/html", ".css": "text/css",
-         ".xml": "application/xml", ".txt": "text/plain"}
+TYPES = {
+    ".atom": "application/atom+xml",
+    ".html": "text/html",
+    ".css": "text/css",
+    ".xml": "application/xml",
+    ".txt": "text/plain",
+}
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "strict-origin-when-cross-origin",
     "Content-Security-Policy": "default-src 'self'; img-src * data:; script-src 'none'; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action *",
+    "frame-ancestors 'none'; base-uri 'none'; form-action *",
 }
 
 
@@ -51,7 +56,7 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
             return redirect(base, 301)
         if not path.startswith(base):
             raise NotFound()
-        rel = path[len(base):]
+        rel = path[len(base) :]
         parts = PurePosixPath(rel).parts
         if any(p.startswith(".") or p == ".." for p in parts) or "\\" in rel or "\0" in rel:
             raise NotFound()
@@ -60,10 +65,18 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
         elif (root / rel).is_dir():
             return redirect(path + "/", 301)
         suffix = PurePosixPath(rel).suffix.lower()
-        mimetype = ("application/feed+json" if rel == "feed.json" else TYPES.get(suffix)
-                    or mimetypes.guess_type(rel)[0] or "application/octet-stream")
-        response = send_from_directory(root, rel, request.environ, mimetype=mimetype,
-                                       max_age=None if suffix in REVALIDATE else ASSET_MAX_AGE)
+        mimetype = (
+            "application/feed+json"
+            if rel == "feed.json"
+            else TYPES.get(suffix) or mimetypes.guess_type(rel)[0] or "application/octet-stream"
+        )
+        response = send_from_directory(
+            root,
+            rel,
+            request.environ,
+            mimetype=mimetype,
+            max_age=None if suffix in REVALIDATE else ASSET_MAX_AGE,
+        )
         if suffix in REVALIDATE:
             response.cache_control.no_cache = True
             response.cache_control.public = True
@@ -82,17 +95,20 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
     return app
 
 
-def serve_site(site_dir: Path, base_path: str, host: str, port: int,
-               ready: Callable[[str], None] | None = None) -> None:
+def serve_site(
+    site_dir: Path, base_path: str, host: str, port: int, ready: Callable[[str], None] | None = None
+) -> None:
     """Serve the site on waitress until interrupted; *ready* gets the address first."""
     import waitress
 
     try:
-        server = waitress.create_server(static_app(site_dir, base_path), host=host, port=port,
-                                        threads=4, ident="digest")
+        server = waitress.create_server(
+            static_app(site_dir, base_path), host=host, port=port, threads=4, ident="digest"
+        )
     except OSError as e:
-        raise DigestError(f"cannot listen on {host}:{port}: {e.strerror}",
-                          hint="choose another --port (0 takes any free one)") from e
+        raise DigestError(
+            f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port (0 takes any free one)"
+        ) from e
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{server.effective_port}{base_path_of(base_path)}"
     if ready is not None:

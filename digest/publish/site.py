@@ -62,8 +62,9 @@ class Source:
 
 def render_content(env: jinja2.Environment, newsletter: Newsletter, issue: Issue) -> Markup:
     """Render an issue's stories (each with its anchor) and the disclaimer."""
-    _, html = _render(env, PAGE.format("content.html"),
-                      {"newsletter": newsletter, "issue": issue, "stories": issue.stories})
+    _, html = _render(
+        env, PAGE.format("content.html"), {"newsletter": newsletter, "issue": issue, "stories": issue.stories}
+    )
     return Markup(html)
 
 
@@ -83,8 +84,7 @@ def sources_of(entries: list[Entry]) -> list[Source]:
         for story in entry.issue.stories:
             if not story.source:
                 continue
-            slug = slugify(story.source) or "source-" + hashlib.sha1(
-                story.source.encode()).hexdigest()[:8]
+            slug = slugify(story.source) or "source-" + hashlib.sha1(story.source.encode()).hexdigest()[:8]
             names[slug] = min(names.get(slug, story.source), story.source)
             items.setdefault(slug, []).append((entry, story))
     return [Source(names[slug], slug, tuple(items[slug])) for slug in sorted(items)]
@@ -105,54 +105,111 @@ class Pages:
         for index, entry in enumerate(entries):
             newer = entries[index - 1] if index > 0 else None
             older = entries[index + 1] if index + 1 < len(entries) else None
-            self.page("issue.html", entry.path, entry.updated, entry.title, entry.description,
-                      "article", entry=entry, issue=entry.issue, stories=entry.issue.stories,
-                      newer=newer, older=older)
-        self.paginated("index.html", "", entries, ISSUES_PER_PAGE, self.newsletter.name,
-                       f"Every issue of {self.newsletter.name}, newest first", lambda e: e.updated)
+            self.page(
+                "issue.html",
+                entry.path,
+                entry.updated,
+                entry.title,
+                entry.description,
+                "article",
+                entry=entry,
+                issue=entry.issue,
+                stories=entry.issue.stories,
+                newer=newer,
+                older=older,
+            )
+        self.paginated(
+            "index.html",
+            "",
+            entries,
+            ISSUES_PER_PAGE,
+            self.newsletter.name,
+            f"Every issue of {self.newsletter.name}, newest first",
+            lambda e: e.updated,
+        )
         sources = sources_of(entries)
         newest = max((e.updated for e in entries), default=_EPOCH)
-        self.page("sources.html", "sources/", newest, f"Sources · {self.newsletter.name}",
-                  f"The publishers of the stories in {self.newsletter.name}", "website",
-                  sources=sources)
+        self.page(
+            "sources.html",
+            "sources/",
+            newest,
+            f"Sources · {self.newsletter.name}",
+            f"The publishers of the stories in {self.newsletter.name}",
+            "website",
+            sources=sources,
+        )
         for source in sources:
-            self.paginated("source.html", source.path, list(source.items), STORIES_PER_PAGE,
-                           f"{source.name} · {self.newsletter.name}",
-                           f"Stories from {source.name} in {self.newsletter.name}",
-                           lambda item: item[0].updated, source=source)
+            self.paginated(
+                "source.html",
+                source.path,
+                list(source.items),
+                STORIES_PER_PAGE,
+                f"{source.name} · {self.newsletter.name}",
+                f"Stories from {source.name} in {self.newsletter.name}",
+                lambda item: item[0].updated,
+                source=source,
+            )
         self.files["archive.css"] = self._template("archive.css", {}).encode("utf-8")
         self.files["sitemap.xml"] = self._sitemap()
-        self.files["robots.txt"] = (f"User-agent: *\nAllow: /\n\nSitemap: "
-                                    f"{self.site.url('sitemap.xml')}\n").encode()
+        self.files["robots.txt"] = (
+            f"User-agent: *\nAllow: /\n\nSitemap: {self.site.url('sitemap.xml')}\n"
+        ).encode()
         return self.files
 
-    def paginated(self, template: str, path: str, items: list, per_page: int, title: str,
-                  description: str, updated: Callable, **context) -> None:
+    def paginated(
+        self,
+        template: str,
+        path: str,
+        items: list,
+        per_page: int,
+        title: str,
+        description: str,
+        updated: Callable,
+        **context,
+    ) -> None:
         """Render *items* over numbered pages: path, then path/page/2/, ..."""
-        chunks = [items[i:i + per_page] for i in range(0, len(items), per_page)] or [[]]
+        chunks = [items[i : i + per_page] for i in range(0, len(items), per_page)] or [[]]
         paths = [path] + [f"{path}page/{n}/" for n in range(2, len(chunks) + 1)]
         for number, chunk in enumerate(chunks, 1):
-            pagination = {"number": number, "count": len(chunks),
-                          "newer": paths[number - 2] if number > 1 else None,
-                          "older": paths[number] if number < len(chunks) else None}
+            pagination = {
+                "number": number,
+                "count": len(chunks),
+                "newer": paths[number - 2] if number > 1 else None,
+                "older": paths[number] if number < len(chunks) else None,
+            }
             shown = title if number == 1 else f"{title} · page {number}"
-            self.page(template, paths[number - 1], max(map(updated, chunk), default=_EPOCH),
-                      shown, description, "website", items=chunk, pagination=pagination,
-                      **context)
+            self.page(
+                template,
+                paths[number - 1],
+                max(map(updated, chunk), default=_EPOCH),
+                shown,
+                description,
+                "website",
+                items=chunk,
+                pagination=pagination,
+                **context,
+            )
 
-    def page(self, template: str, path: str, lastmod: dt.datetime, title: str, description: str,
-             kind: str, **context) -> None:
+    def page(
+        self, template: str, path: str, lastmod: dt.datetime, title: str, description: str, kind: str, **context
+    ) -> None:
         """Render one page to ``path/index.html`` and check it carries the disclaimer."""
         depth = path.count("/")
 
         def rel(target: str = "") -> str:
             return ("../" * depth + target) or "./"
 
-        page = {"path": path, "url": self.site.url(path), "title": title,
-                "description": description, "type": kind}
-        html = self._template(template, {
-            "newsletter": self.newsletter, "page": page, "rel": rel, "site": self._site_context(),
-            **context})
+        page = {
+            "path": path,
+            "url": self.site.url(path),
+            "title": title,
+            "description": description,
+            "type": kind,
+        }
+        html = self._template(
+            template,
+            {"newsletter": self.newsletter, "page": page, "rel": rel, "site": self._site_context(), **context},
+        )
         self._check_disclaimer(html, template)
         self.files[f"{path}index.html"] = html.encode("utf-8")
         self.lastmod[path] = lastmod
@@ -161,9 +218,13 @@ class Pages:
         return _render(self.env, PAGE.format(name), context)[1]
 
     def _site_context(self) -> dict:
-        return {"base_url": self.site.base_url, "home": self.site.url(),
-                "atom_url": self.site.url("feed.atom"), "json_url": self.site.url("feed.json"),
-                "subscribe_url": self.site.url("subscribe")}
+        return {
+            "base_url": self.site.base_url,
+            "home": self.site.url(),
+            "atom_url": self.site.url("feed.atom"),
+            "json_url": self.site.url("feed.json"),
+            "subscribe_url": self.site.url("subscribe"),
+        }
 
     def _check_disclaimer(self, html: str, template: str) -> None:
         disclaimer = " ".join(self.newsletter.disclaimer.split())
@@ -173,17 +234,23 @@ class Pages:
 
         if disclaimer not in " ".join(lxml.html.document_fromstring(html).text_content().split()):
             name = PAGE.format(template)
-            raise TemplateError("the rendered web page does not carry the editorial disclaimer",
-                                path=_template_path(self.env, name),
-                                hint="keep {{ newsletter.disclaimer }} in the template (or extend "
-                                     f'"!default/{name}" and keep its footer block)')
+            raise TemplateError(
+                "the rendered web page does not carry the editorial disclaimer",
+                path=_template_path(self.env, name),
+                hint="keep {{ newsletter.disclaimer }} in the template (or extend "
+                f'"!default/{name}" and keep its footer block)',
+            )
 
     def _sitemap(self) -> bytes:
-        lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-                 '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">']
+        lines = [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
+        ]
         for path in sorted(self.lastmod):
-            lines.append(f"<url><loc>{xml_escape(self.site.url(path))}</loc>"
-                         f"<lastmod>{rfc3339(self.lastmod[path])}</lastmod></url>")
+            lines.append(
+                f"<url><loc>{xml_escape(self.site.url(path))}</loc>"
+                f"<lastmod>{rfc3339(self.lastmod[path])}</lastmod></url>"
+            )
         lines.append("</urlset>\n")
         return "\n".join(lines).encode("utf-8")
 
@@ -207,7 +274,10 @@ def copy_images(issue: Issue, path: str) -> Iterator[tuple[str, bytes] | DigestE
             continue
         file = (root / src).resolve()
         if root not in file.parents or not file.is_file():
-            yield ContentError(f"image not found in the issue folder: {src!r}", path=story.path,
-                               hint="put the picture in the issue's folder, or give a full URL")
+            yield ContentError(
+                f"image not found in the issue folder: {src!r}",
+                path=story.path,
+                hint="put the picture in the issue's folder, or give a full URL",
+            )
             continue
         yield f"{path}{file.relative_to(root).as_posix()}", file.read_bytes()

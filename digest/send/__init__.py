@@ -101,8 +101,11 @@ class Plan:
         """
         newsletter = self.template.newsletter
         bounce, secret = newsletter.bounce_address, self.template.secret
-        delivery_id = (self.journal.delivery_id(self.key, recipient.email)
-                       if bounce and secret and self.journal is not None else None)
+        delivery_id = (
+            self.journal.delivery_id(self.key, recipient.email)
+            if bounce and secret and self.journal is not None
+            else None
+        )
         if delivery_id is None:
             return self._from_address
         token = verp_token(secret, newsletter.list_id, delivery_id, self.key, recipient.email)
@@ -125,10 +128,14 @@ class Plan:
     def record(self) -> Journal:
         """Record the send and its list in the journal (after the confirmation)."""
         if self.list_path is not None and _file_digest(self.list_path) != self.list_digest:
-            raise SendError("the list changed after the plan was shown", path=self.list_path,
-                            hint="run the command again to see the new plan")
-        journal = self.journal = (self._scratch(self._scratch_path) if self.scratch
-                                  else open_journal(self.project))
+            raise SendError(
+                "the list changed after the plan was shown",
+                path=self.list_path,
+                hint="run the command again to see the new plan",
+            )
+        journal = self.journal = (
+            self._scratch(self._scratch_path) if self.scratch else open_journal(self.project)
+        )
         journal.start(self.key, self.template.content_hash, replace=self.replace)
         for _ in journal.add(self.key, self.recipients()):
             pass
@@ -137,8 +144,14 @@ class Plan:
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Run the send loop over the recorded send."""
         assert self.journal is not None, "record() first"
-        loop = SendLoop(self.key, self.template, self.journal, self.messenger_factory,
-                        self.options, envelope_sender=self.envelope_sender)
+        loop = SendLoop(
+            self.key,
+            self.template,
+            self.journal,
+            self.messenger_factory,
+            self.options,
+            envelope_sender=self.envelope_sender,
+        )
         try:
             return loop.run(progress)
         except KeyboardInterrupt:
@@ -202,9 +215,11 @@ def plan_send(
     if outbox is None and not dry_run:
         check_settings(settings)
     if to is None and not settings.secret:
-        raise ConfigError("DIGEST_SECRET is not set; it signs each reader's unsubscribe link",
-                          hint="add DIGEST_SECRET=<a long random string> to .env "
-                               "(python -c 'import secrets; print(secrets.token_hex(32))')")
+        raise ConfigError(
+            "DIGEST_SECRET is not set; it signs each reader's unsubscribe link",
+            hint="add DIGEST_SECRET=<a long random string> to .env "
+            "(python -c 'import secrets; print(secrets.token_hex(32))')",
+        )
     issue = load_issue(project, ref)
     rendered = render_issue(project, issue, personal=to is None)
     template = MessageTemplate(rendered, secret=settings.secret)
@@ -217,13 +232,16 @@ def plan_send(
             f"issue {issue.slug} changed after its send started",
             path=issue.path,
             hint="undo the change to finish the send as it began, or pass --force to send "
-                 "the new version to those still due (those already sent get nothing)")
+            "the new version to those still due (those already sent get nothing)",
+        )
     if outbox is not None:
         messenger_factory: Callable[[], object] = lambda: OutboxMessenger(outbox)  # noqa: E731
         server = f"outbox {outbox}"
     else:
-        messenger_factory = lambda: SMTPMessenger(settings, per_connection,  # noqa: E731
-                                                  timeouts)
+
+        def messenger_factory() -> SMTPMessenger:
+            return SMTPMessenger(settings, per_connection, timeouts)
+
         server = "nothing (dry run)" if dry_run else SMTPMessenger(settings, per_connection).server
     if to is not None:
         address = check_addresses([to], "--to")[0]
@@ -231,23 +249,40 @@ def plan_send(
         def recipients() -> Iterable[Recipient]:
             return [Recipient(address)]
     elif list_path is not None:
+
         def recipients() -> Iterable[Recipient]:
             return (r for r in read_recipients(list_path) if isinstance(r, Recipient))
     else:  # the active subscribers of the project's store
         recipients = functools.partial(_active_subscribers, project)
-    plan = Plan(key, template, project, messenger_factory, server, options, recipients,
-                list_path=list_path, replace=force, dry_run=dry_run, scratch=scratch)
+    plan = Plan(
+        key,
+        template,
+        project,
+        messenger_factory,
+        server,
+        options,
+        recipients,
+        list_path=list_path,
+        replace=force,
+        dry_run=dry_run,
+        scratch=scratch,
+    )
     if list_path is not None:
         plan.list_digest = _file_digest(list_path)
-    _count(plan, journal if not scratch else None, journal,
-           read_recipients(list_path) if list_path is not None else iter(recipients()))
+    _count(
+        plan,
+        journal if not scratch else None,
+        journal,
+        read_recipients(list_path) if list_path is not None else iter(recipients()),
+    )
     if journal is not None:
         journal.close()
     return plan
 
 
-def _count(plan: Plan, journal: Journal | None, suppression: Journal | None,
-           rows: Iterable[Recipient | RowProblem]) -> None:
+def _count(
+    plan: Plan, journal: Journal | None, suppression: Journal | None, rows: Iterable[Recipient | RowProblem]
+) -> None:
     """Count what the send would do, reading the journal only."""
     # First line of each address, by a 64-bit hash of its key: about 100 bytes a reader.
     seen: dict[int, int] = {}
@@ -268,9 +303,13 @@ def _count(plan: Plan, journal: Journal | None, suppression: Journal | None,
             new += 1
     counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
     options = plan.options
-    plan.to_send = new + counts["pending"] + counts["deferred"] + (
-        counts["sending"] if options.resend_uncertain else 0) + (
-        counts["failed"] if options.retry_failed else 0)
+    plan.to_send = (
+        new
+        + counts["pending"]
+        + counts["deferred"]
+        + (counts["sending"] if options.resend_uncertain else 0)
+        + (counts["failed"] if options.retry_failed else 0)
+    )
     plan.already_sent = counts["sent"]
     plan.uncertain = counts["sending"]
     plan.failed_before = counts["failed"]
@@ -283,8 +322,9 @@ def _file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | None = None,
-               dry_run: bool = False) -> list[str]:
+def send_tests(
+    project: Project, ref: str, addresses: list[str], outbox: Path | None = None, dry_run: bool = False
+) -> list[str]:
     """Send one '[TEST]' copy to each address, outside the journal; return the replies.
 
     Each copy gets a fresh Message-ID, so a corrected copy is not dropped as a duplicate.
@@ -292,8 +332,7 @@ def send_tests(project: Project, ref: str, addresses: list[str], outbox: Path | 
     settings = project.settings()
     issue = load_issue(project, ref)
     rendered = render_issue(project, issue, personal=True)
-    template = MessageTemplate(rendered, secret=settings.secret or "test",
-                               subject_prefix="[TEST] ")
+    template = MessageTemplate(rendered, secret=settings.secret or "test", subject_prefix="[TEST] ")
     sender = envelope_address(parseaddr(template.newsletter.sender)[1])
     checked = check_addresses(addresses, "--test")
     if dry_run:
@@ -329,10 +368,12 @@ def _active_subscribers(project: Project) -> Iterable[Recipient]:
     conn = db.connect(path)
     try:
         if not subscribers.has_active(conn):
-            raise DigestError("the subscriber store has no active subscriber",
-                              hint="add some with 'digest subscribers import FILE.csv' or "
-                                   "'digest subscribers add ADDRESS', or send to --list "
-                                   "FILE.csv or --to ADDRESS")
+            raise DigestError(
+                "the subscriber store has no active subscriber",
+                hint="add some with 'digest subscribers import FILE.csv' or "
+                "'digest subscribers add ADDRESS', or send to --list "
+                "FILE.csv or --to ADDRESS",
+            )
     finally:
         conn.close()
     return subscribers.stream_active(path)

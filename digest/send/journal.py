@@ -39,9 +39,11 @@ def _writes(method):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as e:
-            raise JournalError(f"cannot write the send journal: {e}", path=self.path,
-                            hint="check the disk and the project's .digest/ folder; "
-                                 "run the same command again to resume") from e
+            raise JournalError(
+                f"cannot write the send journal: {e}",
+                path=self.path,
+                hint="check the disk and the project's .digest/ folder; run the same command again to resume",
+            ) from e
 
     return wrapper
 
@@ -63,8 +65,11 @@ class Journal:
             self._db = db.connect(path)  # WAL, synchronous=NORMAL, busy timeout, migrated
             self._db.execute("PRAGMA wal_autocheckpoint=20000")  # checkpoint (and sync) rarely
         except sqlite3.Error as e:
-            raise DigestError(f"cannot open the send journal: {e}", path=path,
-                              hint="check the project's .digest/ folder is writable") from e
+            raise DigestError(
+                f"cannot open the send journal: {e}",
+                path=path,
+                hint="check the project's .digest/ folder is writable",
+            ) from e
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -83,10 +88,12 @@ class Journal:
             self._db.execute(
                 "INSERT INTO sends VALUES (?, ?, ?) ON CONFLICT(issue) DO "
                 + ("UPDATE SET content_hash = excluded.content_hash" if replace else "NOTHING"),
-                (issue, content_hash, time.time()))
+                (issue, content_hash, time.time()),
+            )
 
-    def add(self, issue: str, recipients: Iterable[Recipient], batch: int = 2000) -> Iterator[
-            tuple[Recipient, str]]:
+    def add(
+        self, issue: str, recipients: Iterable[Recipient], batch: int = 2000
+    ) -> Iterator[tuple[Recipient, str]]:
         """Record recipients as pending; yield (recipient, 'new'|'duplicate'|'suppressed'|state)."""
         rows: list[Recipient] = []
         # A row that already exists with an id above this was added by this very list.
@@ -123,11 +130,13 @@ class Journal:
         cur = self._db.execute(
             "INSERT INTO deliveries (issue, email_key, email, fields, updated_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (issue, key, r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time()))
+            (issue, key, r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time()),
+        )
         if cur.rowcount:
             return "new"
-        row = self._db.execute("SELECT id, state FROM deliveries WHERE issue = ? AND "
-                               "email_key = ?", (issue, key)).fetchone()
+        row = self._db.execute(
+            "SELECT id, state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, key)
+        ).fetchone()
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
 
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
@@ -141,7 +150,8 @@ class Journal:
             rows = self._db.execute(
                 f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
                 f"AND state IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
-                (issue, *states, after_id, limit)).fetchall()
+                (issue, *states, after_id, limit),
+            ).fetchall()
         return [Delivery(i, Recipient(e, json.loads(f)), s, k) for i, e, f, s, k in rows]
 
     @_writes
@@ -159,7 +169,8 @@ class Journal:
                 self._db.executemany(
                     "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ?, "
                     "attempts = attempts + (? = 'sending' AND ? IS NULL) WHERE id = ?",
-                    [(state, reply, now, state, reply, i) for i, state, reply in entries])
+                    [(state, reply, now, state, reply, i) for i, state, reply in entries],
+                )
             except BaseException:
                 if self._db.in_transaction:  # SQLite may have rolled back itself
                     self._db.execute("ROLLBACK")
@@ -181,37 +192,46 @@ class Journal:
 
     def state_of(self, issue: str, email_key: str) -> str | None:
         """Return the state of one recipient of a send, or None if it is not recorded."""
-        row = self._db.execute("SELECT state FROM deliveries WHERE issue = ? AND email_key = ?",
-                               (issue, email_key)).fetchone()
+        row = self._db.execute(
+            "SELECT state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, email_key)
+        ).fetchone()
         return row[0] if row else None
 
     def in_state(self, issue: str, state: str, limit: int = 10) -> list[str]:
         """Return up to *limit* addresses of a send in *state*, in list order."""
-        return [e for (e,) in self._db.execute(
-            "SELECT email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
-            (issue, state, limit))]
+        return [
+            e
+            for (e,) in self._db.execute(
+                "SELECT email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
+                (issue, state, limit),
+            )
+        ]
 
     # -- reading ---------------------------------------------------------------
 
     def counts(self, issue: str) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
         for state, n in self._db.execute(
-                "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)):
+            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
+        ):
             counts[state] = n
         return counts
 
     def delivery_id(self, issue: str, email: str) -> int | None:
         """Return the id of the delivery of *issue* to *email* (it names the VERP address)."""
         with self._lock:
-            row = self._db.execute("SELECT id FROM deliveries WHERE issue = ? AND email_key = ?",
-                                   (issue, address_key(email))).fetchone()
+            row = self._db.execute(
+                "SELECT id FROM deliveries WHERE issue = ? AND email_key = ?", (issue, address_key(email))
+            ).fetchone()
         return row[0] if row else None
 
     def problems(self, issue: str) -> list[tuple[str, str, str | None]]:
         """Return (email, state, reply) of failed, deferred and uncertain deliveries."""
         return self._db.execute(
             "SELECT email, state, reply FROM deliveries WHERE issue = ? AND state IN "
-            "('failed', 'deferred', 'sending') ORDER BY id", (issue,)).fetchall()
+            "('failed', 'deferred', 'sending') ORDER BY id",
+            (issue,),
+        ).fetchall()
 
     # -- suppression list ------------------------------------------------------
 
@@ -219,8 +239,7 @@ class Journal:
     def suppress(self, addresses: Iterable[str], source: str = "digest unsubscribe") -> int:
         """Unsubscribe addresses (recorded in the subscriber store); return how many were new."""
         with self._lock:
-            return sum(subscribers.set_status(self._db, a, "unsubscribed", source)
-                       for a in addresses)
+            return sum(subscribers.set_status(self._db, a, "unsubscribed", source) for a in addresses)
 
     def suppressed_hashes(self) -> list[str]:
         return [h for (h,) in self._db.execute("SELECT email_hash FROM suppression")]
@@ -229,11 +248,17 @@ class Journal:
     def add_suppressed_hashes(self, hashes: Iterable[str]) -> None:
         """Copy a suppression list (for a scratch journal)."""
         with self._lock:
-            self._db.executemany("INSERT INTO suppression VALUES (?, 'copied', 'copy', 0) "
-                                 "ON CONFLICT DO NOTHING", [(h,) for h in hashes])
+            self._db.executemany(
+                "INSERT INTO suppression VALUES (?, 'copied', 'copy', 0) ON CONFLICT DO NOTHING",
+                [(h,) for h in hashes],
+            )
 
     def sends(self, issue: str) -> list[str]:
         """Return the journal keys of an issue: its list send and any --to sends."""
-        return [key for (key,) in self._db.execute(
-            "SELECT issue FROM sends WHERE issue = ? OR issue LIKE ? ORDER BY issue",
-            (issue, f"{issue} to %"))]
+        return [
+            key
+            for (key,) in self._db.execute(
+                "SELECT issue FROM sends WHERE issue = ? OR issue LIKE ? ORDER BY issue",
+                (issue, f"{issue} to %"),
+            )
+        ]

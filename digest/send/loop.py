@@ -80,10 +80,16 @@ class RateLimit:
 
 
 class SendLoop:
-    def __init__(self, issue: str, template: MessageTemplate, journal: Journal,
-                 messenger_factory: Callable[[], object], options: Options,
-                 stop: threading.Event | None = None,
-                 envelope_sender: Callable[[Recipient], str] | None = None) -> None:
+    def __init__(
+        self,
+        issue: str,
+        template: MessageTemplate,
+        journal: Journal,
+        messenger_factory: Callable[[], object],
+        options: Options,
+        stop: threading.Event | None = None,
+        envelope_sender: Callable[[Recipient], str] | None = None,
+    ) -> None:
         self.issue = issue
         self.template = template
         self.journal = journal
@@ -97,9 +103,11 @@ class SendLoop:
         self.fatal: SendError | None = None
         self._in_a_row = 0
         self._rate = RateLimit(options.rate)
-        self._states = ("pending", "deferred") + (
-            ("sending",) if options.resend_uncertain else ()) + (
-            ("failed",) if options.retry_failed else ())
+        self._states = (
+            ("pending", "deferred")
+            + (("sending",) if options.resend_uncertain else ())
+            + (("failed",) if options.retry_failed else ())
+        )
         self._due: deque[Delivery] = deque()
         # Group commit: the entries of the connections that get there in the same turn
         # of the event loop are committed together, at the end of that turn.
@@ -175,9 +183,12 @@ class SendLoop:
             self._stop_with(e)
         except Exception as e:  # a bug must not leave the others running blind
             log.exception("send worker failed")
-            self._stop_with(SendError(f"the send stopped on an unexpected error: {e!r}",
-                                      hint="run the same command again to resume; "
-                                           "'digest status' shows where it stands"))
+            self._stop_with(
+                SendError(
+                    f"the send stopped on an unexpected error: {e!r}",
+                    hint="run the same command again to resume; 'digest status' shows where it stands",
+                )
+            )
         finally:
             try:
                 await messenger.close()
@@ -205,9 +216,12 @@ class SendLoop:
         async def prepare() -> bytes:
             # Made while the server answers the envelope; 'sending' is committed first.
             try:
-                message = (self.template.personalise(recipient, wire=wire) if personal
-                           # one copy for a list address: the list's footer, no personal link
-                           else self.template.personalise(None, to=to, wire=wire))
+                message = (
+                    self.template.personalise(recipient, wire=wire)
+                    if personal
+                    # one copy for a list address: the list's footer, no personal link
+                    else self.template.personalise(None, to=to, wire=wire)
+                )
             except (ValueError, UnicodeError) as e:  # one bad address never stops the send
                 raise PermanentFailure(f"cannot be written as a message: {e}") from e
             await self._wait_for(delivery.id, "sending")
@@ -303,6 +317,9 @@ class SendLoop:
             return
         self._in_a_row += 1
         if self._in_a_row >= self.options.max_failures_in_a_row and not self.fatal:
-            self._stop_with(SendError(
-                f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
-                hint="check the server and 'digest status'; run send again to resume"))
+            self._stop_with(
+                SendError(
+                    f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
+                    hint="check the server and 'digest status'; run send again to resume",
+                )
+            )

@@ -30,8 +30,7 @@ def normalise_address(address: str) -> str:
     gives the form the SMTP envelope takes.
     """
     try:
-        result = validate_email(address.strip(), check_deliverability=False,
-                                allow_smtputf8=True)
+        result = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as e:
         raise ValueError(str(e)) from e
     return result.normalized
@@ -77,8 +76,11 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
     try:
         handle = path.open("rb")
     except OSError as e:
-        raise ConfigError(f"cannot read the list: {e.strerror}", path=path,
-                          hint="pass --list with a CSV file that has an 'email' column") from e
+        raise ConfigError(
+            f"cannot read the list: {e.strerror}",
+            path=path,
+            hint="pass --list with a CSV file that has an 'email' column",
+        ) from e
     with handle:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
         # strict: a quote left open at the end of the file is an error, not a merged row
@@ -86,14 +88,17 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
         try:
             header = next(reader, None)
         except UnicodeDecodeError as e:
-            raise ContentError("the list is not UTF-8 text", path=path, line=1,
-                               hint="save the CSV as UTF-8") from e
+            raise ContentError(
+                "the list is not UTF-8 text", path=path, line=1, hint="save the CSV as UTF-8"
+            ) from e
         except csv.Error as e:
-            raise ContentError(f"malformed CSV: {e}", path=path, line=1,
-                               hint="check the quoting of the header row") from e
+            raise ContentError(
+                f"malformed CSV: {e}", path=path, line=1, hint="check the quoting of the header row"
+            ) from e
         if not header:
-            raise ContentError("the list is empty", path=path,
-                               hint="the first row names the columns, one of them 'email'")
+            raise ContentError(
+                "the list is empty", path=path, hint="the first row names the columns, one of them 'email'"
+            )
         names = [h.strip().lower() for h in header]
         if "email" not in names:
             raise _no_email_column(path, header)
@@ -104,10 +109,12 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                 line, last = last + 1, reader.line_num
                 if line != last:  # a quoted field ran over a line break
                     raise ContentError(
-                        f"a quoted field runs from line {line} to line {last} "
-                        "(an unclosed quote?)", path=path, line=line,
+                        f"a quoted field runs from line {line} to line {last} (an unclosed quote?)",
+                        path=path,
+                        line=line,
                         hint="close the quote on that line; a field of a subscriber list "
-                             "never holds a line break")
+                        "never holds a line break",
+                    )
                 if not any(cell.strip() for cell in row):
                     continue
                 if len(row) != len(names):
@@ -122,21 +129,38 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                 fields = {n: v for n, v in zip(names, row, strict=True) if n != "email"}
                 yield Recipient(address, fields, line)
         except UnicodeDecodeError as e:
-            raise ContentError("the list is not UTF-8 text", path=path,
-                               line=reader.line_num + 1, hint="save the CSV as UTF-8") from e
+            raise ContentError(
+                "the list is not UTF-8 text", path=path, line=reader.line_num + 1, hint="save the CSV as UTF-8"
+            ) from e
         except csv.Error as e:
-            raise ContentError(f"malformed CSV: {e} (an unclosed quote?)", path=path,
-                               line=last + 1, hint="check the quoting of that row") from e
+            raise ContentError(
+                f"malformed CSV: {e} (an unclosed quote?)",
+                path=path,
+                line=last + 1,
+                hint="check the quoting of that row",
+            ) from e
 
 
 def _no_email_column(path: Path, header: list[str]) -> ContentError:
     """Say why the header has no 'email' column: no header, another delimiter, or none."""
     if any("@" in cell for cell in header):
-        return ContentError("the first row holds an address, not the column names", path=path,
-                            line=1, hint="add a header row first, e.g. 'email,name'")
+        return ContentError(
+            "the first row holds an address, not the column names",
+            path=path,
+            line=1,
+            hint="add a header row first, e.g. 'email,name'",
+        )
     for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
         if len(header) == 1 and delimiter in header[0]:
-            return ContentError(f"the list is separated by {name}, not commas", path=path,
-                                line=1, hint="save the CSV with commas between the columns")
-    return ContentError("the list has no 'email' column", path=path, line=1,
-                        hint="name the column of addresses 'email' in the header row")
+            return ContentError(
+                f"the list is separated by {name}, not commas",
+                path=path,
+                line=1,
+                hint="save the CSV with commas between the columns",
+            )
+    return ContentError(
+        "the list has no 'email' column",
+        path=path,
+        line=1,
+        hint="name the column of addresses 'email' in the header row",
+    )

@@ -103,8 +103,9 @@ def helo_name() -> str:
     '' means "use the connection's address literal".
     """
     name = socket.gethostname()
-    if "." in name and all(part and part.replace("-", "").isalnum() and part.isascii()
-                           for part in name.split(".")):
+    if "." in name and all(
+        part and part.replace("-", "").isalnum() and part.isascii() for part in name.split(".")
+    ):
         return name
     return ""
 
@@ -115,13 +116,13 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError(
             "no SMTP server is configured",
             hint="set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
-                 "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR")
-    if (settings.smtp_security == "none" and settings.smtp_username
-            and not is_loopback(settings.smtp_host)):
+            "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR",
+        )
+    if settings.smtp_security == "none" and settings.smtp_username and not is_loopback(settings.smtp_host):
         raise ConfigError(
-            "DIGEST_SMTP_SECURITY=none would send the password unencrypted to "
-            f"{settings.smtp_host}",
-            hint="use starttls or tls; 'none' with a login is only allowed to this machine")
+            f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {settings.smtp_host}",
+            hint="use starttls or tls; 'none' with a login is only allowed to this machine",
+        )
 
 
 class SMTPMessenger:
@@ -129,8 +130,7 @@ class SMTPMessenger:
 
     wire = True  # push() takes SMTP DATA: dot-stuffed, ending with the '.' line
 
-    def __init__(self, settings: Settings, per_connection: int = 100,
-                 timeouts: Timeouts | None = None) -> None:
+    def __init__(self, settings: Settings, per_connection: int = 100, timeouts: Timeouts | None = None) -> None:
         check_settings(settings)
         self.settings = settings
         self.per_connection = per_connection
@@ -167,16 +167,20 @@ class SMTPMessenger:
         try:
             async with asyncio.timeout(t.greeting):
                 self._reader, self._writer = await asyncio.open_connection(
-                    host, self._port(), limit=REPLY_LINE_LIMIT,
-                    ssl=self._context() if s.smtp_security == "tls" else None)
+                    host,
+                    self._port(),
+                    limit=REPLY_LINE_LIMIT,
+                    ssl=self._context() if s.smtp_security == "tls" else None,
+                )
                 code, message = await self._read()
                 self._check(code, message, 220, "the greeting")
             await self._ehlo()
             if s.smtp_security == "starttls":
                 if "starttls" not in self._extensions:
-                    raise SendError(f"{host} does not offer STARTTLS",
-                                    hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix "
-                                         "the server")
+                    raise SendError(
+                        f"{host} does not offer STARTTLS",
+                        hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server",
+                    )
                 async with asyncio.timeout(t.command):
                     self._writer.write(b"STARTTLS\r\n")
                     code, message = await self._read()
@@ -186,8 +190,9 @@ class SMTPMessenger:
                             f"{host} sent data in plain text after its 220 reply to STARTTLS; "
                             "the connection was closed (injected commands?)",
                             hint="something on the path to the server tampers with the "
-                                 "connection; use DIGEST_SMTP_SECURITY=tls if the server "
-                                 "offers it")
+                            "connection; use DIGEST_SMTP_SECURITY=tls if the server "
+                            "offers it",
+                        )
                     await self._writer.start_tls(self._context(), server_hostname=host)
                 await self._ehlo()
             if s.smtp_username:
@@ -201,18 +206,21 @@ class SMTPMessenger:
             raise
         except ssl.SSLError as e:
             await self._drop()
-            raise SendError(f"TLS with {host} failed: {e.reason or e}",
-                            hint="check DIGEST_SMTP_SECURITY and the server's certificate "
-                                 "(DIGEST_SMTP_CAFILE for a private CA)") from None
+            raise SendError(
+                f"TLS with {host} failed: {e.reason or e}",
+                hint="check DIGEST_SMTP_SECURITY and the server's certificate "
+                "(DIGEST_SMTP_CAFILE for a private CA)",
+            ) from None
         except (ConnectionRefusedError, socket.gaierror) as e:
             await self._drop()
-            raise SendError(f"cannot connect to {self.server}: {e}",
-                            hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "
-                                 "server runs; run the same command again to resume") from None
+            raise SendError(
+                f"cannot connect to {self.server}: {e}",
+                hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "
+                "server runs; run the same command again to resume",
+            ) from None
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
             await self._drop()
-            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError)
-                                else type(e).__name__)
+            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
             raise TemporaryFailure(f"connection failed: {reason}") from None
         self._count = 0
 
@@ -222,8 +230,10 @@ class SMTPMessenger:
             return
         if 400 <= code < 500:
             raise TemporaryFailure(f"{what}: {_reply(code, message)}")
-        raise SendError(f"{self.settings.smtp_host} refused {what}: {_reply(code, message)}",
-                        hint="check the server and its settings for this client")
+        raise SendError(
+            f"{self.settings.smtp_host} refused {what}: {_reply(code, message)}",
+            hint="check the server and its settings for this client",
+        )
 
     async def _ehlo(self) -> None:
         assert self._writer is not None
@@ -235,16 +245,18 @@ class SMTPMessenger:
             self._writer.write(f"EHLO {name}\r\n".encode())
             code, message = await self._read()
         self._check(code, message, 250, "EHLO")
-        self._extensions = {line.split()[0].lower().decode() for line in message.split(b"\n")[1:]
-                            if line.strip()}
+        self._extensions = {
+            line.split()[0].lower().decode() for line in message.split(b"\n")[1:] if line.strip()
+        }
 
     async def _login(self, username: str, password: str) -> None:
         """AUTH PLAIN (or LOGIN); the password is never logged."""
         assert self._writer is not None
-        if "auth" not in self._extensions and not any(e.startswith("auth")
-                                                       for e in self._extensions):
-            raise SendError("the SMTP server offers no login (AUTH)",
-                            hint="leave DIGEST_SMTP_USERNAME empty, or check the security setting")
+        if "auth" not in self._extensions and not any(e.startswith("auth") for e in self._extensions):
+            raise SendError(
+                "the SMTP server offers no login (AUTH)",
+                hint="leave DIGEST_SMTP_USERNAME empty, or check the security setting",
+            )
         plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
         self._writer.write(f"AUTH PLAIN {plain}\r\n".encode())
         code, message = await self._read()
@@ -259,8 +271,10 @@ class SMTPMessenger:
         if 400 <= code < 500:
             raise TemporaryFailure(f"AUTH: {_reply(code, message)}")
         if code != 235:
-            raise SendError(f"the SMTP server refused the login: {_reply(code, message)}",
-                            hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD")
+            raise SendError(
+                f"the SMTP server refused the login: {_reply(code, message)}",
+                hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD",
+            )
 
     async def _read(self) -> tuple[int, bytes]:
         """Read one (possibly multi-line) reply."""
@@ -309,10 +323,13 @@ class SMTPMessenger:
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and "smtputf8" not in self._extensions:
             raise PermanentFailure(
-                "553 5.6.7 the address has a non-ASCII local part and the server does not "
-                "offer SMTPUTF8")
-        commands = (f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n",
-                    f"RCPT TO:<{recipient}>\r\n", "DATA\r\n")
+                "553 5.6.7 the address has a non-ASCII local part and the server does not offer SMTPUTF8"
+            )
+        commands = (
+            f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n",
+            f"RCPT TO:<{recipient}>\r\n",
+            "DATA\r\n",
+        )
         t = self.timeouts
         written = False  # whether the message (and its final dot) went out
         try:
@@ -330,7 +347,8 @@ class SMTPMessenger:
                         if replies[-1][0] >= 400:
                             break
                 for (code, message), expected, name in zip(
-                        replies, (250, 250, 354), ("MAIL", "RCPT", "DATA"), strict=False):
+                    replies, (250, 250, 354), ("MAIL", "RCPT", "DATA"), strict=False
+                ):
                     if code != expected and not (expected == 250 and code == 251):
                         if replies[-1][0] == 354:  # the server waits for a body: end it empty
                             writer.write(b".\r\n")
@@ -345,8 +363,7 @@ class SMTPMessenger:
                 code, message = await self._read()
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
             await self._drop()
-            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError)
-                                else type(e).__name__)
+            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
             if written:
                 raise Uncertain(f"no reply after the message was sent: {reason}") from None
             raise TemporaryFailure(f"connection lost: {reason}") from None
@@ -373,8 +390,9 @@ class SMTPMessenger:
             raise SessionRefused(
                 f"the server refused the send at {command}: {_reply(code, message)}",
                 hint="nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
-                     "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
-                     "run the same command again")
+                "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
+                "run the same command again",
+            )
         raise PermanentFailure(_reply(code, message))
 
     async def _reset(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
@@ -59,8 +59,10 @@ class ReaderApp:
 
     def __init__(self, project: Project, settings: Settings, options: Options) -> None:
         if not settings.secret:
-            raise ConfigError("DIGEST_SECRET is not set; it signs and checks every link",
-                              hint="set it in .env to the same value the sends used")
+            raise ConfigError(
+                "DIGEST_SECRET is not set; it signs and checks every link",
+                hint="set it in .env to the same value the sends used",
+            )
         self.project, self.settings, self.options = project, settings, options
         self.newsletter = project.newsletter
         self.env = make_environment(project)
@@ -72,8 +74,7 @@ class ReaderApp:
         self.public_root = (self.newsletter.base_url or f"{unsub.scheme}://{unsub.netloc}").rstrip("/")
         self.base = urlsplit(self.public_root).path.rstrip("/")
         # Where the unsubscribe link carries the address and the token: path or query.
-        self.query_names = {v.strip("{}"): k for k, v in parse_qsl(unsub.query)
-                            if v in ("{email}", "{token}")}
+        self.query_names = {v.strip("{}"): k for k, v in parse_qsl(unsub.query) if v in ("{email}", "{token}")}
         path = unsub.path.replace("{email}", "<email>").replace("{token}", "<token>")
         if "{email}" not in unsub.path and "email" not in self.query_names:
             self.query_names = {"email": "email", "token": "token"}  # message.py appends them
@@ -85,8 +86,10 @@ class ReaderApp:
             Rule(f"{self.base}/_digest/reader.css", endpoint="style", methods=["GET"]),
         ]
         if options.static_dir is not None:  # the archive (issue 14): everything else under base
-            rules += [Rule(f"{self.base}/", endpoint="static", methods=["GET"]),
-                      Rule(f"{self.base}/<path:path>", endpoint="static", methods=["GET"])]
+            rules += [
+                Rule(f"{self.base}/", endpoint="static", methods=["GET"]),
+                Rule(f"{self.base}/<path:path>", endpoint="static", methods=["GET"]),
+            ]
         self.routes = Map(rules, strict_slashes=False, merge_slashes=False)
 
     # -- WSGI ------------------------------------------------------------------------
@@ -106,13 +109,14 @@ class ReaderApp:
                 response.headers["Allow"] = ", ".join(e.valid_methods or [])  # type: ignore[attr-defined]
         except sqlite3.OperationalError:
             log.exception("database busy")
-            response = self.error(503, "Please try again",
-                                  "The service is busy. Nothing was changed; please try again "
-                                  "in a minute.")
+            response = self.error(
+                503,
+                "Please try again",
+                "The service is busy. Nothing was changed; please try again in a minute.",
+            )
         except Exception:
             log.exception("error answering %s %s", request.method, request.path)
-            response = self.error(500, "Something went wrong",
-                                  "Nothing was changed. Please try again later.")
+            response = self.error(500, "Something went wrong", "Nothing was changed. Please try again later.")
         return response(environ, start_response)
 
     def conn(self) -> sqlite3.Connection:
@@ -122,18 +126,20 @@ class ReaderApp:
         return conn
 
     def context(self, **extra) -> dict:
-        return {"newsletter": self.newsletter, "base": self.base,
-                "subscribe_url": f"{self.base}/subscribe",
-                "stylesheet": f"{self.base}/_digest/reader.css", **extra}
+        return {
+            "newsletter": self.newsletter,
+            "base": self.base,
+            "subscribe_url": f"{self.base}/subscribe",
+            "stylesheet": f"{self.base}/_digest/reader.css",
+            **extra,
+        }
 
     def error(self, status: int, title: str, text: str) -> Response:
-        return page(self.env, "error.html", self.context(status=status, title=title, text=text),
-                    status=status)
+        return page(self.env, "error.html", self.context(status=status, title=title, text=text), status=status)
 
     # -- unsubscribe -----------------------------------------------------------------
 
-    def on_unsubscribe(self, request: Request, email: str | None = None,
-                       token: str | None = None) -> Response:
+    def on_unsubscribe(self, request: Request, email: str | None = None, token: str | None = None) -> Response:
         if email is None and "email" in self.query_names:
             email = request.args.get(self.query_names["email"])
         if token is None and "token" in self.query_names:
@@ -144,11 +150,15 @@ class ReaderApp:
             return page(self.env, "how_to_unsubscribe.html", self.context())
         self.check("unsubscribe", email or "", token or "")
         if request.method != "POST":
-            return page(self.env, "unsubscribe.html", self.context(
-                address=email, action=request.script_root + request.full_path.rstrip("?")))
+            return page(
+                self.env,
+                "unsubscribe.html",
+                self.context(address=email, action=request.script_root + request.full_path.rstrip("?")),
+            )
         one_click = form.get("List-Unsubscribe") == "One-Click"
-        subscribers.set_status(self.conn(), email, "unsubscribed",
-                               "web: one-click" if one_click else "web: unsubscribe page")
+        subscribers.set_status(
+            self.conn(), email, "unsubscribed", "web: one-click" if one_click else "web: unsubscribe page"
+        )
         return page(self.env, "unsubscribed.html", self.context(address=email))
 
     # -- subscribe and confirm -------------------------------------------------------
@@ -161,31 +171,40 @@ class ReaderApp:
         try:
             address = normalise_address(raw)
         except ValueError as e:
-            return page(self.env, "subscribe.html", self.context(
-                address=raw, name=name, problem=f"That is not an email address: {e}"), status=400)
+            return page(
+                self.env,
+                "subscribe.html",
+                self.context(address=raw, name=name, problem=f"That is not an email address: {e}"),
+                status=400,
+            )
         conn, client = self.conn(), request.remote_addr or "unknown"
         if not allow(conn, f"client:{client}", self.options.per_client):
-            return self.error(429, "Too many requests",
-                              "Too many subscribe requests came from your network. Please try "
-                              "again in an hour.")
+            return self.error(
+                429,
+                "Too many requests",
+                "Too many subscribe requests came from your network. Please try again in an hour.",
+            )
         # The same answer whether the address is new, active or unsubscribed.
         if allow(conn, f"address:{db.address_hash(address)}", self.options.per_address):
-            subscribers.add(conn, address, {"name": name} if name else {}, "unconfirmed",
-                            "web: subscribe form")
+            subscribers.add(conn, address, {"name": name} if name else {}, "unconfirmed", "web: subscribe form")
             ttl = self.options.confirm_days * 86400
-            token = tokens.sign(self.settings.secret or "", "confirm", self.newsletter.list_id,
-                                address, ttl=ttl)
-            url = f"{self.public_root}/confirm?" + urlencode({"email": address, "token": token},
-                                                              quote_via=quote, safe="@")
-            message = mail.confirmation(self.env, self.newsletter, address, url,
-                                        self.options.confirm_days)
+            token = tokens.sign(
+                self.settings.secret or "", "confirm", self.newsletter.list_id, address, ttl=ttl
+            )
+            url = f"{self.public_root}/confirm?" + urlencode(
+                {"email": address, "token": token}, quote_via=quote, safe="@"
+            )
+            message = mail.confirmation(self.env, self.newsletter, address, url, self.options.confirm_days)
             try:
                 mail.send(self.settings, message)
             except DigestError as e:  # SendError, or ConfigError: no SMTP server set
                 log.error("%s", e)
-                return self.error(503, "Please try again later",
-                                  "We could not send the confirmation email just now. Nothing "
-                                  "was changed; please try again later.")
+                return self.error(
+                    503,
+                    "Please try again later",
+                    "We could not send the confirmation email just now. Nothing "
+                    "was changed; please try again later.",
+                )
         else:
             log.info("confirmation not sent: the per-address limit is reached")
         return page(self.env, "subscribe_sent.html", self.context(address=address))
@@ -198,12 +217,17 @@ class ReaderApp:
         issued = (tokens.expiry(token) or 0) - self.options.confirm_days * 86400
         since = subscribers.last_suppressing_event(self.conn(), email)
         if since is not None and since > issued:
-            raise BadRequest("This link is no longer valid",
-                             "You unsubscribed after this confirmation link was sent. To "
-                             "subscribe again, ask for a new link on the subscribe page.")
+            raise BadRequest(
+                "This link is no longer valid",
+                "You unsubscribed after this confirmation link was sent. To "
+                "subscribe again, ask for a new link on the subscribe page.",
+            )
         if request.method != "POST":
-            return page(self.env, "confirm.html", self.context(
-                address=email, action=request.script_root + request.full_path.rstrip("?")))
+            return page(
+                self.env,
+                "confirm.html",
+                self.context(address=email, action=request.script_root + request.full_path.rstrip("?")),
+            )
         subscribers.reactivate(self.conn(), email, "web: confirmed link")
         return page(self.env, "confirmed.html", self.context(address=email))
 
@@ -229,15 +253,22 @@ class ReaderApp:
             tokens.verify(self.settings.secret or "", purpose, self.newsletter.list_id, email, token)
         except tokens.TokenError as e:
             if e.expired:
-                raise BadRequest("This link has expired",
-                                 "Confirmation links are valid for "
-                                 f"{self.options.confirm_days} days. Ask for a new one on the "
-                                 "subscribe page.") from None
-            what = ("use the unsubscribe link of the newest email you received, or write to "
-                    "us" if purpose == "unsubscribe" else "ask for a new one on the subscribe page")
-            raise BadRequest("This link is not valid",
-                             "The link may have been cut short or changed when it was copied. "
-                             f"Nothing was changed. Please {what}.") from None
+                raise BadRequest(
+                    "This link has expired",
+                    "Confirmation links are valid for "
+                    f"{self.options.confirm_days} days. Ask for a new one on the "
+                    "subscribe page.",
+                ) from None
+            what = (
+                "use the unsubscribe link of the newest email you received, or write to us"
+                if purpose == "unsubscribe"
+                else "ask for a new one on the subscribe page"
+            )
+            raise BadRequest(
+                "This link is not valid",
+                "The link may have been cut short or changed when it was copied. "
+                f"Nothing was changed. Please {what}.",
+            ) from None
 
     def form(self, request: Request) -> dict[str, str]:
         """Return a POST's form fields: form content types only, UTF-8 only, size-limited."""
@@ -255,11 +286,19 @@ class ReaderApp:
             return fields
         body = request.get_data(cache=True)
         try:
-            return dict(parse_qsl(body.decode("ascii"), keep_blank_values=True,
-                                  encoding="utf-8", errors="strict", max_num_fields=20))
+            return dict(
+                parse_qsl(
+                    body.decode("ascii"),
+                    keep_blank_values=True,
+                    encoding="utf-8",
+                    errors="strict",
+                    max_num_fields=20,
+                )
+            )
         except (UnicodeDecodeError, ValueError):
-            raise BadRequest("Unreadable form",
-                             "The form was not sent as UTF-8 text. Nothing was changed.") from None
+            raise BadRequest(
+                "Unreadable form", "The form was not sent as UTF-8 text. Nothing was changed."
+            ) from None
 
 
 def _too_large() -> HTTPException:
@@ -274,8 +313,9 @@ def _unsupported() -> HTTPException:
     return UnsupportedMediaType()
 
 
-def create_app(project: Project, settings: Settings | None = None,
-               options: Options | None = None, proxies: int = 0):
+def create_app(
+    project: Project, settings: Settings | None = None, options: Options | None = None, proxies: int = 0
+):
     """Return the readers' WSGI application for *project*.
 
     With *proxies*, trust that many reverse proxies' X-Forwarded-For/-Proto/-Host.

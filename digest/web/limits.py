@@ -21,13 +21,15 @@ def allow(conn: sqlite3.Connection, bucket: str, limit: Limit, now: float | None
     """Count one event in *bucket*; return False (counting nothing) when over the limit."""
     now = time.time() if now is None else now
     with transaction(conn):
-        row = conn.execute("SELECT window_start, count FROM rate_limits WHERE bucket = ?",
-                           (bucket,)).fetchone()
+        row = conn.execute("SELECT window_start, count FROM rate_limits WHERE bucket = ?", (bucket,)).fetchone()
         if row is None or now - row[0] >= limit.window:
             if row is None:  # a new bucket: drop the long-expired ones now and then
                 conn.execute("DELETE FROM rate_limits WHERE window_start < ?", (now - 86400,))
-            conn.execute("INSERT INTO rate_limits VALUES (?, ?, 1) ON CONFLICT(bucket) DO UPDATE "
-                         "SET window_start = excluded.window_start, count = 1", (bucket, now))
+            conn.execute(
+                "INSERT INTO rate_limits VALUES (?, ?, 1) ON CONFLICT(bucket) DO UPDATE "
+                "SET window_start = excluded.window_start, count = 1",
+                (bucket, now),
+            )
             return True
         if row[1] >= limit.count:
             return False

@@ -17,8 +17,9 @@ from ..send.transport import check_settings
 TIMEOUT = 30
 
 
-def confirmation(env: jinja2.Environment, newsletter: Newsletter, address: str, url: str,
-                 days: int) -> EmailMessage:
+def confirmation(
+    env: jinja2.Environment, newsletter: Newsletter, address: str, url: str, days: int
+) -> EmailMessage:
     """Build the email that asks *address* to confirm a subscription."""
     message = EmailMessage(policy=SMTP)
     message["From"] = newsletter.sender
@@ -29,8 +30,11 @@ def confirmation(env: jinja2.Environment, newsletter: Newsletter, address: str, 
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=newsletter.sender_domain)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(env.get_template("confirm_email.txt").render(
-        newsletter=newsletter, address=address, confirm_url=url, days=days))
+    message.set_content(
+        env.get_template("confirm_email.txt").render(
+            newsletter=newsletter, address=address, confirm_url=url, days=days
+        )
+    )
     return message
 
 
@@ -53,5 +57,7 @@ def send(settings: Settings, message: EmailMessage) -> None:
                 client.login(settings.smtp_username, settings.smtp_password or "")
             client.send_message(message, from_addr=parseaddr(message["From"])[1])
     except (smtplib.SMTPException, OSError) as e:
-        raise SendError(f"cannot send the confirmation email: {type(e).__name__}: {e}",
-                        hint="check the DIGEST_SMTP_* settings") from e
+        raise SendError(
+            f"cannot send the confirmation email: {type(e).__name__}: {e}",
+            hint="check the DIGEST_SMTP_* settings",
+        ) from e

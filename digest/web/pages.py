@@ -13,8 +13,10 @@ from ..render import default_templates_dir
 FOLDER = "web/reader"
 
 # No script at all; styles only from our own stylesheet; forms post only to us.
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -36,10 +38,13 @@ def make_environment(project: Project) -> jinja2.Environment:
     if own.resolve() != (default_templates_dir() / FOLDER).resolve():
         loaders.append(jinja2.FileSystemLoader(str(own)))
     loaders += [defaults, jinja2.PrefixLoader({"!default": defaults}, delimiter="/")]
-    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders),
-                              autoescape=jinja2.select_autoescape(["html"]),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def stylesheet(project: Project) -> Path:

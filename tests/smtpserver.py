@@ -41,6 +41,7 @@ class Recorder:
     hang_in_data: set[str] = field(default_factory=set)  # never answer the final dot
     greeting_faults: list[str] = field(default_factory=list)  # replies instead of the 220
     mail_faults: list[str] = field(default_factory=list)  # replies to MAIL, used in turn
+    data_faults: dict[str, str] = field(default_factory=dict)  # address -> reply to its message
     pipelining: bool = False
     rcpt_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections: int = 0
@@ -86,6 +87,9 @@ class Recorder:
                 server.transport.close()  # the connection drops before the reply
                 return "451 dropped"
         with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                if rcpt.lower() in self.data_faults:
+                    return self.data_faults[rcpt.lower()]
             for rcpt in envelope.rcpt_tos:
                 self.received.append(Received(envelope.mail_from, rcpt, envelope.original_content))
         return "250 Message accepted for delivery"

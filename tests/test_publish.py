@@ -574,6 +574,9 @@ def test_the_static_app_serves_the_site_with_types_and_caching(project: Path, ru
         "/digest/nope/",
         f"/{EXAMPLE}/",
         "/digest/sources/..%2f..%2fdigest.toml",
+        "/digest//etc",  # an absolute path must not reveal what exists outside the site
+        "/digest//tmp/",
+        "/digest/sources//index.html",
     ):
         assert client.get(bad).status_code == 404, bad
     assert client.post(f"/digest/{EXAMPLE}/").status_code == 405

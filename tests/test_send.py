@@ -460,3 +460,18 @@ def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
     final.communicate(timeout=60)
     got = plain_server.recorder.by_recipient()
     assert set(got) == everyone
+
+
+def test_the_sends_of_an_issue_are_matched_exactly(tmp_path: Path) -> None:
+    """'_' in an issue slug is no wildcard: a --to send of a-b is not a send of a_b."""
+    from digest.send.journal import Journal
+
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        journal.start("a-b to list@example.org", "hash")
+        journal.start("a_b", "hash")
+        assert journal.sends("a_b") == ["a_b"]
+        assert journal.sends("a-b") == ["a-b to list@example.org"]
+        assert journal.sends("a%b") == []
+    finally:
+        journal.close()

@@ -290,6 +290,24 @@ def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner, tmp_
     assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
 
 
+def test_a_policy_refusal_of_one_message_fails_that_reader_only(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """5.7.x at RCPT or at the final dot concerns that message: the send goes on, and a rerun
+    does not stop at the same reader again."""
+    server.recorder.faults["reader00001@example.com"] = ["550 5.7.1 recipient refused by policy"]
+    server.recorder.data_faults["reader00003@example.com"] = "550 5.7.0 message content rejected"
+    result = _send(runner, "--list", str(_list(tmp_path, 5)), "--yes")
+    assert result.exit_code == 0, result.output  # failed for a reason of their own: done
+    assert result.stdout.splitlines()[-2].startswith("3 sent, 2 failed")
+    status = _status(runner)
+    assert "failed    reader00001@example.com: 550 5.7.1 recipient refused by policy" in status
+    assert "failed    reader00003@example.com: 550 5.7.0 message content rejected" in status
+    assert _send(runner, "--list", str(_list(tmp_path, 5)), "--yes").stdout.splitlines()[-1] == (
+        "Nothing to send."
+    )
+
+
 def test_plain_text_injected_after_the_starttls_220_aborts(
     project: Path, runner: CliRunner, tmp_path: Path, monkeypatch
 ) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.security import safe_join
 from werkzeug.utils import redirect, send_from_directory
 from werkzeug.wrappers import Request, Response
 
@@ -58,7 +59,14 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
             raise NotFound()
         rel = path[len(base) :]
         parts = PurePosixPath(rel).parts
-        if any(p.startswith(".") or p == ".." for p in parts) or "\\" in rel or "\0" in rel:
+        if (
+            rel.startswith("/")  # '/news//etc' would name /etc itself
+            or "//" in rel
+            or any(p.startswith(".") or p == ".." for p in parts)
+            or "\\" in rel
+            or "\0" in rel
+            or safe_join(str(root), rel) is None
+        ):
             raise NotFound()
         if rel == "" or rel.endswith("/"):
             rel += "index.html"

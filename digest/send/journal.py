@@ -258,7 +258,8 @@ class Journal:
         return [
             key
             for (key,) in self._db.execute(
-                "SELECT issue FROM sends WHERE issue = ? OR issue LIKE ? ORDER BY issue",
-                (issue, f"{issue} to %"),
+                # A prefix compare, not LIKE: '_' and '%' in a slug are not wildcards.
+                "SELECT issue FROM sends WHERE issue = ? OR substr(issue, 1, ?) = ? ORDER BY issue",
+                (issue, len(f"{issue} to "), f"{issue} to "),
             )
         ]

@@ -89,10 +89,11 @@ def _reply(code: int, message: bytes | str) -> str:
 
 def _about_the_session(code: int, message: bytes, command: str) -> bool:
     """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
-    text = message.lstrip()
-    if code in (530, 535) or text.startswith((b"5.7.0", b"5.7.8", b"5.7.9")):
-        return True  # authentication required / refused
-    return command == "MAIL" and code >= 500  # the server refuses our sender
+    if code in (530, 535):
+        return True  # authentication required / refused, whatever the command
+    # A policy reply (5.7.x) to RCPT or to the message concerns that one message: failing the
+    # session for it would stop every rerun at the same reader.
+    return command == "MAIL" and code >= 500  # the server refuses our sender (or needs a login)
 
 
 @functools.cache

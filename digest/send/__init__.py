@@ -92,8 +92,8 @@ class Plan:
     def subject(self) -> str:
         return self.template.subject
 
-    def envelope_sender(self, recipient: Recipient) -> str:
-        """Return the envelope sender (MAIL FROM) for one recipient.
+    def envelope_sender(self, recipient: Recipient, delivery_id: int | None = None) -> str:
+        """Return the envelope sender (MAIL FROM) for one recipient (of one journal delivery).
 
         With bounce_address in digest.toml it is the delivery's VERP address
         (bounces+<token>@domain, see digest.tokens), so a bounce names the issue and
@@ -101,11 +101,10 @@ class Plan:
         """
         newsletter = self.template.newsletter
         bounce, secret = newsletter.bounce_address, self.template.secret
-        delivery_id = (
-            self.journal.delivery_id(self.key, recipient.email)
-            if bounce and secret and self.journal is not None
-            else None
-        )
+        if not (bounce and secret and self.journal is not None):
+            return self._from_address
+        if delivery_id is None:
+            delivery_id = self.journal.delivery_id(self.key, recipient.email)
         if delivery_id is None:
             return self._from_address
         token = verp_token(secret, newsletter.list_id, delivery_id, self.key, recipient.email)

@@ -88,7 +88,7 @@ class SendLoop:
         messenger_factory: Callable[[], object],
         options: Options,
         stop: threading.Event | None = None,
-        envelope_sender: Callable[[Recipient], str] | None = None,
+        envelope_sender: Callable[[Recipient, int], str] | None = None,
     ) -> None:
         self.issue = issue
         self.template = template
@@ -98,7 +98,7 @@ class SendLoop:
         self.stop = stop or threading.Event()
         self.interrupted = False
         sender = envelope_address(parseaddr(template.newsletter.sender)[1])
-        self.envelope_sender = envelope_sender or (lambda _recipient: sender)
+        self.envelope_sender = envelope_sender or (lambda _recipient, _delivery_id: sender)
         self.stats = Stats()
         self.fatal: SendError | None = None
         self._in_a_row = 0
@@ -210,7 +210,7 @@ class SendLoop:
         email = recipient.email
         wire = getattr(messenger, "wire", False)
         personal = self.template.rendered.personal
-        sender = envelope_address(self.envelope_sender(recipient))
+        sender = envelope_address(self.envelope_sender(recipient, delivery.id))
         to = envelope_address(email)
 
         async def prepare() -> bytes:

@@ -40,6 +40,11 @@ class ImportReport:
     updated: int = 0
     suppressed: int = 0
     problems: list = field(default_factory=list)  # RowProblem: line and message
+    duplicates: list = field(default_factory=list)  # (line, line of its first row): skipped
+
+
+# The columns `digest subscribers export` adds: a backup imports back with its statuses.
+EXPORT_COLUMNS = frozenset({"status", "created", "updated", "source"})
 
 
 @contextmanager
@@ -338,13 +343,23 @@ def import_csv(
         return report
     source = source or f"import {path.name}"
     rows = (r for r in read_recipients(path) if not isinstance(r, RowProblem))
+    first_line: dict[str, int] = {}
     while True:
         chunk = [r for _, r in zip(range(batch), rows, strict=False)]
         if not chunk:
             return report
         with transaction(conn):
             for row in chunk:
-                outcome = _add(conn, row.email, row.fields, "active", source)
+                key = address_key(row.email)
+                if key in first_line:  # the first row of an address wins, as in a send
+                    report.duplicates.append((row.line or 0, first_line[key]))
+                    continue
+                first_line[key] = row.line or 0
+                fields, status = row.fields, "active"
+                if EXPORT_COLUMNS <= fields.keys():  # a backup made by `subscribers export`
+                    status = fields["status"] if fields["status"] in STATUSES else "active"
+                    fields = {k: v for k, v in fields.items() if k not in EXPORT_COLUMNS}
+                outcome = _add(conn, row.email, fields, status, source)
                 if outcome == "added":
                     report.added += 1
                 elif outcome == "updated":

@@ -205,3 +205,32 @@ def test_bad_values_are_errors_with_path_and_line(project: Path, runner: CliRunn
         "out of range for month" in result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_a_closed_pipe_is_not_an_error(project: Path) -> None:
+    """`digest subscribers ls | head -1`: the reader goes away; no internal error."""
+    import os
+    import subprocess
+    import sys
+
+    rows = "".join(f"reader{i}@example.com,Reader {i}\n" for i in range(3000))
+    (project / "list.csv").write_text("email,name\n" + rows)
+    added = subprocess.run(
+        [sys.executable, "-m", "digest", "subscribers", "import", "list.csv"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert added.returncode == 0, added.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "subscribers", "ls"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    assert proc.stdout.readline().startswith(b"reader")
+    proc.stdout.close()  # as `head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 0
+    assert stderr == ""

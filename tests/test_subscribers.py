@@ -43,12 +43,13 @@ def test_import_skipping_bad_rows_then_never_reactivating(project, runner) -> No
     result = run(runner, "subscribers", "import", "--skip-invalid", LIST)
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "3 added, 1 updated, 0 not added (unsubscribed, bounced, complained or erased), 2 invalid\n"
+        "3 added, 0 updated, 0 not added (unsubscribed, bounced, complained or erased), 2 invalid, "
+        "1 duplicate(s)\n"
     )
     assert "readers.csv:4: invalid address 'not-an-address'" in result.stderr
     assert run(runner, "unsubscribe", "anna@example.com").exit_code == 0
     again = run(runner, "subscribers", "import", "--skip-invalid", LIST)
-    assert again.stdout.startswith("0 added, 0 updated, 2 not added")
+    assert again.stdout.startswith("0 added, 0 updated, 1 not added")
     listed = run(runner, "subscribers", "ls", "--status", "unsubscribed").stdout
     assert [line.split("\t")[:2] for line in listed.splitlines()] == [["anna@example.com", "unsubscribed"]]
     rows = json.loads(run(runner, "subscribers", "ls", "--json").stdout)
@@ -105,7 +106,7 @@ def test_rm_erases_and_export_writes_status_and_dates(project, runner, tmp_path)
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert list(rows[0]) == ["email", "status", "created", "updated", "source", "city", "name"]
     assert [(r["email"], r["status"], r["name"]) for r in rows] == [
-        ("anna@example.com", "active", "Anna again"),
+        ("anna@example.com", "active", "Anna Schmidt"),
         ("BORIS@example.com", "active", "Борис Петров"),
     ]
     assert run(runner, "subscribers", "export").stdout == out.read_text(encoding="utf-8")
@@ -183,3 +184,30 @@ def test_serve_on_a_busy_port_is_one_clear_error(project, runner, monkeypatch) -
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
     assert "hint: choose another --port (0 takes any free one)" in result.stderr
+
+
+def test_an_export_imports_back_as_it_was_and_duplicates_are_reported(project, runner, tmp_path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(
+        "email,name,city\n"
+        "anna@example.com,Anna,Berlin\n"
+        "boris@example.com,Boris,Moskva\n"
+        "ANNA@example.com,Anna again,Berlin\n"
+    )
+    imported = run(runner, "subscribers", "import", str(listing))
+    assert imported.exit_code == 0, imported.output
+    assert imported.stderr == f"Warning: {listing}:4: the address of line 2 again (skipped)\n"
+    assert imported.stdout.startswith("2 added, 0 updated") and "1 duplicate(s)" in imported.stdout
+    assert run(runner, "unsubscribe", "boris@example.com").exit_code == 0
+    backup = tmp_path / "backup.csv"
+    assert run(runner, "subscribers", "export", str(backup)).exit_code == 0
+
+    (project / ".digest" / "journal.sqlite3").unlink()  # a new machine: restore the backup
+    restored = run(runner, "subscribers", "import", str(backup))
+    assert restored.exit_code == 0, restored.output
+    listed = json.loads(run(runner, "subscribers", "ls", "--json").stdout)
+    by_address = {s["email"]: s for s in listed}
+    assert by_address["anna@example.com"]["status"] == "active"
+    assert by_address["anna@example.com"]["fields"] == {"city": "Berlin", "name": "Anna"}
+    assert by_address["boris@example.com"]["status"] == "unsubscribed"  # never re-activated
+    assert by_address["boris@example.com"]["fields"] == {"city": "Moskva", "name": "Boris"}

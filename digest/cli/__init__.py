@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,11 @@ class DigestGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader of our output went away (`digest subscribers ls | head`): not an error.
+            # Point stdout at /dev/null so that the interpreter's final flush stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - the one place that catches everything

@@ -75,9 +75,12 @@ def import_(state: State, file: Path, skip_invalid: bool) -> None:
         raise problems[0] if len(problems) == 1 else DigestErrors(problems)
     for p in result.problems:
         click.echo(f"Warning: {_shown(file)}:{p.line}: {p.message} (skipped)", err=True)
+    for line, first in result.duplicates:
+        click.echo(f"Warning: {_shown(file)}:{line}: the address of line {first} again (skipped)", err=True)
     click.echo(
         f"{result.added} added, {result.updated} updated, {result.suppressed} not added "
         f"(unsubscribed, bounced, complained or erased), {len(result.problems)} invalid"
+        + (f", {len(result.duplicates)} duplicate(s)" if result.duplicates else "")
     )
 
 

@@ -475,3 +475,10 @@ def test_the_sends_of_an_issue_are_matched_exactly(tmp_path: Path) -> None:
         assert journal.sends("a%b") == []
     finally:
         journal.close()
+
+
+def test_status_of_an_unknown_issue_is_an_error(project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["status", "2099-01-01"])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: issues: no issue '2099-01-01'\n  hint: known issues: 2021-12-31\n"
+    assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"

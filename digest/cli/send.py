@@ -322,6 +322,9 @@ def status(state: State, issue: str) -> None:
     conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)
     if not keys:
+        from ..issue import resolve_issue_dir
+
+        resolve_issue_dir(project, issue)  # a mistyped issue is an error, not "not sent yet"
         click.echo(f"{issue}: not sent yet")
         return
     for key in keys:

@@ -59,7 +59,10 @@ def check_addresses(addresses: list[str], what: str) -> list[str]:
         try:
             checked.append(normalise_address(address))
         except ValueError as e:
-            raise DigestError(f"{what} {address!r} is not an email address: {e}") from None
+            raise DigestError(
+                f"{what} {address!r} is not an email address: {e}",
+                hint="write the whole address, like reader@example.org",
+            ) from None
     return checked
 
 

@@ -93,6 +93,18 @@ DIGEST_SMTP_SECURITY=starttls
 DIGEST_SMTP_CAFILE=
 # Secret key that signs unsubscribe links (any long random string).
 DIGEST_SECRET=
+# The mailbox 'digest bounces --imap' reads (the one bounce_address delivers to).
+DIGEST_IMAP_HOST=
+# 993 for TLS (default), 143 for starttls.
+DIGEST_IMAP_PORT=993
+DIGEST_IMAP_USERNAME=
+# Password for the IMAP mailbox. Never printed or logged.
+DIGEST_IMAP_PASSWORD=
+# The folder to read (default INBOX); processed messages move to the folder 'processed'.
+DIGEST_IMAP_FOLDER=INBOX
+# tls (default), starttls, or none; DIGEST_IMAP_CAFILE for a private CA (optional).
+DIGEST_IMAP_SECURITY=tls
+DIGEST_IMAP_CAFILE=
 """
 
 GITIGNORE = """\

@@ -199,3 +199,13 @@ def test_init_writes_valid_toml_for_any_name(tmp_path: Path, runner: CliRunner, 
 
     assert parse_mailbox(newsletter.sender) == (shown, "newsletter@example.org")
     assert "# [sources]" in (tmp_path / "p" / "digest.toml").read_text()
+
+
+def test_init_writes_the_same_env_example_as_this_repository() -> None:
+    """Every setting (SMTP, signing key, IMAP for bounces) is named in what init writes."""
+    from digest.compose import ENV_EXAMPLE
+
+    from .conftest import REPO
+
+    assert ENV_EXAMPLE == (REPO / ".env.example").read_text()
+    assert "DIGEST_IMAP_PASSWORD=" in ENV_EXAMPLE

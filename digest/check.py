@@ -42,6 +42,10 @@ class Finding:
         where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "")
         return f"{where}: {self.severity}: {self.message}" if where else (f"{self.severity}: {self.message}")
 
+    def format_with_hint(self) -> str:
+        """Return the finding's line, then its hint (if any) on an indented line."""
+        return self.format() + (f"\n  hint: {self.hint}" if self.hint else "")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -106,7 +110,9 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
             _check_manifest(out, partial)
         except (OSError, UnicodeDecodeError):
             pass  # an unreadable issue.toml is among the errors already
+        _check_bounces(out, project)
         _check_stories(out, project, partial)
+        out.error_from(DigestErrors(client_warnings(project, partial)), "warning")
         return Report(tuple(out.findings))
     for warning in issue.warnings:
         out.error_from(warning, "warning")
@@ -117,6 +123,15 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         out.error_from(e)
         message = None
     _check_manifest(out, issue)
+    _check_bounces(out, project)
+    _check_stories(out, project, issue)
+    out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
+    if message is not None:
+        _check_message(out, project, issue, message)
+    return Report(tuple(out.findings))
+
+
+def _check_bounces(out: _Collector, project: Project) -> None:
     if not project.newsletter.bounce_address:  # issue 12: bounces
         out.add(
             "warning",
@@ -126,11 +141,6 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
             'set bounce_address = "bounces@<your '
             "domain>\" under [newsletter] and read it with 'digest bounces'",
         )
-    _check_stories(out, project, issue)
-    out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
-    if message is not None:
-        _check_message(out, project, issue, message)
-    return Report(tuple(out.findings))
 
 
 def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,27 +85,34 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
     def line_of(key: str) -> int | None:
         return toml_line(text, key)
 
-    for key in meta:
-        if key not in _KNOWN:
-            warnings.append(
-                ContentError(
-                    f"unknown key '{key}' (ignored)",
-                    path=manifest_path,
-                    line=line_of(key),
-                    hint="known keys: " + ", ".join(_KNOWN),
-                )
-            )
+    unknown = [key for key in meta if key not in _KNOWN]
     subject = meta.get("subject") or meta.get("title")
+    typo = None  # an unknown key that stands for the missing subject
     if text and (not isinstance(subject, str) or not subject.strip()):
+        typo = next((k for k in unknown if difflib.get_close_matches(k.lower(), ["subject"], n=1)), None)
         errors.append(
             ContentError(
-                "no 'subject'",
+                "no 'subject'" + (f" (unknown key '{typo}': did you mean 'subject'?)" if typo else ""),
                 path=manifest_path,
-                line=1,
-                hint='add subject = "..." (the email\'s subject line)',
+                line=(line_of(typo) or 1) if typo else 1,
+                hint=f"rename '{typo}' to 'subject'"
+                if typo
+                else 'add subject = "..." (the email\'s subject line)',
             )
         )
         subject = ""
+    for key in unknown:
+        if key == typo:
+            continue  # reported with the missing subject
+        close = difflib.get_close_matches(key.lower(), _KNOWN, n=1)
+        errors.append(
+            ContentError(
+                f"unknown key '{key}'" + (f": did you mean '{close[0]}'?" if close else ""),
+                path=manifest_path,
+                line=line_of(key),
+                hint=(f"rename it to '{close[0]}'; " if close else "") + "known keys: " + ", ".join(_KNOWN),
+            )
+        )
     title = meta.get("title") or subject or ""
     if not isinstance(title, str):
         errors.append(

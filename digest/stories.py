@@ -23,6 +23,8 @@ KNOWN_KEYS = ("title", "source", "url", "dateline", "read_also", "section", "aut
 
 _DATE_VALUE = re.compile(r"(?:^|[:\-\[,{]\s*)(\d{4})-(\d\d?)-(\d\d?)\b")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# YAML errors whose context mark, not the problem mark, is the line to fix.
+_STARTS_AT_CONTEXT = ("while parsing a flow", "while scanning a quoted scalar", "while scanning a simple key")
 # CommonMark with raw HTML disabled: '<…>' or '<script>' in a story shows as text.
 _markdown = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
 
@@ -125,10 +127,15 @@ def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
+        # An unclosed '[', '{' or quote, or a line with no ':': YAML notices only later
+        # (often at the end), so name the line where the broken value starts.
+        if str(getattr(e, "context", "")).startswith(_STARTS_AT_CONTEXT):
+            mark = getattr(e, "context_mark", None) or mark
+        last = len(front.rstrip().splitlines()) - 1  # a mark at the end: the last line given
         raise ContentError(
             f"malformed YAML front matter: {problem}",
             path=path,
-            line=mark.line + 2 if mark else 2,
+            line=min(mark.line, max(last, 0)) + 2 if mark else 2,
             hint="front matter is 'key: value' lines; quote values that contain ': ' or start with '[' or '{'",
         ) from e
     if meta is None:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .compose import INIT_EXAMPLES
 from .errors import ContentError, DigestError
 
 # "MOSCOW, December 31. /TASS/." or "ZÜRICH, 13 June. / SWISS INFO /.": a place in capitals
@@ -29,6 +30,16 @@ URL = re.compile(r"^https?://\S+$")
 _TERMINAL = (".", "!", "?", "…", "”", '"', "»", ":", ";")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]])")
 _MD_BLOCK_START = re.compile(r"^(\s*)([#>+-]|\d+[.)])(\s)")
+# Wording that marks a paragraph as an editorial disclaimer, not a story's text.
+DISCLAIMER_WORDS = re.compile(
+    r"\b(disclaimer|remind our readers|does not (?:necessarily )?(?:mean|imply|reflect) that we"
+    r"|(?:do|does) not necessarily (?:reflect|represent)|views expressed|we (?:do not|don't) "
+    r"(?:necessarily )?(?:agree|endorse))\b",
+    re.IGNORECASE,
+)
+
+
+_PLACEHOLDER = INIT_EXAMPLES["disclaimer"]
 
 
 @dataclass
@@ -95,7 +106,9 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
     """Split the text into stories; report every paragraph that is not placed.
 
     The closing paragraph is never part of a story: the newsletter's disclaimer
-    is dropped, and one that resembles it but differs is reported with the difference.
+    is dropped, one that resembles it but differs is reported with the difference,
+    and one that reads like a disclaimer or stands apart after the last story's
+    text is reported and not imported.
     """
     blocks = _blocks(text)
     stories: list[ImportedStory] = []
@@ -106,11 +119,13 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
         line_no, lines = blocks[-1]
         closing = " ".join(lines[-1].split())
         closing_line = line_no + len(lines) - 1
-        if closing == wanted or _similar(closing, wanted):
+        if closing == wanted or _similar(closing, wanted) or _reads_like_disclaimer(closing):
             if closing == wanted:
                 disclaimer_found = True
-            else:
+            elif _similar(closing, wanted):
                 notes.append(_disclaimer_differs(closing, wanted, path, closing_line))
+            else:
+                notes.append(_closing_not_imported(closing, path, closing_line))
             blocks[-1] = (line_no, lines[:-1])
             if not blocks[-1][1]:
                 blocks.pop()
@@ -155,6 +170,12 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
             current = ImportedStory(title=lines[0].strip(), line=line_no)
             stories.append(current)
             continue
+        if next_block is None and current is not None and not current.closed and current.paragraphs:
+            if not any(CONTINUE.match(line.strip()) for line in lines):
+                # A block of its own after the last story's text, with nothing that ties it
+                # to the story: the digest's closing, never merged into the story.
+                notes.append(_after_last_story(joined, current, path, line_no))
+                continue
         if current is None or current.closed:
             if next_block is None and _similar(joined, wanted):
                 notes.append(_disclaimer_differs(joined, wanted, path, line_no))
@@ -233,6 +254,38 @@ def _is_title(lines: list[str], next_block: list[str] | None, current: ImportedS
     if current is None or current.closed:
         return True
     return not line.endswith(_TERMINAL) and bool(current.paragraphs)
+
+
+def _reads_like_disclaimer(paragraph: str) -> bool:
+    """Tell whether a paragraph reads like an editorial disclaimer (init's placeholder or the like)."""
+    if _similar(paragraph, _PLACEHOLDER) or DISCLAIMER_WORDS.search(paragraph):
+        return True
+    # The placeholder's wording inside a longer paragraph ("... publication of articles on our
+    # site does not mean that we agree with what is written. Our policy ...").
+    words, placeholder = paragraph.lower().split(), _PLACEHOLDER.lower().split()
+    match = difflib.SequenceMatcher(None, words, placeholder, autojunk=False)
+    return sum(b.size for b in match.get_matching_blocks()) >= 0.7 * len(placeholder)
+
+
+def _closing_not_imported(found: str, path: Path, line: int) -> DigestError:
+    return ContentError(
+        f"the closing paragraph is not digest.toml's disclaimer; it was not imported: {found[:60]!r}",
+        path=path,
+        line=line,
+        hint="the email always carries the disclaimer from digest.toml; put this wording there if "
+        "it is the newsletter's disclaimer, or add the text to a story by hand",
+    )
+
+
+def _after_last_story(found: str, story: ImportedStory, path: Path, line: int) -> DigestError:
+    return ContentError(
+        f"the last paragraph was not imported: it stands apart after story {story.title!r}, "
+        f"like a closing paragraph: {found[:60]!r}",
+        path=path,
+        line=line,
+        hint="if it belongs to that story, add it to the story's file by hand; if it is the "
+        "newsletter's disclaimer, put it in digest.toml",
+    )
 
 
 def _similar(a: str, b: str) -> bool:

@@ -292,6 +292,8 @@ def test_check_warns_without_bounce_address(project, runner):
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
         "digest.toml: warning: no bounce_address: bounces go to the From address and are not processed",
+        '  hint: set bounce_address = "bounces@<your domain>" under [newsletter] and read it with '
+        "'digest bounces'",
         "0 errors, 1 warning",
     ]
 

@@ -69,7 +69,7 @@ def test_all_problems_in_one_run(project: Path, runner: CliRunner) -> None:
     lines = result.stderr.splitlines()
     assert [line for line in lines if line.startswith("Error:")] == [
         f"Error: issues/{EXAMPLE}/zz-a.md:1: front matter has no 'title'",
-        f"Error: issues/{EXAMPLE}/zz-b.md:3: malformed YAML front matter: did not find expected ',' or ']'",
+        f"Error: issues/{EXAMPLE}/zz-b.md:2: malformed YAML front matter: did not find expected ',' or ']'",
     ]
     assert lines[-1] == "2 problems found; nothing was written."
     assert "Traceback" not in result.output

@@ -86,3 +86,28 @@ def test_missing_manifest(project: Path) -> None:
     with pytest.raises(ContentError) as e:
         load_issue(load_project(), "bare")
     assert e.value.message == "no issue.toml"
+
+
+def test_an_unknown_key_is_an_error_with_a_close_match(project: Path, small_issue: Path) -> None:
+    write(small_issue / "issue.toml", 'subject = "S"\npre_header = ""\nfoo = 1\n')
+    with pytest.raises(DigestErrors) as e:
+        load_issue(load_project(), small_issue)
+    assert [(x.message, x.line, x.hint) for x in e.value.errors] == [
+        (
+            "unknown key 'pre_header': did you mean 'preheader'?",
+            2,
+            "rename it to 'preheader'; known keys: subject, title, date, number, preheader, order",
+        ),
+        ("unknown key 'foo'", 3, "known keys: subject, title, date, number, preheader, order"),
+    ]
+
+
+def test_a_misspelt_subject_is_named_in_the_missing_subject_error(project: Path, small_issue: Path) -> None:
+    write(small_issue / "issue.toml", '# the subject\nsubjet = "Thursday"\n')
+    with pytest.raises(ContentError) as e:  # one error for one typo
+        load_issue(load_project(), small_issue)
+    assert (e.value.message, e.value.line, e.value.hint) == (
+        "no 'subject' (unknown key 'subjet': did you mean 'subject'?)",
+        2,
+        "rename 'subjet' to 'subject'",
+    )

@@ -52,7 +52,29 @@ def test_malformed_yaml_reports_the_file_line(tmp_path: Path) -> None:
     with pytest.raises(ContentError) as e:
         read_story(path)
     assert e.value.message.startswith("malformed YAML front matter")
-    assert e.value.line in (3, 4)
+    assert e.value.line == 3  # the line of 'source', whose '[' is never closed
+
+
+@pytest.mark.parametrize(
+    "front, line",
+    [
+        ("title: [Letter from the editor\nsource: X\n", 2),  # unclosed '[': the key's line
+        ("title: [Letter from the editor\n", 2),
+        ("title: X\nsource: [a,\n  b\n", 3),  # a flow list over two lines: where it opens
+        ("title: {a: b\nsource: c\n", 2),
+        ('title: "unclosed\nsource: X\n', 2),  # unclosed quote
+        ("title: X\njust text\nsource: Y\n", 3),  # a line with no ':'
+        ("title: X\n  bad: indent\nsource: Y\n", 3),  # where YAML says the problem is
+        ("title: a: b\n", 2),
+        ("title: [\n", 2),  # YAML points past the end: the last line given
+    ],
+)
+def test_malformed_yaml_names_the_line_to_fix(tmp_path: Path, front: str, line: int) -> None:
+    path = write(tmp_path / "s.md", f"---\n{front}---\nBody\n")
+    with pytest.raises(ContentError) as e:
+        read_story(path)
+    assert e.value.message.startswith("malformed YAML front matter: ")
+    assert e.value.line == line
 
 
 def test_not_utf8(tmp_path: Path) -> None:

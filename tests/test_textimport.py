@@ -207,3 +207,107 @@ def test_bad_input(tmp_path: Path, raw: bytes, message: str) -> None:
     with pytest.raises(ContentError) as e:
         decode_input(raw, tmp_path / "in")
     assert e.value.message == message
+
+
+def _fresh_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner) -> Path:
+    """A project as 'digest init' writes it (the placeholder disclaimer), as cwd."""
+    from digest.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in __import__("os").environ if k.startswith("DIGEST_")]:
+        monkeypatch.delenv(key)
+    assert runner.invoke(cli, ["init"]).exit_code == 0
+    assert runner.invoke(cli, ["new", "--date", "2022-03-03"]).exit_code == 0
+    return tmp_path
+
+
+def test_a_fresh_project_never_glues_the_closing_paragraph_into_the_last_story(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner
+) -> None:
+    """The README's path: init, new, import a digest whose disclaimer is not the placeholder."""
+    from digest.cli import cli
+
+    _fresh_project(tmp_path, monkeypatch, runner)
+    source = FIXTURES / "second-digest.txt"
+    result = runner.invoke(cli, ["import", "2022-03-03", str(source)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "created issues/2022-03-03/harbour-strike-ends-after-three-weeks-of-talks.md\n"
+        "created issues/2022-03-03/central-bank-holds-rates-signals-cut-in-june.md\n"
+        "created issues/2022-03-03/letter-from-the-editor.md\n"
+        "imported 3 stories; 1 note(s) above\n"
+    )
+    assert result.stderr == (
+        f"Warning: {source}:21: the closing paragraph is not digest.toml's disclaimer; it was not "
+        "imported: 'We remind our readers that publication of articles on our si'\n"
+        "  hint: the email always carries the disclaimer from digest.toml; put this wording there "
+        "if it is the newsletter's disclaimer, or add the text to a story by hand\n"
+    )
+    letter = (tmp_path / "issues" / "2022-03-03" / "letter-from-the-editor.md").read_text()
+    assert "remind our readers" not in letter
+    assert letter.rstrip().endswith("We read every reply you send.")
+
+
+def test_the_seed_into_a_fresh_project_reports_its_disclaimer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner
+) -> None:
+    from digest.cli import cli
+
+    _fresh_project(tmp_path, monkeypatch, runner)
+    source = FIXTURES / "seed.txt"
+    result = runner.invoke(cli, ["import", "2022-03-03", str(source)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("imported 4 stories; 1 note(s) above\n")
+    assert result.stderr.startswith(
+        f"Warning: {source}:29: the closing paragraph is not digest.toml's disclaimer; it was not imported"
+    )
+    stories = load_issue(load_project(), "2022-03-03").stories
+    assert not any("remind our readers" in s.body for s in stories)
+
+
+PLACEHOLDER = "Publication of an article in this newsletter does not mean that we agree with what is written."
+
+
+@pytest.mark.parametrize(
+    "closing",
+    [
+        PLACEHOLDER,  # init's placeholder, when digest.toml says something else
+        "The views expressed in these articles are the authors' own.",
+        DISCLAIMER.replace("We remind our readers that p", "P"),  # far from digest.toml's
+    ],
+)
+@pytest.mark.parametrize("apart", [True, False])
+def test_a_closing_that_reads_like_a_disclaimer_is_reported(tmp_path: Path, closing: str, apart: bool) -> None:
+    """No 'Continue reading' closes the last story; the closing is in its block or apart from it."""
+    text = "A title\n\nThe text.\n" + ("\n" if apart else "") + closing + "\n"
+    result = split_digest(text, "Our own, entirely different closing words.", tmp_path / "x.txt")
+    (found,) = result.stories
+    assert found.paragraphs == ["The text."]
+    assert not result.disclaimer_found
+    assert [(n.line, n.message) for n in result.notes] == [
+        (
+            5 if apart else 4,
+            f"the closing paragraph is not digest.toml's disclaimer; it was not imported: {closing[:60]!r}",
+        )
+    ]
+
+
+def test_a_paragraph_apart_after_the_last_story_is_reported_not_merged(tmp_path: Path) -> None:
+    text = "A title\n\nThe text.\n\nThanks for reading, see you next week.\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    (found,) = result.stories
+    assert found.paragraphs == ["The text."]
+    (note,) = result.notes
+    assert (note.line, note.message) == (
+        5,
+        "the last paragraph was not imported: it stands apart after story 'A title', like a "
+        "closing paragraph: 'Thanks for reading, see you next week.'",
+    )
+    assert note.hint.startswith("if it belongs to that story, add it to the story's file by hand")
+
+
+def test_a_last_story_in_two_blocks_that_ends_with_its_attribution_is_kept(tmp_path: Path) -> None:
+    text = "A title\n\nThe text.\n\nMore text.\nContinue reading at a.com\n\n" + DISCLAIMER + "\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    assert result.notes == [] and result.disclaimer_found
+    assert result.stories[0].paragraphs == ["The text.", "More text."]

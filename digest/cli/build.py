@@ -155,7 +155,7 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
         )
     else:
         for finding in report.findings:
-            click.echo(finding.format())
+            click.echo(finding.format_with_hint())
         click.echo(report.summary())
     if report.errors or (strict and report.warnings):
         sys.exit(1)

@@ -127,7 +127,8 @@ def import_(state: State, issue: str, file: str) -> None:
     The text is blocks separated by blank lines: a title line, then the story's
     paragraphs (the first may open with 'MOSCOW, December 31. /TASS/.'),
     optionally 'Continue reading at <site>' and a 'Read also:' block; the
-    newsletter's disclaimer closes it. Text that is not placed is reported.
+    newsletter's disclaimer closes it. Text that is not placed is reported; a
+    closing paragraph is never merged into the last story.
 
     \b
     Example:

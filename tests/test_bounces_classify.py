@@ -24,8 +24,9 @@ EXPECTED = {
     "yahoo.eml": ("hard", "ghost@yahoo.example", ISSUE, "5.0.0", "554 delivery error"),
     "qmail.eml": ("hard", "former@qmail.example", ISSUE, "5.1.1", "no mailbox here"),
     "arf-abuse.eml": ("complaint", "annoyed@mailbox.example", ISSUE, "abuse", "ExampleFBL"),
-    "arf-no-verp.eml": ("complaint", "reader@aol.example", None, "abuse", "AOL SComp"),
-    "dsn-list-id-only.eml": ("hard", "moved@example.org", None, "5.1.1", "mailbox unavailable"),
+    # Our List-Id but no VERP token: anyone could have written them, so nobody is named.
+    "arf-no-verp.eml": ("unverified", None, None, None, "(it names reader@aol.example)"),
+    "dsn-list-id-only.eml": ("unverified", None, None, None, "(it names moved@example.org)"),
     "vacation-rfc3834.eml": ("auto-reply", "away@example.net", ISSUE, None, "Re: Putin"),
     "vacation-outlook.eml": ("auto-reply", "ooo@contoso.example", ISSUE, None, "Automatic reply"),
     "vacation-to-editors.eml": ("not-ours", None, None, None, "auto-reply"),
@@ -71,18 +72,20 @@ def test_a_token_for_another_delivery_or_secret_is_not_ours(identity):
     conn, ident = identity
     raw = fixture(conn, "postfix-hard.eml")
     other = Identity(LIST_ID, BOUNCE_ADDRESS, journal_resolver(conn, "another secret", LIST_ID))
-    # Without a valid token the report is still recognised by its List-Id, but not by issue.
+    # Without a valid token the report is seen by its List-Id, but speaks for no one.
     verdict = classify(raw, other)
-    assert verdict.kind == "hard" and verdict.events[0].issue is None
+    assert verdict.kind == "unverified" and verdict.events == () and not verdict.ours
+    assert "(it names gone@example.net)" in verdict.reason
     no_list = raw.replace(b"List-Id: The World Digest <world-digest.worlddigest.example.org>\n", b"")
     assert classify(no_list, other).kind == "not-ours"
 
 
-def test_without_bounce_address_only_the_list_id_counts(identity):
+def test_without_bounce_address_nothing_is_verified(identity):
     conn, _ = identity
     plain = Identity(LIST_ID)
     assert classify(fixture(conn, "vacation-rfc3834.eml"), plain).kind == "not-ours"
-    assert classify(fixture(conn, "dsn-list-id-only.eml"), plain).kind == "hard"
+    assert classify(fixture(conn, "dsn-list-id-only.eml"), plain).kind == "unverified"
+    assert classify(fixture(conn, "postfix-hard.eml"), plain).kind == "unverified"
 
 
 def test_message_key_ignores_header_changes_but_not_the_body():

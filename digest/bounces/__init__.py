@@ -3,14 +3,15 @@
 ``process_mailbox`` reads every message of a Maildir, an mbox or an IMAP folder,
 classifies it (see ``classify``), records what it says about whom (see ``events``),
 changes the subscribers' status where it must, and moves the messages that are ours
-to the ``processed`` folder. Messages that are not ours are only read. A message that
-cannot be read is reported and left where it is.
+to the ``processed`` folder. Only a message sent to a valid VERP address is ours, and
+it changes the status of the one recipient its token names. Messages that are not
+ours are only read. A message that cannot be read, or a report that carries our
+List-Id without a valid token (unverified), is reported and left where it is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -72,17 +73,13 @@ class Report:
         return sum(1 for o in self.outcomes if o.verdict.kind in kinds)
 
 
-def message_day(raw: bytes) -> dt.date:
-    """Return the day a bounce was written (its Date header; never later than today)."""
-    today = dt.datetime.now(dt.UTC).date()
-    head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-    for line in head.decode("ascii", "replace").splitlines():
-        if line.lower().startswith("date:"):
-            try:
-                return min(email.utils.parsedate_to_datetime(line[5:].strip()).astimezone(dt.UTC).date(), today)
-            except (TypeError, ValueError, IndexError, OverflowError):
-                break
-    return today
+def processing_day() -> dt.date:
+    """Return the day (UTC) a bounce is processed: what a soft bounce counts on.
+
+    Never the message's Date header, which its sender writes: back-dated reports
+    would otherwise add a day's score each.
+    """
+    return dt.datetime.now(dt.UTC).date()
 
 
 def journal_resolver(conn: sqlite3.Connection, secret: str, scope: str) -> Resolver:
@@ -102,7 +99,7 @@ def journal_resolver(conn: sqlite3.Connection, secret: str, scope: str) -> Resol
 
 
 def project_identity(project, conn: sqlite3.Connection) -> Identity:
-    """How this project's own bounces are recognised: its VERP address, else its List-Id."""
+    """How this project's own bounces are recognised: its VERP address (its List-Id: unverified)."""
     newsletter = project.newsletter
     secret = project.settings().secret
     resolve = journal_resolver(conn, secret, newsletter.list_id) if secret else None
@@ -130,7 +127,7 @@ def process_mailbox(
             verdict = classify(raw, identity)
             outcome = Outcome(ref, verdict)
             if verdict.ours:
-                _apply(conn, box, outcome, raw, dry_run, threshold)
+                _apply(conn, box, outcome, dry_run, threshold)
             report.outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)
@@ -139,13 +136,11 @@ def process_mailbox(
     return report
 
 
-def _apply(
-    conn: sqlite3.Connection, box, outcome: Outcome, raw: bytes, dry_run: bool, threshold: float
-) -> None:
+def _apply(conn: sqlite3.Connection, box, outcome: Outcome, dry_run: bool, threshold: float) -> None:
     from .. import subscribers
 
     verdict = outcome.verdict
-    day = message_day(raw)
+    day = processing_day()
     outcome.duplicate = ev.already_recorded(conn, verdict.key)
     if not outcome.duplicate:
         for change in ev.changes(conn, verdict.events, day, threshold, recorded=False):

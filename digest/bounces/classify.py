@@ -1,10 +1,13 @@
 """Classify one message from a bounce mailbox: hard, soft, complaint, auto-reply or not ours.
 
 A message is *ours* when it is addressed to a valid VERP address of this newsletter
-(``bounces+<token>@domain``: the token names the issue and the recipient), or, without
-one, when it reports on a message that carries this newsletter's List-Id. Delivery
-status notifications (RFC 3464) are read field by field for their status codes;
-other bounce shapes (Exim, qmail, Yahoo, Exchange, ...) go through flufl.bounce.
+(``bounces+<token>@domain``: the token names the issue and the recipient); then it
+speaks for that one recipient only, whatever addresses its report fields name. A
+report without a valid token that is about a message carrying this newsletter's
+List-Id is *unverified*: anyone can write one, so it names no one to mark and is
+left for a person to read. Delivery status notifications (RFC 3464) are read field
+by field for their status codes; other bounce shapes (Exim, qmail, Yahoo, Exchange,
+...) go through flufl.bounce.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 # What a message is, as far as the subscriber is concerned.
 HARD, SOFT, COMPLAINT, AUTO_REPLY, DELIVERED = "hard", "soft", "complaint", "auto-reply", "delivered"
 NOT_OURS, UNKNOWN, MALFORMED = "not-ours", "unknown", "malformed"
+UNVERIFIED = "unverified"  # about our List-Id, but no valid VERP token: changes nothing
 OURS = (HARD, SOFT, COMPLAINT, AUTO_REPLY, DELIVERED)
 
 # Headers where an MTA leaves the envelope recipient, then the visible ones.
@@ -163,18 +167,14 @@ def _complaint(msg: Message, identity: Identity, verp, verdict) -> Verdict:
     original = original_message(msg)
     if verp is None and original is not None:
         verp = _verp(original, identity)
-    recipient = None
-    if verp is not None:
-        issue, recipient = verp
-    else:
+    if verp is None:
         if not _carries_list_id(original, identity):
             return verdict(NOT_OURS, [], "a feedback report about mail that is not ours")
-        issue = None
-        recipient = address_of(fields.get("Original-Rcpt-To")) or (
+        claimed = address_of(fields.get("Original-Rcpt-To")) or (
             address_of(original.get("To")) if original is not None else None
         )
-        if recipient is None:
-            return verdict(MALFORMED, [], "a feedback report that names no recipient")
+        return verdict(UNVERIFIED, [], _unverified("a feedback report", [claimed] if claimed else []))
+    issue, recipient = verp
     feedback = (fields.get("Feedback-Type") or "abuse").strip().lower()
     agent = one_line(fields.get("User-Agent") or "")
     diagnostic = f"Feedback-Type: {feedback}" + (f" from {agent}" if agent else "")
@@ -187,9 +187,8 @@ def _dsn(msg: Message, identity: Identity, verp, verdict) -> Verdict:
         return verdict(
             MALFORMED, [], "a delivery status notification without a readable message/delivery-status part"
         )
-    if verp is None:
-        if not _carries_list_id(original_message(msg), identity):
-            return verdict(NOT_OURS, [], "a delivery status notification about mail that is not ours")
+    if verp is None and not _carries_list_id(original_message(msg), identity):
+        return verdict(NOT_OURS, [], "a delivery status notification about mail that is not ours")
     reports = []
     for block in blocks[1:] or blocks:  # the first block is about the message, the rest per recipient
         action = (block.get("Action") or "").strip().lower()
@@ -202,22 +201,24 @@ def _dsn(msg: Message, identity: Identity, verp, verdict) -> Verdict:
         reports.append((action, recipient, status, diagnostic))
     if not reports:
         return verdict(MALFORMED, [], "a delivery status notification with no per-recipient Action or Status")
-    events = []
-    for action, recipient, status, diagnostic in reports:
-        if action.startswith(("deliver", "relay", "expand")):
-            kind = DELIVERED
-        elif status is None:
-            kind = SOFT if action.startswith("delay") else HARD
-        else:
-            kind = _kind_of(status, diagnostic, permanent=not action.startswith("delay"))
-        if verp is not None:
-            events.append(Event(kind, verp[1], verp[0], status, diagnostic or None))
-            break  # a VERP address is one message to one recipient
-        events.append(Event(kind, recipient, None, status, diagnostic or None))
-    events = [e for e in events if e.email]
-    if not events:
-        return verdict(MALFORMED, [], "a delivery status notification that names no recipient")
-    return verdict(_worst(events), events)
+    if verp is None:
+        claimed = [
+            r for action, r, _, _ in reports if r and not action.startswith(("deliver", "relay", "expand"))
+        ]
+        return verdict(UNVERIFIED, [], _unverified("a delivery status notification", claimed))
+    # A VERP address is one message to one recipient: the token says whom, never the fields.
+    # Read the block about that recipient (a forwarding address may stand there instead).
+    issue, recipient = verp
+    action, _, status, diagnostic = next(
+        (r for r in reports if (r[1] or "").lower() == recipient.lower()), reports[0]
+    )
+    if action.startswith(("deliver", "relay", "expand")):
+        kind = DELIVERED
+    elif status is None:
+        kind = SOFT if action.startswith("delay") else HARD
+    else:
+        kind = _kind_of(status, diagnostic, permanent=not action.startswith("delay"))
+    return verdict(kind, [Event(kind, recipient, issue, status, diagnostic or None)])
 
 
 def _other_bounce(msg: Message, identity: Identity, verp, verdict) -> Verdict:
@@ -233,8 +234,11 @@ def _other_bounce(msg: Message, identity: Identity, verp, verdict) -> Verdict:
                 "nor an auto-reply; left for a person to read",
             )
         return verdict(NOT_OURS, [], "not a bounce")
-    if verp is None and not _carries_list_id(original_message(msg) or msg, identity):
-        return verdict(NOT_OURS, [], "a bounce about mail that is not ours")
+    if verp is None:
+        if not _carries_list_id(original_message(msg) or msg, identity):
+            return verdict(NOT_OURS, [], "a bounce about mail that is not ours")
+        claimed = [a.decode("ascii", "replace") for a in sorted(permanent) + sorted(temporary - permanent)]
+        return verdict(UNVERIFIED, [], _unverified("a bounce", claimed))
     text = text_of(msg)
     events = []
     for failed, permanent_failure in [(a, False) for a in sorted(temporary)] + [
@@ -243,12 +247,9 @@ def _other_bounce(msg: Message, identity: Identity, verp, verdict) -> Verdict:
         address = failed.decode("ascii", "replace")
         status, diagnostic = status_near(text, address)
         kind = _kind_of(status, diagnostic, permanent_failure)
-        if verp is not None:
-            events = [Event(kind, verp[1], verp[0], status, diagnostic)]
-            if kind == HARD:
-                break
-            continue
-        events.append(Event(kind, address, None, status, diagnostic))
+        events = [Event(kind, verp[1], verp[0], status, diagnostic)]  # the token's recipient only
+        if kind == HARD:
+            break
     return verdict(_worst(events), events)
 
 
@@ -283,6 +284,20 @@ def _verp(msg: Message, identity: Identity) -> tuple[str, str] | None:
                 if found is not None:
                     return found
     return None
+
+
+def _unverified(what: str, claimed: list[str]) -> str:
+    """Say why a report about our List-Id changes nothing, naming (a few of) the addresses it claims."""
+    shown = [_printable(a) for a in dict.fromkeys(claimed)]
+    names = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+    return (
+        f"{what} about a message with this newsletter's List-Id, but not sent to a valid VERP "
+        f"address, so it changes no one's status" + (f" (it names {names})" if names else "")
+    )
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:200]
 
 
 def _carries_list_id(original: Message | None, identity: Identity) -> bool:

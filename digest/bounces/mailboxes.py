@@ -3,22 +3,26 @@
 Each yields (reference, raw bytes) for every message and can move one message to
 its ``processed`` folder. Nothing is ever deleted: a Maildir message is renamed
 into ``.processed/`` (Maildir++), an mbox message is written to ``FILE.processed``
-before it leaves FILE, an IMAP message is moved with MOVE (or COPY, then \\Deleted
-and UID EXPUNGE of exactly that UID). Messages that are not ours are only read.
+before it leaves FILE (the mbox is locked for the whole run), an IMAP message is
+moved with MOVE (or COPY, then \\Deleted and UID EXPUNGE of exactly that UID).
+Messages that are not ours are only read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import mailbox
 import os
 import ssl
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
 
+from ..config import is_loopback
 from ..errors import ConfigError, DigestError
 
 PROCESSED = "processed"
@@ -80,9 +84,17 @@ class MaildirBox:
 
 
 class MboxBox:
-    """An mbox file; processed messages are appended to ``FILE.processed`` first."""
+    """An mbox file, locked for the whole run; processed messages go to ``FILE.processed``.
 
-    def __init__(self, path: Path) -> None:
+    The messages to move are copied to FILE.processed when the run ends, and FILE is
+    then rewritten without them. If FILE changed meanwhile (a program that wrote to it
+    without taking the lock), nothing is copied and nothing leaves FILE: the next run
+    moves them, and records nothing twice.
+    """
+
+    LOCK_WAIT = 10.0  # seconds to wait for a delivery agent to let go of the lock
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise MailboxError(
@@ -92,40 +104,100 @@ class MboxBox:
             )
         self._box = mailbox.mbox(self.path, create=False)
         self._moved: list[int] = []
+        self._locked = False
+        if not readonly:  # a dry run only reads: it takes no lock and writes no FILE.lock
+            _lock_mbox(self._box, self.path, self.LOCK_WAIT)
+            self._locked = True
+        self._keys = self._box.keys()  # read under the lock
+        stat = self.path.stat()
+        self._seen = (stat.st_ino, stat.st_size)
 
     def describe(self) -> str:
         return f"mbox {self.path}"
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        for number, key in enumerate(self._box.iterkeys(), 1):
+        for number, key in enumerate(self._keys, 1):
             raw = self._box.get_bytes(key, from_=False)
             yield f"#{number} (key {key})", raw
 
     def move(self, ref: str) -> str:
-        """Append to FILE.processed (flushed and synced) and mark it to leave FILE at close."""
-        key = int(ref.split("(key ", 1)[1].rstrip(")"))
-        processed = mailbox.mbox(self.path.with_name(self.path.name + "." + PROCESSED), create=True)
-        processed.lock()
-        try:
-            processed.add(self._box.get_message(key))
-            processed.flush()
-        finally:
-            processed.unlock()
-            processed.close()
-        self._moved.append(key)
-        return f"{self.path.name}.{PROCESSED}"
+        """Mark the message to go to FILE.processed when the run ends."""
+        self._moved.append(int(ref.split("(key ", 1)[1].rstrip(")")))
+        return f"{self.path.name}.{PROCESSED} (at the end of the run)"
 
     def close(self) -> None:
-        """Remove the moved messages from FILE (rewritten under a lock), then close it."""
-        if self._moved:
-            self._box.lock()
+        """Copy the moved messages to FILE.processed, rewrite FILE without them, unlock."""
+        try:
+            if self._moved:
+                self._move_all()
+        finally:
+            if self._locked:
+                self._box.unlock()
+            self._box.close()
+
+    def _move_all(self) -> None:
+        stat = self.path.stat()
+        if (stat.st_ino, stat.st_size) != self._seen:
+            raise self._changed()
+        target = self.path.with_name(f"{self.path.name}.{PROCESSED}")
+        processed = mailbox.mbox(target, create=True)
+        try:
+            _lock_mbox(processed, target, self.LOCK_WAIT)
+            start = target.stat().st_size
             try:
                 for key in self._moved:
+                    processed.add(self._box.get_message(key))
+                processed.flush()  # synced before FILE is rewritten
+                for key in self._moved:
                     self._box.discard(key)
-                self._box.flush()
-            finally:
-                self._box.unlock()
-        self._box.close()
+                self._box.flush()  # a new FILE renamed into place: the commit
+            except BaseException as e:
+                # mailbox.mbox.close() would try the failed rewrite again: forget it (FILE stays as is).
+                self._box._pending = False
+                if self.path.stat().st_ino == self._seen[0]:  # FILE as it was: take the copies back
+                    # Only a run holding FILE's lock writes FILE.processed, so closing first is safe.
+                    with contextlib.suppress(OSError):
+                        processed.close()
+                    os.truncate(target, start)
+                if isinstance(e, mailbox.ExternalClashError):
+                    raise self._changed() from None
+                if isinstance(e, OSError):
+                    raise MailboxError(
+                        f"cannot move the processed messages to {target.name}: {e.strerror}; nothing was moved",
+                        path=self.path,
+                    ) from e
+                raise
+        finally:
+            processed.close()  # also unlocks
+
+    def _changed(self) -> MailboxError:
+        return MailboxError(
+            "the mbox changed while it was read (a program wrote to it without locking it); nothing was moved",
+            path=self.path,
+            hint="run digest bounces again: what was recorded is not recorded twice",
+        )
+
+
+def _lock_mbox(box: mailbox.mbox, path: Path, wait: float) -> None:
+    """Lock an mbox as delivery agents do (fcntl and FILE.lock), waiting a little for them."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            box.lock()
+            return
+        except mailbox.ExternalClashError:
+            if time.monotonic() >= deadline:
+                box.close()
+                raise MailboxError(
+                    f"the mbox is locked by another program (a delivery in progress, or a {path.name}.lock "
+                    "left behind)",
+                    path=path,
+                    hint=f"run digest bounces again in a minute; if {path.name}.lock stays, remove it",
+                ) from None
+            time.sleep(0.1)
+        except OSError as e:
+            box.close()
+            raise MailboxError(f"cannot lock the mbox: {e.strerror}", path=path) from e
 
 
 @dataclass(frozen=True)
@@ -163,6 +235,13 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
             path=where,
             hint="tls (port 993) is the default",
         )
+    host = values["DIGEST_IMAP_HOST"]
+    if security == "none" and not is_loopback(host):
+        raise ConfigError(
+            f"DIGEST_IMAP_SECURITY=none would send the IMAP password unencrypted to {host}",
+            path=where,
+            hint="use tls (the default) or starttls; 'none' is only allowed to this machine",
+        )
     port_text = values.get("DIGEST_IMAP_PORT")
     try:
         port = int(port_text) if port_text else (993 if security == "tls" else 143)
@@ -173,7 +252,7 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
             hint="set DIGEST_IMAP_PORT=993 (TLS) or 143 (STARTTLS)",
         ) from e
     return ImapSettings(
-        host=values["DIGEST_IMAP_HOST"],
+        host=host,
         username=values["DIGEST_IMAP_USERNAME"],
         password=values["DIGEST_IMAP_PASSWORD"],
         port=port,
@@ -297,7 +376,7 @@ def open_mailbox(
     if maildir is not None:
         return MaildirBox(maildir)
     if mbox is not None:
-        return MboxBox(mbox)
+        return MboxBox(mbox, readonly=readonly)
     if imap is not None:
         return ImapBox(imap, readonly=readonly)
     raise DigestError("say which mailbox to read", hint="--maildir DIR, --mbox FILE or --imap")

@@ -49,8 +49,11 @@ def bounces(
     Hard bounces (5.x.x) and complaints (ARF) mark the subscriber bounced or
     complained at once; soft bounces (4.x.x, mailbox full) add 0.5 a day to a
     score that marks them bounced at the threshold; auto-replies are ignored.
-    Messages that are ours go to the mailbox's 'processed' folder; nothing is
-    deleted, and mail that is not ours is left untouched.
+    Only a message sent to a valid VERP address counts, and only for the reader
+    its token names; a report about this newsletter without one is shown as
+    unverified and left in place. Messages that are ours go to the mailbox's
+    'processed' folder; nothing is deleted, and mail that is not ours is left
+    untouched.
 
     \b
     Examples:
@@ -73,8 +76,9 @@ def bounces(
         identity = project_identity(project, conn)
         if identity.resolve is None or not project.newsletter.bounce_address:
             click.echo(
-                "Warning: no bounce_address in digest.toml (or no DIGEST_SECRET): only "
-                "reports that carry this newsletter's List-Id are recognised",
+                "Warning: no bounce_address in digest.toml (or no DIGEST_SECRET): no report "
+                "can be verified, so no status is changed; reports that carry this "
+                "newsletter's List-Id are shown as unverified",
                 err=True,
             )
         box = open_mailbox(maildir=maildir, mbox=mbox, imap=settings, readonly=dry_run)
@@ -94,8 +98,10 @@ def bounces(
 def _show(outcome, dry_run: bool) -> None:
     v = outcome.verdict
     if not v.ours:
-        if v.kind in ("malformed", "unknown"):
-            what = "malformed message" if v.kind == "malformed" else "not a bounce"
+        if v.kind in ("malformed", "unknown", "unverified"):
+            what = {"malformed": "malformed message", "unknown": "not a bounce"}.get(
+                v.kind, "unverified report"
+            )
             click.echo(f"Warning: {outcome.ref}: {what}: {v.reason}; left in place", err=True)
         else:
             click.echo(f"{outcome.ref}: not ours ({v.reason}); left untouched")
@@ -127,6 +133,7 @@ def _summary(report) -> None:
             ("delivered", "delivery notice(s)"),
             ("not-ours", "not ours"),
             ("unknown", "unrecognised"),
+            ("unverified", "unverified"),
             ("malformed", "malformed"),
         )
     ]

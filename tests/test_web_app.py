@@ -214,3 +214,16 @@ def test_unconfirmed_subscribers_older_than_confirm_days_expire(tmp_path) -> Non
     c.post("/subscribe", data={"email": "x@example.org"})  # 503: no SMTP server here; purged anyway
     assert subscribers.get(conn, "stale@example.org") is None
     assert subscribers.get(conn, "recent@example.org").status == "unconfirmed"
+
+
+def test_a_refused_confirmation_is_logged_without_the_address(tmp_path, caplog) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        smtp.recorder.faults["Victim@example.org".lower()] = ["550 5.1.1 <Victim@example.org>: no such user"]
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        c = Client(create_app(load_project(root), settings, Options()))
+        with caplog.at_level(logging.INFO, logger="digest.web"):
+            answer = c.post("/subscribe", data={"email": "Victim@example.org"})
+    assert answer.status_code == 503
+    assert "SMTPRecipientsRefused" in caplog.text and "<address>" in caplog.text
+    assert "victim" not in caplog.text.lower()

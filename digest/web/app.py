@@ -9,6 +9,7 @@ a signed token. One SQLite connection per server thread.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -200,7 +201,8 @@ class ReaderApp:
             try:
                 mail.send(self.settings, message)
             except DigestError as e:  # SendError, or ConfigError: no SMTP server set
-                log.error("%s", e)
+                # A refused recipient's reply quotes the address: the log gets the rest.
+                log.error("%s", re.sub(re.escape(address), "<address>", str(e), flags=re.IGNORECASE))
                 return self.error(
                     503,
                     "Please try again later",

@@ -72,7 +72,8 @@ def test_a_published_site_mounts_under_base_url_without_traversal(tmp_path) -> N
     c = client(root, static_dir=site)
     assert c.get("/").text == "<h1>Archive</h1>"
     assert c.get("/2022-01-03/").text == "<h1>Monday</h1>"
-    assert c.get("/2022-01-03").text == "<h1>Monday</h1>"
+    moved = c.get("/2022-01-03")  # the archive's static app: a folder without its slash redirects
+    assert moved.status_code == 301 and moved.headers["Location"].endswith("/2022-01-03/")
     feed = c.get("/feed.xml")
     assert feed.status_code == 200 and feed.headers["X-Content-Type-Options"] == "nosniff"
     for path in (

@@ -150,11 +150,17 @@ def _bounce_tables(db: sqlite3.Connection) -> None:
     )
 
 
+def _redact_erased_replies(db: sqlite3.Connection) -> None:
+    """Redact the server replies of deliveries erased before erasure did (they quote the address)."""
+    db.execute("UPDATE deliveries SET reply = '[erased]' WHERE email_key LIKE 'erased:%' AND reply IS NOT NULL")
+
+
 # MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _journal_tables,
     _subscriber_tables,
     _bounce_tables,
+    _redact_erased_replies,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

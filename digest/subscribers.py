@@ -142,6 +142,8 @@ def set_status(
             if status in SUPPRESSING:
                 _suppress(conn, address, status, source, now)
             return False
+        if row is None and is_erased(conn, address):
+            return _record_erased(conn, address, status, source, reason, now)
         if row is None:
             conn.execute(
                 "INSERT INTO subscribers VALUES (?, ?, '{}', ?, ?, ?, ?)",
@@ -158,21 +160,58 @@ def set_status(
     return True
 
 
+def is_erased(conn: sqlite3.Connection, address: str) -> bool:
+    """Return whether the address was erased (its hash is suppressed as 'erased')."""
+    row = conn.execute(
+        "SELECT reason FROM suppression WHERE email_hash = ?", (address_hash(address),)
+    ).fetchone()
+    return row is not None and row[0] == "erased"
+
+
+def _record_erased(
+    conn: sqlite3.Connection, address: str, status: str, source: str, reason: str | None, now: float
+) -> bool:
+    """Record a change for an erased address by its hash only: no row, no address, no quoting reason."""
+    digest = address_hash(address)
+    last = conn.execute(
+        "SELECT status FROM events WHERE email_hash = ? ORDER BY id DESC LIMIT 1", (digest,)
+    ).fetchone()
+    if last is not None and last[0] == status:
+        return False
+    if reason is not None and address_key(address) in reason.lower():
+        reason = "[erased]"
+    conn.execute(
+        "INSERT INTO events (email_hash, email_key, status, source, reason, at) VALUES (?, NULL, ?, ?, ?, ?)",
+        (digest, status, source, reason, now),
+    )
+    return True
+
+
 def reactivate(
     conn: sqlite3.Connection, address: str, source: str, fields: Mapping[str, str] | None = None
 ) -> bool:
-    """Make the address active and lift its suppression (a confirmed opt-in); return if it changed."""
+    """Make the address active and lift its suppression (a confirmed opt-in); return if it changed.
+
+    *fields* are given to a new subscriber, or to one still unconfirmed; a known
+    subscriber of any other status keeps theirs.
+    """
     key, now = address_key(address), time.time()
+    data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
     with transaction(conn):
         row = conn.execute("SELECT status FROM subscribers WHERE email_key = ?", (key,)).fetchone()
         lifted = conn.execute("DELETE FROM suppression WHERE email_hash = ?", (address_hash(address),)).rowcount
         if row is not None and row[0] == "active" and not lifted:
             return False
         if row is None:
-            data = json.dumps(dict(fields or {}), ensure_ascii=False, sort_keys=True)
             conn.execute(
                 "INSERT INTO subscribers VALUES (?, ?, ?, 'active', ?, ?, ?)",
                 (key, address.strip(), data, source, now, now),
+            )
+        elif row[0] == "unconfirmed" and fields:
+            conn.execute(
+                "UPDATE subscribers SET status = 'active', fields = ?, source = ?, updated_at = ? "
+                "WHERE email_key = ?",
+                (data, source, now, key),
             )
         else:
             conn.execute(
@@ -283,7 +322,8 @@ def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: fl
             "DELETE FROM deliveries WHERE email_key = ? AND state IN ('pending', 'deferred')", (key,)
         ).rowcount
         found += conn.execute(
-            "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}' WHERE email_key = ?",
+            "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}', "
+            "reply = CASE WHEN reply IS NULL THEN NULL ELSE '[erased]' END WHERE email_key = ?",
             (f"erased:{digest}", f"erased:{digest[:12]}", key),
         ).rowcount
         # Bounce records keep their kind, status and date; the address (and the diagnostic
@@ -302,6 +342,25 @@ def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: fl
             (digest, source, now),
         )
     return bool(found)
+
+
+def purge_unconfirmed(conn: sqlite3.Connection, older_than: float, now: float | None = None) -> int:
+    """Delete the unconfirmed subscribers asked for more than *older_than* seconds ago; return how many.
+
+    Their consent events keep the hash (who asked, when) but no longer the address.
+    """
+    cutoff = (time.time() if now is None else now) - older_than
+    with transaction(conn):
+        keys = [
+            k
+            for (k,) in conn.execute(
+                "SELECT email_key FROM subscribers WHERE status = 'unconfirmed' AND updated_at < ?", (cutoff,)
+            )
+        ]
+        for key in keys:
+            conn.execute("DELETE FROM subscribers WHERE email_key = ?", (key,))
+            conn.execute("UPDATE events SET email_key = NULL WHERE email_hash = ?", (address_hash(key),))
+    return len(keys)
 
 
 def events(conn: sqlite3.Connection, address: str) -> list[tuple[str, str, str | None, float]]:

@@ -6,6 +6,11 @@ each other's tokens), the expiry and the address's key (case-insensitive). It
 is URL-safe: ``<mac>`` (22 characters of base64url, 128 bits) for a token that
 never expires, ``<expiry in base 36>.<mac>`` for one that does. Verification
 compares in constant time and checks the expiry.
+
+A confirmation token (``sign_confirm``) signs its time of issue instead, in
+milliseconds, and the name the reader gave: ``c.<issued in base 36>.<mac>``. It
+expires at issue + the *current* time to live, and its issue time is exact, so
+changing ``--confirm-days`` never changes which unsubscribes came after a link.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import math
 import re
 import time
@@ -23,6 +29,7 @@ CONFIRM_TTL = 7 * 24 * 3600  # seconds a confirmation link stays valid
 _MAC_CHARS = 22
 _TOKEN_RE = re.compile(r"(?:([0-9a-z]{1,13})\.)?([A-Za-z0-9_-]{22})\Z")
 _LEGACY_RE = re.compile(r"[0-9a-f]{32}\Z")
+_CONFIRM_RE = re.compile(r"c\.([0-9a-z]{1,13})\.([A-Za-z0-9_-]{22})\Z")
 
 
 class TokenError(ValueError):
@@ -87,6 +94,50 @@ def verify(secret: str, purpose: str, scope: str, address: str, token: str, now:
         raise TokenError("the link's signature does not match")
     if expires and (time.time() if now is None else now) > expires:
         raise TokenError("the link has expired", expired=True)
+
+
+def _confirm_mac(secret: str, scope: str, issued_ms: int, name: str, address: str) -> str:
+    mac = hmac.new(
+        secret.encode("utf-8"),
+        f"confirm\n{scope}\nissued {issued_ms}\n{json.dumps(name)}\n".encode(),
+        hashlib.sha256,
+    )
+    mac.update(_key(address))
+    return base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii")[:_MAC_CHARS]
+
+
+def sign_confirm(secret: str, scope: str, address: str, name: str = "", now: float | None = None) -> str:
+    """Return a confirmation token for *address* (and the *name* to apply) that signs its issue time."""
+    issued_ms = math.floor((time.time() if now is None else now) * 1000)
+    return f"c.{_base36(issued_ms)}.{_confirm_mac(secret, scope, issued_ms, name, address)}"
+
+
+def verify_confirm(
+    secret: str, scope: str, address: str, token: str, ttl: int, name: str = "", now: float | None = None
+) -> float | None:
+    """Check a confirmation token; return its issue time, or None for an old token (issue time unknown).
+
+    A token from ``sign_confirm`` expires *ttl* seconds after it was issued. An
+    older token (``sign(..., "confirm", ttl=...)``, carrying only its expiry and
+    no name) still verifies until that expiry; *name* must then be empty.
+    """
+    if not secret:
+        raise TokenError("no secret is configured to check the link")
+    token = token.strip()
+    match = _CONFIRM_RE.match(token)
+    if match is None:
+        if name:
+            raise TokenError("the link's signature does not match")
+        verify(secret, "confirm", scope, address, token, now)
+        return None
+    issued_ms = int(match.group(1), 36)
+    expected = _confirm_mac(secret, scope, issued_ms, name, address)
+    if not hmac.compare_digest(expected.encode("ascii"), match.group(2).encode("ascii")):
+        raise TokenError("the link's signature does not match")
+    issued = issued_ms / 1000
+    if (time.time() if now is None else now) > issued + ttl:
+        raise TokenError("the link has expired", expired=True)
+    return issued
 
 
 def expiry(token: str) -> int | None:

@@ -30,7 +30,7 @@ def test_connect_sets_wal_busy_timeout_and_the_current_schema(tmp_path: Path) ->
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 3  # 3: bounces
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 4  # 4: erased replies
     # The table migration 2 replaces left no free pages behind in a new file.
     assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -80,3 +80,22 @@ def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path, monkey
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # migration 1 kept
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "half" not in names and "suppressed" in names
+
+
+def test_replies_of_deliveries_erased_by_an_older_digest_are_redacted(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "journal.sqlite3"
+    monkeypatch.setattr(db, "SCHEMA_VERSION", 3)
+    conn = db.connect(path)
+    conn.execute(
+        "INSERT INTO deliveries (issue, email_key, email, fields, state, reply, updated_at) VALUES "
+        "('2022-01-03', 'erased:ab12', 'erased:ab12', '{}', 'failed', '550 5.1.1 <bob@example.org>: no', 0), "
+        "('2022-01-03', 'eve@example.org', 'eve@example.org', '{}', 'sent', '250 2.0.0 Ok', 0)"
+    )
+    conn.close()
+    monkeypatch.undo()
+    conn = db.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("SELECT email, reply FROM deliveries ORDER BY id").fetchall() == [
+        ("erased:ab12", "[erased]"),
+        ("eve@example.org", "250 2.0.0 Ok"),
+    ]

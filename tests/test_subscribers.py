@@ -211,3 +211,86 @@ def test_an_export_imports_back_as_it_was_and_duplicates_are_reported(project, r
     assert by_address["anna@example.com"]["fields"] == {"city": "Berlin", "name": "Anna"}
     assert by_address["boris@example.com"]["status"] == "unsubscribed"  # never re-activated
     assert by_address["boris@example.com"]["fields"] == {"city": "Moskva", "name": "Boris"}
+
+
+def test_erasure_redacts_the_server_replies_that_quote_the_address(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "journal.sqlite3")
+    subscribers.add(conn, "Bob@example.org", {"name": "Bob"}, "active", "test")
+    conn.execute(
+        "INSERT INTO deliveries (issue, email_key, email, fields, state, reply, updated_at) VALUES "
+        "('2022-01-03', 'bob@example.org', 'Bob@example.org', '{}', 'failed', "
+        "'550 5.1.1 <Bob@example.org>: Recipient address rejected', 0)"
+    )
+    assert subscribers.erase(conn, "bob@example.org")
+    assert conn.execute("SELECT reply FROM deliveries").fetchall() == [("[erased]",)]
+    assert "bob@" not in "\n".join(conn.iterdump()).lower()
+
+
+def test_after_erasure_a_late_unsubscribe_or_bounce_is_kept_by_hash_only(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from digest.bounces import events as bounce_events
+    from digest.bounces.classify import Event
+
+    path = tmp_path / "journal.sqlite3"
+    conn = db.connect(path)
+    subscribers.add(conn, "bob@example.org", {"name": "Bob"}, "active", "test")
+    subscribers.erase(conn, "bob@example.org")
+    # An old one-click link, then a late hard bounce quoting the address.
+    assert subscribers.set_status(conn, "Bob@example.org", "unsubscribed", "web: one-click")
+    assert not subscribers.set_status(conn, "bob@example.org", "unsubscribed", "web: one-click")
+    reason = "hard bounce: 5.1.1 <bob@example.org>: no such user"
+    assert subscribers.set_status(conn, "bob@example.org", "bounced", "bounce", reason)
+    hard = Event("hard", "bob@example.org", "2022-01-03", "5.1.1", "<bob@example.org>: no such user")
+    assert bounce_events.record(conn, "<late@mx>", [hard], "maildir", dt.date(2022, 1, 10)) == 1
+    assert subscribers.get(conn, "bob@example.org") is None
+    assert [e[:3] for e in subscribers.events(conn, "bob@example.org")] == [
+        ("active", "test", None),
+        ("erased", "cli", None),
+        ("unsubscribed", "web: one-click", None),
+        ("bounced", "bounce", "[erased]"),
+    ]
+    assert subscribers.is_suppressed(conn, "bob@example.org")
+    assert conn.execute("SELECT reason FROM suppression").fetchall() == [("erased",)]
+    conn.close()
+    for file in tmp_path.iterdir():
+        assert b"bob@" not in file.read_bytes().lower(), file
+    # An address never erased is still created on a change (one-click from a --list send).
+    conn = db.connect(path)
+    assert subscribers.set_status(conn, "eve@example.org", "unsubscribed", "web: one-click")
+    assert subscribers.get(conn, "eve@example.org").status == "unsubscribed"
+
+
+def test_a_confirmation_gives_its_fields_only_to_a_new_or_unconfirmed_subscriber(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "journal.sqlite3")
+    subscribers.add(conn, "a@example.org", {"name": "Anna", "city": "Oslo"}, "active", "test")
+    subscribers.add(conn, "u@example.org", {"name": "Una"}, "active", "test")
+    subscribers.set_status(conn, "u@example.org", "unsubscribed", "web")
+    assert subscribers.add(conn, "n@example.org", None, "unconfirmed", "web: subscribe form") == "added"
+    assert subscribers.add(conn, "a@example.org", None, "unconfirmed", "web: subscribe form") == "known"
+    assert not subscribers.reactivate(conn, "a@example.org", "web: confirmed link", {"name": "Mallory"})
+    assert subscribers.reactivate(conn, "u@example.org", "web: confirmed link", {"name": "Mallory"})
+    assert subscribers.reactivate(conn, "n@example.org", "web: confirmed link", {"name": "Nils"})
+    assert subscribers.reactivate(conn, "x@example.org", "web: confirmed link", {"name": "Xu"})
+    assert {s.email: (s.status, dict(s.fields)) for s in subscribers.subscribers(conn)} == {
+        "a@example.org": ("active", {"name": "Anna", "city": "Oslo"}),
+        "n@example.org": ("active", {"name": "Nils"}),
+        "u@example.org": ("active", {"name": "Una"}),
+        "x@example.org": ("active", {"name": "Xu"}),
+    }
+
+
+def test_unconfirmed_subscribers_expire(tmp_path: Path) -> None:
+    import time
+
+    conn = db.connect(tmp_path / "journal.sqlite3")
+    subscribers.add(conn, "old@example.org", None, "unconfirmed", "web: subscribe form")
+    subscribers.add(conn, "new@example.org", None, "unconfirmed", "web: subscribe form")
+    subscribers.add(conn, "kept@example.org", None, "active", "test")
+    conn.execute(
+        "UPDATE subscribers SET updated_at = 0 WHERE email_key IN ('old@example.org', 'kept@example.org')"
+    )
+    assert subscribers.purge_unconfirmed(conn, 7 * 86400, now=time.time()) == 1
+    assert [s.email for s in subscribers.subscribers(conn)] == ["kept@example.org", "new@example.org"]
+    assert [e[0] for e in subscribers.events(conn, "old@example.org")] == ["unconfirmed"]  # by hash
+    assert "old@example.org" not in "\n".join(conn.iterdump())

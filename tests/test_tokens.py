@@ -63,3 +63,37 @@ def test_no_secret_no_valid_token() -> None:
         )
     with pytest.raises(ValueError, match="unknown token purpose"):
         tokens.sign(SECRET, "login", SCOPE, "a@example.org")
+
+
+def test_a_confirmation_signs_its_issue_time_and_name() -> None:
+    token = tokens.sign_confirm(SECRET, SCOPE, "A@example.org", "Anna Ødegaard", now=1_000_000.25)
+    assert re.fullmatch(r"c\.[0-9a-z]+\.[A-Za-z0-9_-]{22}", token)
+    check = tokens.verify_confirm
+    assert check(SECRET, SCOPE, "a@example.org", token, 3600, "Anna Ødegaard", now=1_003_600) == 1_000_000.25
+    # The expiry follows the current time to live; the issue time does not move with it.
+    with pytest.raises(tokens.TokenError, match="expired") as raised:
+        check(SECRET, SCOPE, "a@example.org", token, 3600, "Anna Ødegaard", now=1_003_601)
+    assert raised.value.expired
+    assert check(SECRET, SCOPE, "a@example.org", token, 7200, "Anna Ødegaard", now=1_003_601) == 1_000_000.25
+    later = "c." + tokens._base36(1_500_000_000) + token[token.rindex(".") :]
+    for address, name, forged in [
+        ("a@example.org", "Mallory", token),  # another name
+        ("a@example.org", "", token),
+        ("b@example.org", "Anna Ødegaard", token),
+        ("a@example.org", "Anna Ødegaard", later),  # a later issue time, same MAC
+    ]:
+        with pytest.raises(tokens.TokenError, match="signature"):
+            check(SECRET, SCOPE, address, forged, 3600, name, now=1_000_001)
+    with pytest.raises(tokens.TokenError, match="signature"):
+        check("other", SCOPE, "a@example.org", token, 3600, "Anna Ødegaard", now=1_000_001)
+    with pytest.raises(tokens.TokenError):  # not an unsubscribe token
+        tokens.verify(SECRET, "unsubscribe", SCOPE, "a@example.org", token)
+
+
+def test_confirmation_tokens_from_before_stay_valid_until_their_expiry_with_no_issue_time() -> None:
+    old = tokens.sign(SECRET, "confirm", SCOPE, "a@example.org", ttl=3600, now=1_000_000)
+    assert tokens.verify_confirm(SECRET, SCOPE, "a@example.org", old, 60, now=1_003_600) is None
+    with pytest.raises(tokens.TokenError, match="expired"):
+        tokens.verify_confirm(SECRET, SCOPE, "a@example.org", old, 86400, now=1_003_601)
+    with pytest.raises(tokens.TokenError, match="signature"):
+        tokens.verify_confirm(SECRET, SCOPE, "a@example.org", old, 3600, "Named", now=1_000_001)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import os
 import re
 import sqlite3
@@ -395,3 +396,39 @@ def test_serve_with_a_missing_site_folder_is_one_clear_error(project: Path) -> N
     assert done.returncode == 1
     assert done.stderr.startswith("Error: nowhere: no published site in nowhere\n  hint:")
     assert "Traceback" not in done.stderr
+
+
+def test_the_subscribe_form_never_changes_a_known_subscriber(site) -> None:
+    project, env, smtp, web = site
+
+    def rows() -> dict[str, tuple[str, dict]]:
+        out = json.loads(digest(project, env, "subscribers", "ls", "--json").stdout)
+        return {r["email"].lower(): (r["status"], r["fields"]) for r in out}
+
+    web.request("POST", unsubscribe_link("dmitri@example.org"), "List-Unsubscribe=One-Click", FORM)
+    before = rows()
+    for address in ("anna@example.com", "Dmitri@example.org"):
+        asked = web.request("POST", "/subscribe", urlencode({"email": address, "name": "Mallory"}), FORM)
+        assert asked.status == 200
+    assert rows() == before  # no name, no field, no status changed by an anonymous form
+    # A known reader who follows the link keeps their fields, whatever name the form gave.
+    (link,) = confirm_links(smtp, "anna@example.com")
+    assert web.request("POST", web.local(link), b"confirm=yes", FORM).status == 200
+    assert rows()["anna@example.com"] == before["anna@example.com"]
+    (link,) = confirm_links(smtp, "dmitri@example.org")
+    assert web.request("POST", web.local(link), b"confirm=yes", FORM).status == 200
+    assert rows()["dmitri@example.org"] == ("active", before["dmitri@example.org"][1])
+
+    # A new reader: the name waits, signed, in the link, and applies only on the confirming POST.
+    web.request("POST", "/subscribe", urlencode({"email": "erin@example.net", "name": "Erin"}), FORM)
+    assert rows()["erin@example.net"] == ("unconfirmed", {})
+    (link,) = confirm_links(smtp, "erin@example.net")
+    assert "name=Erin" in link
+    for changed in (link.replace("name=Erin", "name=Mallory"), link.replace("&name=Erin", "")):
+        answer = web.request("POST", web.local(changed), b"confirm=yes", FORM)
+        assert answer.status == 400 and "This link is not valid" in answer.text
+    assert rows()["erin@example.net"] == ("unconfirmed", {})
+    assert web.request("GET", web.local(link)).status == 200
+    assert rows()["erin@example.net"] == ("unconfirmed", {})
+    assert web.request("POST", web.local(link), b"confirm=yes", FORM).status == 200
+    assert rows()["erin@example.net"] == ("active", {"name": "Erin"})

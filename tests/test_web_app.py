@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from werkzeug.test import Client
 
-from digest import tokens
+from digest import db, subscribers, tokens
 from digest.config import Settings, load_project
 from digest.web import Options, create_app
+from digest.web.limits import Limit
 
 from .conftest import write
+from .smtpserver import Server
 
 SECRET = "app-secret"
 
@@ -67,7 +72,8 @@ def test_a_published_site_mounts_under_base_url_without_traversal(tmp_path) -> N
     c = client(root, static_dir=site)
     assert c.get("/").text == "<h1>Archive</h1>"
     assert c.get("/2022-01-03/").text == "<h1>Monday</h1>"
-    assert c.get("/2022-01-03").text == "<h1>Monday</h1>"
+    moved = c.get("/2022-01-03")  # the archive's static app: a folder without its slash redirects
+    assert moved.status_code == 301 and moved.headers["Location"].endswith("/2022-01-03/")
     feed = c.get("/feed.xml")
     assert feed.status_code == 200 and feed.headers["X-Content-Type-Options"] == "nosniff"
     for path in (
@@ -114,3 +120,111 @@ def test_behind_a_proxy_the_client_is_the_forwarded_address(tmp_path) -> None:
         assert answer.status_code == 503  # allowed; no SMTP server is configured here
     again = c.post("/subscribe", data={"email": "y@example.org"}, headers={"X-Forwarded-For": "203.0.113.7"})
     assert again.status_code == 429
+
+
+def confirm(c: Client, address: str, token: str, name: str = ""):
+    query = urlencode({"email": address, "token": token, **({"name": name} if name else {})})
+    return c.post(f"/confirm?{query}", data={"confirm": "yes"})
+
+
+def test_the_confirm_link_s_issue_time_does_not_move_with_confirm_days(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    scope = "notes.harbour.example"
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    subscribers.add(conn, "a@example.org", {"name": "A"}, "active", "test")
+    # A link sent 12 hours ago; the reader unsubscribed after it.
+    link = tokens.sign_confirm(SECRET, scope, "a@example.org", now=time.time() - 12 * 3600)
+    subscribers.set_status(conn, "a@example.org", "unsubscribed", "web: one-click")
+    for days in (1, 7, 30):
+        answer = confirm(client(root, confirm_days=days), "a@example.org", link)
+        assert answer.status_code == 400, days
+        assert "You unsubscribed after this confirmation link was sent" in answer.text
+    assert subscribers.get(conn, "a@example.org").status == "unsubscribed"
+    # Past the current time to live, the link has expired.
+    old = tokens.sign_confirm(SECRET, scope, "a@example.org", now=time.time() - 2 * 86400)
+    assert "This link has expired" in confirm(client(root, confirm_days=1), "a@example.org", old).text
+    # A link sent after the unsubscribe works, whatever --confirm-days is.
+    time.sleep(0.01)
+    fresh = tokens.sign_confirm(SECRET, scope, "a@example.org")
+    assert confirm(client(root, confirm_days=30), "a@example.org", fresh).status_code == 200
+    assert subscribers.get(conn, "a@example.org").status == "active"
+
+
+def test_a_confirm_link_from_before_signed_issue_times(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    scope, c = "notes.harbour.example", client(root, confirm_days=1)
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    fresh = tokens.sign(SECRET, "confirm", scope, "new@example.org", ttl=7 * 86400)
+    assert confirm(c, "new@example.org", fresh).status_code == 200  # valid to its signed expiry
+    subscribers.set_status(conn, "new@example.org", "unsubscribed", "web: one-click")
+    again = confirm(c, "new@example.org", fresh)
+    assert again.status_code == 400 and "from an older version of the site" in again.text
+    assert subscribers.get(conn, "new@example.org").status == "unsubscribed"
+
+
+def test_an_error_is_logged_with_the_route_not_the_path(tmp_path, monkeypatch, caplog) -> None:
+    root = make_project(tmp_path, "https://harbour.example/u/{token}/{email}", "https://harbour.example")
+    token = tokens.sign(SECRET, "unsubscribe", "notes.harbour.example", "secret-reader@example.org")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(subscribers, "set_status", broken)
+    with caplog.at_level(logging.INFO, logger="digest.web"):
+        answer = client(root).post(f"/u/{token}/secret-reader@example.org?x=1")
+    assert answer.status_code == 500
+    assert "error answering POST unsubscribe: 500" in caplog.text
+    assert "secret-reader" not in caplog.text and token not in caplog.text
+
+
+def test_limits_count_the_canonical_address_and_the_ipv6_64(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        options = Options(per_address=Limit(1, 3600), per_client=Limit(2, 3600))
+        c = Client(create_app(load_project(root), settings, options))
+
+        def ask(address: str, remote: str) -> int:
+            answer = c.post("/subscribe", data={"email": address}, environ_base={"REMOTE_ADDR": remote})
+            return answer.status_code
+
+        assert ask("victim@example.org", "2001:db8:1:2::1") == 200
+        assert ask("Victim+news@Example.org", "2001:db8:1:2::2") == 200  # same answer, no email
+        assert ask("victim+x@example.org", "2001:db8:1:2:ffff::3") == 429  # the same /64
+        assert ask("other@example.org", "2001:db8:1:3::1") == 200  # another /64
+        assert ask("third@example.org", "192.0.2.1") == 200
+        assert sorted(smtp.recorder.by_recipient()) == [
+            "other@example.org",
+            "third@example.org",
+            "victim@example.org",
+        ]
+
+
+def test_unconfirmed_subscribers_older_than_confirm_days_expire(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    subscribers.add(conn, "stale@example.org", None, "unconfirmed", "web: subscribe form")
+    subscribers.add(conn, "recent@example.org", None, "unconfirmed", "web: subscribe form")
+    conn.execute(
+        "UPDATE subscribers SET updated_at = ? WHERE email_key = 'stale@example.org'",
+        (time.time() - 3 * 86400,),
+    )
+    c = client(root, confirm_days=2)
+    assert c.post("/subscribe", data={"email": "not-an-address"}).status_code == 400  # nothing purged yet
+    assert subscribers.get(conn, "stale@example.org") is not None
+    c.post("/subscribe", data={"email": "x@example.org"})  # 503: no SMTP server here; purged anyway
+    assert subscribers.get(conn, "stale@example.org") is None
+    assert subscribers.get(conn, "recent@example.org").status == "unconfirmed"
+
+
+def test_a_refused_confirmation_is_logged_without_the_address(tmp_path, caplog) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        smtp.recorder.faults["Victim@example.org".lower()] = ["550 5.1.1 <Victim@example.org>: no such user"]
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        c = Client(create_app(load_project(root), settings, Options()))
+        with caplog.at_level(logging.INFO, logger="digest.web"):
+            answer = c.post("/subscribe", data={"email": "Victim@example.org"})
+    assert answer.status_code == 503
+    assert "SMTPRecipientsRefused" in caplog.text and "<address>" in caplog.text
+    assert "victim" not in caplog.text.lower()

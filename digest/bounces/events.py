@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..db import address_key
+from ..db import address_hash, address_key
 from .classify import COMPLAINT, HARD, SOFT, Event
 
 SOFT_INCREMENT = 0.5  # per day with a soft bounce, at most once a day
@@ -42,8 +42,17 @@ def already_recorded(conn: sqlite3.Connection, key: str) -> bool:
 
 def record(conn: sqlite3.Connection, key: str, events: Iterable[Event], source: str, day: dt.date) -> int:
     """Insert the events of one message (nothing twice); return how many were new."""
+    from ..subscribers import is_erased
+
     added = 0
     for event in events:
+        email, email_key, diagnostic = event.email, address_key(event.email), event.diagnostic
+        if (
+            is_erased(conn, email)
+            and not conn.execute("SELECT 1 FROM subscribers WHERE email_key = ?", (email_key,)).fetchone()
+        ):  # a late bounce for an erased address: by its hash only
+            digest = address_hash(email)
+            email, email_key, diagnostic = f"erased:{digest[:12]}", f"erased:{digest}", None
         cur = conn.execute(
             "INSERT INTO bounce_events (message_key, kind, issue, email, email_key, status, "
             "diagnostic, source, day, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -52,10 +61,10 @@ def record(conn: sqlite3.Connection, key: str, events: Iterable[Event], source: 
                 key,
                 event.kind,
                 event.issue,
-                event.email,
-                address_key(event.email),
+                email,
+                email_key,
                 event.status,
-                event.diagnostic,
+                diagnostic,
                 source,
                 day.isoformat(),
                 time.time(),

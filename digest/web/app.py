@@ -9,6 +9,7 @@ a signed token. One SQLite connection per server thread.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class ReaderApp:
         request = Request(environ)
         request.max_content_length = MAX_BODY
         request.max_form_memory_size = MAX_BODY
+        endpoint = "-"
         try:
             endpoint, values = self.routes.bind_to_environ(environ).match()
             response = getattr(self, f"on_{endpoint}")(request, **values)
@@ -115,7 +117,8 @@ class ReaderApp:
                 "The service is busy. Nothing was changed; please try again in a minute.",
             )
         except Exception:
-            log.exception("error answering %s %s", request.method, request.path)
+            # The route's name, never the path or query: they hold addresses and tokens.
+            log.exception("error answering %s %s: 500", request.method, endpoint)
             response = self.error(500, "Something went wrong", "Nothing was changed. Please try again later.")
         return response(environ, start_response)
 
@@ -177,7 +180,8 @@ class ReaderApp:
                 self.context(address=raw, name=name, problem=f"That is not an email address: {e}"),
                 status=400,
             )
-        conn, client = self.conn(), request.remote_addr or "unknown"
+        conn, client = self.conn(), client_bucket(request.remote_addr)
+        subscribers.purge_unconfirmed(conn, self.options.confirm_days * 86400)
         if not allow(conn, f"client:{client}", self.options.per_client):
             return self.error(
                 429,
@@ -185,20 +189,20 @@ class ReaderApp:
                 "Too many subscribe requests came from your network. Please try again in an hour.",
             )
         # The same answer whether the address is new, active or unsubscribed.
-        if allow(conn, f"address:{db.address_hash(address)}", self.options.per_address):
-            subscribers.add(conn, address, {"name": name} if name else {}, "unconfirmed", "web: subscribe form")
-            ttl = self.options.confirm_days * 86400
-            token = tokens.sign(
-                self.settings.secret or "", "confirm", self.newsletter.list_id, address, ttl=ttl
-            )
-            url = f"{self.public_root}/confirm?" + urlencode(
-                {"email": address, "token": token}, quote_via=quote, safe="@"
-            )
+        if allow(conn, f"address:{db.address_hash(canonical_address(address))}", self.options.per_address):
+            # A new address is kept as unconfirmed, without fields; a known one (active,
+            # unsubscribed, bounced...) is left exactly as it is. The name travels, signed,
+            # in the link and is applied only when the confirmation is posted.
+            subscribers.add(conn, address, None, "unconfirmed", "web: subscribe form")
+            token = tokens.sign_confirm(self.settings.secret or "", self.newsletter.list_id, address, name)
+            query = {"email": address, "token": token, **({"name": name} if name else {})}
+            url = f"{self.public_root}/confirm?" + urlencode(query, quote_via=quote, safe="@")
             message = mail.confirmation(self.env, self.newsletter, address, url, self.options.confirm_days)
             try:
                 mail.send(self.settings, message)
             except DigestError as e:  # SendError, or ConfigError: no SMTP server set
-                log.error("%s", e)
+                # A refused recipient's reply quotes the address: the log gets the rest.
+                log.error("%s", re.sub(re.escape(address), "<address>", str(e), flags=re.IGNORECASE))
                 return self.error(
                     503,
                     "Please try again later",
@@ -211,12 +215,19 @@ class ReaderApp:
 
     def on_confirm(self, request: Request) -> Response:
         email, token = request.args.get("email", ""), request.args.get("token", "")
+        name = " ".join(request.args.get("name", "").split())[:200]
         if request.method == "POST":
             self.form(request)
-        self.check("confirm", email, token)
-        issued = (tokens.expiry(token) or 0) - self.options.confirm_days * 86400
+        issued = self.check("confirm", email, token, name)
         since = subscribers.last_suppressing_event(self.conn(), email)
-        if since is not None and since > issued:
+        if since is not None and issued is None:  # a link from before issue times were signed
+            raise BadRequest(
+                "This link is no longer valid",
+                "This confirmation link is from an older version of the site and "
+                "cannot be checked against your unsubscribe. To subscribe again, "
+                "ask for a new link on the subscribe page.",
+            )
+        if since is not None and issued is not None and since > issued:
             raise BadRequest(
                 "This link is no longer valid",
                 "You unsubscribed after this confirmation link was sent. To "
@@ -228,7 +239,7 @@ class ReaderApp:
                 "confirm.html",
                 self.context(address=email, action=request.script_root + request.full_path.rstrip("?")),
             )
-        subscribers.reactivate(self.conn(), email, "web: confirmed link")
+        subscribers.reactivate(self.conn(), email, "web: confirmed link", {"name": name} if name else None)
         return page(self.env, "confirmed.html", self.context(address=email))
 
     # -- files -----------------------------------------------------------------------
@@ -247,10 +258,15 @@ class ReaderApp:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def check(self, purpose: str, email: str, token: str) -> None:
-        """Verify a link's token; raise a 400 page that says what to do."""
+    def check(self, purpose: str, email: str, token: str, name: str = "") -> float | None:
+        """Verify a link's token; return a confirmation's issue time; raise a 400 page that says what to do."""
+        secret, scope = self.settings.secret or "", self.newsletter.list_id
         try:
-            tokens.verify(self.settings.secret or "", purpose, self.newsletter.list_id, email, token)
+            if purpose == "confirm":
+                ttl = self.options.confirm_days * 86400
+                return tokens.verify_confirm(secret, scope, email, token, ttl, name)
+            tokens.verify(secret, purpose, scope, email, token)
+            return None
         except tokens.TokenError as e:
             if e.expired:
                 raise BadRequest(
@@ -299,6 +315,25 @@ class ReaderApp:
             raise BadRequest(
                 "Unreadable form", "The form was not sent as UTF-8 text. Nothing was changed."
             ) from None
+
+
+def canonical_address(address: str) -> str:
+    """Return the address a per-address limit counts: lower-case, without a '+tag' in the local part."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}"
+
+
+def client_bucket(remote: str | None) -> str:
+    """Return the client a per-client limit counts: the IPv4 address, or the IPv6 /64."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or "unknown"
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
 
 
 def _too_large() -> HTTPException:

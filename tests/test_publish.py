@@ -41,15 +41,6 @@ TITLES = [
     "Putin said new sanctions could cause complete severance of Russian-US ties – Kremlin aide",
     "Five key takeaways from latest Putin-Biden call",
 ]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def publish(runner: CliRunner, *args: str):
@@ -638,20 +629,6 @@ def test_help_has_an_example(runner: CliRunner) -> None:
 
 
 # -- accessibility ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); runs in CI")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_pages_pass_an_accessibility_audit(held_in: Path, runner: CliRunner, browser) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
@@ -16,15 +15,6 @@ import pytest
 
 from .conftest import EXAMPLE, FIXTURES, REPO, story, write
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WIDTHS = (320, 375, 600)
 SAMPLES = ("example", "seed", "second", "rtl")
 STYLES = ("styled", "unstyled")
@@ -124,20 +114,6 @@ def samples(tmp_path_factory) -> dict[tuple[str, str], Path]:
         bare.write_text(_without_style(path.read_text(encoding="utf-8")), encoding="utf-8")
         out[(name, "unstyled")] = bare
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); runs in CI")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser, path: Path, width: int = 600, scheme: str = "light"):

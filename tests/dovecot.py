@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from .system import free_port, require
 
 USER, PASSWORD = "bounces", "imap-Pa55-word"
 
@@ -86,24 +86,9 @@ namespace inbox {{
 """
 
 
-def dovecot_available() -> bool:
-    return shutil.which("dovecot") is not None or Path("/usr/sbin/dovecot").exists()
-
-
 def require_dovecot() -> None:
     """Skip the test when Dovecot is missing, except under CI, where that is a failure."""
-    if dovecot_available() and os.geteuid() == 0:
-        return
-    why = "Dovecot is not installed" if not dovecot_available() else "Dovecot needs root"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (CI must install it: apt-get install dovecot-imapd)")
-    pytest.skip(why)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    require("dovecot", "dovecot-imapd")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from .system import free_port, require
 
 DEFAULT_MAIN_CF = Path("/etc/postfix/main.cf")
 SETTING = "alternate_config_directories"
@@ -63,24 +63,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def postfix_available() -> bool:
-    return shutil.which("postfix") is not None or Path("/usr/sbin/postfix").exists()
-
-
 def require_postfix() -> None:
     """Skip the test when Postfix is missing, except under CI, where that is a failure."""
-    if postfix_available() and os.geteuid() == 0:
-        return
-    why = "Postfix is not installed" if not postfix_available() else "Postfix needs root"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (CI must install it: apt-get install postfix)")
-    pytest.skip(why)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    require("postfix", "postfix")
 
 
 @dataclass

@@ -7,7 +7,6 @@ order), so the client's pipelined path runs against every fault.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,13 +14,9 @@ from dataclasses import dataclass, field
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+from .system import free_port  # noqa: F401 - the tests import it from here too
+
 USER, PASSWORD = "digest", "s3cret-Pa55"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from .issue import Issue, earlier_urls, load_issue, read_manifest, resolve_issue
 from .links import is_site_address
 from .message import MessageTemplate, Recipient
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
-from .stories import Story, markdown_tokens, read_story
+from .stories import Story, front_line, markdown_tokens, read_story
 
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_BYTES = 16 * 1024
@@ -249,15 +249,6 @@ def _check_manifest(out: _Collector, issue: Issue) -> None:
             )
 
 
-def _front_line(story: Story, key: str) -> int | None:
-    for number, text in enumerate(story.path.read_text(encoding="utf-8").splitlines(), 1):
-        if number >= story.body_line:
-            return None
-        if text.startswith(f"{key}:"):
-            return number
-    return None
-
-
 def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
     seen_urls: dict[str, Story] = {}
     seen_titles: dict[str, Story] = {}
@@ -291,24 +282,15 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
                 story.body_line,
                 "write the story below the front matter, or remove it with 'digest rm'",
             )
-        if story.url and is_site_address(story.url):
-            # A bare site (https://tass.com/) names the source, not an article: stories
-            # from the same site share it, and it goes out in every issue.
-            if not story.source:
-                out.add(
-                    "warning",
-                    "the story has a url but no source",
-                    story.path,
-                    _front_line(story, "url"),
-                    "add 'source: <publisher>' to credit it",
-                )
-        elif story.url:
+        # A bare site (https://tass.com/) names the source, not an article: stories from
+        # the same site share it, and it goes out in every issue.
+        if story.url and not is_site_address(story.url):
             if story.url in seen_urls:
                 out.add(
                     "warning",
                     f"the same url as {seen_urls[story.url].path.name}",
                     story.path,
-                    _front_line(story, "url"),
+                    front_line(story, "url"),
                     "is this story in twice?",
                 )
             seen_urls.setdefault(story.url, story)
@@ -317,24 +299,24 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
                     "warning",
                     f"this url already went out in issue {earlier[story.url]}",
                     story.path,
-                    _front_line(story, "url"),
+                    front_line(story, "url"),
                     "readers have seen this story",
                 )
-            if not story.source:
-                out.add(
-                    "warning",
-                    "the story has a url but no source",
-                    story.path,
-                    _front_line(story, "url"),
-                    "add 'source: <publisher>' to credit it",
-                )
+        if story.url and not story.source:
+            out.add(
+                "warning",
+                "the story has a url but no source",
+                story.path,
+                front_line(story, "url"),
+                "add 'source: <publisher>' to credit it",
+            )
         key = story.title.casefold()
         if key in seen_titles:
             out.add(
                 "warning",
                 f"the same title as {seen_titles[key].path.name}",
                 story.path,
-                _front_line(story, "title"),
+                front_line(story, "title"),
                 "is this story in twice?",
             )
         seen_titles.setdefault(key, story)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from .config import Project
 from .errors import DigestError
 from .issue import Issue
-from .stories import Story, markdown_tokens
+from .stories import Story, front_line, markdown_tokens
 
 CONTAINER_PX = 600
 IMAGE_WEIGHT_BYTES = 1024 * 1024
@@ -260,21 +260,12 @@ def check_images(issue: Issue) -> list[DigestError]:
 def _story_images(story: Story) -> Iterator[tuple[str, int | None, bool]]:
     """Yield (src, line, scaled by the template) for the story's image and its body's images."""
     if story.image:
-        yield story.image.src, _front_line(story, "image"), True
+        yield story.image.src, front_line(story, "image"), True
     for token in markdown_tokens(story.body):
         for child in token.children or []:
             if child.type == "image":
                 line = story.body_line + token.map[0] if token.map else story.body_line
                 yield child.attrGet("src") or "", line, False
-
-
-def _front_line(story: Story, key: str) -> int | None:
-    for number, text in enumerate(story.path.read_text(encoding="utf-8").splitlines(), 1):
-        if number >= story.body_line:
-            return None
-        if text.startswith(f"{key}:"):
-            return number
-    return None
 
 
 def _local(issue: Issue, src: str) -> Path | None:

@@ -325,6 +325,16 @@ def _build_story(
     return story, warnings
 
 
+def front_line(story: Story, key: str) -> int | None:
+    """Return the line of *key* in the story's front matter (for a finding), if it is there."""
+    for number, text in enumerate(story.path.read_text(encoding="utf-8").splitlines(), 1):
+        if number >= story.body_line:
+            return None
+        if text.startswith(f"{key}:"):
+            return number
+    return None
+
+
 def lead_of(dateline: str | None, source: str | None) -> str:
     """Return "MOSCOW, December 31. /TASS/." (or "" without a dateline)."""
     if not dateline:

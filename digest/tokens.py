@@ -175,15 +175,36 @@ MAX_LOCAL_PART = 64
 _VERP_RE = re.compile(r"([0-9a-z]{1,12})\.([a-z2-7]{16})\Z")
 
 
+def _verp_macs(secret: str, scope: str) -> Callable[[int, str, str], str]:
+    """Return a function that signs deliveries, the HMAC key set up once (for a whole send)."""
+    keyed = hmac.new(secret.encode("utf-8"), f"verp\n{scope}\n".encode(), hashlib.sha256)
+
+    def mac_of(delivery_id: int, issue: str, address: str) -> str:
+        mac = keyed.copy()
+        mac.update(f"{delivery_id}\n{issue}\n".encode())
+        mac.update(_key(address))
+        return base64.b32encode(mac.digest()[:VERP_MAC_BYTES]).decode("ascii").lower()
+
+    return mac_of
+
+
 def _verp_mac(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:
-    mac = hmac.new(secret.encode("utf-8"), f"verp\n{scope}\n{delivery_id}\n{issue}\n".encode(), hashlib.sha256)
-    mac.update(_key(address))
-    return base64.b32encode(mac.digest()[:VERP_MAC_BYTES]).decode("ascii").lower()
+    return _verp_macs(secret, scope)(delivery_id, issue, address)
+
+
+def verp_signer(secret: str, scope: str) -> Callable[[int, str, str], str]:
+    """Return ``token(delivery_id, issue, address)``: ``verp_token`` with the key set up once."""
+    mac_of = _verp_macs(secret, scope)
+
+    def token(delivery_id: int, issue: str, address: str) -> str:
+        return f"{_base36(delivery_id)}.{mac_of(delivery_id, issue, address)}"
+
+    return token
 
 
 def verp_token(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:
     """Return the VERP token of one delivery: ``<id in base 36>.<mac>``."""
-    return f"{_base36(delivery_id)}.{_verp_mac(secret, scope, delivery_id, issue, address)}"
+    return verp_signer(secret, scope)(delivery_id, issue, address)
 
 
 def verp_address(bounce_address: str, token: str) -> str:

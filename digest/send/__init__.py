@@ -22,7 +22,7 @@ from ..errors import ConfigError, DigestError, SendError
 from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
-from ..tokens import verp_address, verp_token
+from ..tokens import verp_address, verp_signer
 from .journal import STATES, Journal
 from .loop import Options, SendLoop, Stats
 from .recipients import RowProblem, address_key, check_addresses, envelope_address, read_recipients
@@ -107,8 +107,12 @@ class Plan:
             delivery_id = self.journal.delivery_id(self.key, recipient.email)
         if delivery_id is None:
             return self._from_address
-        token = verp_token(secret, newsletter.list_id, delivery_id, self.key, recipient.email)
+        token = self._verp_token(delivery_id, self.key, recipient.email)
         return verp_address(bounce, token)
+
+    @functools.cached_property
+    def _verp_token(self) -> Callable[[int, str, str], str]:
+        return verp_signer(self.template.secret, self.template.newsletter.list_id)
 
     @functools.cached_property
     def _from_address(self) -> str:

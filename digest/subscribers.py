@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,10 +284,17 @@ def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
 
 
 def _is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
-    return (
-        conn.execute("SELECT 1 FROM suppression WHERE email_hash = ?", (address_hash(address),)).fetchone()
-        is not None
-    )
+    return bool(suppressed_among(conn, [address_hash(address)]))
+
+
+def suppressed_among(conn: sqlite3.Connection, hashes: Iterable[str]) -> set[str]:
+    """Return which of these address hashes (``db.address_hash``) are suppressed, in one query."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return set()
+    marks = ",".join("?" * len(wanted))
+    query = f"SELECT email_hash FROM suppression WHERE email_hash IN ({marks})"
+    return {h for (h,) in conn.execute(query, wanted)}
 
 
 def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:

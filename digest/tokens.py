@@ -183,9 +183,18 @@ def _verp_macs(secret: str, scope: str) -> Callable[[int, str, str], str]:
         mac = keyed.copy()
         mac.update(f"{delivery_id}\n{issue}\n".encode())
         mac.update(_key(address))
-        return base64.b32encode(mac.digest()[:VERP_MAC_BYTES]).decode("ascii").lower()
+        return _base32_80(mac.digest()[:VERP_MAC_BYTES])
 
     return mac_of
+
+
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's alphabet, lower-cased
+
+
+def _base32_80(data: bytes) -> str:
+    """Return ``base64.b32encode(data).lower()`` for 10 bytes (80 bits, no padding), faster."""
+    n = int.from_bytes(data, "big")
+    return "".join([_BASE32[(n >> shift) & 31] for shift in range(75, -5, -5)])
 
 
 def _verp_mac(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:

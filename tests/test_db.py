@@ -30,7 +30,7 @@ def test_connect_sets_wal_busy_timeout_and_the_current_schema(tmp_path: Path) ->
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 4  # 4: erased replies
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 5  # 5: deliveries in order
     # The table migration 2 replaces left no free pages behind in a new file.
     assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -94,7 +94,7 @@ def test_replies_of_deliveries_erased_by_an_older_digest_are_redacted(tmp_path: 
     conn.close()
     monkeypatch.undo()
     conn = db.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
     assert conn.execute("SELECT email, reply FROM deliveries ORDER BY id").fetchall() == [
         ("erased:ab12", "[erased]"),
         ("eve@example.org", "250 2.0.0 Ok"),

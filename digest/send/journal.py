@@ -25,6 +25,7 @@ from ..message import Recipient
 from .recipients import address_key
 
 STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed")
+_SUPPRESSED = "unsubscribed while the send ran"
 
 
 class JournalError(SendError):
@@ -142,8 +143,8 @@ class Journal:
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
         """Return the next deliveries in *states*, by id.
 
-        Suppressed addresses are not filtered here: the send loop asks ``is_suppressed``
-        right before each message, so one method decides.
+        Suppressed addresses are not filtered here: ``record`` checks each message's
+        address in the transaction that records it 'sending', right before it goes out.
         """
         marks = ",".join("?" * len(states))
         with self._lock:
@@ -155,34 +156,51 @@ class Journal:
         return [Delivery(i, Recipient(e, json.loads(f)), s, k) for i, e, f, s, k in rows]
 
     @_writes
-    def record(self, entries: list[tuple[int, str, str | None]]) -> None:
-        """Record (delivery id, state, reply) entries in one commit.
+    def record(
+        self, entries: list[tuple[int, str, str | None]], claims: dict[int, str] | None = None
+    ) -> set[int]:
+        """Record (delivery id, state, reply) entries in one commit; return the refused claims.
 
         The send loop gathers the entries of every connection that gets there in the
         same turn of its event loop (group commit). 'sending' without a reply is a new
         attempt; 'sending' with one is an uncertain attempt and its reason.
+        *claims* maps the ids of new attempts among the entries to their address hashes:
+        in the same transaction, each is checked against the suppression list, so the
+        check and the 'sending' record are one step, right before the message goes out.
+        A suppressed one is recorded 'suppressed' instead, and its id returned.
         """
         now = time.time()
+        refused: set[int] = set()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if claims:
+                    found = subscribers.suppressed_among(self._db, claims.values())
+                    refused = {i for i, h in claims.items() if h in found}
+                rows = [
+                    ("suppressed", _SUPPRESSED, now, "suppressed", _SUPPRESSED, i)
+                    if i in refused and state == "sending" and reply is None
+                    else (state, reply, now, state, reply, i)
+                    for i, state, reply in entries
+                ]
                 self._db.executemany(
                     "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ?, "
                     "attempts = attempts + (? = 'sending' AND ? IS NULL) WHERE id = ?",
-                    [(state, reply, now, state, reply, i) for i, state, reply in entries],
+                    rows,
                 )
             except BaseException:
                 if self._db.in_transaction:  # SQLite may have rolled back itself
                     self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        return refused
 
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""
         self.record([(delivery_id, state, reply)])
 
     def is_suppressed(self, email_key: str) -> bool:
-        """Whether the address is on the suppression list (checked before each message)."""
+        """Whether the address is on the suppression list."""
         with self._lock:
             return self._is_suppressed(email_key)
 

@@ -1,9 +1,9 @@
 """The send loop: one asyncio task per connection, fed from the journal in batches.
 
-Per message the work is: check the address is still subscribed, fill in the
-prepared message (substitution only), record 'sending', push, record the outcome
-(committed at the end of the same event-loop turn, never held back). One thread drives every connection,
-so that work never waits for another thread.
+Per message the work is: fill in the prepared message (substitution only), record
+'sending' in the transaction that checks the address is still subscribed, push,
+record the outcome (committed at the end of the same event-loop turn, never held
+back). One thread drives every connection, so that work never waits for another thread.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 
+from ..db import address_hash
 from ..errors import SendError
 from ..message import MessageTemplate, Recipient
 from .journal import Delivery, Journal, JournalError
 from .recipients import address_key, envelope_address
-from .transport import PermanentFailure, TemporaryFailure, Uncertain
+from .transport import PermanentFailure, Suppressed, TemporaryFailure, Uncertain
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ class SendLoop:
         # Group commit: the entries of the connections that get there in the same turn
         # of the event loop are committed together, at the end of that turn.
         self._entries: list[tuple[int, str, str | None]] = []
-        self._committed: asyncio.Future[None] | None = None
+        self._claims: dict[int, str] = {}  # the new attempts among them, by address hash
+        self._committed: asyncio.Future[set[int]] | None = None
         self._last_id = 0
         self._exhausted = False
 
@@ -212,9 +214,10 @@ class SendLoop:
         personal = self.template.rendered.personal
         sender = envelope_address(self.envelope_sender(recipient, delivery.id))
         to = envelope_address(email)
+        hashed = address_hash(delivery.key or address_key(email))
 
         async def prepare() -> bytes:
-            # Made while the server answers the envelope; 'sending' is committed first.
+            # Called by the messenger before it writes anything of this message.
             try:
                 message = (
                     self.template.personalise(recipient, wire=wire)
@@ -224,7 +227,7 @@ class SendLoop:
                 )
             except (ValueError, UnicodeError) as e:  # one bad address never stops the send
                 raise PermanentFailure(f"cannot be written as a message: {e}") from e
-            await self._wait_for(delivery.id, "sending")
+            await self._claim(delivery.id, hashed)  # 'sending' committed, or Suppressed
             return message
 
         delay = self.options.backoff
@@ -232,13 +235,11 @@ class SendLoop:
             await self._rate.wait()
             if self.stop.is_set() and attempt:
                 break
-            # Right before the message goes out (after any --rate wait or retry pause).
-            if self.journal.is_suppressed(delivery.key or address_key(email)):
-                self._record(delivery.id, "suppressed", "unsubscribed while the send ran")
-                self.stats.suppressed += 1
-                return
             try:
                 reply = await messenger.push(sender, to, prepare)
+            except Suppressed:  # unsubscribed while the send ran: the claim recorded it
+                self.stats.suppressed += 1
+                return
             except TemporaryFailure as e:
                 reply = str(e)
                 self._record(delivery.id, "deferred", reply)
@@ -274,7 +275,7 @@ class SendLoop:
             return
         self._count("deferred", "stopped before the retry")
 
-    def _record(self, delivery_id: int, state: str, reply: str | None) -> asyncio.Future[None]:
+    def _record(self, delivery_id: int, state: str, reply: str | None) -> asyncio.Future[set[int]]:
         """Queue an entry for this turn's commit; return the commit's future."""
         self._entries.append((delivery_id, state, reply))
         committed = self._committed
@@ -284,17 +285,24 @@ class SendLoop:
             loop.call_soon(self._commit)
         return committed
 
-    async def _wait_for(self, delivery_id: int, state: str) -> None:
-        """Record an entry and return once it is committed (raise if it cannot be)."""
-        await self._record(delivery_id, state, None)
+    async def _claim(self, delivery_id: int, address_hash: str) -> None:
+        """Commit 'sending' for a message about to go out; raise Suppressed if its reader left.
+
+        The suppression check and the 'sending' record are one transaction (Journal.record).
+        """
+        self._claims[delivery_id] = address_hash
+        refused = await self._record(delivery_id, "sending", None)
+        if delivery_id in refused:
+            raise Suppressed
 
     def _commit(self) -> None:
         entries, self._entries = self._entries, []
+        claims, self._claims = self._claims, {}
         committed, self._committed = self._committed, None
         if not entries:
             return
         try:
-            self.journal.record(entries)
+            refused = self.journal.record(entries, claims)
         except SendError as e:
             self._stop_with(e)
             if committed is not None and not committed.done():
@@ -302,7 +310,7 @@ class SendLoop:
                 committed.exception()  # seen here: no "never retrieved" noise at exit
         else:
             if committed is not None and not committed.done():
-                committed.set_result(None)
+                committed.set_result(refused)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry; wake early when the send is stopping."""

@@ -78,6 +78,10 @@ class Uncertain(Exception):
     """The final '.' was written but no reply came: the server may have accepted it."""
 
 
+class Suppressed(Exception):
+    """The message was not sent: its reader unsubscribed while the send ran."""
+
+
 class SessionRefused(SendError):
     """A reply about the session, not the recipient (login required, sender refused)."""
 
@@ -309,8 +313,9 @@ class SMTPMessenger:
         """Send one message, given as SMTP DATA; return the server's reply.
 
         MAIL, RCPT and DATA go in one write where the server offers PIPELINING
-        (RFC 2920). *data* may be a function: it is then called while the server
-        answers the envelope, so preparing the message costs no time of its own.
+        (RFC 2920). *data* may be a function (or coroutine function): it is called
+        before anything of this message is written, so it may refuse the message
+        (raise, e.g. Suppressed or PermanentFailure) and leave the session clean.
         Addresses are envelope forms (IDNA domains); a UTF-8 local part needs the
         server's SMTPUTF8, else that recipient fails (PermanentFailure).
         Raises Uncertain when the final '.' was written and no reply came.
@@ -335,12 +340,13 @@ class SMTPMessenger:
         written = False  # whether the message (and its final dot) went out
         try:
             async with asyncio.timeout(t.command) as deadline:
+                # Made (and recorded) before any command of this message goes out: a
+                # message refused here leaves the session as it was.
+                data = await _resolve(data)
                 if "pipelining" in self._extensions:
                     writer.write("".join(commands).encode("utf-8" if utf8 else "ascii"))
-                    data = await self._prepare(data)
                     replies = [await self._read() for _ in commands]
                 else:
-                    data = await self._prepare(data)
                     replies = []
                     for command in commands:
                         writer.write(command.encode("utf-8" if utf8 else "ascii"))
@@ -371,14 +377,6 @@ class SMTPMessenger:
         if code != 250:
             await self._fail(code, message, "the message")
         return _reply(code, message)
-
-    async def _prepare(self, data: Data) -> bytes:
-        """Make the message; if that fails, leave no half-open transaction behind."""
-        try:
-            return await _resolve(data)
-        except BaseException:
-            await self._drop()
-            raise
 
     async def _fail(self, code: int, message: bytes, command: str = "") -> None:
         """Raise the failure a reply means (4xx temporary, 5xx permanent or the session's)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -43,6 +44,7 @@ from digest.render import default_templates_dir, render_issue  # noqa: E402
 
 EXAMPLE = REPO / "issues" / "2021-12-31"
 RECORD_SECONDS: list[float] = []
+CPU: dict[str, list[float]] = {"digest": [], "raw": [], "sink": []}  # seconds per message
 ROWS: list[tuple[str, str, str, str]] = []
 
 
@@ -261,6 +263,14 @@ class Sink:
         )
         assert self.proc.stdout.readline().strip() == "ready"
 
+    def cpu_seconds(self) -> float | None:
+        """The sink process's CPU time so far (user + system), where /proc tells it."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int:
         self.proc.terminate()
         out = self.proc.communicate(timeout=30)[0].strip()
@@ -302,12 +312,21 @@ def raw_send(port: int, data: bytes, sender: str, count: int, workers: int) -> f
 
     shares = [range(w, count, workers) for w in range(workers)]
     threads = [threading.Thread(target=one, args=(s,)) for s in shares]
+    cpu = _cpu()
     t = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    return count / (time.perf_counter() - t)
+    rate = count / (time.perf_counter() - t)
+    CPU["raw"].append((_cpu() - cpu) / count)
+    return rate
+
+
+def _cpu() -> float:
+    """This process's CPU time so far, user + system, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> float:
@@ -333,9 +352,11 @@ def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> fl
     plan = plan_send(project, "bench", list_path=csv, options=Options(workers=workers), per_connection=1000)
     t = time.perf_counter()
     plan.record()
+    cpu = _cpu()
     t1 = time.perf_counter()
     stats = plan.run()
     rate = stats.sent / (time.perf_counter() - t1)
+    CPU["digest"].append((_cpu() - cpu) / count)
     RECORD_SECONDS.append(t1 - t)
     assert stats.sent == count, stats
     return rate
@@ -357,13 +378,18 @@ def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count
         # so that both see the same machine.
         digest_send(root, sink.port, warmup, workers, "warmup")
         raw_send(sink.port, data, sender, warmup, workers)
+        for key in CPU:
+            CPU[key].clear()
         for n in range(rounds):
-            if n % 2:
-                raw.append(raw_send(sink.port, data, sender, count, workers))
-                ours.append(digest_send(root, sink.port, count, workers, f"sink{n}"))
-            else:
-                ours.append(digest_send(root, sink.port, count, workers, f"sink{n}"))
-                raw.append(raw_send(sink.port, data, sender, count, workers))
+            for first in ("raw", "digest") if n % 2 else ("digest", "raw"):
+                before = sink.cpu_seconds()
+                if first == "raw":
+                    raw.append(raw_send(sink.port, data, sender, count, workers))
+                else:
+                    ours.append(digest_send(root, sink.port, count, workers, f"sink{n}"))
+                after = sink.cpu_seconds()
+                if before is not None and after is not None:
+                    CPU["sink"].append((after - before) / count)
     finally:
         received = sink.stop()
     assert received == 2 * (count * rounds + warmup), received
@@ -375,6 +401,14 @@ def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count
         f"{r:,.0f} msg/s raw SMTP",
         f"{statistics.median(ratios):.2f}x",
         f"target >= 0.9x (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+    )
+    us = {key: statistics.median(values) * 1e6 for key, values in CPU.items() if values}
+    row(
+        "CPU per message sent: digest / raw client",
+        f"{us['digest']:,.0f} us",
+        f"{us['raw']:,.0f} us raw client" + (f", {us['sink']:,.0f} us sink" if "sink" in us else ""),
+        f"{us['digest'] / us['raw']:.1f}x",
+        f"{os.cpu_count()} cores for client and sink together",
     )
     per_row = statistics.median(RECORD_SECONDS) / count
     row(

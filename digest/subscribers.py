@@ -20,6 +20,8 @@ from pathlib import Path
 from .db import address_hash, address_key
 from .message import Recipient
 
+ERASED_PREFIX = "erased:"  # what erasure leaves of a key: the prefix and the address's hash
+
 STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
 SUPPRESSING = frozenset({"unsubscribed", "bounced", "complained"})
 
@@ -284,17 +286,29 @@ def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
 
 
 def _is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
-    return bool(suppressed_among(conn, [address_hash(address)]))
+    return bool(suppressed_among(conn, [key_hash(address_key(address))]))
+
+
+def key_hash(email_key: str) -> str:
+    """Return the suppression hash of an address key, or of the key an erasure left.
+
+    An erased row's key is ``erased:<hash>``: its hash is the one on the suppression
+    list (a real address cannot start so: a colon in a local part must be quoted).
+    """
+    if email_key.startswith(ERASED_PREFIX):
+        return email_key[len(ERASED_PREFIX) :]
+    return address_hash(email_key)
 
 
 def suppressed_among(conn: sqlite3.Connection, hashes: Iterable[str]) -> set[str]:
     """Return which of these address hashes (``db.address_hash``) are suppressed, in one query."""
     wanted = sorted(set(hashes))
-    if not wanted:
-        return set()
-    marks = ",".join("?" * len(wanted))
-    query = f"SELECT email_hash FROM suppression WHERE email_hash IN ({marks})"
-    return {h for (h,) in conn.execute(query, wanted)}
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):  # well under SQLite's limit on parameters
+        chunk = wanted[start : start + 500]
+        query = f"SELECT email_hash FROM suppression WHERE email_hash IN ({','.join('?' * len(chunk))})"
+        found.update(h for (h,) in conn.execute(query, chunk))
+    return found
 
 
 def erase(conn: sqlite3.Connection, address: str, source: str = "cli") -> bool:
@@ -331,7 +345,7 @@ def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: fl
         found += conn.execute(
             "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}', "
             "reply = CASE WHEN reply IS NULL THEN NULL ELSE '[erased]' END WHERE email_key = ?",
-            (f"erased:{digest}", f"erased:{digest[:12]}", key),
+            (f"{ERASED_PREFIX}{digest}", f"{ERASED_PREFIX}{digest[:12]}", key),
         ).rowcount
         # Bounce records keep their kind, status and date; the address (and the diagnostic
         # line, which often quotes it) goes.

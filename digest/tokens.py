@@ -193,6 +193,8 @@ _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's alphabet, lower-cased
 
 def _base32_80(data: bytes) -> str:
     """Return ``base64.b32encode(data).lower()`` for 10 bytes (80 bits, no padding), faster."""
+    if len(data) != 10:
+        raise ValueError(f"_base32_80 takes 10 bytes, not {len(data)}")
     n = int.from_bytes(data, "big")
     return "".join([_BASE32[(n >> shift) & 31] for shift in range(75, -5, -5)])
 

@@ -282,6 +282,23 @@ def test_530_at_mail_stops_then_credentials_and_retry_failed_complete(
     _exactly_once(auth_server, 6)
 
 
+def test_retry_failed_sends_nothing_to_a_reader_erased_since(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """An erased reader's past delivery keeps only a hash: a retry records it suppressed."""
+    path = _list(tmp_path, 3)
+    piped.recorder.faults["reader00001@example.com"] = ["550 5.1.1 no such user"]
+    assert _send(runner, "--list", str(path), "--yes").exit_code == 0
+    piped.recorder.faults.clear()
+    erased = runner.invoke(cli, ["subscribers", "rm", "reader00001@example.com"])
+    assert erased.exit_code == 0, erased.output
+    retry = _send(runner, "--list", str(path), "--yes", "--retry-failed")
+    assert retry.exit_code == 0, retry.output
+    assert sorted(piped.recorder.by_recipient()) == ["reader00000@example.com", "reader00002@example.com"]
+    assert not [r for r in piped.recorder.received if "erased" in r.recipient]
+    assert _status(runner).startswith(f"{EXAMPLE}: 2 sent, 0 failed, 0 deferred, 0 pending")
+
+
 def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     server.recorder.mail_faults[:] = ["553 5.7.1 sender not allowed"]
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1")

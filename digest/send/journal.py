@@ -178,14 +178,17 @@ class Journal:
                     found = subscribers.suppressed_among(self._db, claims.values())
                     refused = {i for i, h in claims.items() if h in found}
                 rows = [
-                    ("suppressed", _SUPPRESSED, now, "suppressed", _SUPPRESSED, i)
+                    ("suppressed", _SUPPRESSED, now, i)
                     if i in refused and state == "sending" and reply is None
-                    else (state, reply, now, state, reply, i)
+                    else (state, reply, now, i)
                     for i, state, reply in entries
                 ]
+                # A new attempt clears the reply of the last one: if it ends uncertain, the
+                # reason shown is its own, not an earlier deferral's.
                 self._db.executemany(
-                    "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ?, "
-                    "attempts = attempts + (? = 'sending' AND ? IS NULL) WHERE id = ?",
+                    "UPDATE deliveries SET state = ?1, reply = CASE WHEN ?1 = 'sending' AND ?2 IS NULL "
+                    "THEN NULL ELSE coalesce(?2, reply) END, updated_at = ?3, "
+                    "attempts = attempts + (?1 = 'sending' AND ?2 IS NULL) WHERE id = ?4",
                     rows,
                 )
             except BaseException:

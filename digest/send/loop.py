@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 
-from ..db import address_hash
 from ..errors import SendError
 from ..message import MessageTemplate, Recipient
+from ..subscribers import key_hash
 from .journal import Delivery, Journal, JournalError
 from .recipients import address_key, envelope_address
 from .transport import PermanentFailure, Suppressed, TemporaryFailure, Uncertain
@@ -28,6 +28,10 @@ from .transport import PermanentFailure, Suppressed, TemporaryFailure, Uncertain
 log = logging.getLogger(__name__)
 
 BATCH = 512  # deliveries read from the journal at a time
+
+
+class _Stopped(Exception):
+    """The send stopped on a fatal error before this message was claimed."""
 
 
 @dataclass
@@ -204,9 +208,9 @@ class SendLoop:
     async def _deliver(self, messenger, delivery: Delivery) -> None:
         """Send one message and record the outcome.
 
-        'sending' is committed in ``prepare``, which the messenger calls while the
-        server answers the envelope (or before it writes anything): a message never
-        goes out that the journal has not recorded as in flight.
+        'sending' is committed in ``prepare``, which the messenger calls before it
+        writes anything of the message: a message never goes out that the journal has
+        not recorded as in flight, and one refused there leaves the session clean.
         """
         recipient = delivery.recipient
         email = recipient.email
@@ -214,10 +218,12 @@ class SendLoop:
         personal = self.template.rendered.personal
         sender = envelope_address(self.envelope_sender(recipient, delivery.id))
         to = envelope_address(email)
-        hashed = address_hash(delivery.key or address_key(email))
+        hashed = key_hash(delivery.key or address_key(email))
 
         async def prepare() -> bytes:
             # Called by the messenger before it writes anything of this message.
+            if self.fatal:  # the send stopped while this connection was opening
+                raise _Stopped
             try:
                 message = (
                     self.template.personalise(recipient, wire=wire)
@@ -239,6 +245,8 @@ class SendLoop:
                 reply = await messenger.push(sender, to, prepare)
             except Suppressed:  # unsubscribed while the send ran: the claim recorded it
                 self.stats.suppressed += 1
+                return
+            except _Stopped:  # nothing claimed, nothing sent: it stays due
                 return
             except TemporaryFailure as e:
                 reply = str(e)
@@ -291,7 +299,9 @@ class SendLoop:
         The suppression check and the 'sending' record are one transaction (Journal.record).
         """
         self._claims[delivery_id] = address_hash
-        refused = await self._record(delivery_id, "sending", None)
+        # Shielded: the commit is shared by every connection of this turn; one waiter
+        # cancelled (a timeout, say) must not cancel it for the others.
+        refused = await asyncio.shield(self._record(delivery_id, "sending", None))
         if delivery_id in refused:
             raise Suppressed
 

@@ -325,7 +325,6 @@ class SMTPMessenger:
             await self.connect()
         writer = self._writer
         assert writer is not None
-        self._count += 1
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and "smtputf8" not in self._extensions:
             raise PermanentFailure(
@@ -343,6 +342,7 @@ class SMTPMessenger:
                 # Made (and recorded) before any command of this message goes out: a
                 # message refused here leaves the session as it was.
                 data = await _resolve(data)
+                self._count += 1  # a refused message used no turn of the connection
                 if "pipelining" in self._extensions:
                     writer.write("".join(commands).encode("utf-8" if utf8 else "ascii"))
                     replies = [await self._read() for _ in commands]
@@ -357,10 +357,13 @@ class SMTPMessenger:
                     replies, (250, 250, 354), ("MAIL", "RCPT", "DATA"), strict=False
                 ):
                     if code != expected and not (expected == 250 and code == 251):
-                        if replies[-1][0] == 354:  # the server waits for a body: end it empty
-                            writer.write(b".\r\n")
-                            await self._read()
-                        await self._reset()
+                        if replies[-1][0] == 354:
+                            # The server waits for a body although it refused part of the
+                            # envelope (RFC 2920 says it must not): ending it with '.' could
+                            # deliver an empty message, closing the connection cannot.
+                            await self._drop()
+                        else:
+                            await self._reset()
                         await self._fail(code, message, name)
                 # One deadline for writing the message and reading the final reply.
                 deadline.reschedule(asyncio.get_running_loop().time() + t.data_end)

@@ -514,7 +514,7 @@ def main() -> None:
                 aiosmtpd_count=300 if args.quick else 2_000,
             )
         elif args.quick:
-            bench_build(root, [10, 50, 200], repeats=3)
+            bench_build(root, [10, 50, 200], repeats=5)
             bench_prepare(root, 20_000)
             bench_send(root, 3_000, 4, rounds=6, aiosmtpd_count=300)
             bench_memory(root, 1_000, 20_000)

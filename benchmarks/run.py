@@ -432,6 +432,34 @@ def bench_send(root: Path, count: int, workers: int, rounds: int, aiosmtpd_count
         )
 
 
+def bench_postfix(root: Path, count: int, workers: int, rounds: int) -> None:
+    """digest and the raw client through the tests' private Postfix (discarding what it accepts)."""
+    from tests.postfix import start_postfix  # needs root and Debian's postfix
+
+    print(f"send {count:,} messages through a private Postfix, {workers} connections, {rounds} rounds")
+    project = load_project(make_project(root / "postfix-bytes", 50))
+    template = MessageTemplate(
+        render_issue(project, load_issue(project, "bench"), personal=True), secret="benchmark-secret"
+    )
+    data = template.personalise(Recipient("reader@example.com", {"name": "Reader"}), wire=True)
+    sender = "digest@worlddigest.example.org"
+    discard = {"default_transport": "discard", "relay_transport": "discard", "message_size_limit": "0"}
+    ours, raw = [], []
+    with start_postfix(root, extra_main_cf=discard) as postfix:
+        digest_send(root, postfix.port, 200, workers, "postfix-warmup")
+        for n in range(rounds):
+            ours.append(digest_send(root, postfix.port, count, workers, f"postfix{n}"))
+            raw.append(raw_send(postfix.port, data, sender, count, workers))
+    ratios = sorted(a / b for a, b in zip(ours, raw, strict=True))
+    row(
+        "digest send through a private Postfix",
+        f"{statistics.median(ours):,.0f} msg/s",
+        f"{statistics.median(raw):,.0f} msg/s raw SMTP",
+        f"{statistics.median(ratios):.2f}x",
+        f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+    )
+
+
 # -- 4. memory ---------------------------------------------------------------------------
 
 
@@ -501,7 +529,12 @@ def bench_memory(root: Path, small: int, large: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
-    parser.add_argument("--only", choices=["send"], help="run only the send throughput figure")
+    parser.add_argument(
+        "--only",
+        choices=["send", "postfix"],
+        help="run only the send throughput figure, or the send through a private Postfix "
+        "(root and Debian's postfix needed; not part of the full run)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     try:
@@ -513,6 +546,8 @@ def main() -> None:
                 rounds=6 if args.quick else 8,
                 aiosmtpd_count=300 if args.quick else 2_000,
             )
+        elif args.only == "postfix":
+            bench_postfix(root, 500 if args.quick else 2_000, 4, rounds=3)
         elif args.quick:
             bench_build(root, [10, 50, 200], repeats=5)
             bench_prepare(root, 20_000)

@@ -5,15 +5,19 @@ per-message work switched off, one at a time, against the raw client in the same
 
 A diagnostic, not a measure of the product: a variant without the journal's writes
 or without personalisation is not a send digest would ever do. It shows what each
-part costs per message (CPU and throughput), to say where to work next.
+part costs per message (CPU and throughput), to say where to work next. A bare
+callback client (asyncio.Protocol, pipelined, nothing else) shows the floor for
+an asyncio client.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -50,6 +54,68 @@ def without(part: str) -> Iterator[None]:
         yield
 
 
+class _Bare(asyncio.Protocol):
+    """The floor for an asyncio client: callbacks, pipelined, no journal, no checks."""
+
+    def __init__(self, data: bytes, count: int, done: asyncio.Future[None]) -> None:
+        self.data, self.count, self.done = data, count, done
+        self.buffer, self.state, self.sent, self.waiting = b"", "greeting", 0, 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\r\n")
+        for line in lines:
+            if line[3:4] != b"-":
+                self._reply()
+
+    def _envelope(self) -> None:
+        self.transport.write(
+            b"MAIL FROM:<digest@worlddigest.example.org>\r\nRCPT TO:<r%d@example.com>\r\nDATA\r\n" % self.sent
+        )
+        self.state, self.waiting = "envelope", 3
+
+    def _reply(self) -> None:
+        if self.state == "greeting":
+            self.transport.write(b"EHLO bench\r\n")
+            self.state = "ehlo"
+        elif self.state == "ehlo":
+            self._envelope()
+        elif self.state == "envelope":
+            self.waiting -= 1
+            if not self.waiting:
+                self.transport.write(self.data)
+                self.state = "dot"
+        elif self.state == "dot":
+            self.sent += 1
+            if self.sent < self.count:
+                self._envelope()
+            else:
+                self.transport.write(b"QUIT\r\n")
+                self.state = "quit"
+        else:
+            self.transport.close()
+            self.done.set_result(None)
+
+
+def bare_send(port: int, data: bytes, count: int, workers: int) -> tuple[float, float]:
+    """Send with *workers* bare Protocol clients; return (msg/s, CPU seconds a message)."""
+
+    async def send() -> None:
+        loop = asyncio.get_running_loop()
+        done = [loop.create_future() for _ in range(workers)]
+        for future in done:
+            await loop.create_connection(lambda f=future: _Bare(data, count // workers, f), "127.0.0.1", port)
+        await asyncio.gather(*done)
+
+    cpu, t = run._cpu(), time.perf_counter()
+    asyncio.run(send())
+    sent = count // workers * workers
+    return sent / (time.perf_counter() - t), (run._cpu() - cpu) / sent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000)
@@ -62,8 +128,9 @@ def main() -> None:
     )
     data = template.personalise(run.Recipient("reader@example.com", {"name": "Reader"}), wire=True)
     variants = ["", "VERP", "personalisation", "journal writes", "all three"]
-    rates: dict[str, list[float]] = {v: [] for v in [*variants, "raw"]}
-    cpu: dict[str, list[float]] = {v: [] for v in [*variants, "raw"]}
+    others = ["bare", "raw"]
+    rates: dict[str, list[float]] = {v: [] for v in [*variants, *others]}
+    cpu: dict[str, list[float]] = {v: [] for v in [*variants, *others]}
     sink = run.Sink()
     try:
         run.digest_send(root, sink.port, 500, 4, "warmup")
@@ -77,12 +144,16 @@ def main() -> None:
                 cpu[variant].append(run.CPU["digest"][-1])
             rates["raw"].append(run.raw_send(sink.port, data, "digest@worlddigest.example.org", args.count, 4))
             cpu["raw"].append(run.CPU["raw"][-1])
+            rate, seconds = bare_send(sink.port, data, args.count, 4)
+            rates["bare"].append(rate)
+            cpu["bare"].append(seconds)
     finally:
         sink.stop()
     raw = statistics.median(rates["raw"])
     print(f"\n{'digest send to the sink':<44} {'msg/s':>8} {'vs raw':>7} {'CPU/msg':>9}")
-    for variant in [*variants, "raw"]:
-        name = "raw client" if variant == "raw" else (f"without {variant}" if variant else "as it is")
+    names = {"raw": "raw client (4 threads)", "bare": "a bare asyncio.Protocol client", "": "as it is"}
+    for variant in [*variants, *others]:
+        name = names.get(variant, f"without {variant}")
         rate = statistics.median(rates[variant])
         print(f"{name:<44} {rate:>8,.0f} {rate / raw:>6.2f}x {statistics.median(cpu[variant]) * 1e6:>7,.0f}us")
 

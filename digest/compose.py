@@ -100,11 +100,14 @@ DIGEST_IMAP_PORT=993
 DIGEST_IMAP_USERNAME=
 # Password for the IMAP mailbox. Never printed or logged.
 DIGEST_IMAP_PASSWORD=
-# The folder to read (default INBOX); processed messages move to the folder 'processed'.
+# The folder to read (default INBOX).
 DIGEST_IMAP_FOLDER=INBOX
 # tls (default), starttls, or none; DIGEST_IMAP_CAFILE for a private CA (optional).
 DIGEST_IMAP_SECURITY=tls
 DIGEST_IMAP_CAFILE=
+# Where processed messages move (optional; default 'processed' in your personal
+# namespace, INBOX.processed on servers that keep folders under INBOX).
+DIGEST_IMAP_PROCESSED=
 """
 
 GITIGNORE = """\

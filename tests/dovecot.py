@@ -81,7 +81,8 @@ service pop3-login {{
 }}
 namespace inbox {{
   inbox = yes
-  separator = /
+  separator = {separator}
+  prefix = {prefix}
 }}
 """
 
@@ -166,12 +167,19 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
 
 
 @contextmanager
-def start_dovecot(tmp: Path, ca, maildir: Path | None = None, timeout: float = 30.0) -> Iterator[Dovecot]:
+def start_dovecot(
+    tmp: Path,
+    ca,
+    maildir: Path | None = None,
+    timeout: float = 30.0,
+    namespace: tuple[str, str] = ("", "/"),
+) -> Iterator[Dovecot]:
     """Run a private Dovecot (IMAPS on 127.0.0.1, a free port); stop it by PID at exit.
 
     *ca* is a ``trustme.CA``; the server's certificate is issued for 127.0.0.1. The
     user's mail is *maildir* if given (say, where a private Postfix delivers), else a
-    new Maildir under tmp.
+    new Maildir under tmp. *namespace* is the personal namespace's (prefix, separator):
+    ``("INBOX.", ".")`` keeps every folder under INBOX, as Cyrus and Courier do.
     """
     require_dovecot()
     base = Path(tmp) / "dovecot"
@@ -204,6 +212,8 @@ def start_dovecot(tmp: Path, ca, maildir: Path | None = None, timeout: float = 3
             gid=gid,
             mail=mail,
             starttls_port=starttls_port,
+            prefix=namespace[0],
+            separator=namespace[1],
         )
     )
     # The login processes run as dovenull: let them through the tmp folders (x only).

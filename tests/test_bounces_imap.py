@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from digest import subscribers
 from digest.bounces import ImapBox, imap_settings, process_mailbox, project_identity
+from digest.bounces.mailboxes import personal_prefix
 from digest.cli import cli
 from digest.config import load_project
 from tests.bounceutil import connect, enable_bounces, fixture
@@ -173,3 +174,39 @@ def test_starttls_and_a_folder_of_its_own(imap_project, dovecot, runner: CliRunn
     assert f"IMAP bounces@127.0.0.1:{dovecot.starttls_port}/bounces: 1 message(s): 1 hard" in result.stdout
     assert list(folder(dovecot, "processed")) == ["<20220103061209.5D7AA1C2B1@relay.example.org>"]
     assert folder(dovecot, "bounces") == {}
+
+
+def test_processed_goes_under_the_servers_personal_namespace(project, ca, runner: CliRunner, monkeypatch):
+    """A server that keeps folders under INBOX. (Cyrus, Courier) refuses a top-level folder."""
+    enable_bounces(project, monkeypatch)
+    with service_tmp() as tmp, start_dovecot(tmp, ca, namespace=("INBOX.", ".")) as server:
+        for key, value in server.environ().items():
+            monkeypatch.setenv(key, value)
+        load(server, project, OURS[:2])
+        dry = runner.invoke(cli, ["bounces", "--imap", "--dry-run"])
+        assert "would move to INBOX.processed" in dry.stdout, dry.output
+        result = runner.invoke(cli, ["bounces", "--imap"])
+        assert result.exit_code == 0, result.output
+        assert "moved to INBOX.processed" in result.stdout
+        assert len(folder(server, "INBOX.processed")) == 2 and folder(server, "INBOX") == {}
+        # DIGEST_IMAP_PROCESSED names the folder exactly.
+        load(server, project, OURS[2:3])
+        monkeypatch.setenv("DIGEST_IMAP_PROCESSED", "INBOX.digest.bounces")
+        named = runner.invoke(cli, ["bounces", "--imap"])
+        assert named.exit_code == 0, named.output
+        assert len(folder(server, "INBOX.digest.bounces")) == 1 and folder(server, "INBOX") == {}
+
+
+@pytest.mark.parametrize(
+    ("response", "prefix"),
+    [
+        (b'(("INBOX." ".")) NIL NIL', "INBOX."),
+        (b'(("" "/")) NIL (("#shared/" "/"))', ""),
+        (b'(("INBOX" ".")) NIL NIL', "INBOX."),  # the delimiter added (RFC 2342 section 5)
+        (b'(("Mail/" NIL)) NIL NIL', "Mail/"),
+        (b"NIL NIL NIL", ""),
+        (b"", ""),
+    ],
+)
+def test_the_personal_prefix_of_a_namespace_response(response: bytes, prefix: str) -> None:
+    assert personal_prefix(response) == prefix

@@ -152,7 +152,7 @@ def _apply(conn: sqlite3.Connection, box, outcome: Outcome, dry_run: bool, thres
                 continue  # already so; a complaint is not downgraded to a bounce
             outcome.changes.append(change)
     if dry_run:
-        outcome.moved_to = PROCESSED
+        outcome.moved_to = getattr(box, "processed", PROCESSED)  # an IMAP box names its own
         return
     if not outcome.duplicate:
         for change in outcome.changes:

@@ -4,7 +4,9 @@ Each yields (reference, raw bytes) for every message and can move one message to
 its ``processed`` folder. Nothing is ever deleted: a Maildir message is renamed
 into ``.processed/`` (Maildir++), an mbox message is written to ``FILE.processed``
 before it leaves FILE (the mbox is locked for the whole run), an IMAP message is
-moved with MOVE (or COPY, then \\Deleted and UID EXPUNGE of exactly that UID).
+moved with MOVE (or COPY, then \\Deleted and UID EXPUNGE of exactly that UID) to
+``processed`` in the user's personal namespace (``INBOX.processed`` on servers that
+keep folders under INBOX), or to DIGEST_IMAP_PROCESSED.
 Messages that are not ours are only read.
 """
 
@@ -14,6 +16,7 @@ import contextlib
 import imaplib
 import mailbox
 import os
+import re
 import ssl
 import time
 from collections.abc import Iterator, Mapping
@@ -211,6 +214,7 @@ class ImapSettings:
     security: str = "tls"
     folder: str = "INBOX"
     cafile: str | None = None
+    processed: str | None = None  # where processed messages go; None: "processed" in the personal namespace
 
 
 def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings:
@@ -259,6 +263,7 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
         security=security,
         folder=values.get("DIGEST_IMAP_FOLDER") or "INBOX",
         cafile=values.get("DIGEST_IMAP_CAFILE") or None,
+        processed=values.get("DIGEST_IMAP_PROCESSED") or None,
     )
 
 
@@ -292,8 +297,22 @@ class ImapBox:
         )
         self._move = ("MOVE" in caps) if use_move is None else use_move
         self._uidplus = "UIDPLUS" in caps
+        self.processed = s.processed or self._in_personal_namespace(PROCESSED, "NAMESPACE" in caps)
         self._run(f"select {s.folder}", self._imap.select, _quote(s.folder), readonly)
         self._processed_ready = False
+
+    def _in_personal_namespace(self, name: str, offered: bool) -> str:
+        """Return *name* under the user's personal namespace (RFC 2342), e.g. ``INBOX.processed``.
+
+        Servers such as Cyrus and Courier keep a user's folders under ``INBOX.``; a folder
+        created at the top level is refused there. Without NAMESPACE, *name* as it is.
+        """
+        if not offered:
+            return name
+        typ, data = self._run("namespace", self._imap.namespace, check=False)
+        if typ != "OK" or not data or not data[0]:
+            return name
+        return personal_prefix(data[0]) + name
 
     def describe(self) -> str:
         s = self.settings
@@ -312,27 +331,29 @@ class ImapBox:
     def move(self, ref: str) -> str:
         uid = ref.split()[1]
         if not self._processed_ready:
-            typ, data = self._run(f"create {PROCESSED}", self._imap.create, _quote(PROCESSED), check=False)
+            typ, data = self._run(
+                f"create {self.processed}", self._imap.create, _quote(self.processed), check=False
+            )
             if (
                 typ != "OK"
                 and b"ALREADYEXISTS" not in b" ".join(d or b"" for d in data).upper()
                 and b"exists" not in b" ".join(d or b"" for d in data).lower()
             ):
-                raise MailboxError(f"cannot create the IMAP folder {PROCESSED}: {data}")
+                raise MailboxError(f"cannot create the IMAP folder {self.processed}: {data}")
             self._processed_ready = True
         if self._move:
-            self._run(f"move UID {uid}", self._imap.uid, "MOVE", uid, _quote(PROCESSED))
-            return PROCESSED
+            self._run(f"move UID {uid}", self._imap.uid, "MOVE", uid, _quote(self.processed))
+            return self.processed
         if not self._uidplus:
             raise MailboxError(
                 "the IMAP server offers neither MOVE nor UIDPLUS, so a message cannot be moved "
                 "without touching others",
                 hint="move the processed messages by hand",
             )
-        self._run(f"copy UID {uid}", self._imap.uid, "COPY", uid, _quote(PROCESSED))
+        self._run(f"copy UID {uid}", self._imap.uid, "COPY", uid, _quote(self.processed))
         self._run(f"flag UID {uid}", self._imap.uid, "STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
         self._run(f"expunge UID {uid}", self._imap.uid, "EXPUNGE", uid)
-        return PROCESSED
+        return self.processed
 
     def close(self) -> None:
         try:  # never CLOSE: it would expunge every \Deleted message, others' too
@@ -354,6 +375,31 @@ class ImapBox:
         if typ != "OK":
             raise MailboxError(f"IMAP {what} failed: {_clean(data, self.settings.password)}")
         return data
+
+
+_NAMESPACE = re.compile(rb'\s*\(\(\s*"((?:[^"\\]|\\.)*)"\s+(?:"((?:[^"\\]|\\.)*)"|NIL)', re.IGNORECASE)
+
+
+def personal_prefix(response: bytes) -> str:
+    """Return the first personal namespace's prefix from a NAMESPACE response ('' if none).
+
+    ``(("INBOX." ".")) NIL NIL`` gives ``INBOX.``; ``(("" "/")) NIL NIL`` gives ``''``.
+    A prefix must end with its hierarchy delimiter (RFC 2342 section 5); one that does not
+    gets it added.
+    """
+    match = _NAMESPACE.match(response)
+    if not match:
+        return ""
+    prefix = _unescape(match.group(1))
+    delimiter = _unescape(match.group(2)) if match.group(2) is not None else ""
+    if prefix and delimiter and not prefix.endswith(delimiter):
+        prefix += delimiter
+    return prefix
+
+
+def _unescape(quoted: bytes) -> str:
+    """The text of an IMAP quoted string's contents (backslash escapes undone)."""
+    return re.sub(rb"\\(.)", rb"\1", quoted).decode("utf-8", "replace")
 
 
 def _quote(name: str) -> str:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from digest import subscribers
 from digest.bounces import ImapBox, imap_settings, process_mailbox, project_identity
-from digest.bounces.mailboxes import personal_prefix
+from digest.bounces.mailboxes import _flatten, imap_utf7, personal_prefix
 from digest.cli import cli
 from digest.config import load_project
 from tests.bounceutil import connect, enable_bounces, fixture
@@ -189,12 +189,12 @@ def test_processed_goes_under_the_servers_personal_namespace(project, ca, runner
         assert result.exit_code == 0, result.output
         assert "moved to INBOX.processed" in result.stdout
         assert len(folder(server, "INBOX.processed")) == 2 and folder(server, "INBOX") == {}
-        # DIGEST_IMAP_PROCESSED names the folder exactly.
+        # DIGEST_IMAP_PROCESSED names the folder as a mail program shows it.
         load(server, project, OURS[2:3])
-        monkeypatch.setenv("DIGEST_IMAP_PROCESSED", "INBOX.digest.bounces")
+        monkeypatch.setenv("DIGEST_IMAP_PROCESSED", "INBOX.Erledigt-Ü")
         named = runner.invoke(cli, ["bounces", "--imap"])
         assert named.exit_code == 0, named.output
-        assert len(folder(server, "INBOX.digest.bounces")) == 1 and folder(server, "INBOX") == {}
+        assert len(folder(server, "INBOX.Erledigt-&ANw-")) == 1 and folder(server, "INBOX") == {}
 
 
 @pytest.mark.parametrize(
@@ -210,3 +210,29 @@ def test_processed_goes_under_the_servers_personal_namespace(project, ca, runner
 )
 def test_the_personal_prefix_of_a_namespace_response(response: bytes, prefix: str) -> None:
     assert personal_prefix(response) == prefix
+
+
+def test_a_prefix_sent_as_a_literal() -> None:
+    # imaplib hands a literal over as a (head, bytes) pair.
+    assert personal_prefix(_flatten([(b"(({6}", b"INBOX."), b' ".")) NIL NIL'])) == "INBOX."
+
+
+def test_folder_names_are_written_in_modified_utf7() -> None:
+    assert imap_utf7("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"  # RFC 3501's example
+    assert imap_utf7("Entwürfe") == "Entw&APw-rfe"
+    assert imap_utf7("R&D") == "R&-D"
+    assert imap_utf7("INBOX") == "INBOX"
+
+
+def test_a_folder_name_with_a_line_break_is_refused(tmp_path) -> None:
+    """A line break in a folder name would smuggle in another IMAP command."""
+    from digest.errors import ConfigError
+
+    environ = {
+        "DIGEST_IMAP_HOST": "127.0.0.1",
+        "DIGEST_IMAP_USERNAME": "u",
+        "DIGEST_IMAP_PASSWORD": "p",
+        "DIGEST_IMAP_PROCESSED": "done\r\nA1 DELETE INBOX",
+    }
+    with pytest.raises(ConfigError, match="DIGEST_IMAP_PROCESSED holds a control character"):
+        imap_settings(tmp_path / ".env", environ)

@@ -12,6 +12,7 @@ Messages that are not ours are only read.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
 import mailbox
@@ -261,10 +262,45 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
         password=values["DIGEST_IMAP_PASSWORD"],
         port=port,
         security=security,
-        folder=values.get("DIGEST_IMAP_FOLDER") or "INBOX",
+        folder=_folder_setting(values, "DIGEST_IMAP_FOLDER", where) or "INBOX",
         cafile=values.get("DIGEST_IMAP_CAFILE") or None,
-        processed=values.get("DIGEST_IMAP_PROCESSED") or None,
+        processed=_folder_setting(values, "DIGEST_IMAP_PROCESSED", where),
     )
+
+
+def _folder_setting(values: Mapping[str, str | None], key: str, where: Path | None) -> str | None:
+    """A folder name as the mail program shows it, in IMAP's modified UTF-7 (RFC 3501 5.1.3)."""
+    name = values.get(key) or None
+    if name is None:
+        return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ConfigError(
+            f"{key} holds a control character (a line break?)",
+            path=where,
+            hint="write the folder name on one line, as your mail program shows it",
+        )
+    return imap_utf7(name)
+
+
+def imap_utf7(name: str) -> str:
+    """Encode a folder name in modified UTF-7: ``Erledigt-Ü`` gives ``Erledigt-&ANw-``, ``R&D`` ``R&-D``."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            packed = base64.b64encode("".join(run).encode("utf-16-be")).rstrip(b"=").replace(b"/", b",")
+            out.append("&" + packed.decode("ascii") + "-")
+            run.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    flush()
+    return "".join(out)
 
 
 class ImapBox:
@@ -309,10 +345,13 @@ class ImapBox:
         """
         if not offered:
             return name
-        typ, data = self._run("namespace", self._imap.namespace, check=False)
-        if typ != "OK" or not data or not data[0]:
+        try:
+            typ, data = self._imap.namespace()
+        except imaplib.IMAP4.error:  # a BAD reply: as if the server had no namespaces
             return name
-        return personal_prefix(data[0]) + name
+        if typ != "OK" or not data:
+            return name
+        return personal_prefix(_flatten(data)) + name
 
     def describe(self) -> str:
         s = self.settings
@@ -380,12 +419,24 @@ class ImapBox:
 _NAMESPACE = re.compile(rb'\s*\(\(\s*"((?:[^"\\]|\\.)*)"\s+(?:"((?:[^"\\]|\\.)*)"|NIL)', re.IGNORECASE)
 
 
+def _flatten(data: list) -> bytes:
+    """One response line from imaplib's pieces: a literal ``{n}`` becomes a quoted string."""
+    out = b""
+    for piece in data:
+        if isinstance(piece, tuple):
+            head, literal = piece
+            out += re.sub(rb"\{\d+\}$", b"", head) + _quote(literal.decode("utf-8", "replace")).encode()
+        elif piece:
+            out += piece
+    return out
+
+
 def personal_prefix(response: bytes) -> str:
     """Return the first personal namespace's prefix from a NAMESPACE response ('' if none).
 
     ``(("INBOX." ".")) NIL NIL`` gives ``INBOX.``; ``(("" "/")) NIL NIL`` gives ``''``.
-    A prefix must end with its hierarchy delimiter (RFC 2342 section 5); one that does not
-    gets it added.
+    A prefix that does not end with its hierarchy delimiter gets it added (``INBOX``
+    with ``.`` gives ``INBOX.``): the folder goes inside it, not beside it.
     """
     match = _NAMESPACE.match(response)
     if not match:

@@ -135,3 +135,56 @@ def test_personal_render_leaves_placeholders(project: Path) -> None:
     assert [s.field for s in rendered.slots] == ["unsubscribe_url", "email"]
     token = rendered.placeholders.token
     assert token(0) in rendered.html and token(1) in rendered.text
+
+
+FRENCH_HTML = """
+{% extends "!default/email.html" %}
+{% block footer %}
+<tr>
+<td class="footer">
+<p class="disclaimer">{{ newsletter.disclaimer }}</p>
+<p class="footer-links"><a class="footer-link" href="{{ unsubscribe_url }}">Se désabonner</a></p>
+</td>
+</tr>
+{% endblock %}
+"""
+
+FRENCH_TEXT = """
+{% extends "!default/email.txt" %}
+{% block story scoped %}
+
+{{ story.title | wrap }}
+
+{{ story | story_text }}
+{% if story.url %}
+
+Lire la suite sur {{ story.host }} : {{ story.url }}
+{% endif %}
+{% endblock %}
+{% block footer %}
+{{ newsletter.disclaimer | wrap }}
+
+Se désabonner : {{ unsubscribe_url }}
+{% endblock %}
+"""
+
+
+def test_the_fixed_words_can_be_written_in_the_newsletters_language(project: Path) -> None:
+    """The README's recipe: the story partial, and the footer and story blocks, overridden."""
+    from digest.render import default_templates_dir
+
+    partial = (default_templates_dir() / "partials" / "story.html").read_text(encoding="utf-8")
+    partial = (
+        partial.replace("Continue reading “{{ story.title }}” at", "Lire « {{ story.title }} » sur")
+        .replace("Continue reading at ", "Lire la suite sur ")
+        .replace("Read also:", "Lire aussi :")
+    )
+    write(project / "templates" / "partials" / "story.html", partial)
+    write(project / "templates" / "email.html", FRENCH_HTML)
+    write(project / "templates" / "email.txt", FRENCH_TEXT)
+    rendered = _render()
+    for part in (rendered.html, rendered.text):
+        assert "Lire la suite sur" in part and "Se désabonner" in part
+        assert "Continue reading" not in part and "Unsubscribe" not in part
+        assert "We remind our readers" in part  # the disclaimer stays
+    assert "Lire aussi :" in rendered.html

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DB_NAME = "journal.sqlite3"
@@ -27,6 +28,23 @@ def address_key(address: str) -> str:
 def address_hash(address: str) -> str:
     """Return the SHA-256 of an address's key: what suppression keeps after an erasure."""
     return hashlib.sha256(address_key(address).encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run a write transaction (BEGIN IMMEDIATE: waits on the busy timeout, never half-done).
+
+    On an error it rolls back, unless SQLite already did (a full disk, say): a second
+    ROLLBACK would fail and hide the error that matters.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _script(db: sqlite3.Connection, sql: str) -> None:
@@ -216,16 +234,11 @@ def migrate(db: sqlite3.Connection) -> int:
             f"({SCHEMA_VERSION}); upgrade digest"
         )
     while version < SCHEMA_VERSION:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             # Another process may have migrated while this one waited for the lock.
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 MIGRATIONS[version](db)
                 version += 1
                 db.execute(f"PRAGMA user_version={version}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
     return version - start

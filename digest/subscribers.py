@@ -13,11 +13,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .db import address_hash, address_key
+from .db import address_hash, address_key, transaction
 from .message import Recipient
 
 ERASED_PREFIX = "erased:"  # what erasure leaves of a key: the prefix and the address's hash
@@ -47,18 +46,6 @@ class ImportReport:
 
 # The columns `digest subscribers export` adds: a backup imports back with its statuses.
 EXPORT_COLUMNS = frozenset({"status", "created", "updated", "source"})
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run a write transaction (BEGIN IMMEDIATE: waits on the busy timeout, never half-done)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _check_status(status: str) -> None:

@@ -138,6 +138,7 @@ def process_mailbox(
 
 def _apply(conn: sqlite3.Connection, box, outcome: Outcome, dry_run: bool, threshold: float) -> None:
     from .. import subscribers
+    from ..db import transaction
 
     verdict = outcome.verdict
     day = processing_day()
@@ -157,11 +158,6 @@ def _apply(conn: sqlite3.Connection, box, outcome: Outcome, dry_run: bool, thres
     if not outcome.duplicate:
         for change in outcome.changes:
             subscribers.set_status(conn, change.email, change.status, "bounce", change.reason)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             outcome.recorded = ev.record(conn, verdict.key, verdict.events, outcome.ref, day) > 0
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
     outcome.moved_to = box.move(outcome.ref)

@@ -200,9 +200,8 @@ def reactivate(state: State, addresses: tuple[str, ...]) -> None:
             was = known[address].status
             reason = last_reason(conn, address, was)
             changed = subscribers.reactivate(conn, address, "digest subscribers reactivate")
-            conn.execute("BEGIN IMMEDIATE")
-            reset_score(conn, address, "digest subscribers reactivate")
-            conn.execute("COMMIT")
+            with db.transaction(conn):
+                reset_score(conn, address, "digest subscribers reactivate")
             if changed:
                 click.echo(f"reactivated {address} (was {was}" + (f": {reason}" if reason else "") + ")")
             else:

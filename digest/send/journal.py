@@ -101,16 +101,8 @@ class Journal:
         baseline = self._db.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0]
 
         def flush() -> list[tuple[Recipient, str]]:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    done = [(r, self._add_one(issue, r, baseline)) for r in rows]
-                except BaseException:
-                    if self._db.in_transaction:  # SQLite may have rolled back itself
-                        self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return done
+            with self._lock, db.transaction(self._db):
+                return [(r, self._add_one(issue, r, baseline)) for r in rows]
 
         for recipient in recipients:
             rows.append(recipient)
@@ -171,31 +163,24 @@ class Journal:
         """
         now = time.time()
         refused: set[int] = set()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if claims:
-                    found = subscribers.suppressed_among(self._db, claims.values())
-                    refused = {i for i, h in claims.items() if h in found}
-                rows = [
-                    ("suppressed", _SUPPRESSED, now, i)
-                    if i in refused and state == "sending" and reply is None
-                    else (state, reply, now, i)
-                    for i, state, reply in entries
-                ]
-                # A new attempt clears the reply of the last one: if it ends uncertain, the
-                # reason shown is its own, not an earlier deferral's.
-                self._db.executemany(
-                    "UPDATE deliveries SET state = ?1, reply = CASE WHEN ?1 = 'sending' AND ?2 IS NULL "
-                    "THEN NULL ELSE coalesce(?2, reply) END, updated_at = ?3, "
-                    "attempts = attempts + (?1 = 'sending' AND ?2 IS NULL) WHERE id = ?4",
-                    rows,
-                )
-            except BaseException:
-                if self._db.in_transaction:  # SQLite may have rolled back itself
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, db.transaction(self._db):
+            if claims:
+                found = subscribers.suppressed_among(self._db, claims.values())
+                refused = {i for i, h in claims.items() if h in found}
+            rows = [
+                ("suppressed", _SUPPRESSED, now, i)
+                if i in refused and state == "sending" and reply is None
+                else (state, reply, now, i)
+                for i, state, reply in entries
+            ]
+            # A new attempt clears the reply of the last one: if it ends uncertain, the
+            # reason shown is its own, not an earlier deferral's.
+            self._db.executemany(
+                "UPDATE deliveries SET state = ?1, reply = CASE WHEN ?1 = 'sending' AND ?2 IS NULL "
+                "THEN NULL ELSE coalesce(?2, reply) END, updated_at = ?3, "
+                "attempts = attempts + (?1 = 'sending' AND ?2 IS NULL) WHERE id = ?4",
+                rows,
+            )
         return refused
 
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from ..subscribers import transaction
+from ..db import transaction
 
 
 @dataclass(frozen=True)

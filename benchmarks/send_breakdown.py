@@ -55,12 +55,10 @@ def without(part: str) -> Iterator[None]:
         yield
 
 
-class _Bare(asyncio.Protocol):
-    """The floor for an asyncio client: callbacks, pipelined, no journal, no checks."""
+class _Replies(asyncio.Protocol):
+    """A client protocol that hands each complete SMTP reply line to ``_reply``."""
 
-    def __init__(self, data: bytes, count: int, done: asyncio.Future[None]) -> None:
-        self.data, self.count, self.done = data, count, done
-        self.buffer, self.state, self.sent, self.waiting = b"", "greeting", 0, 0
+    buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -69,8 +67,19 @@ class _Bare(asyncio.Protocol):
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\r\n")
         for line in lines:
-            if line[3:4] != b"-":
-                self._reply()
+            if line[3:4] != b"-":  # the last line of a multi-line reply
+                self._reply(line)
+
+    def _reply(self, line: bytes) -> None:
+        raise NotImplementedError
+
+
+class _Bare(_Replies):
+    """The floor for an asyncio client: callbacks, pipelined, no journal, no checks."""
+
+    def __init__(self, data: bytes, count: int, done: asyncio.Future[None]) -> None:
+        self.data, self.count, self.done = data, count, done
+        self.buffer, self.state, self.sent, self.waiting = b"", "greeting", 0, 0
 
     def _envelope(self) -> None:
         self.transport.write(
@@ -78,7 +87,7 @@ class _Bare(asyncio.Protocol):
         )
         self.state, self.waiting = "envelope", 3
 
-    def _reply(self) -> None:
+    def _reply(self, line: bytes) -> None:
         if self.state == "greeting":
             self.transport.write(b"EHLO bench\r\n")
             self.state = "ehlo"
@@ -117,7 +126,7 @@ def bare_send(port: int, data: bytes, count: int, workers: int) -> tuple[float, 
     return sent / (time.perf_counter() - t), (run._cpu() - cpu) / sent
 
 
-class _Journaled(asyncio.Protocol):
+class _Journaled(_Replies):
     """A sketch of a callback-driven send: the real per-message work, no fault handling.
 
     Per message, as digest does it: the merge fields filled in, the VERP sender, 'sending'
@@ -129,16 +138,6 @@ class _Journaled(asyncio.Protocol):
     def __init__(self, plan: Plan, due: list, batch: _Batch, done: asyncio.Future[None]) -> None:
         self.plan, self.due, self.batch, self.done = plan, due, batch, done
         self.buffer, self.state, self.waiting, self.delivery, self.data = b"", "greeting", 0, None, b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\r\n")
-        for line in lines:
-            if line[3:4] != b"-":
-                self._reply(line)
 
     def _next(self) -> None:
         if not self.due:

@@ -329,14 +329,8 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> float:
-    """digest's send loop to *count* recipients; messages/s.
-
-    Timed: the send loop, per message a suppression check, 'sending' committed before the
-    message goes out and 'sent' committed as soon as its reply is read (group commit per
-    event-loop turn), and the SMTP exchange. Recording the list in the journal after the
-    confirmation (nothing is written before it) is timed apart, in RECORD_SECONDS.
-    """
+def send_plan(root: Path, port: int, count: int, workers: int, tag: str):
+    """A scratch project with a list of *count* readers, planned to send to the sink at *port*."""
     from digest.send import Options, plan_send
 
     project_dir = make_project(root / f"send-{tag}", 50)
@@ -349,7 +343,18 @@ def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> fl
         DIGEST_SECRET="benchmark-secret",
     )
     project = load_project(project_dir)
-    plan = plan_send(project, "bench", list_path=csv, options=Options(workers=workers), per_connection=1000)
+    return plan_send(project, "bench", list_path=csv, options=Options(workers=workers), per_connection=1000)
+
+
+def digest_send(root: Path, port: int, count: int, workers: int, tag: str) -> float:
+    """digest's send loop to *count* recipients; messages/s.
+
+    Timed: the send loop, per message 'sending' committed (with the suppression check)
+    before the message goes out and 'sent' committed as soon as its reply is read (group
+    commit per event-loop turn), and the SMTP exchange. Recording the list in the journal
+    after the confirmation (nothing is written before it) is timed apart, in RECORD_SECONDS.
+    """
+    plan = send_plan(root, port, count, workers, tag)
     t = time.perf_counter()
     plan.record()
     cpu = _cpu()

@@ -201,12 +201,7 @@ class _Batch:
 
 def journaled_send(root: Path, port: int, count: int, workers: int, tag: str) -> tuple[float, float]:
     """The callback sketch over a real plan and journal; return (msg/s, CPU seconds a message)."""
-    from digest.send import Options, plan_send
-
-    project_dir = run.make_project(root / f"sketch-{tag}", 50)
-    csv = project_dir / "list.csv"
-    csv.write_text("email,name\n" + "".join(f"reader{i}@example.com,Reader {i}\n" for i in range(count)))
-    plan = plan_send(run.load_project(project_dir), "bench", list_path=csv, options=Options(workers=workers))
+    plan = run.send_plan(root, port, count, workers, f"sketch-{tag}")
     plan.record()
     due = plan.journal.due(plan.key, ("pending",), 0, count)[::-1]
 

@@ -26,6 +26,25 @@ from .recipients import address_key
 
 STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed")
 _SUPPRESSED = "unsubscribed while the send ran"
+# Journal.record's two statements. A new attempt ('sending' with no reply yet) clears
+# the reply of the last one, so that if it ends uncertain the reason shown is its own,
+# not an earlier deferral's, and counts one attempt more.
+_NEW_ATTEMPT = (
+    "UPDATE deliveries SET state = 'sending', reply = NULL, updated_at = ?, "
+    "attempts = attempts + 1 WHERE id = ?"
+)
+# Any other entry (an outcome, an uncertain attempt's reason, a refused claim) keeps the
+# last reply when it brings none.
+_OUTCOME = "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ? WHERE id = ?"
+
+
+def _step(i: int, state: str, reply: str | None, refused: set[int], now: float) -> tuple[str, tuple]:
+    """Return the statement and parameters that record one entry of Journal.record."""
+    if state != "sending" or reply is not None:
+        return _OUTCOME, (state, reply, now, i)
+    if i in refused:  # a claim refused: its reader is on the suppression list
+        return _OUTCOME, ("suppressed", _SUPPRESSED, now, i)
+    return _NEW_ATTEMPT, (now, i)
 
 
 class JournalError(SendError):
@@ -160,28 +179,49 @@ class Journal:
         in the same transaction, each is checked against the suppression list, so the
         check and the 'sending' record are one step, right before the message goes out.
         A suppressed one is recorded 'suppressed' instead, and its id returned.
+
+        It runs once per message or so, so it is kept lean: fixed statements, and the
+        transaction written out here (the rule of ``db.transaction``, without the cost
+        of its generator).
         """
         now = time.time()
-        refused: set[int] = set()
-        with self._lock, db.transaction(self._db):
-            if claims:
-                found = subscribers.suppressed_among(self._db, claims.values())
-                refused = {i for i, h in claims.items() if h in found}
-            rows = [
-                ("suppressed", _SUPPRESSED, now, i)
-                if i in refused and state == "sending" and reply is None
-                else (state, reply, now, i)
-                for i, state, reply in entries
-            ]
-            # A new attempt clears the reply of the last one: if it ends uncertain, the
-            # reason shown is its own, not an earlier deferral's.
-            self._db.executemany(
-                "UPDATE deliveries SET state = ?1, reply = CASE WHEN ?1 = 'sending' AND ?2 IS NULL "
-                "THEN NULL ELSE coalesce(?2, reply) END, updated_at = ?3, "
-                "attempts = attempts + (?1 = 'sending' AND ?2 IS NULL) WHERE id = ?4",
-                rows,
-            )
+        conn = self._db
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                refused = self._refused(claims) if claims else set()
+                steps = [_step(i, state, reply, refused, now) for i, state, reply in entries]
+                if len(entries) == 1 or len({i for i, _, _ in entries}) == len(entries):
+                    # Each delivery once: the order of the rows does not matter, so one
+                    # statement for the new attempts and one for the rest.
+                    attempts = [row for statement, row in steps if statement == _NEW_ATTEMPT]
+                    others = [row for statement, row in steps if statement == _OUTCOME]
+                    if attempts:
+                        conn.executemany(_NEW_ATTEMPT, attempts)
+                    if others:
+                        conn.executemany(_OUTCOME, others)
+                else:
+                    # A delivery twice (a deferral and the claim of its retry, say):
+                    # entry by entry, in order, so that the later one wins.
+                    for statement, row in steps:
+                        conn.execute(statement, row)
+            except BaseException:
+                # As db.transaction: roll back, unless SQLite already did (a full disk,
+                # say): a second ROLLBACK would fail and hide the error that matters.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         return refused
+
+    def _refused(self, claims: dict[int, str]) -> set[int]:
+        """Return the claims whose address is suppressed (the write transaction is open).
+
+        Read from the table each time: the web app may have committed an unsubscribe
+        a moment ago.
+        """
+        found = subscribers.suppressed_among(self._db, claims.values())
+        return {i for i, h in claims.items() if h in found} if found else set()
 
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""

@@ -1,9 +1,11 @@
-"""The send loop: one asyncio task per connection, fed from the journal in batches.
+"""The send loop: one lane per connection, fed from the journal in batches.
 
 Per message the work is: fill in the prepared message (substitution only), record
-'sending' in the transaction that checks the address is still subscribed, push,
+'sending' in the transaction that checks the address is still subscribed, transmit,
 record the outcome (committed at the end of the same event-loop turn, never held
-back). One thread drives every connection, so that work never waits for another thread.
+back). One thread drives every connection, and a message's steps are callbacks
+(no task or coroutine per message), so that work never waits for another thread
+and costs little beyond itself.
 """
 
 from __future__ import annotations
@@ -23,15 +25,11 @@ from ..message import MessageTemplate, Recipient
 from ..subscribers import key_hash
 from .journal import Delivery, Journal, JournalError
 from .recipients import address_key, envelope_address
-from .transport import PermanentFailure, Suppressed, TemporaryFailure, Uncertain
+from .transport import PermanentFailure, TemporaryFailure, Uncertain
 
 log = logging.getLogger(__name__)
 
 BATCH = 512  # deliveries read from the journal at a time
-
-
-class _Stopped(Exception):
-    """The send stopped on a fatal error before this message was claimed."""
 
 
 @dataclass
@@ -74,14 +72,14 @@ class RateLimit:
         self.interval = 1.0 / rate if rate else 0.0
         self._next = time.monotonic()
 
-    async def wait(self) -> None:
+    def reserve(self) -> float:
+        """Take the next slot; return the seconds to wait for it."""
         if not self.interval:
-            return
+            return 0.0
         now = time.monotonic()
         slot = max(self._next, now)
         self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        return slot - now
 
 
 class SendLoop:
@@ -114,13 +112,16 @@ class SendLoop:
             + (("failed",) if options.retry_failed else ())
         )
         self._due: deque[Delivery] = deque()
-        # Group commit: the entries of the connections that get there in the same turn
-        # of the event loop are committed together, at the end of that turn.
+        # Group commit: the entries of the lanes that get there in the same turn of the
+        # event loop are committed together, at the end of that turn; then the claims'
+        # callbacks run with the ids refused as suppressed (or the journal's error).
         self._entries: list[tuple[int, str, str | None]] = []
         self._claims: dict[int, str] = {}  # the new attempts among them, by address hash
-        self._committed: asyncio.Future[set[int]] | None = None
+        self._then: list[Callable[[set[int] | SendError], None]] = []
+        self._scheduled = False
         self._last_id = 0
         self._exhausted = False
+        self._lanes: list[_Lane] = []
 
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Send every due delivery; return the counts.
@@ -144,10 +145,12 @@ class SendLoop:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._interrupt)
                 handled.append(sig)
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.options.workers)]
+        self._lanes = [_Lane(self, self.messenger_factory()) for _ in range(self.options.workers)]
         reporter = asyncio.create_task(self._report(progress)) if progress else None
         try:
-            await asyncio.gather(*workers, return_exceptions=True)
+            for lane in self._lanes:
+                lane.take()
+            await asyncio.gather(*(lane.finished for lane in self._lanes), return_exceptions=True)
         finally:
             self._commit()  # whatever the last turn left
             if reporter:
@@ -159,14 +162,23 @@ class SendLoop:
     def _interrupt(self) -> None:
         """Stop taking new recipients; those in flight finish."""
         self.interrupted = True
+        self._stop_now()
+
+    def _stop_with(self, error: SendError) -> None:
+        self.fatal = self.fatal or error
+        self._stop_now()
+
+    def _stop_now(self) -> None:
         self.stop.set()
+        for lane in self._lanes:
+            lane.wake()  # a lane waiting to retry gives up now
 
     async def _report(self, progress: Callable[[Stats], None]) -> None:
         while True:
             progress(self.stats)
             await asyncio.sleep(0.2)
 
-    def _next(self) -> Delivery | None:
+    def next_delivery(self) -> Delivery | None:
         """Return the next due delivery, reading the journal a batch at a time."""
         if not self._due and not self._exhausted:
             batch = self.journal.due(self.issue, self._states, self._last_id, BATCH)
@@ -177,158 +189,46 @@ class SendLoop:
                 self._exhausted = True
         return self._due.popleft() if self._due else None
 
-    async def _worker(self) -> None:
-        messenger = self.messenger_factory()
-        try:
-            while not self.stop.is_set():
-                delivery = self._next()
-                if delivery is None:
-                    break
-                await self._deliver(messenger, delivery)
-        except SendError as e:  # the journal cannot be written: stop, record nothing more
-            self._stop_with(e)
-        except Exception as e:  # a bug must not leave the others running blind
-            log.exception("send worker failed")
-            self._stop_with(
-                SendError(
-                    f"the send stopped on an unexpected error: {e!r}",
-                    hint="run the same command again to resume; 'digest status' shows where it stands",
-                )
-            )
-        finally:
-            try:
-                await messenger.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("closing the connection failed", exc_info=True)
+    def record(
+        self,
+        delivery_id: int,
+        state: str,
+        reply: str | None,
+        claim: str | None = None,
+        then: Callable[[set[int] | SendError], None] | None = None,
+    ) -> None:
+        """Queue an entry for this turn's commit.
 
-    def _stop_with(self, error: SendError) -> None:
-        self.fatal = self.fatal or error
-        self.stop.set()
-
-    async def _deliver(self, messenger, delivery: Delivery) -> None:
-        """Send one message and record the outcome.
-
-        'sending' is committed in ``prepare``, which the messenger calls before it
-        writes anything of the message: a message never goes out that the journal has
-        not recorded as in flight, and one refused there leaves the session clean.
+        With *claim* (the address hash of a new attempt), the commit checks it against
+        the suppression list in the same transaction; *then* is called after the
+        commit with the ids refused as suppressed, or with the journal's error.
         """
-        recipient = delivery.recipient
-        email = recipient.email
-        wire = getattr(messenger, "wire", False)
-        personal = self.template.rendered.personal
-        sender = envelope_address(self.envelope_sender(recipient, delivery.id))
-        to = envelope_address(email)
-        hashed = key_hash(delivery.key or address_key(email))
-
-        async def prepare() -> bytes:
-            # Called by the messenger before it writes anything of this message.
-            if self.fatal:  # the send stopped while this connection was opening
-                raise _Stopped
-            try:
-                message = (
-                    self.template.personalise(recipient, wire=wire)
-                    if personal
-                    # one copy for a list address: the list's footer, no personal link
-                    else self.template.personalise(None, to=to, wire=wire)
-                )
-            except (ValueError, UnicodeError) as e:  # one bad address never stops the send
-                raise PermanentFailure(f"cannot be written as a message: {e}") from e
-            await self._claim(delivery.id, hashed)  # 'sending' committed, or Suppressed
-            return message
-
-        delay = self.options.backoff
-        for attempt in range(self.options.retries + 1):
-            await self._rate.wait()
-            if self.stop.is_set() and attempt:
-                break
-            try:
-                reply = await messenger.push(sender, to, prepare)
-            except Suppressed:  # unsubscribed while the send ran: the claim recorded it
-                self.stats.suppressed += 1
-                return
-            except _Stopped:  # nothing claimed, nothing sent: it stays due
-                return
-            except TemporaryFailure as e:
-                reply = str(e)
-                self._record(delivery.id, "deferred", reply)
-                if attempt < self.options.retries and not self.stop.is_set():
-                    log.info("%s: %s; retrying in %.1fs", email, reply, delay)
-                    await self._pause(delay)
-                    delay *= 2
-                    continue
-                self._count("deferred", reply)
-                return
-            except Uncertain as e:  # never retried: the server may have it
-                self._record(delivery.id, "sending", str(e))
-                self._count("uncertain", str(e))
-                return
-            except PermanentFailure as e:
-                self._record(delivery.id, "failed", str(e))
-                self._count("failed", str(e))
-                return
-            except SendError as e:
-                if isinstance(e, JournalError):
-                    raise  # the journal failed: write nothing more
-                # Nothing was accepted this time: the delivery keeps the state it had
-                # (due again for pending and deferred; uncertain and failed stay so).
-                before = delivery.state if delivery.state in ("sending", "failed") else "pending"
-                if before != "sending":  # an uncertain one keeps its state and its reason
-                    self._record(delivery.id, before, None)
-                self._stop_with(e)
-                return
-            # Accepted: recorded 'sent' at the end of this turn of the event loop,
-            # together with whatever else this turn records; never held back.
-            self._record(delivery.id, "sent", reply)
-            self._count("sent")
-            return
-        self._count("deferred", "stopped before the retry")
-
-    def _record(self, delivery_id: int, state: str, reply: str | None) -> asyncio.Future[set[int]]:
-        """Queue an entry for this turn's commit; return the commit's future."""
         self._entries.append((delivery_id, state, reply))
-        committed = self._committed
-        if committed is None:
-            loop = asyncio.get_running_loop()
-            committed = self._committed = loop.create_future()
-            loop.call_soon(self._commit)
-        return committed
-
-    async def _claim(self, delivery_id: int, address_hash: str) -> None:
-        """Commit 'sending' for a message about to go out; raise Suppressed if its reader left.
-
-        The suppression check and the 'sending' record are one transaction (Journal.record).
-        """
-        self._claims[delivery_id] = address_hash
-        # Shielded: the commit is shared by every connection of this turn; one waiter
-        # cancelled (a timeout, say) must not cancel it for the others.
-        refused = await asyncio.shield(self._record(delivery_id, "sending", None))
-        if delivery_id in refused:
-            raise Suppressed
+        if claim is not None:
+            self._claims[delivery_id] = claim
+        if then is not None:
+            self._then.append(then)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit)
 
     def _commit(self) -> None:
         entries, self._entries = self._entries, []
         claims, self._claims = self._claims, {}
-        committed, self._committed = self._committed, None
+        then, self._then = self._then, []
+        self._scheduled = False
         if not entries:
             return
+        outcome: set[int] | SendError
         try:
-            refused = self.journal.record(entries, claims)
+            outcome = self.journal.record(entries, claims)
         except SendError as e:
             self._stop_with(e)
-            if committed is not None and not committed.done():
-                committed.set_exception(e)
-                committed.exception()  # seen here: no "never retrieved" noise at exit
-        else:
-            if committed is not None and not committed.done():
-                committed.set_result(refused)
+            outcome = e
+        for callback in then:
+            callback(outcome)
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep before a retry; wake early when the send is stopping."""
-        end = time.monotonic() + seconds
-        while not self.stop.is_set() and time.monotonic() < end:
-            await asyncio.sleep(min(0.05, end - time.monotonic()))
-
-    def _count(self, outcome: str, reply: str = "") -> None:
+    def count(self, outcome: str, reply: str = "") -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if outcome == "sent":
             self._in_a_row = 0
@@ -341,3 +241,180 @@ class SendLoop:
                     hint="check the server and 'digest status'; run send again to resume",
                 )
             )
+
+
+class _Lane:
+    """One connection's deliveries, one after another, each step a callback.
+
+    take -> (rate limit) -> attempt -> messenger ready -> personalise, claim (commit of
+    'sending' with the suppression check) -> transmit -> outcome -> take. 'sending' is
+    committed before anything of the message is written: a message never goes out
+    that the journal has not recorded as in flight, and one refused at the claim
+    leaves the session clean.
+    """
+
+    def __init__(self, send: SendLoop, messenger) -> None:
+        self.send = send
+        self.messenger = messenger
+        self.wire = getattr(messenger, "wire", False)
+        self.personal = send.template.rendered.personal
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closing = False
+        self._sleep: asyncio.TimerHandle | None = None
+        self.delivery: Delivery | None = None
+
+    def take(self) -> None:
+        """Start the next due delivery, or finish."""
+        send = self.send
+        if send.stop.is_set():
+            self._finish()
+            return
+        delivery = self.delivery = send.next_delivery()
+        if delivery is None:
+            self._finish()
+            return
+        try:
+            email = delivery.recipient.email
+            self.sender = envelope_address(send.envelope_sender(delivery.recipient, delivery.id))
+            self.to = envelope_address(email)
+            self.hashed = key_hash(delivery.key or address_key(email))
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the others running blind
+            self._crash(e)
+            return
+        self.attempt = 0
+        self.delay = send.options.backoff
+        self._attempt()
+
+    def _attempt(self) -> None:
+        wait = self.send._rate.reserve()
+        if wait > 0:
+            self._sleep = asyncio.get_running_loop().call_later(wait, self._go)
+        else:
+            self._go()
+
+    def wake(self) -> None:
+        """Cut a wait short (the send is stopping)."""
+        if self._sleep is not None:
+            self._sleep.cancel()
+            self._sleep = None
+            self._go()
+
+    def _go(self) -> None:
+        self._sleep = None
+        if self.send.stop.is_set() and self.attempt:
+            self.send.count("deferred", "stopped before the retry")
+            self._finish()
+            return
+        self.messenger.ready(self._ready)
+
+    def _ready(self, error: Exception | None) -> None:
+        if error is not None:
+            self._outcome(error)
+            return
+        send = self.send
+        if send.fatal:  # the send stopped while this connection was opening: claim nothing
+            self._finish()
+            return
+        recipient = self.delivery.recipient
+        try:
+            self.messenger.check_envelope(self.sender, self.to)
+            self.data = (
+                send.template.personalise(recipient, wire=self.wire)
+                if self.personal
+                # one copy for a list address: the list's footer, no personal link
+                else send.template.personalise(None, to=self.to, wire=self.wire)
+            )
+        except PermanentFailure as e:
+            self._outcome(e)
+            return
+        except (ValueError, UnicodeError) as e:  # one bad address never stops the send
+            self._outcome(PermanentFailure(f"cannot be written as a message: {e}"))
+            return
+        except Exception as e:  # noqa: BLE001
+            self._crash(e)
+            return
+        send.record(self.delivery.id, "sending", None, claim=self.hashed, then=self._claimed)
+
+    def _claimed(self, refused: set[int] | SendError) -> None:
+        if isinstance(refused, SendError):  # the journal failed: nothing goes out
+            self._finish()
+            return
+        if self.delivery.id in refused:  # unsubscribed while the send ran: recorded so
+            self.data = b""
+            self.send.stats.suppressed += 1
+            self.take()
+            return
+        data, self.data = self.data, b""
+        self.messenger.transmit(self.sender, self.to, data, self._outcome)
+
+    def _outcome(self, result: object) -> None:
+        """Record what became of the message; go on to the next (or retry, or stop)."""
+        try:
+            self._handle(result)
+        except Exception as e:  # noqa: BLE001
+            self._crash(e)
+
+    def _handle(self, result: object) -> None:
+        send = self.send
+        delivery = self.delivery
+        if isinstance(result, str):  # accepted: recorded 'sent' at the end of this turn
+            send.record(delivery.id, "sent", result)
+            send.count("sent")
+            self.take()
+            return
+        loop = asyncio.get_running_loop()
+        if isinstance(result, TemporaryFailure):
+            reply = str(result)
+            send.record(delivery.id, "deferred", reply)
+            if self.attempt < send.options.retries and not send.stop.is_set():
+                log.info("%s: %s; retrying in %.1fs", delivery.recipient.email, reply, self.delay)
+                self.attempt += 1
+                self._sleep = loop.call_later(self.delay, self._attempt)
+                self.delay *= 2
+                return
+            send.count("deferred", reply)
+        elif isinstance(result, Uncertain):  # never retried: the server may have it
+            send.record(delivery.id, "sending", str(result))
+            send.count("uncertain", str(result))
+        elif isinstance(result, PermanentFailure):
+            send.record(delivery.id, "failed", str(result))
+            send.count("failed", str(result))
+        elif isinstance(result, SendError):
+            if not isinstance(result, JournalError):
+                # Nothing was accepted this time: the delivery keeps the state it had
+                # (due again for pending and deferred; uncertain and failed stay so).
+                before = delivery.state if delivery.state in ("sending", "failed") else "pending"
+                if before != "sending":  # an uncertain one keeps its state and its reason
+                    send.record(delivery.id, before, None)
+            send._stop_with(result)
+            self._finish()
+            return
+        else:
+            raise result if isinstance(result, BaseException) else TypeError(repr(result))
+        loop.call_soon(self.take)  # not deeper: failures can come one after another
+
+    def _crash(self, error: BaseException) -> None:
+        log.error("send lane failed", exc_info=error)
+        self.send._stop_with(
+            SendError(
+                f"the send stopped on an unexpected error: {error!r}",
+                hint="run the same command again to resume; 'digest status' shows where it stands",
+            )
+        )
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+
+        async def close() -> None:
+            try:
+                await self.messenger.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("closing the connection failed", exc_info=True)
+            finally:
+                if not self.finished.done():
+                    self.finished.set_result(None)
+
+        asyncio.ensure_future(close())

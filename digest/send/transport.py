@@ -1,12 +1,24 @@
 """Messengers: where a prepared message goes. SMTP for real, an outbox folder for files.
 
-A messenger has ``async push(sender, recipient, data)`` and ``async close()``; it
-raises TemporaryFailure (4xx, connection lost before the message was complete),
-PermanentFailure (5xx for this recipient), Uncertain (the final '.' went out, no
-reply came) or SendError (the send cannot go on: refused connection, bad login, a
-reply that refuses the session).
-The SMTP messenger runs on asyncio: one thread drives every connection, so the
-per-message work never waits for another thread.
+A messenger sends one message at a time, driven by callbacks so a send needs no
+task and no coroutine per message:
+
+- ``ready(callback)`` calls back with None once the messenger can take a message
+  (an SMTP connection opened, greeted, secured and logged in; renewed every
+  *per_connection* messages or after it was lost), or with the error that stopped it;
+- ``check_envelope(sender, recipient)`` raises PermanentFailure for an address the
+  server cannot take (a UTF-8 local part without SMTPUTF8), before anything is recorded;
+- ``transmit(sender, recipient, data, done)`` sends it and calls ``done`` with the
+  server's reply, or with the failure: TemporaryFailure (4xx, connection lost before
+  the message was complete), PermanentFailure (5xx for this recipient), Uncertain
+  (the final '.' went out, no reply came) or SendError (the send cannot go on: a
+  refused connection or login, a reply that refuses the session);
+- ``push(sender, recipient, data)`` does all three as one coroutine (``--test``
+  copies, tests), and ``close()`` ends the session.
+
+One thread drives every connection; the connection's setup and its rare failure
+paths (RSET after a refused envelope, QUIT) are coroutines, the per-message path
+is callbacks on the connection's protocol.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import inspect
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,20 +143,146 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+Done = Callable[[object], None]  # called with the server's reply (str) or the failure
+
+
+def _failure(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
+    """Return the failure a reply means and whether the connection must be dropped.
+
+    4xx is temporary (421: the server is closing the connection); a 5xx about the
+    session stops the send; any other 5xx is this recipient's.
+    """
+    if 400 <= code < 500:
+        return TemporaryFailure(_reply(code, message)), code == 421
+    if _about_the_session(code, message, command):
+        return (
+            SessionRefused(
+                f"the server refused the send at {command}: {_reply(code, message)}",
+                hint="nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
+                "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
+                "run the same command again",
+            ),
+            True,
+        )
+    return PermanentFailure(_reply(code, message)), False
+
+
+class _Replies(asyncio.Protocol):
+    """One SMTP connection's reply reader.
+
+    Complete replies go to ``on_reply`` while it is set (a message in flight), else
+    they queue for ``await reply()`` (the session's setup, RSET, QUIT). Once the
+    connection is lost or the server breaks the protocol, ``error`` says why.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.on_reply: Callable[[int, bytes], None] | None = None
+        self.on_lost: Callable[[Exception], None] | None = None
+        self.error: Exception | None = None
+        self._partial = b""  # an incomplete line
+        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._partial:
+            data, self._partial = self._partial + data, b""
+        *lines, rest = data.split(b"\n")
+        if len(rest) > REPLY_LINE_LIMIT:
+            self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
+            return
+        self._partial = rest
+        for line in lines:
+            if self.error is not None:
+                return
+            if len(line) > REPLY_LINE_LIMIT:
+                self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
+                return
+            self._lines.append(line[4:].strip())
+            if line[3:4] == b"-":  # more lines to come
+                if len(self._lines) >= REPLY_LINES_LIMIT:
+                    self._broken(EOFError(f"a reply of more than {REPLY_LINES_LIMIT} lines"))
+                continue
+            try:
+                code = int(line[:3])
+            except ValueError:
+                self._broken(EOFError(f"not an SMTP reply: {line[:40]!r}"))
+                return
+            lines_of_reply, self._lines = self._lines, []
+            message = lines_of_reply[0] if len(lines_of_reply) == 1 else b"\n".join(lines_of_reply)
+            if self.on_reply is not None:
+                self.on_reply(code, message)
+            else:
+                self._queue.append((code, message))
+                self._wake()
+
+    def pending(self) -> bool:
+        """Whether the server sent anything not yet read (bytes or whole replies)."""
+        return bool(self._partial or self._lines or self._queue)
+
+    async def reply(self) -> tuple[int, bytes]:
+        """Return the next reply, waiting for it; raise the connection's error."""
+        while not self._queue:
+            if self.error is not None:
+                raise self.error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _broken(self, error: Exception) -> None:
+        """The server broke the protocol: drop the connection with that reason."""
+        self.error = error
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows, with self.error kept
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            self.error = exc if isinstance(exc, OSError) else EOFError("connection closed by the server")
+        self._wake()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost(self.error)
+
+
 class SMTPMessenger:
     """One SMTP connection, opened on first use and renewed every *per_connection* messages."""
 
-    wire = True  # push() takes SMTP DATA: dot-stuffed, ending with the '.' line
+    wire = True  # messages are SMTP DATA: dot-stuffed, ending with the '.' line
 
     def __init__(self, settings: Settings, per_connection: int = 100, timeouts: Timeouts | None = None) -> None:
         check_settings(settings)
         self.settings = settings
         self.per_connection = per_connection
         self.timeouts = timeouts or Timeouts()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: _Replies | None = None
         self._extensions: set[str] = set()
         self._count = 0
+        self._opening: asyncio.Task[None] | None = None
+        # The message in flight: its callback, what it waits for, its deadline.
+        self._done: Done | None = None
+        self._stage = ""  # "envelope" (pipelined), "MAIL", "RCPT", "DATA" (one by one) or "dot"
+        self._commands: tuple[bytes, ...] = ()
+        self._replies: list[tuple[int, bytes]] = []
+        self._data = b""
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def server(self) -> str:
@@ -169,15 +308,12 @@ class SMTPMessenger:
         s = self.settings
         host = s.smtp_host or ""
         t = self.timeouts
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(t.greeting):
-                self._reader, self._writer = await asyncio.open_connection(
-                    host,
-                    self._port(),
-                    limit=REPLY_LINE_LIMIT,
-                    ssl=self._context() if s.smtp_security == "tls" else None,
-                )
-                code, message = await self._read()
+                tls = self._context() if s.smtp_security == "tls" else None
+                _, self._conn = await loop.create_connection(_Replies, host, self._port(), ssl=tls)
+                code, message = await self._conn.reply()
                 self._check(code, message, 220, "the greeting")
             await self._ehlo()
             if s.smtp_security == "starttls":
@@ -187,10 +323,11 @@ class SMTPMessenger:
                         hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server",
                     )
                 async with asyncio.timeout(t.command):
-                    self._writer.write(b"STARTTLS\r\n")
-                    code, message = await self._read()
+                    conn = self._conn
+                    conn.transport.write(b"STARTTLS\r\n")
+                    code, message = await conn.reply()
                     self._check(code, message, 220, "STARTTLS")
-                    if self._reader._buffer:  # noqa: SLF001 - bytes that came in the clear
+                    if conn.pending():  # bytes that came in the clear after the 220
                         raise SendError(
                             f"{host} sent data in plain text after its 220 reply to STARTTLS; "
                             "the connection was closed (injected commands?)",
@@ -198,15 +335,14 @@ class SMTPMessenger:
                             "connection; use DIGEST_SMTP_SECURITY=tls if the server "
                             "offers it",
                         )
-                    await self._writer.start_tls(self._context(), server_hostname=host)
+                    conn.transport = await loop.start_tls(
+                        conn.transport, conn, self._context(), server_hostname=host
+                    )
                 await self._ehlo()
             if s.smtp_username:
                 async with asyncio.timeout(t.command):
                     await self._login(s.smtp_username, s.smtp_password or "")
-        except SendError:
-            await self._drop()
-            raise
-        except TemporaryFailure:
+        except (SendError, TemporaryFailure):
             await self._drop()
             raise
         except ssl.SSLError as e:
@@ -223,7 +359,7 @@ class SMTPMessenger:
                 hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "
                 "server runs; run the same command again to resume",
             ) from None
-        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
+        except (OSError, EOFError, TimeoutError) as e:
             await self._drop()
             reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
             raise TemporaryFailure(f"connection failed: {reason}") from None
@@ -240,15 +376,20 @@ class SMTPMessenger:
             hint="check the server and its settings for this client",
         )
 
+    async def _command(self, line: bytes) -> tuple[int, bytes]:
+        """Write one command and return its reply (outside the per-message path)."""
+        assert self._conn is not None and self._conn.transport is not None
+        self._conn.transport.write(line)
+        return await self._conn.reply()
+
     async def _ehlo(self) -> None:
-        assert self._writer is not None
+        assert self._conn is not None and self._conn.transport is not None
         name = helo_name()
         if not name:  # an address literal: no DNS lookup of our own name
-            address = self._writer.get_extra_info("sockname")[0]
+            address = self._conn.transport.get_extra_info("sockname")[0]
             name = f"[IPv6:{address}]" if ":" in address else f"[{address}]"
         async with asyncio.timeout(self.timeouts.command):
-            self._writer.write(f"EHLO {name}\r\n".encode())
-            code, message = await self._read()
+            code, message = await self._command(f"EHLO {name}\r\n".encode())
         self._check(code, message, 250, "EHLO")
         self._extensions = {
             line.split()[0].lower().decode() for line in message.split(b"\n")[1:] if line.strip()
@@ -256,23 +397,19 @@ class SMTPMessenger:
 
     async def _login(self, username: str, password: str) -> None:
         """AUTH PLAIN (or LOGIN); the password is never logged."""
-        assert self._writer is not None
         if "auth" not in self._extensions and not any(e.startswith("auth") for e in self._extensions):
             raise SendError(
                 "the SMTP server offers no login (AUTH)",
                 hint="leave DIGEST_SMTP_USERNAME empty, or check the security setting",
             )
         plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
-        self._writer.write(f"AUTH PLAIN {plain}\r\n".encode())
-        code, message = await self._read()
+        code, message = await self._command(f"AUTH PLAIN {plain}\r\n".encode())
         if code == 504:  # PLAIN not offered: LOGIN
-            self._writer.write(b"AUTH LOGIN\r\n")
-            code, message = await self._read()
+            code, message = await self._command(b"AUTH LOGIN\r\n")
             for secret in (username, password):
                 if code != 334:
                     break
-                self._writer.write(base64.b64encode(secret.encode()) + b"\r\n")
-                code, message = await self._read()
+                code, message = await self._command(base64.b64encode(secret.encode()) + b"\r\n")
         if 400 <= code < 500:
             raise TemporaryFailure(f"AUTH: {_reply(code, message)}")
         if code != 235:
@@ -281,158 +418,247 @@ class SMTPMessenger:
                 hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD",
             )
 
-    async def _read(self) -> tuple[int, bytes]:
-        """Read one (possibly multi-line) reply."""
-        assert self._reader is not None
-        try:
-            line = await self._reader.readline()
-            if line[3:4] == b" " and line.endswith(b"\n"):  # the usual one-line reply
-                try:
-                    return int(line[:3]), line[4:].strip()
-                except ValueError:
-                    raise EOFError(f"not an SMTP reply: {line[:40]!r}") from None
-            lines = []
-            while True:
-                if not line.endswith(b"\n"):
-                    raise EOFError("connection closed by the server")
-                lines.append(line[4:].strip())
-                if line[3:4] != b"-":
-                    try:
-                        return int(line[:3]), b"\n".join(lines)
-                    except ValueError:
-                        raise EOFError(f"not an SMTP reply: {line[:40]!r}") from None
-                if len(lines) >= REPLY_LINES_LIMIT:
-                    raise EOFError(f"a reply of more than {REPLY_LINES_LIMIT} lines")
-                line = await self._reader.readline()
-        except ValueError as e:  # LimitOverrunError: a line longer than the stream's limit
-            raise EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes") from e
+    def _usable(self) -> bool:
+        """Whether the open connection can take the next message as it is."""
+        conn = self._conn
+        return (
+            conn is not None
+            and conn.error is None
+            and not conn.pending()  # the server spoke unasked (a 421 before closing, say)
+            and self._count < self.per_connection
+        )
+
+    def ready(self, callback: Callable[[Exception | None], None]) -> None:
+        """Call back with None once a message can go, or with what prevented it."""
+        if self._usable():
+            callback(None)
+            return
+
+        def opened(task: asyncio.Task[None]) -> None:
+            self._opening = None
+            callback(TemporaryFailure("the send stopped") if task.cancelled() else task.exception())
+
+        self._opening = asyncio.ensure_future(self._reopen())
+        self._opening.add_done_callback(opened)
+
+    async def _reopen(self) -> None:
+        await self.close()
+        await self.connect()
 
     # -- messages --------------------------------------------------------------------
 
-    async def push(self, sender: str, recipient: str, data: Data) -> str:
-        """Send one message, given as SMTP DATA; return the server's reply.
-
-        MAIL, RCPT and DATA go in one write where the server offers PIPELINING
-        (RFC 2920). *data* may be a function (or coroutine function): it is called
-        before anything of this message is written, so it may refuse the message
-        (raise, e.g. Suppressed or PermanentFailure) and leave the session clean.
-        Addresses are envelope forms (IDNA domains); a UTF-8 local part needs the
-        server's SMTPUTF8, else that recipient fails (PermanentFailure).
-        Raises Uncertain when the final '.' was written and no reply came.
-        """
-        if self._writer is None or self._count >= self.per_connection:
-            await self.close()
-            await self.connect()
-        writer = self._writer
-        assert writer is not None
-        utf8 = not (sender.isascii() and recipient.isascii())
-        if utf8 and "smtputf8" not in self._extensions:
+    def check_envelope(self, sender: str, recipient: str) -> None:
+        """Raise PermanentFailure for addresses this server cannot take (call after ready)."""
+        if not (sender.isascii() and recipient.isascii()) and "smtputf8" not in self._extensions:
             raise PermanentFailure(
                 "553 5.6.7 the address has a non-ASCII local part and the server does not offer SMTPUTF8"
             )
-        commands = (
-            f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n",
-            f"RCPT TO:<{recipient}>\r\n",
-            "DATA\r\n",
-        )
-        t = self.timeouts
-        written = False  # whether the message (and its final dot) went out
-        try:
-            async with asyncio.timeout(t.command) as deadline:
-                # Made (and recorded) before any command of this message goes out: a
-                # message refused here leaves the session as it was.
-                data = await _resolve(data)
-                self._count += 1  # a refused message used no turn of the connection
-                if "pipelining" in self._extensions:
-                    writer.write("".join(commands).encode("utf-8" if utf8 else "ascii"))
-                    replies = [await self._read() for _ in commands]
-                else:
-                    replies = []
-                    for command in commands:
-                        writer.write(command.encode("utf-8" if utf8 else "ascii"))
-                        replies.append(await self._read())
-                        if replies[-1][0] >= 400:
-                            break
-                for (code, message), expected, name in zip(
-                    replies, (250, 250, 354), ("MAIL", "RCPT", "DATA"), strict=False
-                ):
-                    if code != expected and not (expected == 250 and code == 251):
-                        if replies[-1][0] == 354:
-                            # The server waits for a body although it refused part of the
-                            # envelope (RFC 2920 says it must not): ending it with '.' could
-                            # deliver an empty message, closing the connection cannot.
-                            await self._drop()
-                        else:
-                            await self._reset()
-                        await self._fail(code, message, name)
-                # One deadline for writing the message and reading the final reply.
-                deadline.reschedule(asyncio.get_running_loop().time() + t.data_end)
-                written = True
-                writer.write(data)
-                await writer.drain()
-                code, message = await self._read()
-        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
-            await self._drop()
-            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
-            if written:
-                raise Uncertain(f"no reply after the message was sent: {reason}") from None
-            raise TemporaryFailure(f"connection lost: {reason}") from None
-        if code != 250:
-            await self._fail(code, message, "the message")
-        return _reply(code, message)
 
-    async def _fail(self, code: int, message: bytes, command: str = "") -> None:
-        """Raise the failure a reply means (4xx temporary, 5xx permanent or the session's)."""
-        if 400 <= code < 500:
-            if code == 421:  # the server is closing the connection
-                await self._drop()
-            raise TemporaryFailure(_reply(code, message))
-        if _about_the_session(code, message, command):
-            await self._drop()
-            raise SessionRefused(
-                f"the server refused the send at {command}: {_reply(code, message)}",
-                hint="nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
-                "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
-                "run the same command again",
-            )
-        raise PermanentFailure(_reply(code, message))
+    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
+        """Send one message (SMTP DATA) on the ready connection; call *done* with the outcome.
+
+        MAIL, RCPT and DATA go in one write where the server offers PIPELINING
+        (RFC 2920). Addresses are envelope forms (IDNA domains); a UTF-8 local part
+        goes with SMTPUTF8 (see check_envelope).
+        """
+        conn = self._conn
+        if conn is None or conn.error is not None or conn.transport is None:
+            reason = str(conn.error) if conn is not None and conn.error else "not connected"
+            self._conn = None
+            asyncio.get_running_loop().call_soon(done, TemporaryFailure(f"connection lost: {reason}"))
+            return
+        utf8 = not (sender.isascii() and recipient.isascii())
+        encoding = "utf-8" if utf8 else "ascii"
+        self._commands = (
+            f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n".encode(encoding),
+            f"RCPT TO:<{recipient}>\r\n".encode(encoding),
+            b"DATA\r\n",
+        )
+        self._count += 1
+        self._done, self._data, self._replies = done, data, []
+        conn.on_reply, conn.on_lost = self._on_reply, self._on_lost
+        self._arm(self.timeouts.command)
+        if "pipelining" in self._extensions:
+            self._stage = "envelope"
+            conn.transport.write(b"".join(self._commands))
+        else:
+            self._stage = "MAIL"
+            conn.transport.write(self._commands[0])
+
+    def _on_reply(self, code: int, message: bytes) -> None:
+        if self._stage == "dot":
+            self._finish(code, message)
+            return
+        replies = self._replies
+        replies.append((code, message))
+        if self._stage != "envelope" and code < 400 and len(replies) < 3:  # one by one
+            self._stage = ("MAIL", "RCPT", "DATA")[len(replies)]
+            self._conn.transport.write(self._commands[len(replies)])
+            return
+        if self._stage == "envelope" and len(replies) < 3:
+            return
+        for (got, text), expected, name in zip(
+            replies, (250, 250, 354), ("MAIL", "RCPT", "DATA"), strict=False
+        ):
+            if got != expected and not (expected == 250 and got == 251):
+                self._refused(got, text, name, replies[-1][0] == 354)
+                return
+        # One deadline for writing the message and reading the reply to its final dot.
+        self._stage = "dot"
+        self._arm(self.timeouts.data_end)
+        self._conn.transport.write(self._data)
+
+    def _finish(self, code: int, message: bytes) -> None:
+        """The reply to the final dot."""
+        done = self._end()
+        if code == 250:
+            done(_reply(code, message))
+            return
+        failure, drop = _failure(code, message, "the message")
+        if drop:
+            self._abandon()
+        done(failure)
+
+    def _refused(self, code: int, message: bytes, command: str, waiting_for_data: bool) -> None:
+        """A refused envelope: leave the session clean (or close it), then report."""
+        done = self._end()
+        failure, drop = _failure(code, message, command)
+
+        async def clean_up() -> None:
+            try:
+                if waiting_for_data or drop:
+                    # A server that waits for a body although it refused part of the
+                    # envelope (RFC 2920 says it must not): ending it with '.' could
+                    # deliver an empty message, closing the connection cannot.
+                    await self._drop()
+                else:
+                    await self._reset()
+            finally:
+                done(failure)
+
+        asyncio.ensure_future(clean_up())
+
+    def _on_lost(self, error: Exception) -> None:
+        """The connection was lost with a message in flight."""
+        self._conn = None
+        self._report_lost(error)
+
+    def _report_lost(self, error: Exception) -> None:
+        written = self._stage == "dot"
+        done = self._end()
+        reason = str(error) or type(error).__name__
+        if written:
+            done(Uncertain(f"no reply after the message was sent: {reason}"))
+        else:
+            done(TemporaryFailure(f"connection lost: {reason}"))
+
+    def _end(self) -> Done:
+        """Detach the message in flight from the connection; return its callback."""
+        done, self._done, self._data = self._done, None, b""
+        assert done is not None
+        if self._conn is not None:
+            self._conn.on_reply = self._conn.on_lost = None
+        return done
+
+    # A single timer per connection, moved lazily: a message only sets the deadline;
+    # the timer, when it fires early, re-arms itself for the deadline now in force.
+    def _arm(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._done is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire)
+            return
+        self._abandon()
+        self._report_lost(TimeoutError("no reply in time"))
+
+    def _abandon(self) -> None:
+        """Close the connection now, without waiting."""
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.transport is not None:
+            conn.on_reply = conn.on_lost = None
+            conn.transport.abort()
+
+    async def push(self, sender: str, recipient: str, data: Data) -> str:
+        """Send one message as a coroutine; return the server's reply or raise the failure.
+
+        *data* may be a function (or coroutine function): it is called before anything
+        of this message is written, so it may refuse the message (raise, e.g.
+        Suppressed or PermanentFailure) and leave the session clean.
+        """
+        if not self._usable():
+            await self._reopen()
+        self.check_envelope(sender, recipient)
+        data = await _resolve(data)
+        outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.transmit(sender, recipient, data, outcome.set_result)
+        result = await outcome
+        if isinstance(result, BaseException):
+            raise result
+        return str(result)
 
     async def _reset(self) -> None:
         try:
-            assert self._writer is not None
-            self._writer.write(b"RSET\r\n")
-            await self._read()
-        except (OSError, EOFError, AssertionError):
+            async with asyncio.timeout(self.timeouts.command):
+                await self._command(b"RSET\r\n")
+        except (OSError, EOFError, TimeoutError, AssertionError):
             await self._drop()
 
     async def _drop(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, ssl.SSLError):
-                pass
-
-    async def close(self) -> None:
-        if self._writer is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.transport is not None:
+            conn.on_reply = conn.on_lost = None
+            conn.transport.close()
             try:
                 async with asyncio.timeout(5):
-                    self._writer.write(b"QUIT\r\n")
-                    await self._read()
+                    await conn.closed
+            except TimeoutError:
+                conn.transport.abort()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._conn is not None and self._conn.error is None:
+            try:
+                async with asyncio.timeout(5):
+                    await self._command(b"QUIT\r\n")
             except (OSError, EOFError, TimeoutError):
                 pass
-            await self._drop()
+        await self._drop()
 
 
 class OutboxMessenger:
     """Write each message as an .eml file instead of sending it."""
 
-    wire = False  # push() takes the message as it is written to a file
+    wire = False  # messages are written as they are stored in a file
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.server = f"outbox {folder}"
+
+    def ready(self, callback: Callable[[Exception | None], None]) -> None:
+        callback(None)
+
+    def check_envelope(self, sender: str, recipient: str) -> None:
+        pass
+
+    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
+        name = recipient.replace("/", "_").replace("@", "_at_")
+        path = self.folder / f"{name}.eml"
+        try:
+            write_atomically({path: data})
+            outcome: object = "written"
+        except OSError as e:
+            outcome = SendError(f"cannot write {path}: {e.strerror or e}", hint="check the outbox folder")
+        asyncio.get_running_loop().call_soon(done, outcome)
 
     async def push(self, sender: str, recipient: str, data: Data) -> str:
         data = await _resolve(data)

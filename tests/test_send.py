@@ -482,3 +482,28 @@ def test_status_of_an_unknown_issue_is_an_error(project: Path, runner: CliRunner
     assert result.exit_code == 1
     assert result.stderr == "Error: issues: no issue '2099-01-01'\n  hint: known issues: 2021-12-31\n"
     assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
+
+
+def test_a_second_process_sending_the_same_issue_is_refused(
+    plain_server: Server, project: Path, tmp_path: Path
+) -> None:
+    path = _list(tmp_path, 40)
+    first = _spawn_send(project, path, "--rate", "40", "--workers", "1")
+    _wait_for(lambda: len(plain_server.recorder.received) >= 3)
+    second = _spawn_send(project, path, "--resend-uncertain")  # would take the message in flight too
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 1, out + err
+    assert "Traceback" not in err
+    assert re.search(
+        rf"Error: \S*locks/send-[0-9a-f]{{16}}\.lock: {EXAMPLE} is being sent by another digest "
+        rf"process \(pid {first.pid}\)\n",
+        err,
+    ), err
+    assert "wait for it to finish" in err
+    first.communicate(timeout=60)
+    assert first.returncode == 0
+    after = _spawn_send(project, path)  # the lock went with the first process
+    out, err = after.communicate(timeout=60)
+    assert after.returncode == 0 and "Nothing to send." in out, out + err
+    got = plain_server.recorder.by_recipient()
+    assert len(got) == 40 and all(len(v) == 1 for v in got.values())

@@ -374,7 +374,8 @@ def test_plain_text_injected_after_the_starttls_220_aborts(
 
 
 def test_an_overlong_reply_line_is_a_clear_failure(project: Path, tmp_path: Path) -> None:
-    from digest.send.transport import REPLY_LINE_LIMIT, SMTPMessenger
+    from digest.send.replies import REPLY_LINE_LIMIT
+    from digest.send.transport import SMTPMessenger
 
     async def handle(reader, writer):
         writer.write(b"220-" + b"x" * (REPLY_LINE_LIMIT + 10) + b"\r\n220 ok\r\n")

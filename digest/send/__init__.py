@@ -8,11 +8,13 @@ recipients in the journal and runs the send loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import make_msgid, parseaddr
 from pathlib import Path
@@ -25,9 +27,9 @@ from ..render import render_issue
 from ..tokens import verp_address, verp_signer
 from .journal import STATES, Journal
 from .loop import Options, SendLoop, Stats
+from .outbox import OutboxMessenger
 from .recipients import RowProblem, address_key, check_addresses, envelope_address, read_recipients
 from .transport import (
-    OutboxMessenger,
     PermanentFailure,
     SMTPMessenger,
     TemporaryFailure,
@@ -46,6 +48,36 @@ __all__ = ["Options", "Plan", "Stats", "Timeouts", "open_journal", "plan_send", 
 def open_journal(project: Project) -> Journal:
     """Open the project's send journal (and suppression list), creating it if needed."""
     return Journal(project.state_dir / JOURNAL_NAME)
+
+
+@contextlib.contextmanager
+def only_sender(project: Project, key: str) -> Iterator[None]:
+    """Hold the lock of one send (an issue to its list, or to one --to address).
+
+    An advisory lock (flock) on a file in the state folder: the system releases it
+    when the process ends, however it ends, so a killed send never leaves it taken.
+    """
+    folder = project.state_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"send-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise SendError(
+                f"{key} is being sent by another digest process"
+                + (f" (pid {holder})" if holder.isdigit() else ""),
+                path=path,
+                hint="wait for it to finish ('digest status' shows its progress) or stop it; "
+                "then run the same command again to resume",
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
 
 
 def _existing_journal(project: Project) -> Journal | None:
@@ -119,14 +151,20 @@ class Plan:
         return parseaddr(self.template.newsletter.sender)[1]
 
     def execute(self, progress: Callable[[Stats], None] | None = None) -> Stats:
-        """Record the send and its recipients in the journal, then send every due message."""
-        try:
-            self.record()
-            if self.dry_run:  # prepare every message, a batch at a time, and send none
-                return self._prepare_all(self.journal)
-            return self.run(progress)
-        finally:
-            self.discard_scratch()
+        """Record the send and its recipients in the journal, then send every due message.
+
+        A real send holds the send's lock throughout: a second process sending the
+        same issue (a cron job overlapping a manual run) is refused, not let loose on
+        the same recipients.
+        """
+        with contextlib.nullcontext() if self.scratch else only_sender(self.project, self.key):
+            try:
+                self.record()
+                if self.dry_run:  # prepare every message, a batch at a time, and send none
+                    return self._prepare_all(self.journal)
+                return self.run(progress)
+            finally:
+                self.discard_scratch()
 
     def record(self) -> Journal:
         """Record the send and its list in the journal (after the confirmation)."""

@@ -30,19 +30,21 @@ import inspect
 import logging
 import socket
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..atomic import write_atomically
 from ..config import Settings, is_loopback
 from ..errors import ConfigError, SendError
+from .replies import (
+    PermanentFailure,
+    Replies,
+    TemporaryFailure,
+    Uncertain,
+    failure_of,
+    reply_text,
+)
 
 log = logging.getLogger(__name__)
-
-REPLY_LINE_LIMIT = 65536  # bytes; RFC 5321 allows 512, servers stay far below this
-REPLY_LINES_LIMIT = 1000  # lines of one multi-line reply
 
 Data = bytes | Callable[[], bytes] | Callable[[], Awaitable[bytes]]
 
@@ -79,40 +81,6 @@ async def _resolve(data: Data) -> bytes:
     return data
 
 
-class TemporaryFailure(Exception):
-    """Try again later: a 4xx reply or a connection lost before the message was complete."""
-
-
-class PermanentFailure(Exception):
-    """The server refused this recipient or message for good (5xx)."""
-
-
-class Uncertain(Exception):
-    """The final '.' was written but no reply came: the server may have accepted it."""
-
-
-class Suppressed(Exception):
-    """The message was not sent: its reader unsubscribed while the send ran."""
-
-
-class SessionRefused(SendError):
-    """A reply about the session, not the recipient (login required, sender refused)."""
-
-
-def _reply(code: int, message: bytes | str) -> str:
-    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
-    return f"{code} {' '.join(text.split())}".strip()
-
-
-def _about_the_session(code: int, message: bytes, command: str) -> bool:
-    """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
-    if code in (530, 535):
-        return True  # authentication required / refused, whatever the command
-    # A policy reply (5.7.x) to RCPT or to the message concerns that one message: failing the
-    # session for it would stop every rerun at the same reader.
-    return command == "MAIL" and code >= 500  # the server refuses our sender (or needs a login)
-
-
 @functools.cache
 def helo_name() -> str:
     """Return the name to greet with: this host's name if it is a domain, else ''.
@@ -146,121 +114,6 @@ def check_settings(settings: Settings) -> None:
 Done = Callable[[object], None]  # called with the server's reply (str) or the failure
 
 
-def _failure(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
-    """Return the failure a reply means and whether the connection must be dropped.
-
-    4xx is temporary (421: the server is closing the connection); a 5xx about the
-    session stops the send; any other 5xx is this recipient's.
-    """
-    if 400 <= code < 500:
-        return TemporaryFailure(_reply(code, message)), code == 421
-    if _about_the_session(code, message, command):
-        return (
-            SessionRefused(
-                f"the server refused the send at {command}: {_reply(code, message)}",
-                hint="nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
-                "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
-                "run the same command again",
-            ),
-            True,
-        )
-    return PermanentFailure(_reply(code, message)), False
-
-
-class _Replies(asyncio.Protocol):
-    """One SMTP connection's reply reader.
-
-    Complete replies go to ``on_reply`` while it is set (a message in flight), else
-    they queue for ``await reply()`` (the session's setup, RSET, QUIT). Once the
-    connection is lost or the server breaks the protocol, ``error`` says why.
-    """
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.on_reply: Callable[[int, bytes], None] | None = None
-        self.on_lost: Callable[[Exception], None] | None = None
-        self.error: Exception | None = None
-        self._partial = b""  # an incomplete line
-        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self._partial:
-            data, self._partial = self._partial + data, b""
-        *lines, rest = data.split(b"\n")
-        if len(rest) > REPLY_LINE_LIMIT:
-            self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
-            return
-        self._partial = rest
-        for line in lines:
-            if self.error is not None:
-                return
-            if len(line) > REPLY_LINE_LIMIT:
-                self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
-                return
-            self._lines.append(line[4:].strip())
-            if line[3:4] == b"-":  # more lines to come
-                if len(self._lines) >= REPLY_LINES_LIMIT:
-                    self._broken(EOFError(f"a reply of more than {REPLY_LINES_LIMIT} lines"))
-                continue
-            try:
-                code = int(line[:3])
-            except ValueError:
-                self._broken(EOFError(f"not an SMTP reply: {line[:40]!r}"))
-                return
-            lines_of_reply, self._lines = self._lines, []
-            message = lines_of_reply[0] if len(lines_of_reply) == 1 else b"\n".join(lines_of_reply)
-            if self.on_reply is not None:
-                self.on_reply(code, message)
-            else:
-                self._queue.append((code, message))
-                self._wake()
-
-    def pending(self) -> bool:
-        """Whether the server sent anything not yet read (bytes or whole replies)."""
-        return bool(self._partial or self._lines or self._queue)
-
-    async def reply(self) -> tuple[int, bytes]:
-        """Return the next reply, waiting for it; raise the connection's error."""
-        while not self._queue:
-            if self.error is not None:
-                raise self.error
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _broken(self, error: Exception) -> None:
-        """The server broke the protocol: drop the connection with that reason."""
-        self.error = error
-        if self.transport is not None:
-            self.transport.abort()  # connection_lost follows, with self.error kept
-
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.error is None:
-            self.error = exc if isinstance(exc, OSError) else EOFError("connection closed by the server")
-        self._wake()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self.on_lost is not None:
-            on_lost, self.on_lost = self.on_lost, None
-            on_lost(self.error)
-
-
 class SMTPMessenger:
     """One SMTP connection, opened on first use and renewed every *per_connection* messages."""
 
@@ -271,7 +124,7 @@ class SMTPMessenger:
         self.settings = settings
         self.per_connection = per_connection
         self.timeouts = timeouts or Timeouts()
-        self._conn: _Replies | None = None
+        self._conn: Replies | None = None
         self._extensions: set[str] = set()
         self._count = 0
         self._opening: asyncio.Task[None] | None = None
@@ -312,7 +165,7 @@ class SMTPMessenger:
         try:
             async with asyncio.timeout(t.greeting):
                 tls = self._context() if s.smtp_security == "tls" else None
-                _, self._conn = await loop.create_connection(_Replies, host, self._port(), ssl=tls)
+                _, self._conn = await loop.create_connection(Replies, host, self._port(), ssl=tls)
                 code, message = await self._conn.reply()
                 self._check(code, message, 220, "the greeting")
             await self._ehlo()
@@ -370,9 +223,9 @@ class SMTPMessenger:
         if code == expected:
             return
         if 400 <= code < 500:
-            raise TemporaryFailure(f"{what}: {_reply(code, message)}")
+            raise TemporaryFailure(f"{what}: {reply_text(code, message)}")
         raise SendError(
-            f"{self.settings.smtp_host} refused {what}: {_reply(code, message)}",
+            f"{self.settings.smtp_host} refused {what}: {reply_text(code, message)}",
             hint="check the server and its settings for this client",
         )
 
@@ -411,10 +264,10 @@ class SMTPMessenger:
                     break
                 code, message = await self._command(base64.b64encode(secret.encode()) + b"\r\n")
         if 400 <= code < 500:
-            raise TemporaryFailure(f"AUTH: {_reply(code, message)}")
+            raise TemporaryFailure(f"AUTH: {reply_text(code, message)}")
         if code != 235:
             raise SendError(
-                f"the SMTP server refused the login: {_reply(code, message)}",
+                f"the SMTP server refused the login: {reply_text(code, message)}",
                 hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD",
             )
 
@@ -512,9 +365,9 @@ class SMTPMessenger:
         """The reply to the final dot."""
         done = self._end()
         if code == 250:
-            done(_reply(code, message))
+            done(reply_text(code, message))
             return
-        failure, drop = _failure(code, message, "the message")
+        failure, drop = failure_of(code, message, "the message")
         if drop:
             self._abandon()
         done(failure)
@@ -522,7 +375,7 @@ class SMTPMessenger:
     def _refused(self, code: int, message: bytes, command: str, waiting_for_data: bool) -> None:
         """A refused envelope: leave the session clean (or close it), then report."""
         done = self._end()
-        failure, drop = _failure(code, message, command)
+        failure, drop = failure_of(code, message, command)
 
         async def clean_up() -> None:
             try:
@@ -633,38 +486,3 @@ class SMTPMessenger:
             except (OSError, EOFError, TimeoutError):
                 pass
         await self._drop()
-
-
-class OutboxMessenger:
-    """Write each message as an .eml file instead of sending it."""
-
-    wire = False  # messages are written as they are stored in a file
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.server = f"outbox {folder}"
-
-    def ready(self, callback: Callable[[Exception | None], None]) -> None:
-        callback(None)
-
-    def check_envelope(self, sender: str, recipient: str) -> None:
-        pass
-
-    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
-        name = recipient.replace("/", "_").replace("@", "_at_")
-        path = self.folder / f"{name}.eml"
-        try:
-            write_atomically({path: data})
-            outcome: object = "written"
-        except OSError as e:
-            outcome = SendError(f"cannot write {path}: {e.strerror or e}", hint="check the outbox folder")
-        asyncio.get_running_loop().call_soon(done, outcome)
-
-    async def push(self, sender: str, recipient: str, data: Data) -> str:
-        data = await _resolve(data)
-        name = recipient.replace("/", "_").replace("@", "_at_")
-        write_atomically({self.folder / f"{name}.eml": data})
-        return "written"
-
-    async def close(self) -> None:
-        pass

@@ -1,0 +1,46 @@
+"""The outbox messenger: each message written as an .eml file instead of sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from ..atomic import write_atomically
+from ..errors import SendError
+from .transport import Data, Done, _resolve
+
+
+class OutboxMessenger:
+    """Write each message as an .eml file instead of sending it."""
+
+    wire = False  # messages are written as they are stored in a file
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.server = f"outbox {folder}"
+
+    def ready(self, callback: Callable[[Exception | None], None]) -> None:
+        callback(None)
+
+    def check_envelope(self, sender: str, recipient: str) -> None:
+        pass
+
+    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
+        name = recipient.replace("/", "_").replace("@", "_at_")
+        path = self.folder / f"{name}.eml"
+        try:
+            write_atomically({path: data})
+            outcome: object = "written"
+        except OSError as e:
+            outcome = SendError(f"cannot write {path}: {e.strerror or e}", hint="check the outbox folder")
+        asyncio.get_running_loop().call_soon(done, outcome)
+
+    async def push(self, sender: str, recipient: str, data: Data) -> str:
+        data = await _resolve(data)
+        name = recipient.replace("/", "_").replace("@", "_at_")
+        write_atomically({self.folder / f"{name}.eml": data})
+        return "written"
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,168 @@
+"""SMTP replies: read off a connection as they arrive, and what a refusal means.
+
+``Replies`` (an asyncio protocol) gives each reply as its code and its text (the
+lines of a multi-line reply joined with newlines); a server that breaks the
+protocol (a line over the limit, too many lines, no code) gets the connection
+dropped with the reason. ``failure_of`` says what a refusal means for the send:
+try again later, this recipient refused, or the session refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from ..errors import SendError
+
+REPLY_LINE_LIMIT = 65536  # bytes; RFC 5321 allows 512, servers stay far below this
+REPLY_LINES_LIMIT = 1000  # lines of one multi-line reply
+
+
+class TemporaryFailure(Exception):
+    """Try again later: a 4xx reply or a connection lost before the message was complete."""
+
+
+class PermanentFailure(Exception):
+    """The server refused this recipient or message for good (5xx)."""
+
+
+class Uncertain(Exception):
+    """The final '.' was written but no reply came: the server may have accepted it."""
+
+
+class Suppressed(Exception):
+    """The message was not sent: its reader unsubscribed while the send ran."""
+
+
+class SessionRefused(SendError):
+    """A reply about the session, not the recipient (login required, sender refused)."""
+
+
+def reply_text(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    return f"{code} {' '.join(text.split())}".strip()
+
+
+def _about_the_session(code: int, message: bytes, command: str) -> bool:
+    """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
+    if code in (530, 535):
+        return True  # authentication required / refused, whatever the command
+    # A policy reply (5.7.x) to RCPT or to the message concerns that one message: failing the
+    # session for it would stop every rerun at the same reader.
+    return command == "MAIL" and code >= 500  # the server refuses our sender (or needs a login)
+
+
+def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
+    """Return the failure a reply means and whether the connection must be dropped.
+
+    4xx is temporary (421: the server is closing the connection); a 5xx about the
+    session stops the send; any other 5xx is this recipient's.
+    """
+    if 400 <= code < 500:
+        return TemporaryFailure(reply_text(code, message)), code == 421
+    if _about_the_session(code, message, command):
+        return (
+            SessionRefused(
+                f"the server refused the send at {command}: {reply_text(code, message)}",
+                hint="nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
+                "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
+                "run the same command again",
+            ),
+            True,
+        )
+    return PermanentFailure(reply_text(code, message)), False
+
+
+class Replies(asyncio.Protocol):
+    """One SMTP connection's reply reader.
+
+    Complete replies go to ``on_reply`` while it is set (a message in flight), else
+    they queue for ``await reply()`` (the session's setup, RSET, QUIT). Once the
+    connection is lost or the server breaks the protocol, ``error`` says why.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.on_reply: Callable[[int, bytes], None] | None = None
+        self.on_lost: Callable[[Exception], None] | None = None
+        self.error: Exception | None = None
+        self._partial = b""  # an incomplete line
+        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._partial:
+            data, self._partial = self._partial + data, b""
+        *lines, rest = data.split(b"\n")
+        if len(rest) > REPLY_LINE_LIMIT:
+            self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
+            return
+        self._partial = rest
+        for line in lines:
+            if self.error is not None:
+                return
+            if len(line) > REPLY_LINE_LIMIT:
+                self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
+                return
+            self._lines.append(line[4:].strip())
+            if line[3:4] == b"-":  # more lines to come
+                if len(self._lines) >= REPLY_LINES_LIMIT:
+                    self._broken(EOFError(f"a reply of more than {REPLY_LINES_LIMIT} lines"))
+                continue
+            try:
+                code = int(line[:3])
+            except ValueError:
+                self._broken(EOFError(f"not an SMTP reply: {line[:40]!r}"))
+                return
+            lines_of_reply, self._lines = self._lines, []
+            message = lines_of_reply[0] if len(lines_of_reply) == 1 else b"\n".join(lines_of_reply)
+            if self.on_reply is not None:
+                self.on_reply(code, message)
+            else:
+                self._queue.append((code, message))
+                self._wake()
+
+    def pending(self) -> bool:
+        """Whether the server sent anything not yet read (bytes or whole replies)."""
+        return bool(self._partial or self._lines or self._queue)
+
+    async def reply(self) -> tuple[int, bytes]:
+        """Return the next reply, waiting for it; raise the connection's error."""
+        while not self._queue:
+            if self.error is not None:
+                raise self.error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _broken(self, error: Exception) -> None:
+        """The server broke the protocol: drop the connection with that reason."""
+        self.error = error
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows, with self.error kept
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            self.error = exc if isinstance(exc, OSError) else EOFError("connection closed by the server")
+        self._wake()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost(self.error)

@@ -27,7 +27,6 @@ import run  # benchmarks/run.py: the scratch project, the sink, the raw client
 from digest.message import MessageTemplate
 from digest.send import Plan
 from digest.send.journal import Journal
-from digest.subscribers import key_hash
 
 
 @contextlib.contextmanager
@@ -126,99 +125,6 @@ def bare_send(port: int, data: bytes, count: int, workers: int) -> tuple[float, 
     return sent / (time.perf_counter() - t), (run._cpu() - cpu) / sent
 
 
-class _Journaled(_Replies):
-    """A sketch of a callback-driven send: the real per-message work, no fault handling.
-
-    Per message, as digest does it: the merge fields filled in, the VERP sender, 'sending'
-    committed with the suppression check before the envelope, 'sent' committed in the turn
-    the 250 is read (group commit across connections). No timeouts, retries or failure
-    paths: it measures how fast a callback design could be, not a sender to use.
-    """
-
-    def __init__(self, plan: Plan, due: list, batch: _Batch, done: asyncio.Future[None]) -> None:
-        self.plan, self.due, self.batch, self.done = plan, due, batch, done
-        self.buffer, self.state, self.waiting, self.delivery, self.data = b"", "greeting", 0, None, b""
-
-    def _next(self) -> None:
-        if not self.due:
-            self.transport.write(b"QUIT\r\n")
-            self.state = "quit"
-            return
-        delivery = self.delivery = self.due.pop()
-        self.data = self.plan.template.personalise(delivery.recipient, wire=True)
-        self.sender = self.plan.envelope_sender(delivery.recipient, delivery.id)
-        self.batch.add((delivery.id, "sending", None), key_hash(delivery.key), self._claimed)
-
-    def _claimed(self, refused: set[int]) -> None:
-        if self.delivery.id in refused:
-            self._next()
-            return
-        envelope = f"MAIL FROM:<{self.sender}>\r\nRCPT TO:<{self.delivery.recipient.email}>\r\nDATA\r\n"
-        self.transport.write(envelope.encode())
-        self.state, self.waiting = "envelope", 3
-
-    def _reply(self, line: bytes) -> None:
-        if self.state == "greeting":
-            self.transport.write(b"EHLO bench\r\n")
-            self.state = "ehlo"
-        elif self.state == "ehlo":
-            self._next()
-        elif self.state == "envelope":
-            self.waiting -= 1
-            if not self.waiting:
-                self.transport.write(self.data)
-                self.state = "dot"
-        elif self.state == "dot":
-            self.batch.add((self.delivery.id, "sent", line.decode()))
-            self._next()
-        else:
-            self.transport.close()
-            self.done.set_result(None)
-
-
-class _Batch:
-    """Entries of one event-loop turn, committed together; callbacks run after the commit."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal, self.entries, self.claims, self.then = journal, [], {}, []
-
-    def add(self, entry: tuple, claim: str | None = None, then=None) -> None:
-        if not self.entries:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.entries.append(entry)
-        if claim is not None:
-            self.claims[entry[0]] = claim
-        if then is not None:
-            self.then.append(then)
-
-    def flush(self) -> None:
-        entries, claims, then = self.entries, self.claims, self.then
-        self.entries, self.claims, self.then = [], {}, []
-        refused = self.journal.record(entries, claims)
-        for callback in then:
-            callback(refused)
-
-
-def journaled_send(root: Path, port: int, count: int, workers: int, tag: str) -> tuple[float, float]:
-    """The callback sketch over a real plan and journal; return (msg/s, CPU seconds a message)."""
-    plan = run.send_plan(root, port, count, workers, f"sketch-{tag}")
-    plan.record()
-    due = plan.journal.due(plan.key, ("pending",), 0, count)[::-1]
-
-    async def send() -> None:
-        loop, batch = asyncio.get_running_loop(), _Batch(plan.journal)
-        done = [loop.create_future() for _ in range(workers)]
-        for future in done:
-            await loop.create_connection(lambda f=future: _Journaled(plan, due, batch, f), "127.0.0.1", port)
-        await asyncio.gather(*done)
-
-    cpu, t = run._cpu(), time.perf_counter()
-    asyncio.run(send())
-    rate, seconds = count / (time.perf_counter() - t), (run._cpu() - cpu) / count
-    assert plan.journal.counts(plan.key)["sent"] == count
-    return rate, seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000)
@@ -231,7 +137,7 @@ def main() -> None:
     )
     data = template.personalise(run.Recipient("reader@example.com", {"name": "Reader"}), wire=True)
     variants = ["", "VERP", "personalisation", "journal writes", "all three"]
-    others = ["sketch", "bare", "raw"]
+    others = ["bare", "raw"]
     rates: dict[str, list[float]] = {v: [] for v in [*variants, *others]}
     cpu: dict[str, list[float]] = {v: [] for v in [*variants, *others]}
     sink = run.Sink()
@@ -250,16 +156,12 @@ def main() -> None:
             rate, seconds = bare_send(sink.port, data, args.count, 4)
             rates["bare"].append(rate)
             cpu["bare"].append(seconds)
-            rate, seconds = journaled_send(root, sink.port, args.count, 4, f"{n}")
-            rates["sketch"].append(rate)
-            cpu["sketch"].append(seconds)
     finally:
         sink.stop()
     raw = statistics.median(rates["raw"])
     print(f"\n{'digest send to the sink':<44} {'msg/s':>8} {'vs raw':>7} {'CPU/msg':>9}")
     names = {
         "": "as it is",
-        "sketch": "a callback sketch doing the same work",
         "bare": "a bare asyncio.Protocol client",
         "raw": "raw client (4 threads)",
     }

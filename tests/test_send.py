@@ -488,10 +488,11 @@ def test_a_second_process_sending_the_same_issue_is_refused(
     plain_server: Server, project: Path, tmp_path: Path
 ) -> None:
     path = _list(tmp_path, 40)
-    first = _spawn_send(project, path, "--rate", "40", "--workers", "1")
+    first = _spawn_send(project, path, "--rate", "5", "--workers", "1")  # about 8 s
     _wait_for(lambda: len(plain_server.recorder.received) >= 3)
     second = _spawn_send(project, path, "--resend-uncertain")  # would take the message in flight too
     out, err = second.communicate(timeout=30)
+    assert first.poll() is None  # still sending when the second was refused
     assert second.returncode == 1, out + err
     assert "Traceback" not in err
     assert re.search(

@@ -185,9 +185,12 @@ def test_a_connection_closed_after_the_final_dot_is_uncertain(
 
 def test_a_server_that_never_answers_the_final_dot(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
     piped.recorder.hang_in_data.add("reader00001@example.com")
+    started = time.monotonic()
     result = _send(
         runner, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "1", "--data-timeout", "0.5"
     )
+    # The 0.5 s took effect, not the 5-minute command timeout armed before it.
+    assert time.monotonic() - started < 60
     assert result.exit_code == 4, result.output
     assert "3 sent, 0 failed, 0 deferred, 1 uncertain" in result.stdout
     assert (

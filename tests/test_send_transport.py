@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from digest.config import Settings
-from digest.send.transport import PermanentFailure, SMTPMessenger, Suppressed
+from digest.send.replies import PermanentFailure, Suppressed
+from digest.send.transport import SMTPMessenger
 
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n.\r\n"
 
@@ -94,3 +95,116 @@ def test_a_354_after_a_refused_recipient_closes_the_connection_rather_than_send_
     asyncio.run(scenario())
     assert received[-1] == b"DATA\r\n"  # then the connection closed: no '.', no RSET
     assert b".\r\n" not in received
+
+
+def test_a_server_that_speaks_unasked_on_an_idle_connection_gets_a_new_one() -> None:
+    # A relay closing an idle connection says "421" first (RFC 5321 3.8). That reply must
+    # not be read as the answer to the next message's MAIL: a new connection carries it.
+    connections: list[list[bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines: list[bytes] = []
+        connections.append(lines)
+        writer.write(b"220 scripted ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            lines.append(line)
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    writer.write(b"250 2.0.0 queued\r\n")
+                    if len(connections) == 1:  # the first connection then times out
+                        writer.write(b"421 4.4.2 idle too long, closing\r\n")
+                        await writer.drain()
+                        break
+                continue
+            verb = line[:4].upper()
+            writer.write({b"EHLO": EHLO, b"DATA": b"354 go ahead\r\n"}.get(verb, b"250 ok\r\n"))
+            in_data = verb == b"DATA"
+            if verb == b"QUIT":
+                break
+        writer.close()
+
+    async def scenario() -> list[str]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        messenger = _messenger(server)
+        try:
+            first = await messenger.push("news@example.org", "a@example.org", MESSAGE)
+            await asyncio.sleep(0.2)  # the 421 arrives while the connection is idle
+            second = await messenger.push("news@example.org", "b@example.org", MESSAGE)
+            return [first, second]
+        finally:
+            await messenger.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == ["250 2.0.0 queued", "250 2.0.0 queued"]
+    assert len(connections) == 2
+    assert b"RCPT TO:<b@example.org>\r\n" in connections[1]
+    assert not any(line.startswith(b"RCPT TO:<b@") for line in connections[0])
+
+
+def test_a_cancelled_push_sends_nothing_more() -> None:
+    # Ctrl-C during `digest send --test` cancels the push while its envelope is answered:
+    # the connection is dropped where it is, no body follows, no QUIT is mistaken for one.
+    delivered: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        in_data, body = False, []
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    delivered.append(b"".join(body))
+                    writer.write(b"250 2.0.0 queued\r\n")
+                    in_data = False
+                else:
+                    body.append(line)
+                continue
+            verb = line[:4].upper()
+            if verb == b"MAIL":
+                await asyncio.sleep(0.3)  # a slow server
+            writer.write({b"EHLO": EHLO, b"DATA": b"354 go ahead\r\n"}.get(verb, b"250 ok\r\n"))
+            in_data = verb == b"DATA"
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        messenger = _messenger(server)
+        try:
+            await messenger.connect()
+            push = asyncio.ensure_future(messenger.push("news@example.org", "a@example.org", MESSAGE))
+            await asyncio.sleep(0.1)
+            push.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await push
+            await messenger.close()
+            await asyncio.sleep(0.5)  # what the server would have received by now
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
+    assert delivered == []
+
+
+@pytest.mark.parametrize(
+    "greeting", [b"+25 hello\r\n", b"2 hello\r\n", b"150 hello\r\n", b"220-a\r\n250 b\r\n"]
+)
+def test_a_reply_that_is_not_smtp_drops_the_connection(greeting: bytes) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        await reader.read(100)
+        writer.close()
+
+    async def scenario() -> str:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        messenger = _messenger(server)
+        try:
+            await messenger.connect()
+        except Exception as e:  # noqa: BLE001 - the kind is what is tested
+            return f"{type(e).__name__}: {e}"
+        finally:
+            server.close()
+        return "connected"
+
+    outcome = asyncio.run(scenario())
+    assert outcome.startswith("TemporaryFailure: connection failed: not an SMTP reply: ")

@@ -89,6 +89,7 @@ class Replies(asyncio.Protocol):
         self.error: Exception | None = None
         self._partial = b""  # an incomplete line
         self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._code = b""  # and its code
         self._queue: deque[tuple[int, bytes]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -110,22 +111,25 @@ class Replies(asyncio.Protocol):
             if len(line) > REPLY_LINE_LIMIT:
                 self._broken(EOFError(f"a reply line longer than {REPLY_LINE_LIMIT} bytes"))
                 return
+            code = line[:3]
+            # Three digits, the first 2 to 5 (RFC 5321 4.2), the same on every line of a reply.
+            if not (len(code) == 3 and code.isdigit() and 50 <= code[0] <= 53) or (
+                self._lines and code != self._code
+            ):
+                self._broken(EOFError(f"not an SMTP reply: {line[:40]!r}"))
+                return
+            self._code = code
             self._lines.append(line[4:].strip())
             if line[3:4] == b"-":  # more lines to come
                 if len(self._lines) >= REPLY_LINES_LIMIT:
                     self._broken(EOFError(f"a reply of more than {REPLY_LINES_LIMIT} lines"))
                 continue
-            try:
-                code = int(line[:3])
-            except ValueError:
-                self._broken(EOFError(f"not an SMTP reply: {line[:40]!r}"))
-                return
             lines_of_reply, self._lines = self._lines, []
             message = lines_of_reply[0] if len(lines_of_reply) == 1 else b"\n".join(lines_of_reply)
             if self.on_reply is not None:
-                self.on_reply(code, message)
+                self.on_reply(int(code), message)
             else:
-                self._queue.append((code, message))
+                self._queue.append((int(code), message))
                 self._wake()
 
     def pending(self) -> bool:

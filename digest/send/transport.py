@@ -128,6 +128,8 @@ class SMTPMessenger:
         self._extensions: set[str] = set()
         self._count = 0
         self._opening: asyncio.Task[None] | None = None
+        self._cleanup: asyncio.Task[None] | None = None  # RSET after a refused envelope
+        self._tasks: set[asyncio.Task[None]] = set()
         # The message in flight: its callback, what it waits for, its deadline.
         self._done: Done | None = None
         self._stage = ""  # "envelope" (pipelined), "MAIL", "RCPT", "DATA" (one by one) or "dot"
@@ -196,24 +198,24 @@ class SMTPMessenger:
                 async with asyncio.timeout(t.command):
                     await self._login(s.smtp_username, s.smtp_password or "")
         except (SendError, TemporaryFailure):
-            await self._drop()
+            self._abandon()
             raise
         except ssl.SSLError as e:
-            await self._drop()
+            self._abandon()
             raise SendError(
                 f"TLS with {host} failed: {e.reason or e}",
                 hint="check DIGEST_SMTP_SECURITY and the server's certificate "
                 "(DIGEST_SMTP_CAFILE for a private CA)",
             ) from None
         except (ConnectionRefusedError, socket.gaierror) as e:
-            await self._drop()
+            self._abandon()
             raise SendError(
                 f"cannot connect to {self.server}: {e}",
                 hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "
                 "server runs; run the same command again to resume",
             ) from None
         except (OSError, EOFError, TimeoutError) as e:
-            await self._drop()
+            self._abandon()
             reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
             raise TemporaryFailure(f"connection failed: {reason}") from None
         self._count = 0
@@ -291,8 +293,15 @@ class SMTPMessenger:
             self._opening = None
             callback(TemporaryFailure("the send stopped") if task.cancelled() else task.exception())
 
-        self._opening = asyncio.ensure_future(self._reopen())
+        self._opening = self._background(self._reopen())
         self._opening.add_done_callback(opened)
+
+    def _background(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        """Run *work* as a task, referenced until it ends (asyncio keeps only a weak one)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _reopen(self) -> None:
         await self.close()
@@ -315,9 +324,17 @@ class SMTPMessenger:
         goes with SMTPUTF8 (see check_envelope).
         """
         conn = self._conn
-        if conn is None or conn.error is not None or conn.transport is None:
-            reason = str(conn.error) if conn is not None and conn.error else "not connected"
-            self._conn = None
+        if conn is None or conn.error is not None or conn.transport is None or conn.pending():
+            # Lost, or the server spoke out of turn, while the message was being claimed:
+            # nothing of it was written.
+            reason = (
+                str(conn.error)
+                if conn is not None and conn.error
+                else "the server spoke out of turn"
+                if conn is not None and conn.transport is not None
+                else "not connected"
+            )
+            self._abandon()
             asyncio.get_running_loop().call_soon(done, TemporaryFailure(f"connection lost: {reason}"))
             return
         utf8 = not (sender.isascii() and recipient.isascii())
@@ -362,15 +379,21 @@ class SMTPMessenger:
         self._conn.transport.write(self._data)
 
     def _finish(self, code: int, message: bytes) -> None:
-        """The reply to the final dot."""
+        """The reply to the final dot.
+
+        Reported in the next callback, not from inside data_received: the rest of
+        this read (a 421 right behind the 250, say) is parsed first, so the next
+        message sees the connection as it is.
+        """
         done = self._end()
+        loop = asyncio.get_running_loop()
         if code == 250:
-            done(reply_text(code, message))
+            loop.call_soon(done, reply_text(code, message))
             return
         failure, drop = failure_of(code, message, "the message")
         if drop:
             self._abandon()
-        done(failure)
+        loop.call_soon(done, failure)
 
     def _refused(self, code: int, message: bytes, command: str, waiting_for_data: bool) -> None:
         """A refused envelope: leave the session clean (or close it), then report."""
@@ -389,7 +412,7 @@ class SMTPMessenger:
             finally:
                 done(failure)
 
-        asyncio.ensure_future(clean_up())
+        self._cleanup = self._background(clean_up())
 
     def _on_lost(self, error: Exception) -> None:
         """The connection was lost with a message in flight."""
@@ -415,11 +438,15 @@ class SMTPMessenger:
 
     # A single timer per connection, moved lazily: a message only sets the deadline;
     # the timer, when it fires early, re-arms itself for the deadline now in force.
+    # Only a deadline earlier than the timer (a short --data-timeout) moves it at once.
     def _arm(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + seconds
-        if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._expire)
+        deadline = self._deadline = loop.time() + seconds
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
@@ -451,8 +478,19 @@ class SMTPMessenger:
         self.check_envelope(sender, recipient)
         data = await _resolve(data)
         outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.transmit(sender, recipient, data, outcome.set_result)
-        result = await outcome
+
+        def deliver(result: object) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+
+        self.transmit(sender, recipient, data, deliver)
+        try:
+            result = await outcome
+        except asyncio.CancelledError:
+            if self._done is not None:  # still in flight: stop it where it is
+                self._end()
+                self._abandon()
+            raise
         if isinstance(result, BaseException):
             raise result
         return str(result)
@@ -479,6 +517,11 @@ class SMTPMessenger:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._done is not None:  # a message in flight (a cancelled push): no QUIT now
+            self._end()
+            self._abandon()
+        if self._cleanup is not None and not self._cleanup.done():
+            await asyncio.wait([self._cleanup], timeout=5)
         if self._conn is not None and self._conn.error is None:
             try:
                 async with asyncio.timeout(5):

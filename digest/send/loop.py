@@ -2,8 +2,9 @@
 
 Per message the work is: fill in the prepared message (substitution only), record
 'sending' in the transaction that checks the address is still subscribed, transmit,
-record the outcome (committed at the end of the same event-loop turn, never held
-back). One thread drives every connection, and a message's steps are callbacks
+record the outcome (committed within three event-loop turns of the reply, shared
+with the other connections that got there meanwhile, never held back until the
+next message). One thread drives every connection, and a message's steps are callbacks
 (no task or coroutine per message), so that work never waits for another thread
 and costs little beyond itself.
 """
@@ -392,7 +393,7 @@ class _Lane:
         """Record what became of the message; go on to the next (or retry, or stop)."""
         send = self.send
         delivery = self.delivery
-        if isinstance(result, str):  # accepted: recorded 'sent' at the end of this turn
+        if isinstance(result, str):  # accepted: 'sent' in the next group commit
             send.record(delivery.id, "sent", result)
             send.count("sent")
             self.take()

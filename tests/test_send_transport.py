@@ -208,3 +208,43 @@ def test_a_reply_that_is_not_smtp_drops_the_connection(greeting: bytes) -> None:
 
     outcome = asyncio.run(scenario())
     assert outcome.startswith("TemporaryFailure: connection failed: not an SMTP reply: ")
+
+
+def test_a_server_silent_in_the_tls_handshake_fails_within_the_timeout() -> None:
+    # The connection is dropped at once when the handshake times out, not closed politely
+    # (a TLS session half set up would hold the close for seconds more).
+    import time
+
+    from digest.send.transport import Timeouts
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-scripted\r\n250 STARTTLS\r\n")
+            elif verb == b"STAR":
+                writer.write(b"220 go ahead\r\n")
+                await asyncio.sleep(10)  # and then nothing: no handshake
+                break
+        writer.close()
+
+    async def scenario() -> tuple[str, float]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        messenger = SMTPMessenger(
+            Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_security="starttls"),
+            timeouts=Timeouts.scaled(command=1),
+        )
+        started = time.monotonic()
+        try:
+            await messenger.connect()
+        except Exception as e:  # noqa: BLE001 - the kind is what is tested
+            return f"{type(e).__name__}: {e}", time.monotonic() - started
+        finally:
+            server.close()
+        return "connected", time.monotonic() - started
+
+    outcome, seconds = asyncio.run(scenario())
+    assert outcome == "TemporaryFailure: connection failed: no reply in time"
+    assert seconds < 4  # the 1 s timeout, not 1 s plus a 5 s wait for a polite close

@@ -182,6 +182,15 @@ def _deliveries_in_order(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX deliveries_in_order ON deliveries (issue, id)")
 
 
+def _sends_take_a_lock(db: sqlite3.Connection) -> None:
+    """Nothing to change in the tables: a send now holds a lock (``.digest/locks/``).
+
+    An older digest takes none, so two of them (a newer send and an older one run by
+    cron, say) could take the same readers. Raising the version makes an older digest
+    refuse this database instead.
+    """
+
+
 # MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _journal_tables,
@@ -189,6 +198,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _bounce_tables,
     _redact_erased_replies,
     _deliveries_in_order,
+    _sends_take_a_lock,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

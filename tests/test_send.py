@@ -494,6 +494,7 @@ def test_a_second_process_sending_the_same_issue_is_refused(
     out, err = second.communicate(timeout=30)
     assert first.poll() is None  # still sending when the second was refused
     assert second.returncode == 1, out + err
+    assert "Recipients:" not in out  # refused before the plan, not after the confirmation
     assert "Traceback" not in err
     assert re.search(
         rf"Error: \S*locks/send-[0-9a-f]{{16}}\.lock: {EXAMPLE} is being sent by another digest "
@@ -508,3 +509,23 @@ def test_a_second_process_sending_the_same_issue_is_refused(
     assert after.returncode == 0 and "Nothing to send." in out, out + err
     got = plain_server.recorder.by_recipient()
     assert len(got) == 40 and all(len(v) == 1 for v in got.values())
+
+
+def test_the_plan_names_readers_due_from_an_earlier_run_with_another_list(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    from digest.config import load_project
+    from digest.send import plan_send
+
+    first = tmp_path / "first.csv"
+    first.write_text("email\n" + "".join(f"early{i}@example.com\n" for i in range(3)))
+    # An earlier run recorded its readers and stopped before sending (as if interrupted).
+    plan_send(load_project(project), EXAMPLE, list_path=first).record().close()
+    result = _send(runner, "--list", str(_list(tmp_path, 2)), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Recipients: 5 to send\n" in result.stdout
+    assert (
+        "Earlier:    3 of them are due from an earlier run of this issue and not in this list; "
+        "they are sent too\n" in result.stdout
+    )
+    assert len(plain_server.recorder.by_recipient()) == 5

@@ -510,6 +510,10 @@ def test_dry_run_and_outbox_leave_no_copy_of_the_list(
     import tempfile
 
     monkeypatch.setenv("DIGEST_SECRET", SECRET)
+    # A temporary folder of this test's own: other processes' files in /tmp are not ours.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     before = set(os.listdir(tempfile.gettempdir()))
     path = _list(tmp_path, 5)
     assert _send(runner, "--list", str(path), "--dry-run").exit_code == 0

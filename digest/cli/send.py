@@ -181,6 +181,11 @@ def send(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
     )
+    if plan.not_in_list:
+        click.echo(
+            f"Earlier:    {plan.not_in_list} of them are due from an earlier run of this "
+            "issue and not in this list; they are sent too"
+        )
     skipped = len(plan.invalid) + plan.suppressed + len(plan.duplicates)
     if skipped:
         click.echo(

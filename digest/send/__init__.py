@@ -50,6 +50,19 @@ def open_journal(project: Project) -> Journal:
     return Journal(project.state_dir / JOURNAL_NAME)
 
 
+def _lock_path(project: Project, key: str) -> Path:
+    return project.state_dir / "locks" / f"send-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+
+
+def _being_sent(path: Path, key: str, holder: str) -> SendError:
+    return SendError(
+        f"{key} is being sent by another digest process" + (f" (pid {holder})" if holder.isdigit() else ""),
+        path=path,
+        hint="wait for it to finish ('digest status' shows its progress) or stop it; "
+        "then run the same command again to resume",
+    )
+
+
 @contextlib.contextmanager
 def only_sender(project: Project, key: str) -> Iterator[None]:
     """Hold the lock of one send (an issue to its list, or to one --to address).
@@ -57,27 +70,37 @@ def only_sender(project: Project, key: str) -> Iterator[None]:
     An advisory lock (flock) on a file in the state folder: the system releases it
     when the process ends, however it ends, so a killed send never leaves it taken.
     """
-    folder = project.state_dir / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"send-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    path = _lock_path(project, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip()
-            raise SendError(
-                f"{key} is being sent by another digest process"
-                + (f" (pid {holder})" if holder.isdigit() else ""),
-                path=path,
-                hint="wait for it to finish ('digest status' shows its progress) or stop it; "
-                "then run the same command again to resume",
-            ) from None
+            raise _being_sent(path, key, f.read().strip()) from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
         yield
+
+
+def _check_not_being_sent(project: Project, key: str) -> None:
+    """Refuse at once (before the plan is confirmed) a send that another process runs.
+
+    Writes nothing: no lock file means nobody holds the lock. ``only_sender`` still
+    decides, in ``execute``.
+    """
+    path = _lock_path(project, key)
+    try:
+        f = path.open("r")
+    except FileNotFoundError:
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _being_sent(path, key, f.read().strip()) from None
 
 
 def _existing_journal(project: Project) -> Journal | None:
@@ -111,6 +134,7 @@ class Plan:
     retrying: list[str] = field(default_factory=list)
     invalid: list[RowProblem] = field(default_factory=list)
     suppressed: int = 0
+    not_in_list: int = 0  # due from an earlier run of this send, not in this list
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
     dry_run: bool = False
     scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
@@ -266,6 +290,8 @@ def plan_send(
     template = MessageTemplate(rendered, secret=settings.secret)
     key = issue.slug if to is None else f"{issue.slug} to {to}"
     scratch = dry_run or outbox is not None
+    if not scratch:
+        _check_not_being_sent(project, key)
     journal = _existing_journal(project)
     known = journal.content_hash(key) if journal and not scratch else None
     if known is not None and known != template.content_hash and not force:
@@ -328,6 +354,12 @@ def _count(
     # First line of each address, by a 64-bit hash of its key: about 100 bytes a reader.
     seen: dict[int, int] = {}
     new = 0
+    due_here = 0  # readers of this list already due from an earlier run
+    due_states = {"pending", "deferred"}
+    if plan.options.resend_uncertain:
+        due_states.add("sending")
+    if plan.options.retry_failed:
+        due_states.add("failed")
     for row in rows:
         if isinstance(row, RowProblem):
             plan.invalid.append(row)
@@ -338,9 +370,12 @@ def _count(
             plan.duplicates.append((row.line or 0, seen[short]))
             continue
         seen[short] = row.line or 0
+        state = journal.state_of(plan.key, key) if journal is not None else None
+        if state in due_states:
+            due_here += 1
         if suppression is not None and suppression.is_suppressed(key):
             plan.suppressed += 1
-        elif journal is None or journal.state_of(plan.key, key) is None:
+        elif state is None:
             new += 1
     counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
     options = plan.options
@@ -351,6 +386,9 @@ def _count(
         + (counts["sending"] if options.resend_uncertain else 0)
         + (counts["failed"] if options.retry_failed else 0)
     )
+    # Due from an earlier run of this send but not in this list (a run interrupted and
+    # started again with another list): they are part of the send, so they go too.
+    plan.not_in_list = max(0, plan.to_send - new - due_here)
     plan.already_sent = counts["sent"]
     plan.uncertain = counts["sending"]
     plan.failed_before = counts["failed"]

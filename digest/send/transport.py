@@ -212,7 +212,7 @@ class SMTPMessenger:
             raise SendError(
                 f"cannot connect to {self.server}: {e}",
                 hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "
-                "server runs; run the same command again to resume",
+                "server runs; then run the same command again (a send resumes where it stopped)",
             ) from None
         except (OSError, EOFError, TimeoutError) as e:
             self._abandon()

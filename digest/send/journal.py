@@ -180,38 +180,27 @@ class Journal:
         check and the 'sending' record are one step, right before the message goes out.
         A suppressed one is recorded 'suppressed' instead, and its id returned.
 
-        It runs once per message or so, so it is kept lean: fixed statements, and the
-        transaction written out here (the rule of ``db.transaction``, without the cost
-        of its generator).
+        It runs once per message or so, so it is kept lean: fixed statements.
         """
         now = time.time()
         conn = self._db
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                refused = self._refused(claims) if claims else set()
-                steps = [_step(i, state, reply, refused, now) for i, state, reply in entries]
-                if len(entries) == 1 or len({i for i, _, _ in entries}) == len(entries):
-                    # Each delivery once: the order of the rows does not matter, so one
-                    # statement for the new attempts and one for the rest.
-                    attempts = [row for statement, row in steps if statement == _NEW_ATTEMPT]
-                    others = [row for statement, row in steps if statement == _OUTCOME]
-                    if attempts:
-                        conn.executemany(_NEW_ATTEMPT, attempts)
-                    if others:
-                        conn.executemany(_OUTCOME, others)
-                else:
-                    # A delivery twice (a deferral and the claim of its retry, say):
-                    # entry by entry, in order, so that the later one wins.
-                    for statement, row in steps:
-                        conn.execute(statement, row)
-            except BaseException:
-                # As db.transaction: roll back, unless SQLite already did (a full disk,
-                # say): a second ROLLBACK would fail and hide the error that matters.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, db.transaction(conn):
+            refused = self._refused(claims) if claims else set()
+            steps = [_step(i, state, reply, refused, now) for i, state, reply in entries]
+            if len(entries) == 1 or len({i for i, _, _ in entries}) == len(entries):
+                # Each delivery once: the order of the rows does not matter, so one
+                # statement for the new attempts and one for the rest.
+                attempts = [row for statement, row in steps if statement == _NEW_ATTEMPT]
+                others = [row for statement, row in steps if statement == _OUTCOME]
+                if attempts:
+                    conn.executemany(_NEW_ATTEMPT, attempts)
+                if others:
+                    conn.executemany(_OUTCOME, others)
+            else:
+                # A delivery twice (a deferral and the claim of its retry, say):
+                # entry by entry, in order, so that the later one wins.
+                for statement, row in steps:
+                    conn.execute(statement, row)
         return refused
 
     def _refused(self, claims: dict[int, str]) -> set[int]:

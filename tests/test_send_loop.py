@@ -16,6 +16,7 @@ import pytest
 
 from digest.errors import SendError
 from digest.message import Recipient
+from digest.send import journal as journal_module
 from digest.send import loop
 from digest.send.journal import Delivery, JournalError
 from digest.send.replies import PermanentFailure
@@ -43,6 +44,7 @@ class Journal:
     def counts(self, issue: str) -> dict[str, int]:
         return {"pending": self.good, "deferred": 0, "sending": 0, "failed": 0}
 
+    @journal_module._reads  # as the real journal's: a failed read is a JournalError
     def due(self, issue, states, after, limit):
         if not self.left and self.then_fail:
             raise sqlite3.OperationalError("database is locked")

@@ -355,11 +355,7 @@ def _count(
     seen: dict[int, int] = {}
     new = 0
     due_here = 0  # readers of this list already due from an earlier run
-    due_states = {"pending", "deferred"}
-    if plan.options.resend_uncertain:
-        due_states.add("sending")
-    if plan.options.retry_failed:
-        due_states.add("failed")
+    due_states = plan.options.due_states
     for row in rows:
         if isinstance(row, RowProblem):
             plan.invalid.append(row)
@@ -379,13 +375,7 @@ def _count(
             new += 1
     counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
     options = plan.options
-    plan.to_send = (
-        new
-        + counts["pending"]
-        + counts["deferred"]
-        + (counts["sending"] if options.resend_uncertain else 0)
-        + (counts["failed"] if options.retry_failed else 0)
-    )
+    plan.to_send = new + sum(counts[state] for state in due_states)
     # Due from an earlier run of this send but not in this list (a run interrupted and
     # started again with another list): they are part of the send, so they go too.
     plan.not_in_list = max(0, plan.to_send - new - due_here)

@@ -48,24 +48,32 @@ def _step(i: int, state: str, reply: str | None, refused: set[int], now: float) 
 
 
 class JournalError(SendError):
-    """The journal cannot be written: the send stops and writes nothing more."""
+    """The journal cannot be read or written: the send stops and writes nothing more."""
 
 
-def _writes(method):
-    """Turn a failed write (disk full, read-only folder) into one clear error."""
+def _journal_errors(doing: str):
+    """Turn a failed read or write (disk full, read-only folder) into one clear error."""
 
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as e:
-            raise JournalError(
-                f"cannot write the send journal: {e}",
-                path=self.path,
-                hint="check the disk and the project's .digest/ folder; run the same command again to resume",
-            ) from e
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as e:
+                raise JournalError(
+                    f"cannot {doing} the send journal: {e}",
+                    path=self.path,
+                    hint="check the disk and the project's .digest/ folder; "
+                    "run the same command again to resume",
+                ) from e
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+_writes = _journal_errors("write")
+_reads = _journal_errors("read")
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,7 @@ class Journal:
         ).fetchone()
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
 
+    @_reads
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
         """Return the next deliveries in *states*, by id.
 

@@ -26,9 +26,12 @@ class OutboxMessenger:
     def check_envelope(self, sender: str, recipient: str) -> None:
         pass
 
-    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
+    def _path(self, recipient: str) -> Path:
         name = recipient.replace("/", "_").replace("@", "_at_")
-        path = self.folder / f"{name}.eml"
+        return self.folder / f"{name}.eml"
+
+    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
+        path = self._path(recipient)
         try:
             write_atomically({path: data})
             outcome: object = "written"
@@ -37,9 +40,7 @@ class OutboxMessenger:
         asyncio.get_running_loop().call_soon(done, outcome)
 
     async def push(self, sender: str, recipient: str, data: Data) -> str:
-        data = await _resolve(data)
-        name = recipient.replace("/", "_").replace("@", "_at_")
-        write_atomically({self.folder / f"{name}.eml": data})
+        write_atomically({self._path(recipient): await _resolve(data)})
         return "written"
 
     async def close(self) -> None:

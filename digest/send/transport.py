@@ -273,15 +273,20 @@ class SMTPMessenger:
                 hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD",
             )
 
+    def _broken(self) -> str:
+        """Why the connection cannot carry a message as it is, or '' if it can."""
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return "not connected"
+        if conn.error is not None:
+            return str(conn.error) or type(conn.error).__name__
+        if conn.pending():  # the server spoke unasked (a 421 before closing, say)
+            return "the server spoke out of turn"
+        return ""
+
     def _usable(self) -> bool:
         """Whether the open connection can take the next message as it is."""
-        conn = self._conn
-        return (
-            conn is not None
-            and conn.error is None
-            and not conn.pending()  # the server spoke unasked (a 421 before closing, say)
-            and self._count < self.per_connection
-        )
+        return not self._broken() and self._count < self.per_connection
 
     def ready(self, callback: Callable[[Exception | None], None]) -> None:
         """Call back with None once a message can go, or with what prevented it."""
@@ -324,18 +329,10 @@ class SMTPMessenger:
         goes with SMTPUTF8 (see check_envelope).
         """
         conn = self._conn
-        if conn is None or conn.error is not None or conn.transport is None or conn.pending():
-            # Lost, or the server spoke out of turn, while the message was being claimed:
-            # nothing of it was written.
-            reason = (
-                str(conn.error)
-                if conn is not None and conn.error
-                else "the server spoke out of turn"
-                if conn is not None and conn.transport is not None
-                else "not connected"
-            )
+        broken = self._broken()
+        if broken:  # lost, or the server spoke, while the message was claimed: write nothing
             self._abandon()
-            asyncio.get_running_loop().call_soon(done, TemporaryFailure(f"connection lost: {reason}"))
+            asyncio.get_running_loop().call_soon(done, TemporaryFailure(f"connection lost: {broken}"))
             return
         utf8 = not (sender.isascii() and recipient.isascii())
         encoding = "utf-8" if utf8 else "ascii"

@@ -376,36 +376,6 @@ def test_plain_text_injected_after_the_starttls_220_aborts(
     assert received and set(received) == {(b"STARTTLS\r\n", b"")}
 
 
-def test_an_overlong_reply_line_is_a_clear_failure(project: Path, tmp_path: Path) -> None:
-    from digest.send.replies import REPLY_LINE_LIMIT
-    from digest.send.transport import SMTPMessenger
-
-    async def handle(reader, writer):
-        writer.write(b"220-" + b"x" * (REPLY_LINE_LIMIT + 10) + b"\r\n220 ok\r\n")
-        await writer.drain()
-        await reader.read(100)
-        writer.close()
-
-    async def attempt() -> str:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        from digest.config import Settings
-
-        messenger = SMTPMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_security="none"))
-        try:
-            await messenger.connect()
-        except Exception as e:  # noqa: BLE001 - the kind is what is tested
-            return f"{type(e).__name__}: {e}"
-        finally:
-            server.close()
-        return "connected"
-
-    outcome = asyncio.run(attempt())
-    assert outcome == (
-        f"TemporaryFailure: connection failed: a reply line longer than {REPLY_LINE_LIMIT} bytes"
-    )
-
-
 def test_no_dns_lookup_of_the_local_name(
     server: Server, runner: CliRunner, tmp_path: Path, monkeypatch
 ) -> None:

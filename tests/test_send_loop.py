@@ -21,6 +21,8 @@ from digest.send import loop
 from digest.send.journal import Delivery, JournalError
 from digest.send.replies import PermanentFailure
 
+from .scripted import messenger, scripted_server
+
 TEMPLATE = types.SimpleNamespace(
     newsletter=types.SimpleNamespace(sender="News <news@example.org>"),
     rendered=types.SimpleNamespace(personal=True),
@@ -139,40 +141,13 @@ def test_a_bug_in_a_step_stops_the_send_with_a_clear_error() -> None:
 def test_a_421_right_behind_the_250_moves_the_next_message_to_a_new_connection() -> None:
     # The relay answers the final dot and says it is closing, in one read: the next
     # message must not be claimed for, or written to, that connection.
-    from digest.config import Settings
-    from digest.send.transport import SMTPMessenger
-
     connections: list[list[bytes]] = []
     ready = threading.Event()
     port: list[int] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        lines: list[bytes] = []
-        connections.append(lines)
-        first = len(connections) == 1
-        writer.write(b"220 scripted ESMTP\r\n")
-        in_data = False
-        while line := await reader.readline():
-            lines.append(line)
-            if in_data:
-                if line == b".\r\n":
-                    writer.write(b"250 2.0.0 queued\r\n" + (b"421 4.3.2 closing\r\n" if first else b""))
-                    in_data = False
-                    if first:
-                        await writer.drain()
-                        break
-                continue
-            verb = line[:4].upper()
-            ehlo = b"250-scripted\r\n250 PIPELINING\r\n"
-            writer.write({b"EHLO": ehlo, b"DATA": b"354 go ahead\r\n"}.get(verb, b"250 ok\r\n"))
-            in_data = verb == b"DATA"
-            if verb == b"QUIT":
-                break
-        writer.close()
-
     def server() -> None:
         async def serve() -> None:
-            srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+            srv = await scripted_server(connections, first_closes_with=b"421 4.3.2 closing\r\n")
             port.append(srv.sockets[0].getsockname()[1])
             ready.set()
             await asyncio.sleep(15)
@@ -184,10 +159,7 @@ def test_a_421_right_behind_the_250_moves_the_next_message_to_a_new_connection()
     ready.wait(10)
     journal = Journal(good=2, together=2, then_fail=False)
 
-    def factory() -> SMTPMessenger:
-        return SMTPMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port[0], smtp_security="none"))
-
-    send = loop.SendLoop("issue", TEMPLATE, journal, factory, loop.Options(backoff=5))
+    send = loop.SendLoop("issue", TEMPLATE, journal, lambda: messenger(port[0]), loop.Options(backoff=5))
     assert _run(send) is None
     assert [e for e in journal.committed if e[1] == "deferred"] == []  # no retry was needed
     assert [s for _, s, _ in journal.committed] == ["sending", "sent", "sending", "sent"]

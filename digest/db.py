@@ -202,6 +202,15 @@ def _sends_take_a_lock(db: sqlite3.Connection) -> None:
     """
 
 
+def _send_logs(db: sqlite3.Connection) -> None:
+    """How far each running send's log (``digest/send/sendlog.py``) has been folded in.
+
+    An older digest would neither fold a log a killed send left nor keep out of a send
+    that writes one: the new version makes it refuse this database.
+    """
+    db.execute("CREATE TABLE send_logs (log_id TEXT PRIMARY KEY, folded INTEGER NOT NULL) WITHOUT ROWID")
+
+
 # MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _journal_tables,
@@ -210,6 +219,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _redact_erased_replies,
     _deliveries_in_order,
     _sends_take_a_lock,
+    _send_logs,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -52,13 +52,14 @@ def _check_purpose(purpose: str) -> None:
 def signer(secret: str, purpose: str, scope: str, expires: int = 0) -> Callable[[str], str]:
     """Return a function that signs addresses, the HMAC key and prefix set up once."""
     _check_purpose(purpose)
-    keyed = hmac.new(secret.encode("utf-8"), f"{purpose}\n{scope}\n{expires}\n".encode(), hashlib.sha256)
+    key = secret.encode("utf-8")
+    signed = f"{purpose}\n{scope}\n{expires}\n".encode()
     prefix = f"{_base36(expires)}." if expires else ""
 
     def sign(address: str) -> str:
-        mac = keyed.copy()
-        mac.update(_key(address))
-        return prefix + base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii")[:_MAC_CHARS]
+        # hmac.digest: one call into OpenSSL, a third of the cost of a copied HMAC object.
+        mac = hmac.digest(key, signed + _key(address), "sha256")
+        return prefix + base64.urlsafe_b64encode(mac[:16]).decode("ascii")[:_MAC_CHARS]
 
     return sign
 
@@ -177,18 +178,18 @@ _VERP_RE = re.compile(r"([0-9a-z]{1,12})\.([a-z2-7]{16})\Z")
 
 def _verp_macs(secret: str, scope: str) -> Callable[[int, str, str], str]:
     """Return a function that signs deliveries, the HMAC key set up once (for a whole send)."""
-    keyed = hmac.new(secret.encode("utf-8"), f"verp\n{scope}\n".encode(), hashlib.sha256)
+    key = secret.encode("utf-8")
+    signed = f"verp\n{scope}\n".encode()
 
     def mac_of(delivery_id: int, issue: str, address: str) -> str:
-        mac = keyed.copy()
-        mac.update(f"{delivery_id}\n{issue}\n".encode())
-        mac.update(_key(address))
-        return _base32_80(mac.digest()[:VERP_MAC_BYTES])
+        data = signed + f"{delivery_id}\n{issue}\n".encode() + _key(address)
+        return _base32_80(hmac.digest(key, data, "sha256")[:VERP_MAC_BYTES])
 
     return mac_of
 
 
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's alphabet, lower-cased
+_BASE32_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)  # 10 bits -> 2 characters
 
 
 def _base32_80(data: bytes) -> str:
@@ -196,7 +197,19 @@ def _base32_80(data: bytes) -> str:
     if len(data) != 10:
         raise ValueError(f"_base32_80 takes 10 bytes, not {len(data)}")
     n = int.from_bytes(data, "big")
-    return "".join([_BASE32[(n >> shift) & 31] for shift in range(75, -5, -5)])
+    pairs = _BASE32_PAIRS
+    return "".join(
+        (
+            pairs[n >> 70],
+            pairs[(n >> 60) & 1023],
+            pairs[(n >> 50) & 1023],
+            pairs[(n >> 40) & 1023],
+            pairs[(n >> 30) & 1023],
+            pairs[(n >> 20) & 1023],
+            pairs[(n >> 10) & 1023],
+            pairs[n & 1023],
+        )
+    )
 
 
 def _verp_mac(secret: str, scope: str, delivery_id: int, issue: str, address: str) -> str:

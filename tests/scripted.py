@@ -26,7 +26,8 @@ async def scripted_server(
     Defaults: the EHLO above, 354 to DATA, 250 to the rest and to the final dot; *replies*
     overrides them by verb, and *delays* holds a verb's answer back that many seconds
     (a slow server). With *first_closes_with*, the first connection sends those
-    bytes right behind the 250 to its first message (after *pause* seconds) and closes.
+    bytes right behind the 250 to its first message (in the same write, or *pause*
+    seconds later) and closes.
     """
     answers = {b"EHLO": EHLO, b"DATA": b"354 go ahead\r\n", **(replies or {})}
 
@@ -41,12 +42,17 @@ async def scripted_server(
             if in_data:
                 if line == b".\r\n":
                     in_data = False
-                    writer.write(b"250 2.0.0 queued\r\n")
                     if first and first_closes_with:
-                        await asyncio.sleep(pause)
-                        writer.write(first_closes_with)
+                        if pause:
+                            writer.write(b"250 2.0.0 queued\r\n")
+                            await writer.drain()
+                            await asyncio.sleep(pause)
+                            writer.write(first_closes_with)
+                        else:  # one write, so the client reads both in one read
+                            writer.write(b"250 2.0.0 queued\r\n" + first_closes_with)
                         await writer.drain()
                         break
+                    writer.write(b"250 2.0.0 queued\r\n")
                 continue
             verb = line[:4].upper()
             if delays and verb in delays:

@@ -540,10 +540,14 @@ def test_a_journal_that_cannot_be_written(
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and f"cannot write the send journal: {fault}" in errors[0]
     assert "hint: check the disk" in result.stderr
-    assert result.stdout.splitlines()[-1].startswith("Stopped: ")
+    stopped = result.stdout.splitlines()[-1]
+    assert stopped.startswith("Stopped: ")
     from digest.send import journal as journal_module
 
     monkeypatch.setattr(journal_module.Journal, "add", original_add)
+    # What went out while SQLite refused the fold is in the send's log: status folds it in.
+    _status(runner)
+    assert list((project / ".digest").glob("send-logs/*.log")) == []
     db = sqlite3.connect(project / ".digest" / "journal.sqlite3")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     states = dict(db.execute("SELECT email, state FROM deliveries").fetchall())
@@ -551,6 +555,8 @@ def test_a_journal_that_cannot_be_written(
     received = {r.recipient for r in piped.recorder.received}
     # Never a message sent that the journal cannot record: each one is 'sending' or 'sent'.
     assert all(states.get(r) in ("sending", "sent") for r in received)
+    # The summary counted the log's entries too.
+    assert stopped.startswith(f"Stopped: {list(states.values()).count('sent')} sent, ")
     if when == "loading":
         assert received == set() and states == {}
     rerun = _send(runner, "--list", str(path), "--yes", "--resend-uncertain")

@@ -320,9 +320,10 @@ def status(state: State, issue: str) -> None:
     """
     from .. import db
     from ..bounces.events import issue_bounces, issue_counts
-    from ..send import open_journal
+    from ..send import open_journal, recover_send_logs
 
     project = state.project()
+    recover_send_logs(project)  # what a killed send had not yet folded in
     journal = open_journal(project)
     conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)

@@ -42,7 +42,16 @@ log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite3"
 
-__all__ = ["Options", "Plan", "Stats", "Timeouts", "open_journal", "plan_send", "send_tests"]
+__all__ = [
+    "Options",
+    "Plan",
+    "Stats",
+    "Timeouts",
+    "open_journal",
+    "plan_send",
+    "recover_send_logs",
+    "send_tests",
+]
 
 
 def open_journal(project: Project) -> Journal:
@@ -50,8 +59,41 @@ def open_journal(project: Project) -> Journal:
     return Journal(project.state_dir / JOURNAL_NAME)
 
 
+def _send_name(key: str) -> str:
+    return f"send-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
 def _lock_path(project: Project, key: str) -> Path:
-    return project.state_dir / "locks" / f"send-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    return project.state_dir / "locks" / f"{_send_name(key)}.lock"
+
+
+def _log_path(project: Project, key: str) -> Path:
+    """Where a running send logs its journal entries (``sendlog.py``), beside its lock."""
+    return project.state_dir / "send-logs" / f"{_send_name(key)}.log"
+
+
+def recover_send_logs(project: Project) -> int:
+    """Fold into the journal every log that a killed send left; return the entries applied.
+
+    A log whose send still runs (its lock is held) is that send's to fold. Nothing is
+    written when no send was killed.
+    """
+    folder = project.state_dir / "send-logs"
+    logs = sorted(folder.glob("send-*.log")) if folder.is_dir() else []
+    applied = 0
+    for log in logs:
+        lock = project.state_dir / "locks" / f"{log.stem}.lock"
+        with lock.open("a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a send is running: it folds its own log
+            journal = open_journal(project)
+            try:
+                applied += journal.recover(log)
+            finally:
+                journal.close()
+    return applied
 
 
 def _being_sent(path: Path, key: str, holder: str) -> SendError:
@@ -201,6 +243,8 @@ class Plan:
         journal = self.journal = (
             self._scratch(self._scratch_path) if self.scratch else open_journal(self.project)
         )
+        if not self.scratch:  # what a killed send of this issue did comes first
+            journal.recover(_log_path(self.project, self.key))
         journal.start(self.key, self.template.content_hash, replace=self.replace)
         for _ in journal.add(self.key, self.recipients()):
             pass
@@ -217,8 +261,14 @@ class Plan:
             self.options,
             envelope_sender=self.envelope_sender,
         )
+        log_context = (
+            contextlib.nullcontext()
+            if self.scratch
+            else self.journal.logging_to(_log_path(self.project, self.key))
+        )
         try:
-            return loop.run(progress)
+            with log_context:
+                return loop.run(progress)
         except KeyboardInterrupt:
             loop.stop.set()
             raise
@@ -292,6 +342,7 @@ def plan_send(
     scratch = dry_run or outbox is not None
     if not scratch:
         _check_not_being_sent(project, key)
+        recover_send_logs(project)  # a killed send's last entries, for a true plan
     journal = _existing_journal(project)
     known = journal.content_hash(key) if journal and not scratch else None
     if known is not None and known != template.content_hash and not force:

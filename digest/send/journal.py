@@ -5,23 +5,26 @@ pending -> sending -> sent | failed (permanent, with the reply) | deferred (temp
 the final '.' went out (or the process died) before the server's reply was recorded,
 so the server may or may not have accepted it; only --resend-uncertain sends it again.
 WAL with synchronous=NORMAL keeps every committed state
-through a killed process without a disk sync per message.
+through a killed process without a disk sync per message. While a send runs, its
+entries go to an append-only log first (``sendlog.py``), folded in every half second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from .. import db, subscribers
 from ..errors import DigestError, SendError
 from ..message import Recipient
+from . import sendlog
 from .recipients import address_key
 
 STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed")
@@ -59,7 +62,7 @@ def _journal_errors(doing: str):
         def wrapper(self, *args, **kwargs):
             try:
                 return method(self, *args, **kwargs)
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:  # OSError: the send log (sendlog.py)
                 raise JournalError(
                     f"cannot {doing} the send journal: {e}",
                     path=self.path,
@@ -76,12 +79,66 @@ _writes = _journal_errors("write")
 _reads = _journal_errors("read")
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):  # a tuple: read a batch at a time, several µs cheaper than a dataclass
     id: int
     recipient: Recipient
     state: str
     key: str = ""
+    hash: str = ""  # the suppression hash of the key (subscribers.key_hash)
+
+
+# While a send logs its entries, whether its next readers are on the suppression list is
+# read for a batch at a time. Every this many seconds the answers are checked: if any
+# other process has written to the database since (PRAGMA data_version), they are read
+# again. An unsubscribe from the web app is honoured for every message claimed this
+# long after it.
+SUPPRESSION_RECHECK = 0.05
+
+
+class _Suppression:
+    """Which of the readers read ahead are suppressed: one query for many, kept while valid.
+
+    A query a claim cost about 20 µs a message in the send (SQLite's cache is cold
+    there), more than the log entries it goes with.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.known: dict[str, bool] = {}  # hash -> suppressed, for readers not yet claimed
+        self.checked_at = 0.0
+        self.version = self._version()
+
+    def expect(self, hashes: Iterable[str]) -> None:
+        """Read ahead for these readers."""
+        self._read(hashes, again=self._changed())
+
+    def refused(self, claims: dict[int, str]) -> set[int]:
+        """Return the claims whose reader is suppressed; each answer serves one claim."""
+        known = self.known
+        if time.monotonic() - self.checked_at >= SUPPRESSION_RECHECK:
+            if self._changed():
+                self._read(claims.values(), again=True)
+        if not all(h in known for h in claims.values()):  # a retry's, claimed before
+            self._read(claims.values(), again=False)
+        return {i for i, h in claims.items() if known.pop(h, False)}
+
+    def _version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _changed(self) -> bool:
+        """Whether another connection committed since the answers were read."""
+        self.checked_at = time.monotonic()
+        version = self._version()
+        changed, self.version = version != self.version, version
+        return changed
+
+    def _read(self, hashes: Iterable[str], again: bool) -> None:
+        wanted = set(hashes)
+        if again:
+            wanted.update(self.known)
+        found = subscribers.suppressed_among(self.conn, wanted)
+        for h in wanted:
+            self.known[h] = h in found
 
 
 class Journal:
@@ -99,10 +156,62 @@ class Journal:
                 hint="check the project's .digest/ folder is writable",
             ) from e
         self._lock = threading.Lock()
+        self._log: sendlog.SendLog | None = None
+        self._suppression: _Suppression | None = None
+        self._unfolded: list[sendlog.Entry] = []  # a log's entries that could not be folded
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- the send log ------------------------------------------------------------
+
+    @_writes
+    def recover(self, log_path: Path) -> int:
+        """Fold the log a killed send left at *log_path* (hold the send's lock); return its entries."""
+        with self._lock:
+            return sendlog.recover(log_path, self._db)
+
+    @contextlib.contextmanager
+    def logging_to(self, log_path: Path) -> Iterator[None]:
+        """Record entries in an append-only log at *log_path* while the block runs (a send).
+
+        The caller holds the send's lock. A log left there by a killed send is folded
+        first. At the end the log is folded and removed; if that fails, it stays for the
+        next run, and ``counts`` still includes its entries.
+        """
+        self.recover(log_path)
+        self._open_log(log_path)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(JournalError):  # the error in flight is the one to report
+                self._close_log()
+            raise
+        else:
+            self._close_log()
+
+    @_writes
+    def _open_log(self, log_path: Path) -> None:
+        self._log = sendlog.SendLog(log_path)
+        self._suppression = _Suppression(self._db)
+
+    @_writes
+    def _close_log(self) -> None:
+        log, self._log, self._suppression = self._log, None, None
+        if log is None:
+            return
+        with self._lock:
+            try:
+                log.close(self._db)
+            except BaseException:
+                self._unfolded = log.pending
+                raise
+
+    def _fold(self) -> None:
+        """Fold the log's pending entries (the lock is held)."""
+        if self._log is not None and self._log.pending:
+            self._log.fold(self._db)
 
     # -- the send as a whole --------------------------------------------------
 
@@ -168,12 +277,17 @@ class Journal:
         """
         marks = ",".join("?" * len(states))
         with self._lock:
+            self._fold()
             rows = self._db.execute(
                 f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
                 f"AND state IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
                 (issue, *states, after_id, limit),
             ).fetchall()
-        return [Delivery(i, Recipient(e, json.loads(f)), s, k) for i, e, f, s, k in rows]
+            key_hash = subscribers.key_hash
+            batch = [Delivery(i, Recipient(e, json.loads(f)), s, k, key_hash(k)) for i, e, f, s, k in rows]
+            if self._suppression is not None and batch:
+                self._suppression.expect([d.hash for d in batch])
+        return batch
 
     @_writes
     def record(
@@ -189,9 +303,13 @@ class Journal:
         check and the 'sending' record are one step, right before the message goes out.
         A suppressed one is recorded 'suppressed' instead, and its id returned.
 
-        It runs once per message or so, so it is kept lean: fixed statements.
+        It runs once per message or so, so it is kept lean: fixed statements. While a
+        send logs (``logging_to``), the entries are appended to the log instead, and
+        the claims are checked against answers read ahead (``_Suppression``).
         """
         now = time.time()
+        if self._log is not None:
+            return self._record_in_log(entries, claims, now)
         conn = self._db
         with self._lock, db.transaction(conn):
             refused = self._refused(claims) if claims else set()
@@ -210,6 +328,25 @@ class Journal:
                 # entry by entry, in order, so that the later one wins.
                 for statement, row in steps:
                     conn.execute(statement, row)
+        return refused
+
+    def _record_in_log(
+        self, entries: list[tuple[int, str, str | None]], claims: dict[int, str] | None, now: float
+    ) -> set[int]:
+        log = self._log
+        with self._lock:
+            refused = self._suppression.refused(claims) if claims else set()
+            rows: list[sendlog.Entry] = []
+            for i, state, reply in entries:
+                if state != "sending" or reply is not None:
+                    rows.append((i, state, False, now, reply))
+                elif i in refused:
+                    rows.append((i, "suppressed", False, now, _SUPPRESSED))
+                else:
+                    rows.append((i, "sending", True, now, None))
+            log.append(rows)
+            if log.due():
+                log.fold(self._db)
         return refused
 
     def _refused(self, claims: dict[int, str]) -> set[int]:
@@ -254,11 +391,23 @@ class Journal:
     # -- reading ---------------------------------------------------------------
 
     def counts(self, issue: str) -> dict[str, int]:
+        """Return the number of deliveries of a send in each state (with the log's entries)."""
         counts = dict.fromkeys(STATES, 0)
         for state, n in self._db.execute(
             "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
         ):
             counts[state] = n
+        logged = (self._log.pending if self._log is not None else []) + self._unfolded
+        final = {entry[0]: entry[1] for entry in logged}  # the last state of each
+        ids = list(final)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for i, state in self._db.execute(
+                f"SELECT id, state FROM deliveries WHERE issue = ? AND id IN ({','.join('?' * len(chunk))})",
+                (issue, *chunk),
+            ):
+                counts[state] -= 1
+                counts[final[i]] += 1
         return counts
 
     def delivery_id(self, issue: str, email: str) -> int | None:

@@ -317,7 +317,7 @@ class _Lane:
         email = delivery.recipient.email
         self.sender = envelope_address(send.envelope_sender(delivery.recipient, delivery.id))
         self.to = envelope_address(email)
-        self.hashed = key_hash(delivery.key or address_key(email))
+        self.hashed = delivery.hash or key_hash(delivery.key or address_key(email))
         self.attempt = 0
         self.delay = send.options.backoff
         self._attempt()

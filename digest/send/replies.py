@@ -74,13 +74,18 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
     return PermanentFailure(reply_text(code, message)), False
 
 
-class Replies(asyncio.Protocol):
+class Replies(asyncio.BufferedProtocol):
     """One SMTP connection's reply reader.
 
     Complete replies go to ``on_reply`` while it is set (a message in flight), else
     they queue for ``await reply()`` (the session's setup, RSET, QUIT). Once the
     connection is lost or the server breaks the protocol, ``error`` says why.
+
+    It reads into one buffer of its own (a BufferedProtocol): a plain Protocol has
+    asyncio allocate 256 KiB for every read of a 20-byte reply.
     """
+
+    READ_SIZE = 16384
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -93,9 +98,16 @@ class Replies(asyncio.Protocol):
         self._queue: deque[tuple[int, bytes]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buffer = memoryview(bytearray(self.READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self._partial:

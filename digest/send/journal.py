@@ -18,8 +18,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import db, subscribers
 from ..errors import DigestError, SendError

@@ -191,7 +191,8 @@ class SendLog:
         with db.transaction(conn):
             apply(conn, self.pending)
             conn.execute(
-                "INSERT INTO send_logs VALUES (?, ?) ON CONFLICT (log_id) DO UPDATE SET folded = excluded.folded",
+                "INSERT INTO send_logs VALUES (?, ?) "
+                "ON CONFLICT (log_id) DO UPDATE SET folded = excluded.folded",
                 (self.log_id, self._seq),
             )
         self.pending = []

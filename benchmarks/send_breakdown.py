@@ -35,16 +35,25 @@ def without(part: str) -> Iterator[None]:
     if part == "journal writes":  # 'sending' and 'sent' still computed, never committed
         with mock.patch.object(Journal, "record", lambda self, entries, claims=None: set()):
             yield
-    elif part == "personalisation":  # one prepared message for everyone
-        made: dict[bool, bytes] = {}
-        real = MessageTemplate.personalise
+    elif part == "personalisation":  # one prepared message for everyone, never joined again
+        made: dict[bool, list[bytes]] = {}
+        joined: dict[int, bytes] = {}
+        real, real_assemble = MessageTemplate.pieces, MessageTemplate.assemble
 
         def once(self, recipient=None, *, to=None, wire=False):
             if wire not in made:
                 made[wire] = real(self, recipient, to=to, wire=wire)
             return made[wire]
 
-        with mock.patch.object(MessageTemplate, "personalise", once):
+        def assemble(self, pieces):
+            if id(pieces) not in joined:
+                joined[id(pieces)] = real_assemble(self, pieces)
+            return joined[id(pieces)]
+
+        with (
+            mock.patch.object(MessageTemplate, "pieces", once),
+            mock.patch.object(MessageTemplate, "assemble", assemble),
+        ):
             yield
     elif part == "VERP":  # the From address as envelope sender
         sender = "digest@worlddigest.example.org"

@@ -32,6 +32,7 @@ from .render import RenderedIssue
 
 CRLF = b"\r\n"
 _SOFT_BREAK = b"=\r\n"
+_URL_SAFE = re.compile(r"[A-Za-z0-9@._~-]+")  # what quote(address, safe="@") leaves as it is
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ def dot_stuff(data: bytes) -> bytes:
     """Double each dot that starts a line (data must start at the start of a line)."""
     data = data.replace(b"\r\n.", b"\r\n..")
     return b"." + data if data.startswith(b".") else data
+
+
+DATE_AT = 2  # where MessageTemplate.pieces leaves the Date line
 
 
 class MessageTemplate:
@@ -186,10 +190,11 @@ class MessageTemplate:
             return self.rendered.unsubscribe_url
         token = self._sign(email)
         url = self.newsletter.unsubscribe_url
+        quoted = email if _URL_SAFE.fullmatch(email) else quote(email, safe="@")  # the common case, faster
         if "{email}" in url or "{token}" in url:
-            return url.replace("{email}", quote(email, safe="@")).replace("{token}", token)
+            return url.replace("{email}", quoted).replace("{token}", token)
         joiner = "&" if "?" in url else "?"
-        return f"{url}{joiner}email={quote(email, safe='@')}&token={token}"
+        return f"{url}{joiner}email={quoted}&token={token}"
 
     def personalise(
         self, recipient: Recipient | None = None, *, to: str | None = None, wire: bool = False
@@ -199,6 +204,16 @@ class MessageTemplate:
         With *wire*, return it as SMTP DATA: dot-stuffed and ended with the '.' line.
         The static parts were stuffed once, so this costs no pass over the message.
         """
+        return self.assemble(self.pieces(recipient, to=to, wire=wire))
+
+    def pieces(
+        self, recipient: Recipient | None = None, *, to: str | None = None, wire: bool = False
+    ) -> list[bytes]:
+        """Return the message as pieces to join (``assemble``): the static ones shared, the personal ones small.
+
+        The send prepares these a batch of readers at a time and joins each when its
+        turn comes; the Date line (``pieces[DATE_AT]``) is written then.
+        """
         email = recipient.email if recipient is not None else None
         unsubscribe = self.unsubscribe_url(email)
         out = [self._head]
@@ -206,7 +221,9 @@ class MessageTemplate:
             out.append(address_header("To", recipient.name, recipient.email))
         elif to:
             out.append(mailbox_header("To", to))
-        out.append(f"Date: {self.date or self._now()}".encode() + CRLF)
+        else:
+            out.append(b"")
+        out.append(b"")  # DATE_AT: written by assemble
         out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)
         out.append(self._list_unsubscribe(unsubscribe, personal=email is not None))
         out.append(self._body_head)
@@ -221,7 +238,12 @@ class MessageTemplate:
                 out.append(dot_stuff(encoded) if wire else encoded)
                 out.append(segments[i + 1])
         out.append(self._tail + b".\r\n" if wire else self._tail)
-        return b"".join(out)
+        return out
+
+    def assemble(self, pieces: list[bytes]) -> bytes:
+        """Return the message of ``pieces``, its Date line written now."""
+        pieces[DATE_AT] = f"Date: {self.date or self._now()}".encode() + CRLF
+        return b"".join(pieces)
 
     def _now(self) -> str:
         """Return the Date header value, formatted once a second."""

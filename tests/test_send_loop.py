@@ -26,7 +26,8 @@ from .scripted import messenger, scripted_server
 TEMPLATE = types.SimpleNamespace(
     newsletter=types.SimpleNamespace(sender="News <news@example.org>"),
     rendered=types.SimpleNamespace(personal=True),
-    personalise=lambda recipient, **_: b"Subject: x\r\n\r\nx\r\n.\r\n",
+    pieces=lambda recipient, **_: [b"Subject: x\r\n\r\n", b"x\r\n.\r\n"],
+    assemble=b"".join,
 )
 
 

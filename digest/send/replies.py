@@ -99,6 +99,7 @@ class Replies(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buffer = memoryview(bytearray(self.READ_SIZE))
+        self._after: list[tuple[Callable[[object], None], object]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -109,7 +110,25 @@ class Replies(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(self._buffer[:nbytes].tobytes())
 
+    def after_read(self, callback: Callable[[object], None], arg: object) -> None:
+        """Call ``callback(arg)`` once the rest of the current read is parsed.
+
+        A message's outcome is reported so: a 421 right behind its 250 in the same
+        read is seen first, so the next message finds the connection as it is. (A
+        call_soon would do the same for a few µs more a message.)
+        """
+        self._after.append((callback, arg))
+
     def data_received(self, data: bytes) -> None:
+        try:
+            self._parse(data)
+        finally:
+            if self._after:
+                after, self._after = self._after, []
+                for callback, arg in after:
+                    callback(arg)
+
+    def _parse(self, data: bytes) -> None:
         if self._partial:
             data, self._partial = self._partial + data, b""
         *lines, rest = data.split(b"\n")

@@ -378,19 +378,19 @@ class SMTPMessenger:
     def _finish(self, code: int, message: bytes) -> None:
         """The reply to the final dot.
 
-        Reported in the next callback, not from inside data_received: the rest of
-        this read (a 421 right behind the 250, say) is parsed first, so the next
-        message sees the connection as it is.
+        Reported once the rest of this read is parsed (Replies.after_read): a 421
+        right behind the 250, say, is seen first, so the next message sees the
+        connection as it is.
         """
+        conn = self._conn
         done = self._end()
-        loop = asyncio.get_running_loop()
         if code == 250:
-            loop.call_soon(done, reply_text(code, message))
+            conn.after_read(done, reply_text(code, message))
             return
         failure, drop = failure_of(code, message, "the message")
         if drop:
             self._abandon()
-        loop.call_soon(done, failure)
+        conn.after_read(done, failure)
 
     def _refused(self, code: int, message: bytes, command: str, waiting_for_data: bool) -> None:
         """A refused envelope: leave the session clean (or close it), then report."""

@@ -201,3 +201,34 @@ def test_an_unsubscribe_is_honoured_once_the_answers_are_checked_again(tmp_path:
         claim = [(ids[2], "sending", None)]
         assert journal.record(claim, _claims(ids, claim)) == {ids[2]}
     assert [s for _, s, _, _ in _rows(journal)] == ["pending", "sending", "suppressed"]
+
+
+def test_a_long_log_starts_again_after_a_fold_and_recovers_only_what_followed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    journal, ids = _journal(tmp_path / "journal.sqlite3", 3)
+    monkeypatch.setattr(sendlog, "ROTATE_BYTES", 50)
+    path = tmp_path / "send.log"
+    log = sendlog.SendLog(path)
+    log.append([(ids[0], "sending", True, 1.0, None), (ids[0], "sent", False, 2.0, "250 ok")])
+    log.fold(journal._db)
+    assert path.read_bytes() == b"%s\t%s\n" % (sendlog.MAGIC, log.log_id.encode())  # started again
+    log.append([(ids[1], "sending", True, 3.0, None)])
+    os.close(log._fd)  # killed
+    assert [n for n, _ in sendlog.parse(path.read_bytes())[1]] == [3]  # the numbers go on
+    assert journal.recover(path) == 1
+    assert _rows(journal) == [
+        (ids[0], "sent", "250 ok", 1),
+        (ids[1], "sending", None, 1),
+        (ids[2], "pending", None, 0),
+    ]
+
+
+def test_a_fold_that_fails_before_a_read_is_a_write_error(tmp_path: Path) -> None:
+    journal, ids = _journal(tmp_path / "journal.sqlite3", 2)
+    with pytest.raises(journal_module.JournalError):  # noqa: PT012 - the block is the send
+        with journal.logging_to(tmp_path / "send.log"):
+            journal.record([(ids[0], "sending", None)])
+            journal._db.execute("PRAGMA query_only = 1")
+            with pytest.raises(journal_module.JournalError, match="cannot write the send journal"):
+                journal.due(ISSUE, ("pending",), ids[0], 10)

@@ -208,6 +208,7 @@ class Journal:
                 self._unfolded = log.pending
                 raise
 
+    @_writes
     def _fold(self) -> None:
         """Fold the log's pending entries (the lock is held)."""
         if self._log is not None and self._log.pending:

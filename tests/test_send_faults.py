@@ -568,6 +568,51 @@ def test_a_journal_that_cannot_be_written(
     assert duplicates <= uncertain  # only those in flight at the failure can come twice
 
 
+def test_status_tells_a_running_send_from_a_stopped_one(
+    piped: Server, runner: CliRunner, tmp_path: Path, project: Path
+) -> None:
+    from digest.config import load_project
+    from digest.send import only_sender
+
+    assert _send(runner, "--list", str(_list(tmp_path, 5)), "--yes").exit_code == 0
+    db = sqlite3.connect(project / ".digest" / "journal.sqlite3")
+    db.execute(
+        "UPDATE deliveries SET state = 'sending', reply = NULL WHERE email LIKE 'reader0000_@%' AND id <= 2"
+    )
+    db.commit()
+    db.close()
+    with only_sender(load_project(project), EXAMPLE):  # as a send of this issue would
+        running = _status(runner)
+    assert "2 in flight (sending now; the counts can be half a second behind)" in running
+    assert "uncertain" not in running and "reader00000" not in running  # in flight is no problem
+    stopped = _status(runner)
+    assert "2 uncertain" in stopped
+    assert "uncertain reader00000@example.com: no reply recorded (in flight when the send stopped)" in stopped
+
+
+def test_status_warns_and_counts_when_a_killed_sends_log_cannot_be_folded(
+    piped: Server, runner: CliRunner, tmp_path: Path, project: Path, monkeypatch
+) -> None:
+    from digest.send import journal as journal_module
+
+    assert _send(runner, "--list", str(_list(tmp_path, 3)), "--yes").exit_code == 0
+    logs = project / ".digest" / "send-logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "send-0123456789abcdef.log").write_bytes(b"digest-send-log 1\tabc\n")
+
+    def refuses(self, path):
+        raise journal_module.JournalError(
+            "cannot write the send journal: database or disk is full", path=self.path
+        )
+
+    monkeypatch.setattr(journal_module.Journal, "recover", refuses)
+    result = runner.invoke(cli, ["status", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("Warning: ") and "database or disk is full" in result.stderr
+    assert "hint: the counts below leave out what a killed send logged last" in result.stderr
+    assert result.stdout.startswith(f"{EXAMPLE}: 3 sent")
+
+
 # -- the list ------------------------------------------------------------------------------
 
 

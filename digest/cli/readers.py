@@ -142,7 +142,12 @@ def rm(state: State, addresses: tuple[str, ...]) -> None:
         digest subscribers rm anna@example.com
     """
     from .. import subscribers as store
+    from ..send import recover_send_logs
 
+    # A killed send's log first: its deliveries are kept (with the address hashed), not
+    # taken for pending ones and deleted. (A send that is running keeps the servers'
+    # replies in its log until it ends; they are redacted when folded in.)
+    recover_send_logs(state.project())
     conn = _store(state)
     for address in addresses:
         found = store.erase(conn, address, "cli: subscribers rm")

@@ -320,10 +320,16 @@ def status(state: State, issue: str) -> None:
     """
     from .. import db
     from ..bounces.events import issue_bounces, issue_counts
-    from ..send import open_journal, recover_send_logs
+    from ..errors import DigestError
+    from ..send import open_journal, recover_send_logs, sends_running
+    from . import report
 
     project = state.project()
-    recover_send_logs(project)  # what a killed send had not yet folded in
+    try:
+        recover_send_logs(project)  # what a killed send had not yet folded in
+    except DigestError as e:
+        e.hint = "the counts below leave out what a killed send logged last; fix that and run status again"
+        report(e, "Warning")
     journal = open_journal(project)
     conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)
@@ -333,9 +339,12 @@ def status(state: State, issue: str) -> None:
         resolve_issue_dir(project, issue)  # a mistyped issue is an error, not "not sent yet"
         click.echo(f"{issue}: not sent yet")
         return
+    running = sends_running(project, keys)
     for key in keys:
         counts = journal.counts(key)
         bounced = issue_counts(conn, key)  # shown once there are any (digest bounces)
+        # While a send runs, a message in 'sending' is in flight, not uncertain.
+        in_doubt = "in flight" if key in running else "uncertain"
         click.echo(
             f"{key}: "
             + ", ".join(
@@ -346,14 +355,18 @@ def status(state: State, issue: str) -> None:
                     ("failed", counts["failed"]),
                     ("deferred", counts["deferred"]),
                     ("pending", counts["pending"]),
-                    ("uncertain", counts["sending"]),
+                    (in_doubt, counts["sending"]),
                 )
             )
             + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else "")
+            + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
-        labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
+        labels = {"failed": "failed", "deferred": "deferred", "sending": in_doubt}
         for email, st, reply in journal.problems(key):
-            click.echo(f"  {labels[st]:<9} {email}: {reply or 'no reply recorded'}")
+            if st == "sending" and key in running and not reply:
+                continue  # in flight: not a problem (yet)
+            why = reply or "no reply recorded (in flight when the send stopped)"
+            click.echo(f"  {labels[st]:<9} {email}: {why}")
         for email, label, detail in issue_bounces(conn, key):
             click.echo(f"  {label:<9} {email}: {detail}")
 

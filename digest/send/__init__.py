@@ -25,7 +25,7 @@ from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
 from ..tokens import verp_address, verp_signer
-from .journal import STATES, Journal
+from .journal import STATES, Journal, JournalError
 from .loop import Options, SendLoop, Stats
 from .outbox import OutboxMessenger
 from .recipients import RowProblem, address_key, check_addresses, envelope_address, read_recipients
@@ -50,6 +50,7 @@ __all__ = [
     "open_journal",
     "plan_send",
     "recover_send_logs",
+    "sends_running",
     "send_tests",
 ]
 
@@ -83,17 +84,39 @@ def recover_send_logs(project: Project) -> int:
     applied = 0
     for log in logs:
         lock = project.state_dir / "locks" / f"{log.stem}.lock"
-        with lock.open("a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a send is running: it folds its own log
+        try:
+            f = lock.open("r")  # flock needs no write access: a read-only folder still works
+        except FileNotFoundError:
+            f = None  # no lock file: no send could be writing this log
+        except OSError as e:
+            raise JournalError(
+                f"cannot read the lock of a killed send: {e.strerror}",
+                path=lock,
+                hint="check the permissions of the project's .digest/ folder",
+            ) from None
+        with f or contextlib.nullcontext():
+            if f is not None:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a send is running: it folds its own log
             journal = open_journal(project)
             try:
                 applied += journal.recover(log)
             finally:
                 journal.close()
     return applied
+
+
+def sends_running(project: Project, keys: Iterable[str]) -> set[str]:
+    """Return which of these sends are running now (their lock is held). Writes nothing."""
+    running = set()
+    for key in keys:
+        try:
+            _check_not_being_sent(project, key)
+        except SendError:
+            running.add(key)
+    return running
 
 
 def _being_sent(path: Path, key: str, holder: str) -> SendError:

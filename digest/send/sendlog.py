@@ -65,6 +65,14 @@ class SendLogError(OSError):
     """The log cannot be written: the send must stop before another message goes out."""
 
 
+def _folded(conn: sqlite3.Connection, log_id: str, number: int) -> None:
+    """Store that the log's entries up to *number* are applied (in the fold's transaction)."""
+    conn.execute(
+        "INSERT INTO send_logs VALUES (?, ?) ON CONFLICT (log_id) DO UPDATE SET folded = excluded.folded",
+        (log_id, number),
+    )
+
+
 def apply(conn: sqlite3.Connection, entries: list[Entry]) -> None:
     """Apply *entries*, in order, to the deliveries (inside the caller's transaction)."""
     rows: dict[int, list] = {}  # id -> [state, reply set?, reply, time, new attempts]
@@ -144,6 +152,7 @@ def recover(path: Path, conn: sqlite3.Connection) -> int:
             todo = [entry for number, entry in numbered if number > done]
             if todo:
                 apply(conn, todo)
+                _folded(conn, log_id, numbered[-1][0])  # a crash before the unlink: not again
     path.unlink()
     if log_id is not None:
         conn.execute("DELETE FROM send_logs WHERE log_id = ?", (log_id,))
@@ -165,7 +174,12 @@ class SendLog:
         self._folded_at = time.monotonic()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         self._fd: int | None = os.open(path, flags, 0o600)
-        self._write(b"%s\t%s\n" % (MAGIC, self.log_id.encode("ascii")))
+        try:
+            self._write(b"%s\t%s\n" % (MAGIC, self.log_id.encode("ascii")))
+        except SendLogError:
+            os.close(self._fd)
+            path.unlink(missing_ok=True)  # nothing in it
+            raise
 
     def append(self, entries: list[Entry]) -> None:
         """Write *entries* to the log, in the kernel when this returns (raise SendLogError if not)."""
@@ -190,11 +204,7 @@ class SendLog:
             return
         with db.transaction(conn):
             apply(conn, self.pending)
-            conn.execute(
-                "INSERT INTO send_logs VALUES (?, ?) "
-                "ON CONFLICT (log_id) DO UPDATE SET folded = excluded.folded",
-                (self.log_id, self._seq),
-            )
+            _folded(conn, self.log_id, self._seq)
         self.pending = []
         self._folded_at = time.monotonic()
         if self._size > ROTATE_BYTES and self._fd is not None and self._broken is None:
@@ -204,13 +214,19 @@ class SendLog:
             self._write(b"%s\t%s\n" % (MAGIC, self.log_id.encode("ascii")))
 
     def close(self, conn: sqlite3.Connection) -> None:
-        """Fold what is pending and remove the log; if the fold fails, the log stays."""
+        """Fold what is pending and remove the log; if the fold fails, the log stays.
+
+        After a failed write the log stays too: whole lines of the failed group may
+        be in it (an outcome, say), and ``recover`` applies them.
+        """
         try:
             self.fold(conn)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        if self._broken is not None:
+            return
         self.path.unlink(missing_ok=True)
         conn.execute("DELETE FROM send_logs WHERE log_id = ?", (self.log_id,))
 

@@ -302,7 +302,8 @@ class Journal:
 
         It runs once per message or so, so it is kept lean: fixed statements. While a
         send logs (``logging_to``), the entries are appended to the log instead, and
-        the claims are checked against answers read ahead (``_Suppression``).
+        the claims are checked against answers read ahead, read again whenever
+        another process has written since (``_Suppression``): the same outcome.
         """
         now = time.time()
         if self._log is not None:

@@ -1,11 +1,12 @@
 """The send loop: one lane per connection, fed from the journal in batches.
 
 Per message the work is: fill in the prepared message (substitution only; the
-reader's own pieces are worked out a batch of readers at a time), record
-'sending' in the transaction that checks the address is still subscribed, transmit,
-record the outcome (committed within three event-loop turns of the reply, shared
-with the other connections that got there meanwhile, never held back until the
-next message). One thread drives every connection, and a message's steps are callbacks
+reader's own pieces are worked out a batch of readers at a time), check the
+address is still subscribed and record 'sending' (one journal call), transmit,
+record the outcome (within three event-loop turns of the reply, shared with the
+other connections that got there meanwhile, never held back until the next
+message). While a send runs, the journal appends its entries to the send's log
+(sendlog.py). One thread drives every connection, and a message's steps are callbacks
 (no task or coroutine per message), so that work never waits for another thread
 and costs little beyond itself.
 """
@@ -246,8 +247,8 @@ class SendLoop:
         """Queue an entry for the next group commit.
 
         With *claim* (the address hash of a new attempt), the commit checks it against
-        the suppression list in the same transaction; *then* is called after the
-        commit with the ids refused as suppressed, or with the journal's error.
+        the suppression list as it records it; *then* is called after the commit
+        with the ids refused as suppressed, or with the journal's error.
         """
         self._entries.append((delivery_id, state, reply))
         if claim is not None:
@@ -324,9 +325,9 @@ def _guarded(step: Callable[..., None]) -> Callable[..., None]:
 class _Lane:
     """One connection's deliveries, one after another, each step a callback.
 
-    take -> (rate limit) -> attempt -> messenger ready -> personalise, claim (commit of
+    take -> (rate limit) -> attempt -> messenger ready -> personalise, claim (record of
     'sending' with the suppression check) -> transmit -> outcome -> take. 'sending' is
-    committed before anything of the message is written: a message never goes out
+    recorded before anything of the message is written: a message never goes out
     that the journal has not recorded as in flight, and one refused at the claim
     leaves the session clean.
     """

@@ -81,8 +81,15 @@ def test_500_one_click_posts_during_a_5000_recipient_send(project: Path, tmp_pat
         at, address = line.split(" ")
         arrivals.setdefault(address, []).append(float(at))
     assert all(len(times) == 1 for times in arrivals.values())  # nobody got two
-    late = [(a, arrivals[a][0] - t) for a, _, t in answered if a in arrivals and arrivals[a][0] > t]
-    assert late == []  # every message to a leaving reader began before the POST was answered
+    # Every message to a leaving reader was claimed before its unsubscribe was recorded,
+    # so its RCPT reached the sink before the POST was answered, give or take the time
+    # the sink (sharing two cores with the send, the web app and 50 clients) takes to
+    # read it: 0.8 ms was seen. The claim and the unsubscribe no longer wait for each
+    # other's SQLite write lock, which used to widen that margin. (A check of the
+    # suppression list that lagged by 50 ms failed here in one run of three, 26 ms
+    # late; test_send_sendlog checks the claim itself, deterministically.)
+    late = [(a, arrivals[a][0] - t) for a, _, t in answered if a in arrivals and arrivals[a][0] > t + 0.01]
+    assert late == []
     skipped = [a for a in leaving if a not in arrivals]
     assert skipped, "the send finished before the unsubscribes: nothing was tested"
     assert len(arrivals) == 5000 - len(skipped)

@@ -29,25 +29,21 @@ from .recipients import address_key
 
 STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed")
 _SUPPRESSED = "unsubscribed while the send ran"
-# Journal.record's two statements. A new attempt ('sending' with no reply yet) clears
-# the reply of the last one, so that if it ends uncertain the reason shown is its own,
-# not an earlier deferral's, and counts one attempt more.
-_NEW_ATTEMPT = (
-    "UPDATE deliveries SET state = 'sending', reply = NULL, updated_at = ?, "
-    "attempts = attempts + 1 WHERE id = ?"
-)
-# Any other entry (an outcome, an uncertain attempt's reason, a refused claim) keeps the
-# last reply when it brings none.
-_OUTCOME = "UPDATE deliveries SET state = ?, reply = coalesce(?, reply), updated_at = ? WHERE id = ?"
 
 
-def _step(i: int, state: str, reply: str | None, refused: set[int], now: float) -> tuple[str, tuple]:
-    """Return the statement and parameters that record one entry of Journal.record."""
-    if state != "sending" or reply is not None:
-        return _OUTCOME, (state, reply, now, i)
-    if i in refused:  # a claim refused: its reader is on the suppression list
-        return _OUTCOME, ("suppressed", _SUPPRESSED, now, i)
-    return _NEW_ATTEMPT, (now, i)
+def _entries(entries: list[tuple[int, str, str | None]], refused: set[int], now: float) -> list[sendlog.Entry]:
+    """Return Journal.record's entries as the send log's (how they change a delivery:
+    ``sendlog.apply``). 'sending' without a reply is a new attempt; a refused claim is
+    recorded 'suppressed'."""
+    rows: list[sendlog.Entry] = []
+    for i, state, reply in entries:
+        if state != "sending" or reply is not None:
+            rows.append((i, state, False, now, reply))
+        elif i in refused:  # its reader is on the suppression list
+            rows.append((i, "suppressed", False, now, _SUPPRESSED))
+        else:
+            rows.append((i, "sending", True, now, None))
+    return rows
 
 
 class JournalError(SendError):
@@ -300,51 +296,23 @@ class Journal:
         check and the 'sending' record are one step, right before the message goes out.
         A suppressed one is recorded 'suppressed' instead, and its id returned.
 
-        It runs once per message or so, so it is kept lean: fixed statements. While a
-        send logs (``logging_to``), the entries are appended to the log instead, and
-        the claims are checked against answers read ahead, read again whenever
-        another process has written since (``_Suppression``): the same outcome.
+        While a send logs (``logging_to``), the entries are appended to the log
+        instead (folded in later by the same ``sendlog.apply``), and the claims are
+        checked against answers read ahead, read again whenever another process has
+        written since (``_Suppression``): the same outcome.
         """
         now = time.time()
-        if self._log is not None:
-            return self._record_in_log(entries, claims, now)
-        conn = self._db
-        with self._lock, db.transaction(conn):
-            refused = self._refused(claims) if claims else set()
-            steps = [_step(i, state, reply, refused, now) for i, state, reply in entries]
-            if len(entries) == 1 or len({i for i, _, _ in entries}) == len(entries):
-                # Each delivery once: the order of the rows does not matter, so one
-                # statement for the new attempts and one for the rest.
-                attempts = [row for statement, row in steps if statement == _NEW_ATTEMPT]
-                others = [row for statement, row in steps if statement == _OUTCOME]
-                if attempts:
-                    conn.executemany(_NEW_ATTEMPT, attempts)
-                if others:
-                    conn.executemany(_OUTCOME, others)
-            else:
-                # A delivery twice (a deferral and the claim of its retry, say):
-                # entry by entry, in order, so that the later one wins.
-                for statement, row in steps:
-                    conn.execute(statement, row)
-        return refused
-
-    def _record_in_log(
-        self, entries: list[tuple[int, str, str | None]], claims: dict[int, str] | None, now: float
-    ) -> set[int]:
         log = self._log
         with self._lock:
+            if log is None:
+                with db.transaction(self._db):
+                    refused = self._refused(claims) if claims else set()
+                    sendlog.apply(self._db, _entries(entries, refused, now))
+                return refused
             refused = self._suppression.refused(claims) if claims else set()
-            rows: list[sendlog.Entry] = []
-            for i, state, reply in entries:
-                if state != "sending" or reply is not None:
-                    rows.append((i, state, False, now, reply))
-                elif i in refused:
-                    rows.append((i, "suppressed", False, now, _SUPPRESSED))
-                else:
-                    rows.append((i, "sending", True, now, None))
             if log.due():  # first: a failed fold then records nothing of this group
                 log.fold(self._db)
-            log.append(rows)
+            log.append(_entries(entries, refused, now))
         return refused
 
     def _refused(self, claims: dict[int, str]) -> set[int]:

@@ -48,8 +48,10 @@ ROTATE_BYTES = 8 << 20  # a log over this size starts again after a fold
 # (delivery id, state, whether it is a new attempt, time, reply or None)
 Entry = tuple[int, str, bool, float, "str | None"]
 
-# One statement per delivery for a whole fold. A new attempt clears the reply and counts
-# one attempt more (as Journal.record does); an outcome without a reply keeps the last one.
+# How entries change a delivery, for a fold and for Journal.record alike: one statement
+# per delivery. A new attempt clears the reply (if it ends uncertain, the reason shown is
+# its own, not an earlier deferral's) and counts one attempt more; any other entry keeps
+# the last reply when it brings none.
 # A reader erased since the entry was written keeps '[erased]' in place of a reply, which
 # may quote the address.
 _FOLD = (

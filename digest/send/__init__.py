@@ -64,13 +64,21 @@ def _send_name(key: str) -> str:
     return f"send-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def _lock_file(project: Project, name: str) -> Path:
+    return project.state_dir / "locks" / f"{name}.lock"
+
+
+def _logs_dir(project: Project) -> Path:
+    return project.state_dir / "send-logs"
+
+
 def _lock_path(project: Project, key: str) -> Path:
-    return project.state_dir / "locks" / f"{_send_name(key)}.lock"
+    return _lock_file(project, _send_name(key))
 
 
 def _log_path(project: Project, key: str) -> Path:
-    """Where a running send logs its journal entries (``sendlog.py``), beside its lock."""
-    return project.state_dir / "send-logs" / f"{_send_name(key)}.log"
+    """Where a running send logs its journal entries (``sendlog.py``); named as its lock."""
+    return _logs_dir(project) / f"{_send_name(key)}.log"
 
 
 def recover_send_logs(project: Project) -> int:
@@ -79,11 +87,11 @@ def recover_send_logs(project: Project) -> int:
     A log whose send still runs (its lock is held) is that send's to fold. Nothing is
     written when no send was killed.
     """
-    folder = project.state_dir / "send-logs"
+    folder = _logs_dir(project)
     logs = sorted(folder.glob("send-*.log")) if folder.is_dir() else []
     applied = 0
     for log in logs:
-        lock = project.state_dir / "locks" / f"{log.stem}.lock"
+        lock = _lock_file(project, log.stem)
         try:
             f = lock.open("r")  # flock needs no write access: a read-only folder still works
         except FileNotFoundError:

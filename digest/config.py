@@ -14,8 +14,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from .errors import ConfigError, DigestError, raise_all
-from .headers import parse_mailbox
-from .links import is_http_url, site_of
+from .headers import ascii_address, parse_mailbox
+from .links import ascii_url, is_http_url, site_of
 
 CONFIG_NAME = "digest.toml"
 STATE_DIR = ".digest"
@@ -78,7 +78,11 @@ class Newsletter:
     def sender_domain(self) -> str:
         """Return the domain of the From address (for Message-IDs)."""
         mailbox = parse_mailbox(self.sender)
-        return (mailbox[1].rpartition("@")[2] if mailbox else "") or "localhost"
+        domain = mailbox[1].rpartition("@")[2] if mailbox else ""
+        try:  # an internationalised domain in its ASCII form: a Message-ID is 7-bit
+            return ascii_address(f"x@{domain}").rpartition("@")[2] if domain else "localhost"
+        except ValueError:
+            return "localhost"
 
 
 @dataclass(frozen=True)
@@ -210,14 +214,18 @@ def load_newsletter(path: Path) -> Newsletter:
             )
     mailto = table.get("unsubscribe_mailto")
     if mailto is not None and (
-        not isinstance(mailto, str) or parse_mailbox(mailto) is None or parse_mailbox(mailto)[0]
+        not isinstance(mailto, str)
+        or parse_mailbox(mailto) is None
+        or parse_mailbox(mailto)[0]
+        or _ascii_mailbox(mailto) is None
     ):
         problems.append(
             ConfigError(
                 f"'unsubscribe_mailto' is not an email address: {mailto!r}",
                 path=path,
                 line=_line_of(text, "unsubscribe_mailto"),
-                hint='write unsubscribe_mailto = "unsubscribe@example.org"',
+                hint='write unsubscribe_mailto = "unsubscribe@example.org" (a plain address; '
+                "its local part in ASCII: it goes into the List-Unsubscribe header)",
             )
         )
     for key in ("base_url",):
@@ -284,16 +292,16 @@ def load_newsletter(path: Path) -> Newsletter:
         name=table["name"].strip(),
         sender=table["from"].strip(),
         disclaimer=" ".join(table["disclaimer"].split()),
-        unsubscribe_url=unsub.strip(),
+        unsubscribe_url=ascii_url(unsub.strip()),
         list_id=table["list_id"].strip().strip("<>"),
         reply_to=table.get("reply_to"),
         base_url=table.get("base_url"),
-        unsubscribe_mailto=table.get("unsubscribe_mailto"),
+        unsubscribe_mailto=_ascii_mailbox(mailto) if mailto is not None else None,
         language=table.get("language", "en"),
         recent_issues=recent,
         direction=direction,
         sources=sources,
-        bounce_address=(table.get("bounce_address") or "").strip() or None,
+        bounce_address=_ascii_mailbox(table.get("bounce_address") or "") or None,
         bounce_threshold=float(table.get("bounce_threshold", 3.0)),
     )
 
@@ -329,6 +337,19 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
     return sources, problems
 
 
+def _ascii_mailbox(value: str) -> str | None:
+    """Return the address of a plain mailbox, its domain in IDNA form, or None if it is not
+    one (a display name, a non-ASCII local part, CR/LF, anything but one address)."""
+    mailbox = parse_mailbox(value) if value.strip() == " ".join(value.split()) else None
+    if mailbox is None or mailbox[0] or any(c in mailbox[1] for c in "<> \t\r\n\0"):
+        return None
+    try:
+        address = ascii_address(mailbox[1])
+    except ValueError:
+        return None
+    return address if address.isascii() else None
+
+
 def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
     """Check bounce_address (room for a VERP token in its local part) and bounce_threshold."""
     problems: list[DigestError] = []
@@ -340,6 +361,7 @@ def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
         or "+" in local
         or not bounce.strip().rpartition("@")[2]
         or "<" in bounce
+        or _ascii_mailbox(bounce) is None  # one plain address: it becomes the SMTP envelope sender
     ):
         problems.append(
             ConfigError(
@@ -376,16 +398,21 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     """Merge .env (if any) under the environment and validate the SMTP settings."""
     values: dict[str, str | None] = {}
     if dotenv_path.is_file():
-        values.update(dotenv_values(dotenv_path))
+        try:
+            values.update(dotenv_values(dotenv_path, encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError("not UTF-8 text", path=dotenv_path, hint="save .env as UTF-8") from e
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
     port_text = values.get("DIGEST_SMTP_PORT")
     port: int | None = None
     if port_text:
         try:
             port = int(port_text)
+            if not 0 < port < 65536:
+                raise ValueError(port)
         except ValueError as e:
             raise ConfigError(
-                f"DIGEST_SMTP_PORT is not a number: {port_text!r}",
+                f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port_text!r}",
                 path=dotenv_path if dotenv_path.is_file() else None,
                 hint="set DIGEST_SMTP_PORT=587 (STARTTLS), 465 (TLS) or 25",
             ) from e

@@ -11,6 +11,7 @@ before versioning is upgraded in place and loses nothing).
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -225,6 +226,20 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def create_private(path: Path) -> None:
+    """Create the database file, and its folder, for the owner alone (0600 and 0700).
+
+    It holds readers' addresses and names; SQLite gives its -wal and -shm files the
+    same mode. An existing file or folder keeps the mode it has (a deployment may share
+    it with the web app's user through a group).
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open the database (creating its folder), migrated to the current schema.
 
@@ -234,7 +249,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
     share it without "database is locked".
     """
     if isinstance(path, Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
     db = sqlite3.connect(
         str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
+
+# What a URL may carry as it is; anything else (non-ASCII text) is percent-encoded as UTF-8.
+# '{' and '}' stay: unsubscribe_url's {email} and {token}.
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~{}"
 
 
 def is_http_url(value: object) -> bool:
@@ -15,6 +19,34 @@ def is_http_url(value: object) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def ascii_url(url: str) -> str:
+    """Return *url* in ASCII: the host in IDNA form, other non-ASCII text percent-encoded.
+
+    A URL goes into headers (List-Unsubscribe), which are 7-bit; it stays the same link.
+    An ASCII URL is returned as it is.
+    """
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    host = parts.hostname or ""
+    if host and not host.isascii():
+        userinfo, _, hostport = netloc.rpartition("@")
+        port = f":{parts.port}" if parts.port is not None else ""
+        netloc = (f"{quote(userinfo, safe=_URL_SAFE)}@" if userinfo else "") + (
+            host.encode("idna").decode("ascii") + port
+        )
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc if netloc.isascii() else quote(netloc, safe=_URL_SAFE),
+            quote(parts.path, safe=_URL_SAFE),
+            quote(parts.query, safe=_URL_SAFE),
+            quote(parts.fragment, safe=_URL_SAFE),
+        )
+    )
 
 
 def site_of(url: str | None) -> str:

@@ -180,3 +180,87 @@ def test_sources_table_and_bad_values(tmp_path: Path) -> None:
             f"{line_of('[extra]')}: unknown table [extra]",
         ]
     )
+
+
+def _newsletter(tmp_path: Path, extra: str, sender: str = "N <n@example.org>"):
+    path = write(
+        tmp_path / "digest.toml",
+        f"""
+        [newsletter]
+        name = "N"
+        from = "{sender}"
+        unsubscribe_url = "https://example.org/u"
+        list_id = "n.example.org"
+        disclaimer = "D"
+        {extra}
+    """,
+    )
+    return load_newsletter(path)
+
+
+def test_addresses_and_links_that_go_into_headers_are_kept_in_ascii(tmp_path: Path) -> None:
+    # List-Unsubscribe, the envelope and the Message-ID are 7-bit: an internationalised
+    # domain is kept in its IDNA form, a non-ASCII link percent-encoded (the same link).
+    n = _newsletter(
+        tmp_path,
+        'unsubscribe_mailto = "abmelden@bücher.example"\n        bounce_address = "bounces@bücher.example"',
+        sender="Bücher <news@bücher.example>",
+    )
+    assert n.unsubscribe_mailto == "abmelden@xn--bcher-kva.example"
+    assert n.bounce_address == "bounces@xn--bcher-kva.example"
+    assert n.sender_domain == "xn--bcher-kva.example"
+    path = write(
+        tmp_path / "digest.toml",
+        """
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://bücher.example/désabonner?e={email}&t={token}"
+        list_id = "n.example.org"
+        disclaimer = "D"
+    """,
+    )
+    assert load_newsletter(path).unsubscribe_url == (
+        "https://xn--bcher-kva.example/d%C3%A9sabonner?e={email}&t={token}"
+    )
+
+
+def test_an_unsubscribe_mailto_is_kept_as_the_bare_address(tmp_path: Path) -> None:
+    assert _newsletter(tmp_path, 'unsubscribe_mailto = "unsubscribe@example.org\\n"').unsubscribe_mailto == (
+        "unsubscribe@example.org"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            'bounce_address = "b@x.org>\\r\\nRCPT TO:victim@evil.example"',
+            "'bounce_address' must be a plain address",
+        ),
+        ('bounce_address = "b@x.org\\nX: y"', "'bounce_address' must be a plain address"),
+        ('unsubscribe_mailto = "désabo@example.org"', "'unsubscribe_mailto' is not an email address"),
+        ('unsubscribe_mailto = "u@example.org\\nBcc: x@evil.example"', "'unsubscribe_mailto' is not an email"),
+    ],
+)
+def test_an_address_that_could_break_a_header_or_the_envelope_is_refused(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        _newsletter(tmp_path, extra)
+    assert e.value.message.startswith(message)
+    assert e.value.line == 7
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-5"])
+def test_a_port_out_of_range_is_a_settings_error(tmp_path: Path, port: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / ".env", {"DIGEST_SMTP_PORT": port})
+    assert e.value.message == f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port!r}"
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("DIGEST_SECRET=café\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / ".env", {})
+    assert (e.value.message, e.value.path) == ("not UTF-8 text", tmp_path / ".env")

@@ -99,3 +99,32 @@ def test_replies_of_deliveries_erased_by_an_older_digest_are_redacted(tmp_path: 
         ("erased:ab12", "[erased]"),
         ("eve@example.org", "250 2.0.0 Ok"),
     ]
+
+
+def test_a_new_database_and_its_folder_are_for_the_owner_alone(tmp_path: Path) -> None:
+    # Readers' addresses and names: not for every user of the machine, whatever the umask.
+    import os
+
+    old = os.umask(0o022)
+    try:
+        conn = db.connect(tmp_path / "project" / ".digest" / db.DB_NAME)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        folder = tmp_path / "project" / ".digest"
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+        conn.close()
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert modes[db.DB_NAME] == 0o600
+    assert modes.get(db.DB_NAME + "-wal", 0o600) == 0o600 and modes.get(db.DB_NAME + "-shm", 0o600) == 0o600
+    assert (db.DB_NAME + "-wal") in modes  # WAL: the check above saw it
+
+
+def test_an_existing_database_keeps_its_mode(tmp_path: Path) -> None:
+    # A deployment may share it with the web app's user through a group.
+    path = tmp_path / db.DB_NAME
+    db.connect(path).close()
+    path.chmod(0o660)
+    db.connect(path).close()
+    assert path.stat().st_mode & 0o777 == 0o660

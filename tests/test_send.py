@@ -357,6 +357,55 @@ def test_outbox_writes_one_personalised_file_each(
     assert "dmitri@example.org" in dmitri.get_body(("plain",)).get_content()
 
 
+def test_outbox_gives_every_address_a_file_of_its_own(tmp_path: Path) -> None:
+    import asyncio
+
+    from digest.send.outbox import OutboxMessenger
+
+    out = tmp_path / "OUT"
+    out.mkdir()
+    outbox = OutboxMessenger(out)
+    readers = ["a/b@example.org", "a_b@example.org", "a%2Fb@example.org", "a_at_b@example.org"]
+
+    async def write_all() -> None:
+        for i, address in enumerate(readers):
+            await outbox.push("news@example.org", address, b"message %d\r\n" % i)
+
+    asyncio.run(write_all())
+    files = sorted(out.iterdir())
+    assert len(files) == 4
+    assert sorted(p.read_bytes() for p in files) == [b"message %d\r\n" % i for i in range(4)]
+    assert (out / "a%2Fb_at_example.org.eml").read_bytes() == b"message 0\r\n"
+
+
+def test_a_list_that_cannot_be_read_is_one_clear_error(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    result = _send(runner, "--list", str(tmp_path / "missing.csv"), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {tmp_path / 'missing.csv'}: cannot read the list: No such file")
+    assert "internal error" not in result.stderr and "Traceback" not in result.output
+
+
+def test_a_state_folder_where_the_lock_cannot_be_written_stops_before_anything(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    (project / ".digest").mkdir(exist_ok=True)
+    (project / ".digest" / "locks").write_text("not a folder")  # as a read-only folder would, for root too
+    result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+    assert result.exit_code == 1 and "internal error" not in result.stderr
+    assert "cannot read the send's lock: Not a directory" in result.stderr  # at the plan, before the yes
+    assert "nothing was sent" in result.stderr
+    assert plain_server.recorder.received == []
+    # Where it can be read but not written (a read-only folder for another user), taking it fails so:
+    from digest.config import load_project
+    from digest.send import JournalError, only_sender
+
+    with pytest.raises(JournalError) as e, only_sender(load_project(project), EXAMPLE):
+        pass
+    assert e.value.message.startswith("cannot write the send's lock")
+
+
 def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "evil.csv"
     path.write_text(

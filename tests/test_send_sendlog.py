@@ -251,3 +251,62 @@ def test_a_fold_that_fails_before_a_read_is_a_write_error(tmp_path: Path) -> Non
             journal._db.execute("PRAGMA query_only = 1")
             with pytest.raises(journal_module.JournalError, match="cannot write the send journal"):
                 journal.due(ISSUE, ("pending",), ids[0], 10)
+
+
+def _sync_trace(journal: Journal, monkeypatch) -> list[tuple[str, bool]]:
+    """Record the journal's commits (and whether synchronous=FULL was on) and the log's drops."""
+    events: list[tuple[str, bool]] = []
+    full = [False]
+
+    def trace(statement: str) -> None:
+        text = statement.strip().upper()
+        if text.startswith("PRAGMA SYNCHRONOUS="):
+            full[0] = text.endswith("FULL")
+        elif text == "COMMIT":
+            events.append(("commit", full[0]))
+
+    journal._db.set_trace_callback(trace)
+    real_unlink, real_truncate = Path.unlink, os.ftruncate
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.suffix == ".log":
+            events.append(("drop", False))
+        real_unlink(self, missing_ok=missing_ok)
+
+    def ftruncate(fd: int, length: int) -> None:
+        events.append(("drop", False))
+        real_truncate(fd, length)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    return events
+
+
+def test_the_log_goes_only_after_a_synced_commit(tmp_path: Path, monkeypatch) -> None:
+    # The folds are not synced (WAL, synchronous=NORMAL): without a sync before the log's
+    # lines go, a power cut soon after could lose what the log held, all of it.
+    journal, ids = _journal(tmp_path / "journal.sqlite3", 3)
+    events = _sync_trace(journal, monkeypatch)
+    log = sendlog.SendLog(tmp_path / "send.log")
+    log.append([(ids[0], "sending", True, 1.0, None), (ids[0], "sent", False, 2.0, "250 ok")])
+    log.fold(journal._db)  # a periodic fold: not synced, the log keeps its lines
+    assert events == [("commit", False)]
+    log.close(journal._db)  # nothing pending: the last fold still commits, synced
+    assert events[1:] == [("commit", True), ("drop", False)]
+
+    events.clear()
+    monkeypatch.setattr(sendlog, "ROTATE_BYTES", 50)
+    log = sendlog.SendLog(tmp_path / "send.log")
+    log.append([(ids[1], "sending", True, 3.0, None), (ids[1], "sent", False, 4.0, "250 ok")])
+    log.fold(journal._db)  # followed by the rotation
+    assert events == [("commit", True), ("drop", False)]
+
+    events.clear()
+    monkeypatch.setattr(sendlog, "ROTATE_BYTES", 8 << 20)
+    log.append([(ids[2], "sending", True, 5.0, None)])
+    log.fold(journal._db)  # small again: not synced
+    os.close(log._fd)  # killed; everything in the log was folded already
+    assert journal.recover(tmp_path / "send.log") == 0
+    assert events == [("commit", False), ("commit", True), ("drop", False)]
+    assert journal._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again
+    assert _rows(journal)[2] == (ids[2], "sending", None, 1)

@@ -171,3 +171,125 @@ def test_a_server_silent_in_the_tls_handshake_fails_within_the_timeout() -> None
     outcome, seconds = connect_outcome(handle, "starttls", Timeouts.scaled(command=1))
     assert outcome == "TemporaryFailure: connection failed: no reply in time"
     assert seconds < 4  # the 1 s timeout, not 1 s plus a 5 s wait for a polite close
+
+
+def _one_message(replies: dict[bytes, bytes], username: str = "") -> tuple[str, list[list[bytes]]]:
+    """Send MESSAGE to a scripted server with these replies; return the outcome and the lines."""
+    connections: list[list[bytes]] = []
+
+    async def scenario() -> str:
+        server = await scripted_server(connections, replies)
+        client = messenger(_port(server))
+        if username:
+            client.settings = client.settings.__class__(
+                smtp_host="127.0.0.1",
+                smtp_port=_port(server),
+                smtp_security="none",
+                smtp_username=username,
+                smtp_password="s3cret-pass",
+            )
+        try:
+            return await client.push("news@example.org", "reader@example.org", MESSAGE)
+        except Exception as e:  # noqa: BLE001 - the outcome is what is tested
+            return f"{type(e).__name__}: {e}"
+        finally:
+            await client.close()
+            server.close()
+
+    return asyncio.run(scenario()), connections
+
+
+def test_a_server_without_ehlo_gets_helo_and_the_message_goes_one_command_at_a_time() -> None:
+    outcome, [lines] = _one_message({b"EHLO": b"502 5.5.1 EHLO not implemented\r\n"})
+    assert outcome == "250 2.0.0 queued"
+    commands = [line for line in lines if line[:4] in (*COMMANDS, b"HELO")]
+    assert commands[:3] == [
+        b"EHLO [127.0.0.1]\r\n",
+        b"HELO [127.0.0.1]\r\n",
+        b"MAIL FROM:<news@example.org>\r\n",
+    ]
+
+
+def test_any_2xx_to_the_final_dot_is_a_success() -> None:
+    # A 2xx other than 250 (RFC 5321 says 250, some servers differ): recorded sent, so that
+    # --retry-failed can never send a delivered message again.
+    connections: list[list[bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines: list[bytes] = []
+        connections.append(lines)
+        writer.write(b"220 odd ESMTP\r\n")
+        while line := await reader.readline():
+            lines.append(line)
+            verb = line[:4].upper()
+            if line == b".\r\n":
+                writer.write(b"251 2.0.0 taken, oddly\r\n")
+            elif verb == b"EHLO":
+                writer.write(b"250-odd\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+            elif verb in (b"MAIL", b"RCPT", b"QUIT"):
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+    async def scenario() -> str:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        client = messenger(_port(server))
+        try:
+            return await client.push("news@example.org", "reader@example.org", MESSAGE)
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == "251 2.0.0 taken, oddly"
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "error"),
+    [
+        ("b@x.org>\r\nRCPT TO:<victim@evil.example", "reader@example.org", "SendError"),
+        ("news@example.org", "reader@example.org>\r\nRSET", "PermanentFailure"),
+        ("news@example.org", "a b@example.org", "PermanentFailure"),
+    ],
+)
+def test_an_address_that_would_break_the_command_line_never_reaches_the_server(
+    sender: str, recipient: str, error: str
+) -> None:
+    connections: list[list[bytes]] = []
+
+    async def scenario() -> str:
+        server = await scripted_server(connections)
+        client = messenger(_port(server))
+        try:
+            await client.push(sender, recipient, MESSAGE)
+        except Exception as e:  # noqa: BLE001 - the kind is what is tested
+            return type(e).__name__
+        finally:
+            await client.close()
+            server.close()
+        return "sent"
+
+    assert asyncio.run(scenario()) == error
+    assert not [line for conn in connections for line in conn if line[:4] in (b"MAIL", b"RCPT", b"RSET")]
+
+
+def test_a_server_offering_only_login_gets_auth_login() -> None:
+    ehlo = b"250-scripted\r\n250-PIPELINING\r\n250 AUTH LOGIN\r\n"
+    outcome, [lines] = _one_message({b"EHLO": ehlo, b"AUTH": b"535 5.7.8 no\r\n"}, username="editor")
+    assert outcome.startswith("SendError: the SMTP server refused the login: 535")
+    assert [line for line in lines if line.startswith(b"AUTH")] == [b"AUTH LOGIN\r\n"]
+
+
+def test_a_refused_login_never_shows_the_credentials_a_server_echoes() -> None:
+    import base64
+
+    plain = base64.b64encode(b"\0editor\0s3cret-pass")
+    ehlo = b"250-scripted\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n"
+    refusal = b"535 5.7.8 bad credentials: AUTH PLAIN " + plain + b"\r\n"
+    outcome, [lines] = _one_message({b"EHLO": ehlo, b"AUTH": refusal}, username="editor")
+    assert lines[1] == b"AUTH PLAIN " + plain + b"\r\n"  # PLAIN, where it is offered
+    assert (
+        outcome
+        == "SendError: the SMTP server refused the login: 535 5.7.8 bad credentials: AUTH PLAIN [redacted]"
+    )
+    assert plain.decode() not in outcome and "s3cret" not in outcome

@@ -144,8 +144,16 @@ def only_sender(project: Project, key: str) -> Iterator[None]:
     when the process ends, however it ends, so a killed send never leaves it taken.
     """
     path = _lock_path(project, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as f:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        f = path.open("a+")
+    except OSError as e:
+        raise JournalError(
+            f"cannot write the send's lock: {e.strerror or e}",
+            path=path,
+            hint="check the disk and that the project's .digest/ folder is writable; nothing was sent",
+        ) from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -169,6 +177,12 @@ def _check_not_being_sent(project: Project, key: str) -> None:
         f = path.open("r")
     except FileNotFoundError:
         return
+    except OSError as e:
+        raise JournalError(
+            f"cannot read the send's lock: {e.strerror or e}",
+            path=path,
+            hint="check the project's .digest/ folder; nothing was sent",
+        ) from None
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -469,8 +483,15 @@ def _count(
 
 
 def _file_digest(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read the list: {e.strerror or e}",
+            path=path,
+            hint="check the path given to --list",
+        ) from None
 
 
 def send_tests(

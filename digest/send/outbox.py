@@ -27,8 +27,11 @@ class OutboxMessenger:
         pass
 
     def _path(self, recipient: str) -> Path:
-        name = recipient.replace("/", "_").replace("@", "_at_")
-        return self.folder / f"{name}.eml"
+        """``<local part>_at_<domain>.eml``; '%', '/' and '_' of the local part percent-encoded,
+        so no two addresses share a file (``a/b@x`` and ``a_b@x`` once did)."""
+        local, _, domain = recipient.rpartition("@")
+        local = local.replace("%", "%25").replace("/", "%2F").replace("_", "%5F")
+        return self.folder / f"{local}_at_{domain.replace('/', '%2F')}.eml"
 
     def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
         path = self._path(recipient)

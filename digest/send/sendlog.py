@@ -21,6 +21,8 @@ The file, UTF-8, one entry a line, fields separated by tabs::
 before its last tab. ``os.write``
 hands each group of entries to the kernel before ``append`` returns, so a killed process
 loses none (as with SQLite's synchronous=NORMAL, a power cut can lose the last ones). A
+fold that lets the log's lines go (before the file is cut back or removed) is synced to
+disk first (``_synced``): the database then holds for good what the log held. A
 line cut short or damaged, and anything after it, is ignored: a claim is appended
 before its message is written, so a message whose claim was lost never went out, and
 one whose outcome was lost stays uncertain. Entries are numbered: a fold stores the
@@ -30,6 +32,7 @@ just before a crash are not applied a second time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -65,6 +68,24 @@ _FOLD = (
 
 class SendLogError(OSError):
     """The log cannot be written: the send must stop before another message goes out."""
+
+
+class _synced:
+    """Commit the transactions of the block with a disk sync (``synchronous=FULL``).
+
+    For the folds after which the log's lines go: the database's commits are not synced
+    (WAL, ``synchronous=NORMAL``), and without this a power cut soon after a send
+    could lose its whole record, the log being gone. One sync a send, or a rotation.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("PRAGMA synchronous=FULL")
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def _folded(conn: sqlite3.Connection, log_id: str, number: int) -> None:
@@ -148,13 +169,15 @@ def recover(path: Path, conn: sqlite3.Connection) -> int:
     log_id, numbered = parse(data)
     todo: list[Entry] = []
     if log_id is not None:
-        with db.transaction(conn):
+        with _synced(conn), db.transaction(conn):
             row = conn.execute("SELECT folded FROM send_logs WHERE log_id = ?", (log_id,)).fetchone()
             done = row[0] if row else 0
             todo = [entry for number, entry in numbered if number > done]
             if todo:
                 apply(conn, todo)
-                _folded(conn, log_id, numbered[-1][0])  # a crash before the unlink: not again
+            # Written even with nothing to apply: the commit syncs what earlier folds
+            # committed, before the file goes. A crash before the unlink: not again.
+            _folded(conn, log_id, max([done] + [number for number, _ in numbered[-1:]]))
     path.unlink()
     if log_id is not None:
         conn.execute("DELETE FROM send_logs WHERE log_id = ?", (log_id,))
@@ -166,7 +189,7 @@ class SendLog:
 
     def __init__(self, path: Path) -> None:
         """Start a new log at *path*; recover any earlier one first (``recover``)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.log_id = secrets.token_hex(8)
         self.pending: list[Entry] = []  # appended, not yet folded
@@ -200,16 +223,22 @@ class SendLog:
             len(self.pending) >= FOLD_ENTRIES or time.monotonic() - self._folded_at >= FOLD_SECONDS
         )
 
-    def fold(self, conn: sqlite3.Connection) -> None:
-        """Apply the pending entries to the database in one transaction."""
-        if not self.pending:
+    def fold(self, conn: sqlite3.Connection, last: bool = False) -> None:
+        """Apply the pending entries to the database in one transaction.
+
+        Synced to disk when the log's lines go after it: the *last* fold, and one
+        that the file's rotation follows.
+        """
+        if not self.pending and not last:
             return
-        with db.transaction(conn):
-            apply(conn, self.pending)
-            _folded(conn, self.log_id, self._seq)
+        rotate = self._size > ROTATE_BYTES and self._fd is not None and self._broken is None
+        with _synced(conn) if last or rotate else contextlib.nullcontext(), db.transaction(conn):
+            if self.pending:
+                apply(conn, self.pending)
+            _folded(conn, self.log_id, self._seq)  # the last fold writes it even so: its sync
         self.pending = []
         self._folded_at = time.monotonic()
-        if self._size > ROTATE_BYTES and self._fd is not None and self._broken is None:
+        if rotate:
             # Everything in the file is folded: start it again (the numbers go on).
             os.ftruncate(self._fd, 0)
             self._size = 0
@@ -222,7 +251,7 @@ class SendLog:
         be in it (an outcome, say), and ``recover`` applies them.
         """
         try:
-            self.fold(conn)
+            self.fold(conn, last=True)
         finally:
             if self._fd is not None:
                 os.close(self._fd)

@@ -28,6 +28,8 @@ import base64
 import functools
 import inspect
 import logging
+import os
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -45,6 +47,9 @@ from .replies import (
 )
 
 log = logging.getLogger(__name__)
+
+# What an envelope address can never hold: it would end or split the MAIL/RCPT command.
+_NOT_IN_ENVELOPE = re.compile(r"[\x00-\x20<>\x7f]")
 
 Data = bytes | Callable[[], bytes] | Callable[[], Awaitable[bytes]]
 
@@ -104,6 +109,11 @@ def check_settings(settings: Settings) -> None:
             hint="set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
             "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR",
         )
+    if settings.smtp_cafile and not os.path.isfile(settings.smtp_cafile):
+        raise ConfigError(
+            f"DIGEST_SMTP_CAFILE is not a file: {settings.smtp_cafile}",
+            hint="give the path of the PEM file of the CA that signed the server's certificate",
+        )
     if settings.smtp_security == "none" and settings.smtp_username and not is_loopback(settings.smtp_host):
         raise ConfigError(
             f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {settings.smtp_host}",
@@ -126,6 +136,7 @@ class SMTPMessenger:
         self.timeouts = timeouts or Timeouts()
         self._conn: Replies | None = None
         self._extensions: set[str] = set()
+        self._auth: set[str] = set()  # the login methods offered (PLAIN, LOGIN, ...)
         self._count = 0
         self._opening: asyncio.Task[None] | None = None
         self._cleanup: asyncio.Task[None] | None = None  # RSET after a refused envelope
@@ -207,6 +218,12 @@ class SMTPMessenger:
                 hint="check DIGEST_SMTP_SECURITY and the server's certificate "
                 "(DIGEST_SMTP_CAFILE for a private CA)",
             ) from None
+        except (UnicodeError, ValueError) as e:  # a host name that cannot be looked up at all
+            self._abandon()
+            raise SendError(
+                f"cannot connect to {self.server}: the host name is not valid ({e})",
+                hint="check DIGEST_SMTP_HOST",
+            ) from None
         except (ConnectionRefusedError, socket.gaierror) as e:
             self._abandon()
             raise SendError(
@@ -245,31 +262,57 @@ class SMTPMessenger:
             name = f"[IPv6:{address}]" if ":" in address else f"[{address}]"
         async with asyncio.timeout(self.timeouts.command):
             code, message = await self._command(f"EHLO {name}\r\n".encode())
+            if code in (500, 502):  # RFC 5321 3.2: a server without EHLO gets HELO, no extensions
+                code, message = await self._command(f"HELO {name}\r\n".encode())
+                self._check(code, message, 250, "HELO")
+                self._extensions, self._auth = set(), set()
+                return
         self._check(code, message, 250, "EHLO")
-        self._extensions = {
-            line.split()[0].lower().decode() for line in message.split(b"\n")[1:] if line.strip()
+        lines = [line.split() for line in message.split(b"\n")[1:]]
+        self._extensions = {words[0].lower().decode() for words in lines if words}
+        # The login methods offered (AUTH PLAIN LOGIN; AUTH=... of older servers).
+        self._auth = {
+            word.decode().upper()
+            for words in lines
+            if words and words[0].upper().split(b"=")[0] == b"AUTH"
+            for word in [*words[0].split(b"=")[1:], *words[1:]]
+            if word
         }
 
     async def _login(self, username: str, password: str) -> None:
-        """AUTH PLAIN (or LOGIN); the password is never logged."""
-        if "auth" not in self._extensions and not any(e.startswith("auth") for e in self._extensions):
+        """AUTH PLAIN, or LOGIN where only that is offered; the password is never logged.
+
+        A server's reply is shown without the encoded credentials, should it echo them.
+        """
+        if not self._auth and not any(e.startswith("auth") for e in self._extensions):
             raise SendError(
                 "the SMTP server offers no login (AUTH)",
                 hint="leave DIGEST_SMTP_USERNAME empty, or check the security setting",
             )
-        plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
-        code, message = await self._command(f"AUTH PLAIN {plain}\r\n".encode())
-        if code == 504:  # PLAIN not offered: LOGIN
+        plain = base64.b64encode(f"\0{username}\0{password}".encode())
+        steps = [base64.b64encode(s.encode()) for s in (username, password)]  # AUTH LOGIN's
+        secrets = [plain, *(step for step in steps if step)]
+
+        def shown(code: int, message: bytes) -> str:
+            for secret in secrets:
+                message = message.replace(secret, b"[redacted]")
+            return reply_text(code, message)
+
+        if "PLAIN" in self._auth or "LOGIN" not in self._auth:
+            code, message = await self._command(b"AUTH PLAIN " + plain + b"\r\n")
+        else:
+            code = 504  # only LOGIN offered
+        if code == 504 and "LOGIN" in self._auth:
             code, message = await self._command(b"AUTH LOGIN\r\n")
-            for secret in (username, password):
+            for step in steps:
                 if code != 334:
                     break
-                code, message = await self._command(base64.b64encode(secret.encode()) + b"\r\n")
+                code, message = await self._command(step + b"\r\n")
         if 400 <= code < 500:
-            raise TemporaryFailure(f"AUTH: {reply_text(code, message)}")
+            raise TemporaryFailure(f"AUTH: {shown(code, message)}")
         if code != 235:
             raise SendError(
-                f"the SMTP server refused the login: {reply_text(code, message)}",
+                f"the SMTP server refused the login: {shown(code, message)}",
                 hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD",
             )
 
@@ -315,7 +358,18 @@ class SMTPMessenger:
     # -- messages --------------------------------------------------------------------
 
     def check_envelope(self, sender: str, recipient: str) -> None:
-        """Raise PermanentFailure for addresses this server cannot take (call after ready)."""
+        """Raise PermanentFailure for addresses this server cannot take (call after ready).
+
+        An address that would break the command line (CR, LF, NUL, a space, '<' or '>')
+        never reaches it: for the sender that stops the send (every message has it).
+        """
+        if _NOT_IN_ENVELOPE.search(sender):
+            raise SendError(
+                f"the envelope sender {sender!r} cannot be written in an SMTP command",
+                hint="check 'from' and 'bounce_address' in digest.toml: one plain address each",
+            )
+        if _NOT_IN_ENVELOPE.search(recipient):
+            raise PermanentFailure("553 5.1.3 the address cannot be written in an SMTP command")
         if not (sender.isascii() and recipient.isascii()) and "smtputf8" not in self._extensions:
             raise PermanentFailure(
                 "553 5.6.7 the address has a non-ASCII local part and the server does not offer SMTPUTF8"
@@ -384,7 +438,7 @@ class SMTPMessenger:
         """
         conn = self._conn
         done = self._end()
-        if code == 250:
+        if 200 <= code < 300:  # 250; any other 2xx is a success too, never to be sent again
             conn.after_read(done, reply_text(code, message))
             return
         failure, drop = failure_of(code, message, "the message")

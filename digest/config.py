@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -394,14 +395,63 @@ def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
     return problems
 
 
+# Every setting digest reads from .env (bounces/mailboxes.py reads the DIGEST_IMAP_ ones).
+KNOWN_SETTINGS = frozenset(
+    {
+        "DIGEST_SMTP_HOST",
+        "DIGEST_SMTP_PORT",
+        "DIGEST_SMTP_USERNAME",
+        "DIGEST_SMTP_PASSWORD",
+        "DIGEST_SMTP_SECURITY",
+        "DIGEST_SMTP_CAFILE",
+        "DIGEST_SECRET",
+        "DIGEST_IMAP_HOST",
+        "DIGEST_IMAP_PORT",
+        "DIGEST_IMAP_USERNAME",
+        "DIGEST_IMAP_PASSWORD",
+        "DIGEST_IMAP_FOLDER",
+        "DIGEST_IMAP_SECURITY",
+        "DIGEST_IMAP_CAFILE",
+        "DIGEST_IMAP_PROCESSED",
+    }
+)
+
+
+def _unknown_settings(dotenv_path: Path, names: Iterable[str]) -> list[DigestError]:
+    """A DIGEST_ name in .env that digest does not know: a typo would drop a setting silently."""
+    problems: list[DigestError] = []
+    text = dotenv_path.read_text(encoding="utf-8")
+    for name in sorted(n for n in names if n.startswith("DIGEST_") and n not in KNOWN_SETTINGS):
+        line = next(
+            (
+                i
+                for i, row in enumerate(text.splitlines(), 1)
+                if re.match(rf"\s*(?:export\s+)?{re.escape(name)}\s*=", row)
+            ),
+            None,
+        )
+        close = difflib.get_close_matches(name, KNOWN_SETTINGS, n=1)
+        problems.append(
+            ConfigError(
+                f"unknown setting {name}",
+                path=dotenv_path,
+                line=line,
+                hint=f"did you mean {close[0]}?" if close else "see 'Configuration and secrets' in the README",
+            )
+        )
+    return problems
+
+
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     """Merge .env (if any) under the environment and validate the SMTP settings."""
     values: dict[str, str | None] = {}
     if dotenv_path.is_file():
         try:
-            values.update(dotenv_values(dotenv_path, encoding="utf-8"))
+            from_file = dotenv_values(dotenv_path, encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError("not UTF-8 text", path=dotenv_path, hint="save .env as UTF-8") from e
+        raise_all(_unknown_settings(dotenv_path, from_file))
+        values.update(from_file)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
     port_text = values.get("DIGEST_SMTP_PORT")
     port: int | None = None

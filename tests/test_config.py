@@ -264,3 +264,14 @@ def test_a_dotenv_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings(tmp_path / ".env", {})
     assert (e.value.message, e.value.path) == ("not UTF-8 text", tmp_path / ".env")
+
+
+def test_a_misspelt_setting_in_dotenv_is_named_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_SECURTY=none\nOTHER_APP_KEY=1\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / ".env", {"DIGEST_TEST_VENV": "1"})  # the environment's own are not ours
+    assert (e.value.message, e.value.line, e.value.hint) == (
+        "unknown setting DIGEST_SMTP_SECURTY",
+        2,
+        "did you mean DIGEST_SMTP_SECURITY?",
+    )

@@ -31,7 +31,7 @@ def test_bom_header_case_and_ragged_rows(tmp_path: Path) -> None:
     path.write_bytes("\ufeffEmail,Name\nA@Example.COM,Ann\n\nb@example.com\n".encode())
     rows = list(read_recipients(path))
     assert rows[0] == Recipient("A@example.com", {"name": "Ann"}, 2)
-    assert rows[1] == RowProblem(4, "1 columns, the header has 2")
+    assert rows[1] == RowProblem(4, "1 column, the header has 2")
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,8 @@ def test_bom_header_case_and_ragged_rows(tmp_path: Path) -> None:
     [
         ("", "the list is empty"),
         ("name,city\nAnn,Berlin\n", "the list has no 'email' column"),
+        ("email,name,Email\na@example.com,A,b@example.com\n", "the header names the column 'email' twice"),
+        ("email,name,name\na@example.com,A,B\n", "the header names the column 'name' twice"),
     ],
 )
 def test_bad_lists(tmp_path: Path, content: str, message: str) -> None:
@@ -54,4 +56,15 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"email,name\nx@example.com,Ren\xe9\n")
     with pytest.raises(ContentError) as e:
         list(read_recipients(path))
-    assert e.value.message == "the list is not UTF-8 text"
+    assert (e.value.message, e.value.line) == ("the list is not UTF-8 text", 2)
+
+
+def test_not_utf8_far_down_names_its_line(tmp_path: Path) -> None:
+    # The file is decoded a block at a time: the error names the row, not the block's start.
+    path = tmp_path / "list.csv"
+    rows = [f"reader{i}@example.com,Reader {i}\n".encode() for i in range(2000)]
+    rows[1500] = b"latin@example.com,Ren\xe9\n"
+    path.write_bytes(b"email,name\n" + b"".join(rows))
+    with pytest.raises(ContentError) as e:
+        list(read_recipients(path))
+    assert (e.value.message, e.value.line) == ("the list is not UTF-8 text", 1502)

@@ -560,6 +560,26 @@ def test_a_second_process_sending_the_same_issue_is_refused(
     assert len(got) == 40 and all(len(v) == 1 for v in got.values())
 
 
+def test_an_uncertain_reader_who_unsubscribed_is_counted_once_as_skipped(
+    plain_server: Server, project: Path, tmp_path: Path
+) -> None:
+    from digest.config import load_project
+    from digest.send import Options, plan_send
+    from digest.send.journal import Journal
+
+    listed = _list(tmp_path, 3)
+    earlier = plan_send(load_project(project), EXAMPLE, list_path=listed)
+    journal = earlier.record()
+    [first, *_] = journal.due(earlier.key, ("pending",), 0, 3)
+    journal.mark(first.id, "sending")  # in flight when an earlier send stopped
+    journal.close()
+    other = Journal(project / ".digest" / "journal.sqlite3")
+    other.suppress([first.recipient.email])
+    other.close()
+    plan = plan_send(load_project(project), EXAMPLE, list_path=listed, options=Options(resend_uncertain=True))
+    assert (plan.to_send, plan.suppressed, plan.not_in_list) == (2, 1, 0)
+
+
 def test_the_plan_names_readers_due_from_an_earlier_run_with_another_list(
     plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
 ) -> None:

@@ -451,6 +451,7 @@ def _count(
     seen: dict[int, int] = {}
     new = 0
     due_here = 0  # readers of this list already due from an earlier run
+    due_suppressed = 0  # of them, unsubscribed since: skipped, not sent
     due_states = plan.options.due_states
     for row in rows:
         if isinstance(row, RowProblem):
@@ -463,15 +464,16 @@ def _count(
             continue
         seen[short] = row.line or 0
         state = journal.state_of(plan.key, key) if journal is not None else None
-        if state in due_states:
-            due_here += 1
         if suppression is not None and suppression.is_suppressed(key):
             plan.suppressed += 1
+            due_suppressed += state in due_states
         elif state is None:
             new += 1
+        elif state in due_states:
+            due_here += 1
     counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
     options = plan.options
-    plan.to_send = new + sum(counts[state] for state in due_states)
+    plan.to_send = new + sum(counts[state] for state in due_states) - due_suppressed
     # Due from an earlier run of this send but not in this list (a run interrupted and
     # started again with another list): they are part of the send, so they go too.
     plan.not_in_list = max(0, plan.to_send - new - due_here)

@@ -85,15 +85,13 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
             hint="pass --list with a CSV file that has an 'email' column",
         ) from e
     with handle:
-        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+        # Bytes that are not UTF-8 are kept as lone surrogates and reported with the line
+        # they are on (a decoding error would name the line where its block of the file began).
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
         # strict: a quote left open at the end of the file is an error, not a merged row
         reader = csv.reader(text, strict=True)
         try:
             header = next(reader, None)
-        except UnicodeDecodeError as e:
-            raise ContentError(
-                "the list is not UTF-8 text", path=path, line=1, hint="save the CSV as UTF-8"
-            ) from e
         except csv.Error as e:
             raise ContentError(
                 f"malformed CSV: {e}", path=path, line=1, hint="check the quoting of the header row"
@@ -102,7 +100,16 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
             raise ContentError(
                 "the list is empty", path=path, hint="the first row names the columns, one of them 'email'"
             )
+        _check_utf8(header, path, 1)
         names = [h.strip().lower() for h in header]
+        twice = sorted({n for n in names if n and names.count(n) > 1})
+        if twice:
+            raise ContentError(
+                f"the header names the column {twice[0]!r} twice",
+                path=path,
+                line=1,
+                hint="give every column a name of its own (the merge fields are found by name)",
+            )
         if "email" not in names:
             raise _no_email_column(path, header)
         column = names.index("email")
@@ -120,8 +127,12 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                     )
                 if not any(cell.strip() for cell in row):
                     continue
+                _check_utf8(row, path, line)
                 if len(row) != len(names):
-                    yield RowProblem(line, f"{len(row)} columns, the header has {len(names)}")
+                    yield RowProblem(
+                        line,
+                        f"{len(row)} column{'s' if len(row) != 1 else ''}, the header has {len(names)}",
+                    )
                     continue
                 raw = row[column]
                 try:
@@ -131,10 +142,6 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                     continue
                 fields = {n: v for n, v in zip(names, row, strict=True) if n != "email"}
                 yield Recipient(address, fields, line)
-        except UnicodeDecodeError as e:
-            raise ContentError(
-                "the list is not UTF-8 text", path=path, line=reader.line_num + 1, hint="save the CSV as UTF-8"
-            ) from e
         except csv.Error as e:
             raise ContentError(
                 f"malformed CSV: {e} (an unclosed quote?)",
@@ -142,6 +149,16 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                 line=last + 1,
                 hint="check the quoting of that row",
             ) from e
+
+
+def _check_utf8(row: list[str], path: Path, line: int) -> None:
+    """Raise for a row holding bytes that are not UTF-8 (read as lone surrogates)."""
+    try:
+        "".join(row).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ContentError(
+            "the list is not UTF-8 text", path=path, line=line, hint="save the CSV as UTF-8"
+        ) from e
 
 
 def _no_email_column(path: Path, header: list[str]) -> ContentError:

@@ -594,11 +594,24 @@ def test_status_warns_and_counts_when_a_killed_sends_log_cannot_be_folded(
     piped: Server, runner: CliRunner, tmp_path: Path, project: Path, monkeypatch
 ) -> None:
     from digest.send import journal as journal_module
+    from digest.send import sendlog
 
     assert _send(runner, "--list", str(_list(tmp_path, 3)), "--yes").exit_code == 0
+    journal = journal_module.Journal(project / ".digest" / "journal.sqlite3")
+    [(first, email0), (second, email1), _] = journal._db.execute(
+        "SELECT id, email FROM deliveries ORDER BY id"
+    ).fetchall()
+    journal.mark(first, "sending")  # as the database had it when the send was killed
+    journal.close()
+    # What the killed send logged after its last fold: the first was delivered, the second
+    # was claimed again (a resend) and no reply came.
     logs = project / ".digest" / "send-logs"
     logs.mkdir(exist_ok=True)
-    (logs / "send-0123456789abcdef.log").write_bytes(b"digest-send-log 1\tabc\n")
+    lines = [
+        sendlog._line(1, (first, "sent", False, 1.0, "250 2.0.0 queued")),
+        sendlog._line(2, (second, "sending", True, 2.0, None)),
+    ]
+    (logs / "send-0123456789abcdef.log").write_bytes(b"digest-send-log 1\tabc\n" + b"".join(lines))
 
     def refuses(self, path):
         raise journal_module.JournalError(
@@ -609,8 +622,13 @@ def test_status_warns_and_counts_when_a_killed_sends_log_cannot_be_folded(
     result = runner.invoke(cli, ["status", EXAMPLE])
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("Warning: ") and "database or disk is full" in result.stderr
-    assert "hint: the counts below leave out what a killed send logged last" in result.stderr
-    assert result.stdout.startswith(f"{EXAMPLE}: 3 sent")
+    assert "hint: the figures below include what a killed send logged last" in result.stderr
+    # The log's word, not the database's: the first is sent, the second uncertain.
+    assert result.stdout.startswith(f"{EXAMPLE}: 2 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain")
+    assert result.stdout.splitlines()[1:] == [
+        f"  uncertain {email1}: no reply recorded (in flight when the send stopped)"
+    ]
+    assert email0 not in result.stdout
 
 
 # -- the list ------------------------------------------------------------------------------

@@ -321,16 +321,23 @@ def status(state: State, issue: str) -> None:
     from .. import db
     from ..bounces.events import issue_bounces, issue_counts
     from ..errors import DigestError
-    from ..send import open_journal, recover_send_logs, sends_running
+    from ..send import open_journal, recover_send_logs, send_logs, sends_running
     from . import report
 
     project = state.project()
+    unfolded = False
     try:
         recover_send_logs(project)  # what a killed send had not yet folded in
     except DigestError as e:
-        e.hint = "the counts below leave out what a killed send logged last; fix that and run status again"
+        e.hint = (
+            "the figures below include what a killed send logged last, read from its log "
+            "without folding it in; fix that and run status again"
+        )
         report(e, "Warning")
+        unfolded = True
     journal = open_journal(project)
+    if unfolded:  # read only: the counts and the readers named are right all the same
+        journal.read_logs(send_logs(project))
     conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)
     if not keys:

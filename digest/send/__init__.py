@@ -81,16 +81,20 @@ def _log_path(project: Project, key: str) -> Path:
     return _logs_dir(project) / f"{_send_name(key)}.log"
 
 
+def send_logs(project: Project) -> list[Path]:
+    """The send logs in the project's state folder (killed sends', and a running one's)."""
+    folder = _logs_dir(project)
+    return sorted(folder.glob("send-*.log")) if folder.is_dir() else []
+
+
 def recover_send_logs(project: Project) -> int:
     """Fold into the journal every log that a killed send left; return the entries applied.
 
     A log whose send still runs (its lock is held) is that send's to fold. Nothing is
     written when no send was killed.
     """
-    folder = _logs_dir(project)
-    logs = sorted(folder.glob("send-*.log")) if folder.is_dir() else []
     applied = 0
-    for log in logs:
+    for log in send_logs(project):
         lock = _lock_file(project, log.stem)
         try:
             f = lock.open("r")  # flock needs no write access: a read-only folder still works

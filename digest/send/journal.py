@@ -385,12 +385,57 @@ class Journal:
         return row[0] if row else None
 
     def problems(self, issue: str) -> list[tuple[str, str, str | None]]:
-        """Return (email, state, reply) of failed, deferred and uncertain deliveries."""
-        return self._db.execute(
-            "SELECT email, state, reply FROM deliveries WHERE issue = ? AND state IN "
+        """Return (email, state, reply) of failed, deferred and uncertain deliveries (with the
+        log's entries, as ``counts``)."""
+        wanted = ("failed", "deferred", "sending")
+        rows = self._db.execute(
+            "SELECT id, email, state, reply FROM deliveries WHERE issue = ? AND state IN "
             "('failed', 'deferred', 'sending') ORDER BY id",
             (issue,),
         ).fetchall()
+        logged = (self._log.pending if self._log is not None else []) + self._unfolded
+        if not logged:
+            return [(e, s, r) for _, e, s, r in rows]
+        final: dict[int, tuple[str, str | None, bool]] = {}  # id -> state, reply, reply known
+        for delivery_id, state, attempt, _at, reply in logged:
+            _, last, known = final.get(delivery_id, ("", None, False))
+            if attempt:
+                last, known = None, True
+            elif reply is not None:
+                last, known = reply, True
+            final[delivery_id] = (state, last, known)
+        by_id = {i: (e, s, r) for i, e, s, r in rows if i not in final}
+        ids = [i for i, (state, _, _) in final.items() if state in wanted]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for i, e, r in self._db.execute(
+                f"SELECT id, email, reply FROM deliveries WHERE issue = ? AND id IN ({marks})", (issue, *chunk)
+            ):
+                state, last, known = final[i]
+                by_id[i] = (e, state, last if known else r)
+        return [by_id[i] for i in sorted(by_id)]
+
+    @_reads
+    def read_logs(self, paths: Iterable[Path]) -> int:
+        """Take in, read only, what killed sends logged and could not be folded (``counts`` and
+        ``problems`` include it); return how many entries. For ``digest status`` when the
+        journal cannot be written."""
+        taken = 0
+        for path in paths:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            log_id, numbered = sendlog.parse(data)
+            if log_id is None:
+                continue
+            row = self._db.execute("SELECT folded FROM send_logs WHERE log_id = ?", (log_id,)).fetchone()
+            done = row[0] if row else 0
+            entries = [entry for number, entry in numbered if number > done]
+            self._unfolded += entries
+            taken += len(entries)
+        return taken
 
     # -- suppression list ------------------------------------------------------
 

@@ -406,6 +406,20 @@ def test_a_state_folder_where_the_lock_cannot_be_written_stops_before_anything(
     assert e.value.message.startswith("cannot write the send's lock")
 
 
+def test_to_an_address_the_list_send_reached_says_it_sends_another_copy(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    assert _send(runner, "--list", str(_list(tmp_path, 2)), "--yes").exit_code == 0
+    result = _send(runner, "--to", "Reader00000@example.com", "--yes")
+    assert result.exit_code == 0, result.output
+    assert (
+        "Also:       Reader00000@example.com got this issue from the list send already; "
+        "this sends another copy\n" in result.stdout
+    )
+    other = _send(runner, "--to", "list@lists.example.org", "--yes")  # a list address: no such line
+    assert other.exit_code == 0 and "Also:" not in other.stdout
+
+
 def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "evil.csv"
     path.write_text(

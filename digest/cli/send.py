@@ -181,6 +181,16 @@ def send(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
     )
+    if plan.in_list_send in ("sent", "sending"):
+        click.echo(
+            f"Also:       {to} "
+            + (
+                "got this issue from the list send already"
+                if plan.in_list_send == "sent"
+                else "was in flight in the list send (uncertain)"
+            )
+            + "; this sends another copy"
+        )
     if plan.not_in_list:
         click.echo(
             f"Earlier:    {plan.not_in_list} of them are due from an earlier run of this "

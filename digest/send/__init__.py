@@ -226,6 +226,7 @@ class Plan:
     invalid: list[RowProblem] = field(default_factory=list)
     suppressed: int = 0
     not_in_list: int = 0  # due from an earlier run of this send, not in this list
+    in_list_send: str | None = None  # --to an address the list send has in this state
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
     dry_run: bool = False
     scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
@@ -442,6 +443,8 @@ def plan_send(
         journal,
         read_recipients(list_path) if list_path is not None else iter(recipients()),
     )
+    if to is not None and journal is not None:  # a reader of the list, not a list address?
+        plan.in_list_send = journal.state_of(issue.slug, address_key(to))
     if journal is not None:
         journal.close()
     return plan

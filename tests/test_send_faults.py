@@ -183,6 +183,41 @@ def test_a_connection_closed_after_the_final_dot_is_uncertain(
     _exactly_once(server, 5)
 
 
+def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertain(
+    piped: Server, project: Path, tmp_path: Path
+) -> None:
+    piped.recorder.hang_in_data.add("reader00001@example.com")  # RFC 5321's 10 minutes to wait
+    proc = subprocess.Popen(
+        [*DIGEST, "send", EXAMPLE, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "1"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: "reader00001@example.com" not in piped.recorder.hang_in_data)  # its dot is out
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the first Ctrl-C waits for the message in flight
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert (
+        "Stopping: 1 message in flight finishing (a server gets as long as --data-timeout to "
+        "answer); Ctrl-C again to stop at once, leaving those uncertain" in err
+    )
+    assert out.splitlines()[-1] == (
+        "Interrupted: 1 sent, 0 failed, 2 still due, 1 uncertain; run the same command to resume."
+    )
+    status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True, text=True).stdout
+    assert (
+        "  uncertain reader00001@example.com: no reply after the message was sent: "
+        "stopped at once (a second Ctrl-C)" in status
+    )
+
+
 def test_a_server_that_never_answers_the_final_dot(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
     piped.recorder.hang_in_data.add("reader00001@example.com")
     started = time.monotonic()

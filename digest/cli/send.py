@@ -242,8 +242,13 @@ def send(
 
     signal.signal(signal.SIGTERM, stop_on_term)
     show = _progress_printer(sys.stderr.isatty())
+
+    def notice(text: str) -> None:
+        show(None)
+        click.echo(text, err=True)
+
     try:
-        stats = plan.execute(progress=show)
+        stats = plan.execute(progress=show, notice=notice)
     except KeyboardInterrupt:
         show(None)
         counts = plan.counts()

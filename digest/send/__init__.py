@@ -266,7 +266,9 @@ class Plan:
     def _from_address(self) -> str:
         return parseaddr(self.template.newsletter.sender)[1]
 
-    def execute(self, progress: Callable[[Stats], None] | None = None) -> Stats:
+    def execute(
+        self, progress: Callable[[Stats], None] | None = None, notice: Callable[[str], None] | None = None
+    ) -> Stats:
         """Record the send and its recipients in the journal, then send every due message.
 
         A real send holds the send's lock throughout: a second process sending the
@@ -278,7 +280,7 @@ class Plan:
                 self.record()
                 if self.dry_run:  # prepare every message, a batch at a time, and send none
                     return self._prepare_all(self.journal)
-                return self.run(progress)
+                return self.run(progress, notice)
             finally:
                 self.discard_scratch()
 
@@ -300,8 +302,10 @@ class Plan:
             pass
         return journal
 
-    def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
-        """Run the send loop over the recorded send."""
+    def run(
+        self, progress: Callable[[Stats], None] | None = None, notice: Callable[[str], None] | None = None
+    ) -> Stats:
+        """Run the send loop over the recorded send (*notice*: what to tell the editor on Ctrl-C)."""
         assert self.journal is not None, "record() first"
         loop = SendLoop(
             self.key,
@@ -310,6 +314,7 @@ class Plan:
             self.messenger_factory,
             self.options,
             envelope_sender=self.envelope_sender,
+            notice=notice,
         )
         log_context = (
             contextlib.nullcontext()

@@ -117,6 +117,7 @@ class SendLoop:
         options: Options,
         stop: threading.Event | None = None,
         envelope_sender: Callable[[Recipient, int], str] | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         self.issue = issue
         self.template = template
@@ -124,6 +125,7 @@ class SendLoop:
         self.messenger_factory = messenger_factory
         self.options = options
         self.stop = stop or threading.Event()
+        self.notice = notice  # tells the editor what a Ctrl-C does while messages finish
         self.interrupted = False
         sender = envelope_address(parseaddr(template.newsletter.sender)[1])
         self.envelope_sender = envelope_sender or (lambda _recipient, _delivery_id: sender)
@@ -183,9 +185,22 @@ class SendLoop:
                 loop.remove_signal_handler(sig)
 
     def _interrupt(self) -> None:
-        """Stop taking new recipients; those in flight finish."""
+        """Stop taking new recipients; those in flight finish. A second time: stop at once."""
+        if self.interrupted:
+            for lane in self._lanes:
+                cut = getattr(lane.messenger, "cut", None)
+                if cut is not None:
+                    cut()
+            return
         self.interrupted = True
         self._stop_now()
+        in_flight = sum(bool(getattr(lane.messenger, "in_flight", False)) for lane in self._lanes)
+        if in_flight and self.notice is not None:
+            self.notice(
+                f"Stopping: {in_flight} message{'s' if in_flight != 1 else ''} in flight "
+                "finishing (a server gets as long as --data-timeout to answer); Ctrl-C again "
+                "to stop at once, leaving those uncertain"
+            )
 
     def _stop_with(self, error: SendError) -> None:
         self.fatal = self.fatal or error

@@ -510,6 +510,22 @@ class SMTPMessenger:
         self._abandon()
         self._report_lost(TimeoutError("no reply in time"))
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether a message is on its way (written, or being written, and not yet answered)."""
+        return self._done is not None or self._opening is not None
+
+    def cut(self) -> None:
+        """Drop the connection at once (a second Ctrl-C): a message whose final '.' went
+        out ends uncertain, one not yet complete deferred, as when the connection is lost."""
+        if self._opening is not None:
+            self._opening.cancel()
+        if self._done is not None:
+            self._abandon()
+            self._report_lost(ConnectionAbortedError("stopped at once (a second Ctrl-C)"))
+        else:
+            self._abandon()
+
     def _abandon(self) -> None:
         """Close the connection now, without waiting."""
         conn, self._conn = self._conn, None

@@ -420,6 +420,17 @@ def test_to_an_address_the_list_send_reached_says_it_sends_another_copy(
     assert other.exit_code == 0 and "Also:" not in other.stdout
 
 
+@pytest.mark.parametrize(("secret", "warned"), [("change-me", True), ("short", True), (SECRET, False)])
+def test_a_weak_secret_is_warned_about(
+    plain_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch, secret: str, warned: bool
+) -> None:
+    monkeypatch.setenv("DIGEST_SECRET", secret)
+    result = _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert ("Warning: DIGEST_SECRET is short or a placeholder" in result.stderr) is warned
+    assert repr(secret) not in result.output and f"={secret}" not in result.output  # never shown
+
+
 def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "evil.csv"
     path.write_text(

@@ -170,6 +170,13 @@ def send(
         per_connection=per_connection,
         timeouts=Timeouts.scaled(timeout, data_timeout),
     )
+    if plan.weak_secret:
+        click.echo(
+            "Warning: DIGEST_SECRET is short or a placeholder: whoever guesses it can forge "
+            "unsubscribe links and bounces for any reader\n"
+            "  hint: use a long random one: python -c 'import secrets; print(secrets.token_hex(32))'",
+            err=True,
+        )
     for row in plan.invalid:
         click.echo(f"Warning: {list_path}:{row.line}: {row.message} (skipped)", err=True)
     for line, first in plan.duplicates:

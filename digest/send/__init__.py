@@ -227,6 +227,7 @@ class Plan:
     suppressed: int = 0
     not_in_list: int = 0  # due from an earlier run of this send, not in this list
     in_list_send: str | None = None  # --to an address the list send has in this state
+    weak_secret: bool = False  # DIGEST_SECRET short or a placeholder: links could be forged
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
     dry_run: bool = False
     scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
@@ -393,6 +394,7 @@ def plan_send(
     issue = load_issue(project, ref)
     rendered = render_issue(project, issue, personal=to is None)
     template = MessageTemplate(rendered, secret=settings.secret)
+    weak_secret = bool(to is None and settings.secret and _weak_secret(settings.secret))
     key = issue.slug if to is None else f"{issue.slug} to {to}"
     scratch = dry_run or outbox is not None
     if not scratch:
@@ -440,6 +442,7 @@ def plan_send(
         dry_run=dry_run,
         scratch=scratch,
     )
+    plan.weak_secret = weak_secret
     if list_path is not None:
         plan.list_digest = _file_digest(list_path)
     _count(
@@ -494,6 +497,15 @@ def _count(
     plan.failed_before = counts["failed"]
     if options.retry_failed and journal is not None:
         plan.retrying = journal.in_state(plan.key, "failed", 10)
+
+
+_PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret", "password", "test", "example"})
+
+
+def _weak_secret(secret: str) -> bool:
+    """Whether DIGEST_SECRET is short (under 16 characters) or a placeholder: whoever
+    guessed it could forge unsubscribe links and bounces for any reader."""
+    return len(secret) < 16 or secret.strip().lower() in _PLACEHOLDER_SECRETS
 
 
 def _file_digest(path: Path) -> str:

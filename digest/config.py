@@ -19,6 +19,7 @@ from .headers import ascii_address, parse_mailbox
 from .links import ascii_url, is_http_url, site_of
 
 CONFIG_NAME = "digest.toml"
+MAX_UNSUBSCRIBE_URL = 600  # leaves a List-Unsubscribe line room for a long address and its token
 STATE_DIR = ".digest"
 
 _REQUIRED = ("name", "from", "disclaimer", "unsubscribe_url", "list_id")
@@ -268,6 +269,16 @@ def load_newsletter(path: Path) -> Newsletter:
                 path=path,
                 line=_line_of(text, "unsubscribe_url"),
                 hint="it may contain {email} and {token}, filled in per recipient",
+            )
+        )
+    elif isinstance(unsub, str) and len(ascii_url(unsub.strip())) > MAX_UNSUBSCRIBE_URL:
+        problems.append(
+            ConfigError(
+                f"'unsubscribe_url' is too long for the List-Unsubscribe header "
+                f"(over {MAX_UNSUBSCRIBE_URL} characters)",
+                path=path,
+                line=_line_of(text, "unsubscribe_url"),
+                hint="a header line is at most 998 octets, and each reader's address and token go in it too",
             )
         )
     recent = table.get("recent_issues", 5)

@@ -270,6 +270,9 @@ class MessageTemplate:
             targets.append(f"<mailto:{self.newsletter.unsubscribe_mailto}?subject=unsubscribe>")
         # Fold only between the two URIs, never inside one.
         line = b"List-Unsubscribe: " + ("," + "\r\n ").join(targets).encode("ascii") + CRLF
+        if len(line) > 1000 and max(len(part) for part in line.split(CRLF)) > 998:
+            # RFC 5322's limit: a reader whose address makes the link this long cannot get a message.
+            raise ValueError("the List-Unsubscribe header would be over 998 octets (the address is too long)")
         if personal and url.startswith("https://"):
             line += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" + CRLF
         return line

@@ -275,3 +275,22 @@ def test_a_misspelt_setting_in_dotenv_is_named_with_its_line(tmp_path: Path) -> 
         2,
         "did you mean DIGEST_SMTP_SECURITY?",
     )
+
+
+def test_an_unsubscribe_url_too_long_for_its_header_is_refused(tmp_path: Path) -> None:
+    long_url = "https://example.org/u?" + "x" * 600 + "&e={email}&t={token}"
+    path = write(
+        tmp_path / "digest.toml",
+        f"""
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "{long_url}"
+        list_id = "n.example.org"
+        disclaimer = "D"
+    """,
+    )
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert e.value.message.startswith("'unsubscribe_url' is too long for the List-Unsubscribe header")
+    assert e.value.line == 4

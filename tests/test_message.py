@@ -161,3 +161,15 @@ def test_wire_form_is_the_message_dot_stuffed(greeting_project, name) -> None:
     wire = template.personalise(recipient, wire=True)
     stuffed = plain.replace(b"\r\n.", b"\r\n..")
     assert wire == (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"
+
+
+def test_an_address_that_would_make_list_unsubscribe_too_long_is_refused(project: Path) -> None:
+    # A local part of 64 octets is valid and percent-encodes to 3 characters an octet.
+    template = _template()
+    ok = Recipient("a" * 60 + "@example.org")
+    assert max(len(line) for line in template.personalise(ok).split(b"\r\n")) <= 998
+    long_domain = ".".join(["d" * 60] * 3) + ".example.org"
+    too_long = Recipient("é" * 30 + "@" + long_domain)
+    object.__setattr__(template.newsletter, "unsubscribe_url", "https://example.org/u?" + "x" * 600)
+    with pytest.raises(ValueError, match="List-Unsubscribe header would be over 998 octets"):
+        template.pieces(too_long, wire=True)

@@ -203,7 +203,9 @@ def load_newsletter(path: Path) -> Newsletter:
             )
     for key in ("from", "reply_to"):
         value = table.get(key)
-        if value is not None and (not isinstance(value, str) or parse_mailbox(value) is None):
+        if value is not None and (
+            not isinstance(value, str) or parse_mailbox(value) is None or not _idna_ok(parse_mailbox(value)[1])
+        ):
             problems.append(
                 ConfigError(
                     f"'{key}' is not an email address: {value!r}",
@@ -271,16 +273,30 @@ def load_newsletter(path: Path) -> Newsletter:
                 hint="it may contain {email} and {token}, filled in per recipient",
             )
         )
-    elif isinstance(unsub, str) and len(ascii_url(unsub.strip())) > MAX_UNSUBSCRIBE_URL:
-        problems.append(
-            ConfigError(
-                f"'unsubscribe_url' is too long for the List-Unsubscribe header "
-                f"(over {MAX_UNSUBSCRIBE_URL} characters)",
-                path=path,
-                line=_line_of(text, "unsubscribe_url"),
-                hint="a header line is at most 998 octets, and each reader's address and token go in it too",
+    elif isinstance(unsub, str):
+        try:
+            too_long = len(ascii_url(unsub.strip())) > MAX_UNSUBSCRIBE_URL
+        except ValueError as e:
+            problems.append(
+                ConfigError(
+                    f"'unsubscribe_url' cannot be written in ASCII: {e}",
+                    path=path,
+                    line=_line_of(text, "unsubscribe_url"),
+                    hint="check the host name of the link",
+                )
             )
-        )
+        else:
+            if too_long:
+                problems.append(
+                    ConfigError(
+                        f"'unsubscribe_url' is too long for the List-Unsubscribe header "
+                        f"(over {MAX_UNSUBSCRIBE_URL} characters)",
+                        path=path,
+                        line=_line_of(text, "unsubscribe_url"),
+                        hint="a header line is at most 998 octets, and each reader's address and "
+                        "token go in it too",
+                    )
+                )
     recent = table.get("recent_issues", 5)
     if not isinstance(recent, int) or isinstance(recent, bool) or recent < 0:
         problems.append(
@@ -347,6 +363,15 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
             continue
         sources[host] = name.strip()
     return sources, problems
+
+
+def _idna_ok(address: str) -> bool:
+    """Whether the address's domain can be written in ASCII (IDNA 2008)."""
+    try:
+        ascii_address(address, utf8_local=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _ascii_mailbox(value: str) -> str | None:
@@ -431,7 +456,7 @@ KNOWN_SETTINGS = frozenset(
 def _unknown_settings(dotenv_path: Path, names: Iterable[str]) -> list[DigestError]:
     """A DIGEST_ name in .env that digest does not know: a typo would drop a setting silently."""
     problems: list[DigestError] = []
-    text = dotenv_path.read_text(encoding="utf-8")
+    text = dotenv_path.read_text(encoding="utf-8-sig")
     for name in sorted(n for n in names if n.startswith("DIGEST_") and n not in KNOWN_SETTINGS):
         line = next(
             (
@@ -453,16 +478,22 @@ def _unknown_settings(dotenv_path: Path, names: Iterable[str]) -> list[DigestErr
     return problems
 
 
+def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
+    """Return the settings of .env (none if there is no file); raise for text that is not
+    UTF-8 and for a DIGEST_ name digest does not know. A byte-order mark is allowed."""
+    if not dotenv_path.is_file():
+        return {}
+    try:
+        values = dotenv_values(dotenv_path, encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError("not UTF-8 text", path=dotenv_path, hint="save .env as UTF-8") from e
+    raise_all(_unknown_settings(dotenv_path, values))
+    return dict(values)
+
+
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     """Merge .env (if any) under the environment and validate the SMTP settings."""
-    values: dict[str, str | None] = {}
-    if dotenv_path.is_file():
-        try:
-            from_file = dotenv_values(dotenv_path, encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError("not UTF-8 text", path=dotenv_path, hint="save .env as UTF-8") from e
-        raise_all(_unknown_settings(dotenv_path, from_file))
-        values.update(from_file)
+    values = read_dotenv(dotenv_path)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
     port_text = values.get("DIGEST_SMTP_PORT")
     port: int | None = None

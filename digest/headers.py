@@ -16,6 +16,8 @@ from email.headerregistry import Address
 from email.utils import formataddr
 from functools import lru_cache
 
+import idna
+
 CRLF = "\r\n"
 # SMTP line ends, no 8-bit headers, fold at 78.
 POLICY = email.policy.SMTP.clone(max_line_length=78)
@@ -91,9 +93,21 @@ def ascii_address(addr_spec: str, utf8_local: bool = False) -> str:
     if not local.isascii() and not utf8_local:
         raise ValueError(f"the address {addr_spec!r} has a non-ASCII local part (needs SMTPUTF8)")
     try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
-    except UnicodeError as e:
+        return f"{local}@{ascii_domain(domain)}"
+    except ValueError as e:
         raise ValueError(f"the domain of {addr_spec!r} cannot be written in ASCII") from e
+
+
+def ascii_domain(domain: str) -> str:
+    """Return a domain in its ASCII form: IDNA 2008 with UTS #46 mapping, as email-validator
+    gives an address's domain for the envelope (Python's own 'idna' codec is IDNA 2003,
+    which maps 'straße.de' to another domain, 'strasse.de'). Raise ValueError."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except UnicodeError as e:  # idna.IDNAError included
+        raise ValueError(f"the domain {domain!r} cannot be written in ASCII: {e}") from e
 
 
 @lru_cache(maxsize=4096)

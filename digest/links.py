@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from .headers import ascii_domain
+
 # What a URL may carry as it is; anything else (non-ASCII text) is percent-encoded as UTF-8.
 # '{' and '}' stay: unsubscribe_url's {email} and {token}.
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~{}"
@@ -25,7 +27,7 @@ def ascii_url(url: str) -> str:
     """Return *url* in ASCII: the host in IDNA form, other non-ASCII text percent-encoded.
 
     A URL goes into headers (List-Unsubscribe), which are 7-bit; it stays the same link.
-    An ASCII URL is returned as it is.
+    An ASCII URL is returned as it is. Raise ValueError for a host IDNA cannot write.
     """
     if url.isascii():
         return url
@@ -35,9 +37,7 @@ def ascii_url(url: str) -> str:
     if host and not host.isascii():
         userinfo, _, hostport = netloc.rpartition("@")
         port = f":{parts.port}" if parts.port is not None else ""
-        netloc = (f"{quote(userinfo, safe=_URL_SAFE)}@" if userinfo else "") + (
-            host.encode("idna").decode("ascii") + port
-        )
+        netloc = (f"{quote(userinfo, safe=_URL_SAFE)}@" if userinfo else "") + (ascii_domain(host) + port)
     return urlunsplit(
         (
             parts.scheme,

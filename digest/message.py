@@ -267,7 +267,9 @@ class MessageTemplate:
     def _list_unsubscribe(self, url: str, personal: bool) -> bytes:
         targets = [f"<{url}>"]
         if self.newsletter.unsubscribe_mailto:
-            targets.append(f"<mailto:{self.newsletter.unsubscribe_mailto}?subject=unsubscribe>")
+            # RFC 6068: '?', '#', '%', '&' or ',' of a local part are percent-encoded in the URI.
+            mailto = quote(self.newsletter.unsubscribe_mailto, safe="@!$'()*+;=-._~")
+            targets.append(f"<mailto:{mailto}?subject=unsubscribe>")
         # Fold only between the two URIs, never inside one.
         line = b"List-Unsubscribe: " + ("," + "\r\n ").join(targets).encode("ascii") + CRLF
         if len(line) > 1000 and max(len(part) for part in line.split(CRLF)) > 998:

@@ -294,3 +294,29 @@ def test_an_unsubscribe_url_too_long_for_its_header_is_refused(tmp_path: Path) -
         load_newsletter(path)
     assert e.value.message.startswith("'unsubscribe_url' is too long for the List-Unsubscribe header")
     assert e.value.line == 4
+
+
+def test_idna_2008_is_used_for_the_newsletters_own_domains(tmp_path: Path) -> None:
+    # IDNA 2003 (Python's 'idna' codec) maps straße.de to strasse.de: another domain,
+    # someone else's. email-validator (the readers' addresses) uses IDNA 2008.
+    n = _newsletter(tmp_path, 'bounce_address = "b@straße.de"', sender="N <n@straße.de>")
+    assert (n.bounce_address, n.sender_domain) == ("b@xn--strae-oqa.de", "xn--strae-oqa.de")
+
+
+def test_a_host_idna_cannot_write_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        """
+        [newsletter]
+        name = "N"
+        from = "N <n@ä..example>"
+        unsubscribe_url = "https://ä..example/u"
+        list_id = "n.example.org"
+        disclaimer = "D"
+    """,
+    )
+    with pytest.raises(DigestErrors) as e:
+        load_newsletter(path)
+    messages = [p.message for p in e.value.errors]
+    assert messages[0].startswith("'from' is not an email address")
+    assert messages[1].startswith("'unsubscribe_url' cannot be written in ASCII")

@@ -173,3 +173,12 @@ def test_an_address_that_would_make_list_unsubscribe_too_long_is_refused(project
     object.__setattr__(template.newsletter, "unsubscribe_url", "https://example.org/u?" + "x" * 600)
     with pytest.raises(ValueError, match="List-Unsubscribe header would be over 998 octets"):
         template.pieces(too_long, wire=True)
+
+
+def test_a_mailto_unsubscribe_with_uri_characters_in_its_local_part_is_percent_encoded(project: Path) -> None:
+    template = _template()
+    object.__setattr__(template.newsletter, "unsubscribe_mailto", "un?sub#scribe%&x@example.org")
+    message = email.message_from_bytes(
+        template.personalise(Recipient("a@example.org")), policy=email.policy.strict
+    )
+    assert "<mailto:un%3Fsub%23scribe%25%26x@example.org?subject=unsubscribe>" in message["List-Unsubscribe"]

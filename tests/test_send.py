@@ -376,6 +376,11 @@ def test_outbox_gives_every_address_a_file_of_its_own(tmp_path: Path) -> None:
     assert len(files) == 4
     assert sorted(p.read_bytes() for p in files) == [b"message %d\r\n" % i for i in range(4)]
     assert (out / "a%2Fb_at_example.org.eml").read_bytes() == b"message 0\r\n"
+    # A valid address longer than a file name may be: a prefix of it and a hash.
+    long_address = "r" * 64 + "@" + ".".join(["d" * 60] * 3) + ".example.org"
+    asyncio.run(outbox.push("news@example.org", long_address, b"long\r\n"))
+    [long_file] = [p for p in out.iterdir() if p.read_bytes() == b"long\r\n"]
+    assert len(long_file.name.encode()) <= 220 and long_file.name.startswith("r" * 64 + "_at_")
 
 
 def test_a_list_that_cannot_be_read_is_one_clear_error(

@@ -277,8 +277,15 @@ def _sync_trace(journal: Journal, monkeypatch) -> list[tuple[str, bool]]:
         events.append(("drop", False))
         real_truncate(fd, length)
 
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append(("dirsync", False))
+        real_fsync(fd)
+
     monkeypatch.setattr(Path, "unlink", unlink)
     monkeypatch.setattr(os, "ftruncate", ftruncate)
+    monkeypatch.setattr(os, "fsync", fsync)
     return events
 
 
@@ -292,7 +299,9 @@ def test_the_log_goes_only_after_a_synced_commit(tmp_path: Path, monkeypatch) ->
     log.fold(journal._db)  # a periodic fold: not synced, the log keeps its lines
     assert events == [("commit", False)]
     log.close(journal._db)  # nothing pending: the last fold still commits, synced
-    assert events[1:] == [("commit", True), ("drop", False)]
+    # The folder is synced after the unlink, before the log's row goes: a power cut cannot
+    # bring the file back without the row that says how far it was applied.
+    assert events[1:] == [("commit", True), ("drop", False), ("dirsync", False)]
 
     events.clear()
     monkeypatch.setattr(sendlog, "ROTATE_BYTES", 50)
@@ -307,6 +316,6 @@ def test_the_log_goes_only_after_a_synced_commit(tmp_path: Path, monkeypatch) ->
     log.fold(journal._db)  # small again: not synced
     os.close(log._fd)  # killed; everything in the log was folded already
     assert journal.recover(tmp_path / "send.log") == 0
-    assert events == [("commit", False), ("commit", True), ("drop", False)]
+    assert events == [("commit", False), ("commit", True), ("drop", False), ("dirsync", False)]
     assert journal._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again
     assert _rows(journal)[2] == (ids[2], "sending", None, 1)

@@ -24,9 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
-
-from ..config import is_loopback
+from ..config import is_loopback, read_dotenv
 from ..errors import ConfigError, DigestError
 
 PROCESSED = "processed"
@@ -220,9 +218,7 @@ class ImapSettings:
 
 def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings:
     """Read the IMAP settings; say what to set when something is missing."""
-    values: dict[str, str | None] = {}
-    if dotenv_path.is_file():
-        values.update(dotenv_values(dotenv_path))
+    values = read_dotenv(dotenv_path)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_IMAP_")})
     where = dotenv_path if dotenv_path.is_file() else None
     missing = [k for k in ("HOST", "USERNAME", "PASSWORD") if not values.get(f"DIGEST_IMAP_{k}")]
@@ -250,9 +246,11 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
     port_text = values.get("DIGEST_IMAP_PORT")
     try:
         port = int(port_text) if port_text else (993 if security == "tls" else 143)
+        if not 0 < port < 65536:
+            raise ValueError(port)
     except ValueError as e:
         raise ConfigError(
-            f"DIGEST_IMAP_PORT is not a number: {port_text!r}",
+            f"DIGEST_IMAP_PORT is not a port number (1 to 65535): {port_text!r}",
             path=where,
             hint="set DIGEST_IMAP_PORT=993 (TLS) or 143 (STARTTLS)",
         ) from e

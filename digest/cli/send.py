@@ -188,16 +188,12 @@ def send(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
     )
-    if plan.in_list_send in ("sent", "sending"):
-        click.echo(
-            f"Also:       {to} "
-            + (
-                "got this issue from the list send already"
-                if plan.in_list_send == "sent"
-                else "was in flight in the list send (uncertain)"
-            )
-            + "; this sends another copy"
-        )
+    if plan.in_list_send is not None and plan.in_list_send not in ("failed", "suppressed"):
+        how = {
+            "sent": "got this issue from the list send already",
+            "sending": "was in flight in the list send (uncertain)",
+        }.get(plan.in_list_send, "is due in the list send too")
+        click.echo(f"Also:       {to} {how}; this sends another copy")
     if plan.not_in_list:
         click.echo(
             f"Earlier:    {plan.not_in_list} of them are due from an earlier run of this "
@@ -359,7 +355,7 @@ def status(state: State, issue: str) -> None:
         unfolded = True
     journal = open_journal(project)
     if unfolded:  # read only: the counts and the readers named are right all the same
-        journal.read_logs(send_logs(project))
+        journal.read_logs(send_logs(project, killed_only=True))
     conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)
     if not keys:

@@ -81,10 +81,24 @@ def _log_path(project: Project, key: str) -> Path:
     return _logs_dir(project) / f"{_send_name(key)}.log"
 
 
-def send_logs(project: Project) -> list[Path]:
-    """The send logs in the project's state folder (killed sends', and a running one's)."""
+def send_logs(project: Project, killed_only: bool = False) -> list[Path]:
+    """The send logs in the project's state folder (killed sends', and a running one's; with
+    *killed_only*, only those whose send's lock nobody holds)."""
     folder = _logs_dir(project)
-    return sorted(folder.glob("send-*.log")) if folder.is_dir() else []
+    logs = sorted(folder.glob("send-*.log")) if folder.is_dir() else []
+    return [log for log in logs if not (killed_only and _held(_lock_file(project, log.stem)))]
+
+
+def _held(lock: Path) -> bool:
+    """Whether a send holds this lock now (flock needs no write access)."""
+    try:
+        with lock.open("r") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def recover_send_logs(project: Project) -> int:
@@ -126,6 +140,8 @@ def sends_running(project: Project, keys: Iterable[str]) -> set[str]:
     for key in keys:
         try:
             _check_not_being_sent(project, key)
+        except JournalError:
+            raise  # the lock cannot be read: that says nothing of a running send
         except SendError:
             running.add(key)
     return running
@@ -452,7 +468,7 @@ def plan_send(
         read_recipients(list_path) if list_path is not None else iter(recipients()),
     )
     if to is not None and journal is not None:  # a reader of the list, not a list address?
-        plan.in_list_send = journal.state_of(issue.slug, address_key(to))
+        plan.in_list_send = journal.state_of(issue.slug, address_key(address))
     if journal is not None:
         journal.close()
     return plan

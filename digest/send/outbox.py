@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import write_atomically
-from ..errors import SendError
+from ..errors import DigestError, SendError
 from .transport import Data, Done, _resolve
 
 
@@ -31,15 +32,20 @@ class OutboxMessenger:
         so no two addresses share a file (``a/b@x`` and ``a_b@x`` once did)."""
         local, _, domain = recipient.rpartition("@")
         local = local.replace("%", "%25").replace("/", "%2F").replace("_", "%5F")
-        return self.folder / f"{local}_at_{domain.replace('/', '%2F')}.eml"
+        name = f"{local}_at_{domain.replace('/', '%2F')}"
+        if len(name.encode()) > 200:  # a file name is at most 255 bytes: a prefix and a hash
+            digest = hashlib.sha256(recipient.encode()).hexdigest()[:16]
+            name = name.encode()[:150].decode("utf-8", "ignore") + f"-{digest}"
+        return self.folder / f"{name}.eml"
 
     def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
         path = self._path(recipient)
         try:
             write_atomically({path: data})
             outcome: object = "written"
-        except OSError as e:
-            outcome = SendError(f"cannot write {path}: {e.strerror or e}", hint="check the outbox folder")
+        except (OSError, DigestError) as e:
+            reason = e.message if isinstance(e, DigestError) else (e.strerror or str(e))
+            outcome = SendError(f"cannot write {path}: {reason}", hint="check the outbox folder")
         asyncio.get_running_loop().call_soon(done, outcome)
 
     async def push(self, sender: str, recipient: str, data: Data) -> str:

@@ -84,8 +84,25 @@ class _synced:
     def __enter__(self) -> None:
         self.conn.execute("PRAGMA synchronous=FULL")
 
-    def __exit__(self, *exc: object) -> None:
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if self.conn.in_transaction:  # a failed COMMIT/ROLLBACK: SQLite refuses the pragma now
+            return
+        try:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error:
+            if kind is None:  # nothing else to report
+                raise
+
+
+def _unlink_durably(path: Path) -> None:
+    """Remove a log and sync its folder, so that a power cut cannot bring it back after its
+    row in send_logs is gone (its entries would then be applied a second time)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _folded(conn: sqlite3.Connection, log_id: str, number: int) -> None:
@@ -178,7 +195,7 @@ def recover(path: Path, conn: sqlite3.Connection) -> int:
             # Written even with nothing to apply: the commit syncs what earlier folds
             # committed, before the file goes. A crash before the unlink: not again.
             _folded(conn, log_id, max([done] + [number for number, _ in numbered[-1:]]))
-    path.unlink()
+    _unlink_durably(path)
     if log_id is not None:
         conn.execute("DELETE FROM send_logs WHERE log_id = ?", (log_id,))
     return len(todo)
@@ -258,7 +275,7 @@ class SendLog:
                 self._fd = None
         if self._broken is not None:
             return
-        self.path.unlink(missing_ok=True)
+        _unlink_durably(self.path)
         conn.execute("DELETE FROM send_logs WHERE log_id = ?", (self.log_id,))
 
     def _write(self, data: bytes) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from ..config import Settings, is_loopback
 from ..errors import ConfigError, SendError
+from ..headers import ascii_domain
 from .replies import (
     PermanentFailure,
     Replies,
@@ -109,12 +110,19 @@ def check_settings(settings: Settings) -> None:
             hint="set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
             "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR",
         )
+    try:
+        host = ascii_domain(settings.smtp_host)
+    except ValueError as e:
+        raise ConfigError(
+            f"DIGEST_SMTP_HOST is not a host name: {e}",
+            hint="set DIGEST_SMTP_HOST to the server's name or address",
+        ) from None
     if settings.smtp_cafile and not os.path.isfile(settings.smtp_cafile):
         raise ConfigError(
             f"DIGEST_SMTP_CAFILE is not a file: {settings.smtp_cafile}",
             hint="give the path of the PEM file of the CA that signed the server's certificate",
         )
-    if settings.smtp_security == "none" and settings.smtp_username and not is_loopback(settings.smtp_host):
+    if settings.smtp_security == "none" and settings.smtp_username and not is_loopback(host):
         raise ConfigError(
             f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {settings.smtp_host}",
             hint="use starttls or tls; 'none' with a login is only allowed to this machine",
@@ -172,7 +180,7 @@ class SMTPMessenger:
         login and a broken TLS session raise SendError.
         """
         s = self.settings
-        host = s.smtp_host or ""
+        host = ascii_domain(s.smtp_host or "")  # checked by check_settings; IDNA 2008, as addresses
         t = self.timeouts
         loop = asyncio.get_running_loop()
         try:
@@ -217,12 +225,6 @@ class SMTPMessenger:
                 f"TLS with {host} failed: {e.reason or e}",
                 hint="check DIGEST_SMTP_SECURITY and the server's certificate "
                 "(DIGEST_SMTP_CAFILE for a private CA)",
-            ) from None
-        except (UnicodeError, ValueError) as e:  # a host name that cannot be looked up at all
-            self._abandon()
-            raise SendError(
-                f"cannot connect to {self.server}: the host name is not valid ({e})",
-                hint="check DIGEST_SMTP_HOST",
             ) from None
         except (ConnectionRefusedError, socket.gaierror) as e:
             self._abandon()
@@ -269,10 +271,10 @@ class SMTPMessenger:
                 return
         self._check(code, message, 250, "EHLO")
         lines = [line.split() for line in message.split(b"\n")[1:]]
-        self._extensions = {words[0].lower().decode() for words in lines if words}
+        self._extensions = {words[0].lower().decode("ascii", "replace") for words in lines if words}
         # The login methods offered (AUTH PLAIN LOGIN; AUTH=... of older servers).
         self._auth = {
-            word.decode().upper()
+            word.decode("ascii", "replace").upper()
             for words in lines
             if words and words[0].upper().split(b"=")[0] == b"AUTH"
             for word in [*words[0].split(b"=")[1:], *words[1:]]

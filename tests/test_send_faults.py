@@ -218,6 +218,40 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
     )
 
 
+def test_ctrl_c_while_a_server_never_greets_stops_at_once(
+    project: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never says 220
+    _env(monkeypatch, listener.getsockname()[1])
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
+    accepting.start()
+    try:
+        proc = subprocess.Popen(
+            [*DIGEST, "send", EXAMPLE, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(lambda: bool(held))  # connected, waiting for a greeting (5 minutes by RFC 5321)
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)  # one Ctrl-C is enough: nothing was claimed
+        stopped_in = time.monotonic() - started
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert out.splitlines()[-1].startswith("Interrupted: 0 sent, 0 failed, 3 still due, 0 uncertain")
+    assert stopped_in < 10  # not the greeting's 5 minutes
+
+
 def test_a_server_that_never_answers_the_final_dot(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
     piped.recorder.hang_in_data.add("reader00001@example.com")
     started = time.monotonic()

@@ -194,6 +194,10 @@ class SendLoop:
             return
         self.interrupted = True
         self._stop_now()
+        for lane in self._lanes:  # a connection still opening (a server slow to greet) waits for nothing
+            stop_opening = getattr(lane.messenger, "stop_opening", None)
+            if stop_opening is not None:
+                stop_opening()
         in_flight = sum(bool(getattr(lane.messenger, "in_flight", False)) for lane in self._lanes)
         if in_flight and self.notice is not None:
             self.notice(

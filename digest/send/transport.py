@@ -515,7 +515,12 @@ class SMTPMessenger:
     @property
     def in_flight(self) -> bool:
         """Whether a message is on its way (written, or being written, and not yet answered)."""
-        return self._done is not None or self._opening is not None
+        return self._done is not None
+
+    def stop_opening(self) -> None:
+        """Give up a connection still being opened (Ctrl-C): no message was claimed for it."""
+        if self._opening is not None:
+            self._opening.cancel()
 
     def cut(self) -> None:
         """Drop the connection at once (a second Ctrl-C): a message whose final '.' went

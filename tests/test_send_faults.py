@@ -218,9 +218,7 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
     )
 
 
-def test_ctrl_c_while_a_server_never_greets_stops_at_once(
-    project: Path, tmp_path: Path, monkeypatch
-) -> None:
+def test_ctrl_c_while_a_server_never_greets_stops_at_once(project: Path, tmp_path: Path, monkeypatch) -> None:
     import socket
 
     listener = socket.create_server(("127.0.0.1", 0))  # accepts, never says 220

@@ -234,7 +234,7 @@ def load_newsletter(path: Path) -> Newsletter:
         )
     for key in ("base_url",):
         value = table.get(key)
-        if value is not None and not is_http_url(value):
+        if value is not None and (not is_http_url(value) or _ascii_url_or_none(value) is None):
             problems.append(
                 ConfigError(
                     f"'{key}' must be an http(s) URL: {value!r}",
@@ -323,7 +323,7 @@ def load_newsletter(path: Path) -> Newsletter:
         unsubscribe_url=ascii_url(unsub.strip()),
         list_id=table["list_id"].strip().strip("<>"),
         reply_to=table.get("reply_to"),
-        base_url=table.get("base_url"),
+        base_url=_ascii_url_or_none(table["base_url"]) if table.get("base_url") else None,
         unsubscribe_mailto=_ascii_mailbox(mailto) if mailto is not None else None,
         language=table.get("language", "en"),
         recent_issues=recent,
@@ -363,6 +363,15 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
             continue
         sources[host] = name.strip()
     return sources, problems
+
+
+def _ascii_url_or_none(url: str) -> str | None:
+    """The URL in ASCII (an IDN host in IDNA form: the links of the archive and the email
+    read the same everywhere), or None if its host cannot be written so."""
+    try:
+        return ascii_url(url.strip())
+    except ValueError:
+        return None
 
 
 def _idna_ok(address: str) -> bool:
@@ -453,19 +462,19 @@ KNOWN_SETTINGS = frozenset(
 )
 
 
+def _dotenv_line(dotenv_path: Path, name: str) -> int | None:
+    """The line of .env that sets *name* (the last one, which python-dotenv keeps)."""
+    text = dotenv_path.read_text(encoding="utf-8-sig")
+    pattern = re.compile(rf"\s*(?:export\s+)?{re.escape(name)}\s*=")
+    lines = [i for i, row in enumerate(text.splitlines(), 1) if pattern.match(row)]
+    return lines[-1] if lines else None
+
+
 def _unknown_settings(dotenv_path: Path, names: Iterable[str]) -> list[DigestError]:
     """A DIGEST_ name in .env that digest does not know: a typo would drop a setting silently."""
     problems: list[DigestError] = []
-    text = dotenv_path.read_text(encoding="utf-8-sig")
     for name in sorted(n for n in names if n.startswith("DIGEST_") and n not in KNOWN_SETTINGS):
-        line = next(
-            (
-                i
-                for i, row in enumerate(text.splitlines(), 1)
-                if re.match(rf"\s*(?:export\s+)?{re.escape(name)}\s*=", row)
-            ),
-            None,
-        )
+        line = _dotenv_line(dotenv_path, name)
         close = difflib.get_close_matches(name, KNOWN_SETTINGS, n=1)
         problems.append(
             ConfigError(
@@ -495,6 +504,13 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     """Merge .env (if any) under the environment and validate the SMTP settings."""
     values = read_dotenv(dotenv_path)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
+
+    def where(name: str) -> dict:
+        """The .env line a bad value came from, or nothing when the environment set it."""
+        if name in environ or not dotenv_path.is_file():
+            return {"path": None, "line": None}
+        return {"path": dotenv_path, "line": _dotenv_line(dotenv_path, name)}
+
     port_text = values.get("DIGEST_SMTP_PORT")
     port: int | None = None
     if port_text:
@@ -505,14 +521,14 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
         except ValueError as e:
             raise ConfigError(
                 f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port_text!r}",
-                path=dotenv_path if dotenv_path.is_file() else None,
+                **where("DIGEST_SMTP_PORT"),
                 hint="set DIGEST_SMTP_PORT=587 (STARTTLS), 465 (TLS) or 25",
             ) from e
     security = (values.get("DIGEST_SMTP_SECURITY") or "starttls").lower()
     if security not in ("starttls", "tls", "none"):
         raise ConfigError(
             f"DIGEST_SMTP_SECURITY must be starttls, tls or none, not {security!r}",
-            path=dotenv_path if dotenv_path.is_file() else None,
+            **where("DIGEST_SMTP_SECURITY"),
             hint="starttls is the default and right for port 587",
         )
     return Settings(

@@ -320,3 +320,14 @@ def test_a_host_idna_cannot_write_is_an_error_not_a_traceback(tmp_path: Path) ->
     messages = [p.message for p in e.value.errors]
     assert messages[0].startswith("'from' is not an email address")
     assert messages[1].startswith("'unsubscribe_url' cannot be written in ASCII")
+
+
+def test_a_bad_setting_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DIGEST_SMTP_HOST=mail.example.org\nDIGEST_SMTP_PORT=70000\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / ".env", {})
+    assert (e.value.path, e.value.line) == (tmp_path / ".env", 2)
+    (tmp_path / ".env").write_text("DIGEST_SMTP_HOST=mail.example.org\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / ".env", {"DIGEST_SMTP_PORT": "70000"})  # the environment's
+    assert (e.value.path, e.value.line) == (None, None)

@@ -436,6 +436,18 @@ def test_a_weak_secret_is_warned_about(
     assert repr(secret) not in result.output and f"={secret}" not in result.output  # never shown
 
 
+def test_to_one_address_however_spelt_is_sent_once(plain_server: Server, runner: CliRunner) -> None:
+    first = _send(runner, "--to", "List@Lists.Example.org", "--yes")
+    assert first.exit_code == 0, first.output
+    for spelling in ("list@lists.example.org", " LIST@LISTS.EXAMPLE.ORG"):
+        again = _send(runner, "--to", spelling, "--yes")
+        assert again.exit_code == 0, again.output
+        assert "Nothing to send." in again.stdout
+    assert len(plain_server.recorder.received) == 1
+    status = runner.invoke(cli, ["status", EXAMPLE]).stdout
+    assert status.count(" to ") == 1  # one --to send, not three
+
+
 def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "evil.csv"
     path.write_text(

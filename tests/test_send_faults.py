@@ -206,7 +206,7 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
     assert "Traceback" not in err
     assert (
         "Stopping: 1 message in flight finishing (a server gets as long as --data-timeout to "
-        "answer); Ctrl-C again to stop at once, leaving those uncertain" in err
+        "answer); Ctrl-C again to stop at once, leaving it uncertain" in err
     )
     assert out.splitlines()[-1] == (
         "Interrupted: 1 sent, 0 failed, 2 still due, 1 uncertain; run the same command to resume."
@@ -216,6 +216,31 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
         "  uncertain reader00001@example.com: no reply after the message was sent: "
         "stopped at once (a second Ctrl-C)" in status
     )
+
+
+def test_status_is_current_while_a_send_waits_for_a_slow_reply(
+    piped: Server, project: Path, tmp_path: Path
+) -> None:
+    # The log is folded every half second even when no entry comes: the others' 'sent'
+    # shows while one connection waits (up to 10 minutes) for its reply.
+    piped.recorder.hang_in_data.add("reader00001@example.com")
+    proc = subprocess.Popen(
+        [*DIGEST, "send", EXAMPLE, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "2"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: len(piped.recorder.received) == 3)
+        time.sleep(1.5)
+        status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True, text=True)
+        assert status.stdout.startswith(f"{EXAMPLE}: 3 sent, 0 failed, 0 deferred, 0 pending, 1 in flight")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
 
 
 def test_ctrl_c_while_a_server_never_greets_stops_at_once(project: Path, tmp_path: Path, monkeypatch) -> None:

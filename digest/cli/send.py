@@ -188,7 +188,7 @@ def send(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
     )
-    if plan.in_list_send is not None and plan.in_list_send not in ("failed", "suppressed"):
+    if plan.to_send and plan.in_list_send is not None and plan.in_list_send not in ("failed", "suppressed"):
         how = {
             "sent": "got this issue from the list send already",
             "sending": "was in flight in the list send (uncertain)",
@@ -220,7 +220,8 @@ def send(
             )
     if plan.uncertain:
         click.echo(
-            f"Uncertain:  {plan.uncertain} were in flight when an earlier send stopped; "
+            f"Uncertain:  {plan.uncertain} {'was' if plan.uncertain == 1 else 'were'} in flight "
+            "when an earlier send stopped; "
             + (
                 "sending again"
                 if resend_uncertain

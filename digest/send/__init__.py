@@ -28,7 +28,14 @@ from ..tokens import verp_address, verp_signer
 from .journal import STATES, Journal, JournalError
 from .loop import Options, SendLoop, Stats
 from .outbox import OutboxMessenger
-from .recipients import RowProblem, address_key, check_addresses, envelope_address, read_recipients
+from .recipients import (
+    RowProblem,
+    address_key,
+    check_addresses,
+    envelope_address,
+    normalise_address,
+    read_recipients,
+)
 from .transport import (
     PermanentFailure,
     SMTPMessenger,
@@ -410,8 +417,9 @@ def plan_send(
     issue = load_issue(project, ref)
     rendered = render_issue(project, issue, personal=to is None)
     template = MessageTemplate(rendered, secret=settings.secret)
-    weak_secret = bool(to is None and settings.secret and _weak_secret(settings.secret))
-    key = issue.slug if to is None else f"{issue.slug} to {to}"
+    weak_secret = bool(settings.secret and _weak_secret(settings.secret))  # it signs VERP senders too
+    address = check_addresses([to], "--to")[0] if to is not None else None
+    key = issue.slug if address is None else _to_key(project, issue.slug, address)
     scratch = dry_run or outbox is not None
     if not scratch:
         _check_not_being_sent(project, key)
@@ -434,8 +442,7 @@ def plan_send(
             return SMTPMessenger(settings, per_connection, timeouts)
 
         server = "nothing (dry run)" if dry_run else SMTPMessenger(settings, per_connection).server
-    if to is not None:
-        address = check_addresses([to], "--to")[0]
+    if address is not None:
 
         def recipients() -> Iterable[Recipient]:
             return [Recipient(address)]
@@ -467,7 +474,7 @@ def plan_send(
         journal,
         read_recipients(list_path) if list_path is not None else iter(recipients()),
     )
-    if to is not None and journal is not None:  # a reader of the list, not a list address?
+    if address is not None and journal is not None:  # a reader of the list, not a list address?
         plan.in_list_send = journal.state_of(issue.slug, address_key(address))
     if journal is not None:
         journal.close()
@@ -513,6 +520,26 @@ def _count(
     plan.failed_before = counts["failed"]
     if options.retry_failed and journal is not None:
         plan.retrying = journal.in_state(plan.key, "failed", 10)
+
+
+def _to_key(project: Project, slug: str, address: str) -> str:
+    """The journal key of a --to send: one per address however it is spelt (case, IDNA or
+    Unicode domain), so a second --to never sends it again; an earlier send's key if any."""
+    wanted, prefix = address_key(address), f"{slug} to "
+    journal = _existing_journal(project)
+    if journal is not None:
+        try:
+            for key in journal.sends(slug):
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    if address_key(normalise_address(key[len(prefix) :])) == wanted:
+                        return key
+                except ValueError:
+                    continue
+        finally:
+            journal.close()
+    return prefix + address
 
 
 _PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret", "password", "test", "example"})

@@ -201,6 +201,14 @@ class Journal:
                 raise
 
     @_writes
+    def fold_due(self) -> None:
+        """Fold the log if it is time (``sendlog.FOLD_SECONDS``): a send calls this while it
+        waits too (a hung message, --rate), so that 'digest status' is never far behind."""
+        with self._lock:
+            if self._log is not None and self._log.due():
+                self._log.fold(self._db)
+
+    @_writes
     def _fold(self) -> None:
         """Fold the log's pending entries (the lock is held)."""
         if self._log is not None and self._log.pending:

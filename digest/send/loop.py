@@ -30,6 +30,7 @@ from ..message import MessageTemplate, Recipient
 from ..subscribers import key_hash
 from .journal import Delivery, Journal, JournalError
 from .recipients import address_key, envelope_address
+from .sendlog import FOLD_SECONDS
 from .transport import PermanentFailure, TemporaryFailure, Uncertain
 
 log = logging.getLogger(__name__)
@@ -172,11 +173,13 @@ class SendLoop:
         self._lanes = [_Lane(self, self.messenger_factory()) for _ in range(self.options.workers)]
         self.wire = self._lanes[0].wire if self._lanes else False
         reporter = asyncio.create_task(self._report(progress)) if progress else None
+        folder = asyncio.create_task(self._fold_while_quiet())
         try:
             for lane in self._lanes:
                 lane.take()
             await asyncio.gather(*(lane.finished for lane in self._lanes), return_exceptions=True)
         finally:
+            folder.cancel()
             self._commit()  # whatever the last turn left
             if reporter:
                 reporter.cancel()
@@ -200,10 +203,11 @@ class SendLoop:
                 stop_opening()
         in_flight = sum(bool(getattr(lane.messenger, "in_flight", False)) for lane in self._lanes)
         if in_flight and self.notice is not None:
+            one = in_flight == 1
             self.notice(
-                f"Stopping: {in_flight} message{'s' if in_flight != 1 else ''} in flight "
+                f"Stopping: {in_flight} message{'' if one else 's'} in flight "
                 "finishing (a server gets as long as --data-timeout to answer); Ctrl-C again "
-                "to stop at once, leaving those uncertain"
+                f"to stop at once, leaving {'it' if one else 'them'} uncertain"
             )
 
     def _stop_with(self, error: SendError) -> None:
@@ -214,6 +218,21 @@ class SendLoop:
         self.stop.set()
         for lane in self._lanes:
             lane.wake()  # a lane waiting to retry gives up now
+
+    async def _fold_while_quiet(self) -> None:
+        """Fold the journal's log every half second even when no entry comes (a connection
+        waiting for a slow reply, a --rate pause): 'digest status' stays current."""
+        while True:
+            await asyncio.sleep(FOLD_SECONDS)
+            try:
+                self.journal.fold_due()
+            except SendError as e:  # the journal cannot be written: nothing more may go out
+                self._stop_with(e)
+                return
+            except Exception as e:  # noqa: BLE001 - a bug must not leave the others running blind
+                log.error("folding the send log failed", exc_info=e)
+                self._stop_with(SendError(f"the send stopped on an unexpected error: {e!r}"))
+                return
 
     async def _report(self, progress: Callable[[Stats], None]) -> None:
         while True:

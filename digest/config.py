@@ -1,22 +1,18 @@
-"""Settings: the newsletter's identity from digest.toml, machine settings from .env/environment."""
+"""The newsletter's identity from digest.toml, and the project folder (settings.py: .env)."""
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
-import socket
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from dotenv import dotenv_values
 
 from .errors import ConfigError, DigestError, raise_all
 from .headers import ascii_address, parse_mailbox
 from .links import ascii_url, is_http_url, site_of
+from .settings import Settings, load_settings
 
 CONFIG_NAME = "digest.toml"
 MAX_UNSUBSCRIBE_URL = 600  # leaves a List-Unsubscribe line room for a long address and its token
@@ -88,19 +84,6 @@ class Newsletter:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Machine settings and secrets from the environment and .env; never printed."""
-
-    smtp_host: str | None = None
-    smtp_port: int | None = None
-    smtp_username: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_security: str = "starttls"
-    smtp_cafile: str | None = None
-    secret: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class Project:
     """A newsletter project folder: digest.toml, issues/, templates/, local state."""
 
@@ -130,15 +113,6 @@ class Project:
     def settings(self, environ: Mapping[str, str] | None = None) -> Settings:
         """Read machine settings from .env, overridden by the environment."""
         return load_settings(self.root / ".env", os.environ if environ is None else environ)
-
-
-def is_loopback(host: str) -> bool:
-    """Return whether every address of *host* is on this machine (127.0.0.0/8, ::1)."""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -438,108 +412,6 @@ def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
             )
         )
     return problems
-
-
-# Every setting digest reads from .env (bounces/mailboxes.py reads the DIGEST_IMAP_ ones).
-KNOWN_SETTINGS = frozenset(
-    {
-        "DIGEST_SMTP_HOST",
-        "DIGEST_SMTP_PORT",
-        "DIGEST_SMTP_USERNAME",
-        "DIGEST_SMTP_PASSWORD",
-        "DIGEST_SMTP_SECURITY",
-        "DIGEST_SMTP_CAFILE",
-        "DIGEST_SECRET",
-        "DIGEST_IMAP_HOST",
-        "DIGEST_IMAP_PORT",
-        "DIGEST_IMAP_USERNAME",
-        "DIGEST_IMAP_PASSWORD",
-        "DIGEST_IMAP_FOLDER",
-        "DIGEST_IMAP_SECURITY",
-        "DIGEST_IMAP_CAFILE",
-        "DIGEST_IMAP_PROCESSED",
-    }
-)
-
-
-def _dotenv_line(dotenv_path: Path, name: str) -> int | None:
-    """The line of .env that sets *name* (the last one, which python-dotenv keeps)."""
-    text = dotenv_path.read_text(encoding="utf-8-sig")
-    pattern = re.compile(rf"\s*(?:export\s+)?{re.escape(name)}\s*=")
-    lines = [i for i, row in enumerate(text.splitlines(), 1) if pattern.match(row)]
-    return lines[-1] if lines else None
-
-
-def _unknown_settings(dotenv_path: Path, names: Iterable[str]) -> list[DigestError]:
-    """A DIGEST_ name in .env that digest does not know: a typo would drop a setting silently."""
-    problems: list[DigestError] = []
-    for name in sorted(n for n in names if n.startswith("DIGEST_") and n not in KNOWN_SETTINGS):
-        line = _dotenv_line(dotenv_path, name)
-        close = difflib.get_close_matches(name, KNOWN_SETTINGS, n=1)
-        problems.append(
-            ConfigError(
-                f"unknown setting {name}",
-                path=dotenv_path,
-                line=line,
-                hint=f"did you mean {close[0]}?" if close else "see 'Configuration and secrets' in the README",
-            )
-        )
-    return problems
-
-
-def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
-    """Return the settings of .env (none if there is no file); raise for text that is not
-    UTF-8 and for a DIGEST_ name digest does not know. A byte-order mark is allowed."""
-    if not dotenv_path.is_file():
-        return {}
-    try:
-        values = dotenv_values(dotenv_path, encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError("not UTF-8 text", path=dotenv_path, hint="save .env as UTF-8") from e
-    raise_all(_unknown_settings(dotenv_path, values))
-    return dict(values)
-
-
-def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
-    """Merge .env (if any) under the environment and validate the SMTP settings."""
-    values = read_dotenv(dotenv_path)
-    values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
-
-    def where(name: str) -> dict:
-        """The .env line a bad value came from, or nothing when the environment set it."""
-        if name in environ or not dotenv_path.is_file():
-            return {"path": None, "line": None}
-        return {"path": dotenv_path, "line": _dotenv_line(dotenv_path, name)}
-
-    port_text = values.get("DIGEST_SMTP_PORT")
-    port: int | None = None
-    if port_text:
-        try:
-            port = int(port_text)
-            if not 0 < port < 65536:
-                raise ValueError(port)
-        except ValueError as e:
-            raise ConfigError(
-                f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port_text!r}",
-                **where("DIGEST_SMTP_PORT"),
-                hint="set DIGEST_SMTP_PORT=587 (STARTTLS), 465 (TLS) or 25",
-            ) from e
-    security = (values.get("DIGEST_SMTP_SECURITY") or "starttls").lower()
-    if security not in ("starttls", "tls", "none"):
-        raise ConfigError(
-            f"DIGEST_SMTP_SECURITY must be starttls, tls or none, not {security!r}",
-            **where("DIGEST_SMTP_SECURITY"),
-            hint="starttls is the default and right for port 587",
-        )
-    return Settings(
-        smtp_host=values.get("DIGEST_SMTP_HOST") or None,
-        smtp_port=port,
-        smtp_username=values.get("DIGEST_SMTP_USERNAME") or None,
-        smtp_password=values.get("DIGEST_SMTP_PASSWORD") or None,
-        smtp_security=security,
-        smtp_cafile=values.get("DIGEST_SMTP_CAFILE") or None,
-        secret=values.get("DIGEST_SECRET") or None,
-    )
 
 
 def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, str]:

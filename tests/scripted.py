@@ -7,8 +7,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from digest.config import Settings
 from digest.send.transport import SMTPMessenger, Timeouts
+from digest.settings import Settings
 
 EHLO = b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import find_project_root, load_newsletter, load_project, load_settings
+from digest.config import find_project_root, load_newsletter, load_project
 from digest.errors import ConfigError, DigestErrors
 
 from .conftest import write
@@ -77,28 +77,6 @@ def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
         load_newsletter(path)
     assert e.value.message.startswith("invalid TOML")
     assert e.value.line == 2
-
-
-def test_settings_come_from_dotenv_and_environment(tmp_path: Path) -> None:
-    dotenv = write(
-        tmp_path / ".env",
-        """
-        DIGEST_SMTP_HOST=mail.example.org
-        DIGEST_SMTP_PORT=587
-        DIGEST_SMTP_PASSWORD=hunter2
-    """,
-    )
-    settings = load_settings(dotenv, {"DIGEST_SMTP_PORT": "2525"})
-    assert settings.smtp_host == "mail.example.org"
-    assert settings.smtp_port == 2525  # the environment wins over .env
-    assert settings.smtp_security == "starttls"
-    assert "hunter2" not in repr(settings)
-
-
-def test_bad_security_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as e:
-        load_settings(tmp_path / ".env", {"DIGEST_SMTP_SECURITY": "ssl3"})
-    assert "starttls, tls or none" in e.value.message
 
 
 @pytest.mark.parametrize(
@@ -252,31 +230,6 @@ def test_an_address_that_could_break_a_header_or_the_envelope_is_refused(
     assert e.value.line == 7
 
 
-@pytest.mark.parametrize("port", ["99999", "0", "-5"])
-def test_a_port_out_of_range_is_a_settings_error(tmp_path: Path, port: str) -> None:
-    with pytest.raises(ConfigError) as e:
-        load_settings(tmp_path / ".env", {"DIGEST_SMTP_PORT": port})
-    assert e.value.message == f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port!r}"
-
-
-def test_a_dotenv_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_bytes("DIGEST_SECRET=café\n".encode("latin-1"))
-    with pytest.raises(ConfigError) as e:
-        load_settings(tmp_path / ".env", {})
-    assert (e.value.message, e.value.path) == ("not UTF-8 text", tmp_path / ".env")
-
-
-def test_a_misspelt_setting_in_dotenv_is_named_with_its_line(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_SECURTY=none\nOTHER_APP_KEY=1\n")
-    with pytest.raises(ConfigError) as e:
-        load_settings(tmp_path / ".env", {"DIGEST_TEST_VENV": "1"})  # the environment's own are not ours
-    assert (e.value.message, e.value.line, e.value.hint) == (
-        "unknown setting DIGEST_SMTP_SECURTY",
-        2,
-        "did you mean DIGEST_SMTP_SECURITY?",
-    )
-
-
 def test_an_unsubscribe_url_too_long_for_its_header_is_refused(tmp_path: Path) -> None:
     long_url = "https://example.org/u?" + "x" * 600 + "&e={email}&t={token}"
     path = write(
@@ -320,14 +273,3 @@ def test_a_host_idna_cannot_write_is_an_error_not_a_traceback(tmp_path: Path) ->
     messages = [p.message for p in e.value.errors]
     assert messages[0].startswith("'from' is not an email address")
     assert messages[1].startswith("'unsubscribe_url' cannot be written in ASCII")
-
-
-def test_a_bad_setting_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("DIGEST_SMTP_HOST=mail.example.org\nDIGEST_SMTP_PORT=70000\n")
-    with pytest.raises(ConfigError) as e:
-        load_settings(tmp_path / ".env", {})
-    assert (e.value.path, e.value.line) == (tmp_path / ".env", 2)
-    (tmp_path / ".env").write_text("DIGEST_SMTP_HOST=mail.example.org\n")
-    with pytest.raises(ConfigError) as e:
-        load_settings(tmp_path / ".env", {"DIGEST_SMTP_PORT": "70000"})  # the environment's
-    assert (e.value.path, e.value.line) == (None, None)

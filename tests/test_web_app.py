@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 from werkzeug.test import Client
 
 from digest import db, subscribers, tokens
-from digest.config import Settings, load_project
+from digest.config import load_project
+from digest.settings import Settings
 from digest.web import Options, create_app
 from digest.web.limits import Limit
 

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import is_loopback, read_dotenv
 from ..errors import ConfigError, DigestError
+from ..settings import is_loopback, read_dotenv
 
 PROCESSED = "processed"
 

@@ -87,8 +87,8 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
     import signal
     import webbrowser
 
-    from ..config import is_loopback
     from ..preview import start_preview
+    from ..settings import is_loopback
 
     def stop_on_term(_signum, _frame):
         raise KeyboardInterrupt

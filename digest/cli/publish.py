@@ -71,8 +71,8 @@ def publish(state: State, issues: tuple[str, ...], out: Path | None, serve: bool
         return
     import signal
 
-    from ..config import is_loopback
     from ..publish.serve import serve_site
+    from ..settings import is_loopback
 
     def stop_on_term(_signum, _frame):
         raise KeyboardInterrupt

@@ -320,7 +320,7 @@ def serve(
     """
     import waitress
 
-    from ..config import is_loopback
+    from ..settings import is_loopback
     from ..web import Options, create_app
     from ..web.app import MAX_BODY
 

@@ -35,9 +35,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..config import Settings, is_loopback
 from ..errors import ConfigError, SendError
 from ..headers import ascii_domain
+from ..settings import Settings, is_loopback
 from .replies import (
     PermanentFailure,
     Replies,

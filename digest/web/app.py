@@ -22,9 +22,10 @@ from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
 from .. import db, subscribers, tokens
-from ..config import Project, Settings
+from ..config import Project
 from ..errors import ConfigError, DigestError
 from ..send.recipients import normalise_address
+from ..settings import Settings
 from . import mail
 from .limits import Limit, allow
 from .pages import make_environment, page, secure, stylesheet

@@ -10,9 +10,10 @@ from email.utils import formatdate, make_msgid, parseaddr
 
 import jinja2
 
-from ..config import Newsletter, Settings
+from ..config import Newsletter
 from ..errors import SendError
 from ..send.transport import check_settings
+from ..settings import Settings
 
 TIMEOUT = 30
 

@@ -448,6 +448,21 @@ def test_to_one_address_however_spelt_is_sent_once(plain_server: Server, runner:
     assert status.count(" to ") == 1  # one --to send, not three
 
 
+def test_state_that_other_users_can_read_is_warned_about(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    first = _send(runner, "--list", str(_list(tmp_path, 1)), "--yes")
+    assert first.exit_code == 0 and "every user of this machine" not in first.stderr  # made private
+    (project / ".digest").chmod(0o755)  # as an older digest left them
+    (project / ".digest" / "journal.sqlite3").chmod(0o644)
+    result = _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Warning: every user of this machine can read .digest .digest/journal.sqlite3" in result.stderr
+    (project / ".digest").chmod(0o750)  # shared with a group on purpose: fine
+    (project / ".digest" / "journal.sqlite3").chmod(0o640)
+    assert "every user" not in _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run").stderr
+
+
 def test_names_cannot_inject_headers(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "evil.csv"
     path.write_text(

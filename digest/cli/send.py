@@ -170,6 +170,14 @@ def send(
         per_connection=per_connection,
         timeouts=Timeouts.scaled(timeout, data_timeout),
     )
+    if plan.readable_by_others:
+        names = " ".join(str(p.relative_to(project.root)) for p in plan.readable_by_others)
+        click.echo(
+            f"Warning: every user of this machine can read {names}, which hold readers' addresses\n"
+            "  hint: chmod 700 .digest and chmod 600 .digest/journal.sqlite3*, unless the web app's "
+            "user shares them through a group",
+            err=True,
+        )
     if plan.weak_secret:
         click.echo(
             "Warning: DIGEST_SECRET is short or a placeholder: whoever guesses it can forge "

@@ -251,6 +251,7 @@ class Plan:
     not_in_list: int = 0  # due from an earlier run of this send, not in this list
     in_list_send: str | None = None  # --to an address the list send has in this state
     weak_secret: bool = False  # DIGEST_SECRET short or a placeholder: links could be forged
+    readable_by_others: list[Path] = field(default_factory=list)  # the state that others can read
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
     dry_run: bool = False
     scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
@@ -466,6 +467,7 @@ def plan_send(
         scratch=scratch,
     )
     plan.weak_secret = weak_secret
+    plan.readable_by_others = _readable_by_others(project)
     if list_path is not None:
         plan.list_digest = _file_digest(list_path)
     _count(
@@ -543,6 +545,19 @@ def _to_key(project: Project, slug: str, address: str) -> str:
 
 
 _PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret", "password", "test", "example"})
+
+
+def _readable_by_others(project: Project) -> list[Path]:
+    """The state folder and journal files that every user of the machine can read (made by an
+    older digest, or by hand): they hold readers' addresses. New ones are 0700 and 0600."""
+    found = []
+    for path in (project.state_dir, *sorted(project.state_dir.glob(f"{JOURNAL_NAME}*"))):
+        try:
+            if path.stat().st_mode & 0o004:
+                found.append(path)
+        except OSError:
+            continue
+    return found
 
 
 def _weak_secret(secret: str) -> bool:

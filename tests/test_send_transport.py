@@ -293,3 +293,42 @@ def test_a_refused_login_never_shows_the_credentials_a_server_echoes() -> None:
         == "SendError: the SMTP server refused the login: 535 5.7.8 bad credentials: AUTH PLAIN [redacted]"
     )
     assert plain.decode() not in outcome and "s3cret" not in outcome
+
+
+def test_a_login_without_tls_goes_only_to_an_address_of_this_machine(monkeypatch) -> None:
+    # The name was loopback when the settings were checked; if it resolves elsewhere when the
+    # connection opens (DNS rebinding), the password is not sent there: nothing connects.
+    import socket
+
+    from digest.send import transport
+    from digest.send.transport import SendError
+    from digest.settings import Settings
+
+    client = transport.SMTPMessenger(
+        Settings(
+            smtp_host="localhost", smtp_port=2525, smtp_security="none", smtp_username="u", smtp_password="p"
+        )
+    )
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 2525))],
+    )
+    connected: list[object] = []
+
+    async def never(*args, **kwargs):
+        connected.append(args)
+        raise AssertionError("connected")
+
+    async def attempt() -> str:
+        monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", never)
+        try:
+            await client.connect()
+        except SendError as e:
+            return e.message
+        return "connected"
+
+    assert asyncio.run(attempt()) == (
+        "DIGEST_SMTP_SECURITY=none would send the password unencrypted to localhost (192.0.2.1)"
+    )
+    assert connected == []

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import functools
 import inspect
+import ipaddress
 import logging
 import os
 import re
@@ -186,7 +187,10 @@ class SMTPMessenger:
         try:
             async with asyncio.timeout(t.greeting):
                 tls = self._context() if s.smtp_security == "tls" else None
-                _, self._conn = await loop.create_connection(Replies, host, self._port(), ssl=tls)
+                address = host
+                if s.smtp_security == "none" and s.smtp_username:
+                    address = await self._loopback_address(host)
+                _, self._conn = await loop.create_connection(Replies, address, self._port(), ssl=tls)
                 code, message = await self._conn.reply()
                 self._check(code, message, 220, "the greeting")
             await self._ehlo()
@@ -238,6 +242,19 @@ class SMTPMessenger:
             reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
             raise TemporaryFailure(f"connection failed: {reason}") from None
         self._count = 0
+
+    async def _loopback_address(self, host: str) -> str:
+        """Resolve *host* once and return an address of this machine to connect to: a login
+        without TLS goes only there, even if the name resolved elsewhere since it was checked."""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, self._port(), type=socket.SOCK_STREAM)
+        addresses = [info[4][0] for info in infos]
+        if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+            raise SendError(
+                f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {host} "
+                f"({', '.join(sorted(set(addresses))) or 'no address'})",
+                hint="use starttls or tls; 'none' with a login is only allowed to this machine",
+            )
+        return addresses[0]
 
     def _check(self, code: int, message: bytes, expected: int, what: str) -> None:
         """Raise for an unexpected reply while connecting: 4xx temporary, 5xx fatal."""

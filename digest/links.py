@@ -35,7 +35,7 @@ def ascii_url(url: str) -> str:
     netloc = parts.netloc
     host = parts.hostname or ""
     if host and not host.isascii():
-        userinfo, _, hostport = netloc.rpartition("@")
+        userinfo = netloc.rpartition("@")[0]
         port = f":{parts.port}" if parts.port is not None else ""
         netloc = (f"{quote(userinfo, safe=_URL_SAFE)}@" if userinfo else "") + (ascii_domain(host) + port)
     return urlunsplit(

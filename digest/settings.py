@@ -38,7 +38,20 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except socket.gaierror:
         return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+    return all_loopback([info[4][0] for info in infos])
+
+
+def all_loopback(addresses: list[str]) -> bool:
+    """Whether there are addresses and every one is on this machine (127.0.0.0/8, ::1)."""
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def parse_port(text: str) -> int:
+    """Return a TCP port number (1 to 65535); raise ValueError for anything else."""
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(port)
+    return port
 
 
 # Every setting digest reads from .env (bounces/mailboxes.py reads the DIGEST_IMAP_ ones).
@@ -116,9 +129,7 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     port: int | None = None
     if port_text:
         try:
-            port = int(port_text)
-            if not 0 < port < 65536:
-                raise ValueError(port)
+            port = parse_port(port_text)
         except ValueError as e:
             raise ConfigError(
                 f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port_text!r}",

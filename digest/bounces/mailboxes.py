@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DigestError
-from ..settings import is_loopback, read_dotenv
+from ..settings import is_loopback, parse_port, read_dotenv
 
 PROCESSED = "processed"
 
@@ -245,9 +245,7 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
         )
     port_text = values.get("DIGEST_IMAP_PORT")
     try:
-        port = int(port_text) if port_text else (993 if security == "tls" else 143)
-        if not 0 < port < 65536:
-            raise ValueError(port)
+        port = parse_port(port_text) if port_text else (993 if security == "tls" else 143)
     except ValueError as e:
         raise ConfigError(
             f"DIGEST_IMAP_PORT is not a port number (1 to 65535): {port_text!r}",

@@ -271,12 +271,13 @@ def plan_send(
     template = MessageTemplate(rendered, secret=settings.secret)
     weak_secret = bool(settings.secret and _weak_secret(settings.secret))  # it signs VERP senders too
     address = check_addresses([to], "--to")[0] if to is not None else None
-    key = issue.slug if address is None else _to_key(project, issue.slug, address)
+    # Opened before the recovery below, which its reads see: each is a transaction of its own.
+    journal = _existing_journal(project)
+    key = issue.slug if address is None else _to_key(journal, issue.slug, address)
     scratch = dry_run or outbox is not None
     if not scratch:
         _check_not_being_sent(project, key)
         recover_send_logs(project)  # a killed send's last entries, for a true plan
-    journal = _existing_journal(project)
     known = journal.content_hash(key) if journal and not scratch else None
     if known is not None and known != template.content_hash and not force:
         raise SendError(
@@ -375,23 +376,18 @@ def _count(
         plan.retrying = journal.in_state(plan.key, "failed", 10)
 
 
-def _to_key(project: Project, slug: str, address: str) -> str:
+def _to_key(journal: Journal | None, slug: str, address: str) -> str:
     """The journal key of a --to send: one per address however it is spelt (case, IDNA or
     Unicode domain), so a second --to never sends it again; an earlier send's key if any."""
     wanted, prefix = address_key(address), f"{slug} to "
-    journal = _existing_journal(project)
-    if journal is not None:
+    for key in journal.sends(slug) if journal is not None else []:
+        if not key.startswith(prefix):
+            continue
         try:
-            for key in journal.sends(slug):
-                if not key.startswith(prefix):
-                    continue
-                try:
-                    if address_key(normalise_address(key[len(prefix) :])) == wanted:
-                        return key
-                except ValueError:
-                    continue
-        finally:
-            journal.close()
+            if address_key(normalise_address(key[len(prefix) :])) == wanted:
+                return key
+        except ValueError:
+            continue
     return prefix + address
 
 

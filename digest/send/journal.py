@@ -371,18 +371,26 @@ class Journal:
             "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
         ):
             counts[state] = n
-        logged = (self._log.pending if self._log is not None else []) + self._unfolded
-        final = {entry[0]: entry[1] for entry in logged}  # the last state of each
-        ids = list(final)
+        final = {entry[0]: entry[1] for entry in self._logged()}  # the last state of each
+        for i, state in self._by_id(issue, "state", final):
+            counts[state] -= 1
+            counts[final[i]] += 1
+        return counts
+
+    def _logged(self) -> list[sendlog.Entry]:
+        """The entries not yet in the database: a running send's pending ones, and those of
+        logs that could not be folded (``read_logs``, a failed last fold)."""
+        return (self._log.pending if self._log is not None else []) + self._unfolded
+
+    def _by_id(self, issue: str, column: str, ids: Iterable[int]) -> Iterator[tuple]:
+        """Yield (id, *column*) of the deliveries of *issue* among *ids*, 500 ids a query."""
+        ids = list(ids)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            for i, state in self._db.execute(
-                f"SELECT id, state FROM deliveries WHERE issue = ? AND id IN ({','.join('?' * len(chunk))})",
+            yield from self._db.execute(
+                f"SELECT id, {column} FROM deliveries WHERE issue = ? AND id IN ({','.join('?' * len(chunk))})",
                 (issue, *chunk),
-            ):
-                counts[state] -= 1
-                counts[final[i]] += 1
-        return counts
+            )
 
     def delivery_id(self, issue: str, email: str) -> int | None:
         """Return the id of the delivery of *issue* to *email* (it names the VERP address)."""
@@ -401,7 +409,7 @@ class Journal:
             "('failed', 'deferred', 'sending') ORDER BY id",
             (issue,),
         ).fetchall()
-        logged = (self._log.pending if self._log is not None else []) + self._unfolded
+        logged = self._logged()
         if not logged:
             return [(e, s, r) for _, e, s, r in rows]
         final: dict[int, tuple[str, str | None, bool]] = {}  # id -> state, reply, reply known
@@ -414,14 +422,9 @@ class Journal:
             final[delivery_id] = (state, last, known)
         by_id = {i: (e, s, r) for i, e, s, r in rows if i not in final}
         ids = [i for i, (state, _, _) in final.items() if state in wanted]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for i, e, r in self._db.execute(
-                f"SELECT id, email, reply FROM deliveries WHERE issue = ? AND id IN ({marks})", (issue, *chunk)
-            ):
-                state, last, known = final[i]
-                by_id[i] = (e, state, last if known else r)
+        for i, e, r in self._by_id(issue, "email, reply", ids):
+            state, last, known = final[i]
+            by_id[i] = (e, state, last if known else r)
         return [by_id[i] for i in sorted(by_id)]
 
     @_reads

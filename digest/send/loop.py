@@ -393,7 +393,6 @@ class _Lane:
             self._finish()
             return
         self.delivery = prepared.delivery
-        self.sender, self.to, self.hashed = prepared.sender, prepared.to, prepared.hashed
         self.attempt = 0
         self.delay = send.options.backoff
         self._attempt()
@@ -433,7 +432,7 @@ class _Lane:
             return
         prepared = self.prepared
         try:
-            self.messenger.check_envelope(self.sender, self.to)
+            self.messenger.check_envelope(prepared.sender, prepared.to)
         except PermanentFailure as e:
             self._outcome(e)
             return
@@ -441,7 +440,7 @@ class _Lane:
             self._outcome(PermanentFailure(f"cannot be written as a message: {prepared.error}"))
             return
         self.data = send.template.assemble(prepared.pieces)
-        send.record(self.delivery.id, "sending", None, claim=self.hashed, then=self._claimed)
+        send.record(self.delivery.id, "sending", None, claim=prepared.hashed, then=self._claimed)
 
     @_guarded
     def _claimed(self, refused: set[int] | SendError) -> None:
@@ -454,7 +453,7 @@ class _Lane:
             self.take()
             return
         data, self.data = self.data, b""
-        self.messenger.transmit(self.sender, self.to, data, self._outcome)
+        self.messenger.transmit(self.prepared.sender, self.prepared.to, data, self._outcome)
 
     @_guarded
     def _outcome(self, result: object) -> None:

@@ -52,16 +52,27 @@ def send_logs(project: Project, killed_only: bool = False) -> list[Path]:
     return [log for log in logs if not (killed_only and _held(_lock_file(project, log.stem)))]
 
 
-def _held(lock: Path) -> bool:
-    """Whether a send holds this lock now (flock needs no write access)."""
+def _holder(lock: Path) -> str | None:
+    """What a send holding *lock* now wrote in it (its pid), or None if nobody holds it (or
+    there is no lock file). flock needs no write access. Raise OSError if it cannot be read."""
     try:
-        with lock.open("r") as f:
+        f = lock.open("r")
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        except BlockingIOError:
+            return f.read().strip()
+    return None
+
+
+def _held(lock: Path) -> bool:
+    """Whether a send holds this lock now (a lock that cannot be read: no)."""
+    try:
+        return _holder(lock) is not None
     except OSError:
         return False
-    return False
 
 
 def recover_send_logs(project: Project) -> int:
@@ -157,20 +168,15 @@ def _check_not_being_sent(project: Project, key: str) -> None:
     """
     path = _lock_path(project, key)
     try:
-        f = path.open("r")
-    except FileNotFoundError:
-        return
+        holder = _holder(path)
     except OSError as e:
         raise JournalError(
             f"cannot read the send's lock: {e.strerror or e}",
             path=path,
             hint="check the project's .digest/ folder; nothing was sent",
         ) from None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _being_sent(path, key, f.read().strip()) from None
+    if holder is not None:
+        raise _being_sent(path, key, holder)
 
 
 def _existing_journal(project: Project) -> Journal | None:

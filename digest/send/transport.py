@@ -27,7 +27,6 @@ import asyncio
 import base64
 import functools
 import inspect
-import ipaddress
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, SendError
 from ..headers import ascii_domain
-from ..settings import Settings, is_loopback
+from ..settings import Settings, all_loopback, is_loopback
 from .replies import (
     PermanentFailure,
     Replies,
@@ -248,7 +247,7 @@ class SMTPMessenger:
         without TLS goes only there, even if the name resolved elsewhere since it was checked."""
         infos = await asyncio.get_running_loop().getaddrinfo(host, self._port(), type=socket.SOCK_STREAM)
         addresses = [info[4][0] for info in infos]
-        if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        if not all_loopback(addresses):
             raise SendError(
                 f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {host} "
                 f"({', '.join(sorted(set(addresses))) or 'no address'})",
@@ -317,11 +316,11 @@ class SMTPMessenger:
                 message = message.replace(secret, b"[redacted]")
             return reply_text(code, message)
 
-        if "PLAIN" in self._auth or "LOGIN" not in self._auth:
+        login = "LOGIN" in self._auth and "PLAIN" not in self._auth  # only LOGIN offered
+        if not login:
             code, message = await self._command(b"AUTH PLAIN " + plain + b"\r\n")
-        else:
-            code = 504  # only LOGIN offered
-        if code == 504 and "LOGIN" in self._auth:
+            login = code == 504 and "LOGIN" in self._auth  # PLAIN refused, LOGIN offered
+        if login:
             code, message = await self._command(b"AUTH LOGIN\r\n")
             for step in steps:
                 if code != 334:
@@ -542,13 +541,11 @@ class SMTPMessenger:
     def cut(self) -> None:
         """Drop the connection at once (a second Ctrl-C): a message whose final '.' went
         out ends uncertain, one not yet complete deferred, as when the connection is lost."""
-        if self._opening is not None:
-            self._opening.cancel()
-        if self._done is not None:
-            self._abandon()
+        self.stop_opening()
+        in_flight = self.in_flight
+        self._abandon()
+        if in_flight:
             self._report_lost(ConnectionAbortedError("stopped at once (a second Ctrl-C)"))
-        else:
-            self._abandon()
 
     def _abandon(self) -> None:
         """Close the connection now, without waiting."""

@@ -160,14 +160,19 @@ def test_sources_table_and_bad_values(tmp_path: Path) -> None:
     )
 
 
-def _newsletter(tmp_path: Path, extra: str, sender: str = "N <n@example.org>"):
+def _newsletter(
+    tmp_path: Path,
+    extra: str = "",
+    sender: str = "N <n@example.org>",
+    unsubscribe: str = "https://example.org/u",
+):
     path = write(
         tmp_path / "digest.toml",
         f"""
         [newsletter]
         name = "N"
         from = "{sender}"
-        unsubscribe_url = "https://example.org/u"
+        unsubscribe_url = "{unsubscribe}"
         list_id = "n.example.org"
         disclaimer = "D"
         {extra}
@@ -187,20 +192,8 @@ def test_addresses_and_links_that_go_into_headers_are_kept_in_ascii(tmp_path: Pa
     assert n.unsubscribe_mailto == "abmelden@xn--bcher-kva.example"
     assert n.bounce_address == "bounces@xn--bcher-kva.example"
     assert n.sender_domain == "xn--bcher-kva.example"
-    path = write(
-        tmp_path / "digest.toml",
-        """
-        [newsletter]
-        name = "N"
-        from = "N <n@example.org>"
-        unsubscribe_url = "https://bücher.example/désabonner?e={email}&t={token}"
-        list_id = "n.example.org"
-        disclaimer = "D"
-    """,
-    )
-    assert load_newsletter(path).unsubscribe_url == (
-        "https://xn--bcher-kva.example/d%C3%A9sabonner?e={email}&t={token}"
-    )
+    n = _newsletter(tmp_path, unsubscribe="https://bücher.example/désabonner?e={email}&t={token}")
+    assert n.unsubscribe_url == ("https://xn--bcher-kva.example/d%C3%A9sabonner?e={email}&t={token}")
 
 
 def test_an_unsubscribe_mailto_is_kept_as_the_bare_address(tmp_path: Path) -> None:
@@ -232,19 +225,8 @@ def test_an_address_that_could_break_a_header_or_the_envelope_is_refused(
 
 def test_an_unsubscribe_url_too_long_for_its_header_is_refused(tmp_path: Path) -> None:
     long_url = "https://example.org/u?" + "x" * 600 + "&e={email}&t={token}"
-    path = write(
-        tmp_path / "digest.toml",
-        f"""
-        [newsletter]
-        name = "N"
-        from = "N <n@example.org>"
-        unsubscribe_url = "{long_url}"
-        list_id = "n.example.org"
-        disclaimer = "D"
-    """,
-    )
     with pytest.raises(ConfigError) as e:
-        load_newsletter(path)
+        _newsletter(tmp_path, unsubscribe=long_url)
     assert e.value.message.startswith("'unsubscribe_url' is too long for the List-Unsubscribe header")
     assert e.value.line == 4
 
@@ -257,19 +239,8 @@ def test_idna_2008_is_used_for_the_newsletters_own_domains(tmp_path: Path) -> No
 
 
 def test_a_host_idna_cannot_write_is_an_error_not_a_traceback(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "digest.toml",
-        """
-        [newsletter]
-        name = "N"
-        from = "N <n@ä..example>"
-        unsubscribe_url = "https://ä..example/u"
-        list_id = "n.example.org"
-        disclaimer = "D"
-    """,
-    )
     with pytest.raises(DigestErrors) as e:
-        load_newsletter(path)
+        _newsletter(tmp_path, sender="N <n@ä..example>", unsubscribe="https://ä..example/u")
     messages = [p.message for p in e.value.errors]
     assert messages[0].startswith("'from' is not an email address")
     assert messages[1].startswith("'unsubscribe_url' cannot be written in ASCII")

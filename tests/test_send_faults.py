@@ -187,13 +187,7 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
     piped: Server, project: Path, tmp_path: Path
 ) -> None:
     piped.recorder.hang_in_data.add("reader00001@example.com")  # RFC 5321's 10 minutes to wait
-    proc = subprocess.Popen(
-        [*DIGEST, "send", EXAMPLE, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "1"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn_send(project, str(_list(tmp_path, 4)), "--workers", "1")
     _wait_for(lambda: "reader00001@example.com" not in piped.recorder.hang_in_data)  # its dot is out
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
@@ -224,13 +218,7 @@ def test_status_is_current_while_a_send_waits_for_a_slow_reply(
     # The log is folded every half second even when no entry comes: the others' 'sent'
     # shows while one connection waits (up to 10 minutes) for its reply.
     piped.recorder.hang_in_data.add("reader00001@example.com")
-    proc = subprocess.Popen(
-        [*DIGEST, "send", EXAMPLE, "--list", str(_list(tmp_path, 4)), "--yes", "--workers", "2"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn_send(project, str(_list(tmp_path, 4)), "--workers", "2")
     try:
         _wait_for(lambda: len(piped.recorder.received) == 3)
         time.sleep(1.5)
@@ -252,13 +240,7 @@ def test_ctrl_c_while_a_server_never_greets_stops_at_once(project: Path, tmp_pat
     accepting = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
     accepting.start()
     try:
-        proc = subprocess.Popen(
-            [*DIGEST, "send", EXAMPLE, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1"],
-            cwd=project,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _spawn_send(project, str(_list(tmp_path, 3)), "--workers", "1")
         _wait_for(lambda: bool(held))  # connected, waiting for a greeting (5 minutes by RFC 5321)
         time.sleep(0.3)
         started = time.monotonic()
@@ -305,13 +287,7 @@ def test_a_server_that_vanishes_mid_send_and_comes_back(project: Path, tmp_path:
     path = _list(tmp_path, 400)
     first = Server(pipelining=True, port=port)
     with first:
-        proc = subprocess.Popen(
-            [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes", "--workers", "3", "--retry-delay", "0.05"],
-            cwd=project,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _spawn_send(project, str(path), "--workers", "3", "--retry-delay", "0.05")
         _wait_for(lambda: len(first.recorder.received) >= 60)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, out + err
@@ -784,13 +760,7 @@ def test_an_address_unsubscribed_during_the_send_is_skipped(
     piped: Server, project: Path, tmp_path: Path
 ) -> None:
     path = _list(tmp_path, 100)
-    proc = subprocess.Popen(
-        [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes", "--rate", "40", "--workers", "1"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn_send(project, str(path), "--rate", "40", "--workers", "1")
     _wait_for(lambda: len(piped.recorder.received) >= 5)
     # Another process (the readers' web app, say) records the unsubscription meanwhile.
     from digest.send.journal import Journal
@@ -834,6 +804,17 @@ def test_a_kill_between_rate_limited_messages_leaves_nothing_uncertain(
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _spawn_send(project: Path, list_path: str, *extra: str) -> subprocess.Popen:
+    """``digest send EXAMPLE --list LIST --yes EXTRA`` in a process of its own (text output)."""
+    return subprocess.Popen(
+        [*DIGEST, "send", EXAMPLE, "--list", list_path, "--yes", *extra],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> None:

@@ -49,16 +49,43 @@ def _check_purpose(purpose: str) -> None:
         raise ValueError(f"unknown token purpose {purpose!r}")
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # RFC 2104's pads, as translation tables
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
+    """Return ``mac(message)``, equal to ``hmac.digest(key, message, "sha256")``, faster.
+
+    The key's two padded blocks are hashed once (RFC 2104) and each MAC copies
+    those states. ``hmac.digest`` sets the algorithm up in OpenSSL 3 at every call:
+    measured 2.9 µs a MAC against 0.8, and two MACs a message in a send (its VERP
+    sender and its unsubscribe link). tests/test_tokens.py checks it against
+    ``hmac.digest`` for any key and message.
+    """
+    if len(key) > 64:  # SHA-256's block size
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    inner, outer = hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
+
+    def mac(message: bytes) -> bytes:
+        h = inner.copy()
+        h.update(message)
+        o = outer.copy()
+        o.update(h.digest())
+        return o.digest()
+
+    return mac
+
+
 def signer(secret: str, purpose: str, scope: str, expires: int = 0) -> Callable[[str], str]:
     """Return a function that signs addresses, the HMAC key and prefix set up once."""
     _check_purpose(purpose)
-    key = secret.encode("utf-8")
+    mac_of = hmac_sha256(secret.encode("utf-8"))
     signed = f"{purpose}\n{scope}\n{expires}\n".encode()
     prefix = f"{_base36(expires)}." if expires else ""
 
     def sign(address: str) -> str:
-        # hmac.digest: one call into OpenSSL, a third of the cost of a copied HMAC object.
-        mac = hmac.digest(key, signed + _key(address), "sha256")
+        mac = mac_of(signed + _key(address))
         return prefix + base64.urlsafe_b64encode(mac[:16]).decode("ascii")[:_MAC_CHARS]
 
     return sign
@@ -178,12 +205,12 @@ _VERP_RE = re.compile(r"([0-9a-z]{1,12})\.([a-z2-7]{16})\Z")
 
 def _verp_macs(secret: str, scope: str) -> Callable[[int, str, str], str]:
     """Return a function that signs deliveries, the HMAC key set up once (for a whole send)."""
-    key = secret.encode("utf-8")
+    mac = hmac_sha256(secret.encode("utf-8"))
     signed = f"verp\n{scope}\n".encode()
 
     def mac_of(delivery_id: int, issue: str, address: str) -> str:
         data = signed + f"{delivery_id}\n{issue}\n".encode() + _key(address)
-        return _base32_80(hmac.digest(key, data, "sha256")[:VERP_MAC_BYTES])
+        return _base32_80(mac(data)[:VERP_MAC_BYTES])
 
     return mac_of
 

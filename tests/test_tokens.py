@@ -133,3 +133,11 @@ def test_the_fast_signers_give_the_tokens_of_their_definition(
     assert tokens.verp_signer(secret, scope)(delivery_id, "2026-11-28", address) == _reference_verp(
         secret, scope, delivery_id, "2026-11-28", address
     )
+
+
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_the_precomputed_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
+    # Keys shorter, as long as and longer than SHA-256's 64-byte block (hashed first).
+    mac = tokens.hmac_sha256(key)
+    assert mac(message) == hmac.digest(key, message, "sha256")
+    assert mac(message + b"x") == hmac.digest(key, message + b"x", "sha256")  # the pads are reused, not used up

@@ -652,6 +652,7 @@ def test_the_plan_names_readers_due_from_an_earlier_run_with_another_list(
     assert "Recipients: 5 to send\n" in result.stdout
     assert (
         "Earlier:    3 of them are due from an earlier run of this issue and not in this list; "
-        "they are sent too\n" in result.stdout
+        f"they are sent too ('digest cancel {EXAMPLE}' first stops that: this list's readers are "
+        "sent all the same)\n" in result.stdout
     )
     assert len(plain_server.recorder.by_recipient()) == 5

@@ -1,4 +1,4 @@
-"""Commands that send an issue: send, status, unsubscribe."""
+"""Commands that send an issue: send, status, cancel, unsubscribe."""
 
 from __future__ import annotations
 
@@ -196,7 +196,11 @@ def send(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
     )
-    if plan.to_send and plan.in_list_send is not None and plan.in_list_send not in ("failed", "suppressed"):
+    if (
+        plan.to_send
+        and plan.in_list_send is not None
+        and plan.in_list_send not in ("failed", "suppressed", "cancelled")
+    ):
         how = {
             "sent": "got this issue from the list send already",
             "sending": "was in flight in the list send (uncertain)",
@@ -205,7 +209,8 @@ def send(
     if plan.not_in_list:
         click.echo(
             f"Earlier:    {plan.not_in_list} of them are due from an earlier run of this "
-            "issue and not in this list; they are sent too"
+            f"issue and not in this list; they are sent too ('digest cancel {issue}' first "
+            "stops that: this list's readers are sent all the same)"
         )
     skipped = len(plan.invalid) + plan.suppressed + len(plan.duplicates)
     if skipped:
@@ -393,6 +398,7 @@ def status(state: State, issue: str) -> None:
                 )
             )
             + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else "")
+            + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
             + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
         labels = {"failed": "failed", "deferred": "deferred", "sending": in_doubt}
@@ -403,6 +409,54 @@ def status(state: State, issue: str) -> None:
             click.echo(f"  {labels[st]:<9} {email}: {why}")
         for email, label, detail in issue_bounces(conn, key):
             click.echo(f"  {label:<9} {email}: {detail}")
+
+
+@cli.command()
+@click.argument("issue")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def cancel(state: State, issue: str, yes: bool) -> None:
+    """Cancel the send of ISSUE for good: the readers still due are not sent to.
+
+    For a send stopped part way that must not go on (the wrong list, an error in
+    the issue). Those sent, failed or uncertain keep their state; a later send
+    sends again to the cancelled readers its list names.
+
+    \b
+    Example:
+        digest cancel 2021-12-31
+    """
+    from ..send import cancel_sends, due_by_send
+
+    project = state.project()
+    due = due_by_send(project, issue)
+    if not due:
+        from ..issue import resolve_issue_dir
+
+        resolve_issue_dir(project, issue)  # a mistyped issue is an error, not "not sent yet"
+        click.echo(f"{issue}: not sent yet; nothing to cancel")
+        return
+    keys = [key for key, n in due.items() if n]
+    if not keys:
+        click.echo(f"Nothing to cancel: no reader of {issue} is still due (see 'digest status {issue}').")
+        return
+    for key in keys:
+        click.echo(f"{key}: {due[key]} still due")
+    total = sum(due[key] for key in keys)
+    readers = f"{total} reader{'s' if total != 1 else ''}"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DigestError(
+                "cancelling a send needs confirmation", hint="pass --yes to cancel without a terminal"
+            )
+        if not click.confirm(f"Cancel: {readers} will not be sent {issue}?"):
+            click.echo("Not cancelled.")
+            sys.exit(1)
+    cancelled = sum(cancel_sends(project, keys).values())
+    click.echo(
+        f"Cancelled: {cancelled} reader{'s' if cancelled != 1 else ''} of {issue} will not be sent it. "
+        "A later send sends to those its list names again."
+    )
 
 
 @cli.command()

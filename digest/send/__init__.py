@@ -40,6 +40,8 @@ from .state import (
     _check_not_being_sent,
     _existing_journal,
     _log_path,
+    cancel_sends,
+    due_by_send,
     only_sender,
     open_journal,
     recover_send_logs,
@@ -62,6 +64,8 @@ __all__ = [
     "Plan",
     "Stats",
     "Timeouts",
+    "cancel_sends",
+    "due_by_send",
     "open_journal",
     "plan_send",
     "recover_send_logs",
@@ -359,7 +363,7 @@ def _count(
         if suppression is not None and suppression.is_suppressed(key):
             plan.suppressed += 1
             due_suppressed += state in due_states
-        elif state is None:
+        elif state is None or state == "cancelled":  # a cancelled reader the list names again
             new += 1
         elif state in due_states:
             due_here += 1

@@ -27,7 +27,7 @@ from ..message import Recipient
 from . import sendlog
 from .recipients import address_key
 
-STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed")
+STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed", "cancelled")
 _SUPPRESSED = "unsubscribed while the send ran"
 
 
@@ -267,7 +267,25 @@ class Journal:
         row = self._db.execute(
             "SELECT id, state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, key)
         ).fetchone()
+        if row[1] == "cancelled":  # a list names the reader again: due again, with its fields
+            self._db.execute(
+                "UPDATE deliveries SET state = 'pending', email = ?, fields = ?, updated_at = ? WHERE id = ?",
+                (r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time(), row[0]),
+            )
+            return "new"
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
+
+    @_writes
+    def cancel(self, issue: str) -> int:
+        """Mark the deliveries of *issue* still due (pending or deferred) 'cancelled'; return
+        how many. No run sends to them again unless a later list names them again
+        (``add``). Sent, failed and uncertain ones keep their state."""
+        with self._lock, db.transaction(self._db):
+            return self._db.execute(
+                "UPDATE deliveries SET state = 'cancelled', updated_at = ? "
+                "WHERE issue = ? AND state IN ('pending', 'deferred')",
+                (time.time(), issue),
+            ).rowcount
 
     @_reads
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:

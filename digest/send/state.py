@@ -183,3 +183,35 @@ def _existing_journal(project: Project) -> Journal | None:
     """Open the journal for reading if it exists; planning creates nothing."""
     path = project.state_dir / JOURNAL_NAME
     return Journal(path) if path.exists() else None
+
+
+def due_by_send(project: Project, issue: str) -> dict[str, int]:
+    """The sends of *issue* (its list send, its --to sends) and how many of each are still due
+    (pending or deferred), a killed send's log folded in first. Creates nothing."""
+    recover_send_logs(project)
+    journal = _existing_journal(project)
+    if journal is None:
+        return {}
+    try:
+        return {key: (c := journal.counts(key))["pending"] + c["deferred"] for key in journal.sends(issue)}
+    finally:
+        journal.close()
+
+
+def cancel_sends(project: Project, keys: Iterable[str]) -> dict[str, int]:
+    """Cancel these sends for good: what is still due of each is marked 'cancelled'; return
+    how many of each. Holds every send's lock meanwhile: a running one is refused
+    (SendError), and nothing is cancelled then."""
+    keys = list(keys)
+    with contextlib.ExitStack() as locks:
+        for key in keys:
+            locks.enter_context(only_sender(project, key))
+        journal = open_journal(project)
+        try:
+            cancelled = {}
+            for key in keys:
+                journal.recover(_log_path(project, key))  # killed meanwhile: its last entries first
+                cancelled[key] = journal.cancel(key)
+            return cancelled
+        finally:
+            journal.close()

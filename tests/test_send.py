@@ -512,7 +512,8 @@ def test_ctrl_c_finishes_in_flight_and_resumes(plain_server: Server, project: Pa
     assert "Traceback" not in err
     summary = out.splitlines()[-1]
     assert summary.startswith("Interrupted: ") and summary.endswith(
-        "still due, 0 uncertain; run the same command to resume."
+        "still due, 0 uncertain; run the same command to resume "
+        f"(or 'digest cancel {EXAMPLE}' to stop it for good)."
     )
     sent = int(summary.split()[1])
     assert sent == len(plain_server.recorder.received)

@@ -203,7 +203,8 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
         "answer); Ctrl-C again to stop at once, leaving it uncertain" in err
     )
     assert out.splitlines()[-1] == (
-        "Interrupted: 1 sent, 0 failed, 2 still due, 1 uncertain; run the same command to resume."
+        "Interrupted: 1 sent, 0 failed, 2 still due, 1 uncertain; run the same command to resume "
+        f"(or 'digest cancel {EXAMPLE}' to stop it for good)."
     )
     status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True, text=True).stdout
     assert (

@@ -272,7 +272,8 @@ def send(
         click.echo(
             f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} "
             f"failed, {counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
-            f"{counts.get('sending', 0)} uncertain; run the same command to resume."
+            f"{counts.get('sending', 0)} uncertain; run the same command to resume "
+            f"(or 'digest cancel {issue}' to stop it for good)."
         )
         sys.exit(130)
     except SendError as e:

@@ -114,16 +114,21 @@ def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
     return dict(values)
 
 
+def setting_source(dotenv_path: Path, environ: Mapping[str, str], name: str) -> dict[str, Path | int | None]:
+    """Where a bad value of *name* came from, as ConfigError's path and line: its .env line,
+    or nothing when the environment set it (the environment wins over .env)."""
+    if name in environ or not dotenv_path.is_file():
+        return {"path": None, "line": None}
+    return {"path": dotenv_path, "line": _dotenv_line(dotenv_path, name)}
+
+
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     """Merge .env (if any) under the environment and validate the SMTP settings."""
     values = read_dotenv(dotenv_path)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
 
     def where(name: str) -> dict:
-        """The .env line a bad value came from, or nothing when the environment set it."""
-        if name in environ or not dotenv_path.is_file():
-            return {"path": None, "line": None}
-        return {"path": dotenv_path, "line": _dotenv_line(dotenv_path, name)}
+        return setting_source(dotenv_path, environ, name)
 
     port_text = values.get("DIGEST_SMTP_PORT")
     port: int | None = None

@@ -86,6 +86,15 @@ def test_imap_settings_read_dotenv_the_same_way(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         imap_settings(tmp_path / ".env", {"DIGEST_IMAP_PORT": "99999"})
     assert e.value.message == "DIGEST_IMAP_PORT is not a port number (1 to 65535): '99999'"
+    assert (e.value.path, e.value.line) == (None, None)  # the environment's, not .env's
+    with (tmp_path / ".env").open("a") as f:
+        f.write("DIGEST_IMAP_SECURITY=plain\n")
+    with pytest.raises(ConfigError) as e:
+        imap_settings(tmp_path / ".env", {})
+    assert (e.value.path, e.value.line) == (tmp_path / ".env", 4)  # this one is .env's, line 4
+    with pytest.raises(ConfigError) as e:
+        imap_settings(tmp_path / ".env", {"DIGEST_IMAP_SECURITY": "plain"})
+    assert (e.value.path, e.value.line) == (None, None)
     (tmp_path / ".env").write_bytes("DIGEST_IMAP_HOST=caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError) as e:
         imap_settings(tmp_path / ".env", {})

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DigestError
-from ..settings import is_loopback, parse_port, read_dotenv
+from ..settings import is_loopback, parse_port, read_dotenv, setting_source
 
 PROCESSED = "processed"
 
@@ -220,7 +220,11 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
     """Read the IMAP settings; say what to set when something is missing."""
     values = read_dotenv(dotenv_path)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_IMAP_")})
-    where = dotenv_path if dotenv_path.is_file() else None
+    where = dotenv_path if dotenv_path.is_file() else None  # where the missing ones go
+
+    def source(name: str) -> dict:
+        return setting_source(dotenv_path, environ, name)
+
     missing = [k for k in ("HOST", "USERNAME", "PASSWORD") if not values.get(f"DIGEST_IMAP_{k}")]
     if missing:
         raise ConfigError(
@@ -233,14 +237,14 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
     if security not in ("tls", "starttls", "none"):
         raise ConfigError(
             f"DIGEST_IMAP_SECURITY must be tls, starttls or none, not {security!r}",
-            path=where,
+            **source("DIGEST_IMAP_SECURITY"),
             hint="tls (port 993) is the default",
         )
     host = values["DIGEST_IMAP_HOST"]
     if security == "none" and not is_loopback(host):
         raise ConfigError(
             f"DIGEST_IMAP_SECURITY=none would send the IMAP password unencrypted to {host}",
-            path=where,
+            **source("DIGEST_IMAP_SECURITY"),
             hint="use tls (the default) or starttls; 'none' is only allowed to this machine",
         )
     port_text = values.get("DIGEST_IMAP_PORT")
@@ -249,7 +253,7 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
     except ValueError as e:
         raise ConfigError(
             f"DIGEST_IMAP_PORT is not a port number (1 to 65535): {port_text!r}",
-            path=where,
+            **source("DIGEST_IMAP_PORT"),
             hint="set DIGEST_IMAP_PORT=993 (TLS) or 143 (STARTTLS)",
         ) from e
     return ImapSettings(
@@ -258,13 +262,13 @@ def imap_settings(dotenv_path: Path, environ: Mapping[str, str]) -> ImapSettings
         password=values["DIGEST_IMAP_PASSWORD"],
         port=port,
         security=security,
-        folder=_folder_setting(values, "DIGEST_IMAP_FOLDER", where) or "INBOX",
+        folder=_folder_setting(values, "DIGEST_IMAP_FOLDER", source("DIGEST_IMAP_FOLDER")) or "INBOX",
         cafile=values.get("DIGEST_IMAP_CAFILE") or None,
-        processed=_folder_setting(values, "DIGEST_IMAP_PROCESSED", where),
+        processed=_folder_setting(values, "DIGEST_IMAP_PROCESSED", source("DIGEST_IMAP_PROCESSED")),
     )
 
 
-def _folder_setting(values: Mapping[str, str | None], key: str, where: Path | None) -> str | None:
+def _folder_setting(values: Mapping[str, str | None], key: str, where: dict) -> str | None:
     """A folder name as the mail program shows it, in IMAP's modified UTF-7 (RFC 3501 5.1.3)."""
     name = values.get(key) or None
     if name is None:
@@ -272,7 +276,7 @@ def _folder_setting(values: Mapping[str, str | None], key: str, where: Path | No
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise ConfigError(
             f"{key} holds a control character (a line break?)",
-            path=where,
+            **where,
             hint="write the folder name on one line, as your mail program shows it",
         )
     return imap_utf7(name)

@@ -1,4 +1,4 @@
-"""Messengers: where a prepared message goes. SMTP for real, an outbox folder for files.
+"""The SMTP messenger: where a prepared message goes (``outbox.py`` writes files instead).
 
 A messenger sends one message at a time, driven by callbacks so a send needs no
 task and no coroutine per message:
@@ -16,36 +16,34 @@ task and no coroutine per message:
 - ``push(sender, recipient, data)`` does all three as one coroutine (``--test``
   copies, tests), and ``close()`` ends the session.
 
-One thread drives every connection; the connection's setup and its rare failure
-paths (RSET after a refused envelope, QUIT) are coroutines, the per-message path
-is callbacks on the connection's protocol.
+One thread drives every connection; the connection's setup (``session.py``) and
+its rare failure paths (RSET after a refused envelope, QUIT) are coroutines, the
+per-message path is callbacks on the connection's protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import inspect
 import logging
-import os
 import re
-import socket
-import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from ..errors import ConfigError, SendError
-from ..headers import ascii_domain
-from ..settings import Settings, all_loopback, is_loopback
-from .replies import (
-    PermanentFailure,
-    Replies,
-    TemporaryFailure,
-    Uncertain,
-    failure_of,
-    reply_text,
-)
+from ..errors import SendError
+from ..settings import Settings
+from .replies import PermanentFailure, TemporaryFailure, Uncertain, failure_of, reply_text
+from .session import SMTPSession, Timeouts, check_settings, helo_name
+
+__all__ = [
+    "Data",
+    "PermanentFailure",
+    "SMTPMessenger",
+    "TemporaryFailure",
+    "Timeouts",
+    "Uncertain",
+    "check_settings",
+    "helo_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +51,6 @@ log = logging.getLogger(__name__)
 _NOT_IN_ENVELOPE = re.compile(r"[\x00-\x20<>\x7f]")
 
 Data = bytes | Callable[[], bytes] | Callable[[], Awaitable[bytes]]
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds to wait for each reply; the defaults are RFC 5321 section 4.5.3.2's.
-
-    The RFC's 2 minutes for DATA's 354 are covered by the envelope's (pipelined) 5, and
-    its 3 minutes per written block by the 10 minutes for the message and its reply.
-    """
-
-    greeting: float = 300.0  # the 220 on connect (5 minutes)
-    command: float = 300.0  # EHLO, STARTTLS, AUTH, MAIL, RCPT and DATA's 354 (5 minutes)
-    data_end: float = 600.0  # writing the message and the reply to its final '.' (10 minutes)
-
-    @classmethod
-    def scaled(cls, command: float | None = None, data_end: float | None = None) -> Timeouts:
-        """Return the defaults with the command timeouts and/or the final-dot one replaced."""
-        t = cls()
-        if command is not None:
-            t = cls(command, command, t.data_end)
-        if data_end is not None:
-            t = cls(t.greeting, t.command, data_end)
-        return t
 
 
 async def _resolve(data: Data) -> bytes:
@@ -87,65 +62,18 @@ async def _resolve(data: Data) -> bytes:
     return data
 
 
-@functools.cache
-def helo_name() -> str:
-    """Return the name to greet with: this host's name if it is a domain, else ''.
-
-    Only the local name is used, never a DNS lookup (which would block the event loop);
-    '' means "use the connection's address literal".
-    """
-    name = socket.gethostname()
-    if "." in name and all(
-        part and part.replace("-", "").isalnum() and part.isascii() for part in name.split(".")
-    ):
-        return name
-    return ""
-
-
-def check_settings(settings: Settings) -> None:
-    """Refuse SMTP settings that are missing or would send a password in the clear."""
-    if not settings.smtp_host:
-        raise ConfigError(
-            "no SMTP server is configured",
-            hint="set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, DIGEST_SMTP_USERNAME, "
-            "DIGEST_SMTP_PASSWORD) in .env or the environment, or write files with --outbox DIR",
-        )
-    try:
-        host = ascii_domain(settings.smtp_host)
-    except ValueError as e:
-        raise ConfigError(
-            f"DIGEST_SMTP_HOST is not a host name: {e}",
-            hint="set DIGEST_SMTP_HOST to the server's name or address",
-        ) from None
-    if settings.smtp_cafile and not os.path.isfile(settings.smtp_cafile):
-        raise ConfigError(
-            f"DIGEST_SMTP_CAFILE is not a file: {settings.smtp_cafile}",
-            hint="give the path of the PEM file of the CA that signed the server's certificate",
-        )
-    if settings.smtp_security == "none" and settings.smtp_username and not is_loopback(host):
-        raise ConfigError(
-            f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {settings.smtp_host}",
-            hint="use starttls or tls; 'none' with a login is only allowed to this machine",
-        )
-
-
 Done = Callable[[object], None]  # called with the server's reply (str) or the failure
 
 
-class SMTPMessenger:
+class SMTPMessenger(SMTPSession):
     """One SMTP connection, opened on first use and renewed every *per_connection* messages."""
 
     wire = True  # messages are SMTP DATA: dot-stuffed, ending with the '.' line
 
     def __init__(self, settings: Settings, per_connection: int = 100, timeouts: Timeouts | None = None) -> None:
-        check_settings(settings)
-        self.settings = settings
+        super().__init__(settings, timeouts)
         self.per_connection = per_connection
-        self.timeouts = timeouts or Timeouts()
-        self._conn: Replies | None = None
-        self._extensions: set[str] = set()
-        self._auth: set[str] = set()  # the login methods offered (PLAIN, LOGIN, ...)
-        self._count = 0
+        self._count = 0  # messages on this connection
         self._opening: asyncio.Task[None] | None = None
         self._cleanup: asyncio.Task[None] | None = None  # RSET after a refused envelope
         self._tasks: set[asyncio.Task[None]] = set()
@@ -158,181 +86,12 @@ class SMTPMessenger:
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def server(self) -> str:
-        s = self.settings
-        return f"{s.smtp_host}:{self._port()} ({s.smtp_security})"
-
-    def _port(self) -> int:
-        s = self.settings
-        return s.smtp_port or {"tls": 465, "starttls": 587}.get(s.smtp_security, 25)
-
-    def _context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.settings.smtp_cafile)
-
     # -- the connection ------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open, greet, secure and log in.
-
-        A 4xx reply on the way (421 greeting, 454 to STARTTLS or AUTH) or a lost
-        connection raises TemporaryFailure; a refused or unknown host, a 5xx to the
-        login and a broken TLS session raise SendError.
-        """
-        s = self.settings
-        host = ascii_domain(s.smtp_host or "")  # checked by check_settings; IDNA 2008, as addresses
-        t = self.timeouts
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(t.greeting):
-                tls = self._context() if s.smtp_security == "tls" else None
-                address = host
-                if s.smtp_security == "none" and s.smtp_username:
-                    address = await self._loopback_address(host)
-                _, self._conn = await loop.create_connection(Replies, address, self._port(), ssl=tls)
-                code, message = await self._conn.reply()
-                self._check(code, message, 220, "the greeting")
-            await self._ehlo()
-            if s.smtp_security == "starttls":
-                if "starttls" not in self._extensions:
-                    raise SendError(
-                        f"{host} does not offer STARTTLS",
-                        hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server",
-                    )
-                async with asyncio.timeout(t.command):
-                    conn = self._conn
-                    conn.transport.write(b"STARTTLS\r\n")
-                    code, message = await conn.reply()
-                    self._check(code, message, 220, "STARTTLS")
-                    if conn.pending():  # bytes that came in the clear after the 220
-                        raise SendError(
-                            f"{host} sent data in plain text after its 220 reply to STARTTLS; "
-                            "the connection was closed (injected commands?)",
-                            hint="something on the path to the server tampers with the "
-                            "connection; use DIGEST_SMTP_SECURITY=tls if the server "
-                            "offers it",
-                        )
-                    conn.transport = await loop.start_tls(
-                        conn.transport, conn, self._context(), server_hostname=host
-                    )
-                await self._ehlo()
-            if s.smtp_username:
-                async with asyncio.timeout(t.command):
-                    await self._login(s.smtp_username, s.smtp_password or "")
-        except (SendError, TemporaryFailure):
-            self._abandon()
-            raise
-        except ssl.SSLError as e:
-            self._abandon()
-            raise SendError(
-                f"TLS with {host} failed: {e.reason or e}",
-                hint="check DIGEST_SMTP_SECURITY and the server's certificate "
-                "(DIGEST_SMTP_CAFILE for a private CA)",
-            ) from None
-        except (ConnectionRefusedError, socket.gaierror) as e:
-            self._abandon()
-            raise SendError(
-                f"cannot connect to {self.server}: {e}",
-                hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "
-                "server runs; then run the same command again (a send resumes where it stopped)",
-            ) from None
-        except (OSError, EOFError, TimeoutError) as e:
-            self._abandon()
-            reason = str(e) or ("no reply in time" if isinstance(e, TimeoutError) else type(e).__name__)
-            raise TemporaryFailure(f"connection failed: {reason}") from None
+        """Open, greet, secure and log in (``SMTPSession.connect``); a fresh count of messages."""
+        await super().connect()
         self._count = 0
-
-    async def _loopback_address(self, host: str) -> str:
-        """Resolve *host* once and return an address of this machine to connect to: a login
-        without TLS goes only there, even if the name resolved elsewhere since it was checked."""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, self._port(), type=socket.SOCK_STREAM)
-        addresses = [info[4][0] for info in infos]
-        if not all_loopback(addresses):
-            raise SendError(
-                f"DIGEST_SMTP_SECURITY=none would send the password unencrypted to {host} "
-                f"({', '.join(sorted(set(addresses))) or 'no address'})",
-                hint="use starttls or tls; 'none' with a login is only allowed to this machine",
-            )
-        return addresses[0]
-
-    def _check(self, code: int, message: bytes, expected: int, what: str) -> None:
-        """Raise for an unexpected reply while connecting: 4xx temporary, 5xx fatal."""
-        if code == expected:
-            return
-        if 400 <= code < 500:
-            raise TemporaryFailure(f"{what}: {reply_text(code, message)}")
-        raise SendError(
-            f"{self.settings.smtp_host} refused {what}: {reply_text(code, message)}",
-            hint="check the server and its settings for this client",
-        )
-
-    async def _command(self, line: bytes) -> tuple[int, bytes]:
-        """Write one command and return its reply (outside the per-message path)."""
-        assert self._conn is not None and self._conn.transport is not None
-        self._conn.transport.write(line)
-        return await self._conn.reply()
-
-    async def _ehlo(self) -> None:
-        assert self._conn is not None and self._conn.transport is not None
-        name = helo_name()
-        if not name:  # an address literal: no DNS lookup of our own name
-            address = self._conn.transport.get_extra_info("sockname")[0]
-            name = f"[IPv6:{address}]" if ":" in address else f"[{address}]"
-        async with asyncio.timeout(self.timeouts.command):
-            code, message = await self._command(f"EHLO {name}\r\n".encode())
-            if code in (500, 502):  # RFC 5321 3.2: a server without EHLO gets HELO, no extensions
-                code, message = await self._command(f"HELO {name}\r\n".encode())
-                self._check(code, message, 250, "HELO")
-                self._extensions, self._auth = set(), set()
-                return
-        self._check(code, message, 250, "EHLO")
-        lines = [line.split() for line in message.split(b"\n")[1:]]
-        self._extensions = {words[0].lower().decode("ascii", "replace") for words in lines if words}
-        # The login methods offered (AUTH PLAIN LOGIN; AUTH=... of older servers).
-        self._auth = {
-            word.decode("ascii", "replace").upper()
-            for words in lines
-            if words and words[0].upper().split(b"=")[0] == b"AUTH"
-            for word in [*words[0].split(b"=")[1:], *words[1:]]
-            if word
-        }
-
-    async def _login(self, username: str, password: str) -> None:
-        """AUTH PLAIN, or LOGIN where only that is offered; the password is never logged.
-
-        A server's reply is shown without the encoded credentials, should it echo them.
-        """
-        if not self._auth and not any(e.startswith("auth") for e in self._extensions):
-            raise SendError(
-                "the SMTP server offers no login (AUTH)",
-                hint="leave DIGEST_SMTP_USERNAME empty, or check the security setting",
-            )
-        plain = base64.b64encode(f"\0{username}\0{password}".encode())
-        steps = [base64.b64encode(s.encode()) for s in (username, password)]  # AUTH LOGIN's
-        secrets = [plain, *(step for step in steps if step)]
-
-        def shown(code: int, message: bytes) -> str:
-            for secret in secrets:
-                message = message.replace(secret, b"[redacted]")
-            return reply_text(code, message)
-
-        login = "LOGIN" in self._auth and "PLAIN" not in self._auth  # only LOGIN offered
-        if not login:
-            code, message = await self._command(b"AUTH PLAIN " + plain + b"\r\n")
-            login = code == 504 and "LOGIN" in self._auth  # PLAIN refused, LOGIN offered
-        if login:
-            code, message = await self._command(b"AUTH LOGIN\r\n")
-            for step in steps:
-                if code != 334:
-                    break
-                code, message = await self._command(step + b"\r\n")
-        if 400 <= code < 500:
-            raise TemporaryFailure(f"AUTH: {shown(code, message)}")
-        if code != 235:
-            raise SendError(
-                f"the SMTP server refused the login: {shown(code, message)}",
-                hint="check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD",
-            )
 
     def _broken(self) -> str:
         """Why the connection cannot carry a message as it is, or '' if it can."""
@@ -547,13 +306,6 @@ class SMTPMessenger:
         if in_flight:
             self._report_lost(ConnectionAbortedError("stopped at once (a second Ctrl-C)"))
 
-    def _abandon(self) -> None:
-        """Close the connection now, without waiting."""
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.transport is not None:
-            conn.on_reply = conn.on_lost = None
-            conn.transport.abort()
-
     async def push(self, sender: str, recipient: str, data: Data) -> str:
         """Send one message as a coroutine; return the server's reply or raise the failure.
 
@@ -589,17 +341,6 @@ class SMTPMessenger:
                 await self._command(b"RSET\r\n")
         except (OSError, EOFError, TimeoutError, AssertionError):
             await self._drop()
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.transport is not None:
-            conn.on_reply = conn.on_lost = None
-            conn.transport.close()
-            try:
-                async with asyncio.timeout(5):
-                    await conn.closed
-            except TimeoutError:
-                conn.transport.abort()
 
     async def close(self) -> None:
         if self._timer is not None:

@@ -226,6 +226,21 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def private_dir(path: Path) -> None:
+    """Create *path* and every missing folder above it for the owner alone (0700).
+
+    ``mkdir(mode=..., parents=True)`` gives the mode to the last folder only: a first
+    send that made .digest/locks/ left .digest/ readable by every user. Existing
+    folders keep their mode.
+    """
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def create_private(path: Path) -> None:
     """Create the database file, and its folder, for the owner alone (0600 and 0700).
 
@@ -233,7 +248,7 @@ def create_private(path: Path) -> None:
     same mode. An existing file or folder keeps the mode it has (a deployment may share
     it with the web app's user through a group).
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     except FileExistsError:

@@ -341,7 +341,9 @@ def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: fl
             (key, digest),
         ).rowcount
         found += conn.execute(
-            "DELETE FROM deliveries WHERE email_key = ? AND state IN ('pending', 'deferred')", (key,)
+            # Never sent: nothing of them to keep (a cancelled one was due when it was cancelled).
+            "DELETE FROM deliveries WHERE email_key = ? AND state IN ('pending', 'deferred', 'cancelled')",
+            (key,),
         ).rowcount
         found += conn.execute(
             "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}', "

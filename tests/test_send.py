@@ -453,6 +453,13 @@ def test_state_that_other_users_can_read_is_warned_about(
 ) -> None:
     first = _send(runner, "--list", str(_list(tmp_path, 1)), "--yes")
     assert first.exit_code == 0 and "every user of this machine" not in first.stderr  # made private
+    state = project / ".digest"
+    assert {p.name: p.stat().st_mode & 0o777 for p in [state, *state.iterdir()] if p.is_dir()} == {
+        ".digest": 0o700,  # not only the folders below it (mkdir's mode is the last folder's)
+        "locks": 0o700,
+        "send-logs": 0o700,
+    }
+    assert "every user" not in _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run").stderr
     (project / ".digest").chmod(0o755)  # as an older digest left them
     (project / ".digest" / "journal.sqlite3").chmod(0o644)
     result = _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run")

@@ -195,6 +195,11 @@ def send(
     click.echo(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
+        + (
+            f" ({plan.sent_before} more sent from an earlier list)"
+            if plan.sent_before and plan.list_path is not None
+            else ""
+        )
     )
     if (
         plan.to_send
@@ -209,7 +214,7 @@ def send(
     if plan.not_in_list:
         click.echo(
             f"Earlier:    {plan.not_in_list} of them are due from an earlier run of this "
-            f"issue and not in this list; they are sent too ('digest cancel {issue}' first "
+            f"issue and not in this list; they are sent too ('digest cancel {plan.slug}' first "
             "stops that: this list's readers are sent all the same)"
         )
     skipped = len(plan.invalid) + plan.suppressed + len(plan.duplicates)
@@ -250,7 +255,7 @@ def send(
     if real and not yes:
         if not sys.stdin.isatty():
             raise DigestError("a real send needs confirmation", hint="pass --yes to send without a terminal")
-        if not click.confirm(f"Send to {plan.to_send} recipients?"):
+        if not click.confirm(f"Send to {plan.to_send} recipient{'s' if plan.to_send != 1 else ''}?"):
             click.echo("Not sent; nothing was recorded.")
             sys.exit(1)
 
@@ -273,7 +278,7 @@ def send(
             f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} "
             f"failed, {counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
             f"{counts.get('sending', 0)} uncertain; run the same command to resume "
-            f"(or 'digest cancel {issue}' to stop it for good)."
+            f"(or 'digest cancel {plan.slug}' to stop it for good)."
         )
         sys.exit(130)
     except SendError as e:
@@ -303,7 +308,7 @@ def send(
     left = counts.get("deferred", 0) + counts.get("pending", 0)
     uncertain = counts.get("sending", 0)
     if stats.failed or left or uncertain:
-        click.echo(f"See 'digest status {issue}' for the server's replies.")
+        click.echo(f"See 'digest status {plan.slug}' for the server's replies.")
     if left or uncertain:
         click.echo(
             f"Left for a rerun: {left} deferred, {uncertain} uncertain (sent again only "
@@ -355,6 +360,7 @@ def status(state: State, issue: str) -> None:
     from ..bounces.events import issue_bounces, issue_counts
     from ..errors import DigestError
     from ..send import open_journal, recover_send_logs, send_logs, sends_running
+    from ..send.journal import REVIVED
     from . import report
 
     project = state.project()
@@ -368,15 +374,13 @@ def status(state: State, issue: str) -> None:
         )
         report(e, "Warning")
         unfolded = True
+    issue = _slug(project, issue)  # a mistyped issue is an error, not "not sent yet"
     journal = open_journal(project)
     if unfolded:  # read only: the counts and the readers named are right all the same
         journal.read_logs(send_logs(project, killed_only=True))
     conn = db.connect(project.state_dir / db.DB_NAME)
     keys = journal.sends(issue)
     if not keys:
-        from ..issue import resolve_issue_dir
-
-        resolve_issue_dir(project, issue)  # a mistyped issue is an error, not "not sent yet"
         click.echo(f"{issue}: not sent yet")
         return
     running = sends_running(project, keys)
@@ -399,7 +403,7 @@ def status(state: State, issue: str) -> None:
                 )
             )
             + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else "")
-            + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
+            + (f", {cancelled} cancelled" if (cancelled := sum(counts[s] for s in REVIVED)) else "")
             + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
         labels = {"failed": "failed", "deferred": "deferred", "sending": in_doubt}
@@ -417,47 +421,81 @@ def status(state: State, issue: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def cancel(state: State, issue: str, yes: bool) -> None:
-    """Cancel the send of ISSUE for good: the readers still due are not sent to.
+    """Cancel what is left of the send of ISSUE: nobody more is sent it.
 
     For a send stopped part way that must not go on (the wrong list, an error in
-    the issue). Those sent, failed or uncertain keep their state; a later send
-    sends again to the cancelled readers its list names.
+    the issue). Readers still due, uncertain or failed are set aside; those sent
+    stay sent. A later send sends to the cancelled readers its own list names.
 
     \b
     Example:
         digest cancel 2021-12-31
     """
-    from ..send import cancel_sends, due_by_send
+    from ..send import STOP_IT_FIRST, cancel_sends, check_not_running, left_by_send
 
     project = state.project()
-    due = due_by_send(project, issue)
-    if not due:
-        from ..issue import resolve_issue_dir
-
-        resolve_issue_dir(project, issue)  # a mistyped issue is an error, not "not sent yet"
-        click.echo(f"{issue}: not sent yet; nothing to cancel")
+    slug = _slug(project, issue)
+    left = left_by_send(project, slug)
+    if not left:
+        click.echo(f"{slug}: not sent yet; nothing to cancel")
         return
-    keys = [key for key, n in due.items() if n]
-    if not keys:
-        click.echo(f"Nothing to cancel: no reader of {issue} is still due (see 'digest status {issue}').")
+    check_not_running(project, left, STOP_IT_FIRST)  # before asking, not after
+    left = {key: what for key, what in left.items() if any(what.values())}
+    if not left:
+        click.echo(f"Nothing to cancel: nothing of {slug} is left to send (see 'digest status {slug}').")
         return
-    for key in keys:
-        click.echo(f"{key}: {due[key]} still due")
-    total = sum(due[key] for key in keys)
-    readers = f"{total} reader{'s' if total != 1 else ''}"
+    for key, what in left.items():
+        click.echo(f"{key}: {_left_text(what)}")
+    total = {part: sum(what[part] for what in left.values()) for part in ("due", "uncertain", "failed")}
     if not yes:
         if not sys.stdin.isatty():
             raise DigestError(
                 "cancelling a send needs confirmation", hint="pass --yes to cancel without a terminal"
             )
-        if not click.confirm(f"Cancel: {readers} will not be sent {issue}?"):
+        if not click.confirm(f"Cancel the send of {slug}, so that none of them is sent it?"):
             click.echo("Not cancelled.")
             sys.exit(1)
-    cancelled = sum(cancel_sends(project, keys).values())
+    cancel_sends(project, left)
     click.echo(
-        f"Cancelled: {cancelled} reader{'s' if cancelled != 1 else ''} of {issue} will not be sent it. "
-        "A later send sends to those its list names again."
+        f"Cancelled: {_left_text(total)}. No later run sends {slug} to them, unless its list names them again."
     )
+
+
+def _left_text(what: dict[str, int]) -> str:
+    """'3 readers still due', or '5 readers (3 still due, 1 uncertain, 1 failed)'."""
+    parts = [
+        f"{n} {label}"
+        for n, label in (
+            (what["due"], "still due"),
+            (what["uncertain"], "uncertain"),
+            (what["failed"], "failed"),
+        )
+        if n
+    ]
+    total = sum(what.values())
+    readers = f"{total} reader{'s' if total != 1 else ''}"
+    if len(parts) == 1:
+        return f"{readers} {parts[0].split(' ', 1)[1]}"
+    return f"{readers} ({', '.join(parts)})"
+
+
+def _slug(project, issue: str) -> str:
+    """The slug of ISSUE (a slug, or the issue's folder as a path); an issue whose folder is
+    gone is still known by its slug to the journal."""
+    from ..errors import DigestError as Unknown
+    from ..issue import resolve_issue_dir
+    from ..send.state import _existing_journal
+
+    try:
+        return resolve_issue_dir(project, issue).name
+    except Unknown:
+        journal = _existing_journal(project) if "/" not in issue else None
+        known = journal is not None and bool(journal.sends(issue))
+        if journal is not None:
+            journal.close()
+        if not known:
+            raise
+        return issue
 
 
 @cli.command()

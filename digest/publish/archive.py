@@ -189,7 +189,8 @@ def select_issues(project: Project, named: tuple[str, ...], state: dict) -> tupl
 
 
 def _started_sends(project: Project, slugs: list[str]) -> set[str]:
-    """Return the slugs whose send has started, from the send journal (read only)."""
+    """Return the slugs whose send has started, from the send journal (read only); not one
+    cancelled before any message of it could reach a reader (``Journal.withdrawn``)."""
     from ..send import JOURNAL_NAME
     from ..send.journal import Journal
 
@@ -198,7 +199,7 @@ def _started_sends(project: Project, slugs: list[str]) -> set[str]:
         return set()
     journal = Journal(path)
     try:
-        return {slug for slug in slugs if journal.sends(slug)}
+        return {slug for slug in slugs if journal.sends(slug) and not journal.withdrawn(slug)}
     finally:
         journal.close()
 

@@ -24,7 +24,7 @@ from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
 from ..tokens import verp_address, verp_signer
-from .journal import STATES, Journal, JournalError
+from .journal import REVIVED, STATES, Journal, JournalError
 from .loop import Options, SendLoop, Stats
 from .outbox import OutboxMessenger
 from .recipients import (
@@ -37,11 +37,13 @@ from .recipients import (
 )
 from .state import (
     JOURNAL_NAME,
+    STOP_IT_FIRST,
     _check_not_being_sent,
     _existing_journal,
     _log_path,
     cancel_sends,
-    due_by_send,
+    check_not_running,
+    left_by_send,
     only_sender,
     open_journal,
     recover_send_logs,
@@ -64,8 +66,10 @@ __all__ = [
     "Plan",
     "Stats",
     "Timeouts",
+    "STOP_IT_FIRST",
     "cancel_sends",
-    "due_by_send",
+    "check_not_running",
+    "left_by_send",
     "open_journal",
     "plan_send",
     "recover_send_logs",
@@ -96,8 +100,10 @@ class Plan:
     list_path: Path | None = None
     list_digest: str | None = None
     replace: bool = False
+    slug: str = ""  # the issue's
     to_send: int = 0
-    already_sent: int = 0
+    already_sent: int = 0  # readers of this list who have the issue
+    sent_before: int = 0  # others who have it, from an earlier run with another list
     uncertain: int = 0
     failed_before: int = 0
     retrying: list[str] = field(default_factory=list)
@@ -322,6 +328,7 @@ def plan_send(
         dry_run=dry_run,
         scratch=scratch,
     )
+    plan.slug = issue.slug
     plan.weak_secret = weak_secret
     plan.readable_by_others = _readable_by_others(project)
     if list_path is not None:
@@ -348,6 +355,8 @@ def _count(
     new = 0
     due_here = 0  # readers of this list already due from an earlier run
     due_suppressed = 0  # of them, unsubscribed since: skipped, not sent
+    sent_here = 0  # readers of this list who have the issue already
+    revived = {"sending": 0, "failed": 0}  # cancelled uncertain or failed readers this list names again
     due_states = plan.options.due_states
     for row in rows:
         if isinstance(row, RowProblem):
@@ -363,17 +372,27 @@ def _count(
         if suppression is not None and suppression.is_suppressed(key):
             plan.suppressed += 1
             due_suppressed += state in due_states
-        elif state is None or state == "cancelled":  # a cancelled reader the list names again
+            continue
+        if state is None or state == "cancelled":  # new, or cancelled and due again (REVIVED)
             new += 1
-        elif state in due_states:
+            continue
+        if state in REVIVED:  # cancelled, and uncertain or failed again
+            state = REVIVED[state]
+            revived[state] += 1
+        if state in due_states:
             due_here += 1
+        elif state == "sent":
+            sent_here += 1
     counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
+    for state, n in revived.items():
+        counts[state] += n
     options = plan.options
     plan.to_send = new + sum(counts[state] for state in due_states) - due_suppressed
     # Due from an earlier run of this send but not in this list (a run interrupted and
     # started again with another list): they are part of the send, so they go too.
     plan.not_in_list = max(0, plan.to_send - new - due_here)
-    plan.already_sent = counts["sent"]
+    plan.already_sent = sent_here
+    plan.sent_before = counts["sent"] - sent_here
     plan.uncertain = counts["sending"]
     plan.failed_before = counts["failed"]
     if options.retry_failed and journal is not None:

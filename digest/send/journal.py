@@ -27,7 +27,18 @@ from ..message import Recipient
 from . import sendlog
 from .recipients import address_key
 
-STATES = ("pending", "sending", "sent", "failed", "deferred", "suppressed", "cancelled")
+STATES = (
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "deferred",
+    "suppressed",
+    *(f"cancelled{was}" for was in ("", "_uncertain", "_failed")),
+)
+# What a cancelled delivery becomes when a later list names its reader again (Journal.add):
+# due again; uncertain again (it may have the message); failed again (for --retry-failed).
+REVIVED = {"cancelled": "pending", "cancelled_uncertain": "sending", "cancelled_failed": "failed"}
 _SUPPRESSED = "unsubscribed while the send ran"
 
 
@@ -267,25 +278,64 @@ class Journal:
         row = self._db.execute(
             "SELECT id, state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, key)
         ).fetchone()
-        if row[1] == "cancelled":  # a list names the reader again: due again, with its fields
+        if row[1] in REVIVED:  # a list names a cancelled reader again (see REVIVED)
+            again = REVIVED[row[1]]
             self._db.execute(
-                "UPDATE deliveries SET state = 'pending', email = ?, fields = ?, updated_at = ? WHERE id = ?",
-                (r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time(), row[0]),
+                "UPDATE deliveries SET state = ?, email = ?, fields = ?, updated_at = ? WHERE id = ?",
+                (again, r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time(), row[0]),
             )
-            return "new"
+            return "new" if again == "pending" else f"known:{again}"
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
 
     @_writes
-    def cancel(self, issue: str) -> int:
-        """Mark the deliveries of *issue* still due (pending or deferred) 'cancelled'; return
-        how many. No run sends to them again unless a later list names them again
-        (``add``). Sent, failed and uncertain ones keep their state."""
+    def left(self, issue: str) -> dict[str, int]:
+        """What is left of the send of *issue*, that a later run could send: the deliveries
+        still due, uncertain and failed (by state; the log's entries included)."""
+        counts = self.counts(issue)
+        return {
+            "due": counts["pending"] + counts["deferred"],
+            "uncertain": counts["sending"],
+            "failed": counts["failed"],
+        }
+
+    def withdrawn(self, slug: str) -> bool:
+        """Whether every send of the issue *slug* was cancelled before anything of it could
+        reach a reader: all its deliveries cancelled while due or after failing."""
+        keys = self.sends(slug)
+        if not keys:
+            return False
+        marks = ",".join("?" * len(keys))
+        states = {
+            state
+            for (state,) in self._db.execute(
+                f"SELECT DISTINCT state FROM deliveries WHERE issue IN ({marks})", keys
+            )
+        }
+        return bool(states) and states <= {"cancelled", "cancelled_failed"} and not self._logged()
+
+    @_writes
+    def cancel(self, issue: str) -> dict[str, int]:
+        """Cancel what is left of the send of *issue* (``left``); return how many of each.
+
+        Those still due become 'cancelled', the uncertain ones (in flight when a send
+        stopped) 'cancelled_uncertain', the failed ones 'cancelled_failed', each keeping
+        its reply. No run sends to them again, not even with --resend-uncertain or
+        --retry-failed, unless a later list names them again (``REVIVED``). Call it
+        holding the send's lock.
+        """
+        now = time.time()
+        cancelled = {}
         with self._lock, db.transaction(self._db):
-            return self._db.execute(
-                "UPDATE deliveries SET state = 'cancelled', updated_at = ? "
-                "WHERE issue = ? AND state IN ('pending', 'deferred')",
-                (time.time(), issue),
-            ).rowcount
+            for what, states, state in (
+                ("due", ("pending", "deferred"), "cancelled"),
+                ("uncertain", ("sending", "sending"), "cancelled_uncertain"),
+                ("failed", ("failed", "failed"), "cancelled_failed"),
+            ):
+                cancelled[what] = self._db.execute(
+                    "UPDATE deliveries SET state = ?, updated_at = ? WHERE issue = ? AND state IN (?, ?)",
+                    (state, now, issue, *states),
+                ).rowcount
+        return cancelled
 
     @_reads
     def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:

@@ -206,7 +206,7 @@ class SendLog:
 
     def __init__(self, path: Path) -> None:
         """Start a new log at *path*; recover any earlier one first (``recover``)."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db.private_dir(path.parent)
         self.path = path
         self.log_id = secrets.token_hex(8)
         self.pending: list[Entry] = []  # appended, not yet folded

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .. import db
 from ..config import Project
 from ..errors import SendError
 from .journal import Journal, JournalError
@@ -121,17 +122,22 @@ def sends_running(project: Project, keys: Iterable[str]) -> set[str]:
     return running
 
 
-def _being_sent(path: Path, key: str, holder: str) -> SendError:
+_RESUME_AFTER = (
+    "wait for it to finish ('digest status' shows its progress) or stop it; "
+    "then run the same command again to resume"
+)
+
+
+def _being_sent(path: Path, key: str, holder: str, hint: str | None = None) -> SendError:
     return SendError(
         f"{key} is being sent by another digest process" + (f" (pid {holder})" if holder.isdigit() else ""),
         path=path,
-        hint="wait for it to finish ('digest status' shows its progress) or stop it; "
-        "then run the same command again to resume",
+        hint=hint or _RESUME_AFTER,
     )
 
 
 @contextlib.contextmanager
-def only_sender(project: Project, key: str) -> Iterator[None]:
+def only_sender(project: Project, key: str, hint: str | None = None) -> Iterator[None]:
     """Hold the lock of one send (an issue to its list, or to one --to address).
 
     An advisory lock (flock) on a file in the state folder: the system releases it
@@ -139,7 +145,7 @@ def only_sender(project: Project, key: str) -> Iterator[None]:
     """
     path = _lock_path(project, key)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db.private_dir(path.parent)
         f = path.open("a+")
     except OSError as e:
         raise JournalError(
@@ -152,7 +158,7 @@ def only_sender(project: Project, key: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise _being_sent(path, key, f.read().strip()) from None
+            raise _being_sent(path, key, f.read().strip(), hint) from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
@@ -160,7 +166,7 @@ def only_sender(project: Project, key: str) -> Iterator[None]:
         yield
 
 
-def _check_not_being_sent(project: Project, key: str) -> None:
+def _check_not_being_sent(project: Project, key: str, hint: str | None = None) -> None:
     """Refuse at once (before the plan is confirmed) a send that another process runs.
 
     Writes nothing: no lock file means nobody holds the lock. ``only_sender`` still
@@ -176,7 +182,7 @@ def _check_not_being_sent(project: Project, key: str) -> None:
             hint="check the project's .digest/ folder; nothing was sent",
         ) from None
     if holder is not None:
-        raise _being_sent(path, key, holder)
+        raise _being_sent(path, key, holder, hint)
 
 
 def _existing_journal(project: Project) -> Journal | None:
@@ -185,33 +191,50 @@ def _existing_journal(project: Project) -> Journal | None:
     return Journal(path) if path.exists() else None
 
 
-def due_by_send(project: Project, issue: str) -> dict[str, int]:
-    """The sends of *issue* (its list send, its --to sends) and how many of each are still due
-    (pending or deferred), a killed send's log folded in first. Creates nothing."""
+def left_by_send(project: Project, issue: str) -> dict[str, dict[str, int]]:
+    """The sends of *issue* (its list send, its --to sends) and what is left of each
+    (``Journal.left``), a killed send's log folded in first. Creates nothing."""
     recover_send_logs(project)
     journal = _existing_journal(project)
     if journal is None:
         return {}
     try:
-        return {key: (c := journal.counts(key))["pending"] + c["deferred"] for key in journal.sends(issue)}
+        return {key: journal.left(key) for key in journal.sends(issue)}
     finally:
         journal.close()
 
 
-def cancel_sends(project: Project, keys: Iterable[str]) -> dict[str, int]:
-    """Cancel these sends for good: what is still due of each is marked 'cancelled'; return
-    how many of each. Holds every send's lock meanwhile: a running one is refused
-    (SendError), and nothing is cancelled then."""
-    keys = list(keys)
+STOP_IT_FIRST = (
+    "stop that send first (Ctrl-C where it runs, or kill -INT with its pid), then run digest cancel again"
+)
+
+
+def cancel_sends(project: Project, shown: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Cancel what is left of these sends, as *shown* to the editor (``left_by_send``);
+    return what was cancelled of each (``Journal.cancel``).
+
+    Holds every send's lock meanwhile. If one is running, or what is left changed since
+    it was shown (a send ran meanwhile), nothing is cancelled (SendError).
+    """
     with contextlib.ExitStack() as locks:
-        for key in keys:
-            locks.enter_context(only_sender(project, key))
+        for key in shown:
+            locks.enter_context(only_sender(project, key, hint=STOP_IT_FIRST))
         journal = open_journal(project)
         try:
-            cancelled = {}
-            for key in keys:
+            for key in shown:
                 journal.recover(_log_path(project, key))  # killed meanwhile: its last entries first
-                cancelled[key] = journal.cancel(key)
-            return cancelled
+            if any(journal.left(key) != left for key, left in shown.items()):
+                raise SendError(
+                    "what is left of the send changed while you were asked (a send ran meanwhile); "
+                    "nothing was cancelled",
+                    hint="run digest cancel again to see what is left now",
+                )
+            return {key: journal.cancel(key) for key in shown}
         finally:
             journal.close()
+
+
+def check_not_running(project: Project, keys: Iterable[str], hint: str) -> None:
+    """Refuse (SendError, with *hint*) if one of these sends is running now. Writes nothing."""
+    for key in keys:
+        _check_not_being_sent(project, key, hint)

@@ -122,4 +122,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli`.
-from . import bounces, build, compose, publish, readers, send  # noqa: E402, F401
+from . import bounces, build, compose, publish, readers, send, status  # noqa: E402, F401

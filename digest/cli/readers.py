@@ -1,4 +1,4 @@
-"""Commands for the readers: the subscriber store and the readers' web app (serve)."""
+"""Commands for the readers: the subscriber store, unsubscribing, and the readers' web app (serve)."""
 
 from __future__ import annotations
 
@@ -374,3 +374,24 @@ def serve(
         pass
     finally:
         server.close()
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1, required=True)
+@click.pass_obj
+def unsubscribe(state: State, addresses: tuple[str, ...]) -> None:
+    """Add ADDRESSES to the suppression list: no later send goes to them.
+
+    \b
+    Example:
+        digest unsubscribe reader@example.org
+    """
+    from ..send import open_journal
+    from ..send.recipients import check_addresses
+
+    checked = check_addresses(list(addresses), "address")
+    added = open_journal(state.project()).suppress(checked)
+    click.echo(
+        f"unsubscribed {added} address{'es' if added != 1 else ''}"
+        + (f" ({len(checked) - added} already were)" if added < len(checked) else "")
+    )

@@ -50,8 +50,8 @@ def test_a_cancelled_send_is_not_resumed_and_a_later_list_is_sent_on_its_own(
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"{EXAMPLE}: 3 readers still due\n"
-        f"Cancelled: 3 readers still due. No later run sends {EXAMPLE} to them, unless its list "
-        "names them again.\n"
+        f"Cancelled: 3 readers still due. No later run sends {EXAMPLE} to them, unless it names them "
+        "again (in its list, or with --to).\n"
     )
     assert _status(runner) == f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain, 3 cancelled\n"
     assert plain_server.recorder.received == []
@@ -128,7 +128,7 @@ def test_the_plan_counts_as_already_sent_the_readers_of_this_list(
     second.write_text("email\nreader00001@example.com\nother@example.com\n")
     result = _send(runner, "--list", str(second), "--yes")
     assert result.exit_code == 0, result.output
-    assert "Recipients: 1 to send, 1 already sent (3 more sent from an earlier list)\n" in result.stdout
+    assert "Recipients: 1 to send, 1 already sent (besides 3 sent from an earlier list)\n" in result.stdout
 
 
 def test_cancel_asks_first_and_needs_yes_without_a_terminal(

@@ -213,6 +213,25 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertai
     )
 
 
+def test_after_ctrl_c_with_only_uncertain_ones_left_the_summary_names_resend_uncertain(
+    piped: Server, project: Path, tmp_path: Path
+) -> None:
+    piped.recorder.hang_in_data.add("reader00001@example.com")  # the last of the list
+    proc = _spawn_send(project, str(_list(tmp_path, 2)), "--workers", "1")
+    _wait_for(lambda: "reader00001@example.com" not in piped.recorder.hang_in_data)  # its dot is out
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    # The same command would send nothing: the summary says what would, not "resume".
+    assert out.splitlines()[-1] == (
+        "Interrupted: 1 sent, 0 failed, 0 still due, 1 uncertain; the uncertain are sent again only "
+        f"with --resend-uncertain (they may then get two copies); 'digest cancel {EXAMPLE}' sets them "
+        "aside for good."
+    )
+
+
 def test_status_is_current_while_a_send_waits_for_a_slow_reply(
     piped: Server, project: Path, tmp_path: Path
 ) -> None:
@@ -224,7 +243,9 @@ def test_status_is_current_while_a_send_waits_for_a_slow_reply(
         _wait_for(lambda: len(piped.recorder.received) == 3)
         time.sleep(1.5)
         status = subprocess.run([*DIGEST, "status", EXAMPLE], cwd=project, capture_output=True, text=True)
-        assert status.stdout.startswith(f"{EXAMPLE}: 3 sent, 0 failed, 0 deferred, 0 pending, 1 in flight")
+        assert status.stdout.startswith(
+            f"{EXAMPLE}: 3 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain, 1 in flight (sending now"
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -645,17 +666,26 @@ def test_status_tells_a_running_send_from_a_stopped_one(
 
     assert _send(runner, "--list", str(_list(tmp_path, 5)), "--yes").exit_code == 0
     db = sqlite3.connect(project / ".digest" / "journal.sqlite3")
+    # reader00004: left uncertain by an earlier run, before the running send began.
     db.execute(
-        "UPDATE deliveries SET state = 'sending', reply = NULL WHERE email LIKE 'reader0000_@%' AND id <= 2"
+        "UPDATE deliveries SET state = 'sending', reply = NULL, updated_at = 1 WHERE email LIKE 'reader00004@%'"
     )
     db.commit()
-    db.close()
     with only_sender(load_project(project), EXAMPLE):  # as a send of this issue would
+        # reader00000 and reader00001: claimed by the running send, not answered yet.
+        db.execute(
+            "UPDATE deliveries SET state = 'sending', reply = NULL, updated_at = ? "
+            "WHERE email LIKE 'reader0000_@%' AND id <= 2",
+            (time.time() + 1,),
+        )
+        db.commit()
         running = _status(runner)
-    assert "2 in flight (sending now; the counts can be half a second behind)" in running
-    assert "uncertain" not in running and "reader00000" not in running  # in flight is no problem
+    db.close()
+    assert "1 uncertain, 2 in flight (sending now; the counts can be half a second behind)" in running
+    assert "reader00000" not in running and "reader00001" not in running  # in flight is no problem
+    assert "uncertain reader00004@example.com: no reply recorded (in flight when the send stopped)" in running
     stopped = _status(runner)
-    assert "2 uncertain" in stopped
+    assert "3 uncertain" in stopped and "in flight (sending" not in stopped
     assert "uncertain reader00000@example.com: no reply recorded (in flight when the send stopped)" in stopped
 
 

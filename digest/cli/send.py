@@ -196,7 +196,7 @@ def send(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
         + (
-            f" ({plan.sent_before} more sent from an earlier list)"
+            f" (besides {plan.sent_before} sent from an earlier list)"
             if plan.sent_before and plan.list_path is not None
             else ""
         )
@@ -274,11 +274,20 @@ def send(
     except KeyboardInterrupt:
         show(None)
         counts = plan.counts()
+        due, uncertain = counts.get("pending", 0) + counts.get("deferred", 0), counts.get("sending", 0)
+        cancel = f"'digest cancel {plan.slug}'"
+        if due:
+            then = f"run the same command to resume (or {cancel} to stop it for good)."
+        elif uncertain:  # the same command would send nothing: say what would
+            then = (
+                "the uncertain are sent again only with --resend-uncertain (they may then get two "
+                f"copies); {cancel} sets them aside for good."
+            )
+        else:
+            then = "nothing is left to send."
         click.echo(
-            f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} "
-            f"failed, {counts.get('pending', 0) + counts.get('deferred', 0)} still due, "
-            f"{counts.get('sending', 0)} uncertain; run the same command to resume "
-            f"(or 'digest cancel {plan.slug}' to stop it for good)."
+            f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, {due} still due, "
+            f"{uncertain} uncertain; {then}"
         )
         sys.exit(130)
     except SendError as e:
@@ -302,7 +311,7 @@ def send(
         f"{stats.sent} {verb}, {stats.failed} failed, {stats.deferred} deferred"
         + (f", {stats.uncertain} uncertain" if stats.uncertain else "")
         + (f", {stats.suppressed} unsubscribed meanwhile" if stats.suppressed else "")
-        + (f" ({stats.rate:.0f}/s)" if stats.sent and not dry_run else "")
+        + (f" ({stats.rate:.{0 if stats.rate >= 10 else 1}f}/s)" if stats.sent and not dry_run else "")
     )
     counts = plan.counts() if real else {}
     left = counts.get("deferred", 0) + counts.get("pending", 0)

@@ -23,8 +23,9 @@ def status(state: State, issue: str) -> None:
     from .. import db
     from ..bounces.events import issue_bounces, issue_counts
     from ..errors import DigestError
-    from ..send import open_journal, recover_send_logs, send_logs, sends_running
+    from ..send import open_journal, recover_send_logs, send_logs
     from ..send.journal import REVIVED
+    from ..send.state import running_since
     from . import report
 
     project = state.project()
@@ -47,12 +48,12 @@ def status(state: State, issue: str) -> None:
     if not keys:
         click.echo(f"{issue}: not sent yet")
         return
-    running = sends_running(project, keys)
+    running = running_since(project, keys)
     for key in keys:
         counts = journal.counts(key)
         bounced = issue_counts(conn, key)  # shown once there are any (digest bounces)
-        # While a send runs, a message in 'sending' is in flight, not uncertain.
-        in_doubt = "in flight" if key in running else "uncertain"
+        # A running send's messages are in flight, not uncertain; older 'sending' ones are.
+        in_flight = journal.in_flight(key, running[key]) if key in running else set()
         click.echo(
             f"{key}: "
             + ", ".join(
@@ -63,16 +64,17 @@ def status(state: State, issue: str) -> None:
                     ("failed", counts["failed"]),
                     ("deferred", counts["deferred"]),
                     ("pending", counts["pending"]),
-                    (in_doubt, counts["sending"]),
+                    ("uncertain", counts["sending"] - len(in_flight)),
+                    *((("in flight", len(in_flight)),) if key in running else ()),
                 )
             )
             + (f", {counts['suppressed']} unsubscribed meanwhile" if counts["suppressed"] else "")
             + (f", {cancelled} cancelled" if (cancelled := sum(counts[s] for s in REVIVED)) else "")
             + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
-        labels = {"failed": "failed", "deferred": "deferred", "sending": in_doubt}
-        for email, st, reply in journal.problems(key):
-            if st == "sending" and key in running and not reply:
+        labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
+        for delivery_id, email, st, reply in journal.problems(key):
+            if delivery_id in in_flight:
                 continue  # in flight: not a problem (yet)
             why = reply or "no reply recorded (in flight when the send stopped)"
             click.echo(f"  {labels[st]:<9} {email}: {why}")
@@ -121,7 +123,8 @@ def cancel(state: State, issue: str, yes: bool) -> None:
             sys.exit(1)
     cancel_sends(project, left)
     click.echo(
-        f"Cancelled: {_left_text(total)}. No later run sends {slug} to them, unless its list names them again."
+        f"Cancelled: {_left_text(total)}. No later run sends {slug} to them, unless it names them "
+        "again (in its list, or with --to)."
     )
 
 

@@ -468,9 +468,21 @@ class Journal:
             ).fetchone()
         return row[0] if row else None
 
-    def problems(self, issue: str) -> list[tuple[str, str, str | None]]:
-        """Return (email, state, reply) of failed, deferred and uncertain deliveries (with the
-        log's entries, as ``counts``)."""
+    def in_flight(self, issue: str, since: float) -> set[int]:
+        """The deliveries of *issue* claimed at or after *since* and not answered yet: the
+        messages in flight of a send running since then (``state.running_since``)."""
+        return {
+            i
+            for (i,) in self._db.execute(
+                "SELECT id FROM deliveries WHERE issue = ? AND state = 'sending' AND reply IS NULL "
+                "AND updated_at >= ?",
+                (issue, since),
+            )
+        }
+
+    def problems(self, issue: str) -> list[tuple[int, str, str, str | None]]:
+        """Return (id, email, state, reply) of failed, deferred and uncertain deliveries (with
+        the log's entries, as ``counts``)."""
         wanted = ("failed", "deferred", "sending")
         rows = self._db.execute(
             "SELECT id, email, state, reply FROM deliveries WHERE issue = ? AND state IN "
@@ -479,7 +491,7 @@ class Journal:
         ).fetchall()
         logged = self._logged()
         if not logged:
-            return [(e, s, r) for _, e, s, r in rows]
+            return rows
         final: dict[int, tuple[str, str | None, bool]] = {}  # id -> state, reply, reply known
         for delivery_id, state, attempt, _at, reply in logged:
             _, last, known = final.get(delivery_id, ("", None, False))
@@ -488,11 +500,11 @@ class Journal:
             elif reply is not None:
                 last, known = reply, True
             final[delivery_id] = (state, last, known)
-        by_id = {i: (e, s, r) for i, e, s, r in rows if i not in final}
+        by_id = {i: (i, e, s, r) for i, e, s, r in rows if i not in final}
         ids = [i for i, (state, _, _) in final.items() if state in wanted]
         for i, e, r in self._by_id(issue, "email, reply", ids):
             state, last, known = final[i]
-            by_id[i] = (e, state, last if known else r)
+            by_id[i] = (i, e, state, last if known else r)
         return [by_id[i] for i in sorted(by_id)]
 
     @_reads

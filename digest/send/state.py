@@ -128,6 +128,19 @@ _RESUME_AFTER = (
 )
 
 
+def running_since(project: Project, keys: Iterable[str]) -> dict[str, float]:
+    """The sends among *keys* that are running now, and when each began: when it took its
+    lock (the lock file's time). What it claimed since is in flight; a 'sending' delivery
+    older than that is uncertain from an earlier run. Writes nothing."""
+    started = {}
+    for key in sends_running(project, keys):
+        try:
+            started[key] = _lock_path(project, key).stat().st_mtime
+        except OSError:
+            started[key] = 0.0  # cannot tell: count every claim as the running send's
+    return started
+
+
 def _being_sent(path: Path, key: str, holder: str, hint: str | None = None) -> SendError:
     return SendError(
         f"{key} is being sent by another digest process" + (f" (pid {holder})" if holder.isdigit() else ""),

@@ -49,9 +49,9 @@ def test_a_cancelled_send_is_not_resumed_and_a_later_list_is_sent_on_its_own(
     result = runner.invoke(cli, ["cancel", EXAMPLE, "--yes"])
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        f"{EXAMPLE}: 3 readers still due\n"
-        f"Cancelled: 3 readers still due. No later run sends {EXAMPLE} to them, unless it names them "
-        "again (in its list, or with --to).\n"
+        f"Left of {EXAMPLE}: 3 readers still due\n"
+        f"Cancelled: 3 readers still due. No later run sends {EXAMPLE} to them unless it names them "
+        "again (its list, the store's subscribers, or --to); its plan then says so.\n"
     )
     assert _status(runner) == f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain, 3 cancelled\n"
     assert plain_server.recorder.received == []
@@ -62,6 +62,10 @@ def test_a_cancelled_send_is_not_resumed_and_a_later_list_is_sent_on_its_own(
     result = _send(runner, "--list", str(right), "--yes")
     assert result.exit_code == 0, result.output
     assert "Recipients: 3 to send\n" in result.stdout
+    assert (
+        f"Cancelled:  1 of them was set aside by 'digest cancel {EXAMPLE}'; this send takes it up again\n"
+        in (result.stdout)
+    )
     assert "Earlier:" not in result.stdout  # the cancelled ones are not due any more
     got = plain_server.recorder.by_recipient()
     assert sorted(got) == ["new0@example.com", "new1@example.com", "wrong1@example.com"]
@@ -84,7 +88,7 @@ def test_uncertain_and_failed_readers_are_cancelled_too_and_stay_so_with_the_res
     _record_earlier_run(project, tmp_path, 6, uncertain=2, failed=1)
     result = runner.invoke(cli, ["cancel", EXAMPLE, "--yes"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"{EXAMPLE}: 6 readers (3 still due, 2 uncertain, 1 failed)\n")
+    assert result.stdout.startswith(f"Left of {EXAMPLE}: 6 readers (3 still due, 2 uncertain, 1 failed)\n")
     assert _status(runner).endswith(", 0 uncertain, 6 cancelled\n")
 
     # The right list names wrong1 (uncertain: it may have the message) and wrong3 (was due).
@@ -115,7 +119,7 @@ def test_cancel_and_status_take_the_issue_as_a_folder_too(
     assert status.stdout == f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 2 pending, 0 uncertain\n"
     result = runner.invoke(cli, ["cancel", str(project / "issues" / EXAMPLE), "--yes"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"{EXAMPLE}: 2 readers still due\nCancelled: ")
+    assert result.stdout.startswith(f"Left of {EXAMPLE}: 2 readers still due\nCancelled: ")
     assert _status(runner).endswith(", 2 cancelled\n")
 
 
@@ -178,15 +182,20 @@ def test_what_changed_while_the_editor_was_asked_is_not_cancelled(
     _record_earlier_run(project, tmp_path, 3)
     loaded = load_project(project)
     shown = left_by_send(loaded, EXAMPLE)
-    assert shown == {EXAMPLE: {"due": 3, "uncertain": 0, "failed": 0}}
-    journal = open_journal(loaded)  # meanwhile a send delivered one of them
-    journal.mark(journal.due(EXAMPLE, ("pending",), 0, 1)[0].id, "sent", "250 ok")
+    assert shown[EXAMPLE].counts == {"due": 3, "uncertain": 0, "failed": 0}
+    # Meanwhile a send with another list recorded 3 readers and delivered the 3 shown: the
+    # counts are the same, the readers are not. Cancelling those would cancel readers never shown.
+    journal = open_journal(loaded)
+    for d in journal.due(EXAMPLE, ("pending",), 0, 3):
+        journal.mark(d.id, "sent", "250 ok")
+    from digest.message import Recipient
+
+    list(journal.add(EXAMPLE, [Recipient(f"other{i}@example.com") for i in range(3)]))
     journal.close()
+    assert left_by_send(loaded, EXAMPLE)[EXAMPLE].counts == shown[EXAMPLE].counts
     with pytest.raises(SendError, match="changed while you were asked"):
         cancel_sends(loaded, shown)
-    assert left_by_send(loaded, EXAMPLE) == {
-        EXAMPLE: {"due": 2, "uncertain": 0, "failed": 0}
-    }  # nothing cancelled
+    assert left_by_send(loaded, EXAMPLE)[EXAMPLE].counts["due"] == 3  # nothing cancelled
 
 
 def test_erasing_a_reader_deletes_their_cancelled_delivery(
@@ -231,3 +240,45 @@ def test_an_issue_cancelled_before_any_message_went_out_is_not_published(
     journal.close()
     assert runner.invoke(cli, ["publish"]).exit_code == 0
     assert (project / "site" / EXAMPLE / "index.html").is_file()
+
+
+def test_a_reader_uncertain_before_the_cancel_is_uncertain_not_in_flight_when_named_again(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    from digest.config import load_project
+    from digest.send import only_sender, plan_send
+
+    _record_earlier_run(project, tmp_path, 2, uncertain=1)  # wrong0 was in flight when it stopped
+    assert runner.invoke(cli, ["cancel", EXAMPLE, "--yes"]).exit_code == 0
+    right = tmp_path / "right.csv"
+    right.write_text("email\nwrong0@example.com\nnew0@example.com\n")
+    plan = plan_send(load_project(project), EXAMPLE, list_path=right)
+    with only_sender(load_project(project), EXAMPLE):  # the next send, as it records its list
+        plan.record().close()
+        status = _status(runner)
+    assert ", 1 pending, 1 uncertain, 0 in flight, 1 cancelled (sending now" in status
+    assert "  uncertain wrong0@example.com: no reply recorded" in status
+
+
+def test_a_to_send_names_a_reader_whose_list_send_was_cancelled_in_flight(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    _record_earlier_run(project, tmp_path, 3, uncertain=1, failed=1)
+    assert runner.invoke(cli, ["cancel", EXAMPLE, "--yes"]).exit_code == 0
+    uncertain = _send(runner, "--to", "wrong0@example.com", "--dry-run")
+    assert (
+        "Also:       wrong0@example.com was in flight in the list send (uncertain; it was cancelled "
+        "since); this sends another copy\n" in uncertain.stdout
+    )
+    for reader in ("wrong1@example.com", "wrong2@example.com"):  # failed, and due: never reached
+        assert "Also:" not in _send(runner, "--to", reader, "--dry-run").stdout
+
+
+def test_an_issue_whose_cancelled_readers_were_all_erased_stays_unpublished(
+    plain_server: Server, runner: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    _record_earlier_run(project, tmp_path, 2)
+    assert runner.invoke(cli, ["cancel", EXAMPLE, "--yes"]).exit_code == 0
+    assert runner.invoke(cli, ["subscribers", "rm", "wrong0@example.com", "wrong1@example.com"]).exit_code == 0
+    assert runner.invoke(cli, ["publish"]).exit_code == 0
+    assert not (project / "site" / EXAMPLE).exists()

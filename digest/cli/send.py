@@ -204,13 +204,19 @@ def send(
     if (
         plan.to_send
         and plan.in_list_send is not None
-        and plan.in_list_send not in ("failed", "suppressed", "cancelled")
+        and plan.in_list_send not in ("failed", "suppressed", "cancelled", "cancelled_failed")
     ):
         how = {
             "sent": "got this issue from the list send already",
             "sending": "was in flight in the list send (uncertain)",
+            "cancelled_uncertain": "was in flight in the list send (uncertain; it was cancelled since)",
         }.get(plan.in_list_send, "is due in the list send too")
         click.echo(f"Also:       {to} {how}; this sends another copy")
+    if plan.revived:
+        click.echo(
+            f"Cancelled:  {plan.revived} of them {'was' if plan.revived == 1 else 'were'} set aside by "
+            f"'digest cancel {plan.slug}'; this send takes {'it' if plan.revived == 1 else 'them'} up again"
+        )
     if plan.not_in_list:
         click.echo(
             f"Earlier:    {plan.not_in_list} of them are due from an earlier run of this "

@@ -106,25 +106,25 @@ def cancel(state: State, issue: str, yes: bool) -> None:
         click.echo(f"{slug}: not sent yet; nothing to cancel")
         return
     check_not_running(project, left, STOP_IT_FIRST)  # before asking, not after
-    left = {key: what for key, what in left.items() if any(what.values())}
+    left = {key: what for key, what in left.items() if any(what.counts.values())}
     if not left:
         click.echo(f"Nothing to cancel: nothing of {slug} is left to send (see 'digest status {slug}').")
         return
+    if not yes and not sys.stdin.isatty():
+        raise DigestError(
+            "cancelling a send needs confirmation", hint="pass --yes to cancel without a terminal"
+        )
     for key, what in left.items():
-        click.echo(f"{key}: {_left_text(what)}")
-    total = {part: sum(what[part] for what in left.values()) for part in ("due", "uncertain", "failed")}
+        click.echo(f"Left of {key}: {_left_text(what.counts)}")
+    total = {part: sum(what.counts[part] for what in left.values()) for part in ("due", "uncertain", "failed")}
     if not yes:
-        if not sys.stdin.isatty():
-            raise DigestError(
-                "cancelling a send needs confirmation", hint="pass --yes to cancel without a terminal"
-            )
         if not click.confirm(f"Cancel the send of {slug}, so that none of them is sent it?"):
             click.echo("Not cancelled.")
             sys.exit(1)
     cancel_sends(project, left)
     click.echo(
-        f"Cancelled: {_left_text(total)}. No later run sends {slug} to them, unless it names them "
-        "again (in its list, or with --to)."
+        f"Cancelled: {_left_text(total)}. No later run sends {slug} to them unless it names them "
+        "again (its list, the store's subscribers, or --to); its plan then says so."
     )
 
 

@@ -110,6 +110,7 @@ class Plan:
     invalid: list[RowProblem] = field(default_factory=list)
     suppressed: int = 0
     not_in_list: int = 0  # due from an earlier run of this send, not in this list
+    revived: int = 0  # readers of this list that 'digest cancel' set aside: taken up again
     in_list_send: str | None = None  # --to an address the list send has in this state
     weak_secret: bool = False  # DIGEST_SECRET short or a placeholder: links could be forged
     readable_by_others: list[Path] = field(default_factory=list)  # the state that others can read
@@ -373,6 +374,7 @@ def _count(
             plan.suppressed += 1
             due_suppressed += state in due_states
             continue
+        plan.revived += state in REVIVED
         if state is None or state == "cancelled":  # new, or cancelled and due again (REVIVED)
             new += 1
             continue

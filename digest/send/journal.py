@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import sqlite3
 import threading
@@ -280,9 +281,11 @@ class Journal:
         ).fetchone()
         if row[1] in REVIVED:  # a list names a cancelled reader again (see REVIVED)
             again = REVIVED[row[1]]
+            # updated_at stays: an uncertain one is not claimed again by this (status tells
+            # a running send's claims by their time).
             self._db.execute(
-                "UPDATE deliveries SET state = ?, email = ?, fields = ?, updated_at = ? WHERE id = ?",
-                (again, r.email, json.dumps(dict(r.fields), ensure_ascii=False), time.time(), row[0]),
+                "UPDATE deliveries SET state = ?, email = ?, fields = ? WHERE id = ?",
+                (again, r.email, json.dumps(dict(r.fields), ensure_ascii=False), row[0]),
             )
             return "new" if again == "pending" else f"known:{again}"
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
@@ -298,11 +301,24 @@ class Journal:
             "failed": counts["failed"],
         }
 
+    def left_fingerprint(self, issue: str) -> str:
+        """A digest of which deliveries of *issue* are left (``left``) and in which state: it
+        changes when any of them does, even if the counts stay the same."""
+        digest = hashlib.sha256()
+        for delivery_id, state in self._db.execute(
+            "SELECT id, state FROM deliveries WHERE issue = ? "
+            "AND state IN ('pending', 'deferred', 'sending', 'failed') ORDER BY id",
+            (issue,),
+        ):
+            digest.update(b"%d:%s\n" % (delivery_id, state.encode()))
+        return digest.hexdigest()
+
     def withdrawn(self, slug: str) -> bool:
-        """Whether every send of the issue *slug* was cancelled before anything of it could
-        reach a reader: all its deliveries cancelled while due or after failing."""
+        """Whether the issue *slug* has sends and none of their messages can have reached a
+        reader: every delivery cancelled while due or after failing, or unsubscribed before
+        its message went out (or none left: erased before they were sent)."""
         keys = self.sends(slug)
-        if not keys:
+        if not keys or self._logged():
             return False
         marks = ",".join("?" * len(keys))
         states = {
@@ -311,7 +327,7 @@ class Journal:
                 f"SELECT DISTINCT state FROM deliveries WHERE issue IN ({marks})", keys
             )
         }
-        return bool(states) and states <= {"cancelled", "cancelled_failed"} and not self._logged()
+        return states <= {"cancelled", "cancelled_failed", "suppressed"}
 
     @_writes
     def cancel(self, issue: str) -> dict[str, int]:

@@ -8,8 +8,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import db
 from ..config import Project
@@ -129,21 +131,43 @@ _RESUME_AFTER = (
 
 
 def running_since(project: Project, keys: Iterable[str]) -> dict[str, float]:
-    """The sends among *keys* that are running now, and when each began: when it took its
-    lock (the lock file's time). What it claimed since is in flight; a 'sending' delivery
+    """The sends among *keys* that are running now, and when each began (the time it wrote
+    in its lock when it took it). What it claimed since is in flight; a 'sending' delivery
     older than that is uncertain from an earlier run. Writes nothing."""
     started = {}
-    for key in sends_running(project, keys):
+    for key in keys:
+        path = _lock_path(project, key)
         try:
-            started[key] = _lock_path(project, key).stat().st_mtime
-        except OSError:
-            started[key] = 0.0  # cannot tell: count every claim as the running send's
+            holder = _holder(path)
+        except OSError as e:
+            raise JournalError(
+                f"cannot read the send's lock: {e.strerror or e}",
+                path=path,
+                hint="check the project's .digest/ folder",
+            ) from None
+        if holder is not None:
+            started[key] = _started(holder)
     return started
+
+
+def _started(holder: str) -> float:
+    """When the send holding a lock took it (its second line); 0 if it does not say (then
+    every claim counts as the running send's)."""
+    try:
+        return float(holder.split()[1])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def _pid(holder: str) -> str:
+    """The process id a lock's holder wrote on its first line, or ''."""
+    first = holder.split()[0] if holder.split() else ""
+    return first if first.isdigit() else ""
 
 
 def _being_sent(path: Path, key: str, holder: str, hint: str | None = None) -> SendError:
     return SendError(
-        f"{key} is being sent by another digest process" + (f" (pid {holder})" if holder.isdigit() else ""),
+        f"{key} is being sent by another digest process" + (f" (pid {pid})" if (pid := _pid(holder)) else ""),
         path=path,
         hint=hint or _RESUME_AFTER,
     )
@@ -174,7 +198,7 @@ def only_sender(project: Project, key: str, hint: str | None = None) -> Iterator
             raise _being_sent(path, key, f.read().strip(), hint) from None
         f.seek(0)
         f.truncate()
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{os.getpid()}\n{time.time()!r}\n")  # who holds it, and since when (status)
         f.flush()
         yield
 
@@ -204,15 +228,22 @@ def _existing_journal(project: Project) -> Journal | None:
     return Journal(path) if path.exists() else None
 
 
-def left_by_send(project: Project, issue: str) -> dict[str, dict[str, int]]:
-    """The sends of *issue* (its list send, its --to sends) and what is left of each
-    (``Journal.left``), a killed send's log folded in first. Creates nothing."""
+class Left(NamedTuple):
+    """What is left of a send (``Journal.left``), and which deliveries those are."""
+
+    counts: dict[str, int]  # due, uncertain, failed
+    which: str  # Journal.left_fingerprint
+
+
+def left_by_send(project: Project, issue: str) -> dict[str, Left]:
+    """The sends of *issue* (its list send, its --to sends) and what is left of each, a
+    killed send's log folded in first. Creates nothing."""
     recover_send_logs(project)
     journal = _existing_journal(project)
     if journal is None:
         return {}
     try:
-        return {key: journal.left(key) for key in journal.sends(issue)}
+        return {key: Left(journal.left(key), journal.left_fingerprint(key)) for key in journal.sends(issue)}
     finally:
         journal.close()
 
@@ -222,12 +253,13 @@ STOP_IT_FIRST = (
 )
 
 
-def cancel_sends(project: Project, shown: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+def cancel_sends(project: Project, shown: dict[str, Left]) -> dict[str, dict[str, int]]:
     """Cancel what is left of these sends, as *shown* to the editor (``left_by_send``);
     return what was cancelled of each (``Journal.cancel``).
 
-    Holds every send's lock meanwhile. If one is running, or what is left changed since
-    it was shown (a send ran meanwhile), nothing is cancelled (SendError).
+    Holds every send's lock meanwhile. If one is running, or what is left is not what was
+    shown (a send ran meanwhile: other readers, or other states), nothing is cancelled
+    (SendError).
     """
     with contextlib.ExitStack() as locks:
         for key in shown:
@@ -236,7 +268,7 @@ def cancel_sends(project: Project, shown: dict[str, dict[str, int]]) -> dict[str
         try:
             for key in shown:
                 journal.recover(_log_path(project, key))  # killed meanwhile: its last entries first
-            if any(journal.left(key) != left for key, left in shown.items()):
+            if any(journal.left_fingerprint(key) != left.which for key, left in shown.items()):
                 raise SendError(
                     "what is left of the send changed while you were asked (a send ran meanwhile); "
                     "nothing was cancelled",

@@ -292,6 +292,14 @@ def test_test_copies_are_outside_the_journal(plain_server: Server, runner: CliRu
     assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
 
 
+def test_a_test_copy_the_server_refuses_gives_exit_code_4(plain_server: Server, runner: CliRunner) -> None:
+    plain_server.recorder.faults["desk@example.org"] = ["550 5.1.1 no such user"]
+    result = _send(runner, "--test", "editor@example.org", "--test", "desk@example.org")
+    assert result.exit_code == 4, result.output  # a script can tell a refused test copy
+    assert "test copy to editor@example.org: 250" in result.stdout
+    assert "test copy to desk@example.org: not sent: 550 5.1.1 no such user" in result.stdout
+
+
 def test_to_a_list_address_once(plain_server: Server, runner: CliRunner) -> None:
     for _ in range(2):
         assert _send(runner, "--to", "digest-list@lists.example.org", "--yes").exit_code == 0

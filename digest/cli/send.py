@@ -145,8 +145,11 @@ def send(
                 "--test sends only test copies; it cannot go with --list or --to",
                 hint="send the test copies first, then the list without --test",
             )
-        for address, reply in zip(tests, send_tests(project, issue, list(tests), outbox, dry_run), strict=True):
+        replies = send_tests(project, issue, list(tests), outbox, dry_run)
+        for address, reply in zip(tests, replies, strict=True):
             click.echo(f"test copy to {address}: {reply}")
+        if any(reply.startswith("not sent:") for reply in replies):
+            sys.exit(EXIT_RERUN)  # a script must not take a refused test copy for a sent one
         return
     if list_path is not None and to is not None:
         raise DigestError("--list and --to exclude each other", hint="give one of them")

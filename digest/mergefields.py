@@ -83,6 +83,26 @@ class Fields:
     __getitem__ = get
 
 
+class NoReader:
+    """The `recipient` of a copy for nobody in particular (an export, the web archive, the
+    common copy of a --to send): false in ``{% if recipient %}``, and every field reads as
+    for a reader whose list row leaves it empty: ``recipient.get("name", "reader")`` is
+    "reader", ``recipient.name`` is "". A template that greets readers so still exports."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def get(self, name: str, default: str = "") -> str:
+        return str(default)
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return ""
+
+    __getitem__ = get
+
+
 def slot_index(slots: list[Slot], slot: Slot) -> int:
     """Return the index of *slot*, adding it first if it is new."""
     if slot not in slots:

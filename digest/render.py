@@ -16,7 +16,7 @@ from markupsafe import Markup
 from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue
-from .mergefields import Fields, Placeholders, Slot, check_templates, slot_index
+from .mergefields import Fields, NoReader, Placeholders, Slot, check_templates, slot_index
 from .plaintext import wrap
 from .stories import Story
 
@@ -117,10 +117,10 @@ def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> R
     raise_all(check_templates(env, (HTML_TEMPLATE, TEXT_TEMPLATE)))
     placeholders = Placeholders.new() if personal else None
     if placeholders is not None:
-        recipient: Fields | None = Fields(slots, placeholders)
+        recipient: Fields | NoReader = Fields(slots, placeholders)
         unsubscribe = Markup(placeholders.token(slot_index(slots, Slot("unsubscribe_url"))))
     else:
-        recipient = None
+        recipient = NoReader()
         unsubscribe = generic_unsubscribe_url(newsletter)
     context = {
         "newsletter": newsletter,

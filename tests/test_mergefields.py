@@ -131,3 +131,26 @@ def test_export_of_a_story_holding_placeholder_text(project: Path, runner) -> No
     result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
     assert result.exit_code == 0, result.output
     assert "Literal @@digest.0@@." in (project / "OUT" / f"{EXAMPLE}.txt").read_text()
+
+
+def test_a_template_that_greets_by_name_exports_for_nobody_in_particular(
+    project: Path, runner
+) -> None:
+    # The README's way to greet with a default; an export or the archive has no reader,
+    # so the fields read as for a reader whose row leaves them empty.
+    for name, prefix in (("email.txt", ""), ("email.html", "<p>")):
+        write(
+            project / "templates" / name,
+            f'{{% extends "!default/{name}" %}}\n{{% block header %}}\n'
+            f"{prefix}Dear {{{{ recipient.get('name', 'reader') }}}}, [{{{{ recipient.name }}}}]"
+            "{% if recipient %} at {{ recipient.email }}{% endif %}\n{% endblock %}\n",
+        )
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
+    assert result.exit_code == 0, result.output
+    assert "Dear reader, []\n" in (project / "OUT" / f"{EXAMPLE}.txt").read_text()
+    assert "<p>Dear reader, []" in (project / "OUT" / f"{EXAMPLE}.html").read_text()
+    raw = _template().personalise(Recipient("a@example.org", {"name": "Ann"}))
+    text = email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",))
+    assert "Dear Ann, [Ann] at a@example.org" in text.get_content()
+    result = runner.invoke(cli, ["publish", EXAMPLE])  # the archive renders the issue too
+    assert result.exit_code == 0, result.output

@@ -133,9 +133,7 @@ def test_export_of_a_story_holding_placeholder_text(project: Path, runner) -> No
     assert "Literal @@digest.0@@." in (project / "OUT" / f"{EXAMPLE}.txt").read_text()
 
 
-def test_a_template_that_greets_by_name_exports_for_nobody_in_particular(
-    project: Path, runner
-) -> None:
+def test_a_template_that_greets_by_name_exports_for_nobody_in_particular(project: Path, runner) -> None:
     # The README's way to greet with a default; an export or the archive has no reader,
     # so the fields read as for a reader whose row leaves them empty.
     for name, prefix in (("email.txt", ""), ("email.html", "<p>")):

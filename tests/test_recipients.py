@@ -68,3 +68,24 @@ def test_not_utf8_far_down_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(ContentError) as e:
         list(read_recipients(path))
     assert (e.value.message, e.value.line) == ("the list is not UTF-8 text", 1502)
+
+
+@pytest.mark.parametrize(
+    ("address", "hint"),
+    [
+        ("editor", "write the whole address, like reader@example.org"),
+        (
+            "editor@morningbrief.test",
+            "that domain is reserved and never receives mail; give an address that does",
+        ),
+        ("edi tor@example.org", "check the spelling of the address"),
+    ],
+)
+def test_an_address_on_the_command_line_is_refused_with_a_hint_for_its_fault(address: str, hint: str) -> None:
+    from digest.errors import DigestError
+    from digest.send.recipients import check_addresses
+
+    with pytest.raises(DigestError) as raised:
+        check_addresses([address], "--test")
+    assert raised.value.message.startswith(f"--test {address!r} is not an email address: ")
+    assert raised.value.hint == hint

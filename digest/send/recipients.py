@@ -60,10 +60,18 @@ def check_addresses(addresses: list[str], what: str) -> list[str]:
             checked.append(normalise_address(address))
         except ValueError as e:
             raise DigestError(
-                f"{what} {address!r} is not an email address: {e}",
-                hint="write the whole address, like reader@example.org",
+                f"{what} {address!r} is not an email address: {e}", hint=_hint(address, e)
             ) from None
     return checked
+
+
+def _hint(address: str, error: ValueError) -> str:
+    """What to do about an address email-validator refused."""
+    if "@" not in address:
+        return "write the whole address, like reader@example.org"
+    if "special-use or reserved" in str(error):  # .test, .invalid, .localhost (RFC 6761): no mail
+        return "that domain is reserved and never receives mail; give an address that does"
+    return "check the spelling of the address"
 
 
 def address_key(address: str) -> str:

@@ -153,6 +153,7 @@ def new_issue(
     slug: str | None = None,
     title: str | None = None,
     date: dt.date | None = None,
+    preheader: str = "",
 ) -> Path:
     """Create issues/<slug>/issue.toml; the slug defaults to the date (today)."""
     date = date or dt.date.today()
@@ -174,7 +175,7 @@ def new_issue(
     doc.add(tomlkit.comment("The issue's subject line, date and preheader (the inbox preview)."))
     doc["subject"] = title or f"{project.newsletter.name}, {date.strftime('%-d %B %Y')}"
     doc["date"] = date
-    doc["preheader"] = ""
+    doc["preheader"] = " ".join(preheader.split())  # one line
     doc.add(tomlkit.comment("The stories in the order they appear (others follow by file name)."))
     doc["order"] = _order_array([])
     write_atomically({folder / MANIFEST: tomlkit.dumps(doc).encode()})
@@ -190,7 +191,8 @@ def story_document(title: str, body: str, **meta: object) -> str:
 
 def unique_slug(title: str, taken: set[str]) -> str:
     """Make a story slug from a title (transliterated, at most 60 characters), unique."""
-    base = slugify(title, max_length=SLUG_LENGTH, word_boundary=True) or "story"
+    # An apostrophe joins, not splits: "Editor's letter" -> editors-letter.
+    base = slugify(re.sub("['\u2019]", "", title), max_length=SLUG_LENGTH, word_boundary=True) or "story"
     slug, n = base, 2
     while slug in taken:
         slug = f"{base}-{n}"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,38 @@ def test_init_writes_the_same_env_example_as_this_repository() -> None:
 
     assert ENV_EXAMPLE == (REPO / ".env.example").read_text()
     assert "DIGEST_IMAP_PASSWORD=" in ENV_EXAMPLE
+
+
+def test_new_takes_the_preheader_and_a_story_title_keeps_its_apostrophes_words(
+    project: Path, runner: CliRunner
+) -> None:
+    _ok(runner, "new", "2022-01-10", "--title", "Monday", "--preheader", "Strike ends;\n ports reopen")
+    manifest = tomllib.loads((project / "issues" / "2022-01-10" / "issue.toml").read_text())
+    assert manifest["preheader"] == "Strike ends; ports reopen"  # one line
+    (project / "letter.md").write_text("Dear readers.\n")
+    _ok(runner, "add", "2022-01-10", "--title", "Editor's letter: the week’s news", "letter.md")
+    assert (project / "issues" / "2022-01-10" / "editors-letter-the-weeks-news.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("edited", "body"),
+    [
+        ("Above the line.\n# Write the story in Markdown above this line.\n", "Above the line."),
+        (
+            "\n# Write the story in Markdown above this line.\nBelow it, as many write.\n",
+            "Below it, as many write.",
+        ),
+    ],
+)
+def test_a_story_written_in_the_editor_above_or_below_the_line(monkeypatch, edited: str, body: str) -> None:
+    import click
+
+    from digest.cli import compose
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(compose.sys, "stdin", Terminal())  # no file, no pipe: $EDITOR
+    monkeypatch.setattr(click, "edit", lambda text, extension: edited)
+    assert compose._read_body(None) == body

@@ -34,17 +34,18 @@ def init(directory: Path, name: str) -> None:
 @click.argument("slug", required=False)
 @click.option("--title", help="The subject line (default: newsletter name and date).")
 @click.option("--date", type=click.DateTime(["%Y-%m-%d"]), help="The issue's date (default: today).")
+@click.option("--preheader", default="", help="The line inboxes show after the subject.")
 @click.pass_obj
-def new(state: State, slug: str | None, title: str | None, date) -> None:
+def new(state: State, slug: str | None, title: str | None, date, preheader: str) -> None:
     """Create a new issue folder with its issue.toml; SLUG defaults to the date.
 
     \b
     Example:
-        digest new --date 2021-12-31 --title "Putin and Biden talk again"
+        digest new --date 2021-12-31 --title "Putin and Biden talk again" --preheader "What was said"
     """
     from ..compose import new_issue
 
-    folder = new_issue(state.project(), slug, title, date.date() if date else None)
+    folder = new_issue(state.project(), slug, title, date.date() if date else None, preheader)
     click.echo(f"created {_shown(folder / 'issue.toml')}")
 
 
@@ -95,6 +96,9 @@ def add(
     click.echo(f"created {_shown(path)}")
 
 
+_EDITOR_MARK = "# Write the story in Markdown above this line."
+
+
 def _read_body(file: str | None) -> str:
     if file == "-" or (file is None and not sys.stdin.isatty()):
         return _decode(sys.stdin.buffer.read(), "<stdin>")
@@ -103,8 +107,9 @@ def _read_body(file: str | None) -> str:
             return _decode(Path(file).read_bytes(), file)
         except OSError as e:
             raise DigestError(f"cannot read: {e.strerror}", path=file) from e
-    text = click.edit("\n# Write the story in Markdown above this line.\n", extension=".md")
-    body = (text or "").split("# Write the story in Markdown above this line.")[0].strip()
+    text = click.edit(f"\n{_EDITOR_MARK}\n", extension=".md")
+    above, _, below = (text or "").partition(_EDITOR_MARK)
+    body = above.strip() or below.strip()  # written below the line: taken all the same
     if not body:
         raise DigestError("no story text was written", hint="nothing was added")
     return body

@@ -48,7 +48,6 @@ from .state import (
     open_journal,
     recover_send_logs,
     send_logs,
-    sends_running,
 )
 from .transport import (
     PermanentFailure,
@@ -73,7 +72,6 @@ __all__ = [
     "open_journal",
     "plan_send",
     "recover_send_logs",
-    "sends_running",
     "send_logs",
     "send_tests",
     "only_sender",

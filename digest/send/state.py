@@ -111,19 +111,6 @@ def recover_send_logs(project: Project) -> int:
     return applied
 
 
-def sends_running(project: Project, keys: Iterable[str]) -> set[str]:
-    """Return which of these sends are running now (their lock is held). Writes nothing."""
-    running = set()
-    for key in keys:
-        try:
-            _check_not_being_sent(project, key)
-        except JournalError:
-            raise  # the lock cannot be read: that says nothing of a running send
-        except SendError:
-            running.add(key)
-    return running
-
-
 _RESUME_AFTER = (
     "wait for it to finish ('digest status' shows its progress) or stop it; "
     "then run the same command again to resume"
@@ -136,18 +123,22 @@ def running_since(project: Project, keys: Iterable[str]) -> dict[str, float]:
     older than that is uncertain from an earlier run. Writes nothing."""
     started = {}
     for key in keys:
-        path = _lock_path(project, key)
-        try:
-            holder = _holder(path)
-        except OSError as e:
-            raise JournalError(
-                f"cannot read the send's lock: {e.strerror or e}",
-                path=path,
-                hint="check the project's .digest/ folder",
-            ) from None
+        holder = _lock_holder(_lock_path(project, key))
         if holder is not None:
             started[key] = _started(holder)
     return started
+
+
+def _lock_holder(path: Path) -> str | None:
+    """``_holder``, with a lock that cannot be read as one clear error."""
+    try:
+        return _holder(path)
+    except OSError as e:
+        raise JournalError(
+            f"cannot read the send's lock: {e.strerror or e}",
+            path=path,
+            hint="check the project's .digest/ folder; nothing was sent",
+        ) from None
 
 
 def _started(holder: str) -> float:
@@ -210,14 +201,7 @@ def _check_not_being_sent(project: Project, key: str, hint: str | None = None) -
     decides, in ``execute``.
     """
     path = _lock_path(project, key)
-    try:
-        holder = _holder(path)
-    except OSError as e:
-        raise JournalError(
-            f"cannot read the send's lock: {e.strerror or e}",
-            path=path,
-            hint="check the project's .digest/ folder; nothing was sent",
-        ) from None
+    holder = _lock_holder(path)
     if holder is not None:
         raise _being_sent(path, key, holder, hint)
 

@@ -100,6 +100,8 @@ def _environment(project_templates: Path | None, fingerprint: tuple) -> jinja2.E
     env.filters["story_text"] = _story_text
     env.filters["wrap"] = wrap
     env.filters["lead"] = lead
+    # A template written when an export's recipient was None still reads it so.
+    env.tests["none"] = lambda value: value is None or isinstance(value, NoReader)
     return env
 
 

@@ -141,14 +141,15 @@ def test_a_template_that_greets_by_name_exports_for_nobody_in_particular(project
             project / "templates" / name,
             f'{{% extends "!default/{name}" %}}\n{{% block header %}}\n'
             f"{prefix}Dear {{{{ recipient.get('name', 'reader') }}}}, [{{{{ recipient.name }}}}]"
-            "{% if recipient %} at {{ recipient.email }}{% endif %}\n{% endblock %}\n",
+            "{% if recipient %} at {{ recipient.email }}{% endif %}"
+            "{% if recipient is none %} (for nobody){% endif %}\n{% endblock %}\n",
         )
     result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
     assert result.exit_code == 0, result.output
-    assert "Dear reader, []\n" in (project / "OUT" / f"{EXAMPLE}.txt").read_text()
-    assert "<p>Dear reader, []" in (project / "OUT" / f"{EXAMPLE}.html").read_text()
+    assert "Dear reader, [] (for nobody)\n" in (project / "OUT" / f"{EXAMPLE}.txt").read_text()
+    assert "<p>Dear reader, [] (for nobody)" in (project / "OUT" / f"{EXAMPLE}.html").read_text()
     raw = _template().personalise(Recipient("a@example.org", {"name": "Ann"}))
     text = email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",))
-    assert "Dear Ann, [Ann] at a@example.org" in text.get_content()
+    assert "Dear Ann, [Ann] at a@example.org\r\n" in text.get_content()  # a reader: not none
     result = runner.invoke(cli, ["publish", EXAMPLE])  # the archive renders the issue too
     assert result.exit_code == 0, result.output

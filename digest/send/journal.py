@@ -27,6 +27,7 @@ from ..errors import DigestError, SendError
 from ..message import Recipient
 from . import sendlog
 from .recipients import address_key
+from .suppression import SuppressionCache
 
 STATES = (
     "pending",
@@ -95,56 +96,6 @@ class Delivery(NamedTuple):  # a tuple: read a batch at a time, several µs chea
     hash: str = ""  # the suppression hash of the key (subscribers.key_hash)
 
 
-class _Suppression:
-    """Which of the readers read ahead are suppressed: one query for a batch of them.
-
-    While a send logs its entries, a claim is checked against these answers, and
-    they are read again whenever another process has written to the database since
-    (``PRAGMA data_version``, asked at every claim): an unsubscribe committed before
-    a message is claimed always stops it, as when the check and the claim were one
-    SQLite transaction. A query of its own for every claim cost about 20 µs a
-    message in the send (SQLite's cache is cold there).
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.known: dict[str, bool] = {}  # hash -> suppressed, for readers not yet claimed
-        self.version = self._version()
-
-    def expect(self, hashes: Iterable[str]) -> None:
-        """Read ahead for the readers of a new batch (answers left from the last one go:
-        a reader of it still to be claimed is read again at its claim)."""
-        self._changed()
-        self.known = {}
-        self._read(hashes, again=False)
-
-    def refused(self, claims: dict[int, str]) -> set[int]:
-        """Return the claims whose reader is suppressed; each answer serves one claim."""
-        known = self.known
-        if self._changed():
-            self._read(claims.values(), again=True)
-        elif not all(h in known for h in claims.values()):  # a retry's, claimed before
-            self._read(claims.values(), again=False)
-        return {i for i, h in claims.items() if known.pop(h, False)}
-
-    def _version(self) -> int:
-        return self.conn.execute("PRAGMA data_version").fetchone()[0]
-
-    def _changed(self) -> bool:
-        """Whether another connection committed since the answers were read."""
-        version = self._version()
-        changed, self.version = version != self.version, version
-        return changed
-
-    def _read(self, hashes: Iterable[str], again: bool) -> None:
-        wanted = set(hashes)
-        if again:
-            wanted.update(self.known)
-        found = subscribers.suppressed_among(self.conn, wanted)
-        for h in wanted:
-            self.known[h] = h in found
-
-
 class Journal:
     """One SQLite database, shared by the send loop's threads behind a lock."""
 
@@ -161,7 +112,7 @@ class Journal:
             ) from e
         self._lock = threading.Lock()
         self._log: sendlog.SendLog | None = None
-        self._suppression: _Suppression | None = None
+        self._suppression: SuppressionCache | None = None
         self._unfolded: list[sendlog.Entry] = []  # a log's entries that could not be folded
 
     def close(self) -> None:
@@ -198,7 +149,7 @@ class Journal:
     @_writes
     def _open_log(self, log_path: Path) -> None:
         self._log = sendlog.SendLog(log_path)
-        self._suppression = _Suppression(self._db)
+        self._suppression = SuppressionCache(self._db)
 
     @_writes
     def _close_log(self) -> None:
@@ -391,7 +342,7 @@ class Journal:
         While a send logs (``logging_to``), the entries are appended to the log
         instead (folded in later by the same ``sendlog.apply``), and the claims are
         checked against answers read ahead, read again whenever another process has
-        written since (``_Suppression``): the same outcome.
+        written since (``suppression.SuppressionCache``): the same outcome.
         """
         now = time.time()
         log = self._log

@@ -92,6 +92,16 @@ class NoReader:
     def __bool__(self) -> bool:
         return False
 
+    # As the None it replaces, for templates written for that: equal to none, printed "".
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, NoReader)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+    def __str__(self) -> str:
+        return ""
+
     def get(self, name: str, default: str = "") -> str:
         return str(default)
 

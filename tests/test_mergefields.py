@@ -153,3 +153,20 @@ def test_a_template_that_greets_by_name_exports_for_nobody_in_particular(project
     assert "Dear Ann, [Ann] at a@example.org\r\n" in text.get_content()  # a reader: not none
     result = runner.invoke(cli, ["publish", EXAMPLE])  # the archive renders the issue too
     assert result.exit_code == 0, result.output
+
+
+def test_the_story_partial_greets_nobody_in_particular_on_the_archive_too(project: Path, runner) -> None:
+    # The archive renders the email's story partial: a reader-less recipient there as well,
+    # equal to none and printed as nothing, as the None it replaces.
+    write(
+        project / "templates" / "partials" / "story.html",
+        '{% include "!default/partials/story.html" %}\n'
+        "<p>For {{ recipient.get('name', 'every reader') }}[{{ recipient }}]"
+        "{% if recipient == none %} (none){% endif %}</p>\n",
+    )
+    result = runner.invoke(cli, ["publish", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert "<p>For every reader[] (none)</p>" in (project / "site" / EXAMPLE / "index.html").read_text()
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
+    assert result.exit_code == 0, result.output
+    assert "For every reader[] (none)" in (project / "OUT" / f"{EXAMPLE}.html").read_text()

@@ -74,10 +74,13 @@ def test_not_utf8_far_down_names_its_line(tmp_path: Path) -> None:
     ("address", "hint"),
     [
         ("editor", "write the whole address, like reader@example.org"),
+        ("reader@", "write the whole address, like reader@example.org"),
+        ("@example.org", "write the whole address, like reader@example.org"),
         (
             "editor@morningbrief.test",
-            "that domain is reserved and never receives mail; give an address that does",
+            "that domain is special-use or reserved (such as .test or .local); use one on a public domain",
         ),
+        ("me@localhost", "the domain must be a full domain name, like example.org"),
         ("edi tor@example.org", "check the spelling of the address"),
     ],
 )

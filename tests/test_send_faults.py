@@ -689,6 +689,33 @@ def test_status_tells_a_running_send_from_a_stopped_one(
     assert "uncertain reader00000@example.com: no reply recorded (in flight when the send stopped)" in stopped
 
 
+def test_status_reads_the_lock_of_an_older_digest_by_its_time(
+    piped: Server, runner: CliRunner, tmp_path: Path, project: Path
+) -> None:
+    import fcntl
+
+    from digest.config import load_project
+    from digest.send.state import _lock_path
+
+    assert _send(runner, "--list", str(_list(tmp_path, 3)), "--yes").exit_code == 0
+    db = sqlite3.connect(project / ".digest" / "journal.sqlite3")
+    db.execute("UPDATE deliveries SET state = 'sending', reply = NULL, updated_at = 1 WHERE id = 1")
+    db.commit()
+    lock = _lock_path(load_project(project), EXAMPLE)
+    with lock.open("w") as f:  # an older digest's lock: its pid only; its time is the file's
+        f.write("4242\n")
+        f.flush()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        db.execute(
+            "UPDATE deliveries SET state = 'sending', reply = NULL, updated_at = ? WHERE id = 2",
+            (time.time() + 1,),
+        )
+        db.commit()
+        running = _status(runner)
+    db.close()
+    assert "1 uncertain, 1 in flight (sending now" in running  # id 1 from before it, id 2 its own
+
+
 def test_status_warns_and_counts_when_a_killed_sends_log_cannot_be_folded(
     piped: Server, runner: CliRunner, tmp_path: Path, project: Path, monkeypatch
 ) -> None:

@@ -17,6 +17,7 @@ from slugify import slugify
 from ..config import Newsletter
 from ..errors import ContentError, DigestError, TemplateError
 from ..issue import Issue
+from ..mergefields import NoReader
 from ..render import _render
 from ..stories import Story
 from .archive import Site, rfc3339
@@ -62,9 +63,8 @@ class Source:
 
 def render_content(env: jinja2.Environment, newsletter: Newsletter, issue: Issue) -> Markup:
     """Render an issue's stories (each with its anchor) and the disclaimer."""
-    _, html = _render(
-        env, PAGE.format("content.html"), {"newsletter": newsletter, "issue": issue, "stories": issue.stories}
-    )
+    context = {"newsletter": newsletter, "issue": issue, "stories": issue.stories, "recipient": NoReader()}
+    _, html = _render(env, PAGE.format("content.html"), context)  # the email's story partial: no reader
     return Markup(html)
 
 

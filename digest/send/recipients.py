@@ -67,10 +67,13 @@ def check_addresses(addresses: list[str], what: str) -> list[str]:
 
 def _hint(address: str, error: ValueError) -> str:
     """What to do about an address email-validator refused."""
-    if "@" not in address:
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
         return "write the whole address, like reader@example.org"
-    if "special-use or reserved" in str(error):  # .test, .invalid, .localhost (RFC 6761): no mail
-        return "that domain is reserved and never receives mail; give an address that does"
+    if "special-use or reserved" in str(error):  # .test, .invalid, .local, .onion ... (RFC 6761)
+        return "that domain is special-use or reserved (such as .test or .local); use one on a public domain"
+    if "should have a period" in str(error):
+        return "the domain must be a full domain name, like example.org"
     return "check the spelling of the address"
 
 

@@ -123,9 +123,10 @@ def running_since(project: Project, keys: Iterable[str]) -> dict[str, float]:
     older than that is uncertain from an earlier run. Writes nothing."""
     started = {}
     for key in keys:
-        holder = _lock_holder(_lock_path(project, key))
+        path = _lock_path(project, key)
+        holder = _lock_holder(path)
         if holder is not None:
-            started[key] = _started(holder)
+            started[key] = _started(holder, path)
     return started
 
 
@@ -141,13 +142,20 @@ def _lock_holder(path: Path) -> str | None:
         ) from None
 
 
-def _started(holder: str) -> float:
-    """When the send holding a lock took it (its second line); 0 if it does not say (then
-    every claim counts as the running send's)."""
+def _started(holder: str, path: Path) -> float:
+    """When the send holding the lock at *path* took it: the time on its second line; for
+    a lock of an older digest (its pid only), the file's time; for one being written (empty),
+    now: nothing is claimed yet."""
+    lines = holder.split()
+    if not lines:
+        return time.time()
     try:
-        return float(holder.split()[1])
+        return float(lines[1])
     except (IndexError, ValueError):
-        return 0.0
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
 
 
 def _pid(holder: str) -> str:

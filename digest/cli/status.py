@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import DigestError
 from . import State, cli
+
+if TYPE_CHECKING:
+    from ..config import Project
 
 
 @cli.command()
@@ -146,16 +150,15 @@ def _left_text(what: dict[str, int]) -> str:
     return f"{readers} ({', '.join(parts)})"
 
 
-def _slug(project, issue: str) -> str:
+def _slug(project: Project, issue: str) -> str:
     """The slug of ISSUE (a slug, or the issue's folder as a path); an issue whose folder is
     gone is still known by its slug to the journal."""
-    from ..errors import DigestError as Unknown
     from ..issue import resolve_issue_dir
     from ..send.state import _existing_journal
 
     try:
         return resolve_issue_dir(project, issue).name
-    except Unknown:
+    except DigestError:
         journal = _existing_journal(project) if "/" not in issue else None
         known = journal is not None and bool(journal.sends(issue))
         if journal is not None:

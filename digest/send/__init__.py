@@ -25,7 +25,8 @@ from ..message import MessageTemplate, Recipient
 from ..render import render_issue
 from ..tokens import verp_address, verp_signer
 from .journal import REVIVED, STATES, Journal, JournalError
-from .loop import Options, SendLoop, Stats
+from .loop import SendLoop
+from .options import Options, Stats
 from .outbox import OutboxMessenger
 from .recipients import (
     RowProblem,

@@ -18,10 +18,8 @@ import functools
 import logging
 import signal
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import NamedTuple
 
@@ -29,6 +27,7 @@ from ..errors import SendError
 from ..message import MessageTemplate, Recipient
 from ..subscribers import key_hash
 from .journal import Delivery, Journal, JournalError
+from .options import Options, RateLimit, Stats
 from .recipients import address_key, envelope_address
 from .sendlog import FOLD_SECONDS
 from .transport import PermanentFailure, TemporaryFailure, Uncertain
@@ -47,65 +46,6 @@ class Prepared(NamedTuple):
     hashed: str  # the address's suppression hash
     pieces: list[bytes] | None  # MessageTemplate.pieces
     error: Exception | None = None  # why the message cannot be written (reported at its turn)
-
-
-@dataclass
-class Options:
-    workers: int = 1
-    rate: float | None = None  # messages per second, all workers together
-    retries: int = 3
-    backoff: float = 1.0  # seconds before the first retry; doubles each time
-    max_failures_in_a_row: int = 20
-    resend_uncertain: bool = False
-    retry_failed: bool = False
-
-    @property
-    def due_states(self) -> tuple[str, ...]:
-        """The journal states a send with these options sends to."""
-        return (
-            ("pending", "deferred")
-            + (("sending",) if self.resend_uncertain else ())
-            + (("failed",) if self.retry_failed else ())
-        )
-
-
-@dataclass
-class Stats:
-    """Counts of this run."""
-
-    total: int = 0
-    sent: int = 0
-    failed: int = 0
-    deferred: int = 0
-    uncertain: int = 0
-    suppressed: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.failed + self.deferred + self.uncertain + self.suppressed
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.sent / elapsed if elapsed > 0 else 0.0
-
-
-class RateLimit:
-    """A global pace: at most *rate* messages per second across all connections."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = time.monotonic()
-
-    def reserve(self) -> float:
-        """Take the next slot; return the seconds to wait for it."""
-        if not self.interval:
-            return 0.0
-        now = time.monotonic()
-        slot = max(self._next, now)
-        self._next = slot + self.interval
-        return slot - now
 
 
 class SendLoop:

@@ -1,0 +1,66 @@
+"""What a send may do (Options: connections, pace, retries, which readers are due), how it
+went (Stats), and its pace across all connections (RateLimit)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Options:
+    workers: int = 1
+    rate: float | None = None  # messages per second, all workers together
+    retries: int = 3
+    backoff: float = 1.0  # seconds before the first retry; doubles each time
+    max_failures_in_a_row: int = 20
+    resend_uncertain: bool = False
+    retry_failed: bool = False
+
+    @property
+    def due_states(self) -> tuple[str, ...]:
+        """The journal states a send with these options sends to."""
+        return (
+            ("pending", "deferred")
+            + (("sending",) if self.resend_uncertain else ())
+            + (("failed",) if self.retry_failed else ())
+        )
+
+
+@dataclass
+class Stats:
+    """Counts of this run."""
+
+    total: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    uncertain: int = 0
+    suppressed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.deferred + self.uncertain + self.suppressed
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+
+class RateLimit:
+    """A global pace: at most *rate* messages per second across all connections."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = time.monotonic()
+
+    def reserve(self) -> float:
+        """Take the next slot; return the seconds to wait for it."""
+        if not self.interval:
+            return 0.0
+        now = time.monotonic()
+        slot = max(self._next, now)
+        self._next = slot + self.interval
+        return slot - now

@@ -204,6 +204,14 @@ def _render(env: jinja2.Environment, name: str, context: dict) -> tuple[Path, st
         ) from e
     try:
         return Path(template.filename or name), template.render(context)
+    except RecursionError:
+        raise TemplateError(
+            "the templates extend or include themselves without end",
+            path=template.filename,
+            hint="a template in the default templates' own folder (templates/ of digest's repository, "
+            'which an install from it uses) cannot extend "!default/...": it is itself; put overrides '
+            "in a project of your own (digest init)",
+        ) from None
     except jinja2.UndefinedError as e:
         path, line = _template_frame(template.filename)
         raise TemplateError(

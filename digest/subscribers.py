@@ -177,9 +177,16 @@ def _record_erased(
 
 
 def reactivate(
-    conn: sqlite3.Connection, address: str, source: str, fields: Mapping[str, str] | None = None
+    conn: sqlite3.Connection,
+    address: str,
+    source: str,
+    fields: Mapping[str, str] | None = None,
+    reason: str = "confirmed opt-in",
 ) -> bool:
-    """Make the address active and lift its suppression (a confirmed opt-in); return if it changed.
+    """Make the address active and lift its suppression; return if it changed.
+
+    *reason* goes on the consent record: a confirmed opt-in (the reader's link), or an
+    editor's undoing of a wrong bounce or complaint.
 
     *fields* are given to a new subscriber, or to one still unconfirmed; a known
     subscriber of any other status keeps theirs.
@@ -207,7 +214,7 @@ def reactivate(
                 "UPDATE subscribers SET status = 'active', source = ?, updated_at = ? WHERE email_key = ?",
                 (source, now, key),
             )
-        _event(conn, address, "active", source, "confirmed opt-in", now)
+        _event(conn, address, "active", source, reason, now)
     return True
 
 

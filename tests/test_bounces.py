@@ -181,7 +181,7 @@ def test_status_ls_and_reactivate(project, box, runner: CliRunner, monkeypatch):
     status = runner.invoke(cli, ["status", ISSUE])
     assert status.exit_code == 0, status.output
     first = status.stdout.splitlines()[0]
-    assert first.startswith(f"{ISSUE}: ") and ", 7 bounced, 1 complained, " in first
+    assert first.startswith(f"{ISSUE}: ") and ", 6 bounced, 1 soft-bounced, 1 complained, " in first
     assert "  bounced   gone@example.net: hard bounce 5.1.1 550 5.1.1" in status.stdout
     assert "  complained annoyed@mailbox.example: complaint abuse" in status.stdout
     listing = runner.invoke(cli, ["subscribers", "ls", "--status", "bounced"])
@@ -195,6 +195,9 @@ def test_status_ls_and_reactivate(project, box, runner: CliRunner, monkeypatch):
     assert again.exit_code == 0, again.output
     assert again.stdout.startswith("reactivated gone@example.net (was bounced: hard bounce")
     assert status_of(project, "gone@example.net") == "active"
+    history = runner.invoke(cli, ["subscribers", "history", "gone@example.net"]).stdout
+    assert "\tactive\tdigest subscribers reactivate\treactivated by the editor (was bounced)\n" in history
+    assert "confirmed opt-in" not in history  # the reader confirmed nothing
     assert runner.invoke(cli, ["subscribers", "reactivate", "gone@example.net"]).stdout == (
         "gone@example.net is already active\n"
     )

@@ -147,7 +147,9 @@ def test_postfix_dsns_into_a_maildir_are_classified_and_the_next_send_skips_the_
     assert conn.execute("SELECT count(*) FROM bounce_events").fetchone()[0] == recorded
     conn.close()
     status = digest(project, "status", ISSUE)
-    assert status.stdout.splitlines()[0].startswith(f"{ISSUE}: 10 sent, 5 bounced, 0 complained")
+    assert status.stdout.splitlines()[0].startswith(
+        f"{ISSUE}: 10 sent, 3 bounced, 2 soft-bounced, 0 complained"
+    )
     # The next send (a new issue, the same list) skips the hard-bounced, and only them.
     folder = project / "issues" / "next"
     folder.mkdir()
@@ -157,7 +159,7 @@ def test_postfix_dsns_into_a_maildir_are_classified_and_the_next_send_skips_the_
     sink.recorder.faults.clear()
     nxt = digest(project, "send", "next", "--list", str(csv), "--yes")
     assert nxt.returncode == 0, nxt.stdout + nxt.stderr
-    assert "Skipped:    3 (0 invalid, 3 unsubscribed, 0 duplicate)" in nxt.stdout
+    assert "Skipped:    3 (0 invalid, 3 unsubscribed, bounced or complained, 0 duplicate)" in nxt.stdout
     pf.wait_until_empty()
     wait_for(lambda: len(sink.recorder.received) >= len(SOFT + GOOD), "the next issue at the sink")
     assert sorted(r.recipient for r in sink.recorder.received) == sorted(SOFT + GOOD)

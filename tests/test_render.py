@@ -108,6 +108,26 @@ def test_override_can_extend_the_default(project: Path) -> None:
     assert "We remind our readers" in html
 
 
+def test_a_template_that_reaches_itself_without_end_is_one_clear_error(project: Path, runner) -> None:
+    # As an override of this repository's own templates/ extending "!default/..." (itself,
+    # with an install from this repository) did: a RecursionError, an "internal error".
+    template = write(
+        project / "templates" / "email.txt", '{{ newsletter.disclaimer }}{% include "email.txt" %}\n'
+    )
+    with pytest.raises(TemplateError) as e:
+        _render()
+    assert e.value.message == "the templates extend or include themselves without end"
+    assert e.value.path == template
+    from digest.cli import cli
+
+    result = runner.invoke(cli, ["export", EXAMPLE, "--out", "OUT"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "Error: templates/email.txt: the templates extend or include themselves without end\n  hint: "
+    )
+    assert not (project / "OUT").exists()
+
+
 def test_undefined_variable_names_template_and_line(project: Path) -> None:
     template = write(
         project / "templates" / "email.txt",

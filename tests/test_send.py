@@ -122,7 +122,7 @@ def test_send_over_starttls_with_auth(tls_server: Server, runner: CliRunner) -> 
         "Subject:    Putin and Biden talk again: what was said",
         f"Server:     127.0.0.1:{tls_server.port} (starttls)",
         "Recipients: 4 to send",
-        "Skipped:    2 (1 invalid, 0 unsubscribed, 1 duplicate)",
+        "Skipped:    2 (1 invalid, 0 unsubscribed, bounced or complained, 1 duplicate)",
     ]
     # chloé@ has a UTF-8 local part: sent with SMTPUTF8, which this server offers.
     assert result.stdout.splitlines()[-1].startswith("4 sent, 0 failed, 0 deferred")
@@ -292,6 +292,16 @@ def test_test_copies_are_outside_the_journal(plain_server: Server, runner: CliRu
     assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
 
 
+def test_a_test_copy_to_a_subscriber_carries_their_fields(plain_server: Server, runner: CliRunner) -> None:
+    added = runner.invoke(cli, ["subscribers", "add", "ivy@example.net", "--field", "name=Ivy Chen"])
+    assert added.exit_code == 0, added.output
+    result = _send(runner, "--test", "ivy@example.net", "--test", "desk@example.org")
+    assert result.exit_code == 0, result.output
+    got = plain_server.recorder.by_recipient()
+    assert str(_parse(got["ivy@example.net"][0].data)["To"]) == "Ivy Chen <ivy@example.net>"
+    assert str(_parse(got["desk@example.org"][0].data)["To"]) == "desk@example.org"  # not a subscriber
+
+
 def test_a_test_copy_the_server_refuses_gives_exit_code_4(plain_server: Server, runner: CliRunner) -> None:
     plain_server.recorder.faults["desk@example.org"] = ["550 5.1.1 no such user"]
     result = _send(runner, "--test", "editor@example.org", "--test", "desk@example.org")
@@ -325,7 +335,7 @@ def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRun
     out = runner.invoke(cli, ["unsubscribe", "Reader00001@example.com", "reader00001@example.com"])
     assert out.stdout == "unsubscribed 1 address (1 already were)\n"
     result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
-    assert "Skipped:    1 (0 invalid, 1 unsubscribed, 0 duplicate)" in result.stdout
+    assert "Skipped:    1 (0 invalid, 1 unsubscribed, bounced or complained, 0 duplicate)" in result.stdout
     assert "reader00001@example.com" not in plain_server.recorder.by_recipient()
 
 

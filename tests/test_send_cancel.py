@@ -132,7 +132,9 @@ def test_the_plan_counts_as_already_sent_the_readers_of_this_list(
     second.write_text("email\nreader00001@example.com\nother@example.com\n")
     result = _send(runner, "--list", str(second), "--yes")
     assert result.exit_code == 0, result.output
-    assert "Recipients: 1 to send, 1 already sent (besides 3 sent from an earlier list)\n" in result.stdout
+    assert (
+        "Recipients: 1 to send, 1 already sent (besides 3 sent to readers not among these)\n" in result.stdout
+    )
 
 
 def test_cancel_asks_first_and_needs_yes_without_a_terminal(

@@ -149,19 +149,24 @@ def reset_score(conn: sqlite3.Connection, email: str, source: str) -> None:
 
 
 def issue_counts(conn: sqlite3.Connection, issue: str) -> dict[str, int]:
-    """Return how many recipients of *issue* bounced (hard or soft) and complained."""
-    counts = {"bounced": 0, "complained": 0}
+    """Return how many recipients of *issue* bounced (for good), soft-bounced (a full mailbox,
+    say: still mailed) and complained."""
+    counts = {"bounced": 0, "soft-bounced": 0, "complained": 0}
     for kind, n in conn.execute(
         "SELECT kind, count(DISTINCT email_key) FROM bounce_events WHERE issue = ? "
         "AND kind IN (?, ?, ?) GROUP BY kind",
         (issue, HARD, SOFT, COMPLAINT),
     ):
-        counts["complained" if kind == COMPLAINT else "bounced"] += n
+        counts[_LABELS[kind]] += n
     return counts
 
 
+_LABELS = {HARD: "bounced", SOFT: "soft-bounced", COMPLAINT: "complained"}
+
+
 def issue_bounces(conn: sqlite3.Connection, issue: str) -> list[tuple[str, str, str]]:
-    """Return (email, 'bounced' | 'complained', status and diagnostic) per recipient of *issue*."""
+    """Return (email, 'bounced' | 'soft-bounced' | 'complained', status and diagnostic) per
+    recipient of *issue*."""
     rows = conn.execute(
         "SELECT email, kind, status, diagnostic FROM bounce_events WHERE id IN (SELECT max(id) "
         "FROM bounce_events WHERE issue = ? AND kind IN (?, ?, ?) GROUP BY email_key) ORDER BY id",
@@ -170,7 +175,7 @@ def issue_bounces(conn: sqlite3.Connection, issue: str) -> list[tuple[str, str, 
     return [
         (
             email,
-            "complained" if kind == COMPLAINT else "bounced",
+            _LABELS[kind],
             " ".join(
                 x for x in (f"{kind} bounce" if kind != COMPLAINT else "complaint", status, diagnostic) if x
             ),

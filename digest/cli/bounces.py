@@ -199,7 +199,12 @@ def reactivate(state: State, addresses: tuple[str, ...]) -> None:
         for address in checked:
             was = known[address].status
             reason = last_reason(conn, address, was)
-            changed = subscribers.reactivate(conn, address, "digest subscribers reactivate")
+            changed = subscribers.reactivate(
+                conn,
+                address,
+                "digest subscribers reactivate",
+                reason=f"reactivated by the editor (was {was})",
+            )
             with db.transaction(conn):
                 reset_score(conn, address, "digest subscribers reactivate")
             if changed:

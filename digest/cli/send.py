@@ -198,11 +198,7 @@ def send(
     click.echo(
         f"Recipients: {plan.to_send} to send"
         + (f", {plan.already_sent} already sent" if plan.already_sent else "")
-        + (
-            f" (besides {plan.sent_before} sent from an earlier list)"
-            if plan.sent_before and plan.list_path is not None
-            else ""
-        )
+        + (f" (besides {plan.sent_before} sent to readers not among these)" if plan.sent_before else "")
     )
     if (
         plan.to_send
@@ -230,7 +226,7 @@ def send(
     if skipped:
         click.echo(
             f"Skipped:    {skipped} ({len(plan.invalid)} invalid, {plan.suppressed} "
-            f"unsubscribed, {len(plan.duplicates)} duplicate)"
+            f"unsubscribed, bounced or complained, {len(plan.duplicates)} duplicate)"
         )
     if plan.failed_before:
         if retry_failed:

@@ -455,6 +455,8 @@ def send_tests(
     """Send one '[TEST]' copy to each address, outside the journal; return the replies.
 
     Each copy gets a fresh Message-ID, so a corrected copy is not dropped as a duplicate.
+    A subscriber of the store gets their own fields, so the copy shows what they will
+    get; any other address the fields' defaults.
     """
     settings = project.settings()
     issue = load_issue(project, ref)
@@ -465,9 +467,10 @@ def send_tests(
     if dry_run:
         return ["dry run"] * len(checked)
     messenger = OutboxMessenger(outbox) if outbox else SMTPMessenger(settings)
+    fields = _store_fields(project, checked)
 
     def fresh(address: str) -> bytes:
-        data = template.personalise(Recipient(address), wire=messenger.wire)
+        data = template.personalise(Recipient(address, fields.get(address, {})), wire=messenger.wire)
         old = f"Message-ID: {template.message_id(address)}".encode()
         new = f"Message-ID: {make_msgid('test', template.newsletter.sender_domain)}".encode()
         return data.replace(old, new, 1)
@@ -485,6 +488,21 @@ def send_tests(
             await messenger.close()
 
     return asyncio.run(push_all())
+
+
+def _store_fields(project: Project, addresses: list[str]) -> dict[str, dict[str, str]]:
+    """The fields of those of *addresses* that are subscribers of the store (read only)."""
+    from .. import db, subscribers
+
+    path = project.state_dir / db.DB_NAME
+    if not path.is_file():
+        return {}
+    conn = db.connect(path)
+    try:
+        found = {a: subscribers.get(conn, a) for a in addresses}
+    finally:
+        conn.close()
+    return {a: dict(s.fields) for a, s in found.items() if s is not None}
 
 
 def _active_subscribers(project: Project) -> Iterable[Recipient]:

@@ -36,7 +36,16 @@ STATES = (
     "failed",
     "deferred",
     "suppressed",
-    *(f"cancelled{was}" for was in ("", "_uncertain", "_failed")),
+    "cancelled",
+    "cancelled_uncertain",
+    "cancelled_failed",
+)
+# What is left of a send, that a later run could send (Journal.left): each part, its
+# states, and the state 'digest cancel' makes of them (Journal.cancel).
+_LEFT = (
+    ("due", ("pending", "deferred"), "cancelled"),
+    ("uncertain", ("sending",), "cancelled_uncertain"),
+    ("failed", ("failed",), "cancelled_failed"),
 )
 # What a cancelled delivery becomes when a later list names its reader again (Journal.add):
 # due again; uncertain again (it may have the message); failed again (for --retry-failed).
@@ -241,25 +250,23 @@ class Journal:
             return "new" if again == "pending" else f"known:{again}"
         return "duplicate" if row[0] > baseline else f"known:{row[1]}"
 
-    @_writes
+    @_reads
     def left(self, issue: str) -> dict[str, int]:
         """What is left of the send of *issue*, that a later run could send: the deliveries
-        still due, uncertain and failed (by state; the log's entries included)."""
+        still due, uncertain and failed (``_LEFT``; the log's entries included)."""
         counts = self.counts(issue)
-        return {
-            "due": counts["pending"] + counts["deferred"],
-            "uncertain": counts["sending"],
-            "failed": counts["failed"],
-        }
+        return {what: sum(counts[state] for state in states) for what, states, _ in _LEFT}
 
+    @_reads
     def left_fingerprint(self, issue: str) -> str:
         """A digest of which deliveries of *issue* are left (``left``) and in which state: it
         changes when any of them does, even if the counts stay the same."""
+        states = [state for _, of, _ in _LEFT for state in of]
         digest = hashlib.sha256()
         for delivery_id, state in self._db.execute(
-            "SELECT id, state FROM deliveries WHERE issue = ? "
-            "AND state IN ('pending', 'deferred', 'sending', 'failed') ORDER BY id",
-            (issue,),
+            f"SELECT id, state FROM deliveries WHERE issue = ? AND state IN ({','.join('?' * len(states))}) "
+            "ORDER BY id",
+            (issue, *states),
         ):
             digest.update(b"%d:%s\n" % (delivery_id, state.encode()))
         return digest.hexdigest()
@@ -285,21 +292,18 @@ class Journal:
         """Cancel what is left of the send of *issue* (``left``); return how many of each.
 
         Those still due become 'cancelled', the uncertain ones (in flight when a send
-        stopped) 'cancelled_uncertain', the failed ones 'cancelled_failed', each keeping
-        its reply. No run sends to them again, not even with --resend-uncertain or
+        stopped) 'cancelled_uncertain', the failed ones 'cancelled_failed' (``_LEFT``),
+        each keeping its reply. No run sends to them again, not even with --resend-uncertain or
         --retry-failed, unless a later list names them again (``REVIVED``). Call it
         holding the send's lock.
         """
         now = time.time()
         cancelled = {}
         with self._lock, db.transaction(self._db):
-            for what, states, state in (
-                ("due", ("pending", "deferred"), "cancelled"),
-                ("uncertain", ("sending", "sending"), "cancelled_uncertain"),
-                ("failed", ("failed", "failed"), "cancelled_failed"),
-            ):
+            for what, states, state in _LEFT:
                 cancelled[what] = self._db.execute(
-                    "UPDATE deliveries SET state = ?, updated_at = ? WHERE issue = ? AND state IN (?, ?)",
+                    f"UPDATE deliveries SET state = ?, updated_at = ? WHERE issue = ? "
+                    f"AND state IN ({','.join('?' * len(states))})",
                     (state, now, issue, *states),
                 ).rowcount
         return cancelled

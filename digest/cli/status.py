@@ -26,7 +26,6 @@ def status(state: State, issue: str) -> None:
     """
     from .. import db
     from ..bounces.events import issue_bounces, issue_counts
-    from ..errors import DigestError
     from ..send import open_journal, recover_send_logs, send_logs
     from ..send.journal import REVIVED
     from ..send.state import running_since
@@ -135,7 +134,7 @@ def cancel(state: State, issue: str, yes: bool) -> None:
 def _left_text(what: dict[str, int]) -> str:
     """'3 readers still due', or '5 readers (3 still due, 1 uncertain, 1 failed)'."""
     parts = [
-        f"{n} {label}"
+        (n, label)
         for n, label in (
             (what["due"], "still due"),
             (what["uncertain"], "uncertain"),
@@ -146,8 +145,8 @@ def _left_text(what: dict[str, int]) -> str:
     total = sum(what.values())
     readers = f"{total} reader{'s' if total != 1 else ''}"
     if len(parts) == 1:
-        return f"{readers} {parts[0].split(' ', 1)[1]}"
-    return f"{readers} ({', '.join(parts)})"
+        return f"{readers} {parts[0][1]}"
+    return f"{readers} ({', '.join(f'{n} {label}' for n, label in parts)})"
 
 
 def _slug(project: Project, issue: str) -> str:

@@ -38,21 +38,21 @@ def without(part: str) -> Iterator[None]:
     elif part == "personalisation":  # one prepared message for everyone, never joined again
         made: dict[bool, list[bytes]] = {}
         joined: dict[int, bytes] = {}
-        real, real_dated = MessageTemplate.pieces, MessageTemplate.dated
+        real, real_assemble = MessageTemplate.pieces, MessageTemplate.assemble
 
         def once(self, recipient=None, *, to=None, wire=False):
             if wire not in made:
                 made[wire] = real(self, recipient, to=to, wire=wire)
             return made[wire]
 
-        def dated(self, pieces):  # the one message, joined once (as the raw client's)
+        def assemble(self, pieces):
             if id(pieces) not in joined:
-                joined[id(pieces)] = b"".join(real_dated(self, pieces))
+                joined[id(pieces)] = real_assemble(self, pieces)
             return joined[id(pieces)]
 
         with (
             mock.patch.object(MessageTemplate, "pieces", once),
-            mock.patch.object(MessageTemplate, "dated", dated),
+            mock.patch.object(MessageTemplate, "assemble", assemble),
         ):
             yield
     elif part == "VERP":  # the From address as envelope sender

@@ -223,7 +223,7 @@ class MessageTemplate:
             out.append(mailbox_header("To", to))
         else:
             out.append(b"")
-        out.append(b"")  # DATE_AT: written by dated (assemble)
+        out.append(b"")  # DATE_AT: written by assemble
         out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)
         out.append(self._list_unsubscribe(unsubscribe, personal=email is not None))
         out.append(self._body_head)
@@ -242,12 +242,8 @@ class MessageTemplate:
 
     def assemble(self, pieces: list[bytes]) -> bytes:
         """Return the message of ``pieces``, its Date line written now."""
-        return b"".join(self.dated(pieces))
-
-    def dated(self, pieces: list[bytes]) -> list[bytes]:
-        """Write the Date line into ``pieces`` now; return them (a send writes them unjoined)."""
         pieces[DATE_AT] = f"Date: {self.date or self._now()}".encode() + CRLF
-        return pieces
+        return b"".join(pieces)
 
     def _now(self) -> str:
         """Return the Date header value, formatted once a second."""

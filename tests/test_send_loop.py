@@ -27,7 +27,7 @@ TEMPLATE = types.SimpleNamespace(
     newsletter=types.SimpleNamespace(sender="News <news@example.org>"),
     rendered=types.SimpleNamespace(personal=True),
     pieces=lambda recipient, **_: [b"Subject: x\r\n\r\n", b"x\r\n.\r\n"],
-    dated=lambda pieces: pieces,
+    assemble=b"".join,
 )
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from digest.send.replies import REPLY_LINE_LIMIT, PermanentFailure, Suppressed
-from digest.send.transport import Timeouts, write_pieces
+from digest.send.transport import Timeouts
 
 from .scripted import connect_outcome, messenger, scripted_server
 
@@ -336,73 +332,3 @@ def test_a_login_without_tls_goes_only_to_an_address_of_this_machine(monkeypatch
         "DIGEST_SMTP_SECURITY=none would send the password unencrypted to localhost (192.0.2.1)"
     )
     assert connected == []
-
-
-# -- a message written as its pieces (write_pieces) ----------------------------------
-
-
-async def _written(batches: list[list[bytes]], small_buffers: bool) -> tuple[bytes, list[int]]:
-    """Write each batch with write_pieces on a real loopback connection; return what the
-    other end read, and the transport's queue after each write (bytes the kernel did not take)."""
-    go = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[bytes] = loop.create_future()
-
-    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await go.wait()  # read nothing until every batch is written: the kernel fills up
-        received.set_result(await reader.read())  # up to the end of the connection
-        writer.close()
-
-    server = await asyncio.start_server(read, "127.0.0.1", 0)
-    sock = socket.create_connection(("127.0.0.1", _port(server)))
-    if small_buffers:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    sock.setblocking(False)
-    transport, _ = await loop.create_connection(asyncio.Protocol, sock=sock)
-    queued = []
-    try:
-        for pieces in batches:
-            write_pieces(transport, pieces)
-            queued.append(transport.get_write_buffer_size())
-        go.set()
-        transport.close()  # once the queue is written
-        data = await asyncio.wait_for(received, 30)
-    finally:
-        transport.close()
-        server.close()
-        await server.wait_closed()
-    return data, queued
-
-
-def test_pieces_the_kernel_takes_only_in_part_arrive_whole_and_in_order(monkeypatch) -> None:
-    # The first batch fills the socket (a 4 KB send buffer and nobody reading): writev
-    # takes part of it and the transport queues the rest; the second batch, written
-    # while bytes are queued, goes behind them.
-    gathered = []
-    writev = os.writev
-    monkeypatch.setattr(os, "writev", lambda fd, pieces: gathered.append(len(pieces)) or writev(fd, pieces))
-    first = [bytes([65 + i % 26]) * (10_000 + i * 997) for i in range(40)]
-    second = [b"tail-", b"", b"piece\r\n.\r\n"]
-    data, queued = asyncio.run(_written([first, second], small_buffers=True))
-    assert gathered == [40]  # the first batch unjoined; the second queued behind it
-    assert queued[0] > 0  # the kernel did not take it all
-    assert data == b"".join(first) + b"".join(second)
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    batches=st.lists(
-        st.lists(st.binary(max_size=3000) | st.sampled_from([b"", b"\r\n.\r\n"]), max_size=30),
-        min_size=1,
-        max_size=4,
-    ),
-    small_buffers=st.booleans(),
-)
-def test_any_pieces_arrive_as_their_join(batches: list[list[bytes]], small_buffers: bool) -> None:
-    data, _ = asyncio.run(_written(batches, small_buffers))
-    assert data == b"".join(b"".join(pieces) for pieces in batches)
-
-
-def test_a_message_given_whole_is_written_as_it_is() -> None:
-    data, _ = asyncio.run(_written([b"Subject: whole\r\n\r\nbody\r\n.\r\n"], small_buffers=False))  # type: ignore[list-item]
-    assert data == b"Subject: whole\r\n\r\nbody\r\n.\r\n"

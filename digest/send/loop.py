@@ -319,7 +319,7 @@ class _Lane:
         self._sleep: asyncio.TimerHandle | None = None
         self.delivery: Delivery | None = None
         self.prepared: Prepared | None = None
-        self.data: list[bytes] = []
+        self.data = b""
 
     @_guarded
     def take(self) -> None:
@@ -379,7 +379,7 @@ class _Lane:
         if prepared.error is not None:
             self._outcome(PermanentFailure(f"cannot be written as a message: {prepared.error}"))
             return
-        self.data = send.template.dated(prepared.pieces)
+        self.data = send.template.assemble(prepared.pieces)
         send.record(self.delivery.id, "sending", None, claim=prepared.hashed, then=self._claimed)
 
     @_guarded
@@ -388,11 +388,11 @@ class _Lane:
             self._finish()
             return
         if self.delivery.id in refused:  # unsubscribed while the send ran: recorded so
-            self.data = []
+            self.data = b""
             self.send.stats.suppressed += 1
             self.take()
             return
-        data, self.data = self.data, []
+        data, self.data = self.data, b""
         self.messenger.transmit(self.prepared.sender, self.prepared.to, data, self._outcome)
 
     @_guarded

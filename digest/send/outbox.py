@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..atomic import write_atomically
 from ..errors import DigestError, SendError
-from .transport import Data, Done, Pieces, _resolve
+from .transport import Data, Done, _resolve
 
 
 class OutboxMessenger:
@@ -38,10 +38,10 @@ class OutboxMessenger:
             name = name.encode()[:150].decode("utf-8", "ignore") + f"-{digest}"
         return self.folder / f"{name}.eml"
 
-    def transmit(self, sender: str, recipient: str, data: Pieces, done: Done) -> None:
+    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
         path = self._path(recipient)
         try:
-            write_atomically({path: data if isinstance(data, bytes) else b"".join(data)})
+            write_atomically({path: data})
             outcome: object = "written"
         except (OSError, DigestError) as e:
             reason = e.message if isinstance(e, DigestError) else (e.strerror or str(e))

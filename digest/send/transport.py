@@ -8,8 +8,7 @@ task and no coroutine per message:
   *per_connection* messages or after it was lost), or with the error that stopped it;
 - ``check_envelope(sender, recipient)`` raises PermanentFailure for an address the
   server cannot take (a UTF-8 local part without SMTPUTF8), before anything is recorded;
-- ``transmit(sender, recipient, data, done)`` sends it (whole, or as the pieces of
-  ``MessageTemplate.pieces``, written without joining them) and calls ``done`` with the
+- ``transmit(sender, recipient, data, done)`` sends it and calls ``done`` with the
   server's reply, or with the failure: TemporaryFailure (4xx, connection lost before
   the message was complete), PermanentFailure (5xx for this recipient), Uncertain
   (the final '.' went out, no reply came) or SendError (the send cannot go on: a
@@ -27,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable
 
@@ -53,10 +51,6 @@ log = logging.getLogger(__name__)
 _NOT_IN_ENVELOPE = re.compile(r"[\x00-\x20<>\x7f]")
 
 Data = bytes | Callable[[], bytes] | Callable[[], Awaitable[bytes]]
-Pieces = bytes | list[bytes]  # a message, whole or as pieces to be written one after another
-
-# At most this many pieces go to one writev (POSIX guarantees 16; Linux takes 1024).
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") and hasattr(os, "writev") else 0
 
 
 async def _resolve(data: Data) -> bytes:
@@ -66,45 +60,6 @@ async def _resolve(data: Data) -> bytes:
         if inspect.isawaitable(data):
             data = await data
     return data
-
-
-def write_pieces(transport: asyncio.WriteTransport, data: Pieces) -> None:
-    """Write a message to *transport*, its pieces gathered by the kernel (``writev``).
-
-    Joining a 160 KB message's pieces first copies it once more per reader, in the
-    one thread that drives every connection: measured with the benchmark's 50-story
-    issue, writing the pieces as they are takes 18-28 µs less CPU a message
-    (``benchmarks/send_breakdown.py``). This does what asyncio's socket transport does
-    for ``write`` (send at once while nothing is queued, queue the rest) with
-    ``writev`` instead of ``send``, as its ``writelines`` does from Python 3.12 on.
-    A TLS transport, one with bytes queued, or an error gets the joined message
-    through ``transport.write``, which deals with them as it always does.
-    """
-    if isinstance(data, bytes):
-        transport.write(data)
-        return
-    sock = transport.get_extra_info("socket")
-    if (
-        sock is None
-        or not 0 < len(data) <= _IOV_MAX
-        or transport.get_extra_info("sslcontext") is not None
-        or transport.get_write_buffer_size()
-        or transport.is_closing()
-    ):
-        transport.write(b"".join(data))
-        return
-    try:
-        sent = os.writev(sock.fileno(), data)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    except OSError:  # the transport meets the same error and reports the connection lost
-        transport.write(b"".join(data))
-        return
-    for i, piece in enumerate(data):  # queue what the kernel did not take
-        if sent < len(piece):
-            transport.write(b"".join([piece[sent:], *data[i + 1 :]]))
-            return
-        sent -= len(piece)
 
 
 Done = Callable[[object], None]  # called with the server's reply (str) or the failure
@@ -127,7 +82,7 @@ class SMTPMessenger(SMTPSession):
         self._stage = ""  # "envelope" (pipelined), "MAIL", "RCPT", "DATA" (one by one) or "dot"
         self._commands: tuple[bytes, ...] = ()
         self._replies: list[tuple[int, bytes]] = []
-        self._data: Pieces = b""
+        self._data = b""
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -197,7 +152,7 @@ class SMTPMessenger(SMTPSession):
                 "553 5.6.7 the address has a non-ASCII local part and the server does not offer SMTPUTF8"
             )
 
-    def transmit(self, sender: str, recipient: str, data: Pieces, done: Done) -> None:
+    def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:
         """Send one message (SMTP DATA) on the ready connection; call *done* with the outcome.
 
         MAIL, RCPT and DATA go in one write where the server offers PIPELINING
@@ -249,7 +204,7 @@ class SMTPMessenger(SMTPSession):
         # One deadline for writing the message and reading the reply to its final dot.
         self._stage = "dot"
         self._arm(self.timeouts.data_end)
-        write_pieces(self._conn.transport, self._data)
+        self._conn.transport.write(self._data)
 
     def _finish(self, code: int, message: bytes) -> None:
         """The reply to the final dot.

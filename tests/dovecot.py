@@ -2,7 +2,8 @@
 
 ``start_dovecot`` writes a dovecot.conf (IMAP over implicit TLS with a trustme
 certificate on a free loopback port, plain IMAP that requires STARTTLS on another,
-one user from a passwd-file, Maildir under tmp) and runs ``dovecot -F -c CONF`` as
+one user from a passwd-file, Maildir under tmp; with *auth_socket*, also the SASL
+socket a Postfix logs its clients in through) and runs ``dovecot -F -c CONF`` as
 a child process; it is stopped by its PID.
 The machine's default instance is never started or touched.
 
@@ -83,6 +84,15 @@ namespace inbox {{
   inbox = yes
   separator = {separator}
   prefix = {prefix}
+}}
+"""
+
+# Postfix's smtpd (the postfix user) asks this socket to check a client's login (SASL).
+AUTH_LISTENER = """\
+service auth {{
+  unix_listener {path} {{
+    mode = 0666
+  }}
 }}
 """
 
@@ -173,6 +183,7 @@ def start_dovecot(
     maildir: Path | None = None,
     timeout: float = 30.0,
     namespace: tuple[str, str] = ("", "/"),
+    auth_socket: Path | None = None,
 ) -> Iterator[Dovecot]:
     """Run a private Dovecot (IMAPS on 127.0.0.1, a free port); stop it by PID at exit.
 
@@ -180,6 +191,8 @@ def start_dovecot(
     user's mail is *maildir* if given (say, where a private Postfix delivers), else a
     new Maildir under tmp. *namespace* is the personal namespace's (prefix, separator):
     ``("INBOX.", ".")`` keeps every folder under INBOX, as Cyrus and Courier do.
+    *auth_socket*: where Dovecot's authentication listens for a Postfix (``smtpd_sasl_type
+    = dovecot``, ``smtpd_sasl_path``): its users log in to the SMTP server too.
     """
     require_dovecot()
     base = Path(tmp) / "dovecot"
@@ -215,6 +228,7 @@ def start_dovecot(
             prefix=namespace[0],
             separator=namespace[1],
         )
+        + (AUTH_LISTENER.format(path=auth_socket) if auth_socket is not None else "")
     )
     # The login processes run as dovenull: let them through the tmp folders (x only).
     for parent in base.resolve().parents:

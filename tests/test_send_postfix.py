@@ -1,4 +1,5 @@
-"""Interop: `digest send` through a private Postfix (PIPELINING, STARTTLS) to a sink behind it."""
+"""Interop: `digest send` through a private Postfix (PIPELINING, STARTTLS, a login checked by
+a private Dovecot) to a sink behind it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import trustme
 from digest.message import verify_unsubscribe_token
 
 from .conftest import EXAMPLE
+from .dovecot import start_dovecot
 from .postfix import start_postfix
 from .smtpserver import Server
 
@@ -27,8 +29,8 @@ LIST_ID = "world-digest.worlddigest.example.org"
 N = 500
 
 
-def _tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    ca = trustme.CA()
+def _tls_files(tmp_path: Path, ca: trustme.CA | None = None) -> tuple[Path, Path]:
+    ca = ca or trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     chain = tmp_path / "relay.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
@@ -127,3 +129,99 @@ def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
             _only_personal_lines_differ(exported[kind], parts[kind], address)
         token = message["List-Unsubscribe"].split(",")[0].strip(" <>").rsplit("token=", 1)[1]
         assert verify_unsubscribe_token(SECRET, LIST_ID, address, token)
+
+
+def _send(project: Path, tmp_path: Path, env: str, *options: str) -> subprocess.CompletedProcess:
+    (project / ".env").write_text(env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "send",
+            EXAMPLE,
+            "--list",
+            str(tmp_path / "list.csv"),
+            "--yes",
+            *options,
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_login_through_postfix_checked_by_dovecot(project: Path, tmp_path: Path) -> None:
+    """The submission setup: Postfix relays only for a client that logged in (SASL, checked
+    by Dovecot), over STARTTLS. Without the login Postfix refuses to relay ('554 5.7.1
+    Relay access denied' at RCPT): the send stops with nobody failed. A wrong password
+    stops it too, never printed. With the login every reader gets one copy."""
+    n = 30
+    (tmp_path / "list.csv").write_text(
+        "email,name\n" + "".join(f"reader{i:02d}@example.com,R {i}\n" for i in range(n))
+    )
+    ca = trustme.CA()
+    chain, ca_file = _tls_files(tmp_path, ca)
+    socket_path = tmp_path / "sasl" / "auth"
+    socket_path.parent.mkdir()
+    socket_path.parent.chmod(0o755)
+    sasl = {
+        "smtpd_sasl_auth_enable": "yes",
+        "smtpd_sasl_type": "dovecot",
+        "smtpd_sasl_path": str(socket_path),
+        "smtpd_tls_auth_only": "yes",
+        "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination",
+    }
+    with (
+        start_dovecot(tmp_path, ca, auth_socket=socket_path) as dovecot,
+        Server() as sink,
+        start_postfix(
+            tmp_path, relay=("127.0.0.1", sink.port), tls=(chain, chain), extra_main_cf=sasl
+        ) as relay,
+    ):
+        base = (
+            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\n"
+            f"DIGEST_SMTP_SECURITY=starttls\nDIGEST_SMTP_CAFILE={ca_file}\nDIGEST_SECRET={SECRET}\n"
+        )
+        anonymous = _send(project, tmp_path, base)
+        assert anonymous.returncode == 3, anonymous.stdout + anonymous.stderr
+        assert "the server refused the send at RCPT: 554 5.7.1" in anonymous.stderr
+        assert "Relay access denied" in anonymous.stderr
+        assert "hint: nobody was marked failed; the server does not pass mail on" in anonymous.stderr
+
+        wrong = _send(
+            project,
+            tmp_path,
+            base + f"DIGEST_SMTP_USERNAME={dovecot.user}\nDIGEST_SMTP_PASSWORD=not-the-Pa55\n",
+        )
+        assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+        assert "535" in wrong.stderr
+        assert "not-the-Pa55" not in wrong.stdout + wrong.stderr
+
+        status = subprocess.run(
+            [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+        )
+        assert status.stdout.startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, {n} pending"), status.stdout
+
+        right = _send(
+            project,
+            tmp_path,
+            base + f"DIGEST_SMTP_USERNAME={dovecot.user}\nDIGEST_SMTP_PASSWORD={dovecot.password}\n",
+            "--workers",
+            "4",
+        )
+        assert right.returncode == 0, right.stdout + right.stderr + relay.log_text()[-2000:]
+        assert right.stdout.splitlines()[-1].startswith(f"{n} sent, 0 failed, 0 deferred")
+        deadline = time.monotonic() + 120
+        while len(sink.recorder.received) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        relay.wait_until_empty()
+        time.sleep(0.5)  # nothing more arrives
+        log = relay.log_text()
+        got = sink.recorder.by_recipient()
+    assert f"sasl_method=PLAIN, sasl_username={dovecot.user}" in log
+    assert "Relay access denied" in log  # the refusal came from Postfix itself
+    assert sorted(got) == [f"reader{i:02d}@example.com" for i in range(n)]
+    assert all(len(copies) == 1 for copies in got.values())
+    assert all(copies[0].data.startswith(b"Received: from ") for copies in got.values())

@@ -10,6 +10,7 @@ try again later, this recipient refused, or the session refused.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Callable
 
@@ -44,13 +45,26 @@ def reply_text(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+# A refusal to relay: the server will not pass mail on for this session (no login, or a
+# client it does not trust), whoever the reader. Postfix "Relay access denied", Exim "relay
+# not permitted", Sendmail "Relaying denied", Exchange "Unable to relay", Gmail "Mail relay
+# denied". A word of the reply's text: no code tells it from a refusal of one reader.
+_RELAY_REFUSED = re.compile(
+    rb"\brelay(ing)?\b.{0,20}\b(denied|not permitted|refused|prohibited)\b|\bunable to relay\b", re.I
+)
+
+
 def _about_the_session(code: int, message: bytes, command: str) -> bool:
     """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
     if code in (530, 535):
         return True  # authentication required / refused, whatever the command
-    # A policy reply (5.7.x) to RCPT or to the message concerns that one message: failing the
-    # session for it would stop every rerun at the same reader.
-    return command == "MAIL" and code >= 500  # the server refuses our sender (or needs a login)
+    if command == "MAIL":
+        return True  # the server refuses our sender (or needs a login)
+    # A refusal to relay, whatever the reader: failing them one after another would mark
+    # the whole list failed (until 20 in a row stop the send) for the sender's setting.
+    # Any other policy reply (5.7.x) to RCPT or to the message concerns that one message:
+    # failing the session for it would stop every rerun at the same reader.
+    return command == "RCPT" and _RELAY_REFUSED.search(message) is not None
 
 
 def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
@@ -62,15 +76,22 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
     if 400 <= code < 500:
         return TemporaryFailure(reply_text(code, message)), code == 421
     if _about_the_session(code, message, command):
-        return (
-            SessionRefused(
-                f"the server refused the send at {command}: {reply_text(code, message)}",
-                hint="nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
+        if command == "RCPT" and code not in (530, 535):  # a refusal to relay
+            hint = (
+                "nobody was marked failed; the server does not pass mail on for this "
+                "connection: give it the login it wants (DIGEST_SMTP_USERNAME, "
+                "DIGEST_SMTP_PASSWORD), or let this machine relay (Postfix: mynetworks), "
+                "then run the same command again"
+            )
+        else:
+            hint = (
+                "nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
                 "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
-                "run the same command again",
-            ),
-            True,
-        )
+                "run the same command again"
+            )
+        return SessionRefused(
+            f"the server refused the send at {command}: {reply_text(code, message)}", hint=hint
+        ), True
     return PermanentFailure(reply_text(code, message)), False
 
 

@@ -1,0 +1,56 @@
+"""What a refusal means for the send (replies.failure_of): this reader's, or the session's."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure, failure_of
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"5.7.1 <reader@example.com>: Relay access denied",  # Postfix, reject_unauth_destination
+        b"relay not permitted",  # Exim
+        b"5.7.1 <reader@example.com>... Relaying denied",  # Sendmail
+        b"5.7.54 SMTP; Unable to relay recipient in non-accepted domain",  # Exchange
+        b"5.7.0 Mail relay denied [192.0.2.1]",  # Gmail's relay service
+        b"Relaying prohibited",
+    ],
+)
+def test_a_refusal_to_relay_at_rcpt_refuses_the_session(reply: bytes) -> None:
+    failure, drop = failure_of(554, reply, "RCPT")
+    assert isinstance(failure, SessionRefused) and drop
+    assert "DIGEST_SMTP_USERNAME" in failure.hint and "mynetworks" in failure.hint
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"5.1.1 <reader@example.com>: Recipient address rejected: User unknown in relay recipient table",
+        b"5.7.1 recipient refused by policy",
+        b"5.7.1 <reader@example.com>: Recipient address rejected: Access denied",
+        b"5.1.1 The email account that you tried to reach does not exist",
+    ],
+)
+def test_any_other_5xx_at_rcpt_is_the_readers(reply: bytes) -> None:
+    failure, drop = failure_of(550, reply, "RCPT")
+    assert isinstance(failure, PermanentFailure) and not drop
+
+
+def test_relay_words_in_a_reply_to_the_message_are_that_messages() -> None:
+    failure, _ = failure_of(554, b"5.7.1 Relay access denied", "the message")
+    assert isinstance(failure, PermanentFailure)
+
+
+def test_a_4xx_refusal_to_relay_is_temporary() -> None:
+    # Postfix's default (defer_unauth_destination): deferred, and 20 in a row stop the send.
+    failure, drop = failure_of(454, b"4.7.1 <reader@example.com>: Relay access denied", "RCPT")
+    assert isinstance(failure, TemporaryFailure) and not drop
+
+
+@pytest.mark.parametrize("code,command", [(530, "RCPT"), (535, "AUTH"), (550, "MAIL"), (553, "MAIL")])
+def test_a_login_required_or_a_refused_sender_refuses_the_session(code: int, command: str) -> None:
+    failure, drop = failure_of(code, b"5.7.0 no", command)
+    assert isinstance(failure, SessionRefused) and drop
+    assert "the sender address the server allows" in failure.hint

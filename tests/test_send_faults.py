@@ -400,18 +400,22 @@ def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner, tmp_
     assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
 
 
-def test_a_refusal_to_relay_stops_with_nobody_failed(server: Server, runner: CliRunner, tmp_path: Path) -> None:
-    """'554 5.7.1 <reader>: Relay access denied' (Postfix without the login it wants) is the
-    sender's setting, not the reader's: the send stops, nobody failed, a rerun completes.
+@pytest.mark.parametrize("code", ["554 5.7.1", "454 4.7.1"])
+def test_a_refusal_to_relay_stops_with_nobody_failed(
+    server: Server, runner: CliRunner, tmp_path: Path, code: str
+) -> None:
+    """'554 5.7.1 <reader>: Relay access denied' (Postfix without the login it wants; 454 with
+    its default defer_unauth_destination) is the sender's setting, not the reader's: the send
+    stops, nobody failed or deferred, a rerun completes.
     (Through a real Postfix with a login: tests/test_send_postfix.py.)"""
     path = _list(tmp_path, 5)
     for i in range(5):
         address = f"reader{i:05d}@example.com"
-        server.recorder.faults[address] = [f"554 5.7.1 <{address}>: Relay access denied"]
+        server.recorder.faults[address] = [f"{code} <{address}>: Relay access denied"]
     first = _send(runner, "--list", str(path), "--yes", "--workers", "1")
     assert first.exit_code == 3, first.output
     assert (
-        "Error: the server refused the send at RCPT: 554 5.7.1 <reader00000@example.com>: Relay access denied"
+        f"Error: the server refused the send at RCPT: {code} <reader00000@example.com>: Relay access denied"
     ) in first.stderr
     assert "hint: nobody was marked failed; the server does not pass mail on for this connection" in (
         first.stderr

@@ -43,9 +43,18 @@ def test_relay_words_in_a_reply_to_the_message_are_that_messages() -> None:
     assert isinstance(failure, PermanentFailure)
 
 
-def test_a_4xx_refusal_to_relay_is_temporary() -> None:
-    # Postfix's default (defer_unauth_destination): deferred, and 20 in a row stop the send.
+def test_a_4xx_refusal_to_relay_refuses_the_session_too() -> None:
+    # Postfix's default (defer_unauth_destination) answers a client that may not relay with
+    # 454: deferring reader after reader would not change that.
     failure, drop = failure_of(454, b"4.7.1 <reader@example.com>: Relay access denied", "RCPT")
+    assert isinstance(failure, SessionRefused) and drop
+    assert "mynetworks" in failure.hint
+
+
+def test_any_other_4xx_at_rcpt_is_temporary() -> None:
+    failure, drop = failure_of(
+        450, b"4.2.0 <reader@example.com>: Recipient address rejected: Greylisted", "RCPT"
+    )
     assert isinstance(failure, TemporaryFailure) and not drop
 
 

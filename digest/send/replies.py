@@ -58,25 +58,25 @@ def _about_the_session(code: int, message: bytes, command: str) -> bool:
     """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
     if code in (530, 535):
         return True  # authentication required / refused, whatever the command
-    if command == "MAIL":
-        return True  # the server refuses our sender (or needs a login)
-    # A refusal to relay, whatever the reader: failing them one after another would mark
-    # the whole list failed (until 20 in a row stop the send) for the sender's setting.
-    # Any other policy reply (5.7.x) to RCPT or to the message concerns that one message:
-    # failing the session for it would stop every rerun at the same reader.
-    return command == "RCPT" and _RELAY_REFUSED.search(message) is not None
+    # The server refuses our sender (or needs a login). A policy reply (5.7.x) to RCPT or to
+    # the message concerns that one message: failing the session for it would stop every
+    # rerun at the same reader (a refusal to relay is the exception: failure_of).
+    return command == "MAIL"
 
 
 def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
     """Return the failure a reply means and whether the connection must be dropped.
 
     4xx is temporary (421: the server is closing the connection); a 5xx about the
-    session stops the send; any other 5xx is this recipient's.
+    session stops the send; any other 5xx is this recipient's. A refusal to relay,
+    4xx or 5xx, stops the send: failing or deferring reader after reader (until 20 in
+    a row stop it) would not change the sender's setting that it is about.
     """
-    if 400 <= code < 500:
+    relay_refused = command == "RCPT" and _RELAY_REFUSED.search(message) is not None
+    if 400 <= code < 500 and not relay_refused:  # (Postfix's default refuses to relay with 454)
         return TemporaryFailure(reply_text(code, message)), code == 421
-    if _about_the_session(code, message, command):
-        if command == "RCPT" and code not in (530, 535):  # a refusal to relay
+    if relay_refused or _about_the_session(code, message, command):
+        if relay_refused and code not in (530, 535):
             hint = (
                 "nobody was marked failed; the server does not pass mail on for this "
                 "connection: give it the login it wants (DIGEST_SMTP_USERNAME, "

@@ -145,11 +145,17 @@ class SMTPMessenger(SMTPSession):
                 f"the envelope sender {sender!r} cannot be written in an SMTP command",
                 hint="check 'from' and 'bounce_address' in digest.toml: one plain address each",
             )
+        # The reasons are digest's own, not a server's reply: they carry no reply code.
         if _NOT_IN_ENVELOPE.search(recipient):
-            raise PermanentFailure("553 5.1.3 the address cannot be written in an SMTP command")
+            raise PermanentFailure(
+                "not sent: the address cannot be written in an SMTP command "
+                "(a space, '<', '>' or a control character)"
+            )
         if not (sender.isascii() and recipient.isascii()) and "smtputf8" not in self._extensions:
             raise PermanentFailure(
-                "553 5.6.7 the address has a non-ASCII local part and the server does not offer SMTPUTF8"
+                f"not sent: the address has a non-ASCII local part and the server "
+                f"{self.settings.smtp_host}:{self._port()} does not "
+                "offer SMTPUTF8 (RFC 6531); a server that does can take it (Postfix: smtputf8_enable = yes)"
             )
 
     def transmit(self, sender: str, recipient: str, data: bytes, done: Done) -> None:

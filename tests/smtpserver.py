@@ -36,6 +36,7 @@ class Recorder:
     hang_in_data: set[str] = field(default_factory=set)  # never answer the final dot
     greeting_faults: list[str] = field(default_factory=list)  # replies instead of the 220
     mail_faults: list[str] = field(default_factory=list)  # replies to MAIL, used in turn
+    mail_options: list[list[str]] = field(default_factory=list)  # of every MAIL, in turn
     data_faults: dict[str, str] = field(default_factory=dict)  # address -> reply to its message
     pipelining: bool = False
     rcpt_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -50,6 +51,7 @@ class Recorder:
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         with self.lock:
+            self.mail_options.append(list(mail_options))
             reply = self.mail_faults.pop(0) if self.mail_faults else "250 OK"
         if not reply.startswith("250"):
             if reply.startswith("421"):
@@ -136,6 +138,7 @@ class Server:
         pipelining: bool = False,
         smtputf8: bool = True,
         port: int | None = None,
+        size_limit: int | None = None,
     ) -> None:
         self.recorder = Recorder(pipelining=pipelining)
         self.port = port or free_port()
@@ -156,6 +159,8 @@ class Server:
                 "auth_required": True,
             }
         kwargs["enable_SMTPUTF8"] = smtputf8
+        if size_limit is not None:  # offered as SIZE (aiosmtpd's default: 32 MiB)
+            kwargs["data_size_limit"] = size_limit
         self.controller = FaultyController(
             self.recorder, hostname="127.0.0.1", port=self.port, server_hostname="localhost", **kwargs
         )

@@ -11,6 +11,7 @@ import email
 import email.policy
 import os
 import pty
+import re
 import select
 import signal
 import sqlite3
@@ -426,6 +427,52 @@ def test_a_refusal_to_relay_stops_with_nobody_failed(
     assert second.exit_code == 0, second.output
     assert second.stdout.splitlines()[-1].startswith("5 sent, 0 failed")
     _exactly_once(server, 5)
+
+
+def test_a_message_larger_than_the_servers_size_stops_with_nobody_failed(
+    project: Path, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
+    """The server's SIZE (RFC 1870) is below the issue's size: the send stops at the first
+    reader, nobody failed or sent, and the error names both sizes."""
+    with Server(pipelining=True, size_limit=5000) as srv:
+        _env(monkeypatch, srv.port)
+        result = _send(runner, "--list", str(_list(tmp_path, 3)), "--yes")
+        assert srv.recorder.received == [] and srv.recorder.mail_options == []  # not even a MAIL
+    assert result.exit_code == 3, result.output
+    assert re.search(
+        rf"Error: the message is [0-9,]+ bytes and the server 127\.0\.0\.1:{srv.port} "
+        r"takes at most 5,000 \(its SIZE\)",
+        result.stderr,
+    ), result.stderr
+    assert "hint: nobody was marked failed; make the issue smaller" in result.stderr
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
+
+
+def test_a_too_large_reply_at_the_end_stops_and_the_size_is_declared(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A server that finds the message too large only at its end (552 5.3.4) stops the send,
+    nobody failed; MAIL FROM carries SIZE= where the server offers SIZE (RFC 1870)."""
+    path = _list(tmp_path, 3)
+    for i in range(3):
+        server.recorder.data_faults[f"reader{i:05d}@example.com"] = "552 5.3.4 Message size exceeds fixed limit"
+    first = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert first.exit_code == 3, first.output
+    assert (
+        "the server refused the send at the message: 552 5.3.4 Message size exceeds fixed limit" in first.stderr
+    )
+    assert "hint: nobody was marked failed; make the issue smaller" in first.stderr
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
+    server.recorder.data_faults.clear()
+    server.recorder.mail_options.clear()
+    assert _send(runner, "--list", str(path), "--yes").exit_code == 0
+    _exactly_once(server, 3)
+    declared = [
+        int(o[5:]) for options in server.recorder.mail_options for o in options if o.startswith("SIZE=")
+    ]
+    # The message as it goes on the wire: with its final '.' line and any dot-stuffing.
+    received = sorted(len(r.data) for r in server.recorder.received)
+    assert len(declared) == 3 and all(0 < d - r < 20 for d, r in zip(sorted(declared), received, strict=True))
 
 
 def test_a_policy_refusal_of_one_message_fails_that_reader_only(

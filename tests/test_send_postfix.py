@@ -225,3 +225,39 @@ def test_a_login_through_postfix_checked_by_dovecot(project: Path, tmp_path: Pat
     assert sorted(got) == [f"reader{i:02d}@example.com" for i in range(n)]
     assert all(len(copies) == 1 for copies in got.values())
     assert all(copies[0].data.startswith(b"Received: from ") for copies in got.values())
+
+
+def test_an_issue_larger_than_postfixs_message_size_limit(project: Path, tmp_path: Path) -> None:
+    """Postfix offers SIZE (its message_size_limit): an issue larger than that stops at the
+    first reader, before any MAIL, with nobody failed; raising the limit completes the list."""
+    (tmp_path / "list.csv").write_text(
+        "email,name\n" + "".join(f"reader{i}@example.com,R {i}\n" for i in range(5))
+    )
+    with (
+        Server() as sink,
+        start_postfix(
+            tmp_path, relay=("127.0.0.1", sink.port), extra_main_cf={"message_size_limit": "10000"}
+        ) as relay,
+    ):
+        env = (
+            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
+            f"DIGEST_SECRET={SECRET}\n"
+        )
+        small = _send(project, tmp_path, env)
+        assert small.returncode == 3, small.stdout + small.stderr
+        assert re.search(
+            r"the message is [0-9,]+ bytes and the server 127\.0\.0\.1:\d+ takes at most 10,000", small.stderr
+        )
+        assert "message_size_limit" in small.stderr
+        assert "client=" not in relay.log_text()  # no message was begun
+        relay.postconf("-e", "message_size_limit=10240000")
+        subprocess.run(["postfix", "-c", str(relay.config_dir), "reload"], check=True, capture_output=True)
+        time.sleep(1)
+        done = _send(project, tmp_path, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.splitlines()[-1].startswith("5 sent, 0 failed")
+        relay.wait_until_empty()
+        deadline = time.monotonic() + 60
+        while len(sink.recorder.received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert sorted(sink.recorder.by_recipient()) == [f"reader{i}@example.com" for i in range(5)]

@@ -63,3 +63,29 @@ def test_a_login_required_or_a_refused_sender_refuses_the_session(code: int, com
     failure, drop = failure_of(code, b"5.7.0 no", command)
     assert isinstance(failure, SessionRefused) and drop
     assert "the sender address the server allows" in failure.hint
+
+
+@pytest.mark.parametrize(
+    "code,reply,command",
+    [
+        (552, b"5.3.4 Message size exceeds fixed limit", "the message"),  # Postfix, no SIZE declared
+        (552, b"5.3.4 Message size exceeds fixed maximum message size", "MAIL"),  # Postfix, SIZE=
+        (552, b"Error: message size exceeds fixed maximum message size", "MAIL"),  # aiosmtpd
+        (554, b"5.3.4 Message too big for system", "the message"),
+    ],
+)
+def test_a_message_too_large_for_the_server_refuses_the_session(code: int, reply: bytes, command: str) -> None:
+    failure, drop = failure_of(code, reply, command)
+    assert isinstance(failure, SessionRefused) and drop
+    assert "message_size_limit" in failure.hint
+
+
+def test_one_readers_size_limit_at_rcpt_is_that_readers() -> None:
+    failure, _ = failure_of(552, b"5.3.4 <reader@example.com>: message too large for this mailbox", "RCPT")
+    assert isinstance(failure, PermanentFailure)
+
+
+@pytest.mark.parametrize("code", [552, 554])
+def test_a_full_mailbox_at_the_message_is_that_readers(code: int) -> None:
+    failure, _ = failure_of(code, b"5.2.2 <reader@example.com>: mailbox full", "the message")
+    assert isinstance(failure, PermanentFailure)

@@ -54,6 +54,23 @@ _RELAY_REFUSED = re.compile(
 )
 
 
+TOO_BIG_HINT = (
+    "nobody was marked failed; make the issue smaller ('ls -l' of its .eml after 'digest "
+    "export' shows its size) or raise the server's limit (Postfix: message_size_limit), "
+    "then run the same command again"
+)
+
+
+def _too_big(code: int, message: bytes, command: str) -> bool:
+    """Whether a 5xx to MAIL or to the message says the message is larger than the server
+    takes (RFC 1870, RFC 3463 X.3.4): the same for every reader, as their messages differ
+    by a few bytes. (At RCPT it may be one reader's limit: that reader's failure.)"""
+    if command == "MAIL":
+        return code == 552 or message.startswith(b"5.3.4")
+    # At the message 552 alone is also one reader's full mailbox (552 5.2.2).
+    return command == "the message" and message.startswith(b"5.3.4")
+
+
 def _about_the_session(code: int, message: bytes, command: str) -> bool:
     """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
     if code in (530, 535):
@@ -68,15 +85,18 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
     """Return the failure a reply means and whether the connection must be dropped.
 
     4xx is temporary (421: the server is closing the connection); a 5xx about the
-    session stops the send; any other 5xx is this recipient's. A refusal to relay,
+    session stops the send, as does one that says the message is too large for the
+    server (5.3.4); any other 5xx is this recipient's. A refusal to relay,
     4xx or 5xx, stops the send: failing or deferring reader after reader (until 20 in
     a row stop it) would not change the sender's setting that it is about.
     """
     relay_refused = command == "RCPT" and _RELAY_REFUSED.search(message) is not None
     if 400 <= code < 500 and not relay_refused:  # (Postfix's default refuses to relay with 454)
         return TemporaryFailure(reply_text(code, message)), code == 421
-    if relay_refused or _about_the_session(code, message, command):
-        if relay_refused and code not in (530, 535):
+    if relay_refused or _about_the_session(code, message, command) or _too_big(code, message, command):
+        if _too_big(code, message, command):
+            hint = TOO_BIG_HINT
+        elif relay_refused and code not in (530, 535):
             hint = (
                 "nobody was marked failed; the server does not pass mail on for this "
                 "connection: give it the login it wants (DIGEST_SMTP_USERNAME, "

@@ -98,6 +98,7 @@ class SMTPSession:
         self._conn: Replies | None = None
         self._extensions: set[str] = set()
         self._auth: set[str] = set()  # the login methods offered (PLAIN, LOGIN, ...)
+        self._size_limit = 0  # the largest message the server takes (SIZE, RFC 1870); 0: none given
 
     @property
     def server(self) -> str:
@@ -221,11 +222,20 @@ class SMTPSession:
             if code in (500, 502):  # RFC 5321 3.2: a server without EHLO gets HELO, no extensions
                 code, message = await self._command(f"HELO {name}\r\n".encode())
                 self._check(code, message, 250, "HELO")
-                self._extensions, self._auth = set(), set()
+                self._extensions, self._auth, self._size_limit = set(), set(), 0
                 return
         self._check(code, message, 250, "EHLO")
         lines = [line.split() for line in message.split(b"\n")[1:]]
         self._extensions = {words[0].lower().decode("ascii", "replace") for words in lines if words}
+        # SIZE 10240000: the limit; SIZE alone or SIZE 0: the server names none.
+        self._size_limit = next(
+            (
+                int(words[1])
+                for words in lines
+                if len(words) > 1 and words[0].upper() == b"SIZE" and words[1].isdigit()
+            ),
+            0,
+        )
         # The login methods offered (AUTH PLAIN LOGIN; AUTH=... of older servers).
         self._auth = {
             word.decode("ascii", "replace").upper()

@@ -31,7 +31,15 @@ from collections.abc import Awaitable, Callable
 
 from ..errors import SendError
 from ..settings import Settings
-from .replies import PermanentFailure, TemporaryFailure, Uncertain, failure_of, reply_text
+from .replies import (
+    TOO_BIG_HINT,
+    PermanentFailure,
+    SessionRefused,
+    TemporaryFailure,
+    Uncertain,
+    failure_of,
+    reply_text,
+)
 from .session import SMTPSession, Timeouts, check_settings, helo_name
 
 __all__ = [
@@ -171,10 +179,15 @@ class SMTPMessenger(SMTPSession):
             self._abandon()
             asyncio.get_running_loop().call_soon(done, TemporaryFailure(f"connection lost: {broken}"))
             return
+        if 0 < self._size_limit < len(data):  # the same for every reader: stop, nobody failed
+            asyncio.get_running_loop().call_soon(done, self._too_big(len(data)))
+            return
         utf8 = not (sender.isascii() and recipient.isascii())
         encoding = "utf-8" if utf8 else "ascii"
+        # SIZE= (RFC 1870): a server that takes less refuses at MAIL, before the message goes.
+        size = f" SIZE={len(data)}" if "size" in self._extensions else ""
         self._commands = (
-            f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n".encode(encoding),
+            f"MAIL FROM:<{sender}>{size}{' SMTPUTF8' if utf8 else ''}\r\n".encode(encoding),
             f"RCPT TO:<{recipient}>\r\n".encode(encoding),
             b"DATA\r\n",
         )
@@ -188,6 +201,13 @@ class SMTPMessenger(SMTPSession):
         else:
             self._stage = "MAIL"
             conn.transport.write(self._commands[0])
+
+    def _too_big(self, size: int) -> SendError:
+        return SessionRefused(
+            f"the message is {size:,} bytes and the server {self.settings.smtp_host}:{self._port()} "
+            f"takes at most {self._size_limit:,} (its SIZE)",
+            hint=TOO_BIG_HINT,
+        )
 
     def _on_reply(self, code: int, message: bytes) -> None:
         if self._stage == "dot":

@@ -39,6 +39,8 @@ class Recorder:
     mail_options: list[list[str]] = field(default_factory=list)  # of every MAIL, in turn
     data_faults: dict[str, str] = field(default_factory=dict)  # address -> reply to its message
     pipelining: bool = False
+    max_connections: int | None = None  # more at once get '421 too many connections', as Postfix's
+    open_connections: int = 0
     rcpt_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -114,8 +116,17 @@ class FaultySMTP(SMTP):
         with recorder.lock:
             recorder.connections += 1
             fault = recorder.greeting_faults.pop(0) if recorder.greeting_faults else None
+            limit = recorder.max_connections
+            if fault is None and limit is not None and recorder.open_connections >= limit:
+                fault = "421 4.7.0 Error: too many connections from 127.0.0.1"
+            if fault is None:
+                recorder.open_connections += 1
         if fault is None:
-            return await super()._handle_client()
+            try:
+                return await super()._handle_client()
+            finally:
+                with recorder.lock:
+                    recorder.open_connections -= 1
         await self.push(fault)
         self.transport.close()
 

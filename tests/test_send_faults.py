@@ -124,6 +124,37 @@ def test_a_4xx_to_ehlo_is_retried(
     _exactly_once(server, 3)
 
 
+def test_connections_beyond_the_servers_limit_are_given_up_and_the_rest_send_everything(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A relay that takes 2 connections at once (Postfix's smtpd_client_connection_count_limit,
+    Office 365 takes 3) and --workers 4: the 2 more connections are refused with 421 again and
+    again. They are given up with a note, and nobody is deferred for them: the 2 that work
+    send the whole list (before, each refused connection deferred a reader every few seconds)."""
+    server.recorder.max_connections = 2
+    n = 300
+    result = _send(
+        runner,
+        "--list",
+        str(_list(tmp_path, n)),
+        "--yes",
+        "--workers",
+        "4",
+        "--retry-delay",
+        "0.05",
+        "--retries",
+        "6",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith(f"{n} sent, 0 failed, 0 deferred")
+    notes = [
+        line for line in result.stderr.splitlines() if line.startswith("Note: the server refused one more")
+    ]
+    assert 1 <= len(notes) <= 2, result.stderr
+    assert "421 4.7.0 Error: too many connections" in notes[0]
+    _exactly_once(server, n)
+
+
 def test_a_421_after_mail_is_retried(server: Server, runner: CliRunner, tmp_path: Path) -> None:
     server.recorder.mail_faults[:] = ["250 OK", "421 4.7.0 closing, too many errors"]
     result = _send(

@@ -261,3 +261,34 @@ def test_an_issue_larger_than_postfixs_message_size_limit(project: Path, tmp_pat
         while len(sink.recorder.received) < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
     assert sorted(sink.recorder.by_recipient()) == [f"reader{i}@example.com" for i in range(5)]
+
+
+def test_more_workers_than_postfix_takes_connections(project: Path, tmp_path: Path) -> None:
+    """Postfix takes 2 connections at once from this client (smtpd_client_connection_count_limit,
+    no exception for loopback) and digest opens 4: the 2 refused (421) are given up with a
+    note, nobody is deferred for them, and the 2 that work send the whole list."""
+    n = 600
+    (tmp_path / "list.csv").write_text(
+        "email,name\n" + "".join(f"reader{i}@example.com,R {i}\n" for i in range(n))
+    )
+    limit = {"smtpd_client_connection_count_limit": "2", "smtpd_client_event_limit_exceptions": ""}
+    with (
+        Server() as sink,
+        start_postfix(tmp_path, relay=("127.0.0.1", sink.port), extra_main_cf=limit) as relay,
+    ):
+        env = (
+            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
+            f"DIGEST_SECRET={SECRET}\n"
+        )
+        result = _send(project, tmp_path, env, "--workers", "4", "--retry-delay", "0.1", "--retries", "6")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[-1].startswith(f"{n} sent, 0 failed, 0 deferred")
+        assert "Note: the server refused one more connection" in result.stderr
+        assert "too many connections" in result.stderr
+        assert "Connection concurrency limit exceeded" in relay.log_text()
+        relay.wait_until_empty()
+        deadline = time.monotonic() + 60
+        while len(sink.recorder.received) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+    got = sink.recorder.by_recipient()
+    assert len(got) == n and all(len(copies) == 1 for copies in got.values())

@@ -190,6 +190,15 @@ class SendLoop:
                 self._exhausted = True
         return self._due.popleft() if self._due else None
 
+    def give_back(self, prepared: Prepared) -> None:
+        """Put a delivery taken but never claimed back at the head of the queue."""
+        self._due.appendleft(prepared)
+
+    def others_carry_on(self, lane: _Lane) -> bool:
+        """Whether the send can go on without *lane*: another connection is open and has
+        delivered (the server takes connections, just not this many)."""
+        return any(other is not lane and not other._closing and other.delivered for other in self._lanes)
+
     def _prepare(self, delivery: Delivery) -> Prepared:
         """Work out a reader's envelope, hash and message pieces (the join waits for its turn).
 
@@ -320,6 +329,7 @@ class _Lane:
         self.delivery: Delivery | None = None
         self.prepared: Prepared | None = None
         self.data = b""
+        self.delivered = 0  # messages this lane's connections delivered
 
     @_guarded
     def take(self) -> None:
@@ -364,6 +374,12 @@ class _Lane:
     @_guarded
     def _ready(self, error: Exception | None) -> None:
         if error is not None:
+            # A lane that never got a connection while others deliver is one more than the
+            # server takes; one that delivered before is retried (a renewal may race the
+            # server's count of the connection it just closed).
+            if isinstance(error, TemporaryFailure) and not self.delivered and self.send.others_carry_on(self):
+                self._retire(error)
+                return
             self._outcome(error)
             return
         send = self.send
@@ -403,6 +419,7 @@ class _Lane:
         if isinstance(result, str):  # accepted: 'sent' in the next group commit
             send.record(delivery.id, "sent", result)
             send.count("sent")
+            self.delivered += 1
             self.take()
             return
         loop = asyncio.get_running_loop()
@@ -435,6 +452,22 @@ class _Lane:
         else:
             raise result if isinstance(result, BaseException) else TypeError(repr(result))
         loop.call_soon(self.take)  # not deeper: failures can come one after another
+
+    def _retire(self, error: TemporaryFailure) -> None:
+        """One connection more than the server takes (421 Too many connections, say) while
+        others send: go on with those. This reader was not claimed: the next lane takes it,
+        and it keeps its retries for its own failures."""
+        send = self.send
+        send.give_back(self.prepared)
+        self.prepared = None
+        alive = sum(not lane._closing for lane in send._lanes) - 1
+        log.info("a connection could not be opened (%s); going on with %d", error, alive)
+        if send.notice is not None:
+            send.notice(
+                f"Note: the server refused one more connection ({error}); going on with {alive}"
+                f" (--workers {alive} avoids this)"
+            )
+        self._finish()
 
     def _crash(self, error: BaseException) -> None:
         log.error("send lane failed", exc_info=error)

@@ -479,6 +479,23 @@ def test_a_message_larger_than_the_servers_size_stops_with_nobody_failed(
     assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
 
 
+def test_a_size_refusal_claims_nobody_so_a_failed_reader_keeps_its_reason(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """The size is checked before the reader is claimed: --retry-failed against a server
+    whose SIZE became too small leaves the failed reader as it was, reason and all."""
+    path = _list(tmp_path, 3)
+    piped.recorder.faults["reader00001@example.com"] = ["550 5.7.1 spam policy X"]
+    assert _send(runner, "--list", str(path), "--yes").exit_code == 0
+    piped.controller.SMTP_kwargs["data_size_limit"] = 5000
+    retry = _send(runner, "--list", str(path), "--yes", "--retry-failed")
+    assert retry.exit_code == 3, retry.output
+    assert "takes at most 5,000 (its SIZE)" in retry.stderr
+    status = _status(runner)
+    assert status.startswith(f"{EXAMPLE}: 2 sent, 1 failed")
+    assert "failed    reader00001@example.com: 550 5.7.1 spam policy X" in status
+
+
 def test_a_too_large_reply_at_the_end_stops_and_the_size_is_declared(
     server: Server, runner: CliRunner, tmp_path: Path
 ) -> None:

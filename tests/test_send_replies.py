@@ -16,6 +16,8 @@ from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailu
         b"5.7.54 SMTP; Unable to relay recipient in non-accepted domain",  # Exchange
         b"5.7.0 Mail relay denied [192.0.2.1]",  # Gmail's relay service
         b"Relaying prohibited",
+        b"sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",  # qmail
+        b"5.7.1 Invalid credentials for relay [192.0.2.1]",  # Google Workspace's relay
     ],
 )
 def test_a_refusal_to_relay_at_rcpt_refuses_the_session(reply: bytes) -> None:
@@ -31,11 +33,31 @@ def test_a_refusal_to_relay_at_rcpt_refuses_the_session(reply: bytes) -> None:
         b"5.7.1 recipient refused by policy",
         b"5.7.1 <reader@example.com>: Recipient address rejected: Access denied",
         b"5.1.1 The email account that you tried to reach does not exist",
+        # Relay words in the reader's own address, or in a reply quoted from the reader's server.
+        b"5.1.1 <relay-denied@example.com>: Recipient address rejected: User unknown in virtual mailbox table",
+        b"5.7.1 <anna@relay-prohibited.example>: Recipient address rejected: Access denied",
+        b"5.1.1 <bob@example.net>: Recipient address rejected: undeliverable address: host "
+        b"mx.example.net[192.0.2.7] said: 554 5.7.1 <bob@example.net>: Relay access denied "
+        b"(in reply to RCPT TO command)",
+        b"Callout verification failed:\n550 relay not permitted",  # Exim
     ],
 )
 def test_any_other_5xx_at_rcpt_is_the_readers(reply: bytes) -> None:
     failure, drop = failure_of(550, reply, "RCPT")
     assert isinstance(failure, PermanentFailure) and not drop
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"4.1.2 <relay-denied@nosuch.invalid>: Recipient address rejected: Domain not found",
+        b"4.1.1 <bob@example.net>: Recipient address rejected: unverified address: host "
+        b"relay.ex.io[10.0.0.1] refused to talk to me: 421 busy",
+    ],
+)
+def test_a_4xx_about_one_reader_stays_temporary(reply: bytes) -> None:
+    failure, drop = failure_of(450, reply, "RCPT")
+    assert isinstance(failure, TemporaryFailure) and not drop
 
 
 def test_relay_words_in_a_reply_to_the_message_are_that_messages() -> None:
@@ -78,6 +100,12 @@ def test_a_message_too_large_for_the_server_refuses_the_session(code: int, reply
     failure, drop = failure_of(code, reply, command)
     assert isinstance(failure, SessionRefused) and drop
     assert "message_size_limit" in failure.hint
+
+
+def test_a_552_quota_at_mail_stops_the_send_without_the_size_hint() -> None:
+    failure, _ = failure_of(552, b"5.2.2 sender over quota", "MAIL")
+    assert isinstance(failure, SessionRefused)
+    assert "message_size_limit" not in failure.hint
 
 
 def test_one_readers_size_limit_at_rcpt_is_that_readers() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from digest.send.replies import REPLY_LINE_LIMIT, PermanentFailure, Suppressed
+from digest.send.replies import REPLY_LINE_LIMIT, PermanentFailure, SessionRefused, Suppressed
 from digest.send.transport import Timeouts
 
 from .scripted import connect_outcome, messenger, scripted_server
@@ -332,3 +332,16 @@ def test_a_login_without_tls_goes_only_to_an_address_of_this_machine(monkeypatch
         "DIGEST_SMTP_SECURITY=none would send the password unencrypted to localhost (192.0.2.1)"
     )
     assert connected == []
+
+
+def test_the_size_checked_against_the_servers_is_rfc_1870s() -> None:
+    """Without the final '.' line and the dots stuffing added: a message exactly at the
+    server's SIZE goes, one byte more does not."""
+    message = b"Subject: dots\r\n\r\n.a line that starts with a dot\r\n"
+    wire = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    client = messenger(25)
+    client._size_limit = len(message)
+    client.check_size(wire)  # no error
+    client._size_limit = len(message) - 1
+    with pytest.raises(SessionRefused, match=rf"the message is {len(message)} bytes .* takes at most"):
+        client.check_size(wire)

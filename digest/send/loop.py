@@ -396,6 +396,9 @@ class _Lane:
             self._outcome(PermanentFailure(f"cannot be written as a message: {prepared.error}"))
             return
         self.data = send.template.assemble(prepared.pieces)
+        check_size = getattr(self.messenger, "check_size", None)
+        if check_size is not None:  # larger than the server takes: stops the send (SendError)
+            check_size(self.data)
         send.record(self.delivery.id, "sending", None, claim=prepared.hashed, then=self._claimed)
 
     @_guarded

@@ -48,10 +48,32 @@ def reply_text(code: int, message: bytes | str) -> str:
 # A refusal to relay: the server will not pass mail on for this session (no login, or a
 # client it does not trust), whoever the reader. Postfix "Relay access denied", Exim "relay
 # not permitted", Sendmail "Relaying denied", Exchange "Unable to relay", Gmail "Mail relay
-# denied". A word of the reply's text: no code tells it from a refusal of one reader.
+# denied" and "Invalid credentials for relay", qmail "not in my list of allowed rcpthosts".
+# A word of the reply's text: no code tells it from a refusal of one reader.
 _RELAY_REFUSED = re.compile(
-    rb"\brelay(ing)?\b.{0,20}\b(denied|not permitted|refused|prohibited)\b|\bunable to relay\b", re.I
+    rb"\brelay(ing)?\b.{0,20}\b(denied|not permitted|refused|prohibited)\b|\bunable to relay\b"
+    rb"|\bcredentials for relay\b|\ballowed rcpthosts\b",
+    re.I,
 )
+# What is about one reader or quotes another server: the reader's address (Postfix echoes
+# it: <relay-denied@example.com>), and a reply a verification got from the reader's own
+# server ("... said: 554 5.7.1 Relay access denied", "(in reply to RCPT TO command)").
+_ADDRESS = re.compile(rb"\S*@\S*|<[^>]*>")
+_QUOTED = re.compile(rb"\bsaid:|\bin reply to\b|\brefused to talk\b|\bverification failed\b", re.I)
+# Enhanced codes of the reader's address or mailbox (RFC 3463 X.1.x, X.2.x): never the session's.
+_READERS_CODE = re.compile(rb"[245]\.[12]\.[0-9]{1,3}\b")
+_ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}\b")
+
+
+def _refuses_to_relay(message: bytes) -> bool:
+    """Whether a reply to RCPT refuses to relay for this session rather than for this reader."""
+    first = message.split(b"\n", 1)[0]
+    if _READERS_CODE.match(first):
+        return False
+    said = _QUOTED.search(first)
+    if said:
+        first = first[: said.start()]
+    return _RELAY_REFUSED.search(_ADDRESS.sub(b" ", first)) is not None
 
 
 TOO_BIG_HINT = (
@@ -65,8 +87,8 @@ def _too_big(code: int, message: bytes, command: str) -> bool:
     """Whether a 5xx to MAIL or to the message says the message is larger than the server
     takes (RFC 1870, RFC 3463 X.3.4): the same for every reader, as their messages differ
     by a few bytes. (At RCPT it may be one reader's limit: that reader's failure.)"""
-    if command == "MAIL":
-        return code == 552 or message.startswith(b"5.3.4")
+    if command == "MAIL":  # 552 with an enhanced code other than 5.3.4: a quota, say
+        return message.startswith(b"5.3.4") or (code == 552 and not _ENHANCED.match(message))
     # At the message 552 alone is also one reader's full mailbox (552 5.2.2).
     return command == "the message" and message.startswith(b"5.3.4")
 
@@ -90,7 +112,7 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
     4xx or 5xx, stops the send: failing or deferring reader after reader (until 20 in
     a row stop it) would not change the sender's setting that it is about.
     """
-    relay_refused = command == "RCPT" and _RELAY_REFUSED.search(message) is not None
+    relay_refused = command == "RCPT" and _refuses_to_relay(message)
     if 400 <= code < 500 and not relay_refused:  # (Postfix's default refuses to relay with 454)
         return TemporaryFailure(reply_text(code, message)), code == 421
     if relay_refused or _about_the_session(code, message, command) or _too_big(code, message, command):

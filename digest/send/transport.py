@@ -179,13 +179,11 @@ class SMTPMessenger(SMTPSession):
             self._abandon()
             asyncio.get_running_loop().call_soon(done, TemporaryFailure(f"connection lost: {broken}"))
             return
-        if 0 < self._size_limit < len(data):  # the same for every reader: stop, nobody failed
-            asyncio.get_running_loop().call_soon(done, self._too_big(len(data)))
-            return
         utf8 = not (sender.isascii() and recipient.isascii())
         encoding = "utf-8" if utf8 else "ascii"
         # SIZE= (RFC 1870): a server that takes less refuses at MAIL, before the message goes.
-        size = f" SIZE={len(data)}" if "size" in self._extensions else ""
+        # The size leaves out the final '.' line (and, an estimate, counts a stuffed dot).
+        size = f" SIZE={len(data) - 3}" if "size" in self._extensions else ""
         self._commands = (
             f"MAIL FROM:<{sender}>{size}{' SMTPUTF8' if utf8 else ''}\r\n".encode(encoding),
             f"RCPT TO:<{recipient}>\r\n".encode(encoding),
@@ -201,6 +199,19 @@ class SMTPMessenger(SMTPSession):
         else:
             self._stage = "MAIL"
             conn.transport.write(self._commands[0])
+
+    def check_size(self, data: bytes) -> None:
+        """Raise SessionRefused if the message (SMTP DATA) is larger than the server's SIZE.
+
+        Call after ready, before the message is claimed: the message of every reader is
+        about as large, so the send stops with nobody failed. The size is RFC 1870's:
+        without the final '.' line and the dots that stuffing added.
+        """
+        limit = self._size_limit
+        if limit and len(data) - 3 > limit:
+            size = len(data) - 3 - data.count(b"\r\n..")
+            if size > limit:
+                raise self._too_big(size)
 
     def _too_big(self, size: int) -> SendError:
         return SessionRefused(
@@ -343,6 +354,7 @@ class SMTPMessenger(SMTPSession):
             await self._reopen()
         self.check_envelope(sender, recipient)
         data = await _resolve(data)
+        self.check_size(data)
         outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
 
         def deliver(result: object) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 import trustme
 
 from digest.message import verify_unsubscribe_token
@@ -292,3 +293,51 @@ def test_more_workers_than_postfix_takes_connections(project: Path, tmp_path: Pa
             time.sleep(0.2)
     got = sink.recorder.by_recipient()
     assert len(got) == n and all(len(copies) == 1 for copies in got.values())
+
+
+@pytest.mark.parametrize(
+    "settings,reply,hint",
+    [
+        (  # Postfix's default smtpd_delay_reject = yes gives this at RCPT
+            {"smtpd_sender_restrictions": "check_sender_access inline:{ worlddigest.example.org=REJECT }"},
+            "Sender address rejected",
+            "bounce_address",
+        ),
+        ({"smtpd_client_restrictions": "reject"}, "Client host rejected", "smtpd_client_restrictions"),
+        ({"smtpd_tls_security_level": "encrypt"}, "530 5.7.0 Must issue a STARTTLS command first", "starttls"),
+    ],
+    ids=["sender", "client", "tls-first"],
+)
+def test_postfix_refusing_the_sender_stops_with_nobody_failed(
+    project: Path, tmp_path: Path, settings: dict[str, str], reply: str, hint: str
+) -> None:
+    """Refusals of the sender, this client or a session without TLS come from Postfix at RCPT
+    or MAIL, whoever the reader: the send stops, nobody failed, everyone still due."""
+    n = 6
+    (tmp_path / "list.csv").write_text(
+        "email,name\n" + "".join(f"reader{i}@example.com,R {i}\n" for i in range(n))
+    )
+    chain, _ = _tls_files(tmp_path)
+    with (
+        Server() as sink,
+        start_postfix(
+            tmp_path, relay=("127.0.0.1", sink.port), tls=(chain, chain), extra_main_cf=settings
+        ) as relay,
+    ):
+        env = (
+            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
+            f"DIGEST_SECRET={SECRET}\n"
+        )
+        result = _send(project, tmp_path, env)
+        log = relay.log_text()
+    assert result.returncode == 3, result.stdout + result.stderr + log[-2000:]
+    assert reply in result.stderr
+    if "rejected" in reply:  # given at RCPT, though it concerns the session (smtpd_delay_reject)
+        assert "the server refused the send at RCPT" in result.stderr
+        assert "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1" in log and reply in log
+    assert "hint: nobody was marked failed" in result.stderr and hint in result.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+    )
+    assert status.stdout.startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, {n} pending"), status.stdout
+    assert sink.recorder.received == []

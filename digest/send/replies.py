@@ -3,14 +3,12 @@
 ``Replies`` (an asyncio protocol) gives each reply as its code and its text (the
 lines of a multi-line reply joined with newlines); a server that breaks the
 protocol (a line over the limit, too many lines, no code) gets the connection
-dropped with the reason. ``failure_of`` says what a refusal means for the send:
-try again later, this recipient refused, or the session refused.
+dropped with the reason. What a refusal means for the send is ``refusals.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from collections.abc import Callable
 
@@ -43,98 +41,6 @@ class SessionRefused(SendError):
 def reply_text(code: int, message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     return f"{code} {' '.join(text.split())}".strip()
-
-
-# A refusal to relay: the server will not pass mail on for this session (no login, or a
-# client it does not trust), whoever the reader. Postfix "Relay access denied", Exim "relay
-# not permitted", Sendmail "Relaying denied", Exchange "Unable to relay", Gmail "Mail relay
-# denied" and "Invalid credentials for relay", qmail "not in my list of allowed rcpthosts".
-# A word of the reply's text: no code tells it from a refusal of one reader.
-_RELAY_REFUSED = re.compile(
-    rb"\brelay(ing)?\b.{0,20}\b(denied|not permitted|refused|prohibited)\b|\bunable to relay\b"
-    rb"|\bcredentials for relay\b|\ballowed rcpthosts\b",
-    re.I,
-)
-# What is about one reader or quotes another server: the reader's address (Postfix echoes
-# it: <relay-denied@example.com>), and a reply a verification got from the reader's own
-# server ("... said: 554 5.7.1 Relay access denied", "(in reply to RCPT TO command)").
-_ADDRESS = re.compile(rb"\S*@\S*|<[^>]*>")
-_QUOTED = re.compile(rb"\bsaid:|\bin reply to\b|\brefused to talk\b|\bverification failed\b", re.I)
-# Enhanced codes of the reader's address or mailbox (RFC 3463 X.1.x, X.2.x): never the session's.
-_READERS_CODE = re.compile(rb"[245]\.[12]\.[0-9]{1,3}\b")
-_ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}\b")
-
-
-def _refuses_to_relay(message: bytes) -> bool:
-    """Whether a reply to RCPT refuses to relay for this session rather than for this reader."""
-    first = message.split(b"\n", 1)[0]
-    if _READERS_CODE.match(first):
-        return False
-    said = _QUOTED.search(first)
-    if said:
-        first = first[: said.start()]
-    return _RELAY_REFUSED.search(_ADDRESS.sub(b" ", first)) is not None
-
-
-TOO_BIG_HINT = (
-    "nobody was marked failed; make the issue smaller ('ls -l' of its .eml after 'digest "
-    "export' shows its size) or raise the server's limit (Postfix: message_size_limit), "
-    "then run the same command again"
-)
-
-
-def _too_big(code: int, message: bytes, command: str) -> bool:
-    """Whether a 5xx to MAIL or to the message says the message is larger than the server
-    takes (RFC 1870, RFC 3463 X.3.4): the same for every reader, as their messages differ
-    by a few bytes. (At RCPT it may be one reader's limit: that reader's failure.)"""
-    if command == "MAIL":  # 552 with an enhanced code other than 5.3.4: a quota, say
-        return message.startswith(b"5.3.4") or (code == 552 and not _ENHANCED.match(message))
-    # At the message 552 alone is also one reader's full mailbox (552 5.2.2).
-    return command == "the message" and message.startswith(b"5.3.4")
-
-
-def _about_the_session(code: int, message: bytes, command: str) -> bool:
-    """Whether a 5xx reply concerns the sender or the session rather than the recipient."""
-    if code in (530, 535):
-        return True  # authentication required / refused, whatever the command
-    # The server refuses our sender (or needs a login). A policy reply (5.7.x) to RCPT or to
-    # the message concerns that one message: failing the session for it would stop every
-    # rerun at the same reader (a refusal to relay is the exception: failure_of).
-    return command == "MAIL"
-
-
-def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
-    """Return the failure a reply means and whether the connection must be dropped.
-
-    4xx is temporary (421: the server is closing the connection); a 5xx about the
-    session stops the send, as does one that says the message is too large for the
-    server (5.3.4); any other 5xx is this recipient's. A refusal to relay,
-    4xx or 5xx, stops the send: failing or deferring reader after reader (until 20 in
-    a row stop it) would not change the sender's setting that it is about.
-    """
-    relay_refused = command == "RCPT" and _refuses_to_relay(message)
-    if 400 <= code < 500 and not relay_refused:  # (Postfix's default refuses to relay with 454)
-        return TemporaryFailure(reply_text(code, message)), code == 421
-    if relay_refused or _about_the_session(code, message, command) or _too_big(code, message, command):
-        if _too_big(code, message, command):
-            hint = TOO_BIG_HINT
-        elif relay_refused and code not in (530, 535):
-            hint = (
-                "nobody was marked failed; the server does not pass mail on for this "
-                "connection: give it the login it wants (DIGEST_SMTP_USERNAME, "
-                "DIGEST_SMTP_PASSWORD), or let this machine relay (Postfix: mynetworks), "
-                "then run the same command again"
-            )
-        else:
-            hint = (
-                "nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, "
-                "DIGEST_SMTP_PASSWORD) and the sender address the server allows, then "
-                "run the same command again"
-            )
-        return SessionRefused(
-            f"the server refused the send at {command}: {reply_text(code, message)}", hint=hint
-        ), True
-    return PermanentFailure(reply_text(code, message)), False
 
 
 class Replies(asyncio.BufferedProtocol):

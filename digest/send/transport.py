@@ -31,15 +31,8 @@ from collections.abc import Awaitable, Callable
 
 from ..errors import SendError
 from ..settings import Settings
-from .replies import (
-    TOO_BIG_HINT,
-    PermanentFailure,
-    SessionRefused,
-    TemporaryFailure,
-    Uncertain,
-    failure_of,
-    reply_text,
-)
+from .refusals import TOO_BIG_HINT, failure_of
+from .replies import PermanentFailure, SessionRefused, TemporaryFailure, Uncertain, reply_text
 from .session import SMTPSession, Timeouts, check_settings, helo_name
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""What a refusal means for the send (replies.failure_of): this reader's, or the session's."""
+"""What a refusal means for the send (refusals.failure_of): this reader's, or the session's."""
 
 from __future__ import annotations
 
 import pytest
 
-from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure, failure_of
+from digest.send.refusals import failure_of
+from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure
 
 
 @pytest.mark.parametrize(
@@ -116,4 +117,46 @@ def test_one_readers_size_limit_at_rcpt_is_that_readers() -> None:
 @pytest.mark.parametrize("code", [552, 554])
 def test_a_full_mailbox_at_the_message_is_that_readers(code: int) -> None:
     failure, _ = failure_of(code, b"5.2.2 <reader@example.com>: mailbox full", "the message")
+    assert isinstance(failure, PermanentFailure)
+
+
+# Postfix's smtpd_delay_reject = yes (its default) gives its refusals of the sender, the
+# client and the HELO name at RCPT: they are the session's, 4xx or 5xx.
+@pytest.mark.parametrize(
+    "code,reply,hint",
+    [
+        (
+            554,
+            b"5.7.1 <bounces+x@worlddigest.example.org>: Sender address rejected: Access denied",
+            "bounce_address",
+        ),
+        (
+            450,
+            b"4.1.8 <bounces+x@worlddigest.example.org>: Sender address rejected: Domain not found",
+            "resolve",
+        ),
+        (554, b"5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied", "smtpd_client_restrictions"),
+        (554, b"5.7.1 <[127.0.0.1]>: Helo command rejected: Host not found", "smtpd_helo_restrictions"),
+    ],
+)
+def test_postfixs_delayed_refusals_of_the_session_at_rcpt(code: int, reply: bytes, hint: str) -> None:
+    failure, drop = failure_of(code, reply, "RCPT")
+    assert isinstance(failure, SessionRefused) and drop
+    assert hint in failure.hint and "nobody was marked failed" in failure.hint
+
+
+def test_a_refusal_of_data_for_the_session() -> None:
+    failure, _ = failure_of(554, b"5.5.1 <DATA>: Data command rejected: Multi-recipient bounce", "DATA")
+    assert isinstance(failure, SessionRefused) and "smtpd_data_restrictions" in failure.hint
+
+
+def test_tls_required_first_names_the_security_setting() -> None:
+    failure, _ = failure_of(530, b"5.7.0 Must issue a STARTTLS command first", "MAIL")
+    assert isinstance(failure, SessionRefused) and "DIGEST_SMTP_SECURITY=starttls" in failure.hint
+
+
+def test_a_recipient_address_rejected_stays_the_readers() -> None:
+    failure, _ = failure_of(
+        554, b"5.7.1 <blocked@example.com>: Recipient address rejected: Access denied", "RCPT"
+    )
     assert isinstance(failure, PermanentFailure)

@@ -1,0 +1,140 @@
+"""What an SMTP refusal means for a send: try this reader again later, this reader's
+failure, or the session's (the send stops, nobody is marked failed).
+
+A reply's code says temporary or permanent, not whose fault it is. Most refusals of
+RCPT or of the message are the reader's; a few are the sender's whatever the reader,
+and failing reader after reader for them (until 20 in a row stop the send) would mark a
+whole list failed for a setting of the sender's:
+
+- a login required or refused (530, 535), TLS required first, a refused sender (5xx to
+  MAIL), a message larger than the server takes (552 to MAIL, 5.3.4);
+- at RCPT, 4xx or 5xx: a refusal to relay ("Relay access denied": no login, or a client
+  the relay does not trust), and Postfix's refusals of the sender, the client or its
+  HELO name, which its default ``smtpd_delay_reject = yes`` gives at RCPT
+  ("<bounces+…@…>: Sender address rejected: Domain not found").
+
+These are read from the reply's own first line: without the addresses it echoes (a
+reader named relay-denied@… is still a reader) and without a reply it quotes from the
+reader's own server ("… said: 554 5.7.1 Relay access denied"). A refusal of the
+message's content, the same for every reader, is told apart in the send loop (the
+first readers of a run refused alike: ``loop.SendLoop.count``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .replies import PermanentFailure, SessionRefused, TemporaryFailure, reply_text
+
+_AGAIN = "then run the same command again"
+
+LOGIN_HINT = (
+    "nobody was marked failed; check the login (DIGEST_SMTP_USERNAME, DIGEST_SMTP_PASSWORD) "
+    f"and the sender address the server allows, {_AGAIN}"
+)
+STARTTLS_HINT = (
+    "nobody was marked failed; the server wants TLS first: set DIGEST_SMTP_SECURITY=starttls "
+    f"(with DIGEST_SMTP_CAFILE for a private CA), {_AGAIN}"
+)
+RELAY_HINT = (
+    "nobody was marked failed; the server does not pass mail on for this connection: give it "
+    "the login it wants (DIGEST_SMTP_USERNAME, DIGEST_SMTP_PASSWORD), or let this machine relay "
+    f"(Postfix: mynetworks), {_AGAIN}"
+)
+TOO_BIG_HINT = (
+    "nobody was marked failed; make the issue smaller ('ls -l' of its .eml after 'digest export' "
+    f"shows its size) or raise the server's limit (Postfix: message_size_limit), {_AGAIN}"
+)
+# Postfix's refusals of the session, given at RCPT while smtpd_delay_reject = yes (its default).
+_POSTFIX_HINTS = {
+    b"sender address rejected": (
+        "nobody was marked failed; the server refuses the envelope sender (bounce_address, or "
+        "from, in digest.toml: with bounce_address each message's sender is bounces+<token>@ "
+        "its domain, which must resolve and be allowed; Postfix: smtpd_sender_restrictions), "
+        f"{_AGAIN}"
+    ),
+    b"client host rejected": (
+        "nobody was marked failed; the server refuses this machine as a client (Postfix: "
+        f"smtpd_client_restrictions, mynetworks), {_AGAIN}"
+    ),
+    b"helo command rejected": (
+        "nobody was marked failed; the server refuses the name this machine greets it with "
+        f"(HELO; Postfix: smtpd_helo_restrictions), {_AGAIN}"
+    ),
+    b"data command rejected": (
+        "nobody was marked failed; the server refuses the message's DATA command for this "
+        f"connection (Postfix: smtpd_data_restrictions), {_AGAIN}"
+    ),
+}
+_POSTFIX_REJECTED = re.compile(b"|".join(re.escape(k) for k in _POSTFIX_HINTS), re.I)
+
+# A refusal to relay: Postfix "Relay access denied", Exim "relay not permitted", Sendmail
+# "Relaying denied", Exchange "Unable to relay", Gmail "Mail relay denied" and "Invalid
+# credentials for relay", qmail "not in my list of allowed rcpthosts".
+_RELAY_REFUSED = re.compile(
+    rb"\brelay(ing)?\b.{0,20}\b(denied|not permitted|refused|prohibited)\b|\bunable to relay\b"
+    rb"|\bcredentials for relay\b|\ballowed rcpthosts\b",
+    re.I,
+)
+_ADDRESS = re.compile(rb"\S*@\S*|<[^>]*>")
+_QUOTED = re.compile(rb"\bsaid:|\bin reply to\b|\brefused to talk\b|\bverification failed\b", re.I)
+# Enhanced codes of the reader's address or mailbox (RFC 3463: X.1.0-X.1.6, X.2.x; X.1.7
+# and X.1.8 are the sender's).
+_READERS_CODE = re.compile(rb"[245]\.(1\.[0-6]|2\.[0-9]{1,3})\b")
+_ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}\b")
+
+
+def own_words(message: bytes) -> bytes:
+    """The reply's first line, without the addresses it echoes and any reply it quotes."""
+    first = message.split(b"\n", 1)[0]
+    quoted = _QUOTED.search(first)
+    if quoted:
+        first = first[: quoted.start()]
+    return _ADDRESS.sub(b" ", first)
+
+
+def _session_hint(code: int, message: bytes, command: str) -> str | None:
+    """The hint for a reply that refuses the session, or None for one about this reader."""
+    words = own_words(message)
+    if command == "RCPT":  # 4xx or 5xx: waiting would not change it
+        postfix = _POSTFIX_REJECTED.search(words)
+        if postfix:
+            return _POSTFIX_HINTS[postfix.group().lower()]
+        if not _READERS_CODE.match(message) and _RELAY_REFUSED.search(words):
+            return RELAY_HINT
+    if command == "DATA":
+        postfix = _POSTFIX_REJECTED.search(words)
+        if postfix:
+            return _POSTFIX_HINTS[postfix.group().lower()]
+    if code < 500:
+        return None
+    if b"starttls" in words.lower():  # 530 5.7.0 Must issue a STARTTLS command first
+        return STARTTLS_HINT
+    if code in (530, 535):  # authentication required / refused, whatever the command
+        return LOGIN_HINT
+    if command == "MAIL":
+        # 552 with an enhanced code other than 5.3.4 is a quota, say: refused, not too large.
+        if message.startswith(b"5.3.4") or (code == 552 and not _ENHANCED.match(message)):
+            return TOO_BIG_HINT
+        return LOGIN_HINT  # the server refuses our sender (or needs a login)
+    if command == "the message" and message.startswith(b"5.3.4"):
+        return TOO_BIG_HINT  # (552 alone there is also one reader's full mailbox, 5.2.2)
+    # Any other 5xx to RCPT or to the message concerns that one message: failing the
+    # session for it would stop every rerun at the same reader.
+    return None
+
+
+def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
+    """Return the failure a reply means and whether the connection must be dropped.
+
+    A refusal of the session (``_session_hint``) stops the send; otherwise 4xx is
+    temporary (421: the server is closing the connection) and 5xx this reader's.
+    """
+    hint = _session_hint(code, message, command)
+    if hint is not None:
+        return SessionRefused(
+            f"the server refused the send at {command}: {reply_text(code, message)}", hint=hint
+        ), True
+    if 400 <= code < 500:
+        return TemporaryFailure(reply_text(code, message)), code == 421
+    return PermanentFailure(reply_text(code, message)), False

@@ -523,6 +523,43 @@ def test_a_too_large_reply_at_the_end_stops_and_the_size_is_declared(
     assert len(declared) == 3 and all(0 < d - r < 20 for d, r in zip(sorted(declared), received, strict=True))
 
 
+def test_the_message_refused_alike_for_the_first_readers_stops_with_nobody_failed(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A header or body check refuses the issue itself (Postfix header_checks REJECT: 550 5.7.1
+    at the end of every message): the first 3 readers refused alike, nothing delivered, stop
+    the send; nobody is failed, everyone still due, and the same command completes the list
+    once the check is gone. (Before: every reader failed, 20 in a row, exit 0 for a short list.)"""
+    n = 8
+    path = _list(tmp_path, n)
+    for i in range(n):
+        server.recorder.data_faults[f"reader{i:05d}@example.com"] = "550 5.7.1 newsletters are not allowed here"
+    first = _send(runner, "--list", str(path), "--yes", "--workers", "2")
+    assert first.exit_code == 3, first.output
+    assert (
+        "Error: the server refused the message itself, alike for the first 3 readers: "
+        "550 5.7.1 newsletters are not allowed here"
+    ) in first.stderr
+    assert "hint: it refuses the issue, not the readers" in first.stderr
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, {n} pending")
+    server.recorder.data_faults.clear()
+    second = _send(runner, "--list", str(path), "--yes")
+    assert second.exit_code == 0, second.output
+    _exactly_once(server, n)
+
+
+def test_a_message_refused_after_others_were_delivered_fails_that_reader(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """Once a message was delivered, refusals of the message are the readers' own."""
+    path = _list(tmp_path, 6)
+    for i in range(1, 6):
+        piped.recorder.data_faults[f"reader{i:05d}@example.com"] = "550 5.7.1 content refused"
+    result = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2].startswith("1 sent, 5 failed")
+
+
 def test_a_policy_refusal_of_one_message_fails_that_reader_only(
     server: Server, runner: CliRunner, tmp_path: Path
 ) -> None:

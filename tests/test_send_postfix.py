@@ -7,10 +7,12 @@ import difflib
 import email
 import email.policy
 import re
+import shutil
 import smtplib
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -130,6 +132,11 @@ def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
             _only_personal_lines_differ(exported[kind], parts[kind], address)
         token = message["List-Unsubscribe"].split(",")[0].strip(" <>").rsplit("token=", 1)[1]
         assert verify_unsubscribe_token(SECRET, LIST_ID, address, token)
+
+
+def _write_list(tmp_path: Path, n: int) -> None:
+    rows = "".join(f"reader{i}@example.com,R {i}\n" for i in range(n))
+    (tmp_path / "list.csv").write_text("email,name\n" + rows)
 
 
 def _send(project: Path, tmp_path: Path, env: str, *options: str) -> subprocess.CompletedProcess:
@@ -269,9 +276,7 @@ def test_more_workers_than_postfix_takes_connections(project: Path, tmp_path: Pa
     no exception for loopback) and digest opens 4: the 2 refused (421) are given up with a
     note, nobody is deferred for them, and the 2 that work send the whole list."""
     n = 600
-    (tmp_path / "list.csv").write_text(
-        "email,name\n" + "".join(f"reader{i}@example.com,R {i}\n" for i in range(n))
-    )
+    _write_list(tmp_path, n)
     limit = {"smtpd_client_connection_count_limit": "2", "smtpd_client_event_limit_exceptions": ""}
     with (
         Server() as sink,
@@ -314,9 +319,7 @@ def test_postfix_refusing_the_sender_stops_with_nobody_failed(
     """Refusals of the sender, this client or a session without TLS come from Postfix at RCPT
     or MAIL, whoever the reader: the send stops, nobody failed, everyone still due."""
     n = 6
-    (tmp_path / "list.csv").write_text(
-        "email,name\n" + "".join(f"reader{i}@example.com,R {i}\n" for i in range(n))
-    )
+    _write_list(tmp_path, n)
     chain, _ = _tls_files(tmp_path)
     with (
         Server() as sink,
@@ -336,6 +339,41 @@ def test_postfix_refusing_the_sender_stops_with_nobody_failed(
         assert "the server refused the send at RCPT" in result.stderr
         assert "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1" in log and reply in log
     assert "hint: nobody was marked failed" in result.stderr and hint in result.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+    )
+    assert status.stdout.startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, {n} pending"), status.stdout
+    assert sink.recorder.received == []
+
+
+def test_postfix_refusing_the_issue_itself_stops_with_nobody_failed(project: Path, tmp_path: Path) -> None:
+    """header_checks REJECT on the issue's Subject: Postfix refuses every message at its end
+    (550 5.7.1). The first readers refused alike stop the send with nobody failed."""
+    n = 10
+    _write_list(tmp_path, n)
+    checks_dir = Path(tempfile.mkdtemp(prefix="digest-checks-"))  # readable by Postfix's cleanup
+    try:
+        checks_dir.chmod(0o755)
+        checks = checks_dir / "header_checks"
+        checks.write_text("/^Subject:/ REJECT newsletters are not allowed here\n")
+        checks.chmod(0o644)
+        with (
+            Server() as sink,
+            start_postfix(
+                tmp_path, relay=("127.0.0.1", sink.port), extra_main_cf={"header_checks": f"regexp:{checks}"}
+            ) as relay,
+        ):
+            env = (
+                f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
+                f"DIGEST_SECRET={SECRET}\n"
+            )
+            result = _send(project, tmp_path, env, "--workers", "2")
+            log = relay.log_text()
+    finally:
+        shutil.rmtree(checks_dir, ignore_errors=True)
+    assert result.returncode == 3, result.stdout + result.stderr + log[-2000:]
+    assert "the server refused the message itself, alike for the first 3 readers: 550 5.7.1" in result.stderr
+    assert "newsletters are not allowed here" in log  # Postfix's own refusal
     status = subprocess.run(
         [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
     )

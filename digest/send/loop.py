@@ -29,12 +29,14 @@ from ..subscribers import key_hash
 from .journal import Delivery, Journal, JournalError
 from .options import Options, RateLimit, Stats
 from .recipients import address_key, envelope_address
+from .refusals import alike_key
 from .sendlog import FOLD_SECONDS
 from .transport import PermanentFailure, TemporaryFailure, Uncertain
 
 log = logging.getLogger(__name__)
 
 BATCH = 512  # deliveries read from the journal at a time
+ALIKE = 3  # the first readers of a run whose messages are refused alike: the issue's refusal
 
 
 class Prepared(NamedTuple):
@@ -87,6 +89,8 @@ class SendLoop:
         self._last_id = 0
         self._exhausted = False
         self._lanes: list[_Lane] = []
+        self._alike: list[Delivery] = []  # the run's first messages refused alike, nothing delivered
+        self._alike_key: str | None = None
 
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Send every due delivery; return the counts.
@@ -274,6 +278,45 @@ class SendLoop:
         for callback in then:  # each lane guards its own callback: one cannot stop the others
             callback(outcome)
 
+    def message_refused(self, delivery: Delivery, failure: PermanentFailure) -> bool:
+        """Record a refusal for good; return True if it stopped the send as the issue's.
+
+        The first ALIKE readers of a run refused alike at the end of their message, with
+        nothing delivered yet, are refused for the message: a header or body check, a
+        milter, the same for every reader. They are put back as they were (due again, or
+        failed as before for --retry-failed) and the send stops with the reply, instead
+        of failing reader after reader until 20 in a row stop it.
+        """
+        reply = str(failure)
+        key = None
+        if failure.command == "the message" and not self.stats.sent and delivery.state != "sending":
+            key = alike_key(reply)
+        if key is None:
+            self.record(delivery.id, "failed", reply)
+            self.count("failed", reply)
+            return False
+        if key != self._alike_key:
+            self._alike_key, self._alike = key, []
+        self._alike.append(delivery)
+        if len(self._alike) < ALIKE:
+            self.record(delivery.id, "failed", reply)
+            self.count("failed", reply)
+            return False
+        for earlier in self._alike:  # as they were before this run (the last not yet recorded)
+            before = earlier.state if earlier.state in ("deferred", "failed") else "pending"
+            self.record(earlier.id, before, None)
+        self.stats.failed -= len(self._alike) - 1
+        self._stop_with(
+            SendError(
+                f"the server refused the message itself, alike for the first {len(self._alike)} "
+                f"readers: {reply}",
+                hint="it refuses the issue, not the readers (Postfix: header_checks, body_checks, "
+                "a content filter): nobody was marked failed; change the issue ('digest check') "
+                "or the server's checks, then run the same command again",
+            )
+        )
+        return True
+
     def count(self, outcome: str, reply: str = "") -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if outcome == "sent":
@@ -284,7 +327,8 @@ class SendLoop:
             self._stop_with(
                 SendError(
                     f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
-                    hint="check the server and 'digest status'; run send again to resume",
+                    hint="check the server and 'digest status'; run send again to resume, with "
+                    "--retry-failed for the failed ones once the cause is fixed",
                 )
             )
 
@@ -440,8 +484,9 @@ class _Lane:
             send.record(delivery.id, "sending", str(result))
             send.count("uncertain", str(result))
         elif isinstance(result, PermanentFailure):
-            send.record(delivery.id, "failed", str(result))
-            send.count("failed", str(result))
+            if send.message_refused(delivery, result):
+                self._finish()
+                return
         elif isinstance(result, SendError):
             if not isinstance(result, JournalError):
                 # Nothing was accepted this time: the delivery keeps the state it had

@@ -16,8 +16,9 @@ whole list failed for a setting of the sender's:
 These are read from the reply's own first line: without the addresses it echoes (a
 reader named relay-denied@… is still a reader) and without a reply it quotes from the
 reader's own server ("… said: 554 5.7.1 Relay access denied"). A refusal of the
-message's content, the same for every reader, is told apart in the send loop (the
-first readers of a run refused alike: ``loop.SendLoop.count``).
+message's content, the same for every reader, is told apart in the send loop: the
+first readers of a run refused alike at the end of their message, nothing delivered
+(``alike_key``, ``loop.SendLoop.message_refused``).
 """
 
 from __future__ import annotations
@@ -137,4 +138,14 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
         ), True
     if 400 <= code < 500:
         return TemporaryFailure(reply_text(code, message)), code == 421
-    return PermanentFailure(reply_text(code, message)), False
+    return PermanentFailure(reply_text(code, message), command=command), False
+
+
+def alike_key(reply: str) -> str | None:
+    """What two readers' refusals share when they refuse the same thing (the reply without
+    the addresses it names), or None for a refusal of the reader's own address or mailbox."""
+    code, _, text = reply.partition(" ")
+    message = text.encode("utf-8", "replace")
+    if _READERS_CODE.match(message):
+        return None
+    return f"{code} {' '.join(own_words(message).decode('utf-8', 'replace').split()).lower()}"

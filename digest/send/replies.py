@@ -23,7 +23,14 @@ class TemporaryFailure(Exception):
 
 
 class PermanentFailure(Exception):
-    """The server refused this recipient or message for good (5xx)."""
+    """The server refused this recipient or message for good (5xx).
+
+    *command* is what the reply answered ("RCPT", "the message", ...), where a server said it.
+    """
+
+    def __init__(self, *args: object, command: str = "") -> None:
+        super().__init__(*args)
+        self.command = command
 
 
 class Uncertain(Exception):

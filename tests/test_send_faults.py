@@ -548,6 +548,23 @@ def test_the_message_refused_alike_for_the_first_readers_stops_with_nobody_faile
     _exactly_once(server, n)
 
 
+def test_the_first_readers_refused_each_for_their_own_address_do_not_stop_the_send(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """Refusals at the end of the message that name the reader (Postfix's end-of-data
+    check_recipient_access) are the readers' own, even for the first readers of a run:
+    a stop there would stop every rerun at the same readers."""
+    path = _list(tmp_path, 6)
+    for i in range(3):
+        address = f"reader{i:05d}@example.com"
+        piped.recorder.data_faults[address] = (
+            f"554 5.7.1 <{address}>: Recipient address rejected: Access denied"
+        )
+    result = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2].startswith("3 sent, 3 failed")
+
+
 def test_a_message_refused_after_others_were_delivered_fails_that_reader(
     piped: Server, runner: CliRunner, tmp_path: Path
 ) -> None:

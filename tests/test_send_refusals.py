@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest.send.refusals import failure_of
+from digest.send.refusals import alike_key, failure_of
 from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure
 
 
@@ -160,3 +160,22 @@ def test_a_recipient_address_rejected_stays_the_readers() -> None:
         554, b"5.7.1 <blocked@example.com>: Recipient address rejected: Access denied", "RCPT"
     )
     assert isinstance(failure, PermanentFailure)
+
+
+def test_refusals_of_the_message_alike_for_different_readers() -> None:
+    a = alike_key("550 5.7.1 newsletters are not allowed here", "anna@example.com")
+    b = alike_key("550 5.7.1 newsletters are not allowed here", "bob@example.org")
+    assert a is not None and a == b
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "554 5.7.1 <anna@example.com>: Recipient address rejected: Access denied",  # end-of-data check
+        "550 5.7.1 message to anna@example.com refused by policy",  # names the reader
+        "552 5.2.2 mailbox full",  # the reader's mailbox
+        "550 5.1.1 user unknown",
+    ],
+)
+def test_a_refusal_about_the_reader_is_never_alike(reply: str) -> None:
+    assert alike_key(reply, "anna@example.com") is None

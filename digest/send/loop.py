@@ -290,7 +290,7 @@ class SendLoop:
         reply = str(failure)
         key = None
         if failure.command == "the message" and not self.stats.sent and delivery.state != "sending":
-            key = alike_key(reply)
+            key = alike_key(reply, delivery.recipient.email)
         if key is None:
             self.record(delivery.id, "failed", reply)
             self.count("failed", reply)

@@ -141,11 +141,14 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
     return PermanentFailure(reply_text(code, message), command=command), False
 
 
-def alike_key(reply: str) -> str | None:
+def alike_key(reply: str, address: str) -> str | None:
     """What two readers' refusals share when they refuse the same thing (the reply without
-    the addresses it names), or None for a refusal of the reader's own address or mailbox."""
+    the addresses it names), or None for a refusal of the reader at *address*: one that
+    names the address, says "Recipient address rejected" (Postfix) or has an enhanced code
+    of the reader's address or mailbox."""
     code, _, text = reply.partition(" ")
     message = text.encode("utf-8", "replace")
-    if _READERS_CODE.match(message):
+    lowered = text.lower()
+    if _READERS_CODE.match(message) or address.lower() in lowered or "recipient address rejected" in lowered:
         return None
     return f"{code} {' '.join(own_words(message).decode('utf-8', 'replace').split()).lower()}"

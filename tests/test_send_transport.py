@@ -345,3 +345,71 @@ def test_the_size_checked_against_the_servers_is_rfc_1870s() -> None:
     client._size_limit = len(message) - 1
     with pytest.raises(SessionRefused, match=rf"the message is {len(message)} bytes .* takes at most"):
         client.check_size(wire)
+
+
+def test_a_refused_message_is_followed_by_rset() -> None:
+    """Postfix keeps the transaction open after its end-of-data restrictions refuse a message:
+    a MAIL without RSET then gets '503 5.5.1 Error: nested MAIL command'. This server does the
+    same; the next message goes, because the client resets first (for 5xx and 4xx alike)."""
+    connections: list[list[bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines: list[bytes] = []
+        connections.append(lines)
+        writer.write(b"220 strict ESMTP\r\n")
+        open_transaction, in_data, refusals = (
+            False,
+            False,
+            [b"554 5.7.1 refused at the end\r\n", b"450 4.7.1 later\r\n"],
+        )
+        while line := await reader.readline():
+            lines.append(line)
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    if refusals:
+                        writer.write(refusals.pop(0))  # the transaction stays open
+                    else:
+                        open_transaction = False
+                        writer.write(b"250 2.0.0 queued\r\n")
+                continue
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-strict\r\n250 PIPELINING\r\n")
+            elif verb == b"MAIL":
+                writer.write(b"503 5.5.1 Error: nested MAIL command\r\n" if open_transaction else b"250 ok\r\n")
+                open_transaction = True
+            elif verb == b"RSET":
+                open_transaction = False
+                writer.write(b"250 2.0.0 Ok\r\n")
+            elif verb == b"DATA":
+                in_data = True
+                writer.write(b"354 go\r\n")
+            else:
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+    async def scenario() -> list[str]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        client = messenger(_port(server))
+        outcomes = []
+        try:
+            for reader in ("a@example.org", "b@example.org", "c@example.org"):
+                try:
+                    outcomes.append(await client.push("news@example.org", reader, MESSAGE))
+                except Exception as e:  # noqa: BLE001 - the outcome is what is tested
+                    outcomes.append(f"{type(e).__name__}: {e}")
+        finally:
+            await client.close()
+            server.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes == [
+        "PermanentFailure: 554 5.7.1 refused at the end",
+        "TemporaryFailure: 450 4.7.1 later",
+        "250 2.0.0 queued",
+    ]
+    [lines] = connections  # one connection throughout
+    verbs = [line[:4] for line in lines if line[:4] in (b"MAIL", b"RSET")]
+    assert verbs == [b"MAIL", b"RSET", b"MAIL", b"RSET", b"MAIL"]

@@ -251,7 +251,19 @@ class SMTPMessenger(SMTPSession):
         failure, drop = failure_of(code, message, "the message")
         if drop:
             self._abandon()
-        conn.after_read(done, failure)
+            conn.after_read(done, failure)
+            return
+
+        async def clean_up() -> None:
+            # RSET before the next message, as smtplib does: Postfix keeps the transaction
+            # open after a refusal by smtpd_end_of_data_restrictions, and the next MAIL would
+            # get "503 5.5.1 Error: nested MAIL command".
+            try:
+                await self._reset()
+            finally:
+                done(failure)
+
+        self._cleanup = self._background(clean_up())
 
     def _refused(self, code: int, message: bytes, command: str, waiting_for_data: bool) -> None:
         """A refused envelope: leave the session clean (or close it), then report."""

@@ -137,6 +137,7 @@ def test_a_full_mailbox_at_the_message_is_that_readers(code: int) -> None:
         ),
         (554, b"5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied", "smtpd_client_restrictions"),
         (554, b"5.7.1 <[127.0.0.1]>: Helo command rejected: Host not found", "smtpd_helo_restrictions"),
+        (554, b"5.7.1 Service unavailable; Client host [127.0.0.1] blocked using rbl.test", "blocklist"),
     ],
 )
 def test_postfixs_delayed_refusals_of_the_session_at_rcpt(code: int, reply: bytes, hint: str) -> None:
@@ -179,3 +180,21 @@ def test_refusals_of_the_message_alike_for_different_readers() -> None:
 )
 def test_a_refusal_about_the_reader_is_never_alike(reply: str) -> None:
     assert alike_key(reply, "anna@example.com") is None
+
+
+@pytest.mark.parametrize("code", [450, 554])
+def test_a_sender_refusal_at_mail_names_the_sender(code: int) -> None:
+    # smtpd_delay_reject = no: Postfix refuses the sender at MAIL itself, 4xx (its domain not
+    # found) or 5xx; either stops the send, with the sender's hint, not the login's.
+    failure, _ = failure_of(
+        code, b"4.1.8 <bounces+x@worlddigest.example.org>: Sender address rejected: x", "MAIL"
+    )
+    assert isinstance(failure, SessionRefused) and not failure.ambiguous
+    assert "bounce_address" in failure.hint and "DIGEST_SMTP_USERNAME" not in failure.hint
+
+
+def test_only_refusals_given_at_rcpt_are_ambiguous() -> None:
+    at_rcpt, _ = failure_of(554, b"5.7.1 <b@x.org>: Sender address rejected: Access denied", "RCPT")
+    relay, _ = failure_of(554, b"5.7.1 <r@x.org>: Relay access denied", "RCPT")
+    login, _ = failure_of(530, b"5.7.0 Authentication required", "MAIL")
+    assert at_rcpt.ambiguous and relay.ambiguous and not login.ambiguous

@@ -30,6 +30,7 @@ from .journal import Delivery, Journal, JournalError
 from .options import Options, RateLimit, Stats
 from .recipients import address_key, envelope_address
 from .refusals import alike_key
+from .replies import SessionRefused
 from .sendlog import FOLD_SECONDS
 from .transport import PermanentFailure, TemporaryFailure, Uncertain
 
@@ -281,15 +282,16 @@ class SendLoop:
     def message_refused(self, delivery: Delivery, failure: PermanentFailure) -> bool:
         """Record a refusal for good; return True if it stopped the send as the issue's.
 
-        The first ALIKE readers of a run refused alike at the end of their message, with
-        nothing delivered yet, are refused for the message: a header or body check, a
-        milter, the same for every reader. They are put back as they were (due again, or
-        failed as before for --retry-failed) and the send stops with the reply, instead
-        of failing reader after reader until 20 in a row stop it.
+        The first ALIKE readers of a run refused alike at the end of their message, never
+        tried before, with nothing delivered yet, are refused for the message: a header
+        or body check, a milter, the same for every reader. They are set aside (deferred,
+        with the reply: due again) and the send stops with the reply, instead of failing
+        reader after reader until 20 in a row stop it. Refused again in a later run,
+        they fail as their own (a per-recipient check that happened to come first).
         """
         reply = str(failure)
         key = None
-        if failure.command == "the message" and not self.stats.sent and delivery.state != "sending":
+        if failure.command == "the message" and not self.stats.sent and delivery.state == "pending":
             key = alike_key(reply, delivery.recipient.email)
         if key is None:
             self.record(delivery.id, "failed", reply)
@@ -302,10 +304,14 @@ class SendLoop:
             self.record(delivery.id, "failed", reply)
             self.count("failed", reply)
             return False
-        for earlier in self._alike:  # as they were before this run (the last not yet recorded)
-            before = earlier.state if earlier.state in ("deferred", "failed") else "pending"
-            self.record(earlier.id, before, None)
-        self.stats.failed -= len(self._alike) - 1
+        if len(self._alike) > ALIKE:  # one more in flight as the send stopped: set aside too
+            self.record(delivery.id, "deferred", reply)
+            self.stats.deferred += 1
+            return True
+        for earlier in self._alike:  # set aside: due again; refused again, their own (not pending)
+            self.record(earlier.id, "deferred", reply)
+        self.stats.failed -= ALIKE - 1
+        self.stats.deferred += ALIKE
         self._stop_with(
             SendError(
                 f"the server refused the message itself, alike for the first {len(self._alike)} "
@@ -470,6 +476,19 @@ class _Lane:
             self.take()
             return
         loop = asyncio.get_running_loop()
+        if (
+            isinstance(result, SessionRefused)
+            and result.ambiguous
+            and (send.stats.sent or delivery.state in ("deferred", "failed"))
+        ):
+            # Refused at RCPT in words of the sender's, but this run got others through, or
+            # this reader was refused so before (set aside below): the reader's own refusal.
+            code = int(result.reply[:3]) if result.reply[:3].isdigit() else 550
+            result = (
+                PermanentFailure(result.reply, command="RCPT")
+                if code >= 500
+                else TemporaryFailure(result.reply)
+            )
         if isinstance(result, TemporaryFailure):
             reply = str(result)
             send.record(delivery.id, "deferred", reply)
@@ -488,10 +507,14 @@ class _Lane:
                 self._finish()
                 return
         elif isinstance(result, SendError):
-            if not isinstance(result, JournalError):
+            if isinstance(result, SessionRefused) and result.ambiguous and delivery.state != "sending":
+                # Set aside: due again, and if refused so again, it is the reader's own.
+                send.record(delivery.id, "deferred", result.reply)
+                send.count("deferred", result.reply)
+            elif not isinstance(result, JournalError):
                 # Nothing was accepted this time: the delivery keeps the state it had
                 # (due again for pending and deferred; uncertain and failed stay so).
-                before = delivery.state if delivery.state in ("sending", "failed") else "pending"
+                before = delivery.state if delivery.state in ("sending", "failed", "deferred") else "pending"
                 if before != "sending":  # an uncertain one keeps its state and its reason
                     send.record(delivery.id, before, None)
             send._stop_with(result)

@@ -9,9 +9,12 @@ whole list failed for a setting of the sender's:
 - a login required or refused (530, 535), TLS required first, a refused sender (5xx to
   MAIL), a message larger than the server takes (552 to MAIL, 5.3.4);
 - at RCPT, 4xx or 5xx: a refusal to relay ("Relay access denied": no login, or a client
-  the relay does not trust), and Postfix's refusals of the sender, the client or its
-  HELO name, which its default ``smtpd_delay_reject = yes`` gives at RCPT
-  ("<bounces+…@…>: Sender address rejected: Domain not found").
+  the relay does not trust), and Postfix's refusals of the sender, the client (a DNS
+  blocklist too) or its HELO name, which its default ``smtpd_delay_reject = yes`` gives
+  at RCPT ("<bounces+…@…>: Sender address rejected: Domain not found"); the same at
+  MAIL or DATA. Given at RCPT they may still be one reader's (a restriction class for
+  that recipient): the send loop takes them as the session's only for a reader never
+  refused so before, in a run that delivered nothing yet (``ambiguous``).
 
 These are read from the reply's own first line: without the addresses it echoes (a
 reader named relay-denied@… is still a reader) and without a reply it quotes from the
@@ -46,28 +49,37 @@ TOO_BIG_HINT = (
     "nobody was marked failed; make the issue smaller ('ls -l' of its .eml after 'digest export' "
     f"shows its size) or raise the server's limit (Postfix: message_size_limit), {_AGAIN}"
 )
-# Postfix's refusals of the session, given at RCPT while smtpd_delay_reject = yes (its default).
-_POSTFIX_HINTS = {
-    b"sender address rejected": (
-        "nobody was marked failed; the server refuses the envelope sender (bounce_address, or "
-        "from, in digest.toml: with bounce_address each message's sender is bounces+<token>@ "
-        "its domain, which must resolve and be allowed; Postfix: smtpd_sender_restrictions), "
-        f"{_AGAIN}"
-    ),
-    b"client host rejected": (
-        "nobody was marked failed; the server refuses this machine as a client (Postfix: "
-        f"smtpd_client_restrictions, mynetworks), {_AGAIN}"
-    ),
-    b"helo command rejected": (
+# Postfix's refusals of the session, given at RCPT while smtpd_delay_reject = yes (its
+# default), else at MAIL (the sender), the greeting (the client) or DATA.
+_SENDER_HINT = (
+    "nobody was marked failed; the server refuses the envelope sender (bounce_address, or "
+    "from, in digest.toml: with bounce_address each message's sender is bounces+<token>@ "
+    "its domain, which must resolve and be allowed; Postfix: smtpd_sender_restrictions), "
+    f"{_AGAIN}"
+)
+_CLIENT_HINT = (
+    "nobody was marked failed; the server refuses this machine as a client (Postfix: "
+    f"smtpd_client_restrictions, mynetworks; a DNS blocklist), {_AGAIN}"
+)
+_POSTFIX = [
+    (re.compile(rb"\bsender address rejected\b", re.I), _SENDER_HINT),
+    (re.compile(rb"\bclient host rejected\b|\bclient host \S* blocked using\b", re.I), _CLIENT_HINT),
+    (
+        re.compile(rb"\bhelo command rejected\b", re.I),
         "nobody was marked failed; the server refuses the name this machine greets it with "
-        f"(HELO; Postfix: smtpd_helo_restrictions), {_AGAIN}"
+        f"(HELO; Postfix: smtpd_helo_restrictions), {_AGAIN}",
     ),
-    b"data command rejected": (
+    (
+        re.compile(rb"\bdata command rejected\b", re.I),
         "nobody was marked failed; the server refuses the message's DATA command for this "
-        f"connection (Postfix: smtpd_data_restrictions), {_AGAIN}"
+        f"connection (Postfix: smtpd_data_restrictions), {_AGAIN}",
     ),
-}
-_POSTFIX_REJECTED = re.compile(b"|".join(re.escape(k) for k in _POSTFIX_HINTS), re.I)
+]
+
+
+def _postfix_hint(words: bytes) -> str | None:
+    return next((hint for pattern, hint in _POSTFIX if pattern.search(words)), None)
+
 
 # A refusal to relay: Postfix "Relay access denied", Exim "relay not permitted", Sendmail
 # "Relaying denied", Exchange "Unable to relay", Gmail "Mail relay denied" and "Invalid
@@ -94,35 +106,32 @@ def own_words(message: bytes) -> bytes:
     return _ADDRESS.sub(b" ", first)
 
 
-def _session_hint(code: int, message: bytes, command: str) -> str | None:
-    """The hint for a reply that refuses the session, or None for one about this reader."""
+def _session_hint(code: int, message: bytes, command: str) -> tuple[str | None, bool]:
+    """The hint for a reply that refuses the session (None for one about this reader), and
+    whether it is ambiguous: given at RCPT, it may still be one reader's."""
     words = own_words(message)
-    if command == "RCPT":  # 4xx or 5xx: waiting would not change it
-        postfix = _POSTFIX_REJECTED.search(words)
-        if postfix:
-            return _POSTFIX_HINTS[postfix.group().lower()]
-        if not _READERS_CODE.match(message) and _RELAY_REFUSED.search(words):
-            return RELAY_HINT
-    if command == "DATA":
-        postfix = _POSTFIX_REJECTED.search(words)
-        if postfix:
-            return _POSTFIX_HINTS[postfix.group().lower()]
+    if command in ("RCPT", "MAIL", "DATA"):  # 4xx or 5xx: waiting would not change it
+        hint = _postfix_hint(words)
+        if hint is not None:
+            return hint, command == "RCPT"
+    if command == "RCPT" and not _READERS_CODE.match(message) and _RELAY_REFUSED.search(words):
+        return RELAY_HINT, True
     if code < 500:
-        return None
+        return None, False
     if b"starttls" in words.lower():  # 530 5.7.0 Must issue a STARTTLS command first
-        return STARTTLS_HINT
+        return STARTTLS_HINT, False
     if code in (530, 535):  # authentication required / refused, whatever the command
-        return LOGIN_HINT
+        return LOGIN_HINT, False
     if command == "MAIL":
         # 552 with an enhanced code other than 5.3.4 is a quota, say: refused, not too large.
         if message.startswith(b"5.3.4") or (code == 552 and not _ENHANCED.match(message)):
-            return TOO_BIG_HINT
-        return LOGIN_HINT  # the server refuses our sender (or needs a login)
+            return TOO_BIG_HINT, False
+        return LOGIN_HINT, False  # the server refuses our sender (or needs a login)
     if command == "the message" and message.startswith(b"5.3.4"):
-        return TOO_BIG_HINT  # (552 alone there is also one reader's full mailbox, 5.2.2)
+        return TOO_BIG_HINT, False  # (552 alone there is also one reader's full mailbox, 5.2.2)
     # Any other 5xx to RCPT or to the message concerns that one message: failing the
     # session for it would stop every rerun at the same reader.
-    return None
+    return None, False
 
 
 def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool]:
@@ -131,14 +140,14 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
     A refusal of the session (``_session_hint``) stops the send; otherwise 4xx is
     temporary (421: the server is closing the connection) and 5xx this reader's.
     """
-    hint = _session_hint(code, message, command)
+    reply = reply_text(code, message)
+    hint, ambiguous = _session_hint(code, message, command)
     if hint is not None:
-        return SessionRefused(
-            f"the server refused the send at {command}: {reply_text(code, message)}", hint=hint
-        ), True
+        refused = f"the server refused the send at {command}: {reply}"
+        return SessionRefused(refused, hint=hint, reply=reply, ambiguous=ambiguous), True
     if 400 <= code < 500:
-        return TemporaryFailure(reply_text(code, message)), code == 421
-    return PermanentFailure(reply_text(code, message), command=command), False
+        return TemporaryFailure(reply), code == 421
+    return PermanentFailure(reply, command=command), False
 
 
 def alike_key(reply: str, address: str) -> str | None:

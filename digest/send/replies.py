@@ -42,7 +42,17 @@ class Suppressed(Exception):
 
 
 class SessionRefused(SendError):
-    """A reply about the session, not the recipient (login required, sender refused)."""
+    """A reply about the session, not the recipient (login required, sender refused).
+
+    *reply* is the server's (code and text). *ambiguous*: a refusal given at RCPT that
+    reads as the sender's but may be one reader's (a Postfix restriction class for that
+    recipient): the send loop takes it as the session's only the first time (``loop``).
+    """
+
+    def __init__(self, message: str, *, hint: str = "", reply: str = "", ambiguous: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.reply = reply
+        self.ambiguous = ambiguous
 
 
 def reply_text(code: int, message: bytes | str) -> str:

@@ -14,7 +14,6 @@ and costs little beyond itself.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import signal
 import threading
@@ -27,12 +26,12 @@ from ..errors import SendError
 from ..message import MessageTemplate, Recipient
 from ..subscribers import key_hash
 from .journal import Delivery, Journal, JournalError
+from .lane import Lane
 from .options import Options, RateLimit, Stats
 from .recipients import address_key, envelope_address
 from .refusals import alike_key
-from .replies import SessionRefused
 from .sendlog import FOLD_SECONDS
-from .transport import PermanentFailure, TemporaryFailure, Uncertain
+from .transport import PermanentFailure
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class SendLoop:
         self._scheduled = False
         self._last_id = 0
         self._exhausted = False
-        self._lanes: list[_Lane] = []
+        self._lanes: list[Lane] = []
         self._alike: list[Delivery] = []  # the run's first messages refused alike, nothing delivered
         self._alike_key: str | None = None
 
@@ -115,7 +114,7 @@ class SendLoop:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._interrupt)
                 handled.append(sig)
-        self._lanes = [_Lane(self, self.messenger_factory()) for _ in range(self.options.workers)]
+        self._lanes = [Lane(self, self.messenger_factory()) for _ in range(self.options.workers)]
         self.wire = self._lanes[0].wire if self._lanes else False
         reporter = asyncio.create_task(self._report(progress)) if progress else None
         folder = asyncio.create_task(self._fold_while_quiet())
@@ -199,7 +198,7 @@ class SendLoop:
         """Put a delivery taken but never claimed back at the head of the queue."""
         self._due.appendleft(prepared)
 
-    def others_carry_on(self, lane: _Lane) -> bool:
+    def others_carry_on(self, lane: Lane) -> bool:
         """Whether the send can go on without *lane*: another connection is open and has
         delivered (the server takes connections, just not this many)."""
         return any(other is not lane and not other._closing and other.delivered for other in self._lanes)
@@ -337,231 +336,3 @@ class SendLoop:
                     "--retry-failed for the failed ones once the cause is fixed",
                 )
             )
-
-
-def _guarded(step: Callable[..., None]) -> Callable[..., None]:
-    """A lane's step: an error stops the send cleanly instead of leaving the lane hanging.
-
-    asyncio would only log an exception raised in a callback, and the lane would
-    never finish. (A try block costs nothing on CPython 3.11 while nothing is raised.)
-    """
-
-    @functools.wraps(step)
-    def guarded(self: _Lane, *args: object) -> None:
-        try:
-            step(self, *args)
-        except SendError as e:  # the journal cannot be read or written: stop here
-            self.send._stop_with(e)
-            self._finish()
-        except Exception as e:  # noqa: BLE001 - a bug must not leave the others running blind
-            self._crash(e)
-
-    return guarded
-
-
-class _Lane:
-    """One connection's deliveries, one after another, each step a callback.
-
-    take -> (rate limit) -> attempt -> messenger ready -> personalise, claim (record of
-    'sending' with the suppression check) -> transmit -> outcome -> take. 'sending' is
-    recorded before anything of the message is written: a message never goes out
-    that the journal has not recorded as in flight, and one refused at the claim
-    leaves the session clean.
-    """
-
-    def __init__(self, send: SendLoop, messenger) -> None:
-        self.send = send
-        self.messenger = messenger
-        self.wire = getattr(messenger, "wire", False)
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._closing = False
-        self._sleep: asyncio.TimerHandle | None = None
-        self.delivery: Delivery | None = None
-        self.prepared: Prepared | None = None
-        self.data = b""
-        self.delivered = 0  # messages this lane's connections delivered
-
-    @_guarded
-    def take(self) -> None:
-        """Start the next due delivery, or finish."""
-        send = self.send
-        if send.stop.is_set():
-            self._finish()
-            return
-        prepared = self.prepared = send.next_delivery()
-        if prepared is None:
-            self._finish()
-            return
-        self.delivery = prepared.delivery
-        self.attempt = 0
-        self.delay = send.options.backoff
-        self._attempt()
-
-    def _attempt(self) -> None:
-        wait = self.send._rate.reserve()
-        if wait > 0:
-            self._sleep = asyncio.get_running_loop().call_later(wait, self._go)
-        else:
-            self._go()
-
-    def wake(self) -> None:
-        """Cut a wait short (the send is stopping)."""
-        if self._sleep is not None:
-            self._sleep.cancel()
-            self._sleep = None
-            self._go()
-
-    @_guarded
-    def _go(self) -> None:
-        self._sleep = None
-        if self.send.stop.is_set():  # nothing of this message was claimed: it stays due
-            if self.attempt:
-                self.send.count("deferred", "stopped before the retry")
-            self._finish()
-            return
-        self.messenger.ready(self._ready)
-
-    @_guarded
-    def _ready(self, error: Exception | None) -> None:
-        if error is not None:
-            # A lane that never got a connection while others deliver is one more than the
-            # server takes; one that delivered before is retried (a renewal may race the
-            # server's count of the connection it just closed).
-            if isinstance(error, TemporaryFailure) and not self.delivered and self.send.others_carry_on(self):
-                self._retire(error)
-                return
-            self._outcome(error)
-            return
-        send = self.send
-        if send.fatal:  # the send stopped while this connection was opening: claim nothing
-            self._finish()
-            return
-        prepared = self.prepared
-        try:
-            self.messenger.check_envelope(prepared.sender, prepared.to)
-        except PermanentFailure as e:
-            self._outcome(e)
-            return
-        if prepared.error is not None:
-            self._outcome(PermanentFailure(f"cannot be written as a message: {prepared.error}"))
-            return
-        self.data = send.template.assemble(prepared.pieces)
-        check_size = getattr(self.messenger, "check_size", None)
-        if check_size is not None:  # larger than the server takes: stops the send (SendError)
-            check_size(self.data)
-        send.record(self.delivery.id, "sending", None, claim=prepared.hashed, then=self._claimed)
-
-    @_guarded
-    def _claimed(self, refused: set[int] | SendError) -> None:
-        if isinstance(refused, SendError):  # the journal failed: nothing goes out
-            self._finish()
-            return
-        if self.delivery.id in refused:  # unsubscribed while the send ran: recorded so
-            self.data = b""
-            self.send.stats.suppressed += 1
-            self.take()
-            return
-        data, self.data = self.data, b""
-        self.messenger.transmit(self.prepared.sender, self.prepared.to, data, self._outcome)
-
-    @_guarded
-    def _outcome(self, result: object) -> None:
-        """Record what became of the message; go on to the next (or retry, or stop)."""
-        send = self.send
-        delivery = self.delivery
-        if isinstance(result, str):  # accepted: 'sent' in the next group commit
-            send.record(delivery.id, "sent", result)
-            send.count("sent")
-            self.delivered += 1
-            self.take()
-            return
-        loop = asyncio.get_running_loop()
-        if (
-            isinstance(result, SessionRefused)
-            and result.ambiguous
-            and (send.stats.sent or delivery.state in ("deferred", "failed"))
-        ):
-            # Refused at RCPT in words of the sender's, but this run got others through, or
-            # this reader was refused so before (set aside below): the reader's own refusal.
-            code = int(result.reply[:3]) if result.reply[:3].isdigit() else 550
-            result = (
-                PermanentFailure(result.reply, command="RCPT")
-                if code >= 500
-                else TemporaryFailure(result.reply)
-            )
-        if isinstance(result, TemporaryFailure):
-            reply = str(result)
-            send.record(delivery.id, "deferred", reply)
-            if self.attempt < send.options.retries and not send.stop.is_set():
-                log.info("%s: %s; retrying in %.1fs", delivery.recipient.email, reply, self.delay)
-                self.attempt += 1
-                self._sleep = loop.call_later(self.delay, self._attempt)
-                self.delay *= 2
-                return
-            send.count("deferred", reply)
-        elif isinstance(result, Uncertain):  # never retried: the server may have it
-            send.record(delivery.id, "sending", str(result))
-            send.count("uncertain", str(result))
-        elif isinstance(result, PermanentFailure):
-            if send.message_refused(delivery, result):
-                self._finish()
-                return
-        elif isinstance(result, SendError):
-            if isinstance(result, SessionRefused) and result.ambiguous and delivery.state != "sending":
-                # Set aside: due again, and if refused so again, it is the reader's own.
-                send.record(delivery.id, "deferred", result.reply)
-                send.count("deferred", result.reply)
-            elif not isinstance(result, JournalError):
-                # Nothing was accepted this time: the delivery keeps the state it had
-                # (due again for pending and deferred; uncertain and failed stay so).
-                before = delivery.state if delivery.state in ("sending", "failed", "deferred") else "pending"
-                if before != "sending":  # an uncertain one keeps its state and its reason
-                    send.record(delivery.id, before, None)
-            send._stop_with(result)
-            self._finish()
-            return
-        else:
-            raise result if isinstance(result, BaseException) else TypeError(repr(result))
-        loop.call_soon(self.take)  # not deeper: failures can come one after another
-
-    def _retire(self, error: TemporaryFailure) -> None:
-        """One connection more than the server takes (421 Too many connections, say) while
-        others send: go on with those. This reader was not claimed: the next lane takes it,
-        and it keeps its retries for its own failures."""
-        send = self.send
-        send.give_back(self.prepared)
-        self.prepared = None
-        alive = sum(not lane._closing for lane in send._lanes) - 1
-        log.info("a connection could not be opened (%s); going on with %d", error, alive)
-        if send.notice is not None:
-            send.notice(
-                f"Note: the server refused one more connection ({error}); going on with {alive}"
-                f" (--workers {alive} avoids this)"
-            )
-        self._finish()
-
-    def _crash(self, error: BaseException) -> None:
-        log.error("send lane failed", exc_info=error)
-        self.send._stop_with(
-            SendError(
-                f"the send stopped on an unexpected error: {error!r}",
-                hint="run the same command again to resume; 'digest status' shows where it stands",
-            )
-        )
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-
-        async def close() -> None:
-            try:
-                await self.messenger.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("closing the connection failed", exc_info=True)
-            finally:
-                if not self.finished.done():
-                    self.finished.set_result(None)
-
-        self.closing = asyncio.ensure_future(close())  # referenced until the send ends

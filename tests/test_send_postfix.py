@@ -83,38 +83,11 @@ def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
             probe.starttls(context=ssl.create_default_context(cafile=str(ca_file)))
             probe.ehlo()
             assert {"pipelining", "smtputf8"} <= set(probe.esmtp_features)
-        (project / ".env").write_text(
-            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\n"
-            f"DIGEST_SMTP_SECURITY=starttls\nDIGEST_SMTP_CAFILE={ca_file}\n"
-            f"DIGEST_SECRET={SECRET}\n"
-        )
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "digest",
-                "send",
-                EXAMPLE,
-                "--list",
-                str(tmp_path / "list.csv"),
-                "--yes",
-                "--workers",
-                "4",
-            ],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        env = _env(relay.port, "starttls") + f"DIGEST_SMTP_CAFILE={ca_file}\n"
+        result = _send(project, tmp_path, env, "--workers", "4")
         assert result.returncode == 0, result.stdout + result.stderr + relay.log_text()[-2000:]
         assert result.stdout.splitlines()[-1].startswith(f"{N} sent, 0 failed, 0 deferred")
-        deadline = time.monotonic() + 180
-        while len(sink.recorder.received) < N and time.monotonic() < deadline:
-            time.sleep(0.2)
-        relay.wait_until_empty()
-        time.sleep(0.5)  # nothing more arrives
-        log = relay.log_text()
-        got = sink.recorder.by_recipient()
+        log, got = _delivered(sink, relay, N, timeout=180)
     assert "TLS connection established from" in log
     assert "improper command pipelining" not in log
     assert sorted(got) == [f"reader{i:04d}@example.com" for i in range(N)]
@@ -132,6 +105,25 @@ def test_send_through_a_local_postfix(project: Path, tmp_path: Path) -> None:
             _only_personal_lines_differ(exported[kind], parts[kind], address)
         token = message["List-Unsubscribe"].split(",")[0].strip(" <>").rsplit("token=", 1)[1]
         assert verify_unsubscribe_token(SECRET, LIST_ID, address, token)
+
+
+def _delivered(sink: Server, relay, n: int, timeout: float = 60) -> tuple[str, dict]:
+    """Wait until the sink behind Postfix has *n* messages and Postfix's queue is empty;
+    return Postfix's log and the sink's messages by recipient."""
+    deadline = time.monotonic() + timeout
+    while len(sink.recorder.received) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    relay.wait_until_empty()
+    time.sleep(0.5)  # nothing more arrives
+    return relay.log_text(), sink.recorder.by_recipient()
+
+
+def _env(port: int, security: str = "none") -> str:
+    """A .env for a send through the private Postfix at *port*."""
+    return (
+        f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={port}\nDIGEST_SMTP_SECURITY={security}\n"
+        f"DIGEST_SECRET={SECRET}\n"
+    )
 
 
 def _nobody_failed(status: str, n: int) -> None:
@@ -194,10 +186,7 @@ def test_a_login_through_postfix_checked_by_dovecot(project: Path, tmp_path: Pat
             tmp_path, relay=("127.0.0.1", sink.port), tls=(chain, chain), extra_main_cf=sasl
         ) as relay,
     ):
-        base = (
-            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\n"
-            f"DIGEST_SMTP_SECURITY=starttls\nDIGEST_SMTP_CAFILE={ca_file}\nDIGEST_SECRET={SECRET}\n"
-        )
+        base = _env(relay.port, "starttls") + f"DIGEST_SMTP_CAFILE={ca_file}\n"
         anonymous = _send(project, tmp_path, base)
         assert anonymous.returncode == 3, anonymous.stdout + anonymous.stderr
         assert "the server refused the send at RCPT: 554 5.7.1" in anonymous.stderr
@@ -227,13 +216,7 @@ def test_a_login_through_postfix_checked_by_dovecot(project: Path, tmp_path: Pat
         )
         assert right.returncode == 0, right.stdout + right.stderr + relay.log_text()[-2000:]
         assert right.stdout.splitlines()[-1].startswith(f"{n} sent, 0 failed, 0 deferred")
-        deadline = time.monotonic() + 120
-        while len(sink.recorder.received) < n and time.monotonic() < deadline:
-            time.sleep(0.2)
-        relay.wait_until_empty()
-        time.sleep(0.5)  # nothing more arrives
-        log = relay.log_text()
-        got = sink.recorder.by_recipient()
+        log, got = _delivered(sink, relay, n, timeout=120)
     assert f"sasl_method=PLAIN, sasl_username={dovecot.user}" in log
     assert "Relay access denied" in log  # the refusal came from Postfix itself
     assert sorted(got) == [f"reader{i:02d}@example.com" for i in range(n)]
@@ -253,10 +236,7 @@ def test_an_issue_larger_than_postfixs_message_size_limit(project: Path, tmp_pat
             tmp_path, relay=("127.0.0.1", sink.port), extra_main_cf={"message_size_limit": "10000"}
         ) as relay,
     ):
-        env = (
-            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
-            f"DIGEST_SECRET={SECRET}\n"
-        )
+        env = _env(relay.port)
         small = _send(project, tmp_path, env)
         assert small.returncode == 3, small.stdout + small.stderr
         assert re.search(
@@ -288,10 +268,7 @@ def test_more_workers_than_postfix_takes_connections(project: Path, tmp_path: Pa
         Server() as sink,
         start_postfix(tmp_path, relay=("127.0.0.1", sink.port), extra_main_cf=limit) as relay,
     ):
-        env = (
-            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
-            f"DIGEST_SECRET={SECRET}\n"
-        )
+        env = _env(relay.port)
         result = _send(project, tmp_path, env, "--workers", "4", "--retry-delay", "0.1", "--retries", "6")
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.splitlines()[-1].startswith(f"{n} sent, 0 failed, 0 deferred")
@@ -333,10 +310,7 @@ def test_postfix_refusing_the_sender_stops_with_nobody_failed(
             tmp_path, relay=("127.0.0.1", sink.port), tls=(chain, chain), extra_main_cf=settings
         ) as relay,
     ):
-        env = (
-            f"DIGEST_SMTP_HOST=127.0.0.1\nDIGEST_SMTP_PORT={relay.port}\nDIGEST_SMTP_SECURITY=none\n"
-            f"DIGEST_SECRET={SECRET}\n"
-        )
+        env = _env(relay.port)
         result = _send(project, tmp_path, env)
         log = relay.log_text()
     assert result.returncode == 3, result.stdout + result.stderr + log[-2000:]

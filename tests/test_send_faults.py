@@ -447,13 +447,13 @@ def test_a_refusal_to_relay_stops_with_nobody_failed(
     first = _send(runner, "--list", str(path), "--yes", "--workers", "1")
     assert first.exit_code == 3, first.output
     assert (
-        f"Error: the server refused the send at RCPT: {code} <reader00000@example.com>: Relay access denied"
+        f"Error: the server refused the send at RCPT: {code} <reader00002@example.com>: Relay access denied"
     ) in first.stderr
     assert "hint: nobody was marked failed; the server does not pass mail on for this connection" in (
         first.stderr
     )
-    # The reader refused is set aside (due again; refused again, its own refusal).
-    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 1 deferred, 4 pending")
+    # The readers refused are set aside (due again), 3 of them before the send stops.
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 3 deferred, 2 pending")
     server.recorder.faults.clear()  # the login is set, or this machine may relay
     second = _send(runner, "--list", str(path), "--yes")
     assert second.exit_code == 0, second.output
@@ -538,10 +538,11 @@ def test_the_message_refused_alike_for_the_first_readers_stops_with_nobody_faile
     first = _send(runner, "--list", str(path), "--yes", "--workers", "2")
     assert first.exit_code == 3, first.output
     assert (
-        "Error: the server refused the message itself, alike for the first 3 readers: "
+        "Error: the server refused the message itself, alike for 3 readers and none delivered: "
         "550 5.7.1 newsletters are not allowed here"
     ) in first.stderr
     assert "hint: it refuses the issue, not the readers" in first.stderr
+    assert "they were set aside, not failed" in first.stderr
     status = _status(runner)  # set aside: the 3, and any in flight on the other connection
     assert re.match(rf"{EXAMPLE}: 0 sent, 0 failed, ([34]) deferred, ([45]) pending", status), status
     assert "deferred  reader00000@example.com: 550 5.7.1 newsletters are not allowed here" in status
@@ -581,26 +582,62 @@ def test_a_message_refused_after_others_were_delivered_fails_that_reader(
 
 
 @pytest.mark.parametrize("refused", [0, 2], ids=["first-reader", "later-reader"])
-def test_a_sender_refusal_for_one_reader_only_is_that_readers_at_the_latest_on_the_rerun(
+def test_a_sender_refusal_for_one_reader_only_is_that_readers(
     piped: Server, runner: CliRunner, tmp_path: Path, refused: int
 ) -> None:
     """Postfix's restriction class for one recipient ('Sender address rejected: bulk mail not
-    accepted for this mailbox', given at RCPT): after others got through it is that reader's;
-    as the run's first refusal it stops the send once, the reader set aside, and the rerun
-    takes it as the reader's own. The list never stalls."""
+    accepted for this mailbox', given at RCPT): set aside while nothing is delivered, then,
+    as the next reader gets through, that reader's own refusal. One run completes the list."""
     path = _list(tmp_path, 5)
     address = f"reader{refused:05d}@example.com"
     refusal = "554 5.7.1 <bounces@worlddigest.example.org>: Sender address rejected: bulk mail not accepted"
     piped.recorder.faults[address] = [refusal]
-    first = _send(runner, "--list", str(path), "--yes", "--workers", "1")
-    if refused == 0:
-        assert first.exit_code == 3, first.output
-        assert "Sender address rejected" in first.stderr and "bounce_address" in first.stderr
-        assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 1 deferred, 4 pending")
-        first = _send(runner, "--list", str(path), "--yes", "--workers", "1")
-    assert first.exit_code == 0, first.output
-    assert first.stdout.splitlines()[-2].startswith("4 sent, 1 failed")
+    result = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2].startswith("4 sent, 1 failed")
     assert f"failed    {address}: 554 5.7.1" in _status(runner)
+
+
+def test_a_refusal_of_the_sender_left_unfixed_fails_nobody_however_often_the_send_is_run(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """Every reader refused in the sender's words: each run sets 3 aside and stops; nobody is
+    ever failed, and once the cause is fixed the same command sends everyone once."""
+    n = 8
+    path = _list(tmp_path, n)
+    for i in range(n):
+        piped.recorder.faults[f"reader{i:05d}@example.com"] = [
+            "554 5.7.1 <bounces@worlddigest.example.org>: Sender address rejected: Access denied"
+        ]
+    for _ in range(4):
+        run = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+        assert run.exit_code == 3, run.output
+        assert re.match(rf"{EXAMPLE}: 0 sent, 0 failed, \d+ deferred", _status(runner))
+    piped.recorder.faults.clear()
+    done = _send(runner, "--list", str(path), "--yes")
+    assert done.exit_code == 0, done.output
+    _exactly_once(piped, n)
+
+
+def test_readers_set_aside_come_after_those_never_tried_so_their_own_refusals_fail_them(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """The first 3 readers refused alike at the end of the message for their own reason (a
+    per-recipient header check whose text names nobody): the first run sets them aside and
+    stops; the next takes the readers never tried first, they get through, and the 3 refused
+    again are failed as their own. No stall at the head of the list."""
+    n = 8
+    path = _list(tmp_path, n)
+    for i in range(3):
+        piped.recorder.data_faults[f"reader{i:05d}@example.com"] = "550 5.7.1 mailbox closed"
+    first = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert first.exit_code == 3, first.output
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 3 deferred, 5 pending")
+    second = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert second.exit_code == 0, second.output
+    assert second.stdout.splitlines()[-2].startswith("5 sent, 3 failed")
+    order = [r.recipient for r in piped.recorder.received]
+    assert order == [f"reader{i:05d}@example.com" for i in range(3, n)]  # never tried, first
 
 
 def test_a_policy_refusal_of_one_message_fails_that_reader_only(

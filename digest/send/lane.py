@@ -161,13 +161,12 @@ class Lane:
             self.take()
             return
         loop = asyncio.get_running_loop()
-        if (
-            isinstance(result, SessionRefused)
-            and result.ambiguous
-            and (send.stats.sent or delivery.state in ("deferred", "failed"))
-        ):
-            # Refused at RCPT in words of the sender's, but this run got others through, or
-            # this reader was refused so before (set aside below): the reader's own refusal.
+        if isinstance(result, SessionRefused) and result.ambiguous and delivery.state != "sending":
+            if not send.stats.sent:  # refused as everyone might be: set aside (aside.py)
+                send.session_refused(delivery, result)
+                loop.call_soon(self.take)
+                return
+            # This run got others through: the reader's own refusal.
             code = int(result.reply[:3]) if result.reply[:3].isdigit() else 550
             result = (
                 PermanentFailure(result.reply, command="RCPT")
@@ -188,15 +187,9 @@ class Lane:
             send.record(delivery.id, "sending", str(result))
             send.count("uncertain", str(result))
         elif isinstance(result, PermanentFailure):
-            if send.message_refused(delivery, result):
-                self._finish()
-                return
+            send.message_refused(delivery, result)
         elif isinstance(result, SendError):
-            if isinstance(result, SessionRefused) and result.ambiguous and delivery.state != "sending":
-                # Set aside: due again, and if refused so again, it is the reader's own.
-                send.record(delivery.id, "deferred", result.reply)
-                send.count("deferred", result.reply)
-            elif not isinstance(result, JournalError):
+            if not isinstance(result, JournalError):
                 # Nothing was accepted this time: the delivery keeps the state it had
                 # (due again for pending and deferred; uncertain and failed stay so).
                 before = delivery.state if delivery.state in ("sending", "failed", "deferred") else "pending"

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from email.utils import parseaddr
@@ -25,18 +26,19 @@ from typing import NamedTuple
 from ..errors import SendError
 from ..message import MessageTemplate, Recipient
 from ..subscribers import key_hash
+from .aside import SetAside
 from .journal import Delivery, Journal, JournalError
 from .lane import Lane
 from .options import Options, RateLimit, Stats
 from .recipients import address_key, envelope_address
 from .refusals import alike_key
+from .replies import SessionRefused
 from .sendlog import FOLD_SECONDS
 from .transport import PermanentFailure
 
 log = logging.getLogger(__name__)
 
 BATCH = 512  # deliveries read from the journal at a time
-ALIKE = 3  # the first readers of a run whose messages are refused alike: the issue's refusal
 
 
 class Prepared(NamedTuple):
@@ -89,8 +91,9 @@ class SendLoop:
         self._last_id = 0
         self._exhausted = False
         self._lanes: list[Lane] = []
-        self._alike: list[Delivery] = []  # the run's first messages refused alike, nothing delivered
-        self._alike_key: str | None = None
+        self.aside = SetAside(self.record, self.stats)  # readers refused as everyone might be
+        self._phases = _phases(self._states)  # never-tried readers first
+        self._started = 0.0
 
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Send every due delivery; return the counts.
@@ -100,6 +103,7 @@ class SendLoop:
         """
         counts = self.journal.counts(self.issue)
         self.stats.total = sum(counts[s] for s in self._states)
+        self._started = time.time()
         asyncio.run(self._run(progress))
         if self.fatal:
             raise self.fatal
@@ -185,11 +189,16 @@ class SendLoop:
 
     def next_delivery(self) -> Prepared | None:
         """Return the next due delivery, prepared: the journal is read a batch at a time."""
-        if not self._due and not self._exhausted:
-            batch = self.journal.due(self.issue, self._states, self._last_id, BATCH)
+        while not self._due and not self._exhausted:
+            states, *later = self._phases
+            # A later phase leaves out what this run touched (deferred here, say).
+            touched_before = self._started if len(self._phases) < len(_phases(self._states)) else None
+            batch = self.journal.due(self.issue, states, self._last_id, BATCH, touched_before)
             if batch:
                 self._last_id = batch[-1].id
                 self._due.extend([self._prepare(d) for d in batch])
+            elif later:
+                self._phases, self._last_id = later, 0
             else:
                 self._exhausted = True
         return self._due.popleft() if self._due else None
@@ -278,54 +287,40 @@ class SendLoop:
         for callback in then:  # each lane guards its own callback: one cannot stop the others
             callback(outcome)
 
-    def message_refused(self, delivery: Delivery, failure: PermanentFailure) -> bool:
-        """Record a refusal for good; return True if it stopped the send as the issue's.
-
-        The first ALIKE readers of a run refused alike at the end of their message, never
-        tried before, with nothing delivered yet, are refused for the message: a header
-        or body check, a milter, the same for every reader. They are set aside (deferred,
-        with the reply: due again) and the send stops with the reply, instead of failing
-        reader after reader until 20 in a row stop it. Refused again in a later run,
-        they fail as their own (a per-recipient check that happened to come first).
-        """
+    def message_refused(self, delivery: Delivery, failure: PermanentFailure) -> None:
+        """Record a refusal for good, or set the reader aside (``aside``): a refusal of the
+        end of the message in words that name no reader, while nothing was delivered."""
         reply = str(failure)
         key = None
-        if failure.command == "the message" and not self.stats.sent and delivery.state == "pending":
+        if failure.command == "the message" and not self.stats.sent and delivery.state != "sending":
             key = alike_key(reply, delivery.recipient.email)
         if key is None:
             self.record(delivery.id, "failed", reply)
             self.count("failed", reply)
-            return False
-        if key != self._alike_key:
-            self._alike_key, self._alike = key, []
-        self._alike.append(delivery)
-        if len(self._alike) < ALIKE:
-            self.record(delivery.id, "failed", reply)
-            self.count("failed", reply)
-            return False
-        if len(self._alike) > ALIKE:  # one more in flight as the send stopped: set aside too
-            self.record(delivery.id, "deferred", reply)
-            self.stats.deferred += 1
-            return True
-        for earlier in self._alike:  # set aside: due again; refused again, their own (not pending)
-            self.record(earlier.id, "deferred", reply)
-        self.stats.failed -= ALIKE - 1
-        self.stats.deferred += ALIKE
-        self._stop_with(
-            SendError(
-                f"the server refused the message itself, alike for the first {len(self._alike)} "
-                f"readers: {reply}",
-                hint="it refuses the issue, not the readers (Postfix: header_checks, body_checks, "
-                "a content filter): nobody was marked failed; change the issue ('digest check') "
-                "or the server's checks, then run the same command again",
+            return
+        if self.aside.refused(delivery.id, reply, ("the message", key)):
+            self._stop_with(
+                SendError(
+                    f"the server refused the message itself, alike for {len(self.aside.readers)} "
+                    f"readers and none delivered: {reply}",
+                    hint="it refuses the issue, not the readers (Postfix: header_checks, body_checks, "
+                    "a content filter): they were set aside, not failed; change the issue ('digest "
+                    "check') or the server's checks, then run the same command again",
+                )
             )
-        )
-        return True
+
+    def session_refused(self, delivery: Delivery, refusal: SessionRefused) -> None:
+        """Set aside a reader refused at RCPT in the sender's words while nothing was
+        delivered (``aside``); ALIKE of them stop the send with the refusal."""
+        if self.aside.refused(delivery.id, refusal.reply, ("RCPT", refusal.hint)):
+            self._stop_with(refusal)
 
     def count(self, outcome: str, reply: str = "") -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if outcome == "sent":
             self._in_a_row = 0
+            if self.aside.readers:  # the readers set aside were refused for their own reasons
+                self.aside.resolve()
             return
         self._in_a_row += 1
         if self._in_a_row >= self.options.max_failures_in_a_row and not self.fatal:
@@ -336,3 +331,11 @@ class SendLoop:
                     "--retry-failed for the failed ones once the cause is fixed",
                 )
             )
+
+
+def _phases(states: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The due states in the order a run takes them: readers never tried first, then those
+    deferred, failed or uncertain before (a reader refused for its own reason, set aside
+    by an earlier run, does not come first again)."""
+    rest = tuple(s for s in states if s != "pending")
+    return [("pending",), rest] if "pending" in states and rest else [states]

@@ -640,6 +640,41 @@ def test_readers_set_aside_come_after_those_never_tried_so_their_own_refusals_fa
     assert order == [f"reader{i:05d}@example.com" for i in range(3, n)]  # never tried, first
 
 
+def test_refusals_of_the_issue_that_differ_only_by_an_id_are_alike(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """amavisd-new behind Postfix: '554 5.7.0 Reject, id=12345-01 - SPAM', a new id each time.
+    The ids do not make the refusals differ: the send stops with nobody failed."""
+    n = 12
+    path = _list(tmp_path, n)
+    for i in range(n):
+        piped.recorder.data_faults[f"reader{i:05d}@example.com"] = (
+            f"554 5.7.0 Reject, id={4000 + i}-0{i % 3} - SPAM"
+        )
+    result = _send(runner, "--list", str(path), "--yes", "--workers", "1")
+    assert result.exit_code == 3, result.output
+    assert "the server refused the message itself, alike for 3 readers" in result.stderr
+    assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 3 deferred, {n - 3} pending")
+
+
+def test_an_uncertain_reader_refused_in_the_senders_words_stays_uncertain(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """--resend-uncertain, and the server refuses that reader at RCPT in the sender's words:
+    it may still have the first copy, so it stays uncertain, with the reply; nothing stops."""
+    path = _list(tmp_path, 3)
+    piped.recorder.drop_in_data.add("reader00001@example.com")
+    assert _send(runner, "--list", str(path), "--yes", "--workers", "1").exit_code == 4
+    piped.recorder.faults["reader00001@example.com"] = [
+        "554 5.7.1 <bounces@worlddigest.example.org>: Sender address rejected: Access denied"
+    ]
+    again = _send(runner, "--list", str(path), "--yes", "--resend-uncertain")
+    assert again.exit_code == 4, again.output
+    status = _status(runner)
+    assert status.startswith(f"{EXAMPLE}: 2 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain")
+    assert "Sender address rejected" in status
+
+
 def test_a_policy_refusal_of_one_message_fails_that_reader_only(
     server: Server, runner: CliRunner, tmp_path: Path
 ) -> None:

@@ -51,7 +51,7 @@ class Journal:
         pass
 
     @journal_module._reads  # as the real journal's: a failed read is a JournalError
-    def due(self, issue, states, after, limit, touched_before=None):
+    def due(self, issue, states, after, limit):
         if not self.left and self.then_fail:
             raise sqlite3.OperationalError("database is locked")
         out, self.left = self.left[: self.together], self.left[self.together :]

@@ -309,16 +309,8 @@ class Journal:
         return cancelled
 
     @_reads
-    def due(
-        self,
-        issue: str,
-        states: tuple[str, ...],
-        after_id: int,
-        limit: int,
-        touched_before: float | None = None,
-    ) -> list[Delivery]:
-        """Return the next deliveries in *states*, by id (with *touched_before*, only those
-        last changed before that time).
+    def due(self, issue: str, states: tuple[str, ...], after_id: int, limit: int) -> list[Delivery]:
+        """Return the next deliveries in *states*, by id.
 
         Suppressed addresses are not filtered here: ``record`` checks each message's
         address when it records it 'sending', right before it goes out.
@@ -326,12 +318,10 @@ class Journal:
         marks = ",".join("?" * len(states))
         with self._lock:
             self._fold()
-            touched = "" if touched_before is None else "AND updated_at < ? "
-            before = () if touched_before is None else (touched_before,)
             rows = self._db.execute(
                 f"SELECT id, email, fields, state, email_key FROM deliveries WHERE issue = ? "
-                f"AND state IN ({marks}) AND id > ? {touched}ORDER BY id LIMIT ?",
-                (issue, *states, after_id, *before, limit),
+                f"AND state IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
+                (issue, *states, after_id, limit),
             ).fetchall()
             key_hash = subscribers.key_hash
             batch = [Delivery(i, Recipient(e, json.loads(f)), s, k, key_hash(k)) for i, e, f, s, k in rows]

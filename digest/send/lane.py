@@ -161,12 +161,17 @@ class Lane:
             self.take()
             return
         loop = asyncio.get_running_loop()
-        if isinstance(result, SessionRefused) and result.ambiguous and delivery.state != "sending":
-            if not send.stats.sent:  # refused as everyone might be: set aside (aside.py)
+        if isinstance(result, SessionRefused) and result.ambiguous:
+            if delivery.state == "sending":  # uncertain before: it stays so, with this reply
+                send.record(delivery.id, "sending", result.reply)
+                send.count("uncertain", result.reply)
+                loop.call_soon(self.take)
+                return
+            if not send.delivered:  # refused as everyone might be: set aside (aside.py)
                 send.session_refused(delivery, result)
                 loop.call_soon(self.take)
                 return
-            # This run got others through: the reader's own refusal.
+            # The send got others through: the reader's own refusal.
             code = int(result.reply[:3]) if result.reply[:3].isdigit() else 550
             result = (
                 PermanentFailure(result.reply, command="RCPT")

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import signal
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from email.utils import parseaddr
@@ -91,9 +90,10 @@ class SendLoop:
         self._last_id = 0
         self._exhausted = False
         self._lanes: list[Lane] = []
-        self.aside = SetAside(self.record, self.stats)  # readers refused as everyone might be
+        self.aside = SetAside(self.record, self.stats, self.count)  # refused as everyone might be
         self._phases = _phases(self._states)  # never-tried readers first
-        self._started = 0.0
+        self._touched: set[int] = set()  # the readers this run took
+        self._delivered_before = False
 
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
         """Send every due delivery; return the counts.
@@ -103,7 +103,7 @@ class SendLoop:
         """
         counts = self.journal.counts(self.issue)
         self.stats.total = sum(counts[s] for s in self._states)
-        self._started = time.time()
+        self._delivered_before = counts.get("sent", 0) > 0
         asyncio.run(self._run(progress))
         if self.fatal:
             raise self.fatal
@@ -191,12 +191,12 @@ class SendLoop:
         """Return the next due delivery, prepared: the journal is read a batch at a time."""
         while not self._due and not self._exhausted:
             states, *later = self._phases
-            # A later phase leaves out what this run touched (deferred here, say).
-            touched_before = self._started if len(self._phases) < len(_phases(self._states)) else None
-            batch = self.journal.due(self.issue, states, self._last_id, BATCH, touched_before)
+            batch = self.journal.due(self.issue, states, self._last_id, BATCH)
             if batch:
                 self._last_id = batch[-1].id
-                self._due.extend([self._prepare(d) for d in batch])
+                # A later phase leaves out what this run already took (deferred here, say).
+                touched = self._touched
+                self._due.extend([self._prepare(d) for d in batch if d.id not in touched])
             elif later:
                 self._phases, self._last_id = later, 0
             else:
@@ -251,6 +251,9 @@ class SendLoop:
         with the ids refused as suppressed, or with the journal's error.
         """
         self._entries.append((delivery_id, state, reply))
+        # Every reader this run took: a later phase must not take one again, even one whose
+        # 'sent' is still on its way to the journal (an int each: about 70 bytes a reader).
+        self._touched.add(delivery_id)
         if claim is not None:
             self._claims[delivery_id] = claim
         if then is not None:
@@ -292,13 +295,13 @@ class SendLoop:
         end of the message in words that name no reader, while nothing was delivered."""
         reply = str(failure)
         key = None
-        if failure.command == "the message" and not self.stats.sent and delivery.state != "sending":
+        if failure.command == "the message" and not self.delivered and delivery.state != "sending":
             key = alike_key(reply, delivery.recipient.email)
         if key is None:
             self.record(delivery.id, "failed", reply)
             self.count("failed", reply)
             return
-        if self.aside.refused(delivery.id, reply, ("the message", key)):
+        if self.aside.refused(delivery.id, delivery.state, reply, ("the message", key)) and not self.fatal:
             self._stop_with(
                 SendError(
                     f"the server refused the message itself, alike for {len(self.aside.readers)} "
@@ -312,14 +315,20 @@ class SendLoop:
     def session_refused(self, delivery: Delivery, refusal: SessionRefused) -> None:
         """Set aside a reader refused at RCPT in the sender's words while nothing was
         delivered (``aside``); ALIKE of them stop the send with the refusal."""
-        if self.aside.refused(delivery.id, refusal.reply, ("RCPT", refusal.hint)):
+        if self.aside.refused(delivery.id, delivery.state, refusal.reply, ("RCPT", refusal.hint)):
             self._stop_with(refusal)
+
+    @property
+    def delivered(self) -> bool:
+        """Whether a message of this send was delivered, in this run or an earlier one: then
+        a refusal that reads as everyone's is its reader's own (``aside``)."""
+        return bool(self.stats.sent) or self._delivered_before
 
     def count(self, outcome: str, reply: str = "") -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if outcome == "sent":
             self._in_a_row = 0
-            if self.aside.readers:  # the readers set aside were refused for their own reasons
+            if self.aside.readers and not self.fatal:  # set aside for their own reasons
                 self.aside.resolve()
             return
         self._in_a_row += 1

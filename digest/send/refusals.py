@@ -160,4 +160,6 @@ def alike_key(reply: str, address: str) -> str | None:
     lowered = text.lower()
     if _READERS_CODE.match(message) or address.lower() in lowered or "recipient address rejected" in lowered:
         return None
-    return f"{code} {' '.join(own_words(message).decode('utf-8', 'replace').split()).lower()}"
+    # Words with a digit are ids (amavisd "id=12345-01", Gmail's trailing id): left out.
+    words = own_words(message).decode("utf-8", "replace").lower().split()
+    return f"{code} {' '.join('#' if any(c.isdigit() for c in w) else w for w in words)}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .options import Stats
+from .replies import reply_code
 
 ALIKE = 3  # readers set aside alike, nothing delivered: the send stops
 
@@ -52,7 +53,7 @@ class SetAside:
         if self.readers and key != self._key:
             self.resolve()
         self._key = key
-        code = int(reply[:3]) if reply[:3].isdigit() else 550
+        code = reply_code(reply)
         kept = "failed" if state == "failed" else "deferred"
         self.readers.append((delivery_id, kept, code, reply))
         self._record(delivery_id, kept, reply)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SendError
 from .journal import Delivery, JournalError
-from .replies import SessionRefused
+from .replies import SessionRefused, reply_code
 from .transport import PermanentFailure, TemporaryFailure, Uncertain
 
 if TYPE_CHECKING:
@@ -172,10 +172,9 @@ class Lane:
                 loop.call_soon(self.take)
                 return
             # The send got others through: the reader's own refusal.
-            code = int(result.reply[:3]) if result.reply[:3].isdigit() else 550
             result = (
                 PermanentFailure(result.reply, command="RCPT")
-                if code >= 500
+                if reply_code(result.reply) >= 500
                 else TemporaryFailure(result.reply)
             )
         if isinstance(result, TemporaryFailure):
@@ -194,12 +193,11 @@ class Lane:
         elif isinstance(result, PermanentFailure):
             send.message_refused(delivery, result)
         elif isinstance(result, SendError):
-            if not isinstance(result, JournalError):
-                # Nothing was accepted this time: the delivery keeps the state it had
-                # (due again for pending and deferred; uncertain and failed stay so).
-                before = delivery.state if delivery.state in ("sending", "failed", "deferred") else "pending"
-                if before != "sending":  # an uncertain one keeps its state and its reason
-                    send.record(delivery.id, before, None)
+            if not isinstance(result, JournalError) and delivery.state != "sending":
+                # Nothing was accepted this time: the delivery keeps the state it had (a due
+                # one is due again, a failed one stays so; an uncertain one keeps its state
+                # and its reason, so nothing is recorded for it).
+                send.record(delivery.id, delivery.state, None)
             send._stop_with(result)
             self._finish()
             return

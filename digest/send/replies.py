@@ -60,6 +60,11 @@ def reply_text(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+def reply_code(reply: str) -> int:
+    """The code of a reply as ``reply_text`` writes it (550 where it has none)."""
+    return int(reply[:3]) if reply[:3].isdigit() else 550
+
+
 class Replies(asyncio.BufferedProtocol):
     """One SMTP connection's reply reader.
 

@@ -253,29 +253,26 @@ class SMTPMessenger(SMTPSession):
             self._abandon()
             conn.after_read(done, failure)
             return
-
-        async def clean_up() -> None:
-            # RSET before the next message, as smtplib does: Postfix keeps the transaction
-            # open after a refusal by smtpd_end_of_data_restrictions, and the next MAIL would
-            # get "503 5.5.1 Error: nested MAIL command".
-            try:
-                await self._reset()
-            finally:
-                done(failure)
-
-        self._cleanup = self._background(clean_up())
+        # RSET before the next message, as smtplib does: Postfix keeps the transaction open
+        # after a refusal by smtpd_end_of_data_restrictions, and the next MAIL would get
+        # "503 5.5.1 Error: nested MAIL command".
+        self._clean_up_then(done, failure, drop=False)
 
     def _refused(self, code: int, message: bytes, command: str, waiting_for_data: bool) -> None:
         """A refused envelope: leave the session clean (or close it), then report."""
         done = self._end()
         failure, drop = failure_of(code, message, command)
+        # A server that waits for a body although it refused part of the envelope (RFC 2920
+        # says it must not): ending it with '.' could deliver an empty message, closing the
+        # connection cannot.
+        self._clean_up_then(done, failure, drop=waiting_for_data or drop)
+
+    def _clean_up_then(self, done: Done, failure: Exception, drop: bool) -> None:
+        """RSET the session (or close it, with *drop*), then report *failure* to *done*."""
 
         async def clean_up() -> None:
             try:
-                if waiting_for_data or drop:
-                    # A server that waits for a body although it refused part of the
-                    # envelope (RFC 2920 says it must not): ending it with '.' could
-                    # deliver an empty message, closing the connection cannot.
+                if drop:
                     await self._drop()
                 else:
                     await self._reset()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from .system import free_port  # noqa: F401 - the tests import it from here too
 
 USER, PASSWORD = "digest", "s3cret-Pa55"
+MAIL_LIMIT_REPLY = "450 4.7.1 Error: too much mail from 127.0.0.1"  # Postfix's words
 
 
 @dataclass
@@ -40,6 +42,11 @@ class Recorder:
     data_faults: dict[str, str] = field(default_factory=dict)  # address -> reply to its message
     pipelining: bool = False
     max_connections: int | None = None  # more at once get '421 too many connections', as Postfix's
+    # At most this many MAILs in a window of this many seconds, counted from the window's
+    # first (Postfix's anvil: smtpd_client_message_rate_limit); more get MAIL_LIMIT_REPLY.
+    mail_limit: tuple[int, float] | None = None
+    mail_window: list[float] = field(default_factory=lambda: [0.0, 0])  # start, MAILs in it
+    throttled: int = 0  # MAILs refused so
     open_connections: int = 0
     rcpt_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections: int = 0
@@ -55,6 +62,8 @@ class Recorder:
         with self.lock:
             self.mail_options.append(list(mail_options))
             reply = self.mail_faults.pop(0) if self.mail_faults else "250 OK"
+            if self.mail_limit is not None and reply.startswith("250"):
+                reply = self._paced()
         if not reply.startswith("250"):
             if reply.startswith("421"):
                 server.transport.close()
@@ -62,6 +71,17 @@ class Recorder:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return reply
+
+    def _paced(self) -> str:
+        limit, seconds = self.mail_limit
+        now = time.monotonic()
+        if now - self.mail_window[0] >= seconds:
+            self.mail_window[:] = [now, 0]
+        if self.mail_window[1] >= limit:
+            self.throttled += 1
+            return MAIL_LIMIT_REPLY
+        self.mail_window[1] += 1
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         # aiosmtpd hands a UTF-8 address over as surrogate escapes of its bytes

@@ -362,3 +362,30 @@ def test_postfix_refusing_the_issue_itself_stops_with_nobody_failed(project: Pat
     )
     _nobody_failed(status.stdout, n)
     assert sink.recorder.received == []
+
+
+def test_postfixs_message_rate_limit_slows_the_send_down(project: Path, tmp_path: Path) -> None:
+    """Postfix takes 10 messages per 2 s from this client (anvil: smtpd_client_message_rate_limit,
+    no exception for loopback) and refuses more with 450 4.7.1 too much mail: the send slows
+    down and gets the whole list through in one run, nobody deferred, once each."""
+    n = 45
+    _write_list(tmp_path, n)
+    limit = {
+        "smtpd_client_message_rate_limit": "10",
+        "anvil_rate_time_unit": "2s",
+        "smtpd_client_event_limit_exceptions": "",
+    }
+    with (
+        Server() as sink,
+        start_postfix(tmp_path, relay=("127.0.0.1", sink.port), extra_main_cf=limit) as relay,
+    ):
+        result = _send(project, tmp_path, _env(relay.port), "--workers", "2", "--retry-delay", "0.25")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[-2].startswith(f"{n} sent, 0 failed, 0 deferred"), result.stdout
+        assert "Note: the server takes mail more slowly than this send gives it (450 4.7.1" in result.stderr
+        assert "too much mail from" in result.stderr
+        assert re.search(r"The server refused messages for the pace \d+ times?", result.stdout)
+        assert "Message delivery request rate limit exceeded" in relay.log_text()
+        log, got = _delivered(sink, relay, n)
+    assert sorted(got) == sorted(f"reader{i}@example.com" for i in range(n))
+    assert all(len(copies) == 1 for copies in got.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from digest.send.refusals import alike_key, failure_of
-from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure
+from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure, Throttled
 
 
 @pytest.mark.parametrize(
@@ -198,3 +198,44 @@ def test_only_refusals_given_at_rcpt_are_ambiguous() -> None:
     relay, _ = failure_of(554, b"5.7.1 <r@x.org>: Relay access denied", "RCPT")
     login, _ = failure_of(530, b"5.7.0 Authentication required", "MAIL")
     assert at_rcpt.ambiguous and relay.ambiguous and not login.ambiguous
+
+
+@pytest.mark.parametrize(
+    "code,reply,command",
+    [
+        (450, b"4.7.1 Error: too much mail from 127.0.0.1", "MAIL"),  # Postfix's anvil
+        (450, b"4.7.1 <r@example.com>: Error: too many recipients from 127.0.0.1", "RCPT"),
+        (454, b"Throttling failure: Maximum sending rate exceeded.", "MAIL"),  # Amazon SES
+        (454, b"Throttling failure: Daily message quota exceeded.", "MAIL"),
+        (421, b"4.7.28 Our system has detected an unusual rate of unsolicited mail", "the message"),
+        (451, b"4.7.500 Server busy. Please try again later from [192.0.2.1]", "MAIL"),  # Exchange
+        (421, b"4.7.0 Rate limit exceeded, slow down", "MAIL"),
+        (450, b"Ratelimit reached for sender, try later", "RCPT"),
+        (451, b"4.3.2 Sending rate for this account exceeded", "DATA"),
+    ],
+)
+def test_a_4xx_for_the_pace_is_throttled(code: int, reply: bytes, command: str) -> None:
+    failure, drop = failure_of(code, reply, command)
+    assert isinstance(failure, Throttled), failure
+    assert drop == (code == 421)
+
+
+@pytest.mark.parametrize(
+    "code,reply",
+    [
+        # The reader's mailbox gets too much (Gmail): X.2.1 is the reader's.
+        (
+            450,
+            b"4.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+            b"additional messages from being delivered",
+        ),
+        (451, b"4.7.1 Greylisted, too many messages from a new sender, try again later"),
+        (451, b"4.3.0 Local error in processing"),
+        (452, b"4.2.2 Mailbox full, quota exceeded"),
+        (450, b"4.1.1 <rate-limit@example.com>: Recipient address rejected: try again"),
+        (550, b"5.7.1 Daily sending rate exceeded"),  # 5xx: never a pause
+    ],
+)
+def test_other_replies_are_not_throttled(code: int, reply: bytes) -> None:
+    failure, _ = failure_of(code, reply, "RCPT")
+    assert not isinstance(failure, Throttled), failure

@@ -74,6 +74,14 @@ EXIT_RERUN = 4  # the send finished, but some messages are deferred or uncertain
     help="Seconds before the first retry; doubled for each next one.",
 )
 @click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds a server that refuses mail for the pace (a rate limit) may go on letting "
+    "nothing through before the send stops; the send slows down meanwhile.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
     default=None,
@@ -111,6 +119,7 @@ def send(
     per_connection: int,
     retries: int,
     retry_delay: float,
+    max_wait: float,
     timeout: float | None,
     data_timeout: float | None,
     resend_uncertain: bool,
@@ -158,6 +167,7 @@ def send(
         rate=rate,
         retries=retries,
         backoff=retry_delay,
+        max_wait=max_wait,
         resend_uncertain=resend_uncertain,
         retry_failed=retry_failed,
     )
@@ -318,6 +328,14 @@ def send(
         + (f", {stats.suppressed} unsubscribed meanwhile" if stats.suppressed else "")
         + (f" ({stats.rate:.{0 if stats.rate >= 10 else 1}f}/s)" if stats.sent and not dry_run else "")
     )
+    if stats.slowed:
+        times = f"{stats.slowed} time{'s' if stats.slowed > 1 else ''}"
+        click.echo(
+            f"The server refused messages for the pace {times}; the send slowed down to at most "
+            f"{stats.pace:.3g} messages a second (--rate {stats.pace:.3g} would stay below its limit)."
+            if stats.pace
+            else f"The server refused messages for the pace {times}; the send paused for it."
+        )
     counts = plan.counts() if real else {}
     left = counts.get("deferred", 0) + counts.get("pending", 0)
     uncertain = counts.get("sending", 0)

@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 from ..errors import SendError
 from .journal import Delivery, JournalError
 from .replies import SessionRefused, reply_code
-from .transport import PermanentFailure, TemporaryFailure, Uncertain
+from .transport import PermanentFailure, TemporaryFailure, Throttled, Uncertain
 
 if TYPE_CHECKING:
     from .loop import Prepared, SendLoop
 
 log = logging.getLogger(__name__)
+
+# Refusals for the pace (replies.Throttled) a reader may meet before they count as its
+# own temporary failures (a server that keeps saying so for one reader alone).
+THROTTLED_RETRIES = 10
 
 
 def _guarded(step: Callable[..., None]) -> Callable[..., None]:
@@ -79,11 +83,14 @@ class Lane:
             return
         self.delivery = prepared.delivery
         self.attempt = 0
+        self.throttles = 0
         self.delay = send.options.backoff
         self._attempt()
 
     def _attempt(self) -> None:
-        wait = self.send._rate.reserve()
+        pace = self.send.pace
+        self.began = pace.pauses
+        wait = pace.reserve()
         if wait > 0:
             self._sleep = asyncio.get_running_loop().call_later(wait, self._go)
         else:
@@ -100,7 +107,7 @@ class Lane:
     def _go(self) -> None:
         self._sleep = None
         if self.send.stop.is_set():  # nothing of this message was claimed: it stays due
-            if self.attempt:
+            if self.attempt or self.throttles:
                 self.send.count("deferred", "stopped before the retry")
             self._finish()
             return
@@ -157,6 +164,7 @@ class Lane:
         if isinstance(result, str):  # accepted: 'sent' in the next group commit
             send.record(delivery.id, "sent", result)
             send.count("sent")
+            send.pace.delivered_one()
             self.delivered += 1
             self.take()
             return
@@ -180,6 +188,11 @@ class Lane:
         if isinstance(result, TemporaryFailure):
             reply = str(result)
             send.record(delivery.id, "deferred", reply)
+            if isinstance(result, Throttled) and self.throttles < THROTTLED_RETRIES and not send.stop.is_set():
+                self.throttles += 1
+                if send.throttled(reply, self.began):  # every lane waits out the pause
+                    self._attempt()
+                    return
             if self.attempt < send.options.retries and not send.stop.is_set():
                 log.info("%s: %s; retrying in %.1fs", delivery.recipient.email, reply, self.delay)
                 self.attempt += 1

@@ -28,7 +28,8 @@ from ..subscribers import key_hash
 from .aside import SetAside
 from .journal import Delivery, Journal, JournalError
 from .lane import Lane
-from .options import Options, RateLimit, Stats
+from .options import Options, Stats
+from .pace import Pace
 from .recipients import address_key, envelope_address
 from .refusals import alike_key
 from .replies import SessionRefused
@@ -76,7 +77,7 @@ class SendLoop:
         self.stats = Stats()
         self.fatal: SendError | None = None
         self._in_a_row = 0
-        self._rate = RateLimit(options.rate)
+        self.pace = Pace(options.rate, first_pause=options.backoff)
         self._states = options.due_states
         self._due: deque[Prepared] = deque()
         self.wire = False  # SMTP DATA form (dot-stuffed), as the connections take it
@@ -105,6 +106,8 @@ class SendLoop:
         self.stats.total = sum(counts[s] for s in self._states)
         self._delivered_before = counts.get("sent", 0) > 0
         asyncio.run(self._run(progress))
+        if self.stats.slowed:
+            self.stats.pace = self.pace.rate
         if self.fatal:
             raise self.fatal
         if self.interrupted:
@@ -317,6 +320,34 @@ class SendLoop:
         delivered (``aside``); ALIKE of them stop the send with the refusal."""
         if self.aside.refused(delivery.id, delivery.state, refusal.reply, ("RCPT", refusal.hint)):
             self._stop_with(refusal)
+
+    def throttled(self, reply: str, began: int) -> bool:
+        """The server refused a message for the pace (``replies.Throttled``): slow the whole
+        send down (``Pace.throttled``). Return whether to try the reader again after the
+        pause; False once the server has let nothing through for --max-wait (the send stops)."""
+        pace = self.pace
+        quiet = pace.quiet()
+        if quiet > self.options.max_wait:
+            if not self.fatal:
+                self._stop_with(
+                    SendError(
+                        f"the server let no message through for {quiet:.0f} s, refusing them for the "
+                        f"pace: {reply}",
+                        hint="nobody was marked failed; it limits how much this sender may send (a "
+                        "quota per hour or day, say): run the same command later, with --rate below "
+                        "its limit",
+                    )
+                )
+            return False
+        if pace.throttled(began):
+            self.stats.slowed += 1
+            log.info("refused for the pace (%s): a pause of %.2fs, then %s/s", reply, pace.pause, pace.rate)
+            if self.stats.slowed == 1 and self.notice is not None:
+                self.notice(
+                    f"Note: the server takes mail more slowly than this send gives it ({reply}); "
+                    "slowing down to what it takes"
+                )
+        return True
 
     @property
     def delivered(self) -> bool:

@@ -1,5 +1,5 @@
-"""What a send may do (Options: connections, pace, retries, which readers are due), how it
-went (Stats), and its pace across all connections (RateLimit)."""
+"""What a send may do (Options: connections, pace, retries, which readers are due) and how it
+went (Stats)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class Options:
     rate: float | None = None  # messages per second, all workers together
     retries: int = 3
     backoff: float = 1.0  # seconds before the first retry; doubles each time
+    max_wait: float = 600.0  # seconds a rate-limiting server may go on refusing, nothing delivered
     max_failures_in_a_row: int = 20
     resend_uncertain: bool = False
     retry_failed: bool = False
@@ -37,6 +38,8 @@ class Stats:
     deferred: int = 0
     uncertain: int = 0
     suppressed: int = 0
+    slowed: int = 0  # times the server's rate limit made the send slow down
+    pace: float | None = None  # messages per second at most, as the send ended (after slowing)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -47,20 +50,3 @@ class Stats:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.sent / elapsed if elapsed > 0 else 0.0
-
-
-class RateLimit:
-    """A global pace: at most *rate* messages per second across all connections."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = time.monotonic()
-
-    def reserve(self) -> float:
-        """Take the next slot; return the seconds to wait for it."""
-        if not self.interval:
-            return 0.0
-        now = time.monotonic()
-        slot = max(self._next, now)
-        self._next = slot + self.interval
-        return slot - now

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-from .replies import PermanentFailure, SessionRefused, TemporaryFailure, reply_text
+from .replies import PermanentFailure, SessionRefused, TemporaryFailure, Throttled, reply_text
 
 _AGAIN = "then run the same command again"
 
@@ -96,6 +96,27 @@ _QUOTED = re.compile(rb"\bsaid:|\bin reply to\b|\brefused to talk\b|\bverificati
 _READERS_CODE = re.compile(rb"[245]\.(1\.[0-6]|2\.[0-9]{1,3})\b")
 _ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}\b")
 
+# A server limiting how fast this client sends, not refusing a reader: Postfix's anvil
+# ("450 4.7.1 Error: too much mail from 127.0.0.1", "too many recipients from"), Amazon SES
+# ("454 Throttling failure: Maximum sending rate exceeded"), Gmail ("421 4.7.28 … unusual
+# rate"), Exchange ("451 4.7.500 Server busy"), and "rate limit" in any wording. A reply with
+# the enhanced code of the reader's mailbox (Gmail's "450 4.2.1 … receiving mail at a rate
+# that prevents additional messages") is that reader's; greylisting is the reader's too.
+_THROTTLED = re.compile(
+    rb"\btoo much mail\b|\btoo many (messages|mails?|e-?mails|recipients)\b|\bthrottl"
+    rb"|\brate[- ]?limit|\b(sending|message|unusual) rate\b|\brate\b.{0,20}\bexceeded\b"
+    rb"|\bserver busy\b|\bslow down\b|\btoo fast\b",
+    re.I,
+)
+
+
+def throttling(code: int, message: bytes) -> bool:
+    """Whether a 4xx reply says the server takes mail more slowly than it is given."""
+    if not 400 <= code < 500 or _READERS_CODE.match(message):
+        return False
+    words = own_words(message)
+    return bool(_THROTTLED.search(words)) and b"greylist" not in words.lower()
+
 
 def own_words(message: bytes) -> bytes:
     """The reply's first line, without the addresses it echoes and any reply it quotes."""
@@ -146,7 +167,8 @@ def failure_of(code: int, message: bytes, command: str) -> tuple[Exception, bool
         refused = f"the server refused the send at {command}: {reply}"
         return SessionRefused(refused, hint=hint, reply=reply, ambiguous=ambiguous), True
     if 400 <= code < 500:
-        return TemporaryFailure(reply), code == 421
+        kind = Throttled if throttling(code, message) else TemporaryFailure
+        return kind(reply), code == 421
     return PermanentFailure(reply, command=command), False
 
 

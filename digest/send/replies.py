@@ -22,6 +22,11 @@ class TemporaryFailure(Exception):
     """Try again later: a 4xx reply or a connection lost before the message was complete."""
 
 
+class Throttled(TemporaryFailure):
+    """A 4xx saying the server takes mail more slowly than it is given (a rate limit): the
+    whole send slows down (``pace.Pace.throttled``), no reader is charged for it."""
+
+
 class PermanentFailure(Exception):
     """The server refused this recipient or message for good (5xx).
 

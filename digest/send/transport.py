@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from ..errors import SendError
 from ..settings import Settings
 from .refusals import TOO_BIG_HINT, failure_of
-from .replies import PermanentFailure, SessionRefused, TemporaryFailure, Uncertain, reply_text
+from .replies import PermanentFailure, SessionRefused, TemporaryFailure, Throttled, Uncertain, reply_text
 from .session import SMTPSession, Timeouts, check_settings, helo_name
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "PermanentFailure",
     "SMTPMessenger",
     "TemporaryFailure",
+    "Throttled",
     "Timeouts",
     "Uncertain",
     "check_settings",

@@ -1,0 +1,203 @@
+"""The pace of a send (digest/send/pace.py): --rate, and slowing down when the server refuses
+messages for coming too fast, end to end against aiosmtpd with a Postfix-like rate limit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.send import pace as pace_module
+from digest.send.pace import Pace
+
+from .conftest import EXAMPLE
+from .smtpserver import MAIL_LIMIT_REPLY, Server
+from .test_send_faults import _env, _list, _send, _status
+
+
+class Clock:
+    """time.monotonic for Pace, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(pace_module.time, "monotonic", clock)
+    return clock
+
+
+def test_without_a_rate_or_a_refusal_nothing_waits(clock: Clock) -> None:
+    pace = Pace(None)
+    assert [pace.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert pace.rate is None
+
+
+def test_a_rate_spaces_the_messages(clock: Clock) -> None:
+    pace = Pace(4.0)
+    assert [pace.reserve() for _ in range(3)] == [0.0, 0.25, 0.5]
+
+
+def test_one_burst_of_refusals_decides_one_pause(clock: Clock) -> None:
+    pace = Pace(None, first_pause=2.0)
+    began = pace.pauses  # four messages in flight when the server starts refusing
+    for _ in range(100):
+        pace.delivered_one()
+    clock.now += 10  # 100 delivered in 10 s
+    assert pace.throttled(began) is True
+    assert [pace.throttled(began) for _ in range(3)] == [False, False, False]
+    assert pace.pause == 2.0
+    assert pace.rate == pytest.approx(7.5)  # three quarters of the 10 a second that got through
+    assert pace.reserve() == pytest.approx(2.0)  # every connection waits out the pause
+    assert pace.reserve() == pytest.approx(2.0 + 1 / 7.5)  # then at the new pace
+
+
+def test_a_pause_after_which_nothing_got_through_doubles_up_to_a_minute(clock: Clock) -> None:
+    pace = Pace(None, first_pause=1.0)
+    pauses = []
+    for _ in range(9):
+        assert pace.throttled(pace.pauses)
+        pauses.append(pace.pause)
+        clock.now += pace.pause
+    assert pauses == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert pace.rate is None  # nothing got through: no pace to halve
+    assert pace.quiet() == pytest.approx(sum(pauses))
+
+
+def test_a_pause_after_which_messages_got_through_is_halved_and_the_quiet_reset(clock: Clock) -> None:
+    pace = Pace(None, first_pause=1.0)
+    for _ in range(4):
+        pace.throttled(pace.pauses)
+        clock.now += pace.pause
+    assert pace.pause == 8.0 and pace.quiet() == 15.0
+    pace.delivered_one()
+    clock.now += 1
+    assert pace.throttled(pace.pauses)
+    assert pace.pause == 4.0
+    assert pace.quiet() == 0.0
+    for _ in range(3):
+        pace.delivered_one()
+        clock.now += 1
+        pace.throttled(pace.pauses)
+    assert pace.pause == 1.0  # never below the first
+
+
+def test_the_pace_goes_up_an_eighth_every_fifty_delivered_never_above_the_rate(clock: Clock) -> None:
+    pace = Pace(8.0)
+    for _ in range(40):
+        pace.delivered_one()
+    clock.now += 10
+    pace.throttled(pace.pauses)
+    assert pace.rate == pytest.approx(3.0)  # 4 a second got through
+    rates = []
+    for _ in range(3):
+        for _ in range(50):
+            pace.delivered_one()
+        rates.append(pace.rate)
+    assert rates == pytest.approx([3.375, 3.796875, 4.271484375])
+    for _ in range(50 * 8):
+        pace.delivered_one()
+    assert pace.rate == pytest.approx(8.0)  # --rate stays the ceiling
+
+
+def test_the_pace_never_drops_below_the_minimum(clock: Clock) -> None:
+    pace = Pace(None)
+    pace.delivered_one()
+    clock.now += 3600
+    pace.throttled(pace.pauses)
+    assert pace.rate == Pace.MIN_RATE
+
+
+# -- end to end: aiosmtpd refusing MAIL past a rate, as Postfix's anvil does ------------------
+
+
+@pytest.fixture(params=[True, False], ids=["pipelined", "plain"])
+def limited(request, project: Path, monkeypatch):
+    """A server that takes 8 messages a second from this client, in windows of 0.5 s."""
+    with Server(pipelining=request.param) as srv:
+        srv.recorder.mail_limit = (4, 0.5)
+        _env(monkeypatch, srv.port)
+        yield srv
+
+
+@pytest.fixture
+def piped(project: Path, monkeypatch):
+    with Server(pipelining=True) as srv:
+        _env(monkeypatch, srv.port)
+        yield srv
+
+
+def test_a_rate_limited_server_gets_the_whole_list_once_in_one_run(limited, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 40)), "--yes", "--workers", "3", "--retry-delay", "0.2"
+    )
+    assert result.exit_code == 0, result.output
+    assert "40 sent, 0 failed, 0 deferred" in result.stdout
+    assert limited.recorder.throttled > 0  # it did refuse: the send slowed down for it
+    assert f"Note: the server takes mail more slowly than this send gives it ({MAIL_LIMIT_REPLY})" in (
+        result.stderr
+    )
+    summary = re.search(r"The server refused messages for the pace (\d+) times?; the send (.*)", result.stdout)
+    assert summary, result.stdout
+    got = limited.recorder.by_recipient()
+    assert sorted(got) == [f"reader{i:05d}@example.com" for i in range(40)]
+    assert all(len(copies) == 1 for copies in got.values())
+    assert _status(runner).startswith(f"{EXAMPLE}: 40 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain")
+
+
+def test_refusals_for_the_pace_do_not_count_as_failures_in_a_row(limited, tmp_path: Path) -> None:
+    """More refusals than --max-failures would allow (20 in a row), none of them a reader's."""
+    limited.recorder.mail_limit = (5, 1.0)
+    runner = CliRunner()
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 20)), "--yes", "--workers", "4", "--retry-delay", "0.05"
+    )
+    assert result.exit_code == 0, result.output
+    assert limited.recorder.throttled >= 20, limited.recorder.throttled
+    assert "20 sent, 0 failed, 0 deferred" in result.stdout
+
+
+def test_a_server_that_lets_nothing_through_stops_the_send_after_max_wait(piped, tmp_path: Path) -> None:
+    """An exhausted quota (SES: 454 Throttling failure: Daily message quota exceeded): the
+    send pauses, doubling, then stops with nobody failed; once the quota is back, the same
+    command sends the list once."""
+    quota = "454 4.7.0 Throttling failure: Daily message quota exceeded."
+    piped.recorder.mail_faults[:] = [quota] * 200
+    runner = CliRunner()
+    path = str(_list(tmp_path, 12))
+    result = _send(runner, "--list", path, "--yes", "--retry-delay", "0.05", "--max-wait", "0.5")
+    assert result.exit_code == 3, result.output
+    assert "let no message through for" in result.stderr and "Daily message quota exceeded" in result.stderr
+    assert "nobody was marked failed" in result.stderr
+    assert "Traceback" not in result.output
+    assert re.match(rf"{EXAMPLE}: 0 sent, 0 failed, \d+ deferred, \d+ pending, 0 uncertain", _status(runner))
+    assert piped.recorder.received == []
+    piped.recorder.mail_faults[:] = []
+    again = _send(runner, "--list", path, "--yes")
+    assert again.exit_code == 0, again.output
+    got = piped.recorder.by_recipient()
+    assert len(got) == 12 and all(len(copies) == 1 for copies in got.values())
+
+
+def test_a_readers_own_rate_refusal_stays_that_readers(piped, tmp_path: Path) -> None:
+    """Gmail's 450 4.2.1 (the reader's mailbox gets too much mail) is the reader's temporary
+    failure: retried, then deferred; the others are not held."""
+    piped.recorder.faults["reader00002@example.com"] = [
+        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+        "additional messages from being delivered."
+    ] * 10
+    runner = CliRunner()
+    result = _send(
+        runner, "--list", str(_list(tmp_path, 6)), "--yes", "--retries", "1", "--retry-delay", "0.05"
+    )
+    assert result.exit_code == 4, result.output
+    assert "5 sent, 0 failed, 1 deferred" in result.stdout
+    assert "for the pace" not in result.output

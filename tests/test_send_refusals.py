@@ -212,6 +212,7 @@ def test_only_refusals_given_at_rcpt_are_ambiguous() -> None:
         (421, b"4.7.0 Rate limit exceeded, slow down", "MAIL"),
         (450, b"Ratelimit reached for sender, try later", "RCPT"),
         (451, b"4.3.2 Sending rate for this account exceeded", "DATA"),
+        (451, b"Sender rate exceeds 100 messages per 1h", "MAIL"),  # Exim's ratelimit
     ],
 )
 def test_a_4xx_for_the_pace_is_throttled(code: int, reply: bytes, command: str) -> None:
@@ -234,6 +235,9 @@ def test_a_4xx_for_the_pace_is_throttled(code: int, reply: bytes, command: str) 
         (452, b"4.2.2 Mailbox full, quota exceeded"),
         (450, b"4.1.1 <rate-limit@example.com>: Recipient address rejected: try again"),
         (550, b"5.7.1 Daily sending rate exceeded"),  # 5xx: never a pause
+        (452, b"Too many messages for this mailbox"),
+        (452, b"4.5.3 Too many recipients"),  # per message (digest sends one)
+        (450, b"4.7.1 <r@example.com>: Recipient address rejected: rate limit exceeded for this recipient"),
     ],
 )
 def test_other_replies_are_not_throttled(code: int, reply: bytes) -> None:

@@ -79,7 +79,7 @@ EXIT_RERUN = 4  # the send finished, but some messages are deferred or uncertain
     default=600.0,
     show_default=True,
     help="Seconds a server that refuses mail for the pace (a rate limit) may go on letting "
-    "nothing through before the send stops; the send slows down meanwhile.",
+    "nothing through before the send stops (exit code 3); the send slows down meanwhile.",
 )
 @click.option(
     "--timeout",
@@ -300,6 +300,7 @@ def send(
             )
         else:
             then = "nothing is left to send."
+        _pace_line(plan.stats)
         click.echo(
             f"Interrupted: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, {due} still due, "
             f"{uncertain} uncertain; {then}"
@@ -312,6 +313,7 @@ def send(
         from . import report
 
         report(e)
+        _pace_line(plan.stats)
         counts = plan.counts()
         click.echo(
             f"Stopped: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
@@ -328,14 +330,7 @@ def send(
         + (f", {stats.suppressed} unsubscribed meanwhile" if stats.suppressed else "")
         + (f" ({stats.rate:.{0 if stats.rate >= 10 else 1}f}/s)" if stats.sent and not dry_run else "")
     )
-    if stats.slowed:
-        times = f"{stats.slowed} time{'s' if stats.slowed > 1 else ''}"
-        click.echo(
-            f"The server refused messages for the pace {times}; the send slowed down to at most "
-            f"{stats.pace:.3g} messages a second (--rate {stats.pace:.3g} would stay below its limit)."
-            if stats.pace
-            else f"The server refused messages for the pace {times}; the send paused for it."
-        )
+    _pace_line(stats)
     counts = plan.counts() if real else {}
     left = counts.get("deferred", 0) + counts.get("pending", 0)
     uncertain = counts.get("sending", 0)
@@ -347,6 +342,23 @@ def send(
             "with --resend-uncertain; they may then get two copies)."
         )
         sys.exit(EXIT_RERUN)
+
+
+def _pace_line(stats) -> None:
+    """How often the server refused messages for the pace (a rate limit), and what it did."""
+    if stats is None or not stats.throttled:
+        return
+    refused = f"{stats.throttled} message{'s' if stats.throttled > 1 else ''}"
+    paused = f"{stats.slowed} time{'s' if stats.slowed > 1 else ''}"
+    click.echo(
+        f"The server refused {refused} for the pace (sent again); the send paused {paused}"
+        + (
+            f" and slowed down to at most {stats.pace:.3g} a second (--rate {stats.pace:.3g} "
+            "would stay below its limit)."
+            if stats.pace
+            else "."
+        )
+    )
 
 
 def _progress_printer(tty: bool):

@@ -117,6 +117,7 @@ class Plan:
     dry_run: bool = False
     scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
     journal: Journal | None = None
+    stats: Stats | None = None  # the run's counts, once it runs (also after a stop or Ctrl-C)
 
     @property
     def sender(self) -> str:
@@ -202,6 +203,7 @@ class Plan:
             envelope_sender=self.envelope_sender,
             notice=notice,
         )
+        self.stats = loop.stats
         log_context = (
             contextlib.nullcontext()
             if self.scratch

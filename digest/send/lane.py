@@ -84,6 +84,7 @@ class Lane:
         self.delivery = prepared.delivery
         self.attempt = 0
         self.throttles = 0
+        self.sent_at_throttle = -1  # the send's count of sent at this reader's last such refusal
         self.delay = send.options.backoff
         self._attempt()
 
@@ -110,6 +111,9 @@ class Lane:
             if self.attempt or self.throttles:
                 self.send.count("deferred", "stopped before the retry")
             self._finish()
+            return
+        if self.began != self.send.pace.pauses:  # a pause was decided while this waited for its slot
+            self._attempt()
             return
         self.messenger.ready(self._ready)
 
@@ -188,8 +192,7 @@ class Lane:
         if isinstance(result, TemporaryFailure):
             reply = str(result)
             send.record(delivery.id, "deferred", reply)
-            if isinstance(result, Throttled) and self.throttles < THROTTLED_RETRIES and not send.stop.is_set():
-                self.throttles += 1
+            if isinstance(result, Throttled) and self._for_the_pace():
                 if send.throttled(reply, self.began):  # every lane waits out the pause
                     self._attempt()
                     return
@@ -217,6 +220,19 @@ class Lane:
         else:
             raise result if isinstance(result, BaseException) else TypeError(repr(result))
         loop.call_soon(self.take)  # not deeper: failures can come one after another
+
+    def _for_the_pace(self) -> bool:
+        """Whether a refusal for the pace (``Throttled``) is the send's, which slows down and
+        tries this reader again, rather than this reader's own temporary failure: one refused
+        so again although others got through meanwhile (a limit of its own), or too often."""
+        send = self.send
+        if send.stop.is_set() or self.throttles >= THROTTLED_RETRIES:
+            return False
+        if self.throttles and send.stats.sent > self.sent_at_throttle:
+            return False
+        self.throttles += 1
+        self.sent_at_throttle = send.stats.sent
+        return True
 
     def _retire(self, error: TemporaryFailure) -> None:
         """One connection more than the server takes (421 Too many connections, say) while

@@ -106,8 +106,6 @@ class SendLoop:
         self.stats.total = sum(counts[s] for s in self._states)
         self._delivered_before = counts.get("sent", 0) > 0
         asyncio.run(self._run(progress))
-        if self.stats.slowed:
-            self.stats.pace = self.pace.rate
         if self.fatal:
             raise self.fatal
         if self.interrupted:
@@ -326,26 +324,31 @@ class SendLoop:
         send down (``Pace.throttled``). Return whether to try the reader again after the
         pause; False once the server has let nothing through for --max-wait (the send stops)."""
         pace = self.pace
-        quiet = pace.quiet()
-        if quiet > self.options.max_wait:
+        self.stats.throttled += 1
+        refusing = pace.refusing()
+        max_wait = self.options.max_wait
+        if refusing > max_wait:
             if not self.fatal:
+                took = f", below the {pace.rate:.3g} a second it took" if pace.rate else ""
                 self._stop_with(
                     SendError(
-                        f"the server let no message through for {quiet:.0f} s, refusing them for the "
-                        f"pace: {reply}",
-                        hint="nobody was marked failed; it limits how much this sender may send (a "
-                        "quota per hour or day, say): run the same command later, with --rate below "
-                        "its limit",
+                        f"the server refused every message for the pace for {refusing:.1f} s "
+                        f"(--max-wait {max_wait:g}): {reply}",
+                        hint="nobody was marked failed; the server limits how much this sender may "
+                        "send: for a quota (per hour or day), run the same command once it resets; "
+                        f"for a rate, run it again with --rate{took}",
                     )
                 )
             return False
-        if pace.throttled(began):
+        # The last pause ends just past --max-wait: a refusal then stops the send on time.
+        if pace.throttled(began, longest=max_wait - refusing + 0.01):
             self.stats.slowed += 1
+            self.stats.pace = pace.rate
             log.info("refused for the pace (%s): a pause of %.2fs, then %s/s", reply, pace.pause, pace.rate)
             if self.stats.slowed == 1 and self.notice is not None:
                 self.notice(
                     f"Note: the server takes mail more slowly than this send gives it ({reply}); "
-                    "slowing down to what it takes"
+                    "slowing down to what it takes (--max-wait: how long it may let nothing through)"
                 )
         return True
 
@@ -363,7 +366,8 @@ class SendLoop:
                 self.aside.resolve()
             return
         self._in_a_row += 1
-        if self._in_a_row >= self.options.max_failures_in_a_row and not self.fatal:
+        # (Not once the send is stopping: the readers held for a retry count as deferred.)
+        if self._in_a_row >= self.options.max_failures_in_a_row and not self.stop.is_set():
             self._stop_with(
                 SendError(
                     f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",

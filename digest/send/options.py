@@ -38,7 +38,8 @@ class Stats:
     deferred: int = 0
     uncertain: int = 0
     suppressed: int = 0
-    slowed: int = 0  # times the server's rate limit made the send slow down
+    slowed: int = 0  # pauses the server's rate limit made the send take
+    throttled: int = 0  # messages it refused for the pace (sent again)
     pace: float | None = None  # messages per second at most, as the send ended (after slowing)
     started: float = field(default_factory=time.monotonic)
 

@@ -38,7 +38,7 @@ class Pace:
         self.pauses = 0  # pauses decided so far (a message notes the number it began in)
         self.since = now  # since then (or the start), this many were delivered:
         self.delivered = 0
-        self.quiet_since = now  # nothing delivered from then to the last pause decided
+        self.refusing_since: float | None = None  # the first refusal since the last delivery
 
     @property
     def rate(self) -> float | None:
@@ -60,15 +60,17 @@ class Pace:
     def delivered_one(self) -> None:
         """A message got through: after SPEED_UP of them since a refusal, go an eighth faster."""
         self.delivered += 1
+        self.refusing_since = None
         if self.pause and self.delivered % self.SPEED_UP == 0:
             rate = self.rate
             if rate is not None:
                 faster = rate * self.FASTER
                 self.interval = 1.0 / min(faster, self.ceiling) if self.ceiling else 1.0 / faster
 
-    def throttled(self, began: int) -> bool:
+    def throttled(self, began: int, longest: float = MAX_PAUSE) -> bool:
         """The server refused a message for the pace (*began*: ``pauses`` when the message
-        began): hold every connection (see the class). Return whether a new pause was decided."""
+        began): hold every connection (see the class), *longest* seconds at most. Return
+        whether a new pause was decided."""
         if began < self.pauses:  # part of the burst that decided the last pause
             return False
         now = time.monotonic()
@@ -78,16 +80,19 @@ class Pace:
                 pace = min(pace, self.ceiling)
             self.interval = 1.0 / max(pace, self.MIN_RATE)
             self.pause = max(self.first_pause, self.pause / 2)  # near what the server's window needs
-            self.quiet_since = now
         else:
             self.pause = min(self.pause * 2, self.MAX_PAUSE) if self.pause else self.first_pause
-        self.held_until = now + self.pause
+        self.held_until = now + min(self.pause, longest)
         self._next = max(self._next, self.held_until)
         self.since = now
         self.pauses += 1
         self.delivered = 0
         return True
 
-    def quiet(self) -> float:
-        """Seconds since the server last let a message through before refusing for the pace."""
-        return time.monotonic() - self.quiet_since
+    def refusing(self) -> float:
+        """Seconds the server has refused messages for the pace, nothing delivered meanwhile
+        (0 at its first refusal since a delivery: call it for each refusal)."""
+        now = time.monotonic()
+        if self.refusing_since is None:
+            self.refusing_since = now
+        return now - self.refusing_since

@@ -97,14 +97,16 @@ _READERS_CODE = re.compile(rb"[245]\.(1\.[0-6]|2\.[0-9]{1,3})\b")
 _ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}\b")
 
 # A server limiting how fast this client sends, not refusing a reader: Postfix's anvil
-# ("450 4.7.1 Error: too much mail from 127.0.0.1", "too many recipients from"), Amazon SES
+# ("450 4.7.1 Error: too much mail from 127.0.0.1", "too many recipients from"), Exim's
+# ratelimit ("451 Sender rate exceeds 100 messages per 1h"), Amazon SES
 # ("454 Throttling failure: Maximum sending rate exceeded"), Gmail ("421 4.7.28 … unusual
 # rate"), Exchange ("451 4.7.500 Server busy"), and "rate limit" in any wording. A reply with
 # the enhanced code of the reader's mailbox (Gmail's "450 4.2.1 … receiving mail at a rate
-# that prevents additional messages") is that reader's; greylisting is the reader's too.
+# that prevents additional messages") is that reader's, as are greylisting and Postfix's
+# "Recipient address rejected" (a restriction for that recipient).
 _THROTTLED = re.compile(
-    rb"\btoo much mail\b|\btoo many (messages|mails?|e-?mails|recipients)\b|\bthrottl"
-    rb"|\brate[- ]?limit|\b(sending|message|unusual) rate\b|\brate\b.{0,20}\bexceeded\b"
+    rb"\btoo (much mail|many (messages|mails?|e-?mails|recipients)) from\b|\bthrottl"
+    rb"|\brate[- ]?limit|\b(sending|sender|message|unusual) rate\b|\brate\b.{0,20}\bexceed"
     rb"|\bserver busy\b|\bslow down\b|\btoo fast\b",
     re.I,
 )
@@ -115,7 +117,8 @@ def throttling(code: int, message: bytes) -> bool:
     if not 400 <= code < 500 or _READERS_CODE.match(message):
         return False
     words = own_words(message)
-    return bool(_THROTTLED.search(words)) and b"greylist" not in words.lower()
+    lowered = words.lower()
+    return bool(_THROTTLED.search(words)) and b"greylist" not in lowered and b"recipient address" not in lowered
 
 
 def own_words(message: bytes) -> bytes:

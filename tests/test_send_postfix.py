@@ -384,7 +384,7 @@ def test_postfixs_message_rate_limit_slows_the_send_down(project: Path, tmp_path
         assert f"\n{n} sent, 0 failed, 0 deferred" in result.stdout, result.stdout
         assert "Note: the server takes mail more slowly than this send gives it (450 4.7.1" in result.stderr
         assert "too much mail from" in result.stderr
-        assert re.search(r"The server refused \d+ messages? for the pace \(sent again\)", result.stdout)
+        assert re.search(r"The server refused \d+ messages? for the pace; the send paused", result.stdout)
         assert "Message delivery request rate limit exceeded" in relay.log_text()
         log, got = _delivered(sink, relay, n)
     assert sorted(got) == sorted(f"reader{i}@example.com" for i in range(n))

@@ -351,7 +351,7 @@ def _pace_line(stats) -> None:
     refused = f"{stats.throttled} message{'s' if stats.throttled > 1 else ''}"
     paused = f"{stats.slowed} time{'s' if stats.slowed > 1 else ''}"
     click.echo(
-        f"The server refused {refused} for the pace (sent again); the send paused {paused}"
+        f"The server refused {refused} for the pace; the send paused {paused}"
         + (
             f" and slowed down to at most {stats.pace:.3g} a second (--rate {stats.pace:.3g} "
             "would stay below its limit)."

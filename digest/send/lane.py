@@ -192,8 +192,9 @@ class Lane:
         if isinstance(result, TemporaryFailure):
             reply = str(result)
             send.record(delivery.id, "deferred", reply)
-            if isinstance(result, Throttled) and self._for_the_pace():
-                if send.throttled(reply, self.began):  # every lane waits out the pause
+            if isinstance(result, Throttled):
+                send.stats.throttled += 1
+                if self._for_the_pace() and send.throttled(reply, self.began):  # every lane waits
                     self._attempt()
                     return
             if self.attempt < send.options.retries and not send.stop.is_set():

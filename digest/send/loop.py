@@ -324,7 +324,6 @@ class SendLoop:
         send down (``Pace.throttled``). Return whether to try the reader again after the
         pause; False once the server has let nothing through for --max-wait (the send stops)."""
         pace = self.pace
-        self.stats.throttled += 1
         refusing = pace.refusing()
         max_wait = self.options.max_wait
         if refusing > max_wait:

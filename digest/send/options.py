@@ -39,7 +39,7 @@ class Stats:
     uncertain: int = 0
     suppressed: int = 0
     slowed: int = 0  # pauses the server's rate limit made the send take
-    throttled: int = 0  # messages it refused for the pace (sent again)
+    throttled: int = 0  # messages it refused for the pace
     pace: float | None = None  # messages per second at most, as the send ended (after slowing)
     started: float = field(default_factory=time.monotonic)
 

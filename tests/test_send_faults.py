@@ -432,6 +432,28 @@ def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner, tmp_
     assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
 
 
+def test_a_used_up_sending_quota_stops_with_nobody_failed(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """Gmail's '550 5.4.5 Daily user sending quota exceeded' after 5 messages: the sender's
+    quota, not the readers' addresses. The send stops (before: every later reader failed
+    until 20 in a row), nobody failed; once the quota resets the same command completes it."""
+    path = str(_list(tmp_path, 12))
+    quota = "550 5.4.5 Daily user sending quota exceeded."
+    for i in range(5, 12):
+        server.recorder.faults[f"reader{i:05d}@example.com"] = [quota]
+    result = _send(runner, "--list", path, "--yes", "--workers", "1")
+    assert result.exit_code == 3, result.output
+    assert f"Error: the server refused the send at RCPT: {quota}" in result.stderr
+    assert "run the same command once it resets" in result.stderr
+    assert "Stopped: 5 sent, 0 failed, 7 still due, 0 uncertain" in result.stdout
+    server.recorder.faults.clear()  # the quota resets
+    again = _send(runner, "--list", path, "--yes")
+    assert again.exit_code == 0, again.output
+    got = server.recorder.by_recipient()
+    assert len(got) == 12 and all(len(copies) == 1 for copies in got.values())
+
+
 @pytest.mark.parametrize("code", ["554 5.7.1", "454 4.7.1"])
 def test_a_refusal_to_relay_stops_with_nobody_failed(
     server: Server, runner: CliRunner, tmp_path: Path, code: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest.send.refusals import alike_key, failure_of
+from digest.send.refusals import QUOTA_HINT, alike_key, failure_of
 from digest.send.replies import PermanentFailure, SessionRefused, TemporaryFailure, Throttled
 
 
@@ -243,3 +243,23 @@ def test_a_4xx_for_the_pace_is_throttled(code: int, reply: bytes, command: str) 
 def test_other_replies_are_not_throttled(code: int, reply: bytes) -> None:
     failure, _ = failure_of(code, reply, "RCPT")
     assert not isinstance(failure, Throttled), failure
+
+
+@pytest.mark.parametrize(
+    "code,reply,command",
+    [
+        (550, b"5.4.5 Daily user sending quota exceeded. https://support.google.com/a/answer/166852", "MAIL"),
+        (550, b"5.4.5 Daily sending quota exceeded.", "RCPT"),
+        (554, b"5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed", "the message"),
+        (550, b"Sending limit exceeded for this account", "DATA"),
+    ],
+)
+def test_a_used_up_sending_quota_refuses_the_session(code: int, reply: bytes, command: str) -> None:
+    failure, drop = failure_of(code, reply, command)
+    assert isinstance(failure, SessionRefused) and drop and not failure.ambiguous
+    assert failure.hint == QUOTA_HINT
+
+
+def test_a_readers_full_mailbox_is_not_a_sending_quota() -> None:
+    failure, _ = failure_of(552, b"5.2.2 <r@example.com>: Mailbox quota exceeded", "RCPT")
+    assert isinstance(failure, PermanentFailure)

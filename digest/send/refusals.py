@@ -49,6 +49,15 @@ TOO_BIG_HINT = (
     "nobody was marked failed; make the issue smaller ('ls -l' of its .eml after 'digest export' "
     f"shows its size) or raise the server's limit (Postfix: message_size_limit), {_AGAIN}"
 )
+QUOTA_HINT = (
+    "nobody was marked failed; the server takes no more mail from this sender for now (a "
+    "sending quota, per day or hour): run the same command once it resets, or raise the quota"
+)
+# A sending quota used up, in any reply (the sender's, whatever the enhanced code says):
+# Gmail and Google Workspace "550 5.4.5 Daily user sending quota exceeded", Office 365
+# "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", "sending
+# limit exceeded" (Mailgun, hosting providers).
+_QUOTA = re.compile(rb"\bsending (quota|limit)\b|submissionquotaexceeded", re.I)
 # Postfix's refusals of the session, given at RCPT while smtpd_delay_reject = yes (its
 # default), else at MAIL (the sender), the greeting (the client) or DATA.
 _SENDER_HINT = (
@@ -144,6 +153,8 @@ def _session_hint(code: int, message: bytes, command: str) -> tuple[str | None, 
         return None, False
     if b"starttls" in words.lower():  # 530 5.7.0 Must issue a STARTTLS command first
         return STARTTLS_HINT, False
+    if _QUOTA.search(words):
+        return QUOTA_HINT, False
     if code in (530, 535):  # authentication required / refused, whatever the command
         return LOGIN_HINT, False
     if command == "MAIL":

@@ -40,7 +40,7 @@ def _guarded(step: Callable[..., None]) -> Callable[..., None]:
         try:
             step(self, *args)
         except SendError as e:  # the journal cannot be read or written: stop here
-            self.send._stop_with(e)
+            self.send.stop_with(e)
             self._finish()
         except Exception as e:  # noqa: BLE001 - a bug must not leave the others running blind
             self._crash(e)
@@ -63,7 +63,7 @@ class Lane:
         self.messenger = messenger
         self.wire = getattr(messenger, "wire", False)
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._closing = False
+        self.closing = False  # this lane's connection is closing or closed: it takes no more
         self._sleep: asyncio.TimerHandle | None = None
         self.delivery: Delivery | None = None
         self.prepared: Prepared | None = None
@@ -215,7 +215,7 @@ class Lane:
                 # one is due again, a failed one stays so; an uncertain one keeps its state
                 # and its reason, so nothing is recorded for it).
                 send.record(delivery.id, delivery.state, None)
-            send._stop_with(result)
+            send.stop_with(result)
             self._finish()
             return
         else:
@@ -242,7 +242,7 @@ class Lane:
         send = self.send
         send.give_back(self.prepared)
         self.prepared = None
-        alive = sum(not lane._closing for lane in send._lanes) - 1
+        alive = sum(not lane.closing for lane in send.lanes) - 1
         log.info("a connection could not be opened (%s); going on with %d", error, alive)
         if send.notice is not None:
             send.notice(
@@ -253,7 +253,7 @@ class Lane:
 
     def _crash(self, error: BaseException) -> None:
         log.error("send lane failed", exc_info=error)
-        self.send._stop_with(
+        self.send.stop_with(
             SendError(
                 f"the send stopped on an unexpected error: {error!r}",
                 hint="run the same command again to resume; 'digest status' shows where it stands",
@@ -262,9 +262,9 @@ class Lane:
         self._finish()
 
     def _finish(self) -> None:
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
 
         async def close() -> None:
             try:
@@ -275,4 +275,4 @@ class Lane:
                 if not self.finished.done():
                     self.finished.set_result(None)
 
-        self.closing = asyncio.ensure_future(close())  # referenced until the send ends
+        self._close = asyncio.ensure_future(close())  # referenced until the send ends

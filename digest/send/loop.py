@@ -90,7 +90,7 @@ class SendLoop:
         self._scheduled = False
         self._last_id = 0
         self._exhausted = False
-        self._lanes: list[Lane] = []
+        self.lanes: list[Lane] = []
         self.aside = SetAside(self.record, self.stats, self.count)  # refused as everyone might be
         self._phases = _phases(self._states)  # never-tried readers first
         self._touched: set[int] = set()  # the readers this run took
@@ -119,14 +119,14 @@ class SendLoop:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._interrupt)
                 handled.append(sig)
-        self._lanes = [Lane(self, self.messenger_factory()) for _ in range(self.options.workers)]
-        self.wire = self._lanes[0].wire if self._lanes else False
+        self.lanes = [Lane(self, self.messenger_factory()) for _ in range(self.options.workers)]
+        self.wire = self.lanes[0].wire if self.lanes else False
         reporter = asyncio.create_task(self._report(progress)) if progress else None
         folder = asyncio.create_task(self._fold_while_quiet())
         try:
-            for lane in self._lanes:
+            for lane in self.lanes:
                 lane.take()
-            await asyncio.gather(*(lane.finished for lane in self._lanes), return_exceptions=True)
+            await asyncio.gather(*(lane.finished for lane in self.lanes), return_exceptions=True)
         finally:
             folder.cancel()
             self._commit()  # whatever the last turn left
@@ -139,18 +139,18 @@ class SendLoop:
     def _interrupt(self) -> None:
         """Stop taking new recipients; those in flight finish. A second time: stop at once."""
         if self.interrupted:
-            for lane in self._lanes:
+            for lane in self.lanes:
                 cut = getattr(lane.messenger, "cut", None)
                 if cut is not None:
                     cut()
             return
         self.interrupted = True
         self._stop_now()
-        for lane in self._lanes:  # a connection still opening (a server slow to greet) waits for nothing
+        for lane in self.lanes:  # a connection still opening (a server slow to greet) waits for nothing
             stop_opening = getattr(lane.messenger, "stop_opening", None)
             if stop_opening is not None:
                 stop_opening()
-        in_flight = sum(bool(getattr(lane.messenger, "in_flight", False)) for lane in self._lanes)
+        in_flight = sum(bool(getattr(lane.messenger, "in_flight", False)) for lane in self.lanes)
         if in_flight and self.notice is not None:
             one = in_flight == 1
             self.notice(
@@ -159,13 +159,14 @@ class SendLoop:
                 f"to stop at once, leaving {'it' if one else 'them'} uncertain"
             )
 
-    def _stop_with(self, error: SendError) -> None:
+    def stop_with(self, error: SendError) -> None:
+        """Stop the send on *error* (the first one is what the send raises)."""
         self.fatal = self.fatal or error
         self._stop_now()
 
     def _stop_now(self) -> None:
         self.stop.set()
-        for lane in self._lanes:
+        for lane in self.lanes:
             lane.wake()  # a lane waiting to retry gives up now
 
     async def _fold_while_quiet(self) -> None:
@@ -176,11 +177,11 @@ class SendLoop:
             try:
                 self.journal.fold_due()
             except SendError as e:  # the journal cannot be written: nothing more may go out
-                self._stop_with(e)
+                self.stop_with(e)
                 return
             except Exception as e:  # noqa: BLE001 - a bug must not leave the others running blind
                 log.error("folding the send log failed", exc_info=e)
-                self._stop_with(SendError(f"the send stopped on an unexpected error: {e!r}"))
+                self.stop_with(SendError(f"the send stopped on an unexpected error: {e!r}"))
                 return
 
     async def _report(self, progress: Callable[[Stats], None]) -> None:
@@ -211,7 +212,7 @@ class SendLoop:
     def others_carry_on(self, lane: Lane) -> bool:
         """Whether the send can go on without *lane*: another connection is open and has
         delivered (the server takes connections, just not this many)."""
-        return any(other is not lane and not other._closing and other.delivered for other in self._lanes)
+        return any(other is not lane and not other.closing and other.delivered for other in self.lanes)
 
     def _prepare(self, delivery: Delivery) -> Prepared:
         """Work out a reader's envelope, hash and message pieces (the join waits for its turn).
@@ -287,7 +288,7 @@ class SendLoop:
         except Exception as e:  # noqa: BLE001 - whatever it is, nothing more may go out
             log.debug("the journal's commit failed", exc_info=True)
             outcome = e if isinstance(e, SendError) else JournalError(f"cannot write the send journal: {e!r}")
-            self._stop_with(outcome)
+            self.stop_with(outcome)
         for callback in then:  # each lane guards its own callback: one cannot stop the others
             callback(outcome)
 
@@ -303,7 +304,7 @@ class SendLoop:
             self.count("failed", reply)
             return
         if self.aside.refused(delivery.id, delivery.state, reply, ("the message", key)) and not self.fatal:
-            self._stop_with(
+            self.stop_with(
                 SendError(
                     f"the server refused the message itself, alike for {len(self.aside.readers)} "
                     f"readers and none delivered: {reply}",
@@ -317,7 +318,7 @@ class SendLoop:
         """Set aside a reader refused at RCPT in the sender's words while nothing was
         delivered (``aside``); ALIKE of them stop the send with the refusal."""
         if self.aside.refused(delivery.id, delivery.state, refusal.reply, ("RCPT", refusal.hint)):
-            self._stop_with(refusal)
+            self.stop_with(refusal)
 
     def throttled(self, reply: str, began: int) -> bool:
         """The server refused a message for the pace (``replies.Throttled``): slow the whole
@@ -329,7 +330,7 @@ class SendLoop:
         if refusing > max_wait:
             if not self.fatal:
                 took = f", below the {pace.rate:.3g} a second it took" if pace.rate else ""
-                self._stop_with(
+                self.stop_with(
                     SendError(
                         f"the server refused every message for the pace for {refusing:.1f} s "
                         f"(--max-wait {max_wait:g}): {reply}",
@@ -367,7 +368,7 @@ class SendLoop:
         self._in_a_row += 1
         # (Not once the send is stopping: the readers held for a retry count as deferred.)
         if self._in_a_row >= self.options.max_failures_in_a_row and not self.stop.is_set():
-            self._stop_with(
+            self.stop_with(
                 SendError(
                     f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
                     hint="check the server and 'digest status'; run send again to resume, with "

@@ -18,6 +18,7 @@ from digest.message import Recipient
 from digest.send import journal as journal_module
 from digest.send import sendlog
 from digest.send.journal import Journal
+from digest.send.reports import STATES
 
 ISSUE = "2026-11-29"
 
@@ -47,7 +48,7 @@ def _claims(ids: list[int], entries: list[tuple[int, str, str | None]]) -> dict[
     st.lists(
         st.tuples(
             st.integers(1, 2**40),
-            st.sampled_from(journal_module.STATES),
+            st.sampled_from(STATES),
             st.booleans(),
             st.floats(0, 2e9),
             st.none() | st.text(),
@@ -192,12 +193,12 @@ def test_counts_include_what_could_not_be_folded(tmp_path: Path) -> None:
             journal.record([(ids[0], "sending", None), (ids[1], "sending", None)])
             journal.record([(ids[0], "sent", "250 ok")])
             journal._db.execute("PRAGMA query_only = 1")  # SQLite refuses the fold
-    assert journal.counts(ISSUE) == dict.fromkeys(journal_module.STATES, 0) | {"sent": 1, "sending": 1}
+    assert journal.counts(ISSUE) == dict.fromkeys(STATES, 0) | {"sent": 1, "sending": 1}
     assert path.exists()
     journal._db.execute("PRAGMA query_only = 0")
     fresh = Journal(tmp_path / "journal.sqlite3")
     assert fresh.recover(path) == 3
-    assert fresh.counts(ISSUE) == dict.fromkeys(journal_module.STATES, 0) | {"sent": 1, "sending": 1}
+    assert fresh.counts(ISSUE) == dict.fromkeys(STATES, 0) | {"sent": 1, "sending": 1}
 
 
 # -- suppression while logging --------------------------------------------------------------

@@ -18,7 +18,7 @@ from ..errors import ConfigError, DigestError, SendError
 from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
-from .journal import REVIVED, STATES, Journal, JournalError
+from .journal import REVIVED, Journal, JournalError
 from .options import Options, Stats
 from .outbox import OutboxMessenger
 from .plan import Plan, _file_digest
@@ -29,6 +29,7 @@ from .recipients import (
     normalise_address,
     read_recipients,
 )
+from .reports import STATES
 from .state import (
     JOURNAL_NAME,
     STOP_IT_FIRST,

@@ -1,0 +1,136 @@
+"""What a send's journal says: the counts by state, the readers with a problem or in flight,
+a send's keys, for ``digest status``, the plan and the send loop. A running send's entries
+not yet folded into the database (``sendlog.py``) are counted as they are."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+
+from . import sendlog
+from .recipients import address_key
+
+STATES = (  # of a delivery (journal.py says what each means)
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "deferred",
+    "suppressed",
+    "cancelled",
+    "cancelled_uncertain",
+    "cancelled_failed",
+)
+
+
+class JournalReports:
+    """The journal's reads (``journal.Journal`` holds the database and writes)."""
+
+    _db: sqlite3.Connection
+    _lock: threading.Lock
+    _log: sendlog.SendLog | None
+    _unfolded: list[sendlog.Entry]
+
+    def state_of(self, issue: str, email_key: str) -> str | None:
+        """Return the state of one recipient of a send, or None if it is not recorded."""
+        row = self._db.execute(
+            "SELECT state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, email_key)
+        ).fetchone()
+        return row[0] if row else None
+
+    def in_state(self, issue: str, state: str, limit: int = 10) -> list[str]:
+        """Return up to *limit* addresses of a send in *state*, in list order."""
+        return [
+            e
+            for (e,) in self._db.execute(
+                "SELECT email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
+                (issue, state, limit),
+            )
+        ]
+
+    def counts(self, issue: str) -> dict[str, int]:
+        """Return the number of deliveries of a send in each state (with the log's entries)."""
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in self._db.execute(
+            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
+        ):
+            counts[state] = n
+        final = {entry[0]: entry[1] for entry in self._logged()}  # the last state of each
+        for i, state in self._by_id(issue, "state", final):
+            counts[state] -= 1
+            counts[final[i]] += 1
+        return counts
+
+    def _logged(self) -> list[sendlog.Entry]:
+        """The entries not yet in the database: a running send's pending ones, and those of
+        logs that could not be folded (``read_logs``, a failed last fold)."""
+        return (self._log.pending if self._log is not None else []) + self._unfolded
+
+    def _by_id(self, issue: str, column: str, ids: Iterable[int]) -> Iterator[tuple]:
+        """Yield (id, *column*) of the deliveries of *issue* among *ids*, 500 ids a query."""
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            yield from self._db.execute(
+                f"SELECT id, {column} FROM deliveries WHERE issue = ? AND id IN ({','.join('?' * len(chunk))})",
+                (issue, *chunk),
+            )
+
+    def delivery_id(self, issue: str, email: str) -> int | None:
+        """Return the id of the delivery of *issue* to *email* (it names the VERP address)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM deliveries WHERE issue = ? AND email_key = ?", (issue, address_key(email))
+            ).fetchone()
+        return row[0] if row else None
+
+    def in_flight(self, issue: str, since: float) -> set[int]:
+        """The deliveries of *issue* claimed at or after *since* and not answered yet: the
+        messages in flight of a send running since then (``state.running_since``)."""
+        return {
+            i
+            for (i,) in self._db.execute(
+                "SELECT id FROM deliveries WHERE issue = ? AND state = 'sending' AND reply IS NULL "
+                "AND updated_at >= ?",
+                (issue, since),
+            )
+        }
+
+    def problems(self, issue: str) -> list[tuple[int, str, str, str | None]]:
+        """Return (id, email, state, reply) of failed, deferred and uncertain deliveries (with
+        the log's entries, as ``counts``)."""
+        wanted = ("failed", "deferred", "sending")
+        rows = self._db.execute(
+            "SELECT id, email, state, reply FROM deliveries WHERE issue = ? AND state IN "
+            "('failed', 'deferred', 'sending') ORDER BY id",
+            (issue,),
+        ).fetchall()
+        logged = self._logged()
+        if not logged:
+            return rows
+        final: dict[int, tuple[str, str | None, bool]] = {}  # id -> state, reply, reply known
+        for delivery_id, state, attempt, _at, reply in logged:
+            _, last, known = final.get(delivery_id, ("", None, False))
+            if attempt:
+                last, known = None, True
+            elif reply is not None:
+                last, known = reply, True
+            final[delivery_id] = (state, last, known)
+        by_id = {i: (i, e, s, r) for i, e, s, r in rows if i not in final}
+        ids = [i for i, (state, _, _) in final.items() if state in wanted]
+        for i, e, r in self._by_id(issue, "email, reply", ids):
+            state, last, known = final[i]
+            by_id[i] = (i, e, state, last if known else r)
+        return [by_id[i] for i in sorted(by_id)]
+
+    def sends(self, issue: str) -> list[str]:
+        """Return the journal keys of an issue: its list send and any --to sends."""
+        return [
+            key
+            for (key,) in self._db.execute(
+                # A prefix compare, not LIKE: '_' and '%' in a slug are not wildcards.
+                "SELECT issue FROM sends WHERE issue = ? OR substr(issue, 1, ?) = ? ORDER BY issue",
+                (issue, len(f"{issue} to "), f"{issue} to "),
+            )
+        ]

@@ -123,7 +123,10 @@ def _address_header(name: str, display: str, addr_spec: str) -> bytes:
             and _display_name(found[0], folded, addr_spec) == display
         )
 
-    if not same(_parse(name, folded), folded) or _longest(folded) > 78:
+    parsed = _parse(name, folded)
+    # CPython folds a long name with a special in it ("Prof. Dr. med. …") without its
+    # quotes, which reads back with a defect: encoded words hold it faithfully.
+    if parsed.defects or not same(parsed, folded) or _longest(folded) > 78:
         folded = _encoded_whole(name, display, f"<{addr_spec}>").encode("ascii")
     return _verified(name, folded, lambda h: same(h, folded))
 

@@ -325,10 +325,73 @@ def test_dry_run_connects_to_nothing(plain_server: Server, runner: CliRunner, tm
     result = _send(runner, "--list", str(_list(tmp_path, 5)), "--dry-run")
     assert result.exit_code == 0
     assert "Server:     nothing (dry run)" in result.stdout
-    assert result.stdout.splitlines()[-1] == "5 prepared, 0 failed, 0 deferred"
+    assert (
+        result.stdout.splitlines()[-1]
+        == "5 prepared (every reader of the list; nothing sent), 0 failed, 0 deferred"
+    )
     assert plain_server.recorder.received == []
     assert plain_server.recorder.rcpt_seen == {}
     assert runner.invoke(cli, ["status", EXAMPLE]).stdout == f"{EXAMPLE}: not sent yet\n"
+
+
+def test_a_dry_run_plans_as_the_real_send_would(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """After a run with a longer list, a dry run with a shorter one shows what the real send
+    would: those already sent, and those due from the earlier run (found in a new user's
+    trial: it said '2 to send', and the real send then mailed 4)."""
+    plain_server.recorder.faults.update({f"reader{i:05d}@example.com": ["451 4.3.0 later"] for i in (4, 5)})
+    first = _send(runner, "--list", str(_list(tmp_path, 6)), "--yes", "--retries", "0")
+    assert first.exit_code == 4, first.output
+    short = str(_list(tmp_path, 3, "short.csv"))
+    dry = _send(runner, "--list", short, "--dry-run")
+    real = _send(runner, "--list", short)  # no terminal: shows the plan, then refuses to ask
+    assert dry.exit_code == 0 and real.exit_code == 1
+    for result in (dry, real):
+        assert "Recipients: 2 to send, 3 already sent" in result.stdout, result.stdout
+        assert "Earlier:    2 of them are due from an earlier run of this issue and not in this list" in (
+            result.stdout
+        )
+    assert len(plain_server.recorder.received) == 4
+
+
+def test_a_reader_whose_message_cannot_be_written_is_named_by_dry_run_and_outbox(
+    plain_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
+    """A dry run and an outbox run (whose journals are gone when they end) name the reader whose
+    message cannot be written, as 'digest status' does for a real send; nothing crashes."""
+    from digest.message import MessageTemplate
+
+    real_pieces = MessageTemplate.pieces
+    real_personalise = MessageTemplate.personalise
+
+    def refuse(recipient) -> None:
+        if recipient is not None and recipient.email == "reader00001@example.com":
+            raise ValueError("cannot encode the To header faithfully")
+
+    monkeypatch.setattr(
+        MessageTemplate, "pieces", lambda self, r, **kw: (refuse(r), real_pieces(self, r, **kw))[1]
+    )
+    monkeypatch.setattr(
+        MessageTemplate, "personalise", lambda self, r, **kw: (refuse(r), real_personalise(self, r, **kw))[1]
+    )
+    path = str(_list(tmp_path, 3))
+    dry = _send(runner, "--list", path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "2 prepared (every reader of the list; nothing sent), 1 failed" in dry.stdout
+    assert (
+        "  failed    reader00001@example.com: cannot be written as a message: cannot encode the To header"
+        in (dry.stdout)
+    )
+    out = _send(runner, "--list", path, "--outbox", str(tmp_path / "out"))
+    assert out.exit_code == 0, out.output
+    assert "2 written, 1 failed" in out.stdout
+    assert "  failed    reader00001@example.com: cannot be written as a message" in out.stdout
+    assert "digest status" not in out.stdout  # its journal is gone: nothing to see there
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "reader00000_at_example.com.eml",
+        "reader00002_at_example.com.eml",
+    ]
 
 
 def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:

@@ -323,7 +323,7 @@ def send(
         )
         sys.exit(EXIT_STOPPED)
     show(None)
-    verb = "prepared" if dry_run else ("written" if outbox else "sent")
+    verb = "prepared (every reader of the list; nothing sent)" if dry_run else ("written" if outbox else "sent")
     click.echo(
         f"{stats.sent} {verb}, {stats.failed} failed, {stats.deferred} deferred"
         + (f", {stats.uncertain} uncertain" if stats.uncertain else "")
@@ -331,16 +331,24 @@ def send(
         + (f" ({stats.rate:.{0 if stats.rate >= 10 else 1}f}/s)" if stats.sent and not dry_run else "")
     )
     _pace_line(stats)
-    counts = plan.counts() if real else {}
+    if not real:  # its journal is gone: say who failed here
+        labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
+        for _id, email, st, reply in plan.problems:
+            click.echo(f"  {labels[st]:<9} {email}: {reply}")
+        more = stats.failed + stats.deferred + stats.uncertain - len(plan.problems)
+        if more > 0:
+            click.echo(f"  and {more} more")
+        return
+    counts = plan.counts()
     left = counts.get("deferred", 0) + counts.get("pending", 0)
     uncertain = counts.get("sending", 0)
-    if stats.failed or left or uncertain:
+    if stats.failed or left:
         click.echo(f"See 'digest status {plan.slug}' for the server's replies.")
+    elif uncertain:
+        click.echo(f"See 'digest status {plan.slug}' for the uncertain readers.")
     if left or uncertain:
-        click.echo(
-            f"Left for a rerun: {left} deferred, {uncertain} uncertain (sent again only "
-            "with --resend-uncertain; they may then get two copies)."
-        )
+        again = " (sent again only with --resend-uncertain; they may then get two copies)."
+        click.echo(f"Left for a rerun: {left} deferred, {uncertain} uncertain" + (again if uncertain else "."))
         sys.exit(EXIT_RERUN)
 
 

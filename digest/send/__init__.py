@@ -104,7 +104,10 @@ def plan_send(
     if not scratch:
         _check_not_being_sent(project, key)
         recover_send_logs(project)  # a killed send's last entries, for a true plan
-    known = journal.content_hash(key) if journal and not scratch else None
+    # A dry run plans as the real send would (reading the journal, writing nothing);
+    # --outbox writes every reader's message, whatever the journal says.
+    planned = journal if outbox is None else None
+    known = planned.content_hash(key) if planned else None
     if known is not None and known != template.content_hash and not force:
         raise SendError(
             f"issue {issue.slug} changed after its send started",
@@ -151,7 +154,7 @@ def plan_send(
         plan.list_digest = _file_digest(list_path)
     _count(
         plan,
-        journal if not scratch else None,
+        planned,
         journal,
         read_recipients(list_path) if list_path is not None else iter(recipients()),
     )

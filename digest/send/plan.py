@@ -22,6 +22,8 @@ from .options import Options, Stats
 from .recipients import RowProblem
 from .state import _existing_journal, _log_path, only_sender, open_journal
 
+MAX_PROBLEMS_SHOWN = 50
+
 
 @dataclass
 class Plan:
@@ -60,6 +62,9 @@ class Plan:
     scratch: bool = False  # --dry-run or --outbox: a throw-away journal in the state folder
     journal: Journal | None = None
     stats: Stats | None = None  # the run's counts, once it runs (also after a stop or Ctrl-C)
+    # (id, address, state, reply) of the failed and deferred of a --dry-run or --outbox run,
+    # whose journal is gone when it ends (MAX_PROBLEMS_SHOWN at most)
+    problems: list[tuple[int, str, str, str | None]] = field(default_factory=list)
 
     @property
     def sender(self) -> str:
@@ -111,6 +116,8 @@ class Plan:
                     return self._prepare_all(self.journal)
                 return self.run(progress, notice)
             finally:
+                if self.scratch and self.journal is not None:  # said by the command, then gone
+                    self.problems = self.journal.problems(self.key)[:MAX_PROBLEMS_SHOWN]
                 self.discard_scratch()
 
     def record(self) -> Journal:
@@ -185,7 +192,12 @@ class Plan:
             for delivery in batch:
                 if journal.is_suppressed(delivery.key):
                     continue
-                self.template.personalise(delivery.recipient)
+                try:
+                    self.template.personalise(delivery.recipient)
+                except (ValueError, UnicodeError) as e:  # as the send would: that reader fails
+                    journal.mark(delivery.id, "failed", f"cannot be written as a message: {e}")
+                    stats.failed += 1
+                    continue
                 stats.sent += 1
             last = batch[-1].id
         return stats

@@ -245,8 +245,30 @@ def test_too_many_failures_in_a_row_stop_the_send(
         plain_server.recorder.faults[f"reader{i:05d}@example.com"] = ["550 5.7.1 blocked"]
     result = _send(runner, "--list", str(_list(tmp_path, 40)), "--yes", "--workers", "1")
     assert result.exit_code == 3
-    assert "Error: stopped after 20 failures in a row; last reply: 550 5.7.1 blocked" in (result.stderr)
+    assert (
+        "Error: stopped after 20 readers in a row were not delivered (20 failed, 0 left for a rerun); "
+        "last reply: 550 5.7.1 blocked" in result.stderr
+    )
+    assert "--retry-failed" in result.stderr
     assert plain_server.recorder.received == []
+
+
+def test_readers_deferred_in_a_row_stop_without_naming_retry_failed(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A server deferring everyone (Postfix: smtpd_recipient_restrictions = defer): the stop
+    says they are left for a rerun, not failed (a new user read '--retry-failed' and looked
+    for failed readers that did not exist)."""
+    for i in range(25):
+        plain_server.recorder.faults[f"reader{i:05d}@example.com"] = ["450 4.3.2 try again later"]
+    result = _send(runner, "--list", str(_list(tmp_path, 30)), "--yes", "--workers", "1", "--retries", "0")
+    assert result.exit_code == 3
+    assert (
+        "Error: stopped after 20 readers in a row were not delivered (all left for a rerun); "
+        "last reply: 450 4.3.2 try again later" in result.stderr
+    )
+    assert "--retry-failed" not in result.stderr
+    assert "Stopped: 0 sent, 0 failed, 30 still due" in result.stdout
 
 
 def test_no_smtp_settings(project: Path, runner: CliRunner, tmp_path: Path) -> None:

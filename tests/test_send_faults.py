@@ -856,6 +856,10 @@ def test_answering_no_records_nothing(piped: Server, project: Path, tmp_path: Pa
         stdin=subprocess.DEVNULL,
     )
     assert needs.returncode == 1 and "a real send needs confirmation" in needs.stderr
+    # Ctrl-D (or Ctrl-C) at the prompt is a no too, not click's bare "Aborted!"
+    eof = _run_in_a_terminal(project, [*DIGEST, "send", EXAMPLE, "--list", str(path)], "\x04")
+    assert "Not sent; nothing was recorded." in eof and "Aborted" not in eof
+    assert not (project / ".digest" / "journal.sqlite3").exists()
     again = subprocess.run(
         [*DIGEST, "send", EXAMPLE, "--list", str(path), "--yes"], cwd=project, capture_output=True, text=True
     )

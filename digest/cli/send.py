@@ -270,7 +270,12 @@ def send(
     if real and not yes:
         if not sys.stdin.isatty():
             raise DigestError("a real send needs confirmation", hint="pass --yes to send without a terminal")
-        if not click.confirm(f"Send to {plan.to_send} recipient{'s' if plan.to_send != 1 else ''}?"):
+        try:
+            confirmed = click.confirm(f"Send to {plan.to_send} recipient{'s' if plan.to_send != 1 else ''}?")
+        except click.Abort:  # Ctrl-C or Ctrl-D at the prompt: the same as no
+            click.echo("")
+            confirmed = False
+        if not confirmed:
             click.echo("Not sent; nothing was recorded.")
             sys.exit(1)
 

@@ -77,6 +77,7 @@ class SendLoop:
         self.stats = Stats()
         self.fatal: SendError | None = None
         self._in_a_row = 0
+        self._failed_in_a_row = 0  # of them, failed for good (the others deferred, uncertain)
         self.pace = Pace(options.rate, first_pause=options.backoff)
         self._states = options.due_states
         self._due: deque[Prepared] = deque()
@@ -361,18 +362,21 @@ class SendLoop:
     def count(self, outcome: str, reply: str = "") -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if outcome == "sent":
-            self._in_a_row = 0
+            self._in_a_row = self._failed_in_a_row = 0
             if self.aside.readers and not self.fatal:  # set aside for their own reasons
                 self.aside.resolve()
             return
         self._in_a_row += 1
+        self._failed_in_a_row += outcome == "failed"
         # (Not once the send is stopping: the readers held for a retry count as deferred.)
         if self._in_a_row >= self.options.max_failures_in_a_row and not self.stop.is_set():
+            n, failed = self._in_a_row, self._failed_in_a_row
+            kinds = f"{failed} failed, {n - failed} left for a rerun" if failed else "all left for a rerun"
             self.stop_with(
                 SendError(
-                    f"stopped after {self._in_a_row} failures in a row; last reply: {reply}",
-                    hint="check the server and 'digest status'; run send again to resume, with "
-                    "--retry-failed for the failed ones once the cause is fixed",
+                    f"stopped after {n} readers in a row were not delivered ({kinds}); last reply: {reply}",
+                    hint="check the server and 'digest status'; run the same command again to resume"
+                    + (", with --retry-failed for the failed ones once the cause is fixed" if failed else ""),
                 )
             )
 

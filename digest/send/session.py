@@ -99,6 +99,7 @@ class SMTPSession:
         self._extensions: set[str] = set()
         self._auth: set[str] = set()  # the login methods offered (PLAIN, LOGIN, ...)
         self._size_limit = 0  # the largest message the server takes (SIZE, RFC 1870); 0: none given
+        self._opened_before = False  # a session was opened (the server ran, at this address)
 
     @property
     def server(self) -> str:
@@ -159,6 +160,7 @@ class SMTPSession:
             if s.smtp_username:
                 async with asyncio.timeout(t.command):
                     await self._login(s.smtp_username, s.smtp_password or "")
+            self._opened_before = True
         except (SendError, TemporaryFailure):
             self._abandon()
             raise
@@ -171,6 +173,12 @@ class SMTPSession:
             ) from None
         except (ConnectionRefusedError, socket.gaierror) as e:
             self._abandon()
+            if self._opened_before:  # it took connections earlier in this send
+                raise SendError(
+                    f"{self.server} stopped taking connections during the send: {e}",
+                    hint="the server stopped or is restarting; once it runs again, run the same "
+                    "command (the send resumes where it stopped)",
+                ) from None
             raise SendError(
                 f"cannot connect to {self.server}: {e}",
                 hint="check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT, and that the "

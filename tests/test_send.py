@@ -159,18 +159,6 @@ def test_a_second_run_sends_nobody_twice(tls_server: Server, runner: CliRunner) 
     assert len(tls_server.recorder.received) == 4
 
 
-def _message_id(address: str) -> str:
-    """The Message-ID of the example issue's message to *address*, as digest sends it."""
-    from digest.config import load_project
-    from digest.issue import load_issue
-    from digest.message import MessageTemplate
-    from digest.render import render_issue
-
-    project = load_project(Path.cwd())
-    template = MessageTemplate(render_issue(project, load_issue(project, EXAMPLE), personal=True), secret="")
-    return template.message_id(address)
-
-
 def test_faults_retry_fail_and_go_on(
     plain_server: Server, runner: CliRunner, tmp_path: Path, monkeypatch
 ) -> None:
@@ -198,7 +186,7 @@ def test_faults_retry_fail_and_go_on(
         "  failed    reader00002@example.com: 550 5.1.1 no such user",
         "  deferred  reader00004@example.com: 452 4.2.2 mailbox full",
         "  uncertain reader00005@example.com: no reply after the message was sent: "
-        "connection closed by the server [" + _message_id("reader00005@example.com") + "]",
+        "connection closed by the server",
     ]
     # The deferred one goes again on the next run; the failed and the uncertain do not.
     rec.faults.clear()

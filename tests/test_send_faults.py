@@ -203,23 +203,16 @@ def test_a_connection_closed_after_the_final_dot_is_uncertain(
     assert result.exit_code == 4, result.output
     assert "4 sent, 0 failed, 0 deferred, 1 uncertain" in result.stdout
     assert server.recorder.rcpt_seen["reader00002@example.com"] == 1  # never retried
-    status = _status(runner).splitlines()
-    assert status[0] == f"{EXAMPLE}: 4 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain"
-    # With the message's Message-ID, to look it up in the server's log (a new user's wish).
-    uncertain = re.fullmatch(
-        r"  uncertain reader00002@example\.com: no reply after the message was sent: "
-        r"connection closed by the server \[(<[0-9a-f]{32}@worlddigest\.example\.org>)\]",
-        status[1],
-    )
-    assert uncertain, status
-    assert "look for its Message-ID in the server's log" in status[2] and len(status) == 3
+    assert _status(runner).splitlines() == [
+        f"{EXAMPLE}: 4 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain",
+        "  uncertain reader00002@example.com: no reply after the message was sent: "
+        "connection closed by the server",
+    ]
     plain = _send(runner, "--list", str(path), "--yes")
     assert plain.exit_code == 4 and "Nothing to send." in plain.stdout
     final = _send(runner, "--list", str(path), "--yes", "--resend-uncertain")
     assert final.exit_code == 0, final.output
     _exactly_once(server, 5)
-    (copy,) = server.recorder.by_recipient()["reader00002@example.com"]
-    assert email.message_from_bytes(copy.data)["Message-ID"] == uncertain[1]
 
 
 def test_a_second_ctrl_c_stops_at_once_and_leaves_the_message_in_flight_uncertain(
@@ -1063,9 +1056,9 @@ def test_status_warns_and_counts_when_a_killed_sends_log_cannot_be_folded(
     assert "hint: the figures below include what a killed send logged last" in result.stderr
     # The log's word, not the database's: the first is sent, the second uncertain.
     assert result.stdout.startswith(f"{EXAMPLE}: 2 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain")
-    lines = result.stdout.splitlines()[1:]
-    assert lines[0].startswith(f"  uncertain {email1}: no reply recorded (in flight when the send stopped) [<")
-    assert len(lines) == 2 and "look for its Message-ID" in lines[1]
+    assert result.stdout.splitlines()[1:] == [
+        f"  uncertain {email1}: no reply recorded (in flight when the send stopped)"
+    ]
     assert email0 not in result.stdout
 
 

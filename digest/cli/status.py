@@ -76,38 +76,13 @@ def status(state: State, issue: str) -> None:
             + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
         labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
-        problems = [p for p in journal.problems(key) if p[0] not in in_flight]  # in flight: not yet
-        ids = _message_ids(project, journal, key) if any(p[2] == "sending" for p in problems) else None
-        for _delivery_id, email, st, reply in problems:
+        for delivery_id, email, st, reply in journal.problems(key):
+            if delivery_id in in_flight:
+                continue  # in flight: not a problem (yet)
             why = reply or "no reply recorded (in flight when the send stopped)"
-            mid = f" [{ids(email)}]" if ids and st == "sending" else ""
-            click.echo(f"  {labels[st]:<9} {email}: {why}{mid}")
-        if ids:
-            click.echo(
-                "  (whether the server took an uncertain message: look for its Message-ID in the "
-                "server's log, Postfix: grep -i 'message-id=<...>' /var/log/mail.log)"
-            )
+            click.echo(f"  {labels[st]:<9} {email}: {why}")
         for email, label, detail in issue_bounces(conn, key):
             click.echo(f"  {label:<9} {email}: {detail}")
-
-
-def _message_ids(project: Project, journal, key: str):
-    """The Message-ID of each reader's message of the list send *key*, as it went out (a
-    function of the address), or None when the issue changed since (or is not there)."""
-    from ..issue import load_issue
-    from ..message import MessageTemplate
-    from ..render import render_issue
-
-    try:
-        issue = load_issue(project, key)
-        if key != issue.slug:  # a --to send: one message to a list address
-            return None
-        template = MessageTemplate(render_issue(project, issue, personal=True), secret="")
-    except DigestError:
-        return None
-    if journal.content_hash(key) != template.content_hash:
-        return None
-    return template.message_id
 
 
 @cli.command()

@@ -9,6 +9,7 @@ word, ``=?...?=``) is encoded whole, so a reader always sees exactly the value.
 
 from __future__ import annotations
 
+import email.errors
 import email.policy
 import re
 from email.header import Header, decode_header, make_header
@@ -26,16 +27,20 @@ _READ = email.policy.default
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def clean_value(value: str | None) -> str:
-    """Fold whitespace (CR/LF included) so a value cannot break a header or a line."""
-    return " ".join(str(value or "").split())
+    """Fold whitespace (CR/LF included) and control characters (a list's stray NUL or ESC)
+    into single spaces, so a value cannot break a header or a line."""
+    return " ".join(_CONTROL.sub(" ", str(value or "")).split())
 
 
 def unstructured_header(name: str, value: str) -> bytes:
     """Return ``Name: value`` folded and encoded (Subject, List-Id, ...), CRLF-ended."""
     value = clean_value(value)
-    folded = POLICY.fold_binary(name, POLICY.header_factory(name, value))
-    if str(_parse(name, folded)) != value or _longest(folded) > 78:
+    folded = _folded(name, value)
+    if folded is None or str(_parse(name, folded)) != value or _longest(folded) > 78:
         folded = _encoded_whole(name, value, "").encode("ascii")
     return _verified(name, folded, lambda h: str(h) == value)
 
@@ -45,9 +50,10 @@ def list_id_header(description: str, list_id: str) -> bytes:
     description = clean_value(description)
     tail = f"<{clean_value(list_id).strip('<>')}>"
     value = f"{description} {tail}" if description else tail
-    folded = POLICY.fold_binary("List-Id", POLICY.header_factory("List-Id", value))
+    folded = _folded("List-Id", value)
     if (
-        str(_parse("List-Id", folded)) != value
+        folded is None
+        or str(_parse("List-Id", folded)) != value
         or _longest(folded) > 78
         or not folded.rstrip().endswith(tail.encode())
     ):
@@ -112,8 +118,7 @@ def ascii_domain(domain: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _address_header(name: str, display: str, addr_spec: str) -> bytes:
-    header = POLICY.header_factory(name, Address(display_name=display, addr_spec=addr_spec))
-    folded = POLICY.fold_binary(name, header)
+    folded = _folded(name, Address(display_name=display, addr_spec=addr_spec))
 
     def same(h, folded: bytes) -> bool:
         found = h.addresses
@@ -123,16 +128,16 @@ def _address_header(name: str, display: str, addr_spec: str) -> bytes:
             and _display_name(found[0], folded, addr_spec) == display
         )
 
-    parsed = _parse(name, folded)
     # CPython folds a long name with a special in it ("Prof. Dr. med. …") without its
     # quotes, which reads back with a defect: encoded words hold it faithfully.
-    if parsed.defects or not same(parsed, folded) or _longest(folded) > 78:
+    parsed = _parse(name, folded) if folded is not None else None
+    if parsed is None or parsed.defects or not same(parsed, folded) or _longest(folded) > 78:
         folded = _encoded_whole(name, display, f"<{addr_spec}>").encode("ascii")
     return _verified(name, folded, lambda h: same(h, folded))
 
 
-def _display_name(found: Address, folded: bytes, addr_spec: str) -> str:
-    """Return the display name as RFC 2047 (6.2) reads it.
+def _display_name(found: Address, folded: bytes, addr_spec: str) -> str | None:
+    """Return the display name as RFC 2047 (6.2) reads it (None if it does not decode).
 
     CPython's address parser keeps the folding space between two encoded words
     of a display name; RFC 2047 says to ignore it, as mail clients do.
@@ -141,7 +146,10 @@ def _display_name(found: Address, folded: bytes, addr_spec: str) -> str:
     phrase = value.rpartition(f"<{addr_spec}>")[0].strip()
     if "=?" not in phrase or phrase.startswith('"'):
         return found.display_name
-    return str(make_header(decode_header(phrase)))
+    try:
+        return str(make_header(decode_header(phrase)))
+    except (email.errors.MessageError, UnicodeError, LookupError):  # "=?utf-8?b? é": not what it says
+        return None
 
 
 def mailbox_header(name: str, value: str) -> bytes:
@@ -169,6 +177,8 @@ def _encoded_whole(name: str, text: str, tail: str) -> str:
     """Encode all of *text* as RFC 2047 words, then *tail* (an address) unencoded."""
     words = Header(text, "utf-8", header_name=name).encode(linesep=CRLF)
     last = words.rsplit(CRLF, 1)[-1]
+    if CRLF not in words:
+        last = f"{name}: {last}"  # the first line holds the header's name too
     if tail:
         joiner = f"{CRLF} " if len(last) + len(tail) + 1 > 78 else " "
         words = f"{words}{joiner}{tail}"
@@ -177,6 +187,16 @@ def _encoded_whole(name: str, text: str, tail: str) -> str:
 
 def _longest(folded: bytes) -> int:
     return max(map(len, folded.split(b"\r\n")))
+
+
+def _folded(name: str, value: object) -> bytes | None:
+    """CPython's own fold of *value* (text or an Address), or None where it cannot: it
+    decodes text that looks like an encoded word ("=?UTF-8?Q?J=C3?=", cut short) and then
+    fails to encode what it made of it."""
+    try:
+        return POLICY.fold_binary(name, POLICY.header_factory(name, value))
+    except (UnicodeError, email.errors.MessageError):
+        return None
 
 
 def _parse(name: str, folded: bytes):

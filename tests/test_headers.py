@@ -46,6 +46,12 @@ VALUES = [
     # Long, with a period: CPython folded it unquoted, a defect (a reader missed the issue).
     "Prof. Dr. med. Karl-Theodor Maria Nikolaus Johann Jacob Philipp Franz Joseph Sylvester",
     "Dr. Anna-Lena Müller-Lüdenscheidt, Ph.D., Head of the Investigations Desk, Berlin Bureau",
+    # Encoded words cut short, and control characters, as CSV exports hold them.
+    "=?utf-8?b? é",
+    "Ann =?utf-8?b?x? é",
+    "=?UTF-8?Q?J=C3?= é",
+    "Zoë\x00 Ångström\x1b[1m\x7f",
+    "x" * 70 + "¡",
 ]
 
 
@@ -200,17 +206,21 @@ def test_an_internationalised_domain_is_written_in_ascii() -> None:
 
 
 # Names as lists hold them: any letters, digits, spaces and the specials of RFC 5322
-# (".", ",", quotes, brackets, "@", backslash), in any language, short or long.
-_NAME = st.text(
-    alphabet=st.one_of(
-        st.sampled_from(list(" .,;:\"()<>[]@\\'-=?_")),
-        st.characters(blacklist_categories=("Cs", "Cc")),
+# (".", ",", quotes, brackets, "@", backslash), control characters, in any language, short
+# or long, and pieces of RFC 2047 encoded words, whole or cut short ("=?utf-8?b? é" from a
+# CSV export once stopped a whole send).
+_PIECES = ["=?", "?=", "=?utf-8?b?", "=?UTF-8?Q?", "=?iso-8859-1?q?", "=?x-unknown?b?", "=C3", "SGk=", "?"]
+_NAME = st.lists(
+    st.one_of(
+        st.sampled_from(list(" .,;:\"()<>[]@\\'-=?_") + _PIECES),
+        st.characters(blacklist_categories=("Cs",)),
+        st.text(max_size=12),
     ),
-    max_size=160,
-)
+    max_size=40,
+).map("".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(name=_NAME)
 def test_any_display_name_reads_back_exactly(name: str) -> None:
     """Property: whatever the name, the To header is written (never an error that would fail
@@ -222,4 +232,17 @@ def test_any_display_name_reads_back_exactly(name: str) -> None:
     assert not msg["To"].defects
     assert msg["To"].addresses[0].addr_spec == address
     assert _rfc2047_display(blob, "To", address) == clean_value(name)
+    assert all(len(line) <= 78 for line in _lines(blob))
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=_NAME)
+def test_any_subject_and_list_description_read_back_exactly(value: str) -> None:
+    """Property: the same for an unstructured header (Subject) and List-Id's description."""
+    expected = clean_value(value)
+    blob = unstructured_header("Subject", value) + list_id_header(value, "news.example.org")
+    msg = _strict(blob)
+    assert not msg["Subject"].defects and not msg["List-Id"].defects
+    assert str(msg["Subject"]) == expected
+    assert str(msg["List-Id"]) == (f"{expected} <news.example.org>" if expected else "<news.example.org>")
     assert all(len(line) <= 78 for line in _lines(blob))

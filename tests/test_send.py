@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
@@ -414,6 +415,35 @@ def test_a_reader_whose_message_cannot_be_written_is_named_by_dry_run_and_outbox
         "reader00000_at_example.com.eml",
         "reader00002_at_example.com.eml",
     ]
+
+
+def test_names_as_csv_exports_hold_them_reach_their_readers(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A cut-short encoded word ("=?utf-8?b? é" once stopped the whole send, every rerun),
+    control characters and a long name with periods: every reader gets the message, with
+    the name as the list gives it (control characters as spaces)."""
+    names = [
+        "=?utf-8?b? é",
+        "Zoë\x00Ångström\x1b",
+        "Prof. Dr. med. Karl-Theodor Maria Nikolaus Johann Jacob Philipp Franz Joseph Sylvester",
+    ]
+    path = tmp_path / "names.csv"
+    rows = "".join(f'reader{i}@example.com,"{n}"\n' for i, n in enumerate(names))
+    path.write_text("email,name\n" + rows, encoding="utf-8")
+    assert (
+        "3 prepared (every reader of the list; nothing sent), 0 failed"
+        in _send(runner, "--list", str(path), "--dry-run").stdout
+    )
+    result = _send(runner, "--list", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "3 sent, 0 failed" in result.stdout
+    got = plain_server.recorder.by_recipient()
+    for i, name in enumerate(["=?utf-8?b? é", "Zoë Ångström", names[2]]):
+        (copy,) = got[f"reader{i}@example.com"]
+        msg = email.message_from_bytes(copy.data, policy=email.policy.strict)
+        assert str(make_header(decode_header(copy.data.split(b"\r\nTo: ")[1].split(b" <")[0].decode()))) == name
+        assert msg["To"].addresses[0].addr_spec == f"reader{i}@example.com"
 
 
 def test_unsubscribed_addresses_are_skipped(plain_server: Server, runner: CliRunner, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import signal
 import threading
 from collections import deque
 from collections.abc import Callable
+from email.errors import MessageError
 from email.utils import parseaddr
 from typing import NamedTuple
 
@@ -235,7 +236,7 @@ class SendLoop:
                 # one copy for a list address: the list's footer, no personal link
                 else template.pieces(None, to=to, wire=self.wire)
             )
-        except (ValueError, UnicodeError) as e:  # one bad address never stops the send
+        except (ValueError, UnicodeError, MessageError) as e:  # one bad reader never stops the send
             return Prepared(delivery, sender, to, hashed, None, e)
         return Prepared(delivery, sender, to, hashed, pieces)
 

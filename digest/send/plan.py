@@ -9,6 +9,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from email.errors import MessageError
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -194,7 +195,7 @@ class Plan:
                     continue
                 try:
                     self.template.personalise(delivery.recipient)
-                except (ValueError, UnicodeError) as e:  # as the send would: that reader fails
+                except (ValueError, UnicodeError, MessageError) as e:  # as the send would: that reader fails
                     journal.mark(delivery.id, "failed", f"cannot be written as a message: {e}")
                     stats.failed += 1
                     continue

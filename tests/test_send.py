@@ -247,7 +247,7 @@ def test_too_many_failures_in_a_row_stop_the_send(
     result = _send(runner, "--list", str(_list(tmp_path, 40)), "--yes", "--workers", "1")
     assert result.exit_code == 3
     assert (
-        "Error: stopped after 20 readers in a row were not delivered (20 failed, 0 left for a rerun); "
+        "Error: stopped after 20 readers in a row were not delivered (20 failed); "
         "last reply: 550 5.7.1 blocked" in result.stderr
     )
     assert "--retry-failed" in result.stderr
@@ -265,7 +265,7 @@ def test_readers_deferred_in_a_row_stop_without_naming_retry_failed(
     result = _send(runner, "--list", str(_list(tmp_path, 30)), "--yes", "--workers", "1", "--retries", "0")
     assert result.exit_code == 3
     assert (
-        "Error: stopped after 20 readers in a row were not delivered (all left for a rerun); "
+        "Error: stopped after 20 readers in a row were not delivered (20 deferred); "
         "last reply: 450 4.3.2 try again later" in result.stderr
     )
     assert "--retry-failed" not in result.stderr

@@ -252,6 +252,14 @@ def test_other_replies_are_not_throttled(code: int, reply: bytes) -> None:
         (550, b"5.4.5 Daily sending quota exceeded.", "RCPT"),
         (554, b"5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed", "the message"),
         (550, b"Sending limit exceeded for this account", "DATA"),
+        (550, b"5.4.5 Daily SMTP relay limit exceeded for user. https://support.google.com/a", "RCPT"),
+        (
+            550,
+            b"5.1.90 Your message can't be sent because you've reached your daily limit for message recipients",
+            "RCPT",
+        ),
+        (554, b"Message rejected: Sending suspended for this account.", "the message"),
+        (550, b"Sender rate exceeds 100 messages per 1h", "RCPT"),  # Exim: ratelimit with deny
     ],
 )
 def test_a_used_up_sending_quota_refuses_the_session(code: int, reply: bytes, command: str) -> None:
@@ -260,6 +268,14 @@ def test_a_used_up_sending_quota_refuses_the_session(code: int, reply: bytes, co
     assert failure.hint == QUOTA_HINT
 
 
-def test_a_readers_full_mailbox_is_not_a_sending_quota() -> None:
-    failure, _ = failure_of(552, b"5.2.2 <r@example.com>: Mailbox quota exceeded", "RCPT")
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"5.2.2 <r@example.com>: Mailbox quota exceeded",
+        b"5.2.2 Mailbox full: daily quota exceeded",
+        b"Mailbox has exceeded its daily limit of incoming messages",
+    ],
+)
+def test_a_readers_full_mailbox_is_not_a_sending_quota(reply: bytes) -> None:
+    failure, _ = failure_of(552, reply, "RCPT")
     assert isinstance(failure, PermanentFailure)

@@ -328,7 +328,11 @@ def send(
         )
         sys.exit(EXIT_STOPPED)
     show(None)
-    verb = "prepared (every reader of the list; nothing sent)" if dry_run else ("written" if outbox else "sent")
+    verb = (
+        ("prepared (nothing sent)" if to else "prepared (every reader of the list; nothing sent)")
+        if dry_run
+        else ("written" if outbox else "sent")
+    )
     click.echo(
         f"{stats.sent} {verb}, {stats.failed} failed, {stats.deferred} deferred"
         + (f", {stats.uncertain} uncertain" if stats.uncertain else "")

@@ -77,8 +77,7 @@ class SendLoop:
         self.envelope_sender = envelope_sender or (lambda _recipient, _delivery_id: sender)
         self.stats = Stats()
         self.fatal: SendError | None = None
-        self._in_a_row = 0
-        self._failed_in_a_row = 0  # of them, failed for good (the others deferred, uncertain)
+        self._in_a_row: dict[str, int] = {}  # readers not delivered since the last delivery, by outcome
         self.pace = Pace(options.rate, first_pause=options.backoff)
         self._states = options.due_states
         self._due: deque[Prepared] = deque()
@@ -363,16 +362,17 @@ class SendLoop:
     def count(self, outcome: str, reply: str = "") -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if outcome == "sent":
-            self._in_a_row = self._failed_in_a_row = 0
+            self._in_a_row.clear()
             if self.aside.readers and not self.fatal:  # set aside for their own reasons
                 self.aside.resolve()
             return
-        self._in_a_row += 1
-        self._failed_in_a_row += outcome == "failed"
+        in_a_row = self._in_a_row
+        in_a_row[outcome] = in_a_row.get(outcome, 0) + 1
+        n = sum(in_a_row.values())
         # (Not once the send is stopping: the readers held for a retry count as deferred.)
-        if self._in_a_row >= self.options.max_failures_in_a_row and not self.stop.is_set():
-            n, failed = self._in_a_row, self._failed_in_a_row
-            kinds = f"{failed} failed, {n - failed} left for a rerun" if failed else "all left for a rerun"
+        if n >= self.options.max_failures_in_a_row and not self.stop.is_set():
+            kinds = ", ".join(f"{k} {o}" for o in ("failed", "deferred", "uncertain") if (k := in_a_row.get(o)))
+            failed = in_a_row.get("failed")
             self.stop_with(
                 SendError(
                     f"stopped after {n} readers in a row were not delivered ({kinds}); last reply: {reply}",

@@ -51,13 +51,23 @@ TOO_BIG_HINT = (
 )
 QUOTA_HINT = (
     "nobody was marked failed; the server takes no more mail from this sender for now (a "
-    "sending quota, per day or hour): run the same command once it resets, or raise the quota"
+    "sending quota or rate, per day or hour): run the same command once it resets (with "
+    "--rate below its limit), or raise the quota"
 )
-# A sending quota used up, in any reply (the sender's, whatever the enhanced code says):
-# Gmail and Google Workspace "550 5.4.5 Daily user sending quota exceeded", Office 365
-# "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", "sending
-# limit exceeded" (Mailgun, hosting providers).
-_QUOTA = re.compile(rb"\bsending (quota|limit)\b|submissionquotaexceeded", re.I)
+# A sending quota or rate used up, in a 5xx (the sender's, whatever the enhanced code says):
+# Gmail and Google Workspace "550 5.4.5 Daily user sending quota exceeded" and "Daily SMTP
+# relay limit exceeded for user", Office 365 "554 5.2.0 STOREDRV.Submission.Exception:
+# SubmissionQuotaExceededException" and "550 5.1.90 … reached your daily limit for message
+# recipients", SES "554 Message rejected: Sending suspended for this account", Exim's
+# "550 Sender rate exceeds …" (ratelimit with deny), "sending limit exceeded" (hosts).
+_MAILBOX = re.compile(rb"[245]\.2\.[0-9]{1,3}\b")  # the reader's mailbox (a full one's daily quota)
+_QUOTA = re.compile(
+    rb"\bsending (quota|limit)\b|submissionquotaexceeded|\brelay limit\b|\bsending (suspended|paused)\b"
+    rb"|\bsender rate\b",
+    re.I,
+)
+# A daily limit: the sender's, unless it is the reader's mailbox's.
+_DAILY = re.compile(rb"\bdaily (user |message )?(sending )?(limit|quota)\b", re.I)
 # Postfix's refusals of the session, given at RCPT while smtpd_delay_reject = yes (its
 # default), else at MAIL (the sender), the greeting (the client) or DATA.
 _SENDER_HINT = (
@@ -153,7 +163,9 @@ def _session_hint(code: int, message: bytes, command: str) -> tuple[str | None, 
         return None, False
     if b"starttls" in words.lower():  # 530 5.7.0 Must issue a STARTTLS command first
         return STARTTLS_HINT, False
-    if _QUOTA.search(words):
+    if _QUOTA.search(words) or (
+        _DAILY.search(words) and not _MAILBOX.match(message) and b"mailbox" not in words.lower()
+    ):
         return QUOTA_HINT, False
     if code in (530, 535):  # authentication required / refused, whatever the command
         return LOGIN_HINT, False

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from digest.send import pace as pace_module
 from digest.send.pace import Pace
 
+from . import test_send_faults
 from .conftest import EXAMPLE
 from .smtpserver import MAIL_LIMIT_REPLY, Server
-from .test_send_faults import _env, _list, _send, _spawn_send, _status, _wait_for
+from .test_send_faults import _env, _exactly_once, _list, _send, _spawn_send, _status, _wait_for
 
 
 class Clock:
@@ -140,11 +141,7 @@ def limited(request, project: Path, monkeypatch):
         yield srv
 
 
-@pytest.fixture
-def piped(project: Path, monkeypatch):
-    with Server(pipelining=True) as srv:
-        _env(monkeypatch, srv.port)
-        yield srv
+piped = test_send_faults.piped  # the pipelined server fixture
 
 
 def test_a_rate_limited_server_gets_the_whole_list_once_in_one_run(limited, tmp_path: Path) -> None:
@@ -167,9 +164,7 @@ def test_a_rate_limited_server_gets_the_whole_list_once_in_one_run(limited, tmp_
     assert int(summary[1]) == limited.recorder.throttled  # every refusal counted
     assert 1 <= int(summary[2]) <= int(summary[1])
     assert 0 < float(summary[3]) < 20  # the server takes 8 a second
-    got = limited.recorder.by_recipient()
-    assert sorted(got) == [f"reader{i:05d}@example.com" for i in range(40)]
-    assert all(len(copies) == 1 for copies in got.values())
+    _exactly_once(limited, 40)
     assert _status(runner).startswith(f"{EXAMPLE}: 40 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain")
 
 
@@ -184,8 +179,7 @@ def test_refusals_for_the_pace_do_not_count_as_failures_in_a_row(piped, tmp_path
     assert result.exit_code == 0, result.output
     assert "10 sent, 0 failed, 0 deferred" in result.stdout
     assert "The server refused 24 messages for the pace;" in result.stdout
-    got = piped.recorder.by_recipient()
-    assert len(got) == 10 and all(len(copies) == 1 for copies in got.values())
+    _exactly_once(piped, 10)
 
 
 def test_max_wait_counts_from_the_last_delivery_not_from_the_start(piped, tmp_path: Path) -> None:
@@ -234,8 +228,7 @@ def test_ctrl_c_while_every_connection_waits_out_a_pause(project: Path, tmp_path
         runner = CliRunner()
         again = _send(runner, "--list", path, "--yes")
         assert again.exit_code == 0, again.output
-        got = srv.recorder.by_recipient()
-        assert len(got) == 60 and all(len(copies) == 1 for copies in got.values())
+        _exactly_once(srv, 60)
 
 
 def test_a_server_that_lets_nothing_through_stops_the_send_after_max_wait(piped, tmp_path: Path) -> None:
@@ -258,8 +251,7 @@ def test_a_server_that_lets_nothing_through_stops_the_send_after_max_wait(piped,
     piped.recorder.mail_faults[:] = []
     again = _send(runner, "--list", path, "--yes")
     assert again.exit_code == 0, again.output
-    got = piped.recorder.by_recipient()
-    assert len(got) == 12 and all(len(copies) == 1 for copies in got.values())
+    _exactly_once(piped, 12)
 
 
 def test_a_readers_own_rate_refusal_stays_that_readers(piped, tmp_path: Path) -> None:

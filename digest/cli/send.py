@@ -341,9 +341,10 @@ def send(
     )
     _pace_line(stats)
     if not real:  # its journal is gone: say who failed here
-        labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
+        from .status import problem_line
+
         for _id, email, st, reply in plan.problems:
-            click.echo(f"  {labels[st]:<9} {email}: {reply}")
+            click.echo(problem_line(st, email, reply))
         more = stats.failed + stats.deferred + stats.uncertain - len(plan.problems)
         if more > 0:
             click.echo(f"  and {more} more")

@@ -14,6 +14,14 @@ if TYPE_CHECKING:
     from ..config import Project
 
 
+_LABELS = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
+
+
+def problem_line(state: str, email: str, why: str | None) -> str:
+    """One reader with a problem, as status and the end of a dry run or outbox run show it."""
+    return f"  {_LABELS[state]:<9} {email}: {why}"
+
+
 @cli.command()
 @click.argument("issue")
 @click.pass_obj
@@ -75,12 +83,11 @@ def status(state: State, issue: str) -> None:
             + (f", {cancelled} cancelled" if (cancelled := sum(counts[s] for s in REVIVED)) else "")
             + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
-        labels = {"failed": "failed", "deferred": "deferred", "sending": "uncertain"}
         for delivery_id, email, st, reply in journal.problems(key):
             if delivery_id in in_flight:
                 continue  # in flight: not a problem (yet)
             why = reply or "no reply recorded (in flight when the send stopped)"
-            click.echo(f"  {labels[st]:<9} {email}: {why}")
+            click.echo(problem_line(st, email, why))
         for email, label, detail in issue_bounces(conn, key):
             click.echo(f"  {label:<9} {email}: {detail}")
 

@@ -107,6 +107,8 @@ class SendLoop:
         self.stats.total = sum(counts[s] for s in self._states)
         self._delivered_before = counts.get("sent", 0) > 0
         asyncio.run(self._run(progress))
+        if self.stats.slowed:  # the pace it ended at, with the speed-ups since the last pause
+            self.stats.pace = self.pace.rate
         if self.fatal:
             raise self.fatal
         if self.interrupted:
@@ -344,7 +346,6 @@ class SendLoop:
         # The last pause ends just past --max-wait: a refusal then stops the send on time.
         if pace.throttled(began, longest=max_wait - refusing + 0.01):
             self.stats.slowed += 1
-            self.stats.pace = pace.rate
             log.info("refused for the pace (%s): a pause of %.2fs, then %s/s", reply, pace.pause, pace.rate)
             if self.stats.slowed == 1 and self.notice is not None:
                 self.notice(

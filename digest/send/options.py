@@ -40,7 +40,7 @@ class Stats:
     suppressed: int = 0
     slowed: int = 0  # pauses the server's rate limit made the send take
     throttled: int = 0  # messages it refused for the pace
-    pace: float | None = None  # messages per second at most, as the send ended (after slowing)
+    pace: float | None = None  # messages per second at most as the send ended, once it slowed
     started: float = field(default_factory=time.monotonic)
 
     @property

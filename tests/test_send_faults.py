@@ -1061,6 +1061,49 @@ def test_status_warns_and_counts_when_a_killed_sends_log_cannot_be_folded(
     assert email0 not in result.stdout
 
 
+def test_a_dry_run_plans_with_what_a_killed_send_logged_last(
+    piped: Server, runner: CliRunner, tmp_path: Path, project: Path
+) -> None:
+    """A dry run reads a killed send's log without folding it, as the real send's plan folds
+    it: a reader the log has as sent is not 'to send', one it has as claimed is uncertain
+    (found in a trial: a dry run said 9 to send where the real send said 8)."""
+    from digest.send import journal as journal_module
+    from digest.send import sendlog
+
+    path = str(_list(tmp_path, 4))
+    assert _send(runner, "--list", path, "--yes").exit_code == 0
+    journal = journal_module.Journal(project / ".digest" / "journal.sqlite3")
+    ids = [i for (i,) in journal._db.execute("SELECT id FROM deliveries ORDER BY id")]
+    for i in ids[:3]:  # the database as the send was killed: the last fold before these
+        journal.mark(i, "pending")
+    journal.mark(ids[3], "sending")
+    failed = journal.in_state(EXAMPLE, "failed")
+    journal.close()
+    logs = project / ".digest" / "send-logs"
+    logs.mkdir(exist_ok=True)
+    lines = [  # then: the first delivered, the second claimed (no reply), the fourth failed
+        sendlog._line(1, (ids[0], "sending", True, 1.0, None)),
+        sendlog._line(2, (ids[0], "sent", False, 1.1, "250 2.0.0 queued")),
+        sendlog._line(3, (ids[1], "sending", True, 1.2, None)),
+        sendlog._line(4, (ids[3], "failed", False, 1.3, "550 5.1.1 no such user")),
+    ]
+    log = logs / "send-0123456789abcdef.log"
+    log.write_bytes(b"digest-send-log 1\tabc\n" + b"".join(lines))
+    before = log.read_bytes()
+    dry = _send(runner, "--list", path, "--dry-run", "--retry-failed")
+    assert dry.exit_code == 0, dry.output
+    assert log.read_bytes() == before  # read only: the real send folds it
+    assert failed == []
+    assert "Recipients: 2 to send, 1 already sent" in dry.stdout, dry.stdout
+    assert "Uncertain:  1" in dry.stdout, dry.stdout
+    assert "reader00003@example.com" in dry.stdout  # named as the failed one --retry-failed sends
+    real = _send(runner, "--list", path, "--retry-failed")  # no terminal: the plan, then no
+    assert real.exit_code == 1
+    for line in dry.stdout.splitlines():
+        if line.startswith(("Recipients:", "Uncertain:", "Retrying:")):
+            assert line in real.stdout.splitlines(), (line, real.stdout)
+
+
 # -- the list ------------------------------------------------------------------------------
 
 

@@ -107,6 +107,9 @@ def plan_send(
     # A dry run plans as the real send would (reading the journal, writing nothing);
     # --outbox writes every reader's message, whatever the journal says.
     planned = journal if outbox is None else None
+    if dry_run and journal is not None:
+        # What a killed send logged after its last fold, read only (the real send folds it first).
+        journal.read_logs(send_logs(project, killed_only=True))
     known = planned.content_hash(key) if planned else None
     if known is not None and known != template.content_hash and not force:
         raise SendError(

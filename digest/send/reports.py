@@ -31,23 +31,48 @@ class JournalReports:
     _lock: threading.Lock
     _log: sendlog.SendLog | None
     _unfolded: list[sendlog.Entry]
+    _unfolded_cache: tuple[list[sendlog.Entry], int, dict[int, str]] | None = None
 
     def state_of(self, issue: str, email_key: str) -> str | None:
-        """Return the state of one recipient of a send, or None if it is not recorded."""
+        """Return the state of one recipient of a send, or None if it is not recorded (with
+        the entries of killed sends' logs taken in by ``read_logs``, as ``counts``)."""
         row = self._db.execute(
-            "SELECT state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, email_key)
+            "SELECT id, state FROM deliveries WHERE issue = ? AND email_key = ?", (issue, email_key)
         ).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        return self._unfolded_states().get(row[0], row[1]) if self._unfolded else row[1]
 
     def in_state(self, issue: str, state: str, limit: int = 10) -> list[str]:
-        """Return up to *limit* addresses of a send in *state*, in list order."""
-        return [
-            e
-            for (e,) in self._db.execute(
-                "SELECT email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
-                (issue, state, limit),
+        """Return up to *limit* addresses of a send in *state*, in list order (with the
+        entries taken in by ``read_logs``)."""
+        final = self._unfolded_states() if self._unfolded else {}
+        if not final:
+            return [
+                e
+                for (e,) in self._db.execute(
+                    "SELECT email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
+                    (issue, state, limit),
+                )
+            ]
+        found = {
+            i: e
+            for i, e in self._db.execute(
+                "SELECT id, email FROM deliveries WHERE issue = ? AND state = ? ORDER BY id", (issue, state)
             )
-        ]
+            if i not in final
+        }
+        found.update(self._by_id(issue, "email", [i for i, s in final.items() if s == state]))
+        return [found[i] for i in sorted(found)[:limit]]
+
+    def _unfolded_states(self) -> dict[int, str]:
+        """The last state of each delivery in the unfolded entries, worked out once for them
+        (a plan asks for every reader of its list)."""
+        cached = self._unfolded_cache
+        if cached is None or cached[0] is not self._unfolded or cached[1] != len(self._unfolded):
+            states = {entry[0]: entry[1] for entry in self._unfolded}
+            cached = self._unfolded_cache = (self._unfolded, len(self._unfolded), states)
+        return cached[2]
 
     def counts(self, issue: str) -> dict[str, int]:
         """Return the number of deliveries of a send in each state (with the log's entries)."""

@@ -212,6 +212,12 @@ def _send_logs(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE send_logs (log_id TEXT PRIMARY KEY, folded INTEGER NOT NULL) WITHOUT ROWID")
 
 
+def _message_ids(db: sqlite3.Connection) -> None:
+    """The Message-ID of each delivery's last message, recorded with its claim: ``digest
+    status`` gives it for an uncertain reader, to be looked up in the server's log."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN message_id TEXT")
+
+
 # MIGRATIONS[n] takes the schema from version n to n + 1. Only ever append.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _journal_tables,
@@ -221,6 +227,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _deliveries_in_order,
     _sends_take_a_lock,
     _send_logs,
+    _message_ids,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -109,6 +109,7 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 DATE_AT = 2  # where MessageTemplate.pieces leaves the Date line
+MESSAGE_ID_AT = 3  # and where it puts the Message-ID line
 
 
 class MessageTemplate:
@@ -224,7 +225,7 @@ class MessageTemplate:
         else:
             out.append(b"")
         out.append(b"")  # DATE_AT: written by assemble
-        out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)
+        out.append(f"Message-ID: {self.message_id(email or to)}".encode() + CRLF)  # MESSAGE_ID_AT
         out.append(self._list_unsubscribe(unsubscribe, personal=email is not None))
         out.append(self._body_head)
         values = self._values(recipient, unsubscribe) if self.slots else ()

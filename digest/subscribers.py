@@ -353,7 +353,7 @@ def _erase(conn: sqlite3.Connection, key: str, digest: str, source: str, now: fl
             (key,),
         ).rowcount
         found += conn.execute(
-            "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}', "
+            "UPDATE deliveries SET email_key = ?, email = ?, fields = '{}', message_id = NULL, "
             "reply = CASE WHEN reply IS NULL THEN NULL ELSE '[erased]' END WHERE email_key = ?",
             (f"{ERASED_PREFIX}{digest}", f"{ERASED_PREFIX}{digest[:12]}", key),
         ).rowcount

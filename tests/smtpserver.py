@@ -35,6 +35,7 @@ class Recorder:
     received: list[Received] = field(default_factory=list)
     faults: dict[str, list[str]] = field(default_factory=dict)
     drop_in_data: set[str] = field(default_factory=set)  # close after the final dot, no reply
+    dropped: list[Received] = field(default_factory=list)  # the messages read, then dropped so
     hang_in_data: set[str] = field(default_factory=set)  # never answer the final dot
     greeting_faults: list[str] = field(default_factory=list)  # replies instead of the 220
     mail_faults: list[str] = field(default_factory=list)  # replies to MAIL, used in turn
@@ -103,6 +104,8 @@ class Recorder:
                 await asyncio.sleep(3600)  # the client gives up first
             if rcpt.lower() in self.drop_in_data:
                 self.drop_in_data.discard(rcpt.lower())
+                with self.lock:
+                    self.dropped.append(Received(envelope.mail_from, rcpt, envelope.original_content))
                 server.transport.close()  # the connection drops before the reply
                 return "451 dropped"
         with self.lock:

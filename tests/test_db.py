@@ -30,7 +30,7 @@ def test_connect_sets_wal_busy_timeout_and_the_current_schema(tmp_path: Path) ->
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7  # 7: send logs
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8  # 8: Message-IDs
     # The table migration 2 replaces left no free pages behind in a new file.
     assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

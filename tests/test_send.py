@@ -182,12 +182,15 @@ def test_faults_retry_fail_and_go_on(
     assert sorted(got) == [f"reader{i:05d}@example.com" for i in (0, 1, 3, 6, 7)]
     assert all(len(v) == 1 for v in got.values())
     status = runner.invoke(cli, ["status", EXAMPLE])
+    # The uncertain one's line gives the Message-ID its message went out with (the server read
+    # it, then dropped the connection): to look up in the server's log.
+    [dropped] = rec.dropped
     assert status.stdout.splitlines()[:4] == [
         f"{EXAMPLE}: 5 sent, 1 failed, 1 deferred, 0 pending, 1 uncertain",
         "  failed    reader00002@example.com: 550 5.1.1 no such user",
         "  deferred  reader00004@example.com: 452 4.2.2 mailbox full",
         "  uncertain reader00005@example.com: no reply after the message was sent: "
-        "connection closed by the server",
+        f"connection closed by the server; its message: Message-ID {_parse(dropped.data)['Message-ID']}",
     ]
     # The deferred one goes again on the next run; the failed and the uncertain do not.
     rec.faults.clear()
@@ -695,6 +698,12 @@ def test_sigkill_mid_send_loses_nobody_and_sends_nobody_twice(
     assert all(len(v) == 1 for v in got.values())
     assert everyone - uncertain <= set(got)
     assert accepted_before <= set(got)
+    # Each uncertain one's line gives the Message-ID its message went out with: one the server
+    # took before the kill (if any) carries it, so the server's log can tell.
+    ids = dict(re.findall(r"^  uncertain (\S+): .*; its message: Message-ID (<[^>]+>)$", status, re.M))
+    assert set(ids) == uncertain, status
+    for address, message_id in ids.items():
+        assert all(_parse(copy.data)["Message-ID"] == message_id for copy in got.get(address, []))
     # The uncertain are those the killed process had in flight: at most one per worker.
     assert len(uncertain) <= 4
     print(f"uncertain after SIGKILL: {len(uncertain)}; accepted before: {len(accepted_before)}")

@@ -203,10 +203,12 @@ def test_a_connection_closed_after_the_final_dot_is_uncertain(
     assert result.exit_code == 4, result.output
     assert "4 sent, 0 failed, 0 deferred, 1 uncertain" in result.stdout
     assert server.recorder.rcpt_seen["reader00002@example.com"] == 1  # never retried
+    [dropped] = server.recorder.dropped  # read by the server, then no reply
+    message_id = email.message_from_bytes(dropped.data)["Message-ID"]
     assert _status(runner).splitlines() == [
         f"{EXAMPLE}: 4 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain",
         "  uncertain reader00002@example.com: no reply after the message was sent: "
-        "connection closed by the server",
+        f"connection closed by the server; its message: Message-ID {message_id}",
     ]
     plain = _send(runner, "--list", str(path), "--yes")
     assert plain.exit_code == 4 and "Nothing to send." in plain.stdout

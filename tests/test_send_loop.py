@@ -26,7 +26,15 @@ from .scripted import messenger, scripted_server
 TEMPLATE = types.SimpleNamespace(
     newsletter=types.SimpleNamespace(sender="News <news@example.org>"),
     rendered=types.SimpleNamespace(personal=True),
-    pieces=lambda recipient, **_: [b"Subject: x\r\n\r\n", b"x\r\n.\r\n"],
+    # as MessageTemplate.pieces lays them out: the Date line (empty here) at DATE_AT, the
+    # Message-ID line at MESSAGE_ID_AT
+    pieces=lambda recipient, **_: [
+        b"Subject: x\r\n",
+        b"To: " + recipient.email.encode() + b"\r\n",
+        b"",
+        b"Message-ID: <" + recipient.email.encode() + b">\r\n",
+        b"\r\nx\r\n.\r\n",
+    ],
     assemble=b"".join,
 )
 
@@ -43,6 +51,7 @@ class Journal:
         self.left = list(range(1, good + 1))
         self.good, self.suppressed, self.together, self.then_fail = good, suppressed, together, then_fail
         self.committed: list[tuple[int, str, str | None]] = []
+        self.message_ids: dict[int, str] = {}
 
     def counts(self, issue: str) -> dict[str, int]:
         return {"pending": self.good, "deferred": 0, "sending": 0, "failed": 0}
@@ -57,8 +66,9 @@ class Journal:
         out, self.left = self.left[: self.together], self.left[self.together :]
         return [Delivery(i, Recipient(f"r{i}@example.org"), "pending") for i in out]
 
-    def record(self, entries, claims=None):
+    def record(self, entries, claims=None, message_ids=None):
         self.committed += entries
+        self.message_ids.update(message_ids or {})
         return {i for i in claims or {} if i in self.suppressed}
 
 
@@ -167,5 +177,8 @@ def test_a_421_right_behind_the_250_moves_the_next_message_to_a_new_connection()
     assert _run(send) is None
     assert [e for e in journal.committed if e[1] == "deferred"] == []  # no retry was needed
     assert [s for _, s, _ in journal.committed] == ["sending", "sent", "sending", "sent"]
+    # Each claim went with its message's Message-ID, as the message carried it.
+    assert journal.message_ids == {1: "<r1@example.org>", 2: "<r2@example.org>"}
+    assert b"Message-ID: <r2@example.org>\r\n" in connections[1]
     assert len(connections) == 2
     assert b"RCPT TO:<r2@example.org>\r\n" in connections[1]

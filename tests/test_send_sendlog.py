@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -320,3 +321,31 @@ def test_the_log_goes_only_after_a_synced_commit(tmp_path: Path, monkeypatch) ->
     assert events == [("commit", False), ("commit", True), ("drop", False), ("dirsync", False)]
     assert journal._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again
     assert _rows(journal)[2] == (ids[2], "sending", None, 1)
+
+
+@pytest.mark.parametrize("logged", [True, False], ids=["send log", "direct"])
+def test_a_new_attempt_records_its_message_id_and_erasure_clears_it(tmp_path: Path, logged: bool) -> None:
+    """The Message-ID of a claim is kept with the delivery (status shows it for an uncertain
+    one): through the send log and its fold as through a direct record, kept by the
+    outcome, replaced by the next attempt's; a log of a digest before 0.9 has none."""
+    journal, ids = _journal(tmp_path / "journal.sqlite3", 3)
+
+    def message_ids() -> list[tuple]:
+        return journal._db.execute("SELECT id, state, message_id FROM deliveries ORDER BY id").fetchall()
+
+    with journal.logging_to(tmp_path / "send.log") if logged else contextlib.nullcontext():
+        for n, mid in ((0, "<a@x>"), (1, "<b@x>"), (2, None)):
+            claim = [(ids[n], "sending", None)]
+            journal.record(claim, _claims(ids, claim), {ids[n]: mid} if mid else None)
+        journal.record([(ids[0], "sent", "250 ok"), (ids[1], "sending", "no reply in time")])
+        assert journal.message_ids(ISSUE, ids) == {ids[0]: "<a@x>", ids[1]: "<b@x>"}  # before a fold too
+        claim = [(ids[0], "sending", None)]  # sent again (--resend-uncertain, say): its own
+        journal.record(claim, _claims(ids, claim), {ids[0]: "<c@x>"})
+    assert message_ids() == [
+        (ids[0], "sending", "<c@x>"),
+        (ids[1], "sending", "<b@x>"),
+        (ids[2], "sending", None),
+    ]
+    assert journal.message_ids(ISSUE, ids) == {ids[0]: "<c@x>", ids[1]: "<b@x>"}
+    subscribers.erase(journal._db, "r1@example.org")
+    assert message_ids()[1] == (ids[1], "sending", None)

@@ -83,10 +83,12 @@ def status(state: State, issue: str) -> None:
             + (f", {cancelled} cancelled" if (cancelled := sum(counts[s] for s in REVIVED)) else "")
             + (" (sending now; the counts can be half a second behind)" if key in running else "")
         )
-        for delivery_id, email, st, reply in journal.problems(key):
-            if delivery_id in in_flight:
-                continue  # in flight: not a problem (yet)
+        problems = [p for p in journal.problems(key) if p[0] not in in_flight]  # in flight: not (yet)
+        message_ids = journal.message_ids(key, [i for i, _, st, _ in problems if st == "sending"])
+        for delivery_id, email, st, reply in problems:
             why = reply or "no reply recorded (in flight when the send stopped)"
+            if delivery_id in message_ids:  # to look up in the server's log (README)
+                why += f"; its message: Message-ID {message_ids[delivery_id]}"
             click.echo(problem_line(st, email, why))
         for email, label, detail in issue_bounces(conn, key):
             click.echo(f"  {label:<9} {email}: {detail}")

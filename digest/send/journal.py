@@ -43,10 +43,15 @@ REVIVED = {"cancelled": "pending", "cancelled_uncertain": "sending", "cancelled_
 _SUPPRESSED = "unsubscribed while the send ran"
 
 
-def _entries(entries: list[tuple[int, str, str | None]], refused: set[int], now: float) -> list[sendlog.Entry]:
+def _entries(
+    entries: list[tuple[int, str, str | None]],
+    refused: set[int],
+    now: float,
+    message_ids: dict[int, str] | None = None,
+) -> list[sendlog.Entry]:
     """Return Journal.record's entries as the send log's (how they change a delivery:
-    ``sendlog.apply``). 'sending' without a reply is a new attempt; a refused claim is
-    recorded 'suppressed'."""
+    ``sendlog.apply``). 'sending' without a reply is a new attempt, with its message's
+    Message-ID from *message_ids*; a refused claim is recorded 'suppressed'."""
     rows: list[sendlog.Entry] = []
     for i, state, reply in entries:
         if state != "sending" or reply is not None:
@@ -54,7 +59,7 @@ def _entries(entries: list[tuple[int, str, str | None]], refused: set[int], now:
         elif i in refused:  # its reader is on the suppression list
             rows.append((i, "suppressed", False, now, _SUPPRESSED))
         else:
-            rows.append((i, "sending", True, now, None))
+            rows.append((i, "sending", True, now, message_ids.get(i) if message_ids else None))
     return rows
 
 
@@ -322,7 +327,10 @@ class Journal(JournalReports):
 
     @_writes
     def record(
-        self, entries: list[tuple[int, str, str | None]], claims: dict[int, str] | None = None
+        self,
+        entries: list[tuple[int, str, str | None]],
+        claims: dict[int, str] | None = None,
+        message_ids: dict[int, str] | None = None,
     ) -> set[int]:
         """Record (delivery id, state, reply) entries in one commit; return the refused claims.
 
@@ -333,6 +341,8 @@ class Journal(JournalReports):
         in the same transaction, each is checked against the suppression list, so the
         check and the 'sending' record are one step, right before the message goes out.
         A suppressed one is recorded 'suppressed' instead, and its id returned.
+        *message_ids* gives the Message-ID of a new attempt's message (kept with it, for
+        ``digest status`` to show if the attempt ends uncertain).
 
         While a send logs (``logging_to``), the entries are appended to the log
         instead (folded in later by the same ``sendlog.apply``), and the claims are
@@ -345,12 +355,12 @@ class Journal(JournalReports):
             if log is None:
                 with db.transaction(self._db):
                     refused = self._refused(claims) if claims else set()
-                    sendlog.apply(self._db, _entries(entries, refused, now))
+                    sendlog.apply(self._db, _entries(entries, refused, now, message_ids))
                 return refused
             refused = self._suppression.refused(claims) if claims else set()
             if log.due():  # first: a failed fold then records nothing of this group
                 log.fold(self._db)
-            log.append(_entries(entries, refused, now))
+            log.append(_entries(entries, refused, now, message_ids))
         return refused
 
     def _refused(self, claims: dict[int, str]) -> set[int]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import SendError
+from ..message import MESSAGE_ID_AT
 from .journal import Delivery, JournalError
 from .replies import SessionRefused, reply_code
 from .transport import PermanentFailure, TemporaryFailure, Throttled, Uncertain
@@ -145,7 +146,14 @@ class Lane:
         check_size = getattr(self.messenger, "check_size", None)
         if check_size is not None:  # larger than the server takes: stops the send (SendError)
             check_size(self.data)
-        send.record(self.delivery.id, "sending", None, claim=prepared.hashed, then=self._claimed)
+        send.record(
+            self.delivery.id,
+            "sending",
+            None,
+            claim=prepared.hashed,
+            then=self._claimed,
+            message_id=prepared.pieces[MESSAGE_ID_AT][12:-2].decode(),  # b"Message-ID: <…>\r\n"
+        )
 
     @_guarded
     def _claimed(self, refused: set[int] | SendError) -> None:

@@ -87,6 +87,7 @@ class SendLoop:
         # the ids refused as suppressed (or the journal's error).
         self._entries: list[tuple[int, str, str | None]] = []
         self._claims: dict[int, str] = {}  # the new attempts among them, by address hash
+        self._message_ids: dict[int, str] = {}  # and the Message-IDs of their messages
         self._then: list[Callable[[set[int] | SendError], None]] = []
         self._scheduled = False
         self._last_id = 0
@@ -248,12 +249,14 @@ class SendLoop:
         reply: str | None,
         claim: str | None = None,
         then: Callable[[set[int] | SendError], None] | None = None,
+        message_id: str | None = None,
     ) -> None:
         """Queue an entry for the next group commit.
 
         With *claim* (the address hash of a new attempt), the commit checks it against
-        the suppression list as it records it; *then* is called after the commit
-        with the ids refused as suppressed, or with the journal's error.
+        the suppression list as it records it, with the attempt's *message_id*; *then*
+        is called after the commit with the ids refused as suppressed, or with the
+        journal's error.
         """
         self._entries.append((delivery_id, state, reply))
         # Every reader this run took: a later phase must not take one again, even one whose
@@ -261,6 +264,8 @@ class SendLoop:
         self._touched.add(delivery_id)
         if claim is not None:
             self._claims[delivery_id] = claim
+            if message_id is not None:
+                self._message_ids[delivery_id] = message_id
         if then is not None:
             self._then.append(then)
         if not self._scheduled:
@@ -281,13 +286,14 @@ class SendLoop:
     def _commit(self) -> None:
         entries, self._entries = self._entries, []
         claims, self._claims = self._claims, {}
+        message_ids, self._message_ids = self._message_ids, {}
         then, self._then = self._then, []
         self._scheduled = False
         if not entries:
             return
         outcome: set[int] | SendError
         try:
-            outcome = self.journal.record(entries, claims)
+            outcome = self.journal.record(entries, claims, message_ids)
         except Exception as e:  # noqa: BLE001 - whatever it is, nothing more may go out
             log.debug("the journal's commit failed", exc_info=True)
             outcome = e if isinstance(e, SendError) else JournalError(f"cannot write the send journal: {e!r}")

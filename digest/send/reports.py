@@ -149,6 +149,20 @@ class JournalReports:
             by_id[i] = (i, e, state, last if known else r)
         return [by_id[i] for i in sorted(by_id)]
 
+    def message_ids(self, issue: str, ids: Iterable[int]) -> dict[int, str]:
+        """Return the Message-ID of the last message of each of the deliveries *ids* that has
+        one recorded (with the log's entries, as ``counts``)."""
+        ids = list(ids)
+        found = {i: m for i, m in self._by_id(issue, "message_id", ids) if m is not None}
+        wanted = set(ids)
+        for delivery_id, _state, attempt, _at, message_id in self._logged():
+            if attempt and delivery_id in wanted:
+                if message_id is None:  # an older digest's log: not known
+                    found.pop(delivery_id, None)
+                else:
+                    found[delivery_id] = message_id
+        return found
+
     def sends(self, issue: str) -> list[str]:
         """Return the journal keys of an issue: its list send and any --to sends."""
         return [

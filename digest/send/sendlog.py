@@ -17,8 +17,8 @@ The file, UTF-8, one entry a line, fields separated by tabs::
     <n> <delivery id> <state> <new attempt: 1|0> <time> <reply> <crc>
 
 ``<reply>`` is empty for none, else ``=`` and the reply in Python's ``unicode_escape``
-(no tab or newline is left in it). ``<crc>`` is the CRC-32 (8 hex digits) of the line
-before its last tab. ``os.write``
+(no tab or newline is left in it); a new attempt's is the Message-ID of its message.
+``<crc>`` is the CRC-32 (8 hex digits) of the line before its last tab. ``os.write``
 hands each group of entries to the kernel before ``append`` returns, so a killed process
 loses none (as with SQLite's synchronous=NORMAL, a power cut can lose the last ones). A
 fold that lets the log's lines go (before the file is cut back or removed) is synced to
@@ -48,13 +48,15 @@ FOLD_ENTRIES = 4096  # entries held before a fold (two a message)
 FOLD_SECONDS = 0.5  # and at most this long, so 'digest status' is never far behind
 ROTATE_BYTES = 8 << 20  # a log over this size starts again after a fold
 
-# (delivery id, state, whether it is a new attempt, time, reply or None)
+# (delivery id, state, whether it is a new attempt, time, reply or None); a new attempt has
+# no reply, and carries the Message-ID of its message there instead (None in the log of a
+# digest before 0.9)
 Entry = tuple[int, str, bool, float, "str | None"]
 
 # How entries change a delivery, for a fold and for Journal.record alike: one statement
 # per delivery. A new attempt clears the reply (if it ends uncertain, the reason shown is
 # its own, not an earlier deferral's) and counts one attempt more; any other entry keeps
-# the last reply when it brings none.
+# the last reply when it brings none. A new attempt records its message's Message-ID.
 # A reader erased since the entry was written keeps '[erased]' in place of a reply, which
 # may quote the address.
 _FOLD = (
@@ -62,7 +64,8 @@ _FOLD = (
     "reply = CASE WHEN ? = 0 THEN reply "
     f"WHEN ? IS NOT NULL AND substr(email_key, 1, {len(ERASED_PREFIX)}) = '{ERASED_PREFIX}' "
     "THEN '[erased]' ELSE ? END, "
-    "updated_at = ?, attempts = attempts + ? WHERE id = ?"
+    "updated_at = ?, attempts = attempts + ?, "
+    "message_id = CASE WHEN ? = 0 THEN message_id ELSE ? END WHERE id = ?"
 )
 
 
@@ -115,18 +118,18 @@ def _folded(conn: sqlite3.Connection, log_id: str, number: int) -> None:
 
 def apply(conn: sqlite3.Connection, entries: list[Entry]) -> None:
     """Apply *entries*, in order, to the deliveries (inside the caller's transaction)."""
-    rows: dict[int, list] = {}  # id -> [state, reply set?, reply, time, new attempts]
+    rows: dict[int, list] = {}  # id -> [state, reply set?, reply, time, new attempts, Message-ID]
     for delivery_id, state, attempt, at, reply in entries:
         row = rows.get(delivery_id)
         if row is None:
-            row = rows[delivery_id] = [state, 0, None, at, 0]
+            row = rows[delivery_id] = [state, 0, None, at, 0, None]
         row[0], row[3] = state, at
         if attempt:
-            row[1], row[2] = 1, None
+            row[1], row[2], row[5] = 1, None, reply
             row[4] += 1
         elif reply is not None:
             row[1], row[2] = 1, reply
-    conn.executemany(_FOLD, [(s, rs, r, r, at, n, i) for i, (s, rs, r, at, n) in rows.items()])
+    conn.executemany(_FOLD, [(s, rs, r, r, at, n, n, m, i) for i, (s, rs, r, at, n, m) in rows.items()])
 
 
 def _line(seq: int, entry: Entry) -> bytes:

@@ -1106,6 +1106,95 @@ def test_a_dry_run_plans_with_what_a_killed_send_logged_last(
             assert line in real.stdout.splitlines(), (line, real.stdout)
 
 
+# -- the server's log (--server-log; a real Postfix's in test_send_postfix.py) --------------
+
+
+def _postfix_log(tmp_path: Path, message_ids: dict[str, bool]) -> Path:
+    """A Postfix log in which each Message-ID was queued (True) or only seen by cleanup."""
+    lines = []
+    for n, (message_id, queued) in enumerate(message_ids.items()):
+        lines.append(f"Nov 29 14:55:0{n} relay postfix/cleanup[12]: 4F3B21C0A{n}: message-id={message_id}")
+        if queued:
+            queue = f"4F3B21C0A{n}: from=<a@b>, size=1, nrcpt=1 (queue active)"
+            lines.append(f"Nov 29 14:55:0{n} relay postfix/qmgr[11]: {queue}")
+    path = tmp_path / "mail.log"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _uncertain_ids(runner: CliRunner) -> dict[str, str]:
+    return dict(
+        re.findall(r"^  uncertain (\S+): .*; its message: Message-ID (<[^>]+>)$", _status(runner), re.M)
+    )
+
+
+def test_the_server_log_records_the_queued_uncertain_as_sent_after_yes(
+    piped: Server, runner: CliRunner, tmp_path: Path, project: Path
+) -> None:
+    """Without --resend-uncertain, --server-log only records what the log shows queued: the
+    plan says so, a 'no' at the prompt records nothing, a yes records it; the one the log
+    does not show queued stays uncertain (exit 4)."""
+    piped.recorder.drop_in_data.update({"reader00001@example.com", "reader00002@example.com"})
+    path = str(_list(tmp_path, 4))
+    assert _send(runner, "--list", path, "--yes", "--workers", "1").exit_code == 4
+    ids = _uncertain_ids(runner)
+    log = _postfix_log(tmp_path, {ids["reader00001@example.com"]: True, ids["reader00002@example.com"]: False})
+    argv = [*DIGEST, "send", EXAMPLE, "--list", path, "--server-log", str(log)]
+    no = _run_in_a_terminal(project, argv, "n\n")
+    assert "Server log: 1 of the 2 uncertain was queued by the server (4F3B21C0A0); they count as sent" in no
+    assert "Uncertain:  1 was in flight" in no and "Recipients: 0 to send" in no
+    assert "Record 1 as sent (the server's log)? [y/N]: n" in no
+    assert "Not sent; nothing was recorded." in no
+    assert sorted(_uncertain_ids(runner)) == ["reader00001@example.com", "reader00002@example.com"]
+    yes = _send(runner, "--list", path, "--server-log", str(log), "--yes")
+    assert yes.exit_code == 4, yes.output  # reader00002 is still uncertain
+    assert "Recorded 1 as sent: the server's log shows it queued its message." in yes.stdout
+    assert "Left for a rerun: 0 deferred, 1 uncertain" in yes.stdout
+    assert sorted(_uncertain_ids(runner)) == ["reader00002@example.com"]
+    assert _status(runner).startswith(f"{EXAMPLE}: 3 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain")
+    assert (
+        "queued by the server as 4F3B21C0A0"
+        in sqlite3.connect(project / ".digest" / "journal.sqlite3")
+        .execute("SELECT reply FROM deliveries WHERE email = 'reader00001@example.com'")
+        .fetchone()[0]
+    )
+    again = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
+    assert again.exit_code == 0, again.output
+    assert "Server log: the uncertain reader is not queued in it" in again.stdout
+    assert sorted(piped.recorder.by_recipient()) == [f"reader{i:05d}@example.com" for i in (0, 2, 3)]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--outbox", "out"), "Error: --server-log cannot go with --outbox"),
+        (("--test", "editor@example.org"), "Error: --test sends only test copies, outside the journal"),
+        ((), "mail.log: cannot read the server's log: No such file or directory"),
+    ],
+    ids=["outbox", "test", "missing"],
+)
+def test_a_server_log_that_cannot_be_used_is_one_clear_error(
+    piped: Server, runner: CliRunner, tmp_path: Path, project: Path, extra: tuple[str, ...], message: str
+) -> None:
+    args = ["--server-log", str(tmp_path / "mail.log"), *extra]
+    if "--test" not in extra:
+        args += ["--list", str(_list(tmp_path, 2))]
+    result = _send(runner, *args, "--yes")
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr.splitlines()[0], result.stderr
+    assert "\n  hint: " in result.stderr and "Traceback" not in result.stderr
+    assert piped.recorder.received == []
+    assert not (project / ".digest" / "journal.sqlite3").exists()
+
+
+def test_a_server_log_with_nothing_uncertain_says_so(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
+    log = _postfix_log(tmp_path, {"<x@y>": True})
+    result = _send(runner, "--list", str(_list(tmp_path, 2)), "--server-log", str(log), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Server log: no reader is uncertain; nothing to look up" in result.stdout
+    _exactly_once(piped, 2)
+
+
 # -- the list ------------------------------------------------------------------------------
 
 

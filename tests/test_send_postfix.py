@@ -23,6 +23,7 @@ import trustme
 from digest.message import verify_unsubscribe_token
 
 from .conftest import EXAMPLE
+from .cutproxy import CutProxy
 from .dovecot import start_dovecot
 from .postfix import start_postfix
 from .smtpserver import Server
@@ -389,3 +390,62 @@ def test_postfixs_message_rate_limit_slows_the_send_down(project: Path, tmp_path
         log, got = _delivered(sink, relay, n)
     assert sorted(got) == sorted(f"reader{i}@example.com" for i in range(n))
     assert all(len(copies) == 1 for copies in got.values())
+
+
+def test_the_uncertain_that_postfix_queued_are_found_in_its_log(project: Path, tmp_path: Path) -> None:
+    """Two messages left uncertain through a real Postfix: one it queued (its reply to the
+    final dot was lost), one whose end never reached it. `--server-log` finds the first in
+    Postfix's log and records it sent; `--resend-uncertain` sends only the second again.
+    Every reader ends with exactly one copy."""
+    _write_list(tmp_path, 3)
+    with Server() as sink, start_postfix(tmp_path, relay=("127.0.0.1", sink.port)) as relay:
+        with CutProxy(relay.port, "reply") as proxy:
+            first = _send(project, tmp_path, _env(proxy.port), "--workers", "1", "--retry-delay", "0.1")
+        assert proxy.cut.is_set()
+        assert first.returncode == 4, first.stdout + first.stderr
+        assert "2 sent, 0 failed, 0 deferred, 1 uncertain" in first.stdout
+        _write_list(tmp_path, 6)
+        with CutProxy(relay.port, "dot") as proxy:
+            second = _send(project, tmp_path, _env(proxy.port), "--workers", "1", "--retry-delay", "0.1")
+        assert proxy.cut.is_set()
+        assert second.returncode == 4, second.stdout + second.stderr
+        assert "2 sent, 0 failed, 0 deferred, 1 uncertain" in second.stdout
+        _, got = _delivered(sink, relay, 5)
+        assert sorted(got) == [f"reader{i}@example.com" for i in (0, 1, 2, 4, 5)]  # Postfix took reader0's
+        status = subprocess.run(
+            [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+        ).stdout
+        ids = dict(re.findall(r"^  uncertain (\S+): .*; its message: Message-ID (<[^>]+>)$", status, re.M))
+        assert sorted(ids) == ["reader0@example.com", "reader3@example.com"], status
+        log = relay.log_text()
+        assert f"message-id={ids['reader0@example.com']}" in log  # what the README says to look for
+        # reader3's message reached Postfix's cleanup too, and was thrown away: a cleanup line
+        # alone is no proof; the qmgr line after it is.
+        assert f"message-id={ids['reader3@example.com']}" in log
+        assert "lost connection after DATA" in log
+        assert (
+            email.message_from_bytes(got["reader0@example.com"][0].data)["Message-ID"]
+            == ids["reader0@example.com"]
+        )
+
+        env = _env(relay.port)
+        dry = _send(project, tmp_path, env, "--resend-uncertain", "--server-log", str(relay.log), "--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        queue_id = re.search(rf"(\w+): message-id={re.escape(ids['reader0@example.com'])}", log)[1]
+        assert (
+            f"Server log: 1 of the 2 uncertain was queued by the server ({queue_id}); they count as sent"
+            in (dry.stdout)
+        ), dry.stdout
+        assert "Uncertain:  1 was in flight when an earlier send stopped; sending again" in dry.stdout
+        assert "Recipients: 1 to send" in dry.stdout
+        real = _send(project, tmp_path, env, "--resend-uncertain", "--server-log", str(relay.log))
+        assert real.returncode == 0, real.stdout + real.stderr
+        assert "Recorded 1 as sent: the server's log shows it queued its message." in real.stdout
+        assert real.stdout.splitlines()[-1].startswith("1 sent, 0 failed, 0 deferred")
+        _, got = _delivered(sink, relay, 6)
+    assert sorted(got) == [f"reader{i}@example.com" for i in range(6)]
+    assert all(len(copies) == 1 for copies in got.values())
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
+    ).stdout
+    assert status.splitlines() == [f"{EXAMPLE}: 6 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain"]

@@ -103,6 +103,15 @@ EXIT_RERUN = 4  # the send finished, but some messages are deferred or uncertain
     is_flag=True,
     help="Send again to those who failed for good earlier (once the cause is fixed).",
 )
+@click.option(
+    "--server-log",
+    "server_logs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    multiple=True,
+    metavar="FILE",
+    help="Postfix's log (repeatable; rotated .gz ones too): the uncertain whose message it shows "
+    "queued are recorded sent, not sent again.",
+)
 @click.option("--force", is_flag=True, help="Send even though the issue changed after the send began.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
@@ -124,6 +133,7 @@ def send(
     data_timeout: float | None,
     resend_uncertain: bool,
     retry_failed: bool,
+    server_logs: tuple[Path, ...],
     force: bool,
     yes: bool,
 ) -> None:
@@ -149,6 +159,11 @@ def send(
 
     project = state.project()
     if tests:
+        if server_logs:
+            raise DigestError(
+                "--test sends only test copies, outside the journal; --server-log has nothing to do there",
+                hint="give --server-log to the send of the list",
+            )
         if list_path is not None or to is not None:
             raise DigestError(
                 "--test sends only test copies; it cannot go with --list or --to",
@@ -182,6 +197,7 @@ def send(
         options=options,
         per_connection=per_connection,
         timeouts=Timeouts.scaled(timeout, data_timeout),
+        server_logs=server_logs,
     )
     if plan.readable_by_others:
         names = " ".join(str(p.relative_to(project.root)) for p in plan.readable_by_others)
@@ -251,6 +267,8 @@ def send(
                 f"Failed:     {plan.failed_before} failed before; not sent again "
                 "without --retry-failed (see 'digest status')"
             )
+    if server_logs:
+        _server_log_line(plan)
     if plan.uncertain:
         click.echo(
             f"Uncertain:  {plan.uncertain} {'was' if plan.uncertain == 1 else 'were'} in flight "
@@ -261,17 +279,21 @@ def send(
                 else "not sent again without --resend-uncertain (see 'digest status')"
             )
         )
-    if plan.to_send == 0:
+    real = not dry_run and outbox is None
+    if plan.to_send == 0 and not (plan.taken and real):
         click.echo("Nothing to send.")
         if plan.uncertain:
             sys.exit(EXIT_RERUN)
         return
-    real = not dry_run and outbox is None
     if real and not yes:
         if not sys.stdin.isatty():
             raise DigestError("a real send needs confirmation", hint="pass --yes to send without a terminal")
+        question = f"Send to {plan.to_send} recipient{'s' if plan.to_send != 1 else ''}?"
+        if plan.taken:
+            record = f"Record {len(plan.taken)} as sent (the server's log)"
+            question = f"{record} and {question[0].lower()}{question[1:]}" if plan.to_send else f"{record}?"
         try:
-            confirmed = click.confirm(f"Send to {plan.to_send} recipient{'s' if plan.to_send != 1 else ''}?")
+            confirmed = click.confirm(question)
         except click.Abort:  # Ctrl-C or Ctrl-D at the prompt: the same as no
             click.echo("")
             confirmed = False
@@ -328,6 +350,20 @@ def send(
         )
         sys.exit(EXIT_STOPPED)
     show(None)
+    if plan.taken and real:
+        n = plan.recorded_taken
+        click.echo(
+            f"Recorded {n} as sent: the server's log shows {'it' if n == 1 else 'they'} queued "
+            f"{'its' if n == 1 else 'their'} message."
+            + (
+                f" ({len(plan.taken) - n} of those found had been sent again meanwhile.)"
+                if n < len(plan.taken)
+                else ""
+            )
+        )
+    if plan.to_send == 0 and real:  # only the server's log to record: no send ran
+        _left_for_a_rerun(plan)
+        return
     verb = (
         ("prepared (nothing sent)" if to else "prepared (every reader of the list; nothing sent)")
         if dry_run
@@ -349,10 +385,15 @@ def send(
         if more > 0:
             click.echo(f"  and {more} more")
         return
+    _left_for_a_rerun(plan, stats.failed)
+
+
+def _left_for_a_rerun(plan, failed: int = 0) -> None:
+    """Say what is left for a rerun, and exit 4 if anything is (after a send that ran)."""
     counts = plan.counts()
     left = counts.get("deferred", 0) + counts.get("pending", 0)
     uncertain = counts.get("sending", 0)
-    if stats.failed or left:
+    if failed or left:
         click.echo(f"See 'digest status {plan.slug}' for the server's replies.")
     elif uncertain:
         click.echo(f"See 'digest status {plan.slug}' for the uncertain readers.")
@@ -360,6 +401,32 @@ def send(
         again = " (sent again only with --resend-uncertain; they may then get two copies)."
         click.echo(f"Left for a rerun: {left} deferred, {uncertain} uncertain" + (again if uncertain else "."))
         sys.exit(EXIT_RERUN)
+
+
+def _server_log_line(plan) -> None:
+    """What the server's log (--server-log) says of the uncertain readers."""
+    found = len(plan.taken)
+    if not plan.checked:
+        click.echo("Server log: no reader is uncertain; nothing to look up")
+        return
+    of = f"of the {plan.checked} uncertain" if plan.checked > 1 else "uncertain reader"
+    if found:
+        ids = ", ".join(t.queue_id for *_, t in plan.taken[:5]) + (", ..." if found > 5 else "")
+        click.echo(
+            f"Server log: {found} {of} {'was' if found == 1 else 'were'} queued by the server ({ids}); "
+            "they count as sent, not sent again"
+        )
+    else:
+        click.echo(
+            f"Server log: none {of} is queued in it"
+            if plan.checked > 1
+            else "Server log: the uncertain reader is not queued in it"
+        )
+    if plan.unknown_ids:
+        click.echo(
+            f"            {plan.unknown_ids} of them {'has' if plan.unknown_ids == 1 else 'have'} no "
+            "Message-ID recorded (claimed by an older digest): not looked up"
+        )
 
 
 def _pace_line(stats) -> None:

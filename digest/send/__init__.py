@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..config import Project
@@ -18,6 +18,7 @@ from ..errors import ConfigError, DigestError, SendError
 from ..issue import load_issue
 from ..message import MessageTemplate, Recipient
 from ..render import render_issue
+from . import serverlog
 from .journal import REVIVED, Journal, JournalError
 from .options import Options, Stats
 from .outbox import OutboxMessenger
@@ -80,9 +81,21 @@ def plan_send(
     options: Options | None = None,
     per_connection: int = 100,
     timeouts: Timeouts | None = None,
+    server_logs: Sequence[Path] = (),
 ) -> Plan:
-    """Build the message once, read the list and say what the send will do; write nothing."""
+    """Build the message once, read the list and say what the send will do; write nothing.
+
+    With *server_logs* (Postfix's), the uncertain readers whose message the server's
+    log shows queued are found (``Plan.taken``): recorded sent once the send is
+    confirmed, and not sent again.
+    """
     options = options or Options()
+    if server_logs and outbox is not None:
+        raise ConfigError(
+            "--server-log cannot go with --outbox",
+            hint="--outbox writes every reader's message whatever the journal says; give --server-log "
+            "to the real send (or to --dry-run, to see what it finds)",
+        )
     settings = project.settings()
     if outbox is None and not dry_run:
         check_settings(settings)
@@ -163,6 +176,8 @@ def plan_send(
     )
     if address is not None and journal is not None:  # a reader of the list, not a list address?
         plan.in_list_send = journal.state_of(issue.slug, address_key(address))
+    if server_logs:
+        _find_taken(plan, planned, server_logs)
     if journal is not None:
         journal.close()
     return plan
@@ -220,6 +235,24 @@ def _count(
     plan.failed_before = counts["failed"]
     if options.retry_failed and journal is not None:
         plan.retrying = journal.in_state(plan.key, "failed", 10)
+
+
+def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]) -> None:
+    """Find the uncertain readers whose message the server's logs show queued; count them
+    as sent, not uncertain (``Plan.record`` records them so)."""
+    uncertain = (
+        [(i, email) for i, email, state, _ in journal.problems(plan.key) if state == "sending"]
+        if journal
+        else []
+    )
+    ids = journal.message_ids(plan.key, [i for i, _ in uncertain]) if journal else {}
+    found = serverlog.taken(server_logs, ids.values())  # reads (and checks) the logs even so
+    plan.taken = [(i, email, ids[i], found[ids[i]]) for i, email in uncertain if ids.get(i) in found]
+    plan.checked = len(uncertain)
+    plan.unknown_ids = len(uncertain) - len(ids)
+    plan.uncertain -= len(plan.taken)
+    if "sending" in plan.options.due_states:
+        plan.to_send -= len(plan.taken)
 
 
 def _to_key(journal: Journal | None, slug: str, address: str) -> str:

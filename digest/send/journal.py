@@ -372,6 +372,22 @@ class Journal(JournalReports):
         found = subscribers.suppressed_among(self._db, claims.values())
         return {i for i, h in claims.items() if h in found} if found else set()
 
+    @_writes
+    def record_taken(self, issue: str, taken: list[tuple[int, str, str]]) -> int:
+        """Record as sent the uncertain deliveries of *taken* (id, Message-ID, reply), whose
+        message the server's log shows queued; return how many. One still uncertain with
+        that Message-ID only: one sent again meanwhile is left as it is."""
+        now = time.time()
+        with self._lock, db.transaction(self._db):
+            return sum(
+                self._db.execute(
+                    "UPDATE deliveries SET state = 'sent', reply = ?, updated_at = ? "
+                    "WHERE id = ? AND issue = ? AND state = 'sending' AND message_id = ?",
+                    (reply, now, delivery_id, issue, message_id),
+                ).rowcount
+                for delivery_id, message_id, reply in taken
+            )
+
     def mark(self, delivery_id: int, state: str, reply: str | None = None) -> None:
         """Record a delivery's new state; committed before this returns."""
         self.record([(delivery_id, state, reply)])

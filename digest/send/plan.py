@@ -17,6 +17,7 @@ from ..config import Project
 from ..errors import ConfigError, SendError
 from ..message import MessageTemplate, Recipient
 from ..tokens import verp_address, verp_signer
+from . import serverlog
 from .journal import Journal
 from .loop import SendLoop
 from .options import Options, Stats
@@ -66,6 +67,13 @@ class Plan:
     # (id, address, state, reply) of the failed and deferred of a --dry-run or --outbox run,
     # whose journal is gone when it ends (MAX_PROBLEMS_SHOWN at most)
     problems: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+    # --server-log: the uncertain readers whose message the server's log shows queued, as
+    # (id, address, Message-ID, where), recorded sent by ``execute``; how many uncertain
+    # were looked up, and how many of them have no Message-ID recorded (an older digest's)
+    taken: list[tuple[int, str, str, serverlog.Taken]] = field(default_factory=list)
+    checked: int = 0
+    unknown_ids: int = 0
+    recorded_taken: int = 0  # of ``taken``, those recorded sent (still uncertain then)
 
     @property
     def sender(self) -> str:
@@ -112,9 +120,24 @@ class Plan:
         """
         with contextlib.nullcontext() if self.scratch else only_sender(self.project, self.key):
             try:
-                self.record()
+                journal = self.record()
+                if self.taken and not self.scratch:
+                    self.recorded_taken = journal.record_taken(
+                        self.key,
+                        [
+                            (
+                                i,
+                                message_id,
+                                f"queued by the server as {t.queue_id} (its log {t.log}); "
+                                "its reply to the message was lost",
+                            )
+                            for i, _, message_id, t in self.taken
+                        ],
+                    )
                 if self.dry_run:  # prepare every message, a batch at a time, and send none
                     return self._prepare_all(self.journal)
+                if self.to_send == 0:  # only the server's log to record
+                    return Stats()
                 return self.run(progress, notice)
             finally:
                 if self.scratch and self.journal is not None:  # said by the command, then gone

@@ -51,9 +51,9 @@ def test_postfixs_own_log_file_a_second_instance_and_long_queue_ids(tmp_path: Pa
 
 def test_a_queue_id_used_again_for_another_message_is_not_ours(tmp_path: Path) -> None:
     text = (
-        f"x postfix/cleanup[1]: 4F3B21C0A2: message-id={A}\n"
-        f"x postfix/cleanup[1]: 4F3B21C0A2: message-id={C}\n"  # A's went; the id names C's now
-        "x postfix/qmgr[2]: 4F3B21C0A2: from=<a@b>, size=9, nrcpt=1 (queue active)\n"
+        f"Nov  9 01:02:03 h postfix/cleanup[1]: 4F3B21C0A2: message-id={A}\n"
+        f"Nov  9 01:02:03 h postfix/cleanup[1]: 4F3B21C0A2: message-id={C}\n"  # A's went; the id names C's now
+        "Nov  9 01:02:03 h postfix/qmgr[2]: 4F3B21C0A2: from=<a@b>, size=9, nrcpt=1 (queue active)\n"
     )
     assert taken([_log(tmp_path, text)], [A]) == {}
 
@@ -64,8 +64,8 @@ def test_rotated_logs_gzip_included_are_read_in_turn(tmp_path: Path) -> None:
         f.write(SYSLOG)
     newer = _log(
         tmp_path,
-        f"y postfix/cleanup[9]: 77AA: message-id={C}\n"
-        "y postfix/qmgr[8]: 77AA: from=<a@b>, size=1, nrcpt=1 (queue active)\n",
+        f"2026-11-29T14:55:01Z h postfix/cleanup[9]: 77AA: message-id={C}\n"
+        "2026-11-29T14:55:01Z h postfix/qmgr[8]: 77AA: from=<a@b>, size=1, nrcpt=1 (queue active)\n",
     )
     assert taken([older, newer], [A, B, C]) == {A: Taken("4F3B21C0A2", older), C: Taken("77AA", newer)}
 
@@ -105,3 +105,17 @@ def test_every_bad_log_is_reported_at_once(tmp_path: Path) -> None:
         ("a.log", "cannot read the serv"),
         ("b.log", "no message that Post"),
     ]
+
+
+def test_text_a_client_gets_into_another_line_never_passes_for_postfixs(tmp_path: Path) -> None:
+    """A HELO name or an address that Postfix logs in a reject line cannot forge a queued
+    message: the program and queue id must begin the line's message."""
+    forged = (
+        "Nov 29 14:55:01 relay postfix/smtpd[5]: NOQUEUE: reject: RCPT from x[10.0.0.1]: 554 5.7.1 "
+        f"<a@b>: Relay access denied; from=<x relay postfix/cleanup[1]: 99AA: message-id={A} y@z> to=<a@b> "
+        "proto=ESMTP helo=<h>\n"
+        "Nov 29 14:55:02 relay postfix/smtpd[5]: warning: helo=<relay postfix/qmgr[2]: 99AA: from=<a@b>, "
+        "size=1, nrcpt=1 (queue active)>\n"
+        f"Nov 29 14:55:03 relay postfix/cleanup[7]: 12BC: message-id={B}\n"
+    )
+    assert taken([_log(tmp_path, forged)], [A, B]) == {}

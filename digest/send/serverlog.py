@@ -26,8 +26,14 @@ from typing import NamedTuple
 
 from ..errors import ConfigError, DigestError, raise_all
 
-_CLEANUP = re.compile(rb"/cleanup\[\d+\]: ([0-9A-Za-z]+): message-id=(\S+)")
-_ACTIVE = re.compile(rb"/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<[^>]*>, size=\d+, nrcpt=\d+ \(queue active\)")
+# A whole line: its time stamp ("Nov 29 14:55:01", or RFC 3339's in one word), the host, then
+# Postfix's program and the message. Anchored so that text a mail client gets into another
+# line (a HELO name, an address in a reject line) can never pass for one of these.
+_HEAD = rb"^(?:[A-Z][a-z]{2} +\d+ \d\d:\d\d:\d\d|\S+) \S+ [\w.-]+"
+_CLEANUP = re.compile(_HEAD + rb"/cleanup\[\d+\]: ([0-9A-Za-z]+): message-id=(\S+)\r?\n?$")
+_ACTIVE = re.compile(
+    _HEAD + rb"/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<.*>, size=\d+, nrcpt=\d+ \(queue active\)\r?\n?$"
+)
 
 
 class Taken(NamedTuple):
@@ -72,7 +78,7 @@ def _read(path: Path, wanted: set[bytes], found: dict[str, Taken]) -> bool:
         with opened as lines:
             for line in lines:
                 if b"/cleanup[" in line:
-                    m = _CLEANUP.search(line)
+                    m = _CLEANUP.match(line)
                     if m:
                         cleanup = True
                         if m[2] in wanted:
@@ -80,7 +86,7 @@ def _read(path: Path, wanted: set[bytes], found: dict[str, Taken]) -> bool:
                         else:  # a queue id used again (Postfix's short ids are): not ours now
                             pending.pop(m[1], None)
                 elif b"/qmgr[" in line and pending:
-                    m = _ACTIVE.search(line)
+                    m = _ACTIVE.match(line)
                     if m and m[1] in pending:
                         message_id = pending.pop(m[1]).decode("ascii")
                         found.setdefault(message_id, Taken(m[1].decode("ascii"), path))

@@ -200,9 +200,13 @@ def _folded(name: str, value: object) -> bytes | None:
 
 
 def _parse(name: str, folded: bytes):
-    """Parse a folded header back as a mail reader would."""
-    value = folded.decode("ascii").split(":", 1)[1].replace(CRLF, "")
-    return _READ.header_factory(name, value.strip())
+    """Parse a folded header back as a mail reader would (``email.policy``'s
+    header_source_parse): the blanks after the colon go, the CRLFs of the folds go, and
+    the blanks after them stay. A fold that leaves the first line empty ("List-Id:" and
+    the value on the next) so reads back with a space in front."""
+    first, *more = folded.decode("ascii").removesuffix(CRLF).split(CRLF)
+    value = first.split(":", 1)[1].lstrip(" \t") + "".join(more)
+    return _READ.header_factory(name, value)
 
 
 def _verified(name: str, folded: bytes, same) -> bytes:

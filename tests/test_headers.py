@@ -8,7 +8,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from digest.cli import cli
@@ -237,6 +237,9 @@ def test_any_display_name_reads_back_exactly(name: str) -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(value=_NAME)
+# Found by this test in a CI-like run: CPython folds it to "List-Id:" and the value on the
+# next line, which a mail reader reads back with a space in front.
+@example(value="=?utf-8?b?=?iso-8859-1?q?=?iso-8859-1?q?=?iso-8859-1?q?")
 def test_any_subject_and_list_description_read_back_exactly(value: str) -> None:
     """Property: the same for an unstructured header (Subject) and List-Id's description."""
     expected = clean_value(value)

@@ -96,6 +96,27 @@ class Postfix:
                 raise AssertionError("Postfix's queue did not drain:\n" + self.log_text()[-3000:])
             time.sleep(0.1)
 
+    def pids_of(self, program: str) -> list[int]:
+        """The PIDs of this instance's processes running *program* (its qmgr, say)."""
+        parents: dict[int, int] = {}
+        names: dict[int, str] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            pid, rest = int(text.split(" ", 1)[0]), text.rsplit(")", 1)[1].split()
+            names[pid], parents[pid] = text.split("(", 1)[1].rsplit(")", 1)[0], int(rest[1])
+
+        def ours(pid: int) -> bool:
+            while pid > 1:
+                if pid == self.process.pid:
+                    return True
+                pid = parents.get(pid, 0)
+            return False
+
+        return [pid for pid, name in names.items() if name == program and ours(pid)]
+
     def postconf(self, *args: str) -> str:
         return subprocess.run(
             ["postconf", "-c", str(self.config_dir), *args], check=True, capture_output=True, text=True

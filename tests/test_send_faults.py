@@ -1109,14 +1109,21 @@ def test_a_dry_run_plans_with_what_a_killed_send_logged_last(
 # -- the server's log (--server-log; a real Postfix's in test_send_postfix.py) --------------
 
 
-def _postfix_log(tmp_path: Path, message_ids: dict[str, bool]) -> Path:
-    """A Postfix log in which each Message-ID was queued (True) or only seen by cleanup."""
+def _postfix_log(tmp_path: Path, messages: list[tuple[str, str, str]]) -> Path:
+    """A Postfix log with, for each (Message-ID, envelope sender, fate), the lines Postfix
+    writes: fate 'queued', 'thrown away' (its session lost in DATA) or 'received' (not yet
+    queued)."""
     lines = []
-    for n, (message_id, queued) in enumerate(message_ids.items()):
-        lines.append(f"Nov 29 14:55:0{n} relay postfix/cleanup[12]: 4F3B21C0A{n}: message-id={message_id}")
-        if queued:
-            queue = f"4F3B21C0A{n}: from=<a@b>, size=1, nrcpt=1 (queue active)"
-            lines.append(f"Nov 29 14:55:0{n} relay postfix/qmgr[11]: {queue}")
+    for n, (message_id, sender, fate) in enumerate(messages):
+        stamp, queue_id = f"Nov 29 14:55:0{n} relay postfix", f"4F3B21C0A{n}"
+        lines.append(f"{stamp}/smtpd[9{n}]: {queue_id}: client=localhost[127.0.0.1]")
+        lines.append(f"{stamp}/cleanup[12]: {queue_id}: message-id={message_id}")
+        if fate == "queued":
+            lines.append(f"{stamp}/qmgr[11]: {queue_id}: from=<{sender}>, size=1, nrcpt=1 (queue active)")
+        elif fate == "thrown away":
+            lines.append(
+                f"{stamp}/smtpd[9{n}]: lost connection after DATA (512 bytes) from localhost[127.0.0.1]"
+            )
     path = tmp_path / "mail.log"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -1128,40 +1135,106 @@ def _uncertain_ids(runner: CliRunner) -> dict[str, str]:
     )
 
 
+def _dropped(srv: Server, runner: CliRunner, fates: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(Message-ID, envelope sender, fate) of the messages the server read and dropped."""
+    ids = _uncertain_ids(runner)
+    by_reader = {r.recipient: r.sender for r in srv.recorder.dropped}
+    return [(ids[reader], by_reader[reader], fate) for reader, fate in fates.items()]
+
+
 def test_the_server_log_records_the_queued_uncertain_as_sent_after_yes(
     piped: Server, runner: CliRunner, tmp_path: Path, project: Path
 ) -> None:
     """Without --resend-uncertain, --server-log only records what the log shows queued: the
     plan says so, a 'no' at the prompt records nothing, a yes records it; the one the log
-    does not show queued stays uncertain (exit 4)."""
+    shows thrown away stays uncertain (exit 4) until --resend-uncertain sends it."""
     piped.recorder.drop_in_data.update({"reader00001@example.com", "reader00002@example.com"})
     path = str(_list(tmp_path, 4))
     assert _send(runner, "--list", path, "--yes", "--workers", "1").exit_code == 4
-    ids = _uncertain_ids(runner)
-    log = _postfix_log(tmp_path, {ids["reader00001@example.com"]: True, ids["reader00002@example.com"]: False})
+    fates = {"reader00001@example.com": "queued", "reader00002@example.com": "thrown away"}
+    log = _postfix_log(tmp_path, _dropped(piped, runner, fates))
     argv = [*DIGEST, "send", EXAMPLE, "--list", path, "--server-log", str(log)]
     no = _run_in_a_terminal(project, argv, "n\n")
-    assert "Server log: 1 of the 2 uncertain was queued by the server (4F3B21C0A0); they count as sent" in no
+    assert (
+        "Server log: of the 2 uncertain, 1 was queued by the server (4F3B21C0A0): it counts as sent, "
+        "not sent again\n"
+        "            1 never got there, or was thrown away by the server: not sent again without "
+        "--resend-uncertain\n"
+    ) in no, no
     assert "Uncertain:  1 was in flight" in no and "Recipients: 0 to send" in no
     assert "Record 1 as sent (the server's log)? [y/N]: n" in no
     assert "Not sent; nothing was recorded." in no
     assert sorted(_uncertain_ids(runner)) == ["reader00001@example.com", "reader00002@example.com"]
     yes = _send(runner, "--list", path, "--server-log", str(log), "--yes")
     assert yes.exit_code == 4, yes.output  # reader00002 is still uncertain
-    assert "Recorded 1 as sent: the server's log shows it queued its message." in yes.stdout
+    assert "Recorded 1 as sent: the server's log shows the server queued it." in yes.stdout
     assert "Left for a rerun: 0 deferred, 1 uncertain" in yes.stdout
     assert sorted(_uncertain_ids(runner)) == ["reader00002@example.com"]
     assert _status(runner).startswith(f"{EXAMPLE}: 3 sent, 0 failed, 0 deferred, 0 pending, 1 uncertain")
-    assert (
-        "queued by the server as 4F3B21C0A0"
-        in sqlite3.connect(project / ".digest" / "journal.sqlite3")
+    reply = (
+        sqlite3.connect(project / ".digest" / "journal.sqlite3")
         .execute("SELECT reply FROM deliveries WHERE email = 'reader00001@example.com'")
         .fetchone()[0]
     )
+    assert reply.startswith("queued by the server as 4F3B21C0A0 (its log ") and str(log) in reply
     again = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
     assert again.exit_code == 0, again.output
-    assert "Server log: the uncertain reader is not queued in it" in again.stdout
+    assert "Server log: the uncertain reader never got there, or was thrown away by the server: sent again" in (
+        again.stdout
+    )
     assert sorted(piped.recorder.by_recipient()) == [f"reader{i:05d}@example.com" for i in (0, 2, 3)]
+
+
+def test_one_the_server_received_but_has_not_queued_yet_is_held_back(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """Postfix's queue manager can log a message queued a while after it took it (its queue
+    is full): a message with only its cleanup line is not sent again, even with
+    --resend-uncertain, until a later log says what became of it. An unsubscribed reader
+    the log shows queued does not count twice (found in a review: a new reader went unsent)."""
+    piped.recorder.drop_in_data.update({f"reader0000{i}@example.com" for i in (1, 2)})
+    assert _send(runner, "--list", str(_list(tmp_path, 3)), "--yes", "--workers", "1").exit_code == 4
+    messages = _dropped(
+        piped, runner, {"reader00001@example.com": "queued", "reader00002@example.com": "received"}
+    )
+    log = _postfix_log(tmp_path, messages)
+    assert runner.invoke(cli, ["unsubscribe", "reader00001@example.com"]).exit_code == 0
+    path = str(_list(tmp_path, 4))  # and a new reader
+    result = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
+    assert result.exit_code == 4, result.output
+    assert (
+        "            1 was received by the server, but its log does not show it queued yet: not sent again "
+        "now (see 'mailq'; run again later)"
+    ) in result.stdout
+    assert (
+        "Uncertain:  1 was in flight when an earlier send stopped; sending 0 again, 1 held back"
+        in result.stdout
+    )
+    assert "Recipients: 1 to send" in result.stdout, result.stdout
+    assert "Recorded 1 as sent" in result.stdout
+    assert sorted(piped.recorder.by_recipient()) == ["reader00000@example.com", "reader00003@example.com"]
+    # Later the log shows it queued: recorded sent, never sent twice.
+    log = _postfix_log(tmp_path, [messages[1][:2] + ("queued",)])
+    later = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
+    assert later.exit_code == 0, later.output
+    assert "Recorded 1 as sent" in later.stdout
+    assert "reader00002@example.com" not in piped.recorder.by_recipient()
+
+
+def test_a_server_log_of_another_time_is_an_error(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
+    piped.recorder.drop_in_data.add("reader00001@example.com")
+    path = str(_list(tmp_path, 2))
+    assert _send(runner, "--list", path, "--yes").exit_code == 4
+    log = _postfix_log(tmp_path, [("<another@message>", "x@y", "queued")])
+    result = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0].endswith(
+        f"mail.log: none of the messages of {EXAMPLE} is logged in it: the log of another server, or of "
+        "another time?"
+    )
+    assert "hint: give the log of the Postfix instance this issue was sent through" in result.stderr
+    assert list(_uncertain_ids(runner)) == ["reader00001@example.com"]
+    assert len(piped.recorder.received) == 1
 
 
 @pytest.mark.parametrize(
@@ -1188,7 +1261,7 @@ def test_a_server_log_that_cannot_be_used_is_one_clear_error(
 
 
 def test_a_server_log_with_nothing_uncertain_says_so(piped: Server, runner: CliRunner, tmp_path: Path) -> None:
-    log = _postfix_log(tmp_path, {"<x@y>": True})
+    log = _postfix_log(tmp_path, [("<x@y>", "a@b", "queued")])
     result = _send(runner, "--list", str(_list(tmp_path, 2)), "--server-log", str(log), "--yes")
     assert result.exit_code == 0, result.output
     assert "Server log: no reader is uncertain; nothing to look up" in result.stdout

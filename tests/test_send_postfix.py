@@ -6,8 +6,10 @@ from __future__ import annotations
 import difflib
 import email
 import email.policy
+import os
 import re
 import shutil
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -433,14 +435,15 @@ def test_the_uncertain_that_postfix_queued_are_found_in_its_log(project: Path, t
         assert dry.returncode == 0, dry.stdout + dry.stderr
         queue_id = re.search(rf"(\w+): message-id={re.escape(ids['reader0@example.com'])}", log)[1]
         assert (
-            f"Server log: 1 of the 2 uncertain was queued by the server ({queue_id}); they count as sent"
-            in (dry.stdout)
-        ), dry.stdout
+            f"Server log: of the 2 uncertain, 1 was queued by the server ({queue_id}): it counts as sent, not "
+            "sent again\n"
+            "            1 never got there, or was thrown away by the server: sent again\n"
+        ) in dry.stdout, dry.stdout
         assert "Uncertain:  1 was in flight when an earlier send stopped; sending again" in dry.stdout
         assert "Recipients: 1 to send" in dry.stdout
         real = _send(project, tmp_path, env, "--resend-uncertain", "--server-log", str(relay.log))
         assert real.returncode == 0, real.stdout + real.stderr
-        assert "Recorded 1 as sent: the server's log shows it queued its message." in real.stdout
+        assert "Recorded 1 as sent: the server's log shows the server queued it." in real.stdout
         assert real.stdout.splitlines()[-1].startswith("1 sent, 0 failed, 0 deferred")
         _, got = _delivered(sink, relay, 6)
     assert sorted(got) == [f"reader{i}@example.com" for i in range(6)]
@@ -449,3 +452,38 @@ def test_the_uncertain_that_postfix_queued_are_found_in_its_log(project: Path, t
         [sys.executable, "-m", "digest", "status", EXAMPLE], cwd=project, capture_output=True, text=True
     ).stdout
     assert status.splitlines() == [f"{EXAMPLE}: 6 sent, 0 failed, 0 deferred, 0 pending, 0 uncertain"]
+
+
+def test_an_uncertain_message_postfix_has_not_logged_queued_yet_is_held_back(
+    project: Path, tmp_path: Path
+) -> None:
+    """Postfix's queue manager can log a message queued well after Postfix took it. With
+    it paused, a message whose reply was lost has its cleanup line only: --resend-uncertain
+    with the log holds it back instead of sending a second copy (a new user's trial got two
+    copies before); once the queue manager logs it queued, the next run records it sent."""
+    _write_list(tmp_path, 2)
+    with Server() as sink, start_postfix(tmp_path, relay=("127.0.0.1", sink.port)) as relay:
+        [qmgr] = relay.pids_of("qmgr")
+        os.kill(qmgr, signal.SIGSTOP)
+        try:
+            with CutProxy(relay.port, "reply") as proxy:
+                first = _send(project, tmp_path, _env(proxy.port), "--workers", "1", "--retry-delay", "0.1")
+            assert first.returncode == 4, first.stdout + first.stderr
+            env = _env(relay.port)
+            held = _send(project, tmp_path, env, "--resend-uncertain", "--server-log", str(relay.log))
+            assert held.returncode == 4, held.stdout + held.stderr
+            assert (
+                "Server log: the uncertain reader was received by the server, but its log does not show it "
+                "queued yet: not sent again now"
+            ) in held.stdout, held.stdout
+            assert "Nothing to send." in held.stdout
+        finally:
+            os.kill(qmgr, signal.SIGCONT)
+        _, got = _delivered(sink, relay, 2)
+        assert sorted(got) == ["reader0@example.com", "reader1@example.com"]
+        later = _send(project, tmp_path, env, "--resend-uncertain", "--server-log", str(relay.log))
+        assert later.returncode == 0, later.stdout + later.stderr
+        assert "Recorded 1 as sent: the server's log shows the server queued it." in later.stdout
+        time.sleep(1)
+    assert all(len(copies) == 1 for copies in sink.recorder.by_recipient().values())
+    assert len(sink.recorder.received) == 2

@@ -349,3 +349,17 @@ def test_a_new_attempt_records_its_message_id_and_erasure_clears_it(tmp_path: Pa
     assert journal.message_ids(ISSUE, ids) == {ids[0]: "<c@x>", ids[1]: "<b@x>"}
     subscribers.erase(journal._db, "r1@example.org")
     assert message_ids()[1] == (ids[1], "sending", None)
+
+
+def test_a_claim_folded_after_its_reader_was_erased_keeps_no_message_id(tmp_path: Path) -> None:
+    """Found in a review: an uncertain reader sent again (its claim still in the log) and
+    erased meanwhile got its Message-ID (a hash of the address) back at the fold."""
+    journal, ids = _journal(tmp_path / "journal.sqlite3", 1)
+    claim = [(ids[0], "sending", None)]
+    journal.record(claim, _claims(ids, claim), {ids[0]: "<first@x>"})  # uncertain, in SQLite
+    with journal.logging_to(tmp_path / "send.log"):
+        journal.record(claim, _claims(ids, claim), {ids[0]: "<again@x>"})  # --resend-uncertain
+        other = sqlite3.connect(tmp_path / "journal.sqlite3", isolation_level=None)
+        subscribers.erase(other, "r0@example.org")
+        other.close()
+    assert journal._db.execute("SELECT state, message_id FROM deliveries").fetchall() == [("sending", None)]

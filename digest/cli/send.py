@@ -268,13 +268,14 @@ def send(
                 "without --retry-failed (see 'digest status')"
             )
     if server_logs:
-        _server_log_line(plan)
+        _server_log_line(plan, resend_uncertain)
     if plan.uncertain:
+        held = len(plan.held)
         click.echo(
             f"Uncertain:  {plan.uncertain} {'was' if plan.uncertain == 1 else 'were'} in flight "
             "when an earlier send stopped; "
             + (
-                "sending again"
+                ("sending again" if not held else f"sending {plan.uncertain - held} again, {held} held back")
                 if resend_uncertain
                 else "not sent again without --resend-uncertain (see 'digest status')"
             )
@@ -353,15 +354,15 @@ def send(
     if plan.taken and real:
         n = plan.recorded_taken
         click.echo(
-            f"Recorded {n} as sent: the server's log shows {'it' if n == 1 else 'they'} queued "
-            f"{'its' if n == 1 else 'their'} message."
+            f"Recorded {n} as sent: the server's log shows the server queued {'it' if n == 1 else 'them'}."
             + (
-                f" ({len(plan.taken) - n} of those found had been sent again meanwhile.)"
+                f" ({len(plan.taken) - n} of those found {'is' if len(plan.taken) - n == 1 else 'are'} "
+                "no longer uncertain: left as they are.)"
                 if n < len(plan.taken)
                 else ""
             )
         )
-    if plan.to_send == 0 and real:  # only the server's log to record: no send ran
+    if plan.stats is None and real:  # only the server's log to record: no send ran
         _left_for_a_rerun(plan)
         return
     verb = (
@@ -403,30 +404,57 @@ def _left_for_a_rerun(plan, failed: int = 0) -> None:
         sys.exit(EXIT_RERUN)
 
 
-def _server_log_line(plan) -> None:
+def _server_log_line(plan, resend_uncertain: bool) -> None:
     """What the server's log (--server-log) says of the uncertain readers."""
-    found = len(plan.taken)
     if not plan.checked:
         click.echo("Server log: no reader is uncertain; nothing to look up")
         return
-    of = f"of the {plan.checked} uncertain" if plan.checked > 1 else "uncertain reader"
-    if found:
-        ids = ", ".join(t.queue_id for *_, t in plan.taken[:5]) + (", ..." if found > 5 else "")
-        click.echo(
-            f"Server log: {found} {of} {'was' if found == 1 else 'were'} queued by the server ({ids}); "
-            "they count as sent, not sent again"
+
+    def said(n: int, one: str, more: str) -> str:
+        return one if n == 1 else more
+
+    taken, held, unknown = len(plan.taken), len(plan.held), plan.unknown_ids
+    gone = plan.checked - taken - held - unknown
+    lines = []
+    if taken:
+        ids = ", ".join(t.queue_id for *_, t in plan.taken[:5]) + (", ..." if taken > 5 else "")
+        lines.append(
+            (
+                taken,
+                f"{said(taken, 'was', 'were')} queued by the server ({ids}): "
+                f"{said(taken, 'it counts', 'they count')} as sent, not sent again",
+            )
         )
-    else:
-        click.echo(
-            f"Server log: none {of} is queued in it"
-            if plan.checked > 1
-            else "Server log: the uncertain reader is not queued in it"
+    if held:
+        lines.append(
+            (
+                held,
+                f"{said(held, 'was', 'were')} received by the server, but its log does not show "
+                f"{said(held, 'it', 'them')} queued yet: not sent again now (see 'mailq'; run again later)",
+            )
         )
-    if plan.unknown_ids:
-        click.echo(
-            f"            {plan.unknown_ids} of them {'has' if plan.unknown_ids == 1 else 'have'} no "
-            "Message-ID recorded (claimed by an older digest): not looked up"
+    if gone:
+        lines.append(
+            (
+                gone,
+                f"never got there, or {said(gone, 'was', 'were')} thrown away by the server: "
+                + ("sent again" if resend_uncertain else "not sent again without --resend-uncertain"),
+            )
         )
+    if unknown:
+        lines.append(
+            (
+                unknown,
+                f"{said(unknown, 'has', 'have')} no Message-ID recorded (claimed by an older digest): "
+                "not looked up",
+            )
+        )
+    if plan.checked == 1:
+        click.echo(f"Server log: the uncertain reader {lines[0][1]}")
+        return
+    click.echo(f"Server log: of the {plan.checked} uncertain, {lines[0][0]} {lines[0][1]}")
+    for n, text in lines[1:]:
+        click.echo(f"            {n} {text}")
 
 
 def _pace_line(stats) -> None:

@@ -27,6 +27,7 @@ from .recipients import (
     RowProblem,
     address_key,
     check_addresses,
+    envelope_address,
     normalise_address,
     read_recipients,
 )
@@ -168,6 +169,8 @@ def plan_send(
     plan.readable_by_others = _readable_by_others(project)
     if list_path is not None:
         plan.list_digest = _file_digest(list_path)
+    if server_logs:
+        _find_taken(plan, planned, server_logs)
     _count(
         plan,
         planned,
@@ -176,8 +179,6 @@ def plan_send(
     )
     if address is not None and journal is not None:  # a reader of the list, not a list address?
         plan.in_list_send = journal.state_of(issue.slug, address_key(address))
-    if server_logs:
-        _find_taken(plan, planned, server_logs)
     if journal is not None:
         journal.close()
     return plan
@@ -195,6 +196,8 @@ def _count(
     sent_here = 0  # readers of this list who have the issue already
     revived = {"sending": 0, "failed": 0}  # cancelled uncertain or failed readers this list names again
     due_states = plan.options.due_states
+    taken = {address_key(email) for _, email, _, _ in plan.taken}  # sent, the server's log says
+    held = {address_key(email) for _, email in plan.held}  # uncertain, not sent again this run
     for row in rows:
         if isinstance(row, RowProblem):
             plan.invalid.append(row)
@@ -206,6 +209,10 @@ def _count(
             continue
         seen[short] = row.line or 0
         state = journal.state_of(plan.key, key) if journal is not None else None
+        if key in taken:
+            state = "sent"
+        elif key in held:
+            continue  # uncertain, and not due in this run whatever the options
         if suppression is not None and suppression.is_suppressed(key):
             plan.suppressed += 1
             due_suppressed += state in due_states
@@ -224,6 +231,8 @@ def _count(
     counts = journal.counts(plan.key) if journal else dict.fromkeys(STATES, 0)
     for state, n in revived.items():
         counts[state] += n
+    counts["sending"] -= len(plan.taken) + len(plan.held)  # held: added back to plan.uncertain below
+    counts["sent"] += len(plan.taken)
     options = plan.options
     plan.to_send = new + sum(counts[state] for state in due_states) - due_suppressed
     # Due from an earlier run of this send but not in this list (a run interrupted and
@@ -231,28 +240,47 @@ def _count(
     plan.not_in_list = max(0, plan.to_send - new - due_here)
     plan.already_sent = sent_here
     plan.sent_before = counts["sent"] - sent_here
-    plan.uncertain = counts["sending"]
+    plan.uncertain = counts["sending"] + len(plan.held)
     plan.failed_before = counts["failed"]
     if options.retry_failed and journal is not None:
         plan.retrying = journal.in_state(plan.key, "failed", 10)
 
 
 def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]) -> None:
-    """Find the uncertain readers whose message the server's logs show queued; count them
-    as sent, not uncertain (``Plan.record`` records them so)."""
+    """Look the uncertain readers up in the server's logs (``serverlog``): those it shows
+    queued (``Plan.taken``: the plan counts them as sent, ``Plan.execute`` records them
+    so), and those it shows received but not yet queued (``Plan.held``: not sent again
+    in this run, even with --resend-uncertain). Raise ConfigError when the logs hold no
+    message of the send at all."""
     uncertain = (
         [(i, email) for i, email, state, _ in journal.problems(plan.key) if state == "sending"]
         if journal
         else []
     )
     ids = journal.message_ids(plan.key, [i for i, _ in uncertain]) if journal else {}
-    found = serverlog.taken(server_logs, ids.values())  # reads (and checks) the logs even so
-    plan.taken = [(i, email, ids[i], found[ids[i]]) for i, email in uncertain if ids.get(i) in found]
+    senders = {
+        ids[i]: envelope_address(plan.envelope_sender(Recipient(email), i))
+        for i, email in uncertain
+        if i in ids
+    }
+    known = journal.all_message_ids(plan.key) if journal and senders else ()
+    log = serverlog.read(server_logs, senders, known)  # reads (and checks) the logs even so
+    if senders and not log.covers:
+        raise ConfigError(
+            f"none of the messages of {plan.key} is logged in {'it' if len(server_logs) == 1 else 'them'}: "
+            "the log of another server, or of another time?",
+            path=server_logs[0] if len(server_logs) == 1 else None,
+            hint="give the log of the Postfix instance this issue was sent through, of the days of its "
+            "send (every rotated file of them), or leave --server-log out",
+        )
     plan.checked = len(uncertain)
     plan.unknown_ids = len(uncertain) - len(ids)
-    plan.uncertain -= len(plan.taken)
-    if "sending" in plan.options.due_states:
-        plan.to_send -= len(plan.taken)
+    for i, email in uncertain:
+        message_id = ids.get(i)
+        if message_id in log.queued:
+            plan.taken.append((i, email, message_id, log.queued[message_id]))
+        elif message_id in log.received and message_id not in log.thrown_away:
+            plan.held.append((i, email))  # may yet be queued: not sent again now
 
 
 def _to_key(journal: Journal | None, slug: str, address: str) -> str:

@@ -64,7 +64,10 @@ class SendLoop:
         stop: threading.Event | None = None,
         envelope_sender: Callable[[Recipient, int], str] | None = None,
         notice: Callable[[str], None] | None = None,
+        held: frozenset[int] = frozenset(),
     ) -> None:
+        """*held*: deliveries this run must not take (uncertain ones that the server's log
+        shows received but not yet queued: ``serverlog``)."""
         self.issue = issue
         self.template = template
         self.journal = journal
@@ -95,7 +98,8 @@ class SendLoop:
         self.lanes: list[Lane] = []
         self.aside = SetAside(self.record, self.stats, self.count)  # refused as everyone might be
         self._phases = _phases(self._states)  # never-tried readers first
-        self._touched: set[int] = set()  # the readers this run took
+        self._touched: set[int] = set(held)  # the readers this run took (or must not)
+        self._held = held
         self._delivered_before = False
 
     def run(self, progress: Callable[[Stats], None] | None = None) -> Stats:
@@ -105,7 +109,9 @@ class SendLoop:
         (or SIGTERM) once the messages in flight are finished and recorded.
         """
         counts = self.journal.counts(self.issue)
-        self.stats.total = sum(counts[s] for s in self._states)
+        self.stats.total = sum(counts[s] for s in self._states) - (
+            len(self._held) if "sending" in self._states else 0
+        )
         self._delivered_before = counts.get("sent", 0) > 0
         asyncio.run(self._run(progress))
         if self.stats.slowed:  # the pace it ended at, with the speed-ups since the last pause

@@ -71,6 +71,8 @@ class Plan:
     # (id, address, Message-ID, where), recorded sent by ``execute``; how many uncertain
     # were looked up, and how many of them have no Message-ID recorded (an older digest's)
     taken: list[tuple[int, str, str, serverlog.Taken]] = field(default_factory=list)
+    # and those it shows received but not (yet) queued, as (id, address): not sent again now
+    held: list[tuple[int, str]] = field(default_factory=list)
     checked: int = 0
     unknown_ids: int = 0
     recorded_taken: int = 0  # of ``taken``, those recorded sent (still uncertain then)
@@ -92,9 +94,9 @@ class Plan:
         """
         newsletter = self.template.newsletter
         bounce, secret = newsletter.bounce_address, self.template.secret
-        if not (bounce and secret and self.journal is not None):
+        if not (bounce and secret):
             return self._from_address
-        if delivery_id is None:
+        if delivery_id is None and self.journal is not None:
             delivery_id = self.journal.delivery_id(self.key, recipient.email)
         if delivery_id is None:
             return self._from_address
@@ -136,7 +138,7 @@ class Plan:
                     )
                 if self.dry_run:  # prepare every message, a batch at a time, and send none
                     return self._prepare_all(self.journal)
-                if self.to_send == 0:  # only the server's log to record
+                if self.taken and not self._anything_due(journal):  # only the server's log to record
                     return Stats()
                 return self.run(progress, notice)
             finally:
@@ -175,6 +177,7 @@ class Plan:
             self.options,
             envelope_sender=self.envelope_sender,
             notice=notice,
+            held=frozenset(i for i, _ in self.held),
         )
         self.stats = loop.stats
         log_context = (
@@ -188,6 +191,11 @@ class Plan:
         except KeyboardInterrupt:
             loop.stop.set()
             raise
+
+    def _anything_due(self, journal: Journal) -> bool:
+        states = self.options.due_states
+        counts = journal.counts(self.key)
+        return sum(counts[state] for state in states) - (len(self.held) if "sending" in states else 0) > 0
 
     @property
     def _scratch_path(self) -> Path:

@@ -163,6 +163,14 @@ class JournalReports:
                     found[delivery_id] = message_id
         return found
 
+    def all_message_ids(self, issue: str) -> Iterator[str]:
+        """Yield the Message-ID of every delivery of a send that has one recorded (in the
+        database: enough to tell whether a server's log covers the send)."""
+        for (message_id,) in self._db.execute(
+            "SELECT message_id FROM deliveries WHERE issue = ? AND message_id IS NOT NULL", (issue,)
+        ):
+            yield message_id
+
     def sends(self, issue: str) -> list[str]:
         """Return the journal keys of an issue: its list send and any --to sends."""
         return [

@@ -58,14 +58,15 @@ Entry = tuple[int, str, bool, float, "str | None"]
 # its own, not an earlier deferral's) and counts one attempt more; any other entry keeps
 # the last reply when it brings none. A new attempt records its message's Message-ID.
 # A reader erased since the entry was written keeps '[erased]' in place of a reply, which
-# may quote the address.
+# may quote the address, and no Message-ID (a hash of the address).
 _FOLD = (
     "UPDATE deliveries SET state = ?, "
     "reply = CASE WHEN ? = 0 THEN reply "
     f"WHEN ? IS NOT NULL AND substr(email_key, 1, {len(ERASED_PREFIX)}) = '{ERASED_PREFIX}' "
     "THEN '[erased]' ELSE ? END, "
     "updated_at = ?, attempts = attempts + ?, "
-    "message_id = CASE WHEN ? = 0 THEN message_id ELSE ? END WHERE id = ?"
+    "message_id = CASE WHEN ? = 0 THEN message_id "
+    f"WHEN substr(email_key, 1, {len(ERASED_PREFIX)}) = '{ERASED_PREFIX}' THEN NULL ELSE ? END WHERE id = ?"
 )
 
 

@@ -1113,9 +1113,12 @@ def _postfix_log(tmp_path: Path, messages: list[tuple[str, str, str]]) -> Path:
     """A Postfix log with, for each (Message-ID, envelope sender, fate), the lines Postfix
     writes: fate 'queued', 'thrown away' (its session lost in DATA) or 'received' (not yet
     queued)."""
-    lines = []
+    now = time.time()
+    at = time.strftime("%b %e %H:%M:%S", time.localtime(now))
+    # Lines from before and after the send: the log covers its time.
+    lines = [f"{time.strftime('%b %e %H:%M:%S', time.localtime(now - 900))} relay postfix/anvil[9]: statistics"]
     for n, (message_id, sender, fate) in enumerate(messages):
-        stamp, queue_id = f"Nov 29 14:55:0{n} relay postfix", f"4F3B21C0A{n}"
+        stamp, queue_id = f"{at} relay postfix", f"4F3B21C0A{n}"
         lines.append(f"{stamp}/smtpd[9{n}]: {queue_id}: client=localhost[127.0.0.1]")
         lines.append(f"{stamp}/cleanup[12]: {queue_id}: message-id={message_id}")
         if fate == "queued":
@@ -1124,6 +1127,9 @@ def _postfix_log(tmp_path: Path, messages: list[tuple[str, str, str]]) -> Path:
             lines.append(
                 f"{stamp}/smtpd[9{n}]: lost connection after DATA (512 bytes) from localhost[127.0.0.1]"
             )
+    lines.append(
+        f"{time.strftime('%b %e %H:%M:%S', time.localtime(now + 300))} relay postfix/anvil[9]: statistics"
+    )
     path = tmp_path / "mail.log"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -1203,7 +1209,7 @@ def test_one_the_server_received_but_has_not_queued_yet_is_held_back(
     result = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
     assert result.exit_code == 4, result.output
     assert (
-        "            1 was received by the server, but its log does not show it queued yet: not sent again "
+        "            1 was received by the server, but its log does not show it queued (yet): not sent again "
         "now (see 'mailq'; run again later)"
     ) in result.stdout
     assert (
@@ -1219,6 +1225,36 @@ def test_one_the_server_received_but_has_not_queued_yet_is_held_back(
     assert later.exit_code == 0, later.output
     assert "Recorded 1 as sent" in later.stdout
     assert "reader00002@example.com" not in piped.recorder.by_recipient()
+
+
+def test_one_with_no_line_in_logs_of_its_time_never_got_there(
+    piped: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """No line of a message in logs that cover its time: it never got there, and
+    --resend-uncertain sends it; in logs that end before it, it is held back."""
+    piped.recorder.drop_in_data.update({"reader00001@example.com", "reader00002@example.com"})
+    path = str(_list(tmp_path, 3))
+    assert _send(runner, "--list", path, "--yes", "--workers", "1").exit_code == 4
+    [queued, _absent] = _dropped(
+        piped, runner, {"reader00001@example.com": "queued", "reader00002@example.com": ""}
+    )
+    log = _postfix_log(tmp_path, [queued])  # reader00002's message left no line
+    old = tmp_path / "old.log"
+    old.write_text("\n".join(log.read_text().splitlines()[:-1]) + "\n")  # ends before the send
+    held = _send(runner, "--list", path, "--server-log", str(old), "--resend-uncertain", "--yes")
+    assert held.exit_code == 4, held.output
+    assert (
+        "            1 is not in the logs given, which do not cover the time of its send (12 minutes before "
+        "to 2 after): not sent again; give that time's log too"
+    ) in held.stdout, held.stdout
+    assert "reader00002@example.com" not in piped.recorder.by_recipient()
+    sent = _send(runner, "--list", path, "--server-log", str(log), "--resend-uncertain", "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert "Server log: the uncertain reader never got there, or was thrown away by the server: sent again" in (
+        sent.stdout
+    )
+    assert len(piped.recorder.by_recipient()["reader00002@example.com"]) == 1
+    assert "reader00001@example.com" not in piped.recorder.by_recipient()
 
 
 def test_a_server_log_of_another_time_is_an_error(piped: Server, runner: CliRunner, tmp_path: Path) -> None:

@@ -474,7 +474,7 @@ def test_an_uncertain_message_postfix_has_not_logged_queued_yet_is_held_back(
             assert held.returncode == 4, held.stdout + held.stderr
             assert (
                 "Server log: the uncertain reader was received by the server, but its log does not show it "
-                "queued yet: not sent again now"
+                "queued (yet): not sent again now"
             ) in held.stdout, held.stdout
             assert "Nothing to send." in held.stdout
         finally:

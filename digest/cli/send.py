@@ -110,7 +110,7 @@ EXIT_RERUN = 4  # the send finished, but some messages are deferred or uncertain
     multiple=True,
     metavar="FILE",
     help="Postfix's log (repeatable; rotated .gz ones too): the uncertain whose message it shows "
-    "queued are recorded sent, not sent again.",
+    "queued are recorded sent, those it shows received but not yet queued are held back.",
 )
 @click.option("--force", is_flag=True, help="Send even though the issue changed after the send began.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -404,49 +404,56 @@ def _left_for_a_rerun(plan, failed: int = 0) -> None:
         sys.exit(EXIT_RERUN)
 
 
+_HELD = {  # why the server's log cannot tell of an uncertain reader (Plan.held)
+    "not queued yet": (
+        "{was} received by the server, but its log does not show {it} queued (yet): not sent again now "
+        "(see 'mailq'; run again later)"
+    ),
+    "another envelope": (
+        "{was} queued with another envelope sender or more recipients than digest gave (a rewritten "
+        "sender, always_bcc?): not sent again; look {it} up by hand"
+    ),
+    "not covered": (
+        "{is_} not in the logs given, which do not cover the time of {its} send (12 minutes before to "
+        "2 after): not sent again; give that time's log too"
+    ),
+    "no Message-ID": "{has} no Message-ID recorded (claimed by an older digest): not looked up, not sent again",
+}
+
+
 def _server_log_line(plan, resend_uncertain: bool) -> None:
     """What the server's log (--server-log) says of the uncertain readers."""
     if not plan.checked:
         click.echo("Server log: no reader is uncertain; nothing to look up")
         return
 
-    def said(n: int, one: str, more: str) -> str:
-        return one if n == 1 else more
+    def words(n: int) -> dict[str, str]:
+        one = n == 1
+        return {
+            "was": "was" if one else "were",
+            "is_": "is" if one else "are",
+            "has": "has" if one else "have",
+            "it": "it" if one else "them",
+            "its": "its" if one else "their",
+        }
 
-    taken, held, unknown = len(plan.taken), len(plan.held), plan.unknown_ids
-    gone = plan.checked - taken - held - unknown
     lines = []
-    if taken:
-        ids = ", ".join(t.queue_id for *_, t in plan.taken[:5]) + (", ..." if taken > 5 else "")
+    if plan.taken:
+        n = len(plan.taken)
+        ids = ", ".join(t.queue_id for *_, t in plan.taken[:5]) + (", ..." if n > 5 else "")
+        counts = "it counts" if n == 1 else "they count"
+        lines.append((n, f"{words(n)['was']} queued by the server ({ids}): {counts} as sent, not sent again"))
+    for why, text in _HELD.items():
+        n = sum(1 for *_, w in plan.held if w == why)
+        if n:
+            lines.append((n, text.format(**words(n))))
+    if plan.gone:
+        n = plan.gone
         lines.append(
             (
-                taken,
-                f"{said(taken, 'was', 'were')} queued by the server ({ids}): "
-                f"{said(taken, 'it counts', 'they count')} as sent, not sent again",
-            )
-        )
-    if held:
-        lines.append(
-            (
-                held,
-                f"{said(held, 'was', 'were')} received by the server, but its log does not show "
-                f"{said(held, 'it', 'them')} queued yet: not sent again now (see 'mailq'; run again later)",
-            )
-        )
-    if gone:
-        lines.append(
-            (
-                gone,
-                f"never got there, or {said(gone, 'was', 'were')} thrown away by the server: "
+                n,
+                f"never got there, or {words(n)['was']} thrown away by the server: "
                 + ("sent again" if resend_uncertain else "not sent again without --resend-uncertain"),
-            )
-        )
-    if unknown:
-        lines.append(
-            (
-                unknown,
-                f"{said(unknown, 'has', 'have')} no Message-ID recorded (claimed by an older digest): "
-                "not looked up",
             )
         )
     if plan.checked == 1:

@@ -197,7 +197,7 @@ def _count(
     revived = {"sending": 0, "failed": 0}  # cancelled uncertain or failed readers this list names again
     due_states = plan.options.due_states
     taken = {address_key(email) for _, email, _, _ in plan.taken}  # sent, the server's log says
-    held = {address_key(email) for _, email in plan.held}  # uncertain, not sent again this run
+    held = {address_key(email) for _, email, _ in plan.held}  # uncertain, not sent again this run
     for row in rows:
         if isinstance(row, RowProblem):
             plan.invalid.append(row)
@@ -248,9 +248,10 @@ def _count(
 
 def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]) -> None:
     """Look the uncertain readers up in the server's logs (``serverlog``): those it shows
-    queued (``Plan.taken``: the plan counts them as sent, ``Plan.execute`` records them
-    so), and those it shows received but not yet queued (``Plan.held``: not sent again
-    in this run, even with --resend-uncertain). Raise ConfigError when the logs hold no
+    taken (``Plan.taken``: the plan counts them as sent, ``Plan.execute`` records them
+    so), those it shows thrown away or that never got there (sent again with
+    --resend-uncertain), and those it cannot tell of (``Plan.held``: not sent again in
+    this run, even with --resend-uncertain). Raise ConfigError when the logs hold no
     message of the send at all."""
     uncertain = (
         [(i, email) for i, email, state, _ in journal.problems(plan.key) if state == "sending"]
@@ -265,7 +266,7 @@ def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]
     }
     known = journal.all_message_ids(plan.key) if journal and senders else ()
     log = serverlog.read(server_logs, senders, known)  # reads (and checks) the logs even so
-    if senders and not log.covers:
+    if senders and not log.has_the_send:
         raise ConfigError(
             f"none of the messages of {plan.key} is logged in {'it' if len(server_logs) == 1 else 'them'}: "
             "the log of another server, or of another time?",
@@ -273,14 +274,23 @@ def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]
             hint="give the log of the Postfix instance this issue was sent through, of the days of its "
             "send (every rotated file of them), or leave --server-log out",
         )
+    recorded = journal.last_recorded(plan.key, ids) if journal else {}
     plan.checked = len(uncertain)
-    plan.unknown_ids = len(uncertain) - len(ids)
     for i, email in uncertain:
         message_id = ids.get(i)
-        if message_id in log.queued:
-            plan.taken.append((i, email, message_id, log.queued[message_id]))
-        elif message_id in log.received and message_id not in log.thrown_away:
-            plan.held.append((i, email))  # may yet be queued: not sent again now
+        if message_id is None:
+            plan.held.append((i, email, "no Message-ID"))
+        elif message_id in log.taken:
+            plan.taken.append((i, email, message_id, log.taken[message_id]))
+        elif message_id in log.thrown_away:
+            plan.gone += 1
+        elif message_id in log.held:
+            why = "another envelope" if message_id in log.other_envelope else "not queued yet"
+            plan.held.append((i, email, why))
+        elif log.covers(recorded.get(i, 0.0)):
+            plan.gone += 1  # no line of it, in logs of its time: it never got there
+        else:
+            plan.held.append((i, email, "not covered"))
 
 
 def _to_key(journal: Journal | None, slug: str, address: str) -> str:

@@ -71,10 +71,11 @@ class Plan:
     # (id, address, Message-ID, where), recorded sent by ``execute``; how many uncertain
     # were looked up, and how many of them have no Message-ID recorded (an older digest's)
     taken: list[tuple[int, str, str, serverlog.Taken]] = field(default_factory=list)
-    # and those it shows received but not (yet) queued, as (id, address): not sent again now
-    held: list[tuple[int, str]] = field(default_factory=list)
+    # those it cannot tell of, as (id, address, why): not sent again now; and how many it
+    # shows thrown away or never there (sent again with --resend-uncertain)
+    held: list[tuple[int, str, str]] = field(default_factory=list)
+    gone: int = 0
     checked: int = 0
-    unknown_ids: int = 0
     recorded_taken: int = 0  # of ``taken``, those recorded sent (still uncertain then)
 
     @property
@@ -177,7 +178,7 @@ class Plan:
             self.options,
             envelope_sender=self.envelope_sender,
             notice=notice,
-            held=frozenset(i for i, _ in self.held),
+            held=frozenset(i for i, _, _ in self.held),
         )
         self.stats = loop.stats
         log_context = (

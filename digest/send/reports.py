@@ -163,6 +163,16 @@ class JournalReports:
                     found[delivery_id] = message_id
         return found
 
+    def last_recorded(self, issue: str, ids: Iterable[int]) -> dict[int, float]:
+        """Return when each of the deliveries *ids* was last recorded (with the log's entries)."""
+        ids = list(ids)
+        times = dict(self._by_id(issue, "updated_at", ids))
+        wanted = set(ids)
+        for delivery_id, _state, _attempt, at, _reply in self._logged():
+            if delivery_id in wanted:
+                times[delivery_id] = at
+        return times
+
     def all_message_ids(self, issue: str) -> Iterator[str]:
         """Yield the Message-ID of every delivery of a send that has one recorded (in the
         database: enough to tell whether a server's log covers the send)."""

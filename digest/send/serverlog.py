@@ -2,39 +2,50 @@
 
 A message is uncertain when its final ``.`` went out but no reply came back (RFC 1047):
 the server may have queued it. Postfix logs, for each message it receives, the queue
-ID it gave it with the message's Message-ID (``cleanup``); once the message is safely
-in its queue, the queue ID again with its envelope (``qmgr``); and, for a message whose
-client went away before its end, that the session was lost in its DATA (``smtpd``)::
+ID it gave it (``smtpd``, at the first accepted recipient), the message's Message-ID
+(``cleanup``); once the message is safely in its queue, the queue ID again with its
+envelope (``qmgr``); and, for a client that went away before the end of its message,
+that the session was lost in DATA::
 
+    ... relay postfix/smtpd[4240]: connect from localhost[127.0.0.1]
     ... relay postfix/smtpd[4240]: 4XyZ1b2QdKz9: client=localhost[127.0.0.1]
     ... relay postfix/cleanup[4242]: 4XyZ1b2QdKz9: message-id=<3074f8…@worlddigest.example.org>
     ... relay postfix/qmgr[311]: 4XyZ1b2QdKz9: from=<bounces+…@…>, size=15213, nrcpt=1 (queue active)
     ... relay postfix/smtpd[4240]: lost connection after DATA (96256 bytes) from localhost[127.0.0.1]
 
-So each uncertain message is, by the log:
+Each uncertain message is, by the logs (``ServerLog``):
 
-- *queued*: its ``cleanup`` line, then the ``qmgr`` line of the same queue ID, with the
-  envelope sender digest used for that reader and one recipient. The sender check keeps
-  another message that names the same Message-ID (anybody can write one) or that has
-  the same queue ID later (Postfix's short queue IDs come back) from passing for it.
-- *thrown away*: its ``cleanup`` line, then its session lost or timed out in DATA.
-- *received, not confirmed*: its ``cleanup`` line only. Postfix may still be about to
-  log it queued (its queue manager falls behind when the queue is full): it must not be
-  sent again yet.
-- *not received*: no line of it at all.
+- *taken*: its ``cleanup`` line, then the ``qmgr`` line of its queue ID with the envelope
+  sender digest used for that reader and one recipient; or cleanup's own ``hold`` or
+  ``discard`` of it (Postfix answered 250 and keeps or drops it by its rules). The sender
+  check keeps another message that names the same Message-ID (anybody can write one),
+  or one that got the same queue ID later (Postfix's short IDs come back), from passing
+  for it.
+- *thrown away*: its ``cleanup`` line, and the session that sent it lost (or timed out)
+  in DATA while this message was its last (no refused recipient after it), or cleanup's
+  ``reject`` of it; and no ``qmgr`` line of its queue ID at all.
+- *held back*: its ``cleanup`` line, and nothing that tells: Postfix's queue manager may
+  log it queued later (it falls behind when its queue is full); or a ``qmgr`` line with
+  another envelope (a rewritten sender, an ``always_bcc``) that may or may not be it.
+- *not received*: no line of it at all, where the logs cover the time the message was
+  claimed (``covers``); held back where they do not.
 
-A queue ID counts on one host and Postfix instance (its ``syslog_name``). The files are
-read oldest first (by modification time), as one stream, so that a message whose lines
-a rotation split is found; rotated logs may be gzip-compressed. The lines are found
-wherever Postfix writes them (its own ``maillog_file``, syslog, ``journalctl``'s short
-output), whatever the time stamp.
+A queue ID counts on one host and one Postfix instance (its ``syslog_name``; a service
+of master.cf, ``postfix/submission/smtpd``, is the instance's). Postfix's processes log
+apart: a lost session may come before the ``cleanup`` line of its message. The files are
+read oldest first (by modification time) as one stream, so a message whose lines a
+rotation split is found; compressed ones are known by their content; a pipe works
+(``<(journalctl …)``). The time stamps of syslog (``Nov 29 14:55:01``, ``.123456``
+too), of RFC 3339 and of Postfix's own ``maillog_file`` are read.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import re
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,40 +53,76 @@ from typing import NamedTuple
 
 from ..errors import ConfigError, DigestError, raise_all
 
+MAX_LINE = 64 << 10  # longer lines are skipped whole (no Postfix line is near it)
+COVER_BEFORE = 720.0  # seconds: --data-timeout's 600 and some
+COVER_AFTER = 120.0
+_LOST_KEPT = 10_000  # lost sessions waiting for their cleanup line (it comes within moments)
+
 # A whole line: its time stamp ("Nov 29 14:55:01[.123456]", or RFC 3339's in one word), the
-# host (syslog may leave it out), then Postfix's program and the message. Anchored so that
-# text a mail client gets into another line (a HELO name, an address in a reject line) can
-# never pass for one of these.
-_HEAD = rb"^(?:[A-Z][a-z]{2} +\d+ \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\S+) (?:(\S+) )?([\w.-]+)"
+# host (syslog may leave it out), then Postfix's instance and program. Anchored so that text
+# a mail client gets into another line (a HELO name, an address in a reject line) can never
+# pass for one of these.
+_STAMP = rb"([A-Z][a-z]{2} +\d+ \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\S+)"
+_HEAD = _STAMP + rb" (?:(\S+) )?([\w.-]+)"
 _CLEANUP = re.compile(_HEAD + rb"/cleanup\[\d+\]: ([0-9A-Za-z]+): message-id=(\S+)\r?\n?$")
+_ACTION = re.compile(_HEAD + rb"/cleanup\[\d+\]: ([0-9A-Za-z]+): (?:milter-)?(reject|discard|hold): ")
 _ACTIVE = re.compile(
     _HEAD + rb"/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<(.*)>, size=\d+, nrcpt=(\d+) \(queue active\)\r?\n?$"
 )
-_CLIENT = re.compile(_HEAD + rb"/smtpd\[(\d+)\]: ([0-9A-Za-z]+): client=")
-_LOST = re.compile(_HEAD + rb"/smtpd\[(\d+)\]: (?:lost connection|timeout) after (?:DATA|BDAT)\b")
+_SMTPD = re.compile(_HEAD + rb"(?:/[\w.-]+)?/smtpd\[(\d+)\]: (.*)")
+_CLIENT = re.compile(rb"([0-9A-Za-z]+): client=")
+_LOST = re.compile(rb"(?:lost connection|timeout) after (?:DATA|BDAT)\b")
+_ENDED = re.compile(rb"(?:disconnect from|lost connection|timeout after|too many errors after) ")
+_ANY = re.compile(_STAMP + rb" ")
 
 
 class Taken(NamedTuple):
-    """A message the server's log shows it queued."""
+    """A message the server's log shows it took."""
 
     queue_id: str
     log: Path
 
 
 @dataclass
+class _Message:
+    """One message of ours as the logs tell it (one queue ID)."""
+
+    message_id: str
+    path: Path
+    lost: bool = False  # its session lost in DATA with it the last message
+    outcome: str = ""  # "taken", "rejected", "other" (a qmgr line with another envelope)
+    queue_id: str = ""
+
+
+@dataclass
 class ServerLog:
     """What the logs say of the Message-IDs asked about (see the module's doc)."""
 
-    queued: dict[str, Taken] = field(default_factory=dict)
+    taken: dict[str, Taken] = field(default_factory=dict)
     thrown_away: set[str] = field(default_factory=set)
-    received: set[str] = field(default_factory=set)  # a cleanup line: queued, thrown away or neither
-    covers: bool = False  # a message of the send (any of *known*) is in the logs
+    held: set[str] = field(default_factory=set)  # received, nothing tells: not to send again yet
+    other_envelope: set[str] = field(default_factory=set)  # of held: a qmgr line with another envelope
+    has_the_send: bool = False  # a message of the send (any of *known*) is in the logs
+    first: dt.datetime | None = None  # the time of the first and last lines read
+    last: dt.datetime | None = None
+
+    def covers(self, when: float) -> bool:
+        """Whether the logs span the time *when* that an uncertain message was last recorded
+        (its claim, or why it is uncertain, up to --data-timeout later): from COVER_BEFORE
+        seconds before it to COVER_AFTER after."""
+        if self.first is None or self.last is None:
+            return False
+        at = dt.datetime.fromtimestamp(when, dt.UTC)
+        return (
+            self.first <= at - dt.timedelta(seconds=COVER_BEFORE)
+            and at + dt.timedelta(seconds=COVER_AFTER) <= self.last
+        )
 
 
 def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str] = ()) -> ServerLog:
     """Read the Postfix logs at *paths* for the Message-IDs of *senders* (each with the
     envelope sender its message went out with); *known*: the send's other Message-IDs,
-    to tell whether the logs cover the send at all (``ServerLog.covers``).
+    to tell whether the logs hold the send at all (``ServerLog.has_the_send``).
 
     Raise ConfigError (DigestErrors for several) for a log that cannot be read, and
     for one with no line from Postfix's cleanup in it (not a Postfix log, or not the
@@ -92,13 +139,13 @@ def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str]
                     "no message that Postfix received is logged in it (no 'postfix/cleanup' line)",
                     path=path,
                     hint="give the log of the Postfix instance digest sends through (on Debian "
-                    "/var/log/mail.log, or 'journalctl -t postfix/cleanup -t postfix/qmgr -t "
-                    "postfix/smtpd' saved to a file; or Postfix's maillog_file)",
+                    "/var/log/mail.log; or journalctl's output for postfix, saved to a file or "
+                    "given as <(journalctl ...); or Postfix's maillog_file)",
                 )
         except ConfigError as e:
             errors.append(e)
     raise_all(errors)
-    return reader.result
+    return reader.result()
 
 
 def _written(path: Path) -> float:
@@ -111,37 +158,47 @@ def _written(path: Path) -> float:
 class _Reader:
     def __init__(self, wanted: dict[bytes, bytes], known: set[bytes]) -> None:
         self.wanted, self.known = wanted, known
-        self.result = ServerLog()
-        # (host, instance, queue id) -> the Message-ID its cleanup line gave, if one asked about
-        self.pending: dict[tuple, bytes] = {}
-        self.sessions: dict[tuple, bytes] = {}  # (host, instance, smtpd pid) -> its queue id
-        # Queue ids whose session was lost in DATA before their cleanup line was read: the
-        # processes log apart, and Postfix's smtpd may log the loss before cleanup logs the
-        # Message-ID of what it got (seen in the tests' Postfix).
-        self.lost: set[tuple] = set()
+        self.has_the_send = False
+        self.open: dict[tuple, _Message] = {}  # (host, instance, queue id) -> ours, until reused
+        self.done: list[_Message] = []
+        # smtpd sessions: (host, instance, pid) -> the queue id of its last message, while
+        # no refused recipient came after it
+        self.sessions: dict[tuple, bytes | None] = {}
+        self.lost: OrderedDict[tuple, None] = OrderedDict()  # lost before their cleanup line
+        self.stamps: list[bytes] = []  # the first and the last time stamp read
 
     def read(self, path: Path) -> bool:
         """Read one log; return whether it has a cleanup line."""
         cleanup = False
+        last = b""  # the last line of Postfix's, for its time stamp
         try:
             with path.open("rb") as raw:
-                gzipped = raw.read(2) == b"\x1f\x8b"
-            with gzip.open(path, "rb") if gzipped else path.open("rb") as lines:
-                for line in lines:
+                gzipped = raw.peek(2)[:2] == b"\x1f\x8b"  # peek: a pipe loses nothing
+                lines = gzip.GzipFile(fileobj=raw) if gzipped else raw
+                while line := lines.readline(MAX_LINE):
+                    if len(line) == MAX_LINE and not line.endswith(b"\n"):
+                        while (rest := lines.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                            pass  # the rest of an overlong line is no line of its own
+                        continue
+                    if line[:1] == b"\0":
+                        line = line.lstrip(b"\0")  # what a crash leaves before the next line
                     if b"/cleanup[" in line:
-                        m = _CLEANUP.match(line)
-                        if m:
+                        if m := _CLEANUP.match(line):
                             cleanup = True
-                            self._cleanup(m)
+                            self._cleanup(m, path)
+                        elif m := _ACTION.match(line):
+                            self._action(m)
                     elif b"/qmgr[" in line:
-                        if self.pending and (m := _ACTIVE.match(line)):
-                            self._queued(m, path)
+                        if b"(queue active)" in line and (m := _ACTIVE.match(line)):
+                            self._active(m)
                     elif b"/smtpd[" in line:
-                        if m := _CLIENT.match(line):
-                            self.sessions[(m[1], m[2], m[3])] = m[4]
-                            self.lost.discard((m[1], m[2], m[4]))  # a new message with this id
-                        elif m := _LOST.match(line):
-                            self._lost(m)
+                        if m := _SMTPD.match(line):
+                            self._smtpd(m)
+                    elif b"postfix" not in line:
+                        continue
+                    last = line
+                    if not self.stamps and (m := _ANY.match(line)):
+                        self.stamps.append(m[1])
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise ConfigError(
                 f"cannot read the server's log: {getattr(e, 'strerror', None) or e}",
@@ -149,39 +206,87 @@ class _Reader:
                 hint="check the path given to --server-log (reading the system's mail log may need "
                 "the adm group)",
             ) from None
+        if last and (m := _ANY.match(last)):
+            self.stamps[1:] = [m[1]]
         return cleanup
 
-    def _cleanup(self, m: re.Match) -> None:
-        key, message_id = (m[1], m[2], m[3]), m[4]
+    def _cleanup(self, m: re.Match, path: Path) -> None:
+        key, message_id = (m[2], m[3], m[4]), m[5]
+        ended = self.open.pop(key, None)  # the queue id names a new message now
+        if ended is not None:
+            self.done.append(ended)
+        lost = self.lost.pop(key, False) is None
         if message_id in self.known:
-            self.result.covers = True
-        lost = key in self.lost
-        self.lost.discard(key)
+            self.has_the_send = True
         if message_id in self.wanted:
-            text = message_id.decode("ascii")
-            self.result.received.add(text)
-            if lost:  # its session was lost before this line: thrown away
-                self.result.thrown_away.add(text)
-            else:
-                self.pending[key] = message_id
-                self.result.thrown_away.discard(text)  # a later attempt got there: its fate counts
-        else:  # the queue id names another message now
-            self.pending.pop(key, None)
+            self.open[key] = _Message(
+                message_id.decode("ascii"), path, lost=lost, queue_id=m[4].decode("ascii")
+            )
 
-    def _lost(self, m: re.Match) -> None:
-        queue_id = self.sessions.get((m[1], m[2], m[3]))
-        if queue_id is None:
+    def _action(self, m: re.Match) -> None:
+        ours = self.open.get((m[2], m[3], m[4]))
+        if ours is not None and not ours.outcome:
+            ours.outcome = "rejected" if m[5] == b"reject" else "taken"  # hold, discard: answered 250
+
+    def _active(self, m: re.Match) -> None:
+        ours = self.open.get((m[2], m[3], m[4]))
+        if ours is None or ours.outcome in ("taken", "rejected"):
             return
-        key = (m[1], m[2], queue_id)
-        message_id = self.pending.pop(key, None)
-        if message_id is not None:
-            self.result.thrown_away.add(message_id.decode("ascii"))
-        else:  # its cleanup line may come later
-            self.lost.add(key)
+        sender = self.wanted[ours.message_id.encode("ascii")]
+        ours.outcome = "taken" if m[5] == sender and m[6] == b"1" else "other"
 
-    def _queued(self, m: re.Match, path: Path) -> None:
-        message_id = self.pending.pop((m[1], m[2], m[3]), None)
-        if message_id is not None and m[4] == self.wanted[message_id] and m[5] == b"1":
-            text = message_id.decode("ascii")
-            self.result.queued.setdefault(text, Taken(m[3].decode("ascii"), path))
-            self.result.thrown_away.discard(text)  # an earlier attempt's: this one is queued
+    def _smtpd(self, m: re.Match) -> None:
+        session, text = (m[2], m[3], m[4]), m[5]
+        if text.startswith(b"connect from "):
+            self.sessions[session] = None
+        elif c := _CLIENT.match(text):
+            self.sessions[session] = c[1]
+        elif text.startswith(b"NOQUEUE: "):  # a refused recipient: the last message is not ours to lose
+            self.sessions[session] = None
+        elif _ENDED.match(text):
+            queue_id = self.sessions.pop(session, None)
+            if queue_id is not None and _LOST.match(text):
+                key = (m[2], m[3], queue_id)
+                ours = self.open.get(key)
+                if ours is not None:
+                    ours.lost = True
+                else:  # its cleanup line may come later
+                    self.lost[key] = None
+                    if len(self.lost) > _LOST_KEPT:
+                        self.lost.popitem(last=False)
+
+    def result(self) -> ServerLog:
+        out = ServerLog(has_the_send=self.has_the_send)
+        fates: dict[str, list[_Message]] = {}
+        for message in [*self.done, *self.open.values()]:
+            fates.setdefault(message.message_id, []).append(message)
+        for message_id, messages in fates.items():
+            taken = next((x for x in messages if x.outcome == "taken"), None)
+            if taken is not None:
+                out.taken[message_id] = Taken(taken.queue_id, taken.path)
+            elif all(x.outcome == "rejected" or (x.lost and not x.outcome) for x in messages):
+                out.thrown_away.add(message_id)
+            else:
+                out.held.add(message_id)
+                if any(x.outcome == "other" for x in messages):
+                    out.other_envelope.add(message_id)
+        out.first, out.last = (_time(s) for s in (self.stamps + [b"", b""])[:2])
+        return out
+
+
+def _time(stamp: bytes) -> dt.datetime | None:
+    """The time of a log's stamp; syslog's has no year and is local time: this year's, or
+    last year's if that would be in the future."""
+    text = stamp.decode("ascii", "replace")
+    try:
+        if "T" in text:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return when if when.tzinfo else when.astimezone()
+        now = dt.datetime.now().astimezone()
+        when = dt.datetime.strptime(f"{now.year} {' '.join(text.split())}".split(".")[0], "%Y %b %d %H:%M:%S")
+        when = when.astimezone()
+        if when > now + dt.timedelta(days=1):
+            when = when.replace(year=when.year - 1)
+        return when
+    except ValueError:
+        return None

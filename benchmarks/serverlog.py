@@ -89,7 +89,7 @@ def main() -> None:
     print(f"log: {messages:,} messages, {lines:,} lines, {size / 1e6:,.0f} MB")
     print(f"digest's reader:        {o:6.2f} s  ({lines / o / 1e6:.2f} M lines/s)")
     print(f"one pattern per line:   {b:6.2f} s  ({lines / b / 1e6:.2f} M lines/s)")
-    print(f"ratio: {o / b:.2f}x the baseline's time; peak memory of the reader: {peak / 1e6:.1f} MB")
+    print(f"ratio: {o / b:.2f}x the baseline's time; peak memory of the reader: {peak / 1e3:,.0f} KB")
 
 
 if __name__ == "__main__":

@@ -283,6 +283,8 @@ def send(
     real = not dry_run and outbox is None
     if plan.to_send == 0 and not (plan.taken and real):
         click.echo("Nothing to send.")
+        if plan.held:
+            click.echo(_HELD_LEFT.format(n=len(plan.held)))
         if plan.uncertain:
             sys.exit(EXIT_RERUN)
         return
@@ -399,11 +401,20 @@ def _left_for_a_rerun(plan, failed: int = 0) -> None:
     elif uncertain:
         click.echo(f"See 'digest status {plan.slug}' for the uncertain readers.")
     if left or uncertain:
+        held = len(plan.held)
         again = " (sent again only with --resend-uncertain; they may then get two copies)."
+        if held == uncertain and held:
+            again = "."
         click.echo(f"Left for a rerun: {left} deferred, {uncertain} uncertain" + (again if uncertain else "."))
+        if held:
+            click.echo(_HELD_LEFT.format(n=held))
         sys.exit(EXIT_RERUN)
 
 
+_HELD_LEFT = (
+    "Held back: {n} uncertain that the server's log cannot tell of yet (see above); run the same "
+    "command again later, with a later log, or look them up by hand ('digest status')."
+)
 _HELD = {  # why the server's log cannot tell of an uncertain reader (Plan.held)
     "not queued yet": (
         "{was} received by the server, but its log does not show {it} queued (yet): not sent again now "
@@ -414,8 +425,8 @@ _HELD = {  # why the server's log cannot tell of an uncertain reader (Plan.held)
         "sender, always_bcc?): not sent again; look {it} up by hand"
     ),
     "not covered": (
-        "{is_} not in the logs given, which do not cover the time of {its} send (12 minutes before to "
-        "2 after): not sent again; give that time's log too"
+        "{is_} not in the logs given, which do not cover the time of {its} send{spans}: not sent again; "
+        "give that time's log too"
     ),
     "no Message-ID": "{has} no Message-ID recorded (claimed by an older digest): not looked up, not sent again",
 }
@@ -437,6 +448,10 @@ def _server_log_line(plan, resend_uncertain: bool) -> None:
             "its": "its" if one else "their",
         }
 
+    spans = ", ".join(
+        f"{first.astimezone():%b %d %H:%M}-{last.astimezone():%H:%M}" for first, last in plan.log_spans[:3]
+    )
+    spans = f" (they cover {spans})" if spans else ""
     lines = []
     if plan.taken:
         n = len(plan.taken)
@@ -446,7 +461,7 @@ def _server_log_line(plan, resend_uncertain: bool) -> None:
     for why, text in _HELD.items():
         n = sum(1 for *_, w in plan.held if w == why)
         if n:
-            lines.append((n, text.format(**words(n))))
+            lines.append((n, text.format(spans=spans, **words(n))))
     if plan.gone:
         n = plan.gone
         lines.append(

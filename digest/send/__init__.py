@@ -253,11 +253,12 @@ def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]
     --resend-uncertain), and those it cannot tell of (``Plan.held``: not sent again in
     this run, even with --resend-uncertain). Raise ConfigError when the logs hold no
     message of the send at all."""
-    uncertain = (
-        [(i, email) for i, email, state, _ in journal.problems(plan.key) if state == "sending"]
-        if journal
-        else []
-    )
+    problems = journal.problems(plan.key) if journal else []
+    uncertain = [(i, email) for i, email, state, _ in problems if state == "sending"]
+    # Recorded uncertain when no reply came in time: up to --data-timeout after the claim.
+    late = {
+        i for i, _, state, reply in problems if state == "sending" and reply and "no reply in time" in reply
+    }
     ids = journal.message_ids(plan.key, [i for i, _ in uncertain]) if journal else {}
     senders = {
         ids[i]: envelope_address(plan.envelope_sender(Recipient(email), i))
@@ -287,10 +288,11 @@ def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]
         elif message_id in log.held:
             why = "another envelope" if message_id in log.other_envelope else "not queued yet"
             plan.held.append((i, email, why))
-        elif log.covers(recorded.get(i, 0.0)):
+        elif log.covers(recorded.get(i, 0.0), serverlog.BEFORE_TIMEOUT if i in late else serverlog.BEFORE):
             plan.gone += 1  # no line of it, in logs of its time: it never got there
         else:
             plan.held.append((i, email, "not covered"))
+            plan.log_spans = log.spans
 
 
 def _to_key(journal: Journal | None, slug: str, address: str) -> str:

@@ -76,6 +76,7 @@ class Plan:
     held: list[tuple[int, str, str]] = field(default_factory=list)
     gone: int = 0
     checked: int = 0
+    log_spans: list = field(default_factory=list)  # the times the logs cover, when one was not covered
     recorded_taken: int = 0  # of ``taken``, those recorded sent (still uncertain then)
 
     @property

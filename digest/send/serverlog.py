@@ -54,8 +54,10 @@ from typing import NamedTuple
 from ..errors import ConfigError, DigestError, raise_all
 
 MAX_LINE = 64 << 10  # longer lines are skipped whole (no Postfix line is near it)
-COVER_BEFORE = 720.0  # seconds: --data-timeout's 600 and some
-COVER_AFTER = 120.0
+# The logs cover a message's time if one file, or files that follow each other with no gap
+# of over GAP seconds, run from BEFORE seconds before the time it was last recorded (its
+# claim; or why it is uncertain, up to --data-timeout later: BEFORE_TIMEOUT) to AFTER after.
+BEFORE, BEFORE_TIMEOUT, AFTER, GAP = 60.0, 720.0, 120.0, 300.0
 _LOST_KEPT = 10_000  # lost sessions waiting for their cleanup line (it comes within moments)
 
 # A whole line: its time stamp ("Nov 29 14:55:01[.123456]", or RFC 3339's in one word), the
@@ -103,20 +105,14 @@ class ServerLog:
     held: set[str] = field(default_factory=set)  # received, nothing tells: not to send again yet
     other_envelope: set[str] = field(default_factory=set)  # of held: a qmgr line with another envelope
     has_the_send: bool = False  # a message of the send (any of *known*) is in the logs
-    first: dt.datetime | None = None  # the time of the first and last lines read
-    last: dt.datetime | None = None
+    spans: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)  # times the logs cover
 
-    def covers(self, when: float) -> bool:
-        """Whether the logs span the time *when* that an uncertain message was last recorded
-        (its claim, or why it is uncertain, up to --data-timeout later): from COVER_BEFORE
-        seconds before it to COVER_AFTER after."""
-        if self.first is None or self.last is None:
-            return False
+    def covers(self, when: float, before: float = BEFORE) -> bool:
+        """Whether the logs cover the time *when* that an uncertain message was last recorded:
+        from *before* seconds before it to AFTER after, in one span (see GAP)."""
         at = dt.datetime.fromtimestamp(when, dt.UTC)
-        return (
-            self.first <= at - dt.timedelta(seconds=COVER_BEFORE)
-            and at + dt.timedelta(seconds=COVER_AFTER) <= self.last
-        )
+        start, end = at - dt.timedelta(seconds=before), at + dt.timedelta(seconds=AFTER)
+        return any(first <= start and end <= last for first, last in self.spans)
 
 
 def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str] = ()) -> ServerLog:
@@ -124,27 +120,34 @@ def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str]
     envelope sender its message went out with); *known*: the send's other Message-IDs,
     to tell whether the logs hold the send at all (``ServerLog.has_the_send``).
 
-    Raise ConfigError (DigestErrors for several) for a log that cannot be read, and
-    for one with no line from Postfix's cleanup in it (not a Postfix log, or not the
-    one of the server that was sent to). The files are read as a stream, line by
+    Raise ConfigError (DigestErrors for several) for a log that cannot be read or has
+    no line of Postfix's in it, and when no file has a line from Postfix's cleanup (not
+    the log of a server that received mail). The files are read as a stream, line by
     line: a log of many GB costs no memory.
     """
     wanted = {m.encode("ascii", "replace"): s.encode("utf-8") for m, s in senders.items()}
     reader = _Reader(wanted, {m.encode("ascii", "replace") for m in known} | set(wanted))
     errors: list[DigestError] = []
-    for path in sorted(paths, key=_written):
+    paths = sorted(paths, key=_written)
+    hint = (
+        "give the log of the Postfix instance digest sends through (on Debian /var/log/mail.log; "
+        "or journalctl's output for postfix, saved to a file or given as <(journalctl ...); or "
+        "Postfix's maillog_file)"
+    )
+    for path in paths:
         try:
             if not reader.read(path):
-                raise ConfigError(
-                    "no message that Postfix received is logged in it (no 'postfix/cleanup' line)",
-                    path=path,
-                    hint="give the log of the Postfix instance digest sends through (on Debian "
-                    "/var/log/mail.log; or journalctl's output for postfix, saved to a file or "
-                    "given as <(journalctl ...); or Postfix's maillog_file)",
-                )
+                raise ConfigError("no line of Postfix's is in it (not a Postfix log?)", path=path, hint=hint)
         except ConfigError as e:
             errors.append(e)
     raise_all(errors)
+    if not reader.cleanup:
+        raise ConfigError(
+            f"no message that Postfix received is logged in {'it' if len(paths) == 1 else 'them'} "
+            "(no 'postfix/cleanup' line)",
+            path=paths[0] if len(paths) == 1 else None,
+            hint=hint,
+        )
     return reader.result()
 
 
@@ -165,11 +168,12 @@ class _Reader:
         # no refused recipient came after it
         self.sessions: dict[tuple, bytes | None] = {}
         self.lost: OrderedDict[tuple, None] = OrderedDict()  # lost before their cleanup line
-        self.stamps: list[bytes] = []  # the first and the last time stamp read
+        self.cleanup = False  # a cleanup line was read
+        self.spans: list[tuple[bytes, bytes]] = []  # each file's first and last time stamps
 
     def read(self, path: Path) -> bool:
-        """Read one log; return whether it has a cleanup line."""
-        cleanup = False
+        """Read one log; return whether it has a line of Postfix's."""
+        first = b""
         last = b""  # the last line of Postfix's, for its time stamp
         try:
             with path.open("rb") as raw:
@@ -184,7 +188,7 @@ class _Reader:
                         line = line.lstrip(b"\0")  # what a crash leaves before the next line
                     if b"/cleanup[" in line:
                         if m := _CLEANUP.match(line):
-                            cleanup = True
+                            self.cleanup = True
                             self._cleanup(m, path)
                         elif m := _ACTION.match(line):
                             self._action(m)
@@ -197,8 +201,8 @@ class _Reader:
                     elif b"postfix" not in line:
                         continue
                     last = line
-                    if not self.stamps and (m := _ANY.match(line)):
-                        self.stamps.append(m[1])
+                    if not first and (m := _ANY.match(line)):
+                        first = m[1]
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise ConfigError(
                 f"cannot read the server's log: {getattr(e, 'strerror', None) or e}",
@@ -206,9 +210,9 @@ class _Reader:
                 hint="check the path given to --server-log (reading the system's mail log may need "
                 "the adm group)",
             ) from None
-        if last and (m := _ANY.match(last)):
-            self.stamps[1:] = [m[1]]
-        return cleanup
+        if first and (m := _ANY.match(last)):
+            self.spans.append((first, m[1]))
+        return bool(first)
 
     def _cleanup(self, m: re.Match, path: Path) -> None:
         key, message_id = (m[2], m[3], m[4]), m[5]
@@ -270,7 +274,14 @@ class _Reader:
                 out.held.add(message_id)
                 if any(x.outcome == "other" for x in messages):
                     out.other_envelope.add(message_id)
-        out.first, out.last = (_time(s) for s in (self.stamps + [b"", b""])[:2])
+        spans = sorted(
+            (start, end) for start, end in ((_time(a), _time(b)) for a, b in self.spans) if start and end
+        )
+        for start, end in spans:  # files that follow each other make one span
+            if out.spans and start - out.spans[-1][1] <= dt.timedelta(seconds=GAP):
+                out.spans[-1] = (out.spans[-1][0], max(end, out.spans[-1][1]))
+            else:
+                out.spans.append((start, end))
         return out
 
 

@@ -412,8 +412,8 @@ def _left_for_a_rerun(plan, failed: int = 0) -> None:
 
 
 _HELD_LEFT = (
-    "Held back: {n} uncertain that the server's log cannot tell of yet (see above); run the same "
-    "command again later, with a later log, or look them up by hand ('digest status')."
+    "Held back: {n} uncertain that the logs given cannot tell of (see 'Server log' above for why); "
+    "look them up by hand ('digest status' gives their Message-IDs), or run again with the logs it asks for."
 )
 _HELD = {  # why the server's log cannot tell of an uncertain reader (Plan.held)
     "not queued yet": (
@@ -426,7 +426,11 @@ _HELD = {  # why the server's log cannot tell of an uncertain reader (Plan.held)
     ),
     "not covered": (
         "{is_} not in the logs given, which do not cover the time of {its} send{spans}: not sent again; "
-        "give that time's log too"
+        "give the log of that time too (or run again once the log has gone 2 minutes past it)"
+    ),
+    "another clock": (
+        "{is_} not in the logs given, whose time stamps are {off} from this machine's clock (another "
+        "time zone?), so whether they cover {its} send is not known: not sent again"
     ),
     "no Message-ID": "{has} no Message-ID recorded (claimed by an older digest): not looked up, not sent again",
 }
@@ -449,9 +453,11 @@ def _server_log_line(plan, resend_uncertain: bool) -> None:
         }
 
     spans = ", ".join(
-        f"{first.astimezone():%b %d %H:%M}-{last.astimezone():%H:%M}" for first, last in plan.log_spans[:3]
-    )
-    spans = f" (they cover {spans})" if spans else ""
+        f"{first.astimezone():%b %d %H:%M} to {last.astimezone():%b %d %H:%M}"
+        for first, last in plan.log_spans[:3]
+    ) + (", ..." if len(plan.log_spans) > 3 else "")
+    spans = f" (they cover {spans})" if plan.log_spans else ""
+    off = f"{abs(plan.clock_off) / 60:.0f} minutes {'ahead' if plan.clock_off > 0 else 'behind'}"
     lines = []
     if plan.taken:
         n = len(plan.taken)
@@ -461,7 +467,7 @@ def _server_log_line(plan, resend_uncertain: bool) -> None:
     for why, text in _HELD.items():
         n = sum(1 for *_, w in plan.held if w == why)
         if n:
-            lines.append((n, text.format(spans=spans, **words(n))))
+            lines.append((n, text.format(spans=spans, off=off, **words(n))))
     if plan.gone:
         n = plan.gone
         lines.append(

@@ -170,7 +170,7 @@ def plan_send(
     if list_path is not None:
         plan.list_digest = _file_digest(list_path)
     if server_logs:
-        _find_taken(plan, planned, server_logs)
+        _find_taken(plan, planned, server_logs, (timeouts or Timeouts()).data_end)
     _count(
         plan,
         planned,
@@ -246,7 +246,7 @@ def _count(
         plan.retrying = journal.in_state(plan.key, "failed", 10)
 
 
-def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]) -> None:
+def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path], data_timeout: float) -> None:
     """Look the uncertain readers up in the server's logs (``serverlog``): those it shows
     taken (``Plan.taken``: the plan counts them as sent, ``Plan.execute`` records them
     so), those it shows thrown away or that never got there (sent again with
@@ -255,17 +255,16 @@ def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]
     message of the send at all."""
     problems = journal.problems(plan.key) if journal else []
     uncertain = [(i, email) for i, email, state, _ in problems if state == "sending"]
-    # Recorded uncertain when no reply came in time: up to --data-timeout after the claim.
-    late = {
-        i for i, _, state, reply in problems if state == "sending" and reply and "no reply in time" in reply
-    }
+    # Recorded with why it is uncertain (no reply in time, a second Ctrl-C): up to
+    # --data-timeout after its claim, as this run's is.
+    late = {i for i, _, state, reply in problems if state == "sending" and reply}
     ids = journal.message_ids(plan.key, [i for i, _ in uncertain]) if journal else {}
     senders = {
         ids[i]: envelope_address(plan.envelope_sender(Recipient(email), i))
         for i, email in uncertain
         if i in ids
     }
-    known = journal.all_message_ids(plan.key) if journal and senders else ()
+    known = journal.sent_message_ids(plan.key) if journal and senders else {}
     log = serverlog.read(server_logs, senders, known)  # reads (and checks) the logs even so
     if senders and not log.has_the_send:
         raise ConfigError(
@@ -288,8 +287,13 @@ def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path]
         elif message_id in log.held:
             why = "another envelope" if message_id in log.other_envelope else "not queued yet"
             plan.held.append((i, email, why))
-        elif log.covers(recorded.get(i, 0.0), serverlog.BEFORE_TIMEOUT if i in late else serverlog.BEFORE):
+        elif log.covers(
+            recorded.get(i, 0.0), data_timeout + serverlog.AFTER if i in late else serverlog.BEFORE
+        ):
             plan.gone += 1  # no line of it, in logs of its time: it never got there
+        elif log.clock_off is not None and abs(log.clock_off) > serverlog.SKEW:
+            plan.held.append((i, email, "another clock"))
+            plan.clock_off = log.clock_off
         else:
             plan.held.append((i, email, "not covered"))
             plan.log_spans = log.spans

@@ -77,6 +77,7 @@ class Plan:
     gone: int = 0
     checked: int = 0
     log_spans: list = field(default_factory=list)  # the times the logs cover, when one was not covered
+    clock_off: float = 0.0  # seconds the logs' clock runs ahead of this machine's, when too many
     recorded_taken: int = 0  # of ``taken``, those recorded sent (still uncertain then)
 
     @property

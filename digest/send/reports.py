@@ -173,13 +173,17 @@ class JournalReports:
                 times[delivery_id] = at
         return times
 
-    def all_message_ids(self, issue: str) -> Iterator[str]:
-        """Yield the Message-ID of every delivery of a send that has one recorded (in the
-        database: enough to tell whether a server's log covers the send)."""
-        for (message_id,) in self._db.execute(
-            "SELECT message_id FROM deliveries WHERE issue = ? AND message_id IS NOT NULL", (issue,)
-        ):
-            yield message_id
+    def sent_message_ids(self, issue: str) -> dict[str, float]:
+        """Return the Message-ID of every message of a send that was delivered, with when
+        that was recorded (in the database: enough to tell whether a server's log holds the
+        send, and whether its clock is this machine's)."""
+        return dict(
+            self._db.execute(
+                "SELECT message_id, updated_at FROM deliveries WHERE issue = ? AND state = 'sent' "
+                "AND message_id IS NOT NULL",
+                (issue,),
+            )
+        )
 
     def sends(self, issue: str) -> list[str]:
         """Return the journal keys of an issue: its list send and any --to sends."""

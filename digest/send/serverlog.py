@@ -56,8 +56,10 @@ from ..errors import ConfigError, DigestError, raise_all
 MAX_LINE = 64 << 10  # longer lines are skipped whole (no Postfix line is near it)
 # The logs cover a message's time if one file, or files that follow each other with no gap
 # of over GAP seconds, run from BEFORE seconds before the time it was last recorded (its
-# claim; or why it is uncertain, up to --data-timeout later: BEFORE_TIMEOUT) to AFTER after.
-BEFORE, BEFORE_TIMEOUT, AFTER, GAP = 60.0, 720.0, 120.0, 300.0
+# claim; the caller gives more where it was recorded later, with why it is uncertain) to
+# AFTER after; and only if the logs' clock agrees with this machine's within SKEW seconds
+# (the send's own messages tell: their cleanup lines against when they were recorded).
+BEFORE, AFTER, GAP, SKEW = 60.0, 120.0, 60.0, 90.0
 _LOST_KEPT = 10_000  # lost sessions waiting for their cleanup line (it comes within moments)
 
 # A whole line: its time stamp ("Nov 29 14:55:01[.123456]", or RFC 3339's in one word), the
@@ -75,7 +77,7 @@ _SMTPD = re.compile(_HEAD + rb"(?:/[\w.-]+)?/smtpd\[(\d+)\]: (.*)")
 _CLIENT = re.compile(rb"([0-9A-Za-z]+): client=")
 _LOST = re.compile(rb"(?:lost connection|timeout) after (?:DATA|BDAT)\b")
 _ENDED = re.compile(rb"(?:disconnect from|lost connection|timeout after|too many errors after) ")
-_ANY = re.compile(_STAMP + rb" ")
+_ANY = re.compile(_HEAD + rb"(?:/[\w.-]+)*/[\w.-]+\[\d+\]: ")  # a line of Postfix's programs
 
 
 class Taken(NamedTuple):
@@ -106,19 +108,27 @@ class ServerLog:
     other_envelope: set[str] = field(default_factory=set)  # of held: a qmgr line with another envelope
     has_the_send: bool = False  # a message of the send (any of *known*) is in the logs
     spans: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)  # times the logs cover
+    clock_off: float | None = None  # seconds the logs' stamps run ahead of this machine's clock
 
     def covers(self, when: float, before: float = BEFORE) -> bool:
         """Whether the logs cover the time *when* that an uncertain message was last recorded:
-        from *before* seconds before it to AFTER after, in one span (see GAP)."""
+        from *before* seconds before it to AFTER after, in one span (see GAP), with a clock
+        that agrees with this machine's (see SKEW)."""
+        if self.clock_off is None or abs(self.clock_off) > SKEW:
+            return False
         at = dt.datetime.fromtimestamp(when, dt.UTC)
         start, end = at - dt.timedelta(seconds=before), at + dt.timedelta(seconds=AFTER)
         return any(first <= start and end <= last for first, last in self.spans)
 
 
-def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str] = ()) -> ServerLog:
+def read(
+    paths: Iterable[Path], senders: Mapping[str, str], known: Mapping[str, float] | None = None
+) -> ServerLog:
     """Read the Postfix logs at *paths* for the Message-IDs of *senders* (each with the
     envelope sender its message went out with); *known*: the send's other Message-IDs,
-    to tell whether the logs hold the send at all (``ServerLog.has_the_send``).
+    with when each was last recorded, to tell whether the logs hold the send at all
+    (``ServerLog.has_the_send``) and whether their clock is this machine's
+    (``ServerLog.clock_off``).
 
     Raise ConfigError (DigestErrors for several) for a log that cannot be read or has
     no line of Postfix's in it, and when no file has a line from Postfix's cleanup (not
@@ -126,9 +136,9 @@ def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str]
     line: a log of many GB costs no memory.
     """
     wanted = {m.encode("ascii", "replace"): s.encode("utf-8") for m, s in senders.items()}
-    reader = _Reader(wanted, {m.encode("ascii", "replace") for m in known} | set(wanted))
+    reader = _Reader(wanted, {m.encode("ascii", "replace"): t for m, t in (known or {}).items()})
     errors: list[DigestError] = []
-    paths = sorted(paths, key=_written)
+    paths = sorted(paths, key=_order)
     hint = (
         "give the log of the Postfix instance digest sends through (on Debian /var/log/mail.log; "
         "or journalctl's output for postfix, saved to a file or given as <(journalctl ...); or "
@@ -151,17 +161,31 @@ def read(paths: Iterable[Path], senders: Mapping[str, str], known: Iterable[str]
     return reader.result()
 
 
-def _written(path: Path) -> float:
+def _order(path: Path) -> tuple[float, float]:
+    """Oldest first: by the time of a file's first line of Postfix's (a copy's modification
+    time is the copy's), else by its modification time."""
     try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0  # reported when it is read
+        mtime = path.stat().st_mtime
+        if not path.is_file():  # a pipe is read once, and last
+            return (float("inf"), mtime)
+        with path.open("rb") as raw:
+            lines = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+            for _ in range(1000):
+                line = lines.readline(MAX_LINE)
+                if not line:
+                    break
+                if (m := _ANY.match(line)) and (when := _time(m[1])):
+                    return (when.timestamp(), mtime)
+        return (mtime, mtime)
+    except (OSError, EOFError, zlib.error):
+        return (0.0, 0.0)  # reported when it is read
 
 
 class _Reader:
-    def __init__(self, wanted: dict[bytes, bytes], known: set[bytes]) -> None:
+    def __init__(self, wanted: dict[bytes, bytes], known: dict[bytes, float]) -> None:
         self.wanted, self.known = wanted, known
         self.has_the_send = False
+        self.clock: list[tuple[bytes, float]] = []  # (cleanup's stamp, when recorded) of known ones
         self.open: dict[tuple, _Message] = {}  # (host, instance, queue id) -> ours, until reused
         self.done: list[_Message] = []
         # smtpd sessions: (host, instance, pid) -> the queue id of its last message, while
@@ -198,7 +222,7 @@ class _Reader:
                     elif b"/smtpd[" in line:
                         if m := _SMTPD.match(line):
                             self._smtpd(m)
-                    elif b"postfix" not in line:
+                    elif b"postfix/" not in line:
                         continue
                     last = line
                     if not first and (m := _ANY.match(line)):
@@ -220,8 +244,12 @@ class _Reader:
         if ended is not None:
             self.done.append(ended)
         lost = self.lost.pop(key, False) is None
-        if message_id in self.known:
+        if message_id in self.wanted:
             self.has_the_send = True
+        elif (recorded := self.known.get(message_id)) is not None:
+            self.has_the_send = True
+            if len(self.clock) < 1000:
+                self.clock.append((m[1], recorded))
         if message_id in self.wanted:
             self.open[key] = _Message(
                 message_id.decode("ascii"), path, lost=lost, queue_id=m[4].decode("ascii")
@@ -282,12 +310,25 @@ class _Reader:
                 out.spans[-1] = (out.spans[-1][0], max(end, out.spans[-1][1]))
             else:
                 out.spans.append((start, end))
+        offsets = sorted(
+            when.timestamp() - recorded for stamp, recorded in self.clock if (when := _time(stamp))
+        )
+        if offsets:
+            out.clock_off = offsets[len(offsets) // 2]
         return out
 
 
 def _time(stamp: bytes) -> dt.datetime | None:
-    """The time of a log's stamp; syslog's has no year and is local time: this year's, or
-    last year's if that would be in the future."""
+    """The time of a log's stamp, or None; syslog's has no year and is local time: this
+    year's, or last year's if that would be in the future. A year far from now is no time
+    (a clock not set yet at boot)."""
+    when = _parsed(stamp)
+    if when is None or not 2000 <= when.year <= dt.date.today().year + 1:
+        return None
+    return when
+
+
+def _parsed(stamp: bytes) -> dt.datetime | None:
     text = stamp.decode("ascii", "replace")
     try:
         if "T" in text:
@@ -299,5 +340,5 @@ def _time(stamp: bytes) -> dt.datetime | None:
         if when > now + dt.timedelta(days=1):
             when = when.replace(year=when.year - 1)
         return when
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None

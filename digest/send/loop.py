@@ -109,9 +109,7 @@ class SendLoop:
         (or SIGTERM) once the messages in flight are finished and recorded.
         """
         counts = self.journal.counts(self.issue)
-        self.stats.total = sum(counts[s] for s in self._states) - (
-            len(self._held) if "sending" in self._states else 0
-        )
+        self.stats.total = self.options.due(counts, held=len(self._held))
         self._delivered_before = counts.get("sent", 0) > 0
         asyncio.run(self._run(progress))
         if self.stats.slowed:  # the pace it ended at, with the speed-ups since the last pause

@@ -27,6 +27,12 @@ class Options:
             + (("failed",) if self.retry_failed else ())
         )
 
+    def due(self, counts: dict[str, int], held: int = 0) -> int:
+        """How many of a send's deliveries (*counts* by state) a send with these options
+        sends to, *held* uncertain ones left out (``serverlog``: not sent again yet)."""
+        states = self.due_states
+        return sum(counts[state] for state in states) - (held if "sending" in states else 0)
+
 
 @dataclass
 class Stats:

@@ -196,9 +196,7 @@ class Plan:
             raise
 
     def _anything_due(self, journal: Journal) -> bool:
-        states = self.options.due_states
-        counts = journal.counts(self.key)
-        return sum(counts[state] for state in states) - (len(self.held) if "sending" in states else 0) > 0
+        return self.options.due(journal.counts(self.key), held=len(self.held)) > 0
 
     @property
     def _scratch_path(self) -> Path:

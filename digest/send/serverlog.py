@@ -48,6 +48,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from io import BufferedReader
 from pathlib import Path
 from typing import NamedTuple
 
@@ -169,7 +170,7 @@ def _order(path: Path) -> tuple[float, float]:
         if not path.is_file():  # a pipe is read once, and last
             return (float("inf"), mtime)
         with path.open("rb") as raw:
-            lines = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+            lines = _lines(raw)
             for _ in range(1000):
                 line = lines.readline(MAX_LINE)
                 if not line:
@@ -179,6 +180,12 @@ def _order(path: Path) -> tuple[float, float]:
         return (mtime, mtime)
     except (OSError, EOFError, zlib.error):
         return (0.0, 0.0)  # reported when it is read
+
+
+def _lines(raw: BufferedReader) -> BufferedReader | gzip.GzipFile:
+    """The lines of an open log, compressed or not (known by its content: a peek, so a pipe
+    loses nothing)."""
+    return gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
 
 
 class _Reader:
@@ -201,8 +208,7 @@ class _Reader:
         last = b""  # the last line of Postfix's, for its time stamp
         try:
             with path.open("rb") as raw:
-                gzipped = raw.peek(2)[:2] == b"\x1f\x8b"  # peek: a pipe loses nothing
-                lines = gzip.GzipFile(fileobj=raw) if gzipped else raw
+                lines = _lines(raw)
                 while line := lines.readline(MAX_LINE):
                     if len(line) == MAX_LINE and not line.endswith(b"\n"):
                         while (rest := lines.readline(MAX_LINE)) and not rest.endswith(b"\n"):

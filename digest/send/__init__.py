@@ -170,7 +170,7 @@ def plan_send(
     if list_path is not None:
         plan.list_digest = _file_digest(list_path)
     if server_logs:
-        _find_taken(plan, planned, server_logs, (timeouts or Timeouts()).data_end)
+        _look_up_uncertain(plan, planned, server_logs, (timeouts or Timeouts()).data_end)
     _count(
         plan,
         planned,
@@ -246,7 +246,9 @@ def _count(
         plan.retrying = journal.in_state(plan.key, "failed", 10)
 
 
-def _find_taken(plan: Plan, journal: Journal | None, server_logs: Sequence[Path], data_timeout: float) -> None:
+def _look_up_uncertain(
+    plan: Plan, journal: Journal | None, server_logs: Sequence[Path], data_timeout: float
+) -> None:
     """Look the uncertain readers up in the server's logs (``serverlog``): those it shows
     taken (``Plan.taken``: the plan counts them as sent, ``Plan.execute`` records them
     so), those it shows thrown away or that never got there (sent again with

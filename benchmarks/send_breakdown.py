@@ -34,7 +34,7 @@ from digest.send.journal import Journal
 def without(part: str) -> Iterator[None]:
     """Switch one part of the per-message work off (the rest runs as in a real send)."""
     if part == "journal writes":  # 'sending' and 'sent' still computed, never committed
-        with mock.patch.object(Journal, "record", lambda self, entries, claims=None: set()):
+        with mock.patch.object(Journal, "record", lambda self, entries, claims=None, message_ids=None: set()):
             yield
     elif part == "personalisation":  # one prepared message for everyone, never joined again
         made: dict[bool, list[bytes]] = {}

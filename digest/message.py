@@ -142,6 +142,9 @@ class MessageTemplate:
         ).hexdigest()
         self.content_hash = digest
         self._sign = tokens.signer(secret or "", "unsubscribe", newsletter.list_id)
+        # Keyed with the secret where there is one: nobody else can write a message with the
+        # Message-ID of a reader's copy (send/serverlog.py tells ours by it in a server's log).
+        self._id_mac = tokens.hmac_sha256(secret.encode("utf-8")) if secret else None
         self._date: tuple[int, str] = (0, "")
         self.boundary = f"==digest-{digest[:24]}"
         self._issue_key = f"{newsletter.list_id}/{rendered.issue.slug}"
@@ -181,9 +184,14 @@ class MessageTemplate:
     # -- per recipient -------------------------------------------------------
 
     def message_id(self, email: str | None) -> str:
-        """Return the Message-ID: the same for the same issue and recipient."""
-        key = f"{self._issue_key}\n{(email or '').lower()}\n{self.subject}"
-        return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{self._domain}>"
+        """Return the Message-ID: the same for the same issue, recipient and secret.
+
+        With a secret it is an HMAC that only the secret's holder can work out; without
+        one (an exported copy) a hash of the issue, the address and the subject.
+        """
+        key = f"{self._issue_key}\n{(email or '').lower()}\n{self.subject}".encode()
+        mac = self._id_mac(b"message-id\n" + key) if self._id_mac else hashlib.sha256(key).digest()
+        return f"<{mac[:16].hex()}@{self._domain}>"
 
     def unsubscribe_url(self, email: str | None) -> str:
         """Return the recipient's signed unsubscribe link (the generic one without email)."""

@@ -127,6 +127,24 @@ def test_message_id_is_stable_per_issue_and_recipient(project: Path) -> None:
     assert a.message_id("x@example.com") != a.message_id("y@example.com")
 
 
+def test_message_id_is_keyed_with_the_secret(project: Path) -> None:
+    """Only the secret's holder can work out a reader's Message-ID (a server's log tells
+    our copies by it: send/serverlog.py); without a secret, a plain hash."""
+    import hashlib
+
+    keyed, other = _template("k"), _template("another secret")
+    mid = keyed.message_id("x@example.com")
+    assert mid != other.message_id("x@example.com")
+    local, domain = mid.strip("<>").split("@")
+    assert len(local) == 32 and int(local, 16) >= 0 and domain == keyed._domain
+    key = f"{keyed._issue_key}\nx@example.com\n{keyed.subject}".encode()
+    assert local != hashlib.sha256(key).hexdigest()[:32]
+    project = load_project()
+    plain = MessageTemplate(render_issue(project, load_issue(project, EXAMPLE)))
+    unkeyed = hashlib.sha256(key.replace(b"x@example.com", b"")).hexdigest()[:32]
+    assert plain.message_id(None) == f"<{unkeyed}@{keyed._domain}>"
+
+
 def test_long_list_unsubscribe_is_folded_between_uris_only(project: Path) -> None:
     template = _template()
     raw = template.personalise(Recipient("a" * 60 + "@" + "b" * 60 + ".example.com"))

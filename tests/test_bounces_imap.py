@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from digest import subscribers
 from digest.bounces import ImapBox, imap_settings, process_mailbox, project_identity
-from digest.bounces.mailboxes import _flatten, imap_utf7, personal_prefix
+from digest.bounces.mailboxes import _clean, _flatten, _quote, imap_utf7, personal_prefix
 from digest.cli import cli
 from digest.config import load_project
 from tests.bounceutil import connect, enable_bounces, fixture
@@ -155,6 +155,40 @@ def test_a_wrong_password_is_one_clear_error_without_the_password(
     assert result.output.startswith(f"Error: cannot log in to IMAP 127.0.0.1:{dovecot.port} as bounces: ")
     assert "hint: check DIGEST_IMAP_HOST" in result.output
     assert "wrong-Secret-123" not in result.output and "Traceback" not in result.output
+
+
+def test_a_password_that_is_not_ascii_logs_in(imap_project, dovecot, runner: CliRunner, monkeypatch):
+    """IMAP LOGIN takes ASCII only (imaplib raised UnicodeEncodeError, an internal error):
+    such a login goes as AUTHENTICATE PLAIN, in UTF-8 (RFC 4616)."""
+    passwd = dovecot.base / "passwd"
+    uid, gid = passwd.read_text().split(":")[2:4]
+    with passwd.open("a", encoding="utf-8") as f:  # Dovecot reads the file again once it changed
+        f.write(f"zoe:{{PLAIN}}Pässwörd-1:{uid}:{gid}::{dovecot.base}/home::\n")
+    monkeypatch.setenv("DIGEST_IMAP_USERNAME", "zoe")
+    monkeypatch.setenv("DIGEST_IMAP_PASSWORD", "Pässwörd-1")
+    result = runner.invoke(cli, ["bounces", "--imap", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"IMAP zoe@127.0.0.1:{dovecot.port}/INBOX: no messages" in result.stdout
+    monkeypatch.setenv("DIGEST_IMAP_PASSWORD", "Pässwörd-2")
+    wrong = runner.invoke(cli, ["bounces", "--imap", "--dry-run"])
+    assert wrong.exit_code == 1 and wrong.output.startswith("Error: cannot log in to IMAP")
+    assert "Pässwörd" not in wrong.output and "Traceback" not in wrong.output
+
+
+@pytest.mark.parametrize("password", ['Pa\\ss"w0rd', "plain-Secret-1", "it's-Secret", "Pässwörd\\"])
+def test_an_echoed_password_is_hidden_in_every_form_imaplib_shows(password: str) -> None:
+    """A server may echo the LOGIN command: imaplib quotes the password (backslash and quote
+    escaped) and shows the reply as the repr of bytes (backslashes doubled again)."""
+    quoted = _quote(password)
+    for shown in (
+        f"LOGIN failed for {password}",
+        f"b'LOGIN bounces {quoted}'",
+        repr(f"LOGIN bounces {quoted} failed".encode()),
+        repr(f"LOGIN {password}".encode()),
+    ):
+        cleaned = _clean(Exception(shown), password)
+        assert "***" in cleaned and "w0rd" not in cleaned and "Secret" not in cleaned, cleaned
+        assert "Pässwörd" not in cleaned and "P\\xc3" not in cleaned, cleaned
 
 
 def test_starttls_and_a_folder_of_its_own(imap_project, dovecot, runner: CliRunner, monkeypatch):

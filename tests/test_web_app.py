@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 from werkzeug.test import Client
 
 from digest import db, subscribers, tokens
 from digest.config import load_project
 from digest.settings import Settings
 from digest.web import Options, create_app
+from digest.web.app import canonical_address
 from digest.web.limits import Limit
 
 from .conftest import write
@@ -199,6 +201,35 @@ def test_limits_count_the_canonical_address_and_the_ipv6_64(tmp_path) -> None:
             "third@example.org",
             "victim@example.org",
         ]
+
+
+@pytest.mark.parametrize(
+    ("address", "mailbox"),
+    [
+        ("Anna+x@Example.com", "anna@example.com"),
+        ("v.ic.tim@gmail.com", "victim@gmail.com"),
+        ("Vic.Tim+news@GoogleMail.com", "victim@gmail.com"),
+        ("v.ictim@example.org", "v.ictim@example.org"),  # dots count elsewhere
+        ("anna@bücher.de", "anna@xn--bcher-kva.de"),
+        ("anna@xn--bcher-kva.de", "anna@xn--bcher-kva.de"),
+    ],
+)
+def test_the_canonical_address_is_the_mailbox(address: str, mailbox: str) -> None:
+    assert canonical_address(address) == mailbox
+
+
+def test_spellings_of_one_gmail_inbox_share_its_limit(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        options = Options(per_address=Limit(1, 3600), per_client=Limit(100, 3600))
+        c = Client(create_app(load_project(root), settings, options))
+        for n, spelling in enumerate(["victim@gmail.com", "v.ictim@gmail.com", "vic.tim@googlemail.com"]):
+            answer = c.post(
+                "/subscribe", data={"email": spelling}, environ_base={"REMOTE_ADDR": f"192.0.2.{n}"}
+            )
+            assert answer.status_code == 200  # the same answer, one email
+        assert sum(len(v) for v in smtp.recorder.by_recipient().values()) == 1
 
 
 def test_unconfirmed_subscribers_older_than_confirm_days_expire(tmp_path) -> None:

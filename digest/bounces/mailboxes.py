@@ -318,7 +318,11 @@ class ImapBox:
                 self._imap = imaplib.IMAP4(s.host, s.port, timeout=60)
                 if s.security == "starttls":
                     self._imap.starttls(ssl_context=context)
-            self._imap.login(s.username, s.password)
+            if s.username.isascii() and s.password.isascii():
+                self._imap.login(s.username, s.password)
+            else:  # LOGIN is ASCII only; AUTHENTICATE PLAIN is UTF-8 (RFC 4616)
+                login = f"\0{s.username}\0{s.password}".encode()
+                self._imap.authenticate("PLAIN", lambda _challenge: login)
         except (OSError, imaplib.IMAP4.error, ssl.SSLError) as e:
             raise MailboxError(
                 f"cannot log in to IMAP {s.host}:{s.port} as {s.username}: {_clean(e, s.password)}",
@@ -458,8 +462,17 @@ def _quote(name: str) -> str:
 
 
 def _clean(error, password: str) -> str:
+    """The error's text without the password: as it is, as LOGIN quotes it, and as either
+    reads inside the repr of a server's reply (backslashes doubled)."""
     text = str(error)
-    return text.replace(password, "***") if password else text
+    if not password:
+        return text
+    forms = {password, _quote(password)[1:-1]}
+    for form in list(forms):  # inside b'…' (a quote escaped, or not) and inside b"…"
+        forms |= {repr(form.encode() + b'"')[2:-2], repr(form.encode())[2:-1]}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def open_mailbox(

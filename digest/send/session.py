@@ -88,6 +88,20 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+def hide_login(text: bytes, username: str, password: str) -> bytes:
+    """Return a server's reply with the login taken out, should the server echo it: AUTH
+    PLAIN's and LOGIN's base64 forms (smtplib's too) and the password as it is."""
+    secrets = [
+        base64.b64encode(f"\0{username}\0{password}".encode()),
+        base64.b64encode(f"{username}\0{username}\0{password}".encode()),
+        *(base64.b64encode(s.encode()) for s in (username, password) if s),
+        *([password.encode()] if len(password) >= 4 else []),
+    ]
+    for secret in secrets:
+        text = text.replace(secret, b"[redacted]")
+    return text
+
+
 class SMTPSession:
     """One connection to the SMTP server, opened by ``connect``."""
 
@@ -265,12 +279,9 @@ class SMTPSession:
             )
         plain = base64.b64encode(f"\0{username}\0{password}".encode())
         steps = [base64.b64encode(s.encode()) for s in (username, password)]  # AUTH LOGIN's
-        secrets = [plain, *(step for step in steps if step)]
 
         def shown(code: int, message: bytes) -> str:
-            for secret in secrets:
-                message = message.replace(secret, b"[redacted]")
-            return reply_text(code, message)
+            return reply_text(code, hide_login(message, username, password))
 
         login = "LOGIN" in self._auth and "PLAIN" not in self._auth  # only LOGIN offered
         if not login:

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 from .. import db, subscribers, tokens
 from ..config import Project
 from ..errors import ConfigError, DigestError
-from ..send.recipients import normalise_address
+from ..send.recipients import envelope_address, normalise_address
 from ..settings import Settings
 from . import mail
 from .limits import Limit, allow
@@ -318,10 +318,22 @@ class ReaderApp:
             ) from None
 
 
+# Domains that deliver every spelling of a local part with dots anywhere to one mailbox.
+_DOTS_IGNORED = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
 def canonical_address(address: str) -> str:
-    """Return the address a per-address limit counts: lower-case, without a '+tag' in the local part."""
-    local, _, domain = address.strip().lower().rpartition("@")
-    return f"{local.split('+', 1)[0] or local}@{domain}"
+    """Return the mailbox a per-address limit counts, as coarse as a stranger's inbox is:
+    lower-case, the domain in its IDNA form (``bücher.de`` is ``xn--bcher-kva.de``),
+    without a '+tag', and for Gmail without the dots it ignores (``v.ictim@googlemail.com``
+    is ``victim@gmail.com``). Counting two mailboxes as one only makes the limit stricter."""
+    local, _, domain = envelope_address(address.strip()).lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    domain = domain.rstrip(".")
+    if domain in _DOTS_IGNORED:
+        domain = _DOTS_IGNORED[domain]
+        local = local.replace(".", "") or local
+    return f"{local}@{domain}"
 
 
 def client_bucket(remote: str | None) -> str:

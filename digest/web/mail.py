@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -12,6 +13,7 @@ import jinja2
 
 from ..config import Newsletter
 from ..errors import SendError
+from ..send.session import hide_login
 from ..send.transport import check_settings
 from ..settings import Settings
 
@@ -55,10 +57,27 @@ def send(settings: Settings, message: EmailMessage) -> None:
             if security == "starttls":
                 client.starttls(context=context)
             if settings.smtp_username:
-                client.login(settings.smtp_username, settings.smtp_password or "")
+                _login(client, settings.smtp_username, settings.smtp_password or "")
             client.send_message(message, from_addr=parseaddr(message["From"])[1])
     except (smtplib.SMTPException, OSError) as e:
+        # A server may echo the login in its reply: never in the error, nor in a traceback.
+        text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")
+        if settings.smtp_username:
+            text = hide_login(text, settings.smtp_username, settings.smtp_password or "")
         raise SendError(
-            f"cannot send the confirmation email: {type(e).__name__}: {e}",
+            f"cannot send the confirmation email: {text.decode('utf-8', 'replace')}",
             hint="check the DIGEST_SMTP_* settings",
-        ) from e
+        ) from None
+
+
+def _login(client: smtplib.SMTP, username: str, password: str) -> None:
+    """Log in; a non-ASCII login goes as AUTH PLAIN in UTF-8 (RFC 4616), which smtplib's
+    login() cannot send (it encodes as ASCII)."""
+    if username.isascii() and password.isascii():
+        client.login(username, password)
+        return
+    client.ehlo_or_helo_if_needed()
+    plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+    code, reply = client.docmd("AUTH", f"PLAIN {plain}")
+    if code not in (235, 503):  # 503: already logged in
+        raise smtplib.SMTPAuthenticationError(code, reply)

@@ -149,8 +149,10 @@ def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
     for path in story_files(issue_dir):
         try:
             story, warnings = read_story(path)
-        except DigestError:  # already reported by load_issue; its markers still count
+        except DigestError as e:  # already reported by load_issue; its markers still count
             _check_markers(out, path)
+            for warning in getattr(e, "warnings", ()):  # and its warnings
+                out.error_from(warning, "warning")
             continue
         stories.append(story)
         for warning in warnings:
@@ -274,14 +276,6 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
                     "put the article's address there, or "
                     "delete the '# import:' note if the site is all there is",
                 )
-        if not story.body.strip():
-            out.add(
-                "error",
-                "the story has no text",
-                story.path,
-                story.body_line,
-                "write the story below the front matter, or remove it with 'digest rm'",
-            )
         # A bare site (https://tass.com/) names the source, not an article: stories from
         # the same site share it, and it goes out in every issue.
         if story.url and not is_site_address(story.url):

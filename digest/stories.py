@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from markdown_it import MarkdownIt
 
-from .errors import ContentError, DigestError, raise_all
+from .errors import ContentError, DigestError, DigestErrors
 from .links import is_http_url, site_of
 from .plaintext import tokens_to_text
 
@@ -303,7 +303,19 @@ def _build_story(
     dateline = text_field("dateline")
     section = text_field("section")
     author = text_field("author")
-    raise_all(errors)
+    if not body.strip():
+        errors.append(
+            ContentError(
+                "the story has no text",
+                path=path,
+                line=body_line,
+                hint="write the story below the front matter, or remove it with 'digest rm'",
+            )
+        )
+    if errors:  # the warnings go with them: 'digest check' reports both at once
+        problem = errors[0] if len(errors) == 1 else DigestErrors(errors)
+        problem.warnings = tuple(warnings)
+        raise problem
     tokens = _markdown.parse(body)  # parsed once, for both parts
     story = Story(
         slug=path.stem,

@@ -203,6 +203,14 @@ def test_an_empty_story_is_an_error(project: Path) -> None:
     assert _findings(EXAMPLE) == [f"issues/{EXAMPLE}/zz-empty.md:4: error: the story has no text"]
 
 
+def test_a_storys_warnings_come_with_its_errors(project: Path) -> None:
+    write(project / "issues" / EXAMPLE / "zz-odd.md", "---\ntitle: Odd\nfoo: bar\nurl: ftp://x\n---\nText.\n")
+    assert _findings(EXAMPLE) == [
+        f"issues/{EXAMPLE}/zz-odd.md:4: error: 'url' is not an http(s) link: 'ftp://x'",
+        f"issues/{EXAMPLE}/zz-odd.md:3: warning: unknown front matter key 'foo' (ignored)",
+    ]
+
+
 def test_stories_from_the_same_site_are_not_duplicates(project: Path) -> None:
     # The example's two TASS stories both link https://tass.com/: a source, not an article.
     assert _findings(EXAMPLE) == []

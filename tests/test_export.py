@@ -55,6 +55,15 @@ def test_failed_build_writes_nothing(project: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_story_without_text_is_not_exported(project: Path, tmp_path: Path) -> None:
+    # 'digest check' calls it an error of the build: the build refuses it too.
+    write(project / "issues" / EXAMPLE / "zz-empty.md", "---\ntitle: Nothing here\n---\n  \n")
+    with pytest.raises(DigestError) as e:
+        export_issue(load_project(), EXAMPLE, tmp_path / "out")
+    assert (e.value.message, e.value.path.name, e.value.line) == ("the story has no text", "zz-empty.md", 4)
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_outputs_survive_a_failed_build(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     export_issue(load_project(), EXAMPLE, out)

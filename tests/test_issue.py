@@ -76,6 +76,7 @@ def test_every_problem_is_reported_in_one_run(project: Path, small_issue: Path) 
     found = sorted((err.path.name, err.message) for err in e.value.errors)
     assert found == [
         ("c.md", "front matter has no 'title'"),
+        ("c.md", "the story has no text"),
         ("d.md", "not UTF-8 text"),
         ("issue.toml", "'order' names a missing story 'ghost'"),
     ]

@@ -144,6 +144,18 @@ def test_publish_writes_the_example_issue_where_its_link_points(project: Path, r
         assert f"{BASE}/{EXAMPLE}/" in (out / feed).read_text()
 
 
+def test_a_first_publish_makes_the_state_folder_the_owners_alone(project: Path, runner: CliRunner) -> None:
+    # .digest/ later holds the readers' addresses: publish made it 0755 when it came first.
+    shutil.rmtree(project / ".digest", ignore_errors=True)
+    old = os.umask(0o022)
+    try:
+        result = publish(runner, EXAMPLE)
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert (project / ".digest").stat().st_mode & 0o777 == 0o700
+
+
 def test_the_example_site_matches_the_golden_tree(project: Path, runner: CliRunner) -> None:
     out = _published(project, runner, EXAMPLE)
     files = {name: data for name, data in site_files(out).items() if name != ".digest-site.json"}

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ..atomic import write_atomically
 from ..config import Project, toml_line
+from ..db import private_dir
 from ..errors import ConfigError, ContentError, DigestError, raise_all
 from ..issue import MANIFEST, Issue, resolve_issue_dir
 
@@ -258,6 +259,7 @@ def write_state(project: Project, state: dict) -> bool:
     ).encode("utf-8")
     if path.is_file() and path.read_bytes() == data:
         return False
+    private_dir(path.parent)  # .digest/ holds the readers' data too: the owner's alone
     write_atomically({path: data})
     return True
 

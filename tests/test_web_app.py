@@ -232,6 +232,20 @@ def test_spellings_of_one_gmail_inbox_share_its_limit(tmp_path) -> None:
         assert sum(len(v) for v in smtp.recorder.by_recipient().values()) == 1
 
 
+def test_a_confirmation_that_cannot_be_sent_stores_nothing(tmp_path) -> None:
+    # The page says "Nothing was changed": the address was kept as unconfirmed all the same.
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        closed = smtp.port
+    settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=closed, smtp_security="none")
+    c = Client(create_app(load_project(root), settings, Options()))
+    answer = c.post("/subscribe", data={"email": "down@example.org"})
+    assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    assert subscribers.get(conn, "down@example.org") is None
+    assert subscribers.events(conn, "down@example.org") == []
+
+
 def test_unconfirmed_subscribers_older_than_confirm_days_expire(tmp_path) -> None:
     root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
     conn = db.connect(root / ".digest" / db.DB_NAME)

@@ -191,10 +191,6 @@ class ReaderApp:
             )
         # The same answer whether the address is new, active or unsubscribed.
         if allow(conn, f"address:{db.address_hash(canonical_address(address))}", self.options.per_address):
-            # A new address is kept as unconfirmed, without fields; a known one (active,
-            # unsubscribed, bounced...) is left exactly as it is. The name travels, signed,
-            # in the link and is applied only when the confirmation is posted.
-            subscribers.add(conn, address, None, "unconfirmed", "web: subscribe form")
             token = tokens.sign_confirm(self.settings.secret or "", self.newsletter.list_id, address, name)
             query = {"email": address, "token": token, **({"name": name} if name else {})}
             url = f"{self.public_root}/confirm?" + urlencode(query, quote_via=quote, safe="@")
@@ -210,6 +206,11 @@ class ReaderApp:
                     "We could not send the confirmation email just now. Nothing "
                     "was changed; please try again later.",
                 )
+            # Once the email went out (so that 'nothing was changed' holds when it did not),
+            # a new address is kept as unconfirmed, without fields; a known one (active,
+            # unsubscribed, bounced...) is left exactly as it is. The name travels, signed,
+            # in the link and is applied only when the confirmation is posted.
+            subscribers.add(conn, address, None, "unconfirmed", "web: subscribe form")
         else:
             log.info("confirmation not sent: the per-address limit is reached")
         return page(self.env, "subscribe_sent.html", self.context(address=address))

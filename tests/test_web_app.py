@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import quopri
+import re
 import time
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from werkzeug.test import Client
@@ -151,6 +153,24 @@ def test_the_confirm_link_s_issue_time_does_not_move_with_confirm_days(tmp_path)
     fresh = tokens.sign_confirm(SECRET, scope, "a@example.org")
     assert confirm(client(root, confirm_days=30), "a@example.org", fresh).status_code == 200
     assert subscribers.get(conn, "a@example.org").status == "active"
+
+
+def test_a_name_with_control_characters_is_kept_without_them(tmp_path) -> None:
+    """A terminal escape sequence or a bidi override typed into the form never reaches the
+    store: 'digest subscribers ls' would run it in the editor's terminal."""
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        c = Client(create_app(load_project(root), settings, Options()))
+        typed = "\x1b[2J\x1b]0;owned\x07 Eve\u202e  Zoë\u00a0Ng"
+        assert c.post("/subscribe", data={"email": "eve@example.net", "name": typed}).status_code == 200
+        [got] = smtp.recorder.by_recipient()["eve@example.net"]
+    link = re.search(rb"https://harbour.example/confirm\?\S+", got.data.replace(b"=\r\n", b"")).group()
+    query = dict(parse_qsl(urlsplit(quopri.decodestring(link).decode()).query))
+    assert query["name"] == "[2J ]0;owned Eve Zoë Ng"  # .split() also joins what the NBSP split
+    assert c.post(f"/confirm?{urlencode(query)}", data={"confirm": "yes"}).status_code == 200
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    assert subscribers.get(conn, "eve@example.net").fields == {"name": "[2J ]0;owned Eve Zoë Ng"}
 
 
 def test_a_confirm_link_from_before_signed_issue_times(tmp_path) -> None:

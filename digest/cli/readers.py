@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import click
@@ -196,10 +197,10 @@ def ls_(state: State, status: str | None, as_json: bool) -> None:
         click.echo("\n]")
         return
     for s in rows:
-        fields = " ".join(f"{k}={v}" for k, v in s.fields.items())
-        line = f"{s.email}\t{s.status}\t{_iso(s.updated_at)}\t{fields}"
+        fields = " ".join(f"{_shown_text(k)}={_shown_text(v)}" for k, v in s.fields.items())
+        line = f"{_shown_text(s.email)}\t{s.status}\t{_iso(s.updated_at)}\t{fields}"
         reason = last_reason(conn, s.email, s.status)  # why it bounced or complained
-        click.echo(f"{line}\t{reason}" if reason else line.rstrip())
+        click.echo(f"{line}\t{_shown_text(reason)}" if reason else line.rstrip())
 
 
 @subscribers.command()
@@ -239,6 +240,7 @@ def export(state: State, file: str) -> None:
 
     from .. import subscribers as store
     from ..atomic import write_atomically
+    from ..send.recipients import guard_cell
 
     conn = _store(state)
     names: dict[str, None] = {}
@@ -249,16 +251,8 @@ def export(state: State, file: str) -> None:
     writer = csv.writer(out)
     writer.writerow(columns)
     for s in store.subscribers(conn):
-        writer.writerow(
-            [
-                s.email,
-                s.status,
-                _iso(s.created_at),
-                _iso(s.updated_at),
-                s.source,
-                *(s.fields.get(n, "") for n in names),
-            ]
-        )
+        row = [s.email, s.status, _iso(s.created_at), _iso(s.updated_at), s.source]
+        writer.writerow([guard_cell(v) for v in [*row, *(s.fields.get(n, "") for n in names)]])
     if file == "-":
         click.echo(out.getvalue(), nl=False)
     else:
@@ -395,3 +389,18 @@ def unsubscribe(state: State, addresses: tuple[str, ...]) -> None:
         f"unsubscribed {added} address{'es' if added != 1 else ''}"
         + (f" ({len(checked) - added} already were)" if added < len(checked) else "")
     )
+
+
+def _shown_text(text: str) -> str:
+    """*text* safe for a terminal and one tab-separated line: a control character (an
+    escape sequence a web form let in, a tab, a line break) or a bidi control is written
+    as its escape (``\\x1b``), never run."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS
+        else char
+        for char in text
+    )
+
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

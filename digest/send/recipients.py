@@ -82,6 +82,20 @@ def address_key(address: str) -> str:
     return address.strip().lower()
 
 
+# A cell a spreadsheet would run as a formula (OWASP: CSV injection): an export writes it
+# after a "'", which spreadsheets show as text, and reading takes that "'" off again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def guard_cell(value: str) -> str:
+    """Return *value* as a CSV export writes it: after a "'" if it starts like a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _unguard(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+
+
 def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
     """Yield each row as a Recipient (fields = the other columns) or a RowProblem.
 
@@ -139,6 +153,7 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                 if not any(cell.strip() for cell in row):
                     continue
                 _check_utf8(row, path, line)
+                row = [_unguard(cell) for cell in row]
                 if len(row) != len(names):
                     yield RowProblem(
                         line,

@@ -12,6 +12,7 @@ import logging
 import re
 import sqlite3
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -171,7 +172,7 @@ class ReaderApp:
         if request.method != "POST":
             return page(self.env, "subscribe.html", self.context(address="", name="", problem=None))
         form = self.form(request)
-        raw, name = form.get("email", ""), " ".join(form.get("name", "").split())[:200]
+        raw, name = form.get("email", ""), form_name(form.get("name", ""))
         try:
             address = normalise_address(raw)
         except ValueError as e:
@@ -217,7 +218,7 @@ class ReaderApp:
 
     def on_confirm(self, request: Request) -> Response:
         email, token = request.args.get("email", ""), request.args.get("token", "")
-        name = " ".join(request.args.get("name", "").split())[:200]
+        name = form_name(request.args.get("name", ""))
         if request.method == "POST":
             self.form(request)
         issued = self.check("confirm", email, token, name)
@@ -335,6 +336,19 @@ def canonical_address(address: str) -> str:
         domain = _DOTS_IGNORED[domain]
         local = local.replace(".", "") or local
     return f"{local}@{domain}"
+
+
+# Bidi embeddings, overrides, isolates and marks: a name must not reorder what is beside it.
+_BIDI_CONTROLS = dict.fromkeys(
+    map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+)
+
+
+def form_name(value: str) -> str:
+    """Return the name a reader gave, as it is kept: on one line, without control characters
+    (a terminal escape sequence, say) or bidi controls, at most 200 characters."""
+    value = "".join(" " if unicodedata.category(char) == "Cc" else char for char in value)
+    return " ".join(value.translate(_BIDI_CONTROLS).split())[:200]
 
 
 def client_bucket(remote: str | None) -> str:

@@ -233,6 +233,41 @@ def test_issue_images_are_served(url: str, project: Path) -> None:
     assert (response.status, response.getheader("Content-Type"), response.read()) == (200, "image/png", png)
 
 
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("attacker.example:{port}", 421),
+        ("attacker.example", 421),
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("127.0.0.2", 200),
+    ],
+)
+def test_only_loopback_names_reach_the_draft(url: str, host: str, status: int) -> None:
+    """A page whose name rebinds to 127.0.0.1 (DNS rebinding) cannot read the draft."""
+    address = url.removeprefix("http://")
+    conn = http.client.HTTPConnection(address)
+    conn.putrequest("GET", "/message.eml", skip_host=True)
+    conn.putheader("Host", host.format(port=address.rsplit(":", 1)[1]))
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == status
+    assert (b"Subject:" in body) == (status == 200)
+
+
+def test_an_svg_of_the_issue_is_served_sandboxed(url: str, project: Path) -> None:
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    (project / "issues" / EXAMPLE / "pic.svg").write_bytes(svg)
+    conn = http.client.HTTPConnection(url.removeprefix("http://"))
+    conn.request("GET", "/pic.svg")
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, svg)
+    assert "sandbox" in response.getheader("Content-Security-Policy")
+    assert "script-src" not in response.getheader("Content-Security-Policy")  # default-src 'none'
+
+
 def test_ctrl_c_stops_cleanly(project: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "digest", "preview", EXAMPLE, "--no-open", "--port", "0"],

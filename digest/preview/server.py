@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 PAGE = (Path(__file__).parent / "page.html").read_bytes()
 ASSET_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
 KEEPALIVE_SECONDS = 15.0
+LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* is a loopback address (127.0.0.0/8, ::1) or localhost."""
+    import ipaddress
+
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def error_page(errors: tuple[DigestError, ...], base: Path) -> bytes:
@@ -59,6 +72,13 @@ class PreviewHandler(BaseHTTPRequestHandler):
         self.do_GET(head=True)
 
     def do_GET(self, head: bool = False) -> None:  # noqa: N802
+        if not self._host_allowed():
+            return self._send(
+                b"The preview answers only to this machine's own names (localhost, 127.0.0.1).\n",
+                "text/plain; charset=utf-8",
+                head,
+                HTTPStatus.MISDIRECTED_REQUEST,
+            )
         path = urlsplit(self.path).path
         snap = self.server.builder.snapshot
         base = self.server.builder.project.root
@@ -81,8 +101,20 @@ class PreviewHandler(BaseHTTPRequestHandler):
         if asset is None:
             return self._send(b"Not found\n", "text/plain; charset=utf-8", head, HTTPStatus.NOT_FOUND)
         return self._send(
-            asset.read_bytes(), mimetypes.guess_type(asset.name)[0] or "application/octet-stream", head
+            asset.read_bytes(),
+            mimetypes.guess_type(asset.name)[0] or "application/octet-stream",
+            head,
+            csp=True,
         )
+
+    def _host_allowed(self) -> bool:
+        """On loopback, only a request for a loopback name: a page elsewhere whose name
+        rebinds to 127.0.0.1 (DNS rebinding) cannot read the unpublished draft."""
+        if not is_loopback(self.server.server_address[0]):
+            return True  # served on the network on purpose (--host): any name may reach it
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]").lower() in LOOPBACK_NAMES or is_loopback(name.strip("[]"))
 
     def _state(self, snap: Snapshot) -> dict:
         built = snap.built
@@ -110,12 +142,18 @@ class PreviewHandler(BaseHTTPRequestHandler):
             return None
         return candidate if candidate.is_file() else None
 
-    def _send(self, body: bytes, content_type: str, head: bool, status: HTTPStatus = HTTPStatus.OK) -> None:
+    def _send(
+        self, body: bytes, content_type: str, head: bool, status: HTTPStatus = HTTPStatus.OK, csp: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if csp:  # an image of the issue folder (an SVG may hold a script): never run as a page
+            self.send_header(
+                "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+            )
         self.end_headers()
         if not head:
             self.wfile.write(body)

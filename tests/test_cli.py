@@ -28,6 +28,37 @@ def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
         assert "digest " + name in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "message", "where"),
+    [
+        (
+            ["subscribers", "ls", "--status", "bogus"],
+            "Invalid value for '--status': 'bogus' is not one of",
+            "digest subscribers ls",
+        ),
+        (
+            ["--project", "digest.toml", "ls", EXAMPLE],
+            "Invalid value for '--project': Directory 'digest.toml' is a file.",
+            "digest",
+        ),
+        (
+            ["add", EXAMPLE, "--position", "0", "--title", "T", "-"],
+            "Invalid value for '--position': 0 is not in the range x>=1.",
+            "digest add",
+        ),
+        (["nonsense"], "No such command 'nonsense'.", "digest"),
+        (["ls"], "Missing argument 'ISSUE'.", "digest ls"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_a_hint(project: Path, runner: CliRunner, args, message, where) -> None:
+    """Not click's 'Usage:' block and exit code 2: digest's own form, as for any bad input."""
+    result = runner.invoke(cli, args, prog_name="digest")
+    assert result.exit_code == 1
+    first, hint = result.stderr.splitlines()
+    assert first.startswith(f"Error: {message}") and hint == f"  hint: see '{where} --help'"
+    assert "Usage:" not in result.output and "Traceback" not in result.output
+
+
 def test_export_writes_three_files(project: Path, runner: CliRunner) -> None:
     result = runner.invoke(cli, ["export", EXAMPLE, "--out", "out"])
     assert result.exit_code == 0, result.output

@@ -54,6 +54,13 @@ class DigestGroup(click.Group):
     error (its traceback only with --verbose).
     """
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # an unknown option or a bad value of the group's own
+            _usage_error(e)
+            sys.exit(1)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -70,6 +77,9 @@ class DigestGroup(click.Group):
             # Point stdout at /dev/null so that the interpreter's final flush stays quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(0)
+        except click.UsageError as e:  # a command's unknown option, missing argument, bad value
+            _usage_error(e)
+            ctx.exit(1)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - the one place that catches everything
@@ -77,6 +87,18 @@ class DigestGroup(click.Group):
                 traceback.print_exc()
             report(internal_error(e))
             ctx.exit(1)
+
+
+_HELP_ASKED = getattr(click.exceptions, "NoArgsIsHelpError", ())  # a group run bare (click 8.2+)
+
+
+def _usage_error(error: click.UsageError) -> None:
+    """A usage error in digest's form ('Error: <what>' and a hint; exit code 1, not click's 2)."""
+    if isinstance(error, _HELP_ASKED):  # 'digest' alone: the help, as click prints it
+        click.echo(error.format_message(), err=True)
+        return
+    where = error.ctx.command_path if error.ctx is not None else "digest"
+    click.echo(f"Error: {error.format_message()}\n  hint: see '{where} --help'", err=True)
 
 
 def _verbose(ctx: click.Context) -> bool:

@@ -7,6 +7,7 @@ machine. Secrets never go in digest.toml, and are never printed.
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import re
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from .errors import ConfigError, DigestError, raise_all
 
@@ -107,11 +109,26 @@ def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
     if not dotenv_path.is_file():
         return {}
     try:
-        values = dotenv_values(dotenv_path, encoding="utf-8-sig")
+        text = dotenv_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError("not UTF-8 text", path=dotenv_path, hint="save .env as UTF-8") from e
-    raise_all(_unknown_settings(dotenv_path, values))
-    return dict(values)
+    # A line python-dotenv cannot read is dropped with a log line of its own: a setting
+    # (a password with a quote in it, say) would be missing without a word.
+    bindings = list(parse_stream(io.StringIO(text)))
+    unreadable = [
+        ConfigError(
+            "cannot read this line: it is not NAME=value",
+            path=dotenv_path,
+            line=binding.original.line,
+            hint='quote a value holding spaces, quotes or \'#\': NAME="..." (a \\" inside it), '
+            "or make the line a comment with '#'",
+        )
+        for binding in bindings
+        if binding.error
+    ]
+    names = [binding.key for binding in bindings if binding.key]
+    raise_all(unreadable + _unknown_settings(dotenv_path, names))
+    return dict(dotenv_values(stream=io.StringIO(text)))
 
 
 def setting_source(dotenv_path: Path, environ: Mapping[str, str], name: str) -> dict[str, Path | int | None]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import ConfigError
+from digest.errors import ConfigError, DigestErrors
 from digest.settings import load_settings
 
 from .conftest import write
@@ -57,6 +57,24 @@ def test_a_misspelt_setting_in_dotenv_is_named_with_its_line(tmp_path: Path) -> 
         2,
         "did you mean DIGEST_SMTP_SECURITY?",
     )
+
+
+def test_a_dotenv_line_that_cannot_be_read_is_an_error_with_its_line(tmp_path: Path, caplog) -> None:
+    # python-dotenv drops it with a log line of its own: a password with a stray quote went missing.
+    (tmp_path / ".env").write_text(
+        "DIGEST_SMTP_HOST=127.0.0.1\nthis is not a setting\n"
+        'DIGEST_SMTP_PASSWORD="unclosed\nDIGEST_SMTP_PASWORD=x\n'
+    )
+    with pytest.raises(DigestErrors) as e:
+        load_settings(tmp_path / ".env", {})
+    assert [(err.message, err.line) for err in e.value.errors] == [
+        ("cannot read this line: it is not NAME=value", 2),
+        ("cannot read this line: it is not NAME=value", 3),
+        ("unknown setting DIGEST_SMTP_PASWORD", 4),
+    ]
+    assert "dotenv" not in caplog.text
+    (tmp_path / ".env").write_text('# a comment\n\nexport DIGEST_SMTP_PASSWORD="pa ss\\"word" # kept\n')
+    assert load_settings(tmp_path / ".env", {}).smtp_password == 'pa ss"word'
 
 
 def test_a_bad_setting_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def test_every_command_has_help_with_an_example(runner) -> None:
 def test_serve_needs_the_secret(project, runner) -> None:
     result = run(runner, "serve", "--port", "0")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: DIGEST_SECRET is not set; it signs and checks")
+    assert result.stderr.startswith("Error: .env: DIGEST_SECRET is not set; it signs and checks")
 
 
 def test_serve_on_a_busy_port_is_one_clear_error(project, runner, monkeypatch) -> None:

@@ -103,7 +103,8 @@ def plan_send(
     if to is None and not settings.secret:
         raise ConfigError(
             "DIGEST_SECRET is not set; it signs each reader's unsubscribe link",
-            hint="add DIGEST_SECRET=<a long random string> to .env "
+            path=project.root / ".env",
+            hint="add DIGEST_SECRET=<a long random string> to .env (or the environment) "
             "(python -c 'import secrets; print(secrets.token_hex(32))')",
         )
     issue = load_issue(project, ref)

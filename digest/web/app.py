@@ -64,7 +64,8 @@ class ReaderApp:
         if not settings.secret:
             raise ConfigError(
                 "DIGEST_SECRET is not set; it signs and checks every link",
-                hint="set it in .env to the same value the sends used",
+                path=project.root / ".env",
+                hint="set it in .env (or the environment) to the same value the sends used",
             )
         self.project, self.settings, self.options = project, settings, options
         self.newsletter = project.newsletter

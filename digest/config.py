@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -147,10 +148,17 @@ def load_newsletter(path: Path) -> Newsletter:
     data, text = read_toml(path, ConfigError, "check the quoting and the [newsletter] table (https://toml.io)")
     table = data.get("newsletter")
     if not isinstance(table, dict):
+        close = difflib.get_close_matches("newsletter", [str(k) for k in data], n=1, cutoff=0.7)
         raise ConfigError(
-            "no [newsletter] table",
+            f"no [newsletter] table (there is [{close[0]}]: a typo?)" if close else "no [newsletter] table",
             path=path,
-            hint="start the file with [newsletter] and set name, from, disclaimer, ...",
+            line=next(
+                (n for n, row in enumerate(text.splitlines(), 1) if close and row.strip() == f"[{close[0]}]"),
+                None,
+            ),
+            hint=f"name the table [newsletter], not [{close[0]}]"
+            if close
+            else "start the file with [newsletter] and set name, from, disclaimer, ...",
         )
     problems: list[DigestError] = []
     for key in _REQUIRED:
@@ -275,7 +283,11 @@ def load_newsletter(path: Path) -> Newsletter:
     if not isinstance(recent, int) or isinstance(recent, bool) or recent < 0:
         problems.append(
             ConfigError(
-                "'recent_issues' must be a whole number", path=path, line=_line_of(text, "recent_issues")
+                "'recent_issues' must be a whole number",
+                path=path,
+                line=_line_of(text, "recent_issues"),
+                hint="write recent_issues = 5 (how many earlier issues 'digest check' "
+                "compares urls with; 0: none)",
             )
         )
     direction = table.get("direction")
@@ -426,12 +438,12 @@ def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, st
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         m = _TOML_LINE.search(str(e))
-        raise error(
-            f"invalid TOML: {str(e).split(' (at')[0]}",
-            path=path,
-            line=int(m.group(1)) if m else None,
-            hint=hint,
-        ) from e
+        line = int(m.group(1)) if m else None
+        what = str(e).split(" (at")[0]
+        if what.startswith("Cannot overwrite a value") and line is not None:  # a key given twice
+            key = text.splitlines()[line - 1].split("=", 1)[0].strip()
+            what, hint = f"'{key}' is set twice", f"keep one '{key} = ...' in the table"
+        raise error(f"invalid TOML: {what}", path=path, line=line, hint=hint) from e
 
 
 def toml_line(text: str, key: str, fallback: str | None = None) -> int | None:

@@ -80,6 +80,30 @@ def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("toml", "message", "line", "hint"),
+    [
+        (
+            '[newsleter]\nname = "N"\n',
+            "no [newsletter] table (there is [newsleter]: a typo?)",
+            1,
+            "name the table [newsletter], not [newsleter]",
+        ),
+        (
+            '[newsletter]\nname = "N"\nrecent_issues = 2\nname = "M"\n',
+            "invalid TOML: 'name' is set twice",
+            4,
+            "keep one 'name = ...' in the table",
+        ),
+    ],
+)
+def test_a_misspelt_table_or_a_key_set_twice_is_named(tmp_path: Path, toml, message, line, hint) -> None:
+    path = write(tmp_path / "digest.toml", toml)
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert (e.value.message, e.value.line, e.value.hint) == (message, line, hint)
+
+
+@pytest.mark.parametrize(
     ("language", "direction", "expected"),
     [
         ("en", None, "ltr"),

@@ -80,7 +80,11 @@ def test_add_with_fields_and_its_errors(project, runner) -> None:
     bad = run(runner, "subscribers", "add", "eve@example.net", "--field", "oops")
     assert bad.exit_code == 1 and bad.stderr == (
         "Error: --field 'oops' is not KEY=VALUE\n"
-        "  hint: write it as --field name='Anna Schmidt' (not 'email')\n"
+        "  hint: write it as --field name='Anna Schmidt'\n"
+    )
+    email = run(runner, "subscribers", "add", "eve@example.net", "--field", "email=x@example.org")
+    assert email.exit_code == 1 and email.stderr.startswith(
+        "Error: --field email=... cannot change the address: 'email' is the address itself\n"
     )
     invalid = run(runner, "subscribers", "add", "eve@example.net\r\nBcc: x@example.org")
     assert invalid.exit_code == 1 and invalid.stderr.startswith("Error: address ")

@@ -108,10 +108,14 @@ def add(state: State, address: str, fields: tuple[str, ...]) -> None:
     values = {}
     for item in fields:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip() or key.strip().lower() == "email":
+        if not sep or not key.strip():
             raise DigestError(
-                f"--field {item!r} is not KEY=VALUE",
-                hint="write it as --field name='Anna Schmidt' (not 'email')",
+                f"--field {item!r} is not KEY=VALUE", hint="write it as --field name='Anna Schmidt'"
+            )
+        if key.strip().lower() == "email":
+            raise DigestError(
+                "--field email=... cannot change the address: 'email' is the address itself",
+                hint="give the address as the ADDRESS argument, and other fields with --field",
             )
         values[key.strip().lower()] = value
     (checked,) = check_addresses([address], "address")

@@ -18,7 +18,7 @@ from slugify import slugify
 from .atomic import write_atomically
 from .config import CONFIG_NAME, Project
 from .errors import ContentError, DigestError
-from .issue import MANIFEST, read_manifest, resolve_issue_dir, story_files
+from .issue import MANIFEST, RESERVED_SLUGS, read_manifest, resolve_issue_dir, story_files
 from .links import is_http_url
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,12 @@ def new_issue(
             f"not a usable issue name: {slug!r}",
             path=project.issues_dir,
             hint="use letters, digits, '-', '_' and '.', e.g. 2021-12-31",
+        )
+    if slug.lower() in RESERVED_SLUGS:
+        raise ContentError(
+            f"the issue name {slug!r} is reserved by the web archive",
+            path=project.issues_dir,
+            hint="choose another name, such as the date: 2021-12-31",
         )
     folder = project.issues_dir / slug
     if folder.exists():

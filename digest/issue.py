@@ -12,6 +12,23 @@ from .errors import ContentError, DigestError, raise_all
 from .stories import STORY_SUFFIXES, Story, read_story
 
 MANIFEST = "issue.toml"
+# Names the web archive (publish) uses at its root, and the readers' web app beside it:
+# no issue may be called so.
+RESERVED_SLUGS = frozenset(
+    {
+        "page",
+        "sources",
+        "archive.css",
+        "feed.atom",
+        "feed.json",
+        "sitemap.xml",
+        "robots.txt",
+        "index.html",
+        "subscribe",
+        "unsubscribe",
+        "confirm",
+    }
+)
 _KNOWN = ("subject", "title", "date", "number", "preheader", "order")
 
 

@@ -261,3 +261,15 @@ def test_a_story_written_in_the_editor_above_or_below_the_line(monkeypatch, edit
     monkeypatch.setattr(compose.sys, "stdin", Terminal())  # no file, no pipe: $EDITOR
     monkeypatch.setattr(click, "edit", lambda text, extension: edited)
     assert compose._read_body(None) == body
+
+
+@pytest.mark.parametrize("name", ["page", "Subscribe", "feed.atom"])
+def test_new_refuses_a_name_the_web_archive_uses(project: Path, runner: CliRunner, name: str) -> None:
+    # It was accepted, and only 'digest publish' refused it later.
+    result = runner.invoke(cli, ["new", name])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: issues: the issue name {name!r} is reserved by the web archive\n"
+        "  hint: choose another name, such as the date: 2021-12-31\n"
+    )
+    assert not (project / "issues" / name).exists()

@@ -21,28 +21,12 @@ from ..atomic import write_atomically
 from ..config import Project, toml_line
 from ..db import private_dir
 from ..errors import ConfigError, ContentError, DigestError, raise_all
-from ..issue import MANIFEST, Issue, resolve_issue_dir
+from ..issue import MANIFEST, RESERVED_SLUGS, Issue, resolve_issue_dir
 
 STATE_NAME = "archive.json"
 SITE_MARK = ".digest-site.json"
 # An issue slug is a single path segment made of characters that need no escaping in a URL.
 SAFE_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
-# Names the site itself uses at its root (and the readers' web app beside it).
-RESERVED = frozenset(
-    {
-        "page",
-        "sources",
-        "archive.css",
-        "feed.atom",
-        "feed.json",
-        "sitemap.xml",
-        "robots.txt",
-        "index.html",
-        "subscribe",
-        "unsubscribe",
-        "confirm",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -150,7 +134,7 @@ def check_slug(issue_dir: Path) -> DigestError | None:
             path=issue_dir,
             hint="rename the folder with letters, digits, '-', '_', '.' or '~' only, such as 2022-01-03",
         )
-    if slug.lower() in RESERVED:
+    if slug.lower() in RESERVED_SLUGS:
         return ContentError(
             f"the issue name {slug!r} is reserved by the web archive",
             path=issue_dir,

@@ -291,10 +291,11 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
             if story.url in earlier:
                 out.add(
                     "warning",
-                    f"this url already went out in issue {earlier[story.url]}",
+                    f"this url is in an earlier issue too: {earlier[story.url]}",
                     story.path,
                     front_line(story, "url"),
-                    "readers have seen this story",
+                    "readers of that issue have seen this story (the last 'recent_issues' issues "
+                    "by date are compared, sent or not)",
                 )
         if story.url and not story.source:
             out.add(

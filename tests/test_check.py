@@ -84,7 +84,7 @@ def test_every_warning_fires(bad_issue: Path) -> None:
         f"{base}/issue.toml:1: warning: the subject is 80 characters (over 78)",
         f"{base}/issue.toml:3: warning: the preheader is empty",
         f"{base}/a.md:5: warning: leftover TK marker",
-        f"{base}/a.md:3: warning: this url already went out in issue {EXAMPLE}",
+        f"{base}/a.md:3: warning: this url is in an earlier issue too: {EXAMPLE}",
         f"{base}/a.md:3: warning: the story has a url but no source",
         f"{base}/a.md:7: warning: an image has no alt text",
         f"{base}/a.md:7: warning: a relative link (/local/page) does not work in an email",

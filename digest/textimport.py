@@ -97,7 +97,8 @@ def decode_input(raw: bytes, path: Path) -> str:
                 "this looks like CSV, not a plain-text digest",
                 path=path,
                 line=1,
-                hint="import takes the text of a digest; a subscriber list goes to 'digest send --list'",
+                hint="import takes the text of a digest; a subscriber list goes to "
+                "'digest subscribers import' (or 'digest send --list')",
             )
     return text.replace("\r\n", "\n").replace("\r", "\n")
 

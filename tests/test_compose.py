@@ -273,3 +273,17 @@ def test_new_refuses_a_name_the_web_archive_uses(project: Path, runner: CliRunne
         "  hint: choose another name, such as the date: 2021-12-31\n"
     )
     assert not (project / "issues" / name).exists()
+
+
+def test_a_file_that_cannot_be_read_is_an_error_with_a_hint(project: Path, runner: CliRunner) -> None:
+    for args, hint in (
+        (["import", EXAMPLE, "nonexistent.txt"], "give the plain-text digest to split into stories"),
+        (["add", EXAMPLE, "--title", "T", "nonexistent.md"], "give the story's text file"),
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1
+        first, second = result.stderr.splitlines()
+        assert first.startswith("Error: nonexistent.") and first.endswith(
+            ": cannot read: No such file or directory"
+        )
+        assert second.startswith(f"  hint: {hint}")

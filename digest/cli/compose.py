@@ -106,7 +106,11 @@ def _read_body(file: str | None) -> str:
         try:
             return _decode(Path(file).read_bytes(), file)
         except OSError as e:
-            raise DigestError(f"cannot read: {e.strerror}", path=file) from e
+            raise DigestError(
+                f"cannot read: {e.strerror}",
+                path=file,
+                hint="give the story's text file, '-' for standard input, or no FILE for $EDITOR",
+            ) from e
     text = click.edit(f"\n{_EDITOR_MARK}\n", extension=".md")
     above, _, below = (text or "").partition(_EDITOR_MARK)
     body = above.strip() or below.strip()  # written below the line: taken all the same
@@ -148,7 +152,11 @@ def import_(state: State, issue: str, file: str) -> None:
         try:
             raw = source.read_bytes()
         except OSError as e:
-            raise DigestError(f"cannot read: {e.strerror}", path=source) from e
+            raise DigestError(
+                f"cannot read: {e.strerror}",
+                path=source,
+                hint="give the plain-text digest to split into stories, or '-' for standard input",
+            ) from e
     paths, notes = import_digest(state.project(), issue, raw, source)
     for path in paths:
         click.echo(f"created {_shown(path)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .atomic import write_atomically
 from .config import Project
+from .errors import DigestError
 from .issue import Issue, load_issue
 from .message import MessageTemplate
 from .render import RenderedIssue, render_issue
@@ -58,6 +59,13 @@ def export_issue(
 ) -> list[Path]:
     """Build the issue, then write the chosen formats into *out_dir*; return the paths."""
     built = build_issue(project, ref)
+    taken = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if taken is not None and not taken.is_dir():
+        raise DigestError(
+            "is a file, not a folder",
+            path=taken,
+            hint="give --out a folder (it is made if missing), or '-' for standard output",
+        )
     outputs = {out_dir / f"{built.issue.slug}{SUFFIX[f]}": built.output(f) for f in formats}
     write_atomically(outputs)
     return list(outputs)

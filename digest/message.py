@@ -181,6 +181,12 @@ class MessageTemplate:
         )
         self._tail = CRLF + f"--{self.boundary}--".encode() + CRLF
 
+    @property
+    def html_part_size(self) -> int:
+        """Bytes of the HTML part as sent (quoted-printable), without the readers' values:
+        what Gmail's clipping threshold counts."""
+        return sum(len(segment) for segment in self._parts[1].segments)
+
     # -- per recipient -------------------------------------------------------
 
     def message_id(self, email: str | None) -> str:

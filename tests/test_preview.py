@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import subprocess
 import sys
@@ -255,6 +256,25 @@ def test_only_loopback_names_reach_the_draft(url: str, host: str, status: int) -
     body = response.read()
     assert response.status == status
     assert (b"Subject:" in body) == (status == 200)
+
+
+def test_the_size_shown_is_the_html_part_as_sent(url: str) -> None:
+    """The toolbar's size against Gmail's 102 KB is the quoted-printable HTML part, as
+    'digest check' measures it (it showed the raw HTML's bytes)."""
+    import email
+
+    address = url.removeprefix("http://")
+
+    def get(path: str) -> bytes:
+        conn = http.client.HTTPConnection(address)
+        conn.request("GET", path)
+        return conn.getresponse().read()
+
+    state = json.loads(get("/state.json"))
+    message = email.message_from_bytes(get("/message.eml"))
+    [html] = [part for part in message.walk() if part.get_content_type() == "text/html"]
+    assert state["html_bytes"] == len(html.get_payload())
+    assert state["html_bytes"] != len(get("/email.html"))
 
 
 def test_an_svg_of_the_issue_is_served_sandboxed(url: str, project: Path) -> None:

@@ -52,7 +52,10 @@ def test_an_invalid_url_shows_its_line_then_recovers(preview, project: Path) -> 
     path.write_text(good.replace("url: ", 'url: "http://[oops"\nxurl: ', 1), encoding="utf-8")
     text = _until(preview, lambda t: t.startswith("Error:"))
     line = good.split("\n").index(next(ln for ln in good.split("\n") if ln.startswith("url:"))) + 1
-    assert text == (f"Error: issues/{EXAMPLE}/{KREMLIN}:{line}: 'url' is not an http(s) link: 'http://[oops'\n")
+    assert text == (  # as the CLI prints it, with its hint
+        f"Error: issues/{EXAMPLE}/{KREMLIN}:{line}: 'url' is not an http(s) link: 'http://[oops'\n"
+        "  hint: write the article's full address\n"
+    )
     path.write_text(good, encoding="utf-8")
     text = _until(preview, lambda t: not t.startswith("Error:"))
     assert "Kremlin" in text and not text.startswith("Error:")
@@ -73,7 +76,11 @@ def test_an_unexpected_exception_does_not_stop_the_preview(
     good = path.read_text(encoding="utf-8")
     path.write_text(good + "\nBOOM\n", encoding="utf-8")
     text = _until(preview, lambda t: t.startswith("Error:"))
-    assert text == "Error: internal error: RuntimeError: boom in a rebuild\n"
+    assert text == (
+        "Error: internal error: RuntimeError: boom in a rebuild\n"
+        "  hint: run the command again with --verbose to see the traceback, and report it "
+        "if the input looks right\n"
+    )
     assert "internal error" in _get(preview, "/email.html")
     path.write_text(good.replace("The Kremlin", "The Kremlin again", 1), encoding="utf-8")
     text = _until(preview, lambda t: "Kremlin again" in t)

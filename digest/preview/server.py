@@ -122,14 +122,19 @@ class PreviewHandler(BaseHTTPRequestHandler):
             "version": snap.version,
             "subject": built.issue.subject if built else self.server.builder.issue_dir.name,
             "stories": len(built.issue.stories) if built else 0,
-            "html_bytes": len(built.output("html")) if built else 0,
+            "html_bytes": built.message.html_part_size if built else 0,  # as sent, as 'check' counts
             "clip_kb": GMAIL_CLIP_BYTES // 1024,
             "error": [e.format(self.server.builder.project.root) for e in snap.errors] or None,
         }
 
     @staticmethod
     def _error_text(snap: Snapshot, base: Path) -> bytes:
-        return "\n".join(f"Error: {e.format(base)}" for e in snap.errors).encode() + b"\n"
+        return (
+            "\n".join(
+                f"Error: {e.format(base)}" + (f"\n  hint: {e.hint}" if e.hint else "") for e in snap.errors
+            )
+            + "\n"
+        ).encode()
 
     def _asset(self, url_path: str) -> Path | None:
         """Resolve an image of the issue folder; anything else (or outside it) is None."""

@@ -118,6 +118,22 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
     disclaimer_found = False
     if blocks:  # the closing paragraph: the last line of the last block
         line_no, lines = blocks[-1]
+        # Lines after the disclaimer in its own block (no blank line between) are not part of
+        # it: each is reported with its line, and the disclaimer is judged on its own.
+        last = next((i for i in range(len(lines) - 1, -1, -1) if _closing_like(lines[i], wanted)), None)
+        if last is not None and last < len(lines) - 1:
+            for offset, extra in enumerate(lines[last + 1 :], last + 1):
+                if extra.strip():
+                    notes.append(
+                        ContentError(
+                            f"text after the closing paragraph, not imported: {extra.strip()[:60]!r}",
+                            path=path,
+                            line=line_no + offset,
+                            hint="add it to a story by hand if it belongs there",
+                        )
+                    )
+            lines = lines[: last + 1]
+            blocks[-1] = (line_no, lines)
         closing = " ".join(lines[-1].split())
         closing_line = line_no + len(lines) - 1
         if closing == wanted or _similar(closing, wanted) or _reads_like_disclaimer(closing):
@@ -178,7 +194,7 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
                 notes.append(_after_last_story(joined, current, path, line_no))
                 continue
         if current is None or current.closed:
-            if next_block is None and _similar(joined, wanted):
+            if _similar(joined, wanted):  # the disclaimer, reworded (a block may follow it)
                 notes.append(_disclaimer_differs(joined, wanted, path, line_no))
             else:
                 notes.append(
@@ -255,6 +271,12 @@ def _is_title(lines: list[str], next_block: list[str] | None, current: ImportedS
     if current is None or current.closed:
         return True
     return not line.endswith(_TERMINAL) and bool(current.paragraphs)
+
+
+def _closing_like(line: str, wanted: str) -> bool:
+    """Whether a line is the disclaimer, a reworded one, or reads like one."""
+    text = " ".join(line.split())
+    return bool(text) and (text == wanted or _similar(text, wanted) or _reads_like_disclaimer(text))
 
 
 def _reads_like_disclaimer(paragraph: str) -> bool:

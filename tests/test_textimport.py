@@ -181,6 +181,28 @@ def test_a_differing_disclaimer_is_reported_not_dropped() -> None:
     assert note.line == 29
 
 
+@pytest.mark.parametrize("between", ["\n", "\n\n"])
+def test_text_after_a_reworded_disclaimer_is_reported_apart(tmp_path: Path, between: str) -> None:
+    """A paragraph after the disclaimer (a blank line between or not) is reported on its
+    own line; it was folded into the disclaimer's difference, or the disclaimer was called
+    a paragraph placed in no story."""
+    seed = (FIXTURES / "seed.txt").read_text(encoding="utf-8").replace("totally", "strongly")
+    text = seed.rstrip("\n") + between + "Stray paragraph at the end.\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "in.txt")
+    assert len(result.stories) == 4 and not result.disclaimer_found
+    notes = sorted((n.line, n.message) for n in result.notes)
+    assert notes[0][0] == 29 and notes[0][1].startswith(
+        "the closing paragraph looks like the disclaimer but differs from digest.toml's"
+    )
+    assert "- totally + strongly" in notes[0][1] and "Stray" not in notes[0][1]
+    stray = "'Stray paragraph at the end.'"
+    assert notes[1] == (
+        (30, f"text after the closing paragraph, not imported: {stray}")
+        if between == "\n"
+        else (31, f"paragraph not placed in any story: {stray}")
+    )
+
+
 def test_unplaced_paragraphs_are_reported(tmp_path: Path) -> None:
     text = (
         "Title\n\nBody line.\nContinue reading at a.com\nStray line after it.\n\n"

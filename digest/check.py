@@ -15,6 +15,7 @@ from .clientcss import client_warnings
 from .compose import INIT_EXAMPLES, SITE_URL_NOTE
 from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
+from .images import email_srcs, story_images
 from .issue import Issue, earlier_urls, load_issue, read_manifest, resolve_issue_dir, story_files
 from .links import is_site_address
 from .message import MessageTemplate, Recipient
@@ -403,13 +404,9 @@ def _check_message(out: _Collector, project: Project, issue: Issue, message: Mes
                 None,
                 "trim the media queries",
             )
-    story_srcs = {s.image.src for s in issue.stories if s.image} | {
-        child.attrGet("src")
-        for s in issue.stories
-        for t in markdown_tokens(s.body)
-        for child in (t.children or [])
-        if child.type == "image"
-    }
+    # The stories' images (checked for alt text in the story files), as written and as linked.
+    story_srcs = {image.src for s in issue.stories for image in story_images(s)}
+    story_srcs |= set(email_srcs(issue, project.newsletter.base_url)[0].values())
     for img in doc.iter("img"):
         if not (img.get("alt") or "").strip() and img.get("src") not in story_srcs:
             out.add(

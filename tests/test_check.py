@@ -270,3 +270,35 @@ def test_check_json_keeps_the_bounce_warning_with_errors(typo_issue: Path, runne
     data = json.loads(runner.invoke(cli, ["check", "2022-01-07", "--json"]).stdout)
     assert (data["errors"], data["warnings"]) == (3, 1)
     assert data["findings"][-1]["message"].startswith("no bounce_address")
+
+
+def _picture_issue(project: Path) -> Path:
+    folder = project / "issues" / "pics"
+    write(folder / "issue.toml", 'subject = "Pictures"\npreheader = "Maps"\n')
+    story(
+        folder / "a.md",
+        "Harbour",
+        image="{src: small.png, alt: The harbour}",
+        body="Text.\n\n![A wide map](maps/wide.png)\n\n![Gone](gone.png)",
+    )
+    (folder / "maps").mkdir()
+    (folder / "small.png").write_bytes(b"\x89PNG\r\n\x1a\nsmall")
+    (folder / "maps" / "wide.png").write_bytes(b"\x89PNG\r\n\x1a\nwide")
+    return folder
+
+
+def test_local_images_without_base_url_are_errors(project: Path, runner: CliRunner) -> None:
+    config = project / "digest.toml"
+    config.write_text(config.read_text().replace('base_url = "https://worlddigest.example.org"\n', ""))
+    _picture_issue(project)
+    result = runner.invoke(cli, ["check", "pics"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        "issues/pics/a.md:3: error: the image 'small.png' is a file in the issue folder, which readers' "
+        "mail cannot load without 'base_url'",
+        "issues/pics/a.md:7: error: the image 'maps/wide.png' is a file in the issue folder, which readers' "
+        "mail cannot load without 'base_url'",
+        "issues/pics/a.md:9: error: image not found in the issue folder: 'gone.png'",
+    ]
+    assert result.stdout.count("hint: set base_url in digest.toml's [newsletter] and publish the archive") == 2

@@ -15,9 +15,11 @@ from .clientcss import client_warnings
 from .compose import INIT_EXAMPLES, SITE_URL_NOTE
 from .config import Project, toml_line
 from .errors import DigestError, DigestErrors
+from .images import email_srcs, local_images, published_url, story_images
 from .issue import Issue, earlier_urls, load_issue, read_manifest, resolve_issue_dir, story_files
 from .links import is_site_address
 from .message import MessageTemplate, Recipient
+from .publish.archive import SITE_FOLDER
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE, make_environment, render_issue
 from .stories import Story, front_line, markdown_tokens, read_story
 
@@ -125,6 +127,7 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     _check_manifest(out, issue)
     _check_bounces(out, project)
     _check_stories(out, project, issue)
+    _check_published_images(out, project, issue)
     out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
     if message is not None:
         _check_message(out, project, issue, message)
@@ -318,6 +321,30 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
         _check_body_links(out, story)
 
 
+def _check_published_images(out: _Collector, project: Project, issue: Issue) -> None:
+    """Warn about a picture of the issue folder whose copy in site/ is missing or out of date:
+    the email links the published copy, so the archive goes online before the send."""
+    base_url = project.newsletter.base_url
+    if not base_url:
+        return  # each local image is an error of the build
+    site = project.root / SITE_FOLDER
+    found, _ = local_images(issue)
+    for local in found:
+        copy = site / issue.slug / local.path
+        if copy.is_file() and copy.read_bytes() == local.file.read_bytes():
+            continue
+        state = "has changed since it was published" if copy.is_file() else "is not published yet"
+        out.add(
+            "warning",
+            f"the image {local.image.shown} {state} ({SITE_FOLDER}/{issue.slug}/{local.path}); "
+            f"readers load it from {published_url(base_url, issue.slug, local.path)}",
+            local.image.story.path,
+            local.image.line,
+            f"run 'digest publish {issue.slug}' and put {SITE_FOLDER}/ online before you send "
+            f"(this looks in {SITE_FOLDER}/ only: ignore it if you publish with --out elsewhere)",
+        )
+
+
 def _check_body_links(out: _Collector, story: Story) -> None:
     for token in markdown_tokens(story.body):
         for child in token.children or []:
@@ -398,13 +425,9 @@ def _check_message(out: _Collector, project: Project, issue: Issue, message: Mes
                 None,
                 "trim the media queries",
             )
-    story_srcs = {s.image.src for s in issue.stories if s.image} | {
-        child.attrGet("src")
-        for s in issue.stories
-        for t in markdown_tokens(s.body)
-        for child in (t.children or [])
-        if child.type == "image"
-    }
+    # The stories' images (checked for alt text in the story files), as written and as linked.
+    story_srcs = {image.src for s in issue.stories for image in story_images(s)}
+    story_srcs |= set(email_srcs(issue, project.newsletter.base_url)[0].values())
     for img in doc.iter("img"):
         if not (img.get("alt") or "").strip() and img.get("src") not in story_srcs:
             out.add(

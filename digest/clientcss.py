@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .config import Project
 from .errors import DigestError
+from .images import local_images
 from .issue import Issue
-from .stories import Story, front_line, markdown_tokens
 
 CONTAINER_PX = 600
 IMAGE_WEIGHT_BYTES = 1024 * 1024
@@ -227,24 +226,23 @@ def check_images(issue: Issue) -> list[DigestError]:
 
     warnings: list[DigestError] = []
     sizes: dict[Path, int] = {}
-    for story in issue.stories:
-        for src, line, scaled in _story_images(story):
-            path = _local(issue, src)
-            if path is None:
-                continue
-            sizes[path] = path.stat().st_size
-            width, _ = imagesize.get(str(path))
-            if not scaled and width > CONTAINER_PX:
-                warnings.append(
-                    DigestError(
-                        f"the image {src} is {width} px wide, wider than the {CONTAINER_PX} px container "
-                        "(Outlook for Windows shows it at full size)",
-                        path=story.path,
-                        line=line,
-                        hint=f"resize it to {CONTAINER_PX} px wide (or 1200 for sharp screens, as the "
-                        "story's 'image')",
-                    )
+    found, _ = local_images(issue)  # a src that names no file is the build's error
+    for local in found:
+        sizes[local.file] = local.file.stat().st_size
+        if local.image.front:
+            continue  # the template scales the story's image to the column
+        width, _ = imagesize.get(str(local.file))
+        if width > CONTAINER_PX:
+            warnings.append(
+                DigestError(
+                    f"the image {local.image.shown} is {width} px wide, wider than the {CONTAINER_PX} px "
+                    "container (Outlook for Windows shows it at full size)",
+                    path=local.image.story.path,
+                    line=local.image.line,
+                    hint=f"resize it to {CONTAINER_PX} px wide (or 1200 for sharp screens, as the "
+                    "story's 'image')",
                 )
+            )
     total = sum(sizes.values())
     if total > IMAGE_WEIGHT_BYTES:
         warnings.append(
@@ -255,24 +253,3 @@ def check_images(issue: Issue) -> list[DigestError]:
             )
         )
     return warnings
-
-
-def _story_images(story: Story) -> Iterator[tuple[str, int | None, bool]]:
-    """Yield (src, line, scaled by the template) for the story's image and its body's images."""
-    if story.image:
-        yield story.image.src, front_line(story, "image"), True
-    for token in markdown_tokens(story.body):
-        for child in token.children or []:
-            if child.type == "image":
-                line = story.body_line + token.map[0] if token.map else story.body_line
-                yield child.attrGet("src") or "", line, False
-
-
-def _local(issue: Issue, src: str) -> Path | None:
-    """Return the issue folder's file *src* names, if it is one (remote images are not fetched)."""
-    if not src or urlsplit(src).scheme or src.startswith("/"):
-        return None
-    path = (issue.path / src).resolve()
-    if not path.is_relative_to(issue.path.resolve()) or not path.is_file():
-        return None
-    return path

@@ -48,10 +48,16 @@ class BuiltIssue:
         raise ValueError(fmt)
 
 
-def build_issue(project: Project, ref: str | Path, *, date: str | None = None) -> BuiltIssue:
-    """Read, render, inline and wrap an issue in its (non-personalised) message."""
+def build_issue(
+    project: Project, ref: str | Path, *, date: str | None = None, local_images: bool = False
+) -> BuiltIssue:
+    """Read, render, inline and wrap an issue in its (non-personalised) message.
+
+    The issue folder's pictures are linked at their published URLs; with *local_images*
+    (the preview) they keep the src the story gives.
+    """
     issue = load_issue(project, ref)
-    return BuiltIssue(issue, render_issue(project, issue, personal=False), date)
+    return BuiltIssue(issue, render_issue(project, issue, personal=False, local_images=local_images), date)
 
 
 def export_issue(

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import jinja2
 from markupsafe import Markup
 
+from . import images
 from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue
@@ -105,12 +106,31 @@ def _environment(project_templates: Path | None, fingerprint: tuple) -> jinja2.E
     return env
 
 
-def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> RenderedIssue:
+def render_issue(
+    project: Project, issue: Issue, *, personal: bool = False, local_images: bool = False
+) -> RenderedIssue:
     """Render and inline the issue once.
 
     With *personal*, recipient fields and the unsubscribe link are left as
     placeholders for message.py; without, the copy is the same for everybody.
+    A picture of the issue folder is linked at its published URL (images.py), and
+    every problem that keeps one from readers is raised with the template's; with
+    *local_images* (the preview, which serves the folder) its src stays as written.
     """
+    problems: list[DigestError] = []
+    shown = issue
+    if not local_images:
+        shown, problems = images.for_email(issue, project.newsletter.base_url)
+    try:
+        rendered = _render_issue(project, issue, shown, personal)
+    except DigestError as e:
+        raise_all(problems + getattr(e, "errors", [e]))
+        raise
+    raise_all(problems)
+    return rendered
+
+
+def _render_issue(project: Project, issue: Issue, shown: Issue, personal: bool) -> RenderedIssue:
     from .inline import inline_css
 
     newsletter = project.newsletter
@@ -126,8 +146,8 @@ def render_issue(project: Project, issue: Issue, *, personal: bool = False) -> R
         unsubscribe = generic_unsubscribe_url(newsletter)
     context = {
         "newsletter": newsletter,
-        "issue": issue,
-        "stories": issue.stories,
+        "issue": shown,
+        "stories": shown.stories,
         "recipient": recipient,
         "unsubscribe_url": unsubscribe,
         "web_url": _web_url(newsletter, issue),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,7 @@ def _build_story(
         path=path,
         title=title or "",
         body=body.strip("\n"),
-        body_html=_markdown.renderer.render(tokens, _markdown.options, {}),
+        body_html=_render_html(tokens),
         body_text=tokens_to_text(tokens, lead_of(dateline, source)),
         body_line=body_line,
         source=source,
@@ -352,6 +353,23 @@ def lead_of(dateline: str | None, source: str | None) -> str:
     if not dateline:
         return ""
     return f"{dateline}. /{source}/." if source else f"{dateline}."
+
+
+def body_html(body: str, image_srcs: Mapping[str, str]) -> str:
+    """Return a Markdown body as HTML, each image whose src *image_srcs* names given its new src.
+
+    The email links a picture of the issue folder at its published address (see images.py).
+    """
+    tokens = _markdown.parse(body)
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "image" and child.attrGet("src") in image_srcs:
+                child.attrSet("src", image_srcs[child.attrGet("src")])
+    return _render_html(tokens)
+
+
+def _render_html(tokens: list) -> str:
+    return _markdown.renderer.render(tokens, _markdown.options, {})
 
 
 def markdown_tokens(source: str) -> list:

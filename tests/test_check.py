@@ -278,3 +278,74 @@ def test_check_json_keeps_the_bounce_warning_with_errors(typo_issue: Path, runne
     data = json.loads(runner.invoke(cli, ["check", "2022-01-07", "--json"]).stdout)
     assert (data["errors"], data["warnings"]) == (3, 1)
     assert data["findings"][-1]["message"].startswith("no bounce_address")
+
+
+def _picture_issue(project: Path) -> Path:
+    folder = project / "issues" / "pics"
+    write(folder / "issue.toml", 'subject = "Pictures"\npreheader = "Maps"\n')
+    story(
+        folder / "a.md",
+        "Harbour",
+        image="{src: small.png, alt: The harbour}",
+        body="Text.\n\n![A wide map](maps/wide.png)\n\n![Gone](gone.png)",
+    )
+    (folder / "maps").mkdir()
+    (folder / "small.png").write_bytes(b"\x89PNG\r\n\x1a\nsmall")
+    (folder / "maps" / "wide.png").write_bytes(b"\x89PNG\r\n\x1a\nwide")
+    return folder
+
+
+def test_local_images_without_base_url_are_errors(project: Path, runner: CliRunner) -> None:
+    config = project / "digest.toml"
+    config.write_text(config.read_text().replace('base_url = "https://worlddigest.example.org"\n', ""))
+    _picture_issue(project)
+    result = runner.invoke(cli, ["check", "pics"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        "issues/pics/a.md:3: error: the image 'small.png' is a file in the issue folder, which readers' "
+        "mail cannot load without 'base_url'",
+        "issues/pics/a.md:7: error: the image 'maps/wide.png' is a file in the issue folder, which readers' "
+        "mail cannot load without 'base_url'",
+        "issues/pics/a.md:9: error: image not found in the issue folder: 'gone.png'",
+    ]
+    assert result.stdout.count("hint: set base_url in digest.toml's [newsletter] and publish the archive") == 2
+
+
+def test_an_image_not_yet_in_site_is_a_warning(project: Path, runner: CliRunner) -> None:
+    folder = _picture_issue(project)
+    (folder / "a.md").write_text((folder / "a.md").read_text().replace("\n\n![Gone](gone.png)", ""))
+
+    def site_findings() -> list[dict]:
+        result = runner.invoke(cli, ["check", "pics", "--json"])
+        assert result.exit_code == 0, result.output
+        return [f for f in json.loads(result.stdout)["findings"] if "site/" in f["message"]]
+
+    found = site_findings()
+    assert [(f["severity"], f["path"], f["line"], f["message"]) for f in found] == [
+        (
+            "warning",
+            "issues/pics/a.md",
+            3,
+            "the image small.png is not published yet (site/pics/small.png); "
+            "readers load it from https://worlddigest.example.org/pics/small.png",
+        ),
+        (
+            "warning",
+            "issues/pics/a.md",
+            7,
+            "the image maps/wide.png is not published yet (site/pics/maps/wide.png); "
+            "readers load it from https://worlddigest.example.org/pics/maps/wide.png",
+        ),
+    ]
+    assert found[0]["hint"].startswith("run 'digest publish pics' and put site/ online before you send")
+    assert runner.invoke(cli, ["publish", "pics"]).exit_code == 0
+    assert site_findings() == []
+    (folder / "small.png").write_bytes(b"\x89PNG\r\n\x1a\na new small")
+    assert [(f["line"], f["message"]) for f in site_findings()] == [
+        (
+            3,
+            "the image small.png has changed since it was published (site/pics/small.png); "
+            "readers load it from https://worlddigest.example.org/pics/small.png",
+        )
+    ]

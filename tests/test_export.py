@@ -4,6 +4,7 @@ import email
 import email.policy
 from pathlib import Path
 
+import lxml.html
 import pytest
 
 from digest.config import load_project
@@ -72,3 +73,63 @@ def test_existing_outputs_survive_a_failed_build(project: Path, tmp_path: Path) 
     with pytest.raises(DigestError):
         export_issue(load_project(), EXAMPLE, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def _pictures(project: Path) -> Path:
+    """An issue whose story shows pictures of its folder: the front matter's and the body's."""
+    folder = project / "issues" / "pics"
+    write(folder / "issue.toml", 'subject = "Pictures"\npreheader = "Maps"\n')
+    write(
+        folder / "a.md",
+        """
+        ---
+        title: Harbour
+        image: {src: small.png, alt: The harbour at dawn}
+        ---
+        The harbour.
+
+        ![A wide map](wide.png) ![Kyiv](<maps/café map.png>) ![Remote](https://example.com/r.png)
+        """,
+    )
+    for name in ("small.png", "wide.png", "maps/café map.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    return folder
+
+
+def test_the_eml_links_the_issue_folders_pictures_absolutely(project: Path, runner) -> None:
+    from digest.cli import cli
+
+    _pictures(project)
+    result = runner.invoke(cli, ["export", "pics", "--format", "eml", "--out", "out"])
+    assert result.exit_code == 0, result.output
+    msg = email.message_from_bytes((project / "out" / "pics.eml").read_bytes(), policy=email.policy.default)
+    html = msg.get_body(("html",)).get_content()
+    srcs = [img.get("src") for img in lxml.html.document_fromstring(html).iter("img")]
+    base = "https://worlddigest.example.org/pics"
+    assert srcs == [
+        f"{base}/small.png",
+        f"{base}/wide.png",
+        f"{base}/maps/caf%C3%A9%20map.png",
+        "https://example.com/r.png",
+    ]
+
+
+def test_without_base_url_export_refuses_naming_every_picture(project: Path, runner) -> None:
+    from digest.cli import cli
+
+    config = project / "digest.toml"
+    config.write_text(config.read_text().replace('base_url = "https://worlddigest.example.org"\n', ""))
+    _pictures(project)
+    result = runner.invoke(cli, ["export", "pics", "--out", "out"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: issues/pics/a.md:{line}: the image '{src}' is a file in the issue folder, "
+        "which readers' mail cannot load without 'base_url'"
+        for line, src in ((3, "small.png"), (7, "wide.png"), (7, "maps/café map.png"))
+    ]
+    assert "hint: set base_url in digest.toml" in result.stderr
+    assert "3 problems found; nothing was written." in result.stderr
+    assert not (project / "out").exists()

@@ -288,6 +288,48 @@ def test_an_svg_of_the_issue_is_served_sandboxed(url: str, project: Path) -> Non
     assert "script-src" not in response.getheader("Content-Security-Policy")  # default-src 'none'
 
 
+@pytest.mark.parametrize("base_url", [True, False], ids=["base_url", "no-base_url"])
+def test_the_issue_folders_pictures_show_in_the_email(browser, project: Path, base_url: bool) -> None:
+    from .test_template import _png
+
+    if not base_url:  # the preview shows a draft's pictures before the archive has a home
+        config = project / "digest.toml"
+        config.write_text(config.read_text().replace('base_url = "https://worlddigest.example.org"\n', ""))
+    folder = project / "issues" / "pics"
+    write(folder / "issue.toml", 'subject = "Pictures"\npreheader = "Maps"\n')
+    write(
+        folder / "a.md",
+        """
+        ---
+        title: Harbour
+        image: {src: small.png, alt: The harbour}
+        ---
+        Text.
+
+        ![Kyiv](<maps/café map.png>)
+        """,
+    )
+    (folder / "maps").mkdir()
+    (folder / "small.png").write_bytes(_png(300, 100))
+    (folder / "maps" / "café map.png").write_bytes(_png(200, 80))
+    srv, shutdown = start_preview(project, "pics", "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{srv.server_address[1]}/")
+        _email(page).locator(".story-title").first.wait_for()
+        images = "[...document.getElementById('email').contentDocument.querySelectorAll('img')]"
+        page.wait_for_function(
+            f"{images}.length === 2 && {images}.every(i => i.complete && i.naturalWidth > 0)"
+        )
+        shown = page.evaluate(f"{images}.map(i => [i.getAttribute('src'), i.naturalWidth])")
+        assert shown == [["small.png", 300], ["maps/caf%C3%A9%20map.png", 200]]
+    finally:
+        context.close()
+        shutdown()
+
+
 def test_ctrl_c_stops_cleanly(project: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "digest", "preview", EXAMPLE, "--no-open", "--port", "0"],

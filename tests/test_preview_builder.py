@@ -66,10 +66,10 @@ def test_an_unexpected_exception_does_not_stop_the_preview(
 ) -> None:
     real = builder_module.build_issue
 
-    def build_that_crashes_on_boom(project_, issue_dir):
+    def build_that_crashes_on_boom(project_, issue_dir, **options):
         if "BOOM" in (issue_dir / KREMLIN).read_text(encoding="utf-8"):
             raise RuntimeError("boom in a rebuild")
-        return real(project_, issue_dir)
+        return real(project_, issue_dir, **options)
 
     monkeypatch.setattr(builder_module, "build_issue", build_that_crashes_on_boom)
     path = project / "issues" / EXAMPLE / KREMLIN

@@ -414,6 +414,46 @@ def test_an_image_beside_the_story_is_published_with_its_page(project: Path, run
     )
 
 
+def test_body_images_are_published_where_the_email_links_them(project: Path, runner: CliRunner) -> None:
+    folder = make_issue(project, "pictures", "2022-04-01", "Pictures", stories=1)
+    pictures = {"harbour.png": b"harbour", "wide.png": b"wide", "maps/café map.png": b"cafe"}
+    for name, data in pictures.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+    text = (folder / "story-0.md").read_text()
+    (folder / "story-0.md").write_text(
+        text.replace("---\n", "---\nimage: {src: harbour.png, alt: The harbour at dawn}\n", 1)
+        + "\n![A wide map](wide.png)\n\n![Kyiv](<maps/café map.png>)\n"
+    )
+    out = _published(project, runner, "pictures")
+    for name, data in pictures.items():
+        assert (out / "pictures" / name).read_bytes().endswith(data), name
+    crawl(out)  # the page's relative srcs find the copies
+    result = runner.invoke(cli, ["export", "pictures", "--format", "eml", "--out", "build"])
+    assert result.exit_code == 0, result.output
+    msg = email.message_from_bytes(
+        (project / "build" / "pictures.eml").read_bytes(), policy=email.policy.default
+    )
+    srcs = [i.get("src") for i in lxml.html.fromstring(msg.get_body(("html",)).get_content()).iter("img")]
+    assert len(srcs) == 3
+    for src in srcs:  # each picture the email links is the published file at that URL
+        assert site_path(out, src).read_bytes() == (folder / unquote(src.split("/pictures/")[1])).read_bytes()
+    check = runner.invoke(cli, ["check", "pictures"])
+    assert "not published yet" not in check.stdout and "has changed" not in check.stdout
+
+
+def test_a_missing_body_image_is_a_warning_of_the_publish(project: Path, runner: CliRunner) -> None:
+    folder = make_issue(project, "pictures", "2022-04-01", "Pictures", stories=1)
+    (folder / "story-0.md").write_text((folder / "story-0.md").read_text() + "\n![Gone](gone.png)\n")
+    result = publish(runner, "pictures")
+    assert result.exit_code == 0, result.output
+    assert (
+        "Warning: issues/pictures/story-0.md:8: image not found in the issue folder: 'gone.png'"
+        in result.stderr
+    )
+    assert (project / "site" / "pictures" / "index.html").is_file()
+
+
 def test_a_project_template_extends_the_default(project: Path, runner: CliRunner) -> None:
     write(
         project / "templates" / "web" / "archive" / "issue.html",

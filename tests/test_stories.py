@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ContentError, DigestErrors
-from digest.stories import read_story
+from digest.stories import body_html, read_story
 
 from .conftest import REPO, write
 
@@ -154,3 +154,18 @@ def test_unchanged_files_are_not_parsed_again(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(stories, "_parse_story", lambda *a: calls.append(a))
     assert read_story(path)[0] is first
     assert calls == []
+
+
+def test_body_html_gives_named_images_a_new_src(tmp_path: Path) -> None:
+    path = tmp_path / "a.md"
+    path.write_text(
+        "---\ntitle: T\n---\n![Map](map.png) ![Café](<café.png>) ![Remote](https://example.com/r.png)\n",
+        encoding="utf-8",
+    )
+    story, _ = read_story(path)
+    assert body_html(story.body, {}) == story.body_html
+    html = body_html(story.body, {"map.png": "https://example.org/i/map.png", "caf%C3%A9.png": "https://x/c"})
+    assert html == story.body_html.replace('src="map.png"', 'src="https://example.org/i/map.png"').replace(
+        'src="caf%C3%A9.png"', 'src="https://x/c"'
+    )
+    assert 'src="https://example.com/r.png"' in html

@@ -84,7 +84,13 @@ def _rtl(root: Path) -> Path:
         "https://example.org/" + "a" * 120,
     )
     _run(root, "export", "rtl", "--format", "html", "--out", str(root / "build"))
-    return root / "build" / "rtl.html"
+    # The email links the picture where 'digest publish' puts it; here it loads from beside the file.
+    exported = root / "build" / "rtl.html"
+    html = exported.read_text(encoding="utf-8")
+    assert 'src="https://worlddigest.example.org/rtl/wide.png"' in html
+    exported.write_text(html.replace("https://worlddigest.example.org/rtl/", ""), encoding="utf-8")
+    shutil.copy(folder / "wide.png", root / "build" / "wide.png")
+    return exported
 
 
 def _without_style(html: str) -> str:

@@ -130,7 +130,7 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
     a large <style> block, a long subject or empty preheader, images without
     alt text, empty, relative or javascript: links, TK/TODO/XXX markers,
     repeated stories, links that went out in recent issues, a url without a
-    source.
+    source, a picture of the issue folder not yet published in site/.
 
     \b
     Example:

@@ -44,7 +44,8 @@ class Builder:
         """Build the issue again and publish the result (or its errors)."""
         try:
             self.project = load_project(self.project_dir)
-            built = build_issue(self.project, self.issue_dir)
+            # The server serves the issue folder's pictures: the email shows them as written.
+            built = build_issue(self.project, self.issue_dir, local_images=True)
             errors: tuple[DigestError, ...] = ()
         except DigestErrors as e:
             built, errors = None, tuple(e.errors)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from ..config import Project
 from ..errors import DigestError, raise_all
+from ..images import site_files
 from ..issue import load_issue
 from ..render import make_environment
 from .archive import (
+    SITE_FOLDER,
     check_out_dir,
     check_slug,
     content_hash,
@@ -28,7 +30,7 @@ from .archive import (
 )
 from .feeds import atom_feed, json_feed
 from .output import Changes, sync_folder
-from .site import Entry, Pages, copy_images, describe, render_content
+from .site import Entry, Pages, describe, render_content
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def publish_site(
     Every problem is reported at once, before anything is written.
     """
     site = site_of(project)
-    out_dir = check_out_dir(project, out if out is not None else project.root / "site")
+    out_dir = check_out_dir(project, out if out is not None else project.root / SITE_FOLDER)
     state = read_state(project)
     folders, named_slugs = select_issues(project, named, state)
     errors: list[DigestError] = []
@@ -84,7 +86,7 @@ def publish_site(
         entries.append(Entry(issue, path, site.url(path), dates.published, dates.updated, content, description))
         remembered = state.get(issue.slug, {}).get("named", False)
         new_state[issue.slug] = state_entry(dates, remembered or issue.slug in named_slugs)
-        for item in copy_images(issue, path):
+        for item in site_files(issue):  # every picture of the issue folder its stories show
             if isinstance(item, DigestError):
                 warnings.append(item)
             else:

@@ -24,6 +24,7 @@ from ..errors import ConfigError, ContentError, DigestError, raise_all
 from ..issue import MANIFEST, RESERVED_SLUGS, Issue, resolve_issue_dir
 
 STATE_NAME = "archive.json"
+SITE_FOLDER = "site"  # where 'digest publish' writes the site without --out, in the project
 SITE_MARK = ".digest-site.json"
 # An issue slug is a single path segment made of characters that need no escaping in a URL.
 SAFE_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*\Z")

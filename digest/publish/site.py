@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -15,7 +15,7 @@ from markupsafe import Markup
 from slugify import slugify
 
 from ..config import Newsletter
-from ..errors import ContentError, DigestError, TemplateError
+from ..errors import TemplateError
 from ..issue import Issue
 from ..mergefields import NoReader
 from ..render import _render
@@ -263,21 +263,3 @@ def _template_path(env: jinja2.Environment, name: str) -> Path | str:
         return env.get_template(name).filename or name
     except jinja2.TemplateError:
         return name
-
-
-def copy_images(issue: Issue, path: str) -> Iterator[tuple[str, bytes] | DigestError]:
-    """Yield the site files of the issue's images given by a relative src, or their problems."""
-    root = issue.path.resolve()
-    for story in issue.stories:
-        src = story.image.src if story.image else None
-        if not src or "://" in src or src.startswith(("/", "data:", "#")):
-            continue
-        file = (root / src).resolve()
-        if root not in file.parents or not file.is_file():
-            yield ContentError(
-                f"image not found in the issue folder: {src!r}",
-                path=story.path,
-                hint="put the picture in the issue's folder, or give a full URL",
-            )
-            continue
-        yield f"{path}{file.relative_to(root).as_posix()}", file.read_bytes()

@@ -55,6 +55,8 @@ def story_images(story: Story) -> Iterator[StoryImage]:
     """Yield the story's image and its body's images, each with its line in the story file."""
     if story.image:
         yield StoryImage(story, story.image.src, front_line(story, "image"), True)
+    if "![" not in story.body:  # no Markdown image (inline or by reference): no second parse
+        return
     for token in markdown_tokens(story.body):
         if not token.children:
             continue

@@ -51,7 +51,9 @@ name = {name}
 from = {sender}
 # Where replies go (optional).
 reply_to = "editors@example.org"
-# Your web site; adds a "Read on the web" link to <base_url>/<issue>/ (optional).
+# Your web site (the archive 'digest publish' writes): adds a "Read on the web" link to
+# <base_url>/<issue>/, and the email links the issue folder's pictures there (optional;
+# needed for such pictures: publish the issue before you send it).
 base_url = "https://example.org"
 # Identifies the list to mail clients (List-Id header).
 list_id = "newsletter.example.org"

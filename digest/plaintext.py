@@ -34,13 +34,20 @@ def _line_pattern(room: int) -> re.Pattern[str]:
 def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
     """Render a markdown-it token stream as plain text: paragraphs wrapped, links as URLs.
 
-    *lead* (a dateline) is put in front of the first paragraph.
+    *lead* (a dateline) is put in front of the first paragraph, as the HTML part puts it;
+    when the story opens with anything else (a heading, a list, a quote) the dateline is a
+    paragraph of its own before it, as in the HTML part. Headings are upper-cased, their
+    links and URLs never (a URL's path is case-sensitive).
     """
     blocks: list[str] = []
     prefix: list[str] = []  # list markers of the current nesting
     counters: list[int] = []
     quotes = 0
-    pending_lead = lead
+    # The HTML part puts the dateline inside the first paragraph only when the story opens
+    # with one (render.py _story_html); otherwise in a paragraph of its own.
+    pending_lead = lead if tokens and tokens[0].type == "paragraph_open" else ""
+    if lead and not pending_lead:
+        blocks.append(wrap(lead, width))
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -58,13 +65,13 @@ def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
         elif kind == "list_item_close":
             prefix.pop()
         elif kind == "inline":
-            text = _inline_text(tok.children or [])
+            heading = i > 0 and tokens[i - 1].type == "heading_open"
+            text = _inline_text(tok.children or [], upper=heading)
             if pending_lead:
                 text = f"{pending_lead} {text}"
                 pending_lead = ""
-            block_kind = tokens[i - 1].type if i else ""
-            if block_kind == "heading_open":
-                blocks.append(wrap(text.upper(), width))
+            if heading:
+                blocks.append(wrap(text, width))
             else:
                 indent = "".join(" " * len(p) for p in prefix[:-1]) + (prefix[-1] if prefix else "")
                 blocks.append(wrap(text, width, "> " * quotes + indent))
@@ -82,12 +89,33 @@ def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
     return "\n\n".join(blocks)
 
 
-def _inline_text(children: list) -> str:
+# A URL or an address written out in text: a heading's upper-casing leaves it as written.
+_URL = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.|mailto:)\S+|[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+")
+
+
+def _upper_words(text: str) -> str:
+    """Upper-case *text* except the URLs and addresses in it."""
+    out: list[str] = []
+    last = 0
+    for m in _URL.finditer(text):
+        out += [text[last : m.start()].upper(), m.group()]
+        last = m.end()
+    out.append(text[last:].upper())
+    return "".join(out)
+
+
+def _inline_text(children: list, upper: bool = False) -> str:
+    """Render one inline token's children; with *upper* (a heading) its words upper-cased,
+    never a link's target, a URL, an address or code."""
     out: list[str] = []
     href_stack: list[str | None] = []
     for child in children:
         kind = child.type
-        if kind in ("text", "code_inline"):
+        if kind == "text":
+            href = href_stack[-1] if href_stack else None
+            keep = not upper or (href is not None and child.content == href)  # an autolink's URL
+            out.append(child.content if keep else _upper_words(child.content))
+        elif kind == "code_inline":
             out.append(child.content)
         elif kind in ("softbreak", "hardbreak"):
             out.append(" ")
@@ -100,5 +128,6 @@ def _inline_text(children: list) -> str:
             if href and not label_end.endswith(href):
                 out.append(f" <{href}>")
         elif kind == "image":
-            out.append(f"[{child.content or child.attrGet('alt') or 'image'}]")
+            alt = child.content or child.attrGet("alt") or "image"
+            out.append(f"[{_upper_words(alt) if upper else alt}]")
     return "".join(out)

@@ -98,3 +98,29 @@ def test_wrap_keeps_every_word_in_order(text: str, width: int, indent: str) -> N
 def test_long_word_touching_a_no_break_space_is_kept() -> None:
     word = "a" * 80 + "\u00a0»"
     assert wrap(f"Il a dit {word} et puis", 20) == f"Il a dit\n{word}\net puis"
+
+
+def test_a_heading_is_upper_cased_but_never_its_urls() -> None:
+    source = (
+        "## Read [the Report](https://example.org/Reports/Q1.PDF) now\n\n"
+        "# See <https://Ex.org/A> or www.Ex.org/B\n"
+    )
+    assert tokens_to_text(markdown_tokens(source)) == (
+        "READ THE REPORT <https://example.org/Reports/Q1.PDF> NOW\n\nSEE https://Ex.org/A OR www.Ex.org/B"
+    )
+
+
+def test_a_dateline_before_a_heading_is_a_paragraph_of_its_own_as_in_the_html() -> None:
+    # The HTML part (render.py) puts the dateline in the first paragraph only when the story
+    # opens with one; before a heading, a list or a quote it is a paragraph of its own.
+    lead = "ZÜRICH, June 13. /Reuters/."
+    assert tokens_to_text(markdown_tokens("## Market update\n\nShares rose."), lead=lead) == (
+        "ZÜRICH, June 13. /Reuters/.\n\nMARKET UPDATE\n\nShares rose."
+    )
+    assert tokens_to_text(markdown_tokens("- one\n- two"), lead=lead) == (
+        "ZÜRICH, June 13. /Reuters/.\n\n- one\n\n- two"
+    )
+    assert tokens_to_text(markdown_tokens("Shares rose.\n\n## Later"), lead=lead) == (
+        "ZÜRICH, June 13. /Reuters/. Shares rose.\n\nLATER"
+    )
+    assert tokens_to_text(markdown_tokens(""), lead=lead) == lead

@@ -46,19 +46,40 @@ def unstructured_header(name: str, value: str) -> bytes:
 
 
 def list_id_header(description: str, list_id: str) -> bytes:
-    """Return the List-Id header: the description as a phrase, then ``<list-id>`` (RFC 2919)."""
+    """Return the List-Id header: the description as a phrase, then ``<list-id>`` (RFC 2919).
+
+    The description is a phrase, as a display name is: written as address_header writes
+    one (atoms as they are, quoted where it holds a special such as ``,`` or ``"``,
+    encoded words where it is not ASCII), so ``"Brief, Morning" <brief.example.org>``
+    is never read as the list ``Brief``.
+    """
     description = clean_value(description)
     tail = f"<{clean_value(list_id).strip('<>')}>"
-    value = f"{description} {tail}" if description else tail
-    folded = _folded("List-Id", value)
-    if (
-        folded is None
-        or str(_parse("List-Id", folded)) != value
-        or _longest(folded) > 78
-        or not folded.rstrip().endswith(tail.encode())
-    ):
-        folded = _encoded_whole("List-Id", description, tail).encode("ascii")
-    return _verified("List-Id", folded, lambda h: str(h) == value)
+    if not description:
+        return _verified("List-Id", f"List-Id: {tail}{CRLF}".encode("ascii"), lambda h: str(h) == tail)
+    # Written as an address header (Reply-To: one octet longer than List-Id, so no line
+    # grows) with a stand-in address as long as the list id, which then takes its place.
+    stand_in = "x@" + "x" * max(len(tail) - 4, 1)
+    written = address_header("Reply-To", description, stand_in)
+    head, found, rest = written.removeprefix(b"Reply-To:").rpartition(f"<{stand_in}>".encode("ascii"))
+    if not found or rest != CRLF.encode():
+        raise ValueError(f"cannot write the List-Id header: {written[:80]!r}")
+    folded = b"List-Id:" + head + tail.encode("ascii") + rest
+    return _verified("List-Id", folded, lambda h: _list_description(folded, tail) == description)
+
+
+def _list_description(folded: bytes, tail: str) -> str | None:
+    """Return the description of a List-Id header as a phrase reads (RFC 2919, RFC 2047 6.2):
+    the header read as a From header whose address is the list id's stand-in."""
+    value = folded.decode("ascii").split(":", 1)[1]
+    if not value.rstrip().endswith(tail):
+        return None
+    stand_in = "x@" + "x" * max(len(tail) - 4, 1)
+    as_from = f"From:{value.rstrip().removesuffix(tail)}<{stand_in}>{CRLF}".encode("ascii")
+    parsed = _parse("From", as_from)
+    if parsed.defects or len(parsed.addresses) != 1 or parsed.addresses[0].addr_spec != stand_in:
+        return None
+    return _display_name(parsed.addresses[0], as_from, stand_in)
 
 
 def address_header(name: str, display: str | None, addr_spec: str) -> bytes:

@@ -72,6 +72,20 @@ def _rfc2047_display(raw: bytes, name: str, address: str) -> str:
     return str(make_header(decode_header(phrase)))
 
 
+def _list_description(raw: bytes, list_id: str = "news.example.org") -> str:
+    """List-Id's description as RFC 2919 reads it: a phrase, as a display name is (read so by
+    Python's address parser, the list id standing in as the address), then ``<list-id>``."""
+    value = raw.decode("ascii").split(":", 1)[1]
+    phrase, found, rest = value.rpartition(f"<{list_id}>")
+    assert found and rest == "\r\n", raw
+    if not phrase.strip():
+        return ""
+    as_from = f"From:{phrase}<list@{list_id}>\r\n".encode("ascii")
+    msg = _strict(as_from)
+    assert not msg["From"].defects and len(msg["From"].addresses) == 1, raw
+    return _rfc2047_display(as_from, "From", f"list@{list_id}")
+
+
 @pytest.mark.parametrize("value", VALUES)
 def test_every_header_parses_back_exactly(value: str) -> None:
     expected = clean_value(value)
@@ -89,7 +103,7 @@ def test_every_header_parses_back_exactly(value: str) -> None:
     assert _rfc2047_display(from_, "From", "digest@example.org") == expected
     assert _rfc2047_display(to, "To", "reader+tag@example.com") == expected
     assert str(msg["Subject"]) == expected
-    assert str(msg["List-Id"]) == (f"{expected} <news.example.org>" if expected else "<news.example.org>")
+    assert _list_description(list_id) == expected
     # The list's id is outside every encoded word (RFC 2919), the address outside the name.
     assert list_id.count(b"<news.example.org>") == 1
     assert from_.count(b"<digest@example.org>") == 1 or from_ == b"From: digest@example.org\r\n"
@@ -247,5 +261,23 @@ def test_any_subject_and_list_description_read_back_exactly(value: str) -> None:
     msg = _strict(blob)
     assert not msg["Subject"].defects and not msg["List-Id"].defects
     assert str(msg["Subject"]) == expected
-    assert str(msg["List-Id"]) == (f"{expected} <news.example.org>" if expected else "<news.example.org>")
+    assert _list_description(list_id_header(value, "news.example.org")) == expected
     assert all(len(line) <= 78 for line in _lines(blob))
+
+
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        ("Brief, Morning", b'List-Id: "Brief, Morning" <brief.example.org>\r\n'),
+        ("The World Digest", b"List-Id: The World Digest <brief.example.org>\r\n"),
+        (
+            'Say "hi" (or not); <x> a:b \\',
+            b'List-Id: "Say \\"hi\\" (or not); <x> a:b \\\\" <brief.example.org>\r\n',
+        ),
+    ],
+)
+def test_list_id_description_is_a_phrase(name: str, written: bytes) -> None:
+    """RFC 2919: the description is a phrase; "Brief, Morning" unquoted reads as the list 'Brief'."""
+    raw = list_id_header(name, "brief.example.org")
+    assert raw == written
+    assert _list_description(raw, "brief.example.org") == name

@@ -27,13 +27,22 @@ _READ = email.policy.default
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Bidi embedding, override and isolate controls: a name holding one could reorder what
+# a mail client shows beside it (the address).
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# What folds into one ASCII space: ASCII white space (CR, LF, TAB, ...), the other control
+# characters (C0, DEL, C1: a list's stray NUL or ESC) and the line and paragraph separators.
+_BREAKS = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 
 
 def clean_value(value: str | None) -> str:
-    """Fold whitespace (CR/LF included) and control characters (a list's stray NUL or ESC)
-    into single spaces, so a value cannot break a header or a line."""
-    return " ".join(_CONTROL.sub(" ", str(value or "")).split())
+    """Fold CR, LF, TAB, runs of ASCII spaces and control characters into single spaces and
+    drop bidi controls, so a value cannot break a header or a line, nor reorder its neighbours.
+
+    Other Unicode spaces stay as written: a no-break space (« mot »), a narrow one, an
+    ideographic space in a Japanese name (headers encode them; the text part keeps them).
+    """
+    return _BREAKS.sub(" ", _BIDI_CONTROLS.sub("", str(value or ""))).strip(" ")
 
 
 def unstructured_header(name: str, value: str) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import unicodedata
 from email.header import decode_header, make_header
 from pathlib import Path
 
@@ -52,6 +53,11 @@ VALUES = [
     "=?UTF-8?Q?J=C3?= é",
     "Zoë\x00 Ångström\x1b[1m\x7f",
     "x" * 70 + "¡",
+    # Unicode spaces stay (encoded, never raw); bidi controls go.
+    "«\u00a0Le\u202fmot\u00a0» du jour",
+    "山田\u3000太郎",
+    "\u00a0lead and trail\u3000",
+    "Ann \u202egro.elpmaxe@live\u202c \u2066x\u2069",
 ]
 
 
@@ -224,9 +230,11 @@ def test_an_internationalised_domain_is_written_in_ascii() -> None:
 # or long, and pieces of RFC 2047 encoded words, whole or cut short ("=?utf-8?b? é" from a
 # CSV export once stopped a whole send).
 _PIECES = ["=?", "?=", "=?utf-8?b?", "=?UTF-8?Q?", "=?iso-8859-1?q?", "=?x-unknown?b?", "=C3", "SGk=", "?"]
+# Unicode spaces a name keeps (encoded), a separator and bidi controls it loses.
+_SPACES = ["\u00a0", "\u202f", "\u2009", "\u3000", "\u2028", "\u202e", "\u2066", "\u0085"]
 _NAME = st.lists(
     st.one_of(
-        st.sampled_from(list(" .,;:\"()<>[]@\\'-=?_") + _PIECES),
+        st.sampled_from(list(" .,;:\"()<>[]@\\'-=?_") + _PIECES + _SPACES),
         st.characters(blacklist_categories=("Cs",)),
         st.text(max_size=12),
     ),
@@ -281,3 +289,30 @@ def test_list_id_description_is_a_phrase(name: str, written: bytes) -> None:
     raw = list_id_header(name, "brief.example.org")
     assert raw == written
     assert _list_description(raw, "brief.example.org") == name
+
+
+def test_clean_value_keeps_unicode_spaces_and_drops_controls() -> None:
+    assert clean_value("«\u00a0mot\u00a0»") == "«\u00a0mot\u00a0»"
+    assert clean_value("山田\u3000太郎") == "山田\u3000太郎"
+    assert clean_value("a\u202fb\u2009c") == "a\u202fb\u2009c"
+    assert clean_value("  Evil\r\n\tBcc:\x00\x1b[1m \x85x\u2028y  ") == "Evil Bcc: [1m x y"
+    # A name must not reorder the address shown beside it.
+    assert clean_value("Ann\u202e gro.elpmaxe\u202c\u2066\u2067\u2068\u2069\u202a\u202b\u202d") == (
+        "Ann gro.elpmaxe"
+    )
+
+
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_clean_value_folds_only_ascii_spaces_and_controls(value: str) -> None:
+    """Property: the characters kept are exactly those that are neither controls, ASCII
+    spaces, line separators nor bidi controls, in order; cleaning twice changes nothing."""
+    cleaned = clean_value(value)
+    assert clean_value(cleaned) == cleaned
+    assert "  " not in cleaned and not cleaned.startswith(" ") and not cleaned.endswith(" ")
+    assert not any(c in _BIDI or unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in cleaned)
+    kept = [c for c in value if c not in _BIDI and unicodedata.category(c) != "Cc" and c not in " \u2028\u2029"]
+    assert cleaned.replace(" ", "") == "".join(kept)

@@ -200,3 +200,12 @@ def test_a_mailto_unsubscribe_with_uri_characters_in_its_local_part_is_percent_e
         template.personalise(Recipient("a@example.org")), policy=email.policy.strict
     )
     assert "<mailto:un%3Fsub%23scribe%25%26x@example.org?subject=unsubscribe>" in message["List-Unsubscribe"]
+
+
+def test_merge_fields_keep_unicode_spaces_and_lose_bidi_controls(greeting_project) -> None:
+    template = _template()
+    recipient = Recipient("reader@example.com", {"name": "山田\u3000太郎\u202e", "plan": "«\u00a0Pro\u00a0»"})
+    msg = email.message_from_bytes(template.personalise(recipient), policy=email.policy.strict)
+    assert "Dear 山田\u3000太郎 («\u00a0Pro\u00a0»)," in msg.get_body(("plain",)).get_content()
+    assert "Dear 山田\u3000太郎," in msg.get_body(("html",)).get_content()
+    assert msg["To"].addresses[0].display_name == "山田\u3000太郎"

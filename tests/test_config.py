@@ -85,7 +85,11 @@ def test_invalid_toml_reports_the_line(tmp_path: Path) -> None:
         ("en", None, "ltr"),
         ("ar", None, "rtl"),
         ("he-IL", None, "rtl"),
-        ("fa_IR", None, "rtl"),
+        ("fa-IR", None, "rtl"),
+        # The script subtag decides; else the language (its usual script).
+        *((tag, None, "rtl") for tag in ("pa-Arab", "az-Arab", "ku-Arab", "ms-Arab", "ff-Adlm", "ar-arz-EG")),
+        *((tag, None, "rtl") for tag in ("prs", "pnb", "azb", "nqo", "ji", "ckb", "sd", "ug", "dv", "syr")),
+        *((tag, None, "ltr") for tag in ("he-Latn", "az-Latn", "ar-Latn", "sd-Deva", "pa", "ku", "az", "zh")),
         ("ar", "ltr", "ltr"),
         ("en", "rtl", "rtl"),
     ],
@@ -107,6 +111,36 @@ def test_text_direction_comes_from_the_language(
         + (f'direction = "{direction}"\n' if direction else ""),
     )
     assert load_newsletter(path).text_direction == expected
+
+
+@pytest.mark.parametrize(
+    ("language", "hint"),
+    [
+        ("ar_EG", 'write language = "ar-EG"'),
+        ("en US", 'write language = "en-US"'),
+        ("english!", "letters and digits joined by hyphens"),
+        ("", "letters and digits joined by hyphens"),
+        ("en-", 'write language = "en"'),
+    ],
+)
+def test_a_language_that_is_not_a_bcp47_tag_is_an_error(tmp_path: Path, language: str, hint: str) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        f"""
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://example.org/u"
+        list_id = "n.example.org"
+        disclaimer = "D"
+        language = "{language}"
+    """,
+    )
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert e.value.message == f"'language' is not a BCP 47 language tag: {language!r}"
+    assert e.value.line == 7 and e.value.path == path
+    assert hint in e.value.hint
 
 
 def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:

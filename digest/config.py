@@ -60,6 +60,24 @@ _LANGUAGE_TAG = re.compile(
     re.IGNORECASE,
 )
 _TOML_LINE = re.compile(r"at line (\d+)")
+# Values that reach a header, the envelope or the text part: no control character (a bare
+# CR, a NUL, an escape code: they break a line or a header) nor bidi embedding, override or
+# isolate control (they reorder what is shown beside them; headers would drop them).
+_SHOWN_KEYS = (
+    "name",
+    "from",
+    "reply_to",
+    "disclaimer",
+    "list_id",
+    "unsubscribe_url",
+    "unsubscribe_mailto",
+    "base_url",
+    "bounce_address",
+)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_DISCLAIMER_SPACE = "\t\n\r"  # a multi-line TOML string: its line breaks fold into spaces
+# RFC 2919: list-label "." namespace, dot-atom text (ASCII).
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 
 
 @dataclass(frozen=True)
@@ -349,6 +367,20 @@ def load_newsletter(path: Path) -> Newsletter:
             )
         )
     problems += _bounce_problems(table, path, text)
+    # A value its own check refused already (an address with CR/LF in it) is not reported twice.
+    reported = {key for key in _SHOWN_KEYS for err in problems if err.message.startswith(f"'{key}' ")}
+    problems += _control_problems(table, path, text, skip=reported)
+    list_id = table.get("list_id")
+    if isinstance(list_id, str) and list_id.strip() and not _LIST_ID.fullmatch(list_id.strip().strip("<>")):
+        problems.append(
+            ConfigError(
+                f"'list_id' is not a list id (RFC 2919): {list_id!r}",
+                path=path,
+                line=_line_of(text, "list_id"),
+                hint='write it like a domain name you own, e.g. list_id = "news.example.org" '
+                "(ASCII letters, digits and hyphens, at least one dot; no spaces)",
+            )
+        )
     raise_all(problems)
     return Newsletter(
         name=table["name"].strip(),
@@ -366,6 +398,47 @@ def load_newsletter(path: Path) -> Newsletter:
         bounce_address=_ascii_mailbox(table.get("bounce_address") or "") or None,
         bounce_threshold=float(table.get("bounce_threshold", 3.0)),
     )
+
+
+def control_character(value: str, allowed: str = "") -> str | None:
+    """Return the first control character of *value* (C0, DEL, C1, a line or paragraph
+    separator, a bidi embedding, override or isolate) not in *allowed*, as ``U+XXXX``."""
+    for m in _CONTROL.finditer(value):
+        if m.group() not in allowed:
+            return f"U+{ord(m.group()):04X}"
+    return None
+
+
+def _control_hint(found: str) -> str:
+    if found in ("U+000D", "U+000A", "U+0009"):
+        return (
+            "write the value on one line with plain spaces "
+            "(a bare \\r, \\n or \\t breaks a header or the plain-text part)"
+        )
+    if "U+202A" <= found <= "U+202E" or "U+2066" <= found <= "U+2069":
+        return "remove it: a bidi control reorders the text shown beside it (U+200E/U+200F marks are allowed)"
+    return "remove it: control characters break headers and the plain-text part"
+
+
+def _control_problems(table: dict, path: Path, text: str, skip: set[str]) -> list[DigestError]:
+    """Report each value that would carry a control character into a header or the text part
+    (the white space around a value is not kept, so it does not count)."""
+    problems: list[DigestError] = []
+    for key in _SHOWN_KEYS:
+        value = table.get(key)
+        if not isinstance(value, str) or key in skip:
+            continue
+        found = control_character(value.strip(), _DISCLAIMER_SPACE if key == "disclaimer" else "")
+        if found:
+            problems.append(
+                ConfigError(
+                    f"'{key}' holds a control character ({found})",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint=_control_hint(found),
+                )
+            )
+    return problems
 
 
 def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str], list[DigestError]]:
@@ -392,6 +465,17 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
                     path=path,
                     line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
                     hint='write "tass.com" = "TASS"',
+                )
+            )
+            continue
+        found = control_character(name)
+        if found:
+            problems.append(
+                ConfigError(
+                    f"[sources] entry {site!r} holds a control character ({found})",
+                    path=path,
+                    line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
+                    hint=_control_hint(found),
                 )
             )
             continue

@@ -4,7 +4,8 @@ Display names become RFC 2047 encoded words with the address outside them;
 lines fold at 78 octets where possible and never exceed 998. Every folded
 header is parsed back and compared with the value it carries: text that the
 policy alone would not give back (an ASCII value that looks like an encoded
-word, ``=?...?=``) is encoded whole, so a reader always sees exactly the value.
+word, ``=?...?=``, or "=?" beside encoded words) is encoded whole, so a reader
+always sees exactly the value.
 """
 
 from __future__ import annotations
@@ -49,9 +50,39 @@ def unstructured_header(name: str, value: str) -> bytes:
     """Return ``Name: value`` folded and encoded (Subject, List-Id, ...), CRLF-ended."""
     value = clean_value(value)
     folded = _folded(name, value)
-    if folded is None or str(_parse(name, folded)) != value or _longest(folded) > 78:
+    if (
+        folded is None
+        or str(_parse(name, folded)) != value
+        or _longest(folded) > 78
+        or _could_be_misread(value)
+        # CPython can glue an encoded word to the text beside it (". =?utf-8?q?=C2=A0?=."),
+        # which RFC 2047 does not allow and other decoders leave undecoded.
+        or _rfc2047_text(folded) != value
+    ):
         folded = _encoded_whole(name, value, "").encode("ascii")
-    return _verified(name, folded, lambda h: str(h) == value)
+    return _verified(name, folded, lambda h: str(h) == value and _rfc2047_text(folded) == value)
+
+
+def _could_be_misread(value: str) -> bool:
+    """Whether text that looks like part of an encoded word ("=?") would be left raw where a
+    decoder could take it for one: beside the encoded words of a non-ASCII value
+    ("Tip: =?utf-8?b? is how ... =?utf-8?b?4oCT?=": a decoder runs from the first "=?" to the
+    last "?="), or anywhere a lenient decoder (email.header's) reads it otherwise."""
+    if "=?" not in value:
+        return False
+    return not value.isascii() or _rfc2047_text(value.encode("ascii")) != value
+
+
+def _rfc2047_text(folded: bytes) -> str | None:
+    """Return unstructured text as a lenient RFC 2047 decoder (email.header) reads it, the
+    folds unfolded (None if it does not decode)."""
+    text = folded.decode("ascii")
+    if text.endswith(CRLF) and ":" in text:
+        text = text.split(":", 1)[1].removesuffix(CRLF).replace(CRLF, "").lstrip(" ")
+    try:
+        return str(make_header(decode_header(text)))
+    except (email.errors.MessageError, UnicodeError, LookupError, ValueError):
+        return None
 
 
 def list_id_header(description: str, list_id: str) -> bytes:

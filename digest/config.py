@@ -30,9 +30,55 @@ _OPTIONAL = (
     "bounce_address",
     "bounce_threshold",
 )
-# Languages written right to left (primary subtag); `direction` in digest.toml overrides.
-_RTL_LANGUAGES = {"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ps", "sd", "syr", "ug", "ur", "yi"}
+# Scripts written right to left (ISO 15924): a language tag's script subtag decides
+# ("pa-Arab" is right to left, "he-Latn" left to right).
+_RTL_SCRIPTS = {
+    "adlm", "arab", "aran", "armi", "avst", "chrs", "cprt", "elym", "gara", "hatr", "hebr", "hung",
+    "khar", "lydi", "mand", "mani", "mend", "narb", "nbat", "nkoo", "orkh", "ougr", "palm", "phli",
+    "phlp", "phnx", "prti", "rohg", "samr", "sarb", "sogd", "sogo", "syrc", "syre", "syrj", "syrn",
+    "thaa", "yezi",
+}  # fmt: skip
+# Languages written right to left in their usual script, when the tag names no script
+# (primary or extended language subtag); `direction` in digest.toml overrides both.
+_RTL_LANGUAGES = {
+    "aao", "abh", "abv", "acm", "acq", "acw", "acx", "acy", "adf", "aeb", "aec", "afb", "aii", "ajp",
+    "apc", "apd", "ar", "arb", "arc", "arq", "ars", "ary", "arz", "auz", "avl", "ayh", "ayl", "ayn",
+    "ayp", "azb", "bal", "bbz", "bgn", "bqi", "brh", "ckb", "dv", "fa", "glk", "haz", "he", "hnd",
+    "iw", "ji", "jrb", "khw", "ks", "lki", "lrc", "luz", "mid", "mzn", "nqo", "pbt", "pbu", "pes",
+    "pga", "pnb", "prs", "ps", "pst", "rhg", "sam", "sd", "sdh", "shu", "skr", "ssh", "syr", "ug",
+    "ur", "yi", "ydd", "yih",
+}  # fmt: skip
+# A well-formed BCP 47 language tag (RFC 5646 2.1): language (with extended subtags),
+# script, region, variants, extensions, private use; or private use alone.
+_LANGUAGE_TAG = re.compile(
+    r"(?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})"
+    r"(?:-[a-z]{4})?"
+    r"(?:-(?:[a-z]{2}|[0-9]{3}))?"
+    r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*"
+    r"(?:-[0-9a-wyz](?:-[a-z0-9]{2,8})+)*"
+    r"(?:-x(?:-[a-z0-9]{1,8})+)?"
+    r"|x(?:-[a-z0-9]{1,8})+|i-[a-z]{3,8}",
+    re.IGNORECASE,
+)
 _TOML_LINE = re.compile(r"at line (\d+)")
+# Values that reach a header, the envelope or the text part: no control character (a bare
+# CR, a NUL, an escape code: they break a line or a header) nor bidi embedding, override or
+# isolate control (they reorder what is shown beside them; headers would drop them).
+_SHOWN_KEYS = (
+    "name",
+    "from",
+    "reply_to",
+    "disclaimer",
+    "list_id",
+    "unsubscribe_url",
+    "unsubscribe_mailto",
+    "base_url",
+    "bounce_address",
+)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_DISCLAIMER_SPACE = "\t\n\r"  # a multi-line TOML string: its line breaks fold into spaces
+# RFC 2919: list-label "." namespace, dot-atom text (ASCII).
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 
 
 @dataclass(frozen=True)
@@ -59,8 +105,7 @@ class Newsletter:
         """Return "rtl" or "ltr": `direction` as written, else from the language."""
         if self.direction:
             return self.direction
-        primary = self.language.replace("_", "-").split("-")[0].lower()
-        return "rtl" if primary in _RTL_LANGUAGES else "ltr"
+        return language_direction(self.language)
 
     def source_for(self, url: str | None) -> str | None:
         """Return the source name [sources] gives the site of *url* (www. or not), if any."""
@@ -82,6 +127,26 @@ class Newsletter:
             return ascii_address(f"x@{domain}").rpartition("@")[2] if domain else "localhost"
         except ValueError:
             return "localhost"
+
+
+def language_direction(tag: str) -> str:
+    """Return "rtl" or "ltr" for a BCP 47 language tag: by its script subtag when it has one
+    ("pa-Arab", "he-Latn"), else by its language ("ar", "ckb", "zh-yue")."""
+    subtags = tag.strip().lower().replace("_", "-").split("-")
+    languages = [subtags[0]]
+    for subtag in subtags[1:]:
+        if len(subtag) == 3 and subtag.isalpha():  # an extended language subtag ("ar-arz")
+            languages.append(subtag)
+            continue
+        if len(subtag) == 4 and subtag.isalpha():  # the script
+            return "rtl" if subtag in _RTL_SCRIPTS else "ltr"
+        break
+    return "rtl" if any(language in _RTL_LANGUAGES for language in languages) else "ltr"
+
+
+def is_language_tag(tag: str) -> bool:
+    """Whether *tag* is a well-formed BCP 47 language tag ("en", "ar-EG", "pa-Arab-PK")."""
+    return _LANGUAGE_TAG.fullmatch(tag) is not None
 
 
 @dataclass(frozen=True)
@@ -233,6 +298,19 @@ def load_newsletter(path: Path) -> Newsletter:
                     f"'{key}' must be text", path=path, line=_line_of(text, key), hint=f'write {key} = "..."'
                 )
             )
+        elif value is not None and not is_language_tag(value):
+            fixed = re.sub(r"[_\s]+", "-", value.strip()).strip("-")
+            problems.append(
+                ConfigError(
+                    f"'{key}' is not a BCP 47 language tag: {value!r}",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint=f'write {key} = "{fixed}"'
+                    if is_language_tag(fixed)
+                    else "letters and digits joined by hyphens: a language, then a script and a region if "
+                    'need be, e.g. "en", "ar-EG", "pa-Arab"',
+                )
+            )
     sources, source_problems = _read_sources(data.get("sources"), path, text)
     problems += source_problems
     for key in data:
@@ -301,6 +379,20 @@ def load_newsletter(path: Path) -> Newsletter:
             )
         )
     problems += _bounce_problems(table, path, text)
+    # A value its own check refused already (an address with CR/LF in it) is not reported twice.
+    reported = {key for key in _SHOWN_KEYS for err in problems if err.message.startswith(f"'{key}' ")}
+    problems += _control_problems(table, path, text, skip=reported)
+    list_id = table.get("list_id")
+    if isinstance(list_id, str) and list_id.strip() and not _LIST_ID.fullmatch(list_id.strip().strip("<>")):
+        problems.append(
+            ConfigError(
+                f"'list_id' is not a list id (RFC 2919): {list_id!r}",
+                path=path,
+                line=_line_of(text, "list_id"),
+                hint='write it like a domain name you own, e.g. list_id = "news.example.org" '
+                "(ASCII letters, digits and hyphens, at least one dot; no spaces)",
+            )
+        )
     raise_all(problems)
     return Newsletter(
         name=table["name"].strip(),
@@ -318,6 +410,47 @@ def load_newsletter(path: Path) -> Newsletter:
         bounce_address=_ascii_mailbox(table.get("bounce_address") or "") or None,
         bounce_threshold=float(table.get("bounce_threshold", 3.0)),
     )
+
+
+def control_character(value: str, allowed: str = "") -> str | None:
+    """Return the first control character of *value* (C0, DEL, C1, a line or paragraph
+    separator, a bidi embedding, override or isolate) not in *allowed*, as ``U+XXXX``."""
+    for m in _CONTROL.finditer(value):
+        if m.group() not in allowed:
+            return f"U+{ord(m.group()):04X}"
+    return None
+
+
+def _control_hint(found: str) -> str:
+    if found in ("U+000D", "U+000A", "U+0009"):
+        return (
+            "write the value on one line with plain spaces "
+            "(a bare \\r, \\n or \\t breaks a header or the plain-text part)"
+        )
+    if "U+202A" <= found <= "U+202E" or "U+2066" <= found <= "U+2069":
+        return "remove it: a bidi control reorders the text shown beside it (U+200E/U+200F marks are allowed)"
+    return "remove it: control characters break headers and the plain-text part"
+
+
+def _control_problems(table: dict, path: Path, text: str, skip: set[str]) -> list[DigestError]:
+    """Report each value that would carry a control character into a header or the text part
+    (the white space around a value is not kept, so it does not count)."""
+    problems: list[DigestError] = []
+    for key in _SHOWN_KEYS:
+        value = table.get(key)
+        if not isinstance(value, str) or key in skip:
+            continue
+        found = control_character(value.strip(), _DISCLAIMER_SPACE if key == "disclaimer" else "")
+        if found:
+            problems.append(
+                ConfigError(
+                    f"'{key}' holds a control character ({found})",
+                    path=path,
+                    line=_line_of(text, key),
+                    hint=_control_hint(found),
+                )
+            )
+    return problems
 
 
 def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str], list[DigestError]]:
@@ -344,6 +477,17 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
                     path=path,
                     line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
                     hint='write "tass.com" = "TASS"',
+                )
+            )
+            continue
+        found = control_character(name)
+        if found:
+            problems.append(
+                ConfigError(
+                    f"[sources] entry {site!r} holds a control character ({found})",
+                    path=path,
+                    line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
+                    hint=_control_hint(found),
                 )
             )
             continue

@@ -4,7 +4,8 @@ Display names become RFC 2047 encoded words with the address outside them;
 lines fold at 78 octets where possible and never exceed 998. Every folded
 header is parsed back and compared with the value it carries: text that the
 policy alone would not give back (an ASCII value that looks like an encoded
-word, ``=?...?=``) is encoded whole, so a reader always sees exactly the value.
+word, ``=?...?=``, or "=?" beside encoded words) is encoded whole, so a reader
+always sees exactly the value.
 """
 
 from __future__ import annotations
@@ -27,38 +28,98 @@ _READ = email.policy.default
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Bidi embedding, override and isolate controls: a name holding one could reorder what
+# a mail client shows beside it (the address).
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# What folds into one ASCII space: ASCII white space (CR, LF, TAB, ...), the other control
+# characters (C0, DEL, C1: a list's stray NUL or ESC) and the line and paragraph separators.
+_BREAKS = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 
 
 def clean_value(value: str | None) -> str:
-    """Fold whitespace (CR/LF included) and control characters (a list's stray NUL or ESC)
-    into single spaces, so a value cannot break a header or a line."""
-    return " ".join(_CONTROL.sub(" ", str(value or "")).split())
+    """Fold CR, LF, TAB, runs of ASCII spaces and control characters into single spaces and
+    drop bidi controls, so a value cannot break a header or a line, nor reorder its neighbours.
+
+    Other Unicode spaces stay as written: a no-break space (« mot »), a narrow one, an
+    ideographic space in a Japanese name (headers encode them; the text part keeps them).
+    """
+    return _BREAKS.sub(" ", _BIDI_CONTROLS.sub("", str(value or ""))).strip(" ")
 
 
 def unstructured_header(name: str, value: str) -> bytes:
     """Return ``Name: value`` folded and encoded (Subject, List-Id, ...), CRLF-ended."""
     value = clean_value(value)
     folded = _folded(name, value)
-    if folded is None or str(_parse(name, folded)) != value or _longest(folded) > 78:
+    if (
+        folded is None
+        or str(_parse(name, folded)) != value
+        or _longest(folded) > 78
+        or _could_be_misread(value)
+        # CPython can glue an encoded word to the text beside it (". =?utf-8?q?=C2=A0?=."),
+        # which RFC 2047 does not allow and other decoders leave undecoded.
+        or _rfc2047_text(folded) != value
+    ):
         folded = _encoded_whole(name, value, "").encode("ascii")
-    return _verified(name, folded, lambda h: str(h) == value)
+    return _verified(name, folded, lambda h: str(h) == value and _rfc2047_text(folded) == value)
+
+
+def _could_be_misread(value: str) -> bool:
+    """Whether text that looks like part of an encoded word ("=?") would be left raw where a
+    decoder could take it for one: beside the encoded words of a non-ASCII value
+    ("Tip: =?utf-8?b? is how ... =?utf-8?b?4oCT?=": a decoder runs from the first "=?" to the
+    last "?="), or anywhere a lenient decoder (email.header's) reads it otherwise."""
+    if "=?" not in value:
+        return False
+    return not value.isascii() or _rfc2047_text(value.encode("ascii")) != value
+
+
+def _rfc2047_text(folded: bytes) -> str | None:
+    """Return unstructured text as a lenient RFC 2047 decoder (email.header) reads it, the
+    folds unfolded (None if it does not decode)."""
+    text = folded.decode("ascii")
+    if text.endswith(CRLF) and ":" in text:
+        text = text.split(":", 1)[1].removesuffix(CRLF).replace(CRLF, "").lstrip(" ")
+    try:
+        return str(make_header(decode_header(text)))
+    except (email.errors.MessageError, UnicodeError, LookupError, ValueError):
+        return None
 
 
 def list_id_header(description: str, list_id: str) -> bytes:
-    """Return the List-Id header: the description as a phrase, then ``<list-id>`` (RFC 2919)."""
+    """Return the List-Id header: the description as a phrase, then ``<list-id>`` (RFC 2919).
+
+    The description is a phrase, as a display name is: written as address_header writes
+    one (atoms as they are, quoted where it holds a special such as ``,`` or ``"``,
+    encoded words where it is not ASCII), so ``"Brief, Morning" <brief.example.org>``
+    is never read as the list ``Brief``.
+    """
     description = clean_value(description)
     tail = f"<{clean_value(list_id).strip('<>')}>"
-    value = f"{description} {tail}" if description else tail
-    folded = _folded("List-Id", value)
-    if (
-        folded is None
-        or str(_parse("List-Id", folded)) != value
-        or _longest(folded) > 78
-        or not folded.rstrip().endswith(tail.encode())
-    ):
-        folded = _encoded_whole("List-Id", description, tail).encode("ascii")
-    return _verified("List-Id", folded, lambda h: str(h) == value)
+    if not description:
+        return _verified("List-Id", f"List-Id: {tail}{CRLF}".encode("ascii"), lambda h: str(h) == tail)
+    # Written as an address header (Reply-To: one octet longer than List-Id, so no line
+    # grows) with a stand-in address as long as the list id, which then takes its place.
+    stand_in = "x@" + "x" * max(len(tail) - 4, 1)
+    written = address_header("Reply-To", description, stand_in)
+    head, found, rest = written.removeprefix(b"Reply-To:").rpartition(f"<{stand_in}>".encode("ascii"))
+    if not found or rest != CRLF.encode():
+        raise ValueError(f"cannot write the List-Id header: {written[:80]!r}")
+    folded = b"List-Id:" + head + tail.encode("ascii") + rest
+    return _verified("List-Id", folded, lambda h: _list_description(folded, tail) == description)
+
+
+def _list_description(folded: bytes, tail: str) -> str | None:
+    """Return the description of a List-Id header as a phrase reads (RFC 2919, RFC 2047 6.2):
+    the header read as a From header whose address is the list id's stand-in."""
+    value = folded.decode("ascii").split(":", 1)[1]
+    if not value.rstrip().endswith(tail):
+        return None
+    stand_in = "x@" + "x" * max(len(tail) - 4, 1)
+    as_from = f"From:{value.rstrip().removesuffix(tail)}<{stand_in}>{CRLF}".encode("ascii")
+    parsed = _parse("From", as_from)
+    if parsed.defects or len(parsed.addresses) != 1 or parsed.addresses[0].addr_spec != stand_in:
+        return None
+    return _display_name(parsed.addresses[0], as_from, stand_in)
 
 
 def address_header(name: str, display: str | None, addr_spec: str) -> bytes:

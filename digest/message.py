@@ -163,7 +163,8 @@ class MessageTemplate:
         head += list_id_header(newsletter.name, newsletter.list_id)
         self._head = bytes(head)
         body = bytearray()
-        body += f'Content-Type: multipart/alternative; boundary="{self.boundary}"'.encode() + CRLF
+        # Folded before the parameter: on one line it is 81 octets, over the 78 of RFC 5322.
+        body += b"Content-Type: multipart/alternative;" + CRLF + f' boundary="{self.boundary}"'.encode() + CRLF
         body += CRLF + b"This is a multi-part message in MIME format." + CRLF
         self._body_head = bytes(body)
         self._part_heads = tuple(

@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import re
 import textwrap
+import unicodedata
 from functools import lru_cache
 
-WIDTH = 76
+WIDTH = 76  # display columns: an East Asian wide or fullwidth character takes two
 # Fold ASCII white space only: a no-break space stays where the editor put it.
 _SPACES = re.compile(r"[ \t\n\r\f\v]+")
+# A word that holds a link ("<https://例え.jp/パス>"): never broken, whatever its script.
+_LINK_WORD = re.compile(r"://|www\.|mailto:", re.IGNORECASE)
+# Wide characters a line may not start with (closing brackets and punctuation, small kana,
+# the prolonged sound mark) or end with (opening brackets): the simplest line-breaking
+# rules of Japanese and Chinese (kinsoku).
+_NO_START = set(
+    "、。，．：；？！）〕］｝〉》」』】〙〗〟’”・ー゛゜ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ々〻"
+)
+_NO_END = set("（〔［｛〈《「『【〘〖〝‘“")
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
-    """Wrap one paragraph greedily at spaces, never breaking words or URLs.
+    """Wrap one paragraph greedily at ``width`` display columns, never breaking URLs.
 
-    Gives the lines of textwrap.fill(..., break_long_words=False,
-    break_on_hyphens=False), with one regular expression instead of a Python loop.
+    Lines break at ASCII spaces, and between two East Asian wide characters (ideographs,
+    kana, hangul syllables: text with no spaces); never inside a word of other scripts, a
+    URL or a character with its combining marks. A wide character counts two columns, a
+    combining mark none. For ASCII text this gives the lines of textwrap.fill(...,
+    break_long_words=False, break_on_hyphens=False), with one regular expression instead
+    of a Python loop.
     """
     text = _SPACES.sub(" ", text).strip(" ")
     room = max(width - len(indent), 1)
-    lines = [m.group(1) or m.group(2) for m in _line_pattern(room).finditer(text)]
+    if text.isascii() or all(_char_width(c) == _NARROW for c in set(text)):  # a column a character
+        lines = [m.group(1) or m.group(2) for m in _line_pattern(room).finditer(text)]
+    else:
+        lines = _wide_lines(text, room)
     follow = "\n" + " " * len(indent)
     return indent + follow.join(lines)
 
@@ -31,16 +48,97 @@ def _line_pattern(room: int) -> re.Pattern[str]:
     return re.compile(rf"(.{{1,{room}}})(?: |$)|([^ ]+)(?: |$)", re.DOTALL)
 
 
+def _wide_lines(text: str, room: int) -> list[str]:
+    """Greedy lines of *text* (ASCII spaces already folded) by display width."""
+    lines: list[str] = []
+    line: list[str] = []
+    used = 0
+    for word in text.split(" "):
+        for i, (piece, columns) in enumerate(_pieces(word)):
+            gap = 1 if i == 0 and line else 0  # the space between two words
+            if line and used + gap + columns > room:
+                lines.append("".join(line))
+                line, used, gap = [], 0, 0
+            if gap:
+                line.append(" ")
+            line.append(piece)
+            used += gap + columns
+    lines.append("".join(line))
+    return lines
+
+
+def _pieces(word: str) -> list[tuple[str, int]]:
+    """Split a word where a line may break inside it (between two wide characters) and
+    give each piece's width in columns."""
+    if word.isascii():
+        return [(word, len(word))]
+    clusters = _clusters(word)
+    if _LINK_WORD.search(word) or len(clusters) == 1:
+        return [(word, sum(columns for _, columns, _ in clusters))]
+    pieces: list[tuple[str, int]] = []
+    start = end = columns = 0
+    for (a, columns_a, wide_a), (b, _, wide_b) in zip(clusters, clusters[1:], strict=False):
+        columns += columns_a
+        end += len(a)
+        if wide_a and wide_b and a[0] not in _NO_END and b[0] not in _NO_START:
+            pieces.append((word[start:end], columns))
+            start, columns = end, 0
+    pieces.append((word[start:], columns + clusters[-1][1]))
+    return pieces
+
+
+def _clusters(word: str) -> list[tuple[str, int, bool]]:
+    """Split *word* into characters with the marks that go with them (combining marks,
+    variation selectors, hangul vowel and final jamo, what a zero width joiner joins),
+    each with its width in columns and whether it is wide (its first character)."""
+    clusters: list[tuple[str, int, bool]] = []
+    joined = False  # the last character was a zero width joiner
+    for char in word:
+        columns, extends = _char_width(char)
+        if clusters and (extends or joined):
+            text, width, wide = clusters[-1]
+            # A joined emoji shows as one: only a spacing mark adds a column.
+            clusters[-1] = (text + char, width + (columns if extends else 0), wide)
+        else:
+            clusters.append((char, columns, columns == 2))
+        joined = char == "\u200d"
+    return clusters
+
+
+_NARROW = (1, False)
+
+
+@lru_cache(maxsize=4096)
+def _char_width(char: str) -> tuple[int, bool]:
+    """Return (columns, whether it joins the character before it)."""
+    code = ord(char)
+    category = unicodedata.category(char)
+    if category in ("Mn", "Me", "Mc") or 0x1160 <= code <= 0x11FF or 0xD7B0 <= code <= 0xD7FF:
+        return (1 if category == "Mc" else 0), True
+    if 0x1F3FB <= code <= 0x1F3FF or char == "\u200d":  # skin tone modifiers, ZWJ
+        return 0, True
+    if category == "Cf":
+        return 0, False
+    return (2 if unicodedata.east_asian_width(char) in ("W", "F") else 1), False
+
+
 def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
     """Render a markdown-it token stream as plain text: paragraphs wrapped, links as URLs.
 
-    *lead* (a dateline) is put in front of the first paragraph.
+    *lead* (a dateline) is put in front of the first paragraph, as the HTML part puts it;
+    when the story opens with anything else (a heading, a list, a quote) the dateline is a
+    paragraph of its own before it, as in the HTML part. Headings are upper-cased, their
+    links and URLs never (a URL's path is case-sensitive).
     """
     blocks: list[str] = []
     prefix: list[str] = []  # list markers of the current nesting
     counters: list[int] = []
     quotes = 0
-    pending_lead = lead
+    # The HTML part puts the dateline inside the first paragraph only when the story opens
+    # with one (render.py _story_html); otherwise in a paragraph of its own.
+    pending_lead = lead if tokens and tokens[0].type == "paragraph_open" else ""
+    if lead and not pending_lead:
+        blocks.append(wrap(lead, width))
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -58,13 +156,13 @@ def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
         elif kind == "list_item_close":
             prefix.pop()
         elif kind == "inline":
-            text = _inline_text(tok.children or [])
+            heading = i > 0 and tokens[i - 1].type == "heading_open"
+            text = _inline_text(tok.children or [], upper=heading)
             if pending_lead:
                 text = f"{pending_lead} {text}"
                 pending_lead = ""
-            block_kind = tokens[i - 1].type if i else ""
-            if block_kind == "heading_open":
-                blocks.append(wrap(text.upper(), width))
+            if heading:
+                blocks.append(wrap(text, width))
             else:
                 indent = "".join(" " * len(p) for p in prefix[:-1]) + (prefix[-1] if prefix else "")
                 blocks.append(wrap(text, width, "> " * quotes + indent))
@@ -82,12 +180,33 @@ def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
     return "\n\n".join(blocks)
 
 
-def _inline_text(children: list) -> str:
+# A URL or an address written out in text: a heading's upper-casing leaves it as written.
+_URL = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.|mailto:)\S+|[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+")
+
+
+def _upper_words(text: str) -> str:
+    """Upper-case *text* except the URLs and addresses in it."""
+    out: list[str] = []
+    last = 0
+    for m in _URL.finditer(text):
+        out += [text[last : m.start()].upper(), m.group()]
+        last = m.end()
+    out.append(text[last:].upper())
+    return "".join(out)
+
+
+def _inline_text(children: list, upper: bool = False) -> str:
+    """Render one inline token's children; with *upper* (a heading) its words upper-cased,
+    never a link's target, a URL, an address or code."""
     out: list[str] = []
     href_stack: list[str | None] = []
     for child in children:
         kind = child.type
-        if kind in ("text", "code_inline"):
+        if kind == "text":
+            href = href_stack[-1] if href_stack else None
+            keep = not upper or (href is not None and child.content == href)  # an autolink's URL
+            out.append(child.content if keep else _upper_words(child.content))
+        elif kind == "code_inline":
             out.append(child.content)
         elif kind in ("softbreak", "hardbreak"):
             out.append(" ")
@@ -100,5 +219,6 @@ def _inline_text(children: list) -> str:
             if href and not label_end.endswith(href):
                 out.append(f" <{href}>")
         elif kind == "image":
-            out.append(f"[{child.content or child.attrGet('alt') or 'image'}]")
+            alt = child.content or child.attrGet("alt") or "image"
+            out.append(f"[{_upper_words(alt) if upper else alt}]")
     return "".join(out)

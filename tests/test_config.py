@@ -109,7 +109,11 @@ def test_a_misspelt_table_or_a_key_set_twice_is_named(tmp_path: Path, toml, mess
         ("en", None, "ltr"),
         ("ar", None, "rtl"),
         ("he-IL", None, "rtl"),
-        ("fa_IR", None, "rtl"),
+        ("fa-IR", None, "rtl"),
+        # The script subtag decides; else the language (its usual script).
+        *((tag, None, "rtl") for tag in ("pa-Arab", "az-Arab", "ku-Arab", "ms-Arab", "ff-Adlm", "ar-arz-EG")),
+        *((tag, None, "rtl") for tag in ("prs", "pnb", "azb", "nqo", "ji", "ckb", "sd", "ug", "dv", "syr")),
+        *((tag, None, "ltr") for tag in ("he-Latn", "az-Latn", "ar-Latn", "sd-Deva", "pa", "ku", "az", "zh")),
         ("ar", "ltr", "ltr"),
         ("en", "rtl", "rtl"),
     ],
@@ -131,6 +135,98 @@ def test_text_direction_comes_from_the_language(
         + (f'direction = "{direction}"\n' if direction else ""),
     )
     assert load_newsletter(path).text_direction == expected
+
+
+@pytest.mark.parametrize(
+    ("language", "hint"),
+    [
+        ("ar_EG", 'write language = "ar-EG"'),
+        ("en US", 'write language = "en-US"'),
+        ("english!", "letters and digits joined by hyphens"),
+        ("", "letters and digits joined by hyphens"),
+        ("en-", 'write language = "en"'),
+    ],
+)
+def test_a_language_that_is_not_a_bcp47_tag_is_an_error(tmp_path: Path, language: str, hint: str) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        f"""
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://example.org/u"
+        list_id = "n.example.org"
+        disclaimer = "D"
+        language = "{language}"
+    """,
+    )
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert e.value.message == f"'language' is not a BCP 47 language tag: {language!r}"
+    assert e.value.line == 7 and e.value.path == path
+    assert hint in e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "found"),
+    [
+        ("name", r"Daily\rNews", "U+000D"),
+        ("name", r"Daily\nNews", "U+000A"),
+        ("name", r"Daily\u0000News", "U+0000"),
+        ("name", r"\u202eswen yliad", "U+202E"),
+        ("from", r"Daily\u001b <n@example.org>", "U+001B"),
+        ("reply_to", r"Ed\u0085 <e@example.org>", "U+0085"),
+        ("disclaimer", r"D\u007f", "U+007F"),
+        ("unsubscribe_url", r"https://example.org/u\u0000", "U+0000"),
+        ("base_url", r"https://example.org/\u2066", "U+2066"),
+    ],
+)
+def test_a_control_character_in_a_shown_value_is_an_error(
+    tmp_path: Path, key: str, value: str, found: str
+) -> None:
+    values = {
+        "name": "N",
+        "from": "N <n@example.org>",
+        "unsubscribe_url": "https://example.org/u",
+        "list_id": "n.example.org",
+        "disclaimer": "D",
+        key: value,
+    }
+    toml = "[newsletter]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items())
+    path = write(tmp_path / "digest.toml", toml)
+    with pytest.raises((ConfigError, DigestErrors)) as e:
+        load_newsletter(path)
+    errors = e.value.errors if isinstance(e.value, DigestErrors) else [e.value]
+    ours = [err for err in errors if err.message == f"'{key}' holds a control character ({found})"]
+    assert len(ours) == 1, [err.message for err in errors]
+    assert ours[0].line == list(values).index(key) + 2 and ours[0].hint
+
+
+def test_a_multi_line_disclaimer_and_unicode_spaces_are_fine(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        '[newsletter]\nname = "La\u00a0Revue\u202f!"\nfrom = "N <n@example.org>"\n'
+        'unsubscribe_url = "https://example.org/u"\nlist_id = "n.example.org"\n'
+        'disclaimer = """One line,\r\n\tanother."""\n',
+    )
+    newsletter = load_newsletter(path)
+    assert newsletter.name == "La\u00a0Revue\u202f!" and newsletter.disclaimer == "One line, another."
+
+
+def test_a_control_character_in_a_source_name_or_a_bad_list_id_is_an_error(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        '[newsletter]\nname = "N"\nfrom = "N <n@example.org>"\n'
+        'unsubscribe_url = "https://example.org/u"\nlist_id = "my list"\ndisclaimer = "D"\n'
+        '[sources]\n"tass.com" = "TA\\tSS"\n',
+    )
+    with pytest.raises(DigestErrors) as e:
+        load_newsletter(path)
+    found = {(err.message, err.line) for err in e.value.errors}
+    assert found == {
+        ("[sources] entry 'tass.com' holds a control character (U+0009)", 8),
+        ("'list_id' is not a list id (RFC 2919): 'my list'", 5),
+    }
 
 
 def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:

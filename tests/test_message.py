@@ -200,3 +200,29 @@ def test_a_mailto_unsubscribe_with_uri_characters_in_its_local_part_is_percent_e
         template.personalise(Recipient("a@example.org")), policy=email.policy.strict
     )
     assert "<mailto:un%3Fsub%23scribe%25%26x@example.org?subject=unsubscribe>" in message["List-Unsubscribe"]
+
+
+def test_merge_fields_keep_unicode_spaces_and_lose_bidi_controls(greeting_project) -> None:
+    template = _template()
+    recipient = Recipient("reader@example.com", {"name": "山田\u3000太郎\u202e", "plan": "«\u00a0Pro\u00a0»"})
+    msg = email.message_from_bytes(template.personalise(recipient), policy=email.policy.strict)
+    assert "Dear 山田\u3000太郎 («\u00a0Pro\u00a0»)," in msg.get_body(("plain",)).get_content()
+    assert "Dear 山田\u3000太郎," in msg.get_body(("html",)).get_content()
+    assert msg["To"].addresses[0].display_name == "山田\u3000太郎"
+
+
+def test_every_header_line_is_within_78_octets(project: Path) -> None:
+    # The common copy: a reader's List-Unsubscribe link, one URI, cannot fold.
+    template = _template()
+    raw = template.personalise()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78, head
+    assert b"Content-Type: multipart/alternative;\r\n boundary=" in head
+    msg = email.message_from_bytes(raw, policy=email.policy.strict)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_boundary() == template.boundary
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    # Each part's headers too.
+    for part in raw.split(f"--{template.boundary}".encode())[1:-1]:
+        part_head = part.split(b"\r\n\r\n", 1)[0]
+        assert max(len(line) for line in part_head.split(b"\r\n")) <= 78

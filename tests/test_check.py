@@ -235,11 +235,11 @@ def test_init_example_values_are_flagged(
         for n, key in (
             (7, "from"),
             (9, "reply_to"),
-            (11, "base_url"),
-            (13, "list_id"),
-            (16, "unsubscribe_url"),
-            (18, "unsubscribe_mailto"),
-            (24, "disclaimer"),
+            (13, "base_url"),
+            (15, "list_id"),
+            (18, "unsubscribe_url"),
+            (20, "unsubscribe_mailto"),
+            (26, "disclaimer"),
         )
     ]
 

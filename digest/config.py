@@ -372,7 +372,7 @@ def control_character(value: str, allowed: str = "") -> str | None:
     return None
 
 
-def _control_hint(found: str) -> str:
+def control_hint(found: str) -> str:
     if found in ("U+000D", "U+000A", "U+0009"):
         return (
             "write the value on one line with plain spaces "
@@ -398,7 +398,7 @@ def _control_problems(table: dict, path: Path, text: str, skip: set[str]) -> lis
                     f"'{key}' holds a control character ({found})",
                     path=path,
                     line=_line_of(text, key),
-                    hint=_control_hint(found),
+                    hint=control_hint(found),
                 )
             )
     return problems
@@ -438,7 +438,7 @@ def _read_sources(table: object, path: Path, text: str) -> tuple[dict[str, str],
                     f"[sources] entry {site!r} holds a control character ({found})",
                     path=path,
                     line=toml_line(text, f'"{site}"') or toml_line(text, site, fallback="[sources]"),
-                    hint=_control_hint(found),
+                    hint=control_hint(found),
                 )
             )
             continue

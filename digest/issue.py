@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Project, read_toml, toml_line
+from .config import Project, control_character, control_hint, read_toml, toml_line
 from .errors import ContentError, DigestError, raise_all
 from .stories import STORY_SUFFIXES, Story, read_story
 
@@ -183,6 +183,20 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
             )
         )
         preheader = ""
+    for key in ("subject", "title", "preheader"):  # they go into the Subject, the page and the text
+        value = meta.get(key)
+        found = (
+            control_character(value.replace("\n", " ").replace("\t", " ")) if isinstance(value, str) else None
+        )
+        if found:
+            errors.append(
+                ContentError(
+                    f"'{key}' holds a control character ({found})",
+                    path=manifest_path,
+                    line=line_of(key),
+                    hint=control_hint(found),
+                )
+            )
 
     stories: dict[str, Story] = {}
     files = story_files(issue_dir)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from markdown_it import MarkdownIt
 
+from .config import control_character, control_hint
 from .errors import ContentError, DigestError, DigestErrors
 from .links import is_http_url, site_of
 from .plaintext import tokens_to_text
@@ -220,6 +221,10 @@ def _build_story(
             error(key, f"'{key}' must be text", f"write '{key}: some text'")
             return None
         value = str(value).strip()
+        found = control_character(value.replace("\n", " ").replace("\t", " "))
+        if found:  # it would reach the plain-text part (a bare CR) or the page as it is
+            error(key, f"'{key}' holds a control character ({found})", control_hint(found))
+            return None
         return value or None
 
     title = text_field("title")

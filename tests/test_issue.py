@@ -112,3 +112,13 @@ def test_a_misspelt_subject_is_named_in_the_missing_subject_error(project: Path,
         2,
         "rename 'subjet' to 'subject'",
     )
+
+
+def test_a_control_character_in_issue_toml_is_an_error(project: Path, small_issue: Path) -> None:
+    write(small_issue / "issue.toml", 'subject = "S\\u001b[2J"\npreheader = "p\\r"\n')
+    with pytest.raises(DigestErrors) as e:
+        load_issue(load_project(), "small")
+    assert [(err.message, err.line) for err in e.value.errors] == [
+        ("'subject' holds a control character (U+001B)", 1),
+        ("'preheader' holds a control character (U+000D)", 2),
+    ]

@@ -169,3 +169,17 @@ def test_body_html_gives_named_images_a_new_src(tmp_path: Path) -> None:
         'src="caf%C3%A9.png"', 'src="https://x/c"'
     )
     assert 'src="https://example.com/r.png"' in html
+
+
+def test_a_control_character_in_a_front_matter_value_is_an_error(tmp_path: Path) -> None:
+    # A bare CR in a source or dateline reached the plain-text part (SMTP smuggling's tool).
+    path = write(
+        tmp_path / "a.md",
+        '---\ntitle: "Folded\\nover two lines"\nsource: "R\\rT"\ndateline: "MOSCOW\\u202e"\n---\nText.\n',
+    )
+    with pytest.raises(DigestErrors) as e:
+        read_story(path)
+    assert [(err.message, err.line) for err in e.value.errors] == [
+        ("'source' holds a control character (U+000D)", 3),
+        ("'dateline' holds a control character (U+202E)", 4),
+    ]

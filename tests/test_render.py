@@ -95,6 +95,20 @@ def test_override_that_drops_the_disclaimer_fails_naming_it(project: Path) -> No
     assert e.value.path == template
 
 
+def test_a_cjk_disclaimer_wrapped_between_ideographs_is_found(project: Path) -> None:
+    """The text part breaks a long Japanese line between two ideographs, with no space:
+    every build failed, 'the rendered email does not carry the editorial disclaimer'."""
+    disclaimer = "本ニュースレターへの記事の掲載は、編集部が記事の内容に同意することを意味しません。"
+    config = project / "digest.toml"
+    text = config.read_text(encoding="utf-8")
+    start = text.index("disclaimer")
+    end = text.index('"""', text.index('"""', start) + 3) + 3
+    config.write_text(text[:start] + f'disclaimer = """{disclaimer}"""' + text[end:], encoding="utf-8")
+    rendered = _render()
+    assert disclaimer not in rendered.text  # wrapped over two lines
+    assert disclaimer in "".join(rendered.text.split()) and disclaimer in rendered.html
+
+
 def test_override_can_extend_the_default(project: Path) -> None:
     write(
         project / "templates" / "email.html",

@@ -18,6 +18,7 @@ from slugify import slugify
 from .atomic import write_atomically
 from .config import CONFIG_NAME, Project
 from .errors import ContentError, DigestError
+from .headers import clean_value
 from .issue import MANIFEST, RESERVED_SLUGS, read_manifest, resolve_issue_dir, story_files
 from .links import is_http_url
 
@@ -122,7 +123,7 @@ GITIGNORE = """\
 
 def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     """Create a newsletter project in *folder*; refuse if any of its files exists."""
-    name = " ".join(name.split())
+    name = clean_value(name)  # one line; a no-break or ideographic space stays
     if not name:
         raise ContentError("the newsletter needs a name", hint='give --name "The Morning Brief"')
     files = {
@@ -183,7 +184,7 @@ def new_issue(
     doc.add(tomlkit.comment("The issue's subject line, date and preheader (the inbox preview)."))
     doc["subject"] = title or f"{project.newsletter.name}, {date.strftime('%-d %B %Y')}"
     doc["date"] = date
-    doc["preheader"] = " ".join(preheader.split())  # one line
+    doc["preheader"] = clean_value(preheader)  # one line
     doc.add(tomlkit.comment("The stories in the order they appear (others follow by file name)."))
     doc["order"] = _order_array([])
     write_atomically({folder / MANIFEST: tomlkit.dumps(doc).encode()})

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, DigestError, raise_all
-from .headers import ascii_address, parse_mailbox
+from .headers import ascii_address, clean_value, parse_mailbox
 from .language import is_language_tag, language_direction
 from .links import ascii_url, is_http_url, site_of
 from .settings import Settings, load_settings
@@ -348,7 +348,7 @@ def load_newsletter(path: Path) -> Newsletter:
     return Newsletter(
         name=table["name"].strip(),
         sender=table["from"].strip(),
-        disclaimer=" ".join(table["disclaimer"].split()),
+        disclaimer=clean_value(table["disclaimer"]),  # one line; « mot » keeps its no-break spaces
         unsubscribe_url=ascii_url(unsub.strip()),
         list_id=table["list_id"].strip().strip("<>"),
         reply_to=table.get("reply_to"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import Project, control_character, control_hint, read_toml, toml_line
 from .errors import ContentError, DigestError, raise_all
+from .headers import clean_value
 from .stories import STORY_SUFFIXES, Story, read_story
 
 MANIFEST = "issue.toml"
@@ -270,11 +271,11 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
     return Issue(
         slug=issue_dir.name,
         path=issue_dir,
-        subject=" ".join(subject.split()),
-        title=" ".join(str(title).split()),
+        subject=clean_value(subject),  # one line; a no-break or ideographic space stays
+        title=clean_value(str(title)),
         date=date,
         number=number,
-        preheader=" ".join(preheader.split()),
+        preheader=clean_value(preheader),
         stories=tuple(ordered),
         warnings=tuple(warnings),
     )

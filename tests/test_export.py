@@ -133,3 +133,23 @@ def test_without_base_url_export_refuses_naming_every_picture(project: Path, run
     assert "hint: set base_url in digest.toml" in result.stderr
     assert "3 problems found; nothing was written." in result.stderr
     assert not (project / "out").exists()
+
+
+def test_no_break_and_ideographic_spaces_stay_in_subject_and_disclaimer(project: Path, tmp_path: Path) -> None:
+    # They were folded into ASCII spaces (str.split() takes them for white space).
+    import email
+    import email.policy
+
+    subject = "«\u00a0GEM\u00a0» 東京\u3000速報"
+    manifest = project / "issues" / EXAMPLE / "issue.toml"
+    text = manifest.read_text(encoding="utf-8")
+    start = text.index("subject")
+    manifest.write_text(
+        text[:start] + f'subject = "{subject}"' + text[text.index("\n", start) :], encoding="utf-8"
+    )
+    config = project / "digest.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("our readers", "our\u00a0readers", 1))
+    [eml] = export_issue(load_project(), EXAMPLE, tmp_path / "out", ("eml",))
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.strict)
+    assert message["Subject"] == subject
+    assert "our\u00a0readers" in message.get_body(("plain",)).get_content()

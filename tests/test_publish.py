@@ -156,6 +156,16 @@ def test_a_first_publish_makes_the_state_folder_the_owners_alone(project: Path, 
     assert (project / ".digest").stat().st_mode & 0o777 == 0o700
 
 
+def test_a_right_to_left_newsletter_gets_a_right_to_left_archive(project: Path, runner: CliRunner) -> None:
+    # The email was dir="rtl"; the archive's pages said nothing, and read left to right.
+    config = project / "digest.toml"
+    config.write_text(config.read_text().replace('language = "en"', 'language = "ar-EG"', 1))
+    assert publish(runner, EXAMPLE).exit_code == 0
+    for page in ("index.html", f"{EXAMPLE}/index.html", "sources/index.html"):
+        root = lxml.html.fromstring((project / "site" / page).read_bytes())
+        assert (root.get("lang"), root.get("dir")) == ("ar-EG", "rtl"), page
+
+
 def test_the_example_site_matches_the_golden_tree(project: Path, runner: CliRunner) -> None:
     out = _published(project, runner, EXAMPLE)
     files = {name: data for name, data in site_files(out).items() if name != ".digest-site.json"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ RESERVED_SLUGS = frozenset(
         "confirm",
     }
 )
+# An issue slug is a single path segment made of characters that need no escaping in a URL.
+SAFE_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
 _KNOWN = ("subject", "title", "date", "number", "preheader", "order")
 
 
@@ -315,3 +318,21 @@ def _manifest_date(folder: Path) -> str:
     meta, _ = read_manifest(folder)
     date = meta.get("date")
     return date.isoformat() if hasattr(date, "isoformat") else str(date or "")
+
+
+def check_slug(issue_dir: Path) -> DigestError | None:
+    """Return the problem with an issue folder's name as a URL path segment, if any."""
+    slug = issue_dir.name
+    if not SAFE_SLUG.match(slug):
+        return ContentError(
+            f"the issue name {slug!r} is not safe in a web address",
+            path=issue_dir,
+            hint="rename the folder with letters, digits, '-', '_', '.' or '~' only, such as 2022-01-03",
+        )
+    if slug.lower() in RESERVED_SLUGS:
+        return ContentError(
+            f"the issue name {slug!r} is reserved by the web archive",
+            path=issue_dir,
+            hint="rename the folder, such as 2022-01-03",
+        )
+    return None

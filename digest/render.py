@@ -16,7 +16,7 @@ from markupsafe import Markup
 from . import images
 from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
-from .issue import Issue
+from .issue import Issue, check_slug
 from .mergefields import Fields, NoReader, Placeholders, Slot, check_templates, slot_index
 from .plaintext import wrap
 from .stories import Story
@@ -121,6 +121,11 @@ def render_issue(
     shown = issue
     if not local_images:
         shown, problems = images.for_email(issue, project.newsletter.base_url)
+    # The email links <base_url>/<slug>/ ("Read on the web"): a name the archive refuses
+    # (reserved, or needing escaping) would be a dead link.
+    slug_problem = check_slug(issue.path) if project.newsletter.base_url else None
+    if slug_problem is not None:
+        problems.insert(0, slug_problem)
     try:
         rendered = _render_issue(project, issue, shown, personal)
     except DigestError as e:

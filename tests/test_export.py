@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
 from pathlib import Path
 
 import lxml.html
@@ -153,3 +154,19 @@ def test_no_break_and_ideographic_spaces_stay_in_subject_and_disclaimer(project:
     message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.strict)
     assert message["Subject"] == subject
     assert "our\u00a0readers" in message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("name", ["page", "édition spéciale"])
+def test_an_issue_name_the_archive_refuses_is_refused_with_base_url(
+    project: Path, tmp_path: Path, name: str
+) -> None:
+    """The email links <base_url>/<name>/ ("Read on the web"): check and export passed a name
+    'digest publish' then refused (a dead link, and an archive that no longer published)."""
+    shutil.copytree(project / "issues" / EXAMPLE, project / "issues" / name)
+    with pytest.raises(DigestError) as e:
+        export_issue(load_project(), name, tmp_path / "out")
+    assert e.value.message in (
+        f"the issue name {name!r} is reserved by the web archive",
+        f"the issue name {name!r} is not safe in a web address",
+    )
+    assert not (tmp_path / "out").exists()

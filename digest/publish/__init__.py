@@ -14,12 +14,11 @@ from pathlib import Path
 from ..config import Project
 from ..errors import DigestError, raise_all
 from ..images import site_files
-from ..issue import load_issue
+from ..issue import check_slug, load_issue
 from ..render import make_environment
 from .archive import (
     SITE_FOLDER,
     check_out_dir,
-    check_slug,
     content_hash,
     date_issue,
     read_state,

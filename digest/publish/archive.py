@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,13 +20,11 @@ from ..atomic import write_atomically
 from ..config import Project, toml_line
 from ..db import private_dir
 from ..errors import ConfigError, ContentError, DigestError, raise_all
-from ..issue import MANIFEST, RESERVED_SLUGS, Issue, resolve_issue_dir
+from ..issue import MANIFEST, Issue, resolve_issue_dir
 
 STATE_NAME = "archive.json"
 SITE_FOLDER = "site"  # where 'digest publish' writes the site without --out, in the project
 SITE_MARK = ".digest-site.json"
-# An issue slug is a single path segment made of characters that need no escaping in a URL.
-SAFE_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -124,24 +121,6 @@ def check_out_dir(project: Project, out: Path) -> Path:
             hint="choose a new or empty folder; digest removes stale files from its own site folder only",
         )
     return out
-
-
-def check_slug(issue_dir: Path) -> DigestError | None:
-    """Return the problem with an issue folder's name as a URL path segment, if any."""
-    slug = issue_dir.name
-    if not SAFE_SLUG.match(slug):
-        return ContentError(
-            f"the issue name {slug!r} is not safe in a web address",
-            path=issue_dir,
-            hint="rename the folder with letters, digits, '-', '_', '.' or '~' only, such as 2022-01-03",
-        )
-    if slug.lower() in RESERVED_SLUGS:
-        return ContentError(
-            f"the issue name {slug!r} is reserved by the web archive",
-            path=issue_dir,
-            hint="rename the folder, such as 2022-01-03",
-        )
-    return None
 
 
 def select_issues(project: Project, named: tuple[str, ...], state: dict) -> tuple[list[Path], set[str]]:

@@ -53,6 +53,7 @@ def unstructured_header(name: str, value: str) -> bytes:
     if (
         folded is None
         or str(_parse(name, folded)) != value
+        or _glued(folded)
         or _longest(folded) > 78
         or _could_be_misread(value)
         # CPython can glue an encoded word to the text beside it (". =?utf-8?q?=C2=A0?=."),
@@ -61,6 +62,21 @@ def unstructured_header(name: str, value: str) -> bytes:
     ):
         folded = _encoded_whole(name, value, "").encode("ascii")
     return _verified(name, folded, lambda h: str(h) == value and _rfc2047_text(folded) == value)
+
+
+_ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _glued(folded: bytes) -> bool:
+    """Whether an encoded word touches anything but white space (RFC 2047 5(1): it must be
+    separated from text beside it; email.header lets '(' or ')' touch it, stricter
+    decoders then show it raw: "Tokyo =?utf-8?b?44CA?=(update)")."""
+    value = folded.split(b":", 1)[1]
+    for m in _ENCODED_WORD.finditer(value):
+        before, after = value[m.start() - 1 : m.start()], value[m.end() : m.end() + 1]
+        if before not in (b" ", b"\t", b"\n") or after not in (b"", b" ", b"\t", b"\r"):
+            return True
+    return False
 
 
 def _could_be_misread(value: str) -> bool:
@@ -117,7 +133,12 @@ def _list_description(folded: bytes, tail: str) -> str | None:
     stand_in = "x@" + "x" * max(len(tail) - 4, 1)
     as_from = f"From:{value.rstrip().removesuffix(tail)}<{stand_in}>{CRLF}".encode("ascii")
     parsed = _parse("From", as_from)
-    if parsed.defects or len(parsed.addresses) != 1 or parsed.addresses[0].addr_spec != stand_in:
+    if (
+        parsed is None
+        or parsed.defects
+        or len(parsed.addresses) != 1
+        or parsed.addresses[0].addr_spec != stand_in
+    ):
         return None
     return _display_name(parsed.addresses[0], as_from, stand_in)
 
@@ -258,20 +279,26 @@ def _folded(name: str, value: object) -> bytes | None:
         return POLICY.fold_binary(name, POLICY.header_factory(name, value))
     except (UnicodeError, email.errors.MessageError):
         return None
+    except (AttributeError, TypeError, IndexError):  # CPython's folder on some obsolete
+        return None  # phrases (".NET Weekly: …", a leading '.'): encoded words hold them
 
 
 def _parse(name: str, folded: bytes):
     """Parse a folded header back as a mail reader would (``email.policy``'s
     header_source_parse): the blanks after the colon go, the CRLFs of the folds go, and
     the blanks after them stay. A fold that leaves the first line empty ("List-Id:" and
-    the value on the next) so reads back with a space in front."""
+    the value on the next) so reads back with a space in front. None where CPython's
+    parser itself fails on it (AttributeError on some obsolete phrases)."""
     first, *more = folded.decode("ascii").removesuffix(CRLF).split(CRLF)
     value = first.split(":", 1)[1].lstrip(" \t") + "".join(more)
-    return _READ.header_factory(name, value)
+    try:
+        return _READ.header_factory(name, value)
+    except (AttributeError, TypeError, IndexError):
+        return None
 
 
 def _verified(name: str, folded: bytes, same) -> bytes:
     parsed = _parse(name, folded)
-    if parsed.defects or not same(parsed) or _longest(folded) > 998:
+    if parsed is None or parsed.defects or not same(parsed) or _longest(folded) > 998:
         raise ValueError(f"cannot encode the {name} header faithfully: {folded[:80]!r}")
     return folded

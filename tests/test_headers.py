@@ -305,6 +305,35 @@ def test_list_id_description_is_a_phrase(name: str, written: bytes) -> None:
     assert _list_description(raw, "brief.example.org") == name
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "...and the rest: a weekly round-up of news from the Baltic states and beyond",
+        ".NET Weekly: the newsletter about dotnet and C sharp for developers everywhere",
+        "." + "0" * 77,
+    ],
+)
+def test_a_name_cpythons_parser_trips_on_is_written_as_encoded_words(name: str) -> None:
+    """A long phrase starting with '.' (RFC 5322's obsolete phrase) made CPython's header
+    parser raise AttributeError or TypeError: every build of such a newsletter failed."""
+    raw = list_id_header(name, "brief.example.org")
+    assert _list_description(raw, "brief.example.org") == name
+    assert all(len(line) <= 78 for line in _lines(raw))
+    from_ = address_header("From", name, "news@example.org")
+    message = email.message_from_bytes(from_ + b"\r\nbody", policy=email.policy.default)
+    assert message["From"].addresses[0].addr_spec == "news@example.org"
+    assert str(make_header(decode_header(from_.decode().split(":", 1)[1].split("<")[0].strip()))) == name
+
+
+def test_an_encoded_word_never_touches_a_parenthesis() -> None:
+    """RFC 2047 5(1): an encoded word is separated by white space; email.header lets '('
+    touch it ("Tokyo =?utf-8?b?44CA?=(update)"), which stricter decoders show raw."""
+    raw = unstructured_header("Subject", "Tokyo \u3000(update)")
+    assert b"?=(" not in raw and b")=?" not in raw
+    message = email.message_from_bytes(raw + b"\r\nbody", policy=email.policy.strict)
+    assert message["Subject"] == "Tokyo \u3000(update)"
+
+
 def test_clean_value_keeps_unicode_spaces_and_drops_controls() -> None:
     assert clean_value("«\u00a0mot\u00a0»") == "«\u00a0mot\u00a0»"
     assert clean_value("山田\u3000太郎") == "山田\u3000太郎"

@@ -180,13 +180,15 @@ def test_an_echoed_password_is_hidden_in_every_form_imaplib_shows(password: str)
     """A server may echo the LOGIN command: imaplib quotes the password (backslash and quote
     escaped) and shows the reply as the repr of bytes (backslashes doubled again)."""
     quoted = _quote(password)
+    plain = __import__("base64").b64encode(f"\0bounces\0{password}".encode()).decode()
     for shown in (
+        f"[AUTHENTICATIONFAILED] cannot accept {plain}",
         f"LOGIN failed for {password}",
         f"b'LOGIN bounces {quoted}'",
         repr(f"LOGIN bounces {quoted} failed".encode()),
         repr(f"LOGIN {password}".encode()),
     ):
-        cleaned = _clean(Exception(shown), password)
+        cleaned = _clean(Exception(shown), password, "bounces")
         assert "***" in cleaned and "w0rd" not in cleaned and "Secret" not in cleaned, cleaned
         assert "Pässwörd" not in cleaned and "P\\xc3" not in cleaned, cleaned
 

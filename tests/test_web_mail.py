@@ -70,7 +70,7 @@ def test_a_refused_login_never_shows_the_credentials_a_server_echoes() -> None:
     with server({b"AUTH": refusal}) as (port, _), pytest.raises(SendError) as caught:
         mail.send(settings(port, "s3cret-pass"), message())
     text = str(caught.value)
-    assert text.startswith("cannot send the confirmation email: SMTPAuthenticationError: (535")
+    assert text.startswith("cannot send the confirmation email: SMTPAuthenticationError: 535 5.7.8 ")
     assert "[redacted]" in text and plain.decode() not in text and "s3cret" not in text
     # Nor in a traceback (--verbose): the smtplib error is not chained.
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
@@ -90,3 +90,23 @@ def test_a_refused_utf8_login_is_an_error_without_the_password() -> None:
     with server({b"AUTH": b"535 5.7.8 no\r\n"}) as (port, _), pytest.raises(SendError) as caught:
         mail.send(settings(port, "Pässwörd-1"), message())
     assert "535" in str(caught.value) and "Pässwörd" not in str(caught.value)
+
+
+def test_an_echoed_utf8_password_is_hidden_too() -> None:
+    # The reply was shown as the repr of its bytes, where the password's raw UTF-8 never matched.
+    refusal = "535 5.7.8 Authentication failed for |editor|Pässwörd-1|\r\n".encode()
+    with server({b"AUTH": refusal}) as (port, _), pytest.raises(SendError) as caught:
+        mail.send(settings(port, "Pässwörd-1"), message())
+    text = str(caught.value)
+    assert "[redacted]" in text and "Pässwörd" not in text and "P\\xc3" not in text, text
+
+
+def test_a_utf8_login_is_never_sent_to_a_server_that_offers_no_auth() -> None:
+    # Postfix without SASL answers AUTH with 503: it was taken for "already logged in".
+    ehlo = b"250-scripted\r\n250 PIPELINING\r\n"
+    replies = {b"EHLO": ehlo, b"AUTH": b"503 5.5.1 Error: authentication not enabled\r\n"}
+    with server(replies) as (port, connections), pytest.raises(SendError) as caught:
+        mail.send(settings(port, "Pässwörd-1"), message())
+    assert "SMTPNotSupportedError" in str(caught.value)
+    [lines] = connections
+    assert not [line for line in lines if line.upper().startswith((b"AUTH", b"MAIL", b"RCPT"))]

@@ -325,7 +325,7 @@ class ImapBox:
                 self._imap.authenticate("PLAIN", lambda _challenge: login)
         except (OSError, imaplib.IMAP4.error, ssl.SSLError) as e:
             raise MailboxError(
-                f"cannot log in to IMAP {s.host}:{s.port} as {s.username}: {_clean(e, s.password)}",
+                f"cannot log in to IMAP {s.host}:{s.port} as {s.username}: {_clean(e, s.password, s.username)}",
                 hint="check DIGEST_IMAP_HOST, _PORT, _USERNAME, _PASSWORD and "
                 "_SECURITY (and DIGEST_IMAP_CAFILE for a private CA)",
             ) from None
@@ -410,13 +410,15 @@ class ImapBox:
             typ, data = command(*args)
         except (OSError, imaplib.IMAP4.error) as e:
             raise MailboxError(
-                f"IMAP {what} failed: {_clean(e, self.settings.password)}",
+                f"IMAP {what} failed: {_clean(e, self.settings.password, self.settings.username)}",
                 hint="run the command again: what was done is recorded, and nothing is done twice",
             ) from None
         if not check:
             return typ, data
         if typ != "OK":
-            raise MailboxError(f"IMAP {what} failed: {_clean(data, self.settings.password)}")
+            raise MailboxError(
+                f"IMAP {what} failed: {_clean(data, self.settings.password, self.settings.username)}"
+            )
         return data
 
 
@@ -461,13 +463,15 @@ def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _clean(error, password: str) -> str:
+def _clean(error, password: str, username: str = "") -> str:
     """The error's text without the password: as it is, as LOGIN quotes it, and as either
     reads inside the repr of a server's reply (backslashes doubled)."""
     text = str(error)
     if not password:
         return text
     forms = {password, _quote(password)[1:-1]}
+    if username:  # AUTHENTICATE PLAIN's response, should a server echo it
+        forms.add(base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii"))
     for form in list(forms):  # inside b'…' (a quote escaped, or not) and inside b"…"
         forms |= {repr(form.encode() + b'"')[2:-2], repr(form.encode())[2:-1]}
     for form in sorted(forms, key=len, reverse=True):

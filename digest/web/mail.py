@@ -61,12 +61,18 @@ def send(settings: Settings, message: EmailMessage) -> None:
             client.send_message(message, from_addr=parseaddr(message["From"])[1])
     except (smtplib.SMTPException, OSError) as e:
         # A server may echo the login in its reply: never in the error, nor in a traceback.
-        text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")
-        if settings.smtp_username:
-            text = hide_login(text, settings.smtp_username, settings.smtp_password or "")
+        # The reply's own bytes are cleaned (a repr of them would escape a non-ASCII password).
+        if isinstance(e, smtplib.SMTPResponseException):
+            reply = e.smtp_error if isinstance(e.smtp_error, bytes) else str(e.smtp_error).encode()
+            if settings.smtp_username:
+                reply = hide_login(reply, settings.smtp_username, settings.smtp_password or "")
+            text = f"{type(e).__name__}: {e.smtp_code} {reply.decode('utf-8', 'replace')}"
+        else:
+            text = f"{type(e).__name__}: {e}"
+            if settings.smtp_username:
+                text = hide_login(text.encode(), settings.smtp_username, settings.smtp_password or "").decode()
         raise SendError(
-            f"cannot send the confirmation email: {text.decode('utf-8', 'replace')}",
-            hint="check the DIGEST_SMTP_* settings",
+            f"cannot send the confirmation email: {text}", hint="check the DIGEST_SMTP_* settings"
         ) from None
 
 
@@ -77,7 +83,9 @@ def _login(client: smtplib.SMTP, username: str, password: str) -> None:
         client.login(username, password)
         return
     client.ehlo_or_helo_if_needed()
+    if not client.has_extn("auth"):  # never a login to a server that offers none
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
     plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
     code, reply = client.docmd("AUTH", f"PLAIN {plain}")
-    if code not in (235, 503):  # 503: already logged in
+    if code != 235:
         raise smtplib.SMTPAuthenticationError(code, reply)

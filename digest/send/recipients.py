@@ -83,17 +83,20 @@ def address_key(address: str) -> str:
 
 
 # A cell a spreadsheet would run as a formula (OWASP: CSV injection): an export writes it
-# after a "'", which spreadsheets show as text, and reading takes that "'" off again.
+# after a "'", which spreadsheets show as text, and reading takes that "'" off again. A
+# value that starts with "'" itself gets one more, so that it reads back as it was.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_GUARDED = (*_FORMULA_START, "'")
 
 
 def guard_cell(value: str) -> str:
-    """Return *value* as a CSV export writes it: after a "'" if it starts like a formula."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    """Return *value* as a CSV export writes it: after a "'" if it starts like a formula (or
+    with a "'")."""
+    return "'" + value if value.startswith(_GUARDED) else value
 
 
 def _unguard(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+    return value[1:] if value.startswith("'") and value[1:].startswith(_GUARDED) else value
 
 
 def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
@@ -126,7 +129,7 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
                 "the list is empty", path=path, hint="the first row names the columns, one of them 'email'"
             )
         _check_utf8(header, path, 1)
-        names = [h.strip().lower() for h in header]
+        names = [_unguard(h.strip()).lower() for h in header]
         twice = sorted({n for n in names if n and names.count(n) > 1})
         if twice:
             raise ContentError(

@@ -73,18 +73,37 @@ def _pieces(word: str) -> list[tuple[str, int]]:
     if word.isascii():
         return [(word, len(word))]
     clusters = _clusters(word)
-    if _LINK_WORD.search(word) or len(clusters) == 1:
-        return [(word, sum(columns for _, columns, _ in clusters))]
+    if len(clusters) == 1:
+        return [(word, clusters[0][1])]
+    links = _link_spans(word)
     pieces: list[tuple[str, int]] = []
     start = end = columns = 0
     for (a, columns_a, wide_a), (b, _, wide_b) in zip(clusters, clusters[1:], strict=False):
         columns += columns_a
         end += len(a)
-        if wide_a and wide_b and a[0] not in _NO_END and b[0] not in _NO_START:
+        inside_link = any(first < end < last for first, last in links)
+        if wide_a and wide_b and a[0] not in _NO_END and b[0] not in _NO_START and not inside_link:
             pieces.append((word[start:end], columns))
             start, columns = end, 0
     pieces.append((word[start:], columns + clusters[-1][1]))
     return pieces
+
+
+def _link_spans(word: str) -> list[tuple[int, int]]:
+    """Where the links of a word run, never to be broken: '<…>' around one (as the text part
+    writes a link), so the words written on after it still break; a bare link runs to the
+    end of the word (an IRI may hold wide characters: 'https://例え.jp/パス')."""
+    spans = []
+    for m in _LINK_WORD.finditer(word):
+        start = m.start()
+        while start and (word[start - 1].isalnum() or word[start - 1] in "+.-") and word[start - 1].isascii():
+            start -= 1  # back over the scheme ("https")
+        if start and word[start - 1] == "<":
+            close = word.find(">", m.end())
+            spans.append((start - 1, len(word) if close < 0 else close + 1))
+            continue
+        spans.append((start, len(word)))
+    return spans
 
 
 def _clusters(word: str) -> list[tuple[str, int, bool]]:

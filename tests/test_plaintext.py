@@ -196,6 +196,18 @@ def _display(text: str) -> list[int]:
     return [_columns(line) for line in text.split("\n")]
 
 
+def test_japanese_around_a_link_still_wraps() -> None:
+    """A link ('<…>', as the text part writes one) kept the rest of its space-free word
+    from breaking: a 338-column line. (A bare link runs to the end of its word: an IRI
+    may hold wide characters.)"""
+    link = "<https://example.jp/news/2024>"
+    sentence = "参加者は各国の代表団で、会議は三日間にわたって行われる予定です。"
+    text = f"東京で国際会議{link}が開かれた。" + sentence * 4
+    out = wrap(text)
+    assert max(_display(out)) <= 76
+    assert out.replace("\n", "") == text and any(link in line for line in out.splitlines())
+
+
 def test_korean_and_japanese_wrap_at_76_display_columns() -> None:
     korean = "한국어 문장은 띄어쓰기를 사용합니다 " * 8
     out = wrap(korean)

@@ -97,6 +97,14 @@ class _Collector:
             return str(path)
 
 
+def report_of(error: DigestError, base: Path | None = None) -> Report:
+    """Return a Report of errors found before the issue could be checked (digest.toml, a
+    missing issue), so that ``check --json`` gives them as findings too."""
+    out = _Collector(base or Path.cwd())
+    out.error_from(error)
+    return Report(tuple(out.findings))
+
+
 def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> Report:
     """Validate an issue without sending anything; return all findings."""
     out = _Collector(base or Path.cwd())

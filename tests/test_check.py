@@ -349,3 +349,22 @@ def test_an_image_not_yet_in_site_is_a_warning(project: Path, runner: CliRunner)
             "readers load it from https://worlddigest.example.org/pics/small.png",
         )
     ]
+
+
+def test_json_output_when_the_issue_cannot_be_checked_at_all(project: Path, runner: CliRunner) -> None:
+    # A broken digest.toml (or no such issue) printed plain text on stderr and no JSON.
+    config = project / "digest.toml"
+    config.write_text(config.read_text().replace('language = "en"', 'language = "ar_EG"'))
+    result = runner.invoke(cli, ["check", EXAMPLE, "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["errors"] == 1 and data["warnings"] == 0
+    [finding] = data["findings"]
+    assert (finding["severity"], finding["path"], finding["message"]) == (
+        "error",
+        "digest.toml",
+        "'language' is not a BCP 47 language tag: 'ar_EG'",
+    )
+    assert finding["hint"] == 'write language = "ar-EG"'
+    missing = runner.invoke(cli, ["check", "nope", "--json"])
+    assert missing.exit_code == 1 and json.loads(missing.stdout)["errors"] == 1

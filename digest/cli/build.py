@@ -138,9 +138,14 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
     """
     import json
 
-    from ..check import check_issue
+    from ..check import check_issue, report_of
 
-    report = check_issue(state.project(), issue)
+    try:
+        report = check_issue(state.project(), issue)
+    except DigestError as e:  # digest.toml, or no such issue: for CI, still JSON
+        if not as_json:
+            raise
+        report = report_of(e)
     if as_json:
         click.echo(
             json.dumps(

@@ -38,8 +38,9 @@ class StoryImage:
 
     @property
     def shown(self) -> str:
-        """Return the src as an editor reads it: 'maps/café.png', not 'maps/caf%C3%A9.png'."""
-        return unquote(self.src)
+        """Return the src as the editor wrote it: the front matter's as it is, a body image's
+        as the Markdown parser left it decoded ('maps/café.png', not 'maps/caf%C3%A9.png')."""
+        return self.src if self.front else unquote(self.src)
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,16 @@ def local_images(issue: Issue) -> tuple[list[LocalImage], list[DigestError]]:
                     )
                 )
             elif not file.is_file():
+                as_url = "#" in image.src or "?" in image.src or "%" in image.src
                 errors.append(
                     ContentError(
-                        f"image not found in the issue folder: {image.shown!r}",
+                        f"image not found in the issue folder: {image.shown!r}"
+                        + (f" (read as a web address: the file {path!r})" if as_url else ""),
                         path=story.path,
                         line=image.line,
-                        hint="put the picture in the issue's folder, or give a full URL",
+                        hint="a src is a web address: write '#' as %23, '?' as %3F and '%' as %25"
+                        if as_url
+                        else "put the picture in the issue's folder, or give a full URL",
                     )
                 )
             else:

@@ -192,6 +192,25 @@ def test_a_src_that_names_no_file_is_an_error_with_its_line(project: Path, tmp_p
     assert all(e.path == folder / "a.md" for e in caught.value.errors)
 
 
+def test_a_src_with_a_url_character_says_how_to_write_it(project: Path) -> None:
+    # 'Port #2.png' exists, but a src is a web address: '#' starts a fragment.
+    folder = _issue(project, "Text.", image='{src: "Port #2.png", alt: The port}')
+    (folder / "Port #2.png").write_bytes(PNG)
+    project_ = load_project()
+    with pytest.raises(DigestError) as caught:
+        render_issue(project_, load_issue(project_, "pics"))
+    assert caught.value.message == (
+        "image not found in the issue folder: 'Port #2.png' (read as a web address: the file 'Port ')"
+    )
+    assert caught.value.hint == "a src is a web address: write '#' as %23, '?' as %3F and '%' as %25"
+    (folder / "a.md").write_text(
+        (folder / "a.md").read_text(encoding="utf-8").replace("Port #2.png", "Port%20%232.png"),
+        encoding="utf-8",
+    )
+    html = render_issue(load_project(), load_issue(load_project(), "pics")).html
+    assert f"{BASE}/pics/Port%20%232.png" in _srcs(html)
+
+
 def test_a_symlink_inside_the_folder_is_a_file_of_it(project: Path) -> None:
     folder = _issue(project, "![Latest](latest.png)")
     os.symlink(folder / "wide.png", folder / "latest.png")

@@ -110,6 +110,10 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     out = _Collector(base or Path.cwd())
     ref = resolve_issue_dir(project, ref)  # a missing issue is an error of the command itself
     _check_examples(out, project)
+    try:  # .env: a line it cannot read, or a misspelt setting, would stop the send
+        project.settings()
+    except DigestError as e:
+        out.error_from(e)
     try:
         issue = load_issue(project, ref)
     except DigestError as e:

@@ -368,3 +368,14 @@ def test_json_output_when_the_issue_cannot_be_checked_at_all(project: Path, runn
     assert finding["hint"] == 'write language = "ar-EG"'
     missing = runner.invoke(cli, ["check", "nope", "--json"])
     assert missing.exit_code == 1 and json.loads(missing.stdout)["errors"] == 1
+
+
+def test_a_broken_dotenv_is_found_before_the_send(project: Path) -> None:
+    # 'digest send' refused it; the check run before it said nothing.
+    (project / ".env").write_text(
+        "DIGEST_SMTP_HOST=127.0.0.1\nthis is not a setting\nDIGEST_SMTP_SECURTY=none\n"
+    )
+    assert _findings(EXAMPLE)[:2] == [
+        ".env:2: error: cannot read this line: it is not NAME=value",
+        ".env:3: error: unknown setting DIGEST_SMTP_SECURTY",
+    ]

@@ -48,6 +48,7 @@ def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
         ),
         (["nonsense"], "No such command 'nonsense'.", "digest"),
         (["ls"], "Missing argument 'ISSUE'.", "digest ls"),
+        (["add", EXAMPLE, "--title"], "Option '--title' requires an argument.", "digest add"),
     ],
 )
 def test_a_usage_error_is_one_line_and_a_hint(project: Path, runner: CliRunner, args, message, where) -> None:

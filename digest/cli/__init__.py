@@ -61,6 +61,11 @@ class DigestGroup(click.Group):
             _usage_error(e)
             sys.exit(1)
 
+    def resolve_command(self, ctx: click.Context, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["digest.command"] = command.name if command is not None else name  # for a usage hint
+        return name, command, rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -78,6 +83,9 @@ class DigestGroup(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(0)
         except click.UsageError as e:  # a command's unknown option, missing argument, bad value
+            if e.ctx is None and ctx.meta.get("digest.command"):  # an option missing its value
+                e.ctx = click.Context(ctx.command.get_command(ctx, ctx.meta["digest.command"]), ctx)
+                e.ctx.info_name = ctx.meta["digest.command"]
             _usage_error(e)
             ctx.exit(1)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):

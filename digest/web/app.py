@@ -12,7 +12,6 @@ import logging
 import re
 import sqlite3
 import threading
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -25,6 +24,7 @@ from werkzeug.wrappers import Request, Response
 from .. import db, subscribers, tokens
 from ..config import Project
 from ..errors import ConfigError, DigestError
+from ..headers import clean_value
 from ..send.recipients import envelope_address, normalise_address
 from ..settings import Settings
 from . import mail
@@ -339,17 +339,11 @@ def canonical_address(address: str) -> str:
     return f"{local}@{domain}"
 
 
-# Bidi embeddings, overrides, isolates and marks: a name must not reorder what is beside it.
-_BIDI_CONTROLS = dict.fromkeys(
-    map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-)
-
-
 def form_name(value: str) -> str:
     """Return the name a reader gave, as it is kept: on one line, without control characters
-    (a terminal escape sequence, say) or bidi controls, at most 200 characters."""
-    value = "".join(" " if unicodedata.category(char) == "Cc" else char for char in value)
-    return " ".join(value.translate(_BIDI_CONTROLS).split())[:200]
+    (a terminal escape sequence, say) or bidi controls (``headers.clean_value``: a no-break
+    or ideographic space stays), at most 200 characters."""
+    return clean_value(value)[:200].strip(" ")
 
 
 def client_bucket(remote: str | None) -> str:

@@ -19,7 +19,7 @@ from .atomic import write_atomically
 from .config import CONFIG_NAME, Project
 from .errors import ContentError, DigestError
 from .headers import clean_value
-from .issue import MANIFEST, RESERVED_SLUGS, read_manifest, resolve_issue_dir, story_files
+from .issue import MANIFEST, check_slug, read_manifest, resolve_issue_dir, story_files
 from .links import is_http_url
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ GITIGNORE = """\
 def init_project(folder: Path, name: str = "My Newsletter") -> list[Path]:
     """Create a newsletter project in *folder*; refuse if any of its files exists."""
     name = clean_value(name)  # one line; a no-break or ideographic space stays
-    if not name:
+    if not name.strip():  # nothing but spaces, a no-break or ideographic one included
         raise ContentError("the newsletter needs a name", hint='give --name "The Morning Brief"')
     files = {
         folder / CONFIG_NAME: DIGEST_TOML.format(
@@ -167,11 +167,13 @@ def new_issue(
             path=project.issues_dir,
             hint="use letters, digits, '-', '_' and '.', e.g. 2021-12-31",
         )
-    if slug.lower() in RESERVED_SLUGS:
+    unsafe = check_slug(project.issues_dir / slug)  # what the archive (and the email's link) needs
+    if unsafe is not None:
         raise ContentError(
-            f"the issue name {slug!r} is reserved by the web archive",
+            unsafe.message,
             path=project.issues_dir,
-            hint="choose another name, such as the date: 2021-12-31",
+            hint="choose another name: a letter or digit first, then letters, digits, '-', '_', "
+            "'.' or '~', such as the date: 2021-12-31",
         )
     folder = project.issues_dir / slug
     if folder.exists():
@@ -182,7 +184,7 @@ def new_issue(
         )
     doc = tomlkit.document()
     doc.add(tomlkit.comment("The issue's subject line, date and preheader (the inbox preview)."))
-    doc["subject"] = title or f"{project.newsletter.name}, {date.strftime('%-d %B %Y')}"
+    doc["subject"] = clean_value(title) or f"{project.newsletter.name}, {date.strftime('%-d %B %Y')}"
     doc["date"] = date
     doc["preheader"] = clean_value(preheader)  # one line
     doc.add(tomlkit.comment("The stories in the order they appear (others follow by file name)."))
@@ -192,8 +194,12 @@ def new_issue(
 
 
 def story_document(title: str, body: str, **meta: object) -> str:
-    """Return a story file: YAML front matter, then the Markdown body."""
-    fields = {"title": title, **{k: v for k, v in meta.items() if v}}
+    """Return a story file: YAML front matter (each value on one line, without control
+    characters: ``clean_value``), then the Markdown body."""
+    fields = {
+        "title": clean_value(title),
+        **{k: clean_value(v) if isinstance(v, str) else v for k, v in meta.items() if v},
+    }
     front = yaml.safe_dump(fields, allow_unicode=True, sort_keys=False, width=1000)
     return f"---\n{front}---\n{body.strip()}\n"
 

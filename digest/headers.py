@@ -250,9 +250,25 @@ def parse_mailbox(text: str) -> tuple[str, str] | None:
         addresses = header.addresses
     except (ValueError, IndexError, TypeError):
         return None
+    except AttributeError:  # CPython's parser on an obsolete phrase (".NET Weekly <…>")
+        return _parse_mailbox_plainly(clean_value(text))
     if header.defects or len(addresses) != 1 or not addresses[0].domain:
         return None
     return addresses[0].display_name, addresses[0].addr_spec
+
+
+def _parse_mailbox_plainly(text: str) -> tuple[str, str] | None:
+    """``display <address>`` read without the header parser: the address checked on its own."""
+    display, _, rest = text.rpartition("<")
+    if not rest.endswith(">") or "<" in display or ">" in display:
+        return None
+    found = parse_mailbox(rest[:-1])
+    if found is None or found[0]:
+        return None
+    display = display.strip()
+    if len(display) > 1 and display[0] == display[-1] == '"':
+        display = display[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return display, found[1]
 
 
 def _encoded_whole(name: str, text: str, tail: str) -> str:

@@ -117,7 +117,9 @@ def local_images(issue: Issue) -> tuple[list[LocalImage], list[DigestError]]:
                     )
                 )
             elif not file.is_file():
-                as_url = "#" in image.src or "?" in image.src or "%" in image.src
+                # Read as a web address: '#' and '?' (and, in the front matter, where the src
+                # is as written, '%'; a body image's src comes percent-encoded by the parser).
+                as_url = "#" in image.src or "?" in image.src or (image.front and "%" in image.src)
                 errors.append(
                     ContentError(
                         f"image not found in the issue folder: {image.shown!r}"

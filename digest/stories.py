@@ -221,11 +221,20 @@ def _build_story(
             error(key, f"'{key}' must be text", f"write '{key}: some text'")
             return None
         value = str(value).strip()
-        found = control_character(value.replace("\n", " ").replace("\t", " "))
-        if found:  # it would reach the plain-text part (a bare CR) or the page as it is
-            error(key, f"'{key}' holds a control character ({found})", control_hint(found))
+        if controlled(key, value):
             return None
         return value or None
+
+    flagged: set[str] = set()
+
+    def controlled(key: str, value: str) -> bool:
+        """Report a control character in a value (it would reach the plain-text part, a
+        bare CR say, or the page as it is); return whether there was one."""
+        found = control_character(value.replace("\n", " ").replace("\t", " "))
+        if found:
+            error(key, f"'{key}' holds a control character ({found})", control_hint(found))
+            flagged.add(key)
+        return bool(found)
 
     title = text_field("title")
     if title is None and "title" not in meta:
@@ -237,7 +246,7 @@ def _build_story(
                 hint="add 'title: ...' to the front matter",
             )
         )
-    elif title is None:
+    elif title is None and "title" not in flagged:
         error("title", "'title' is empty", "write the story's headline after 'title:'")
 
     url = text_field("url")
@@ -261,9 +270,13 @@ def _build_story(
             error("read_also", "'read_also' must be a list", "write '- title: ...' items, url optional")
         else:
             for item in raw_links:
+                if isinstance(item, str) and controlled("read_also", item):
+                    continue
                 if isinstance(item, str) and item.strip():
                     read_also.append(Link(item.strip()))
                 elif isinstance(item, dict) and isinstance(item.get("title"), str):
+                    if controlled("read_also", item["title"]):
+                        continue
                     link_url = item.get("url")
                     if link_url is not None and not is_http_url(link_url):
                         error(
@@ -291,7 +304,7 @@ def _build_story(
                 "'image' has no 'alt' text",
                 "describe the picture in 'alt:' for readers who cannot see it",
             )
-        else:
+        elif not controlled("image", raw_image["src"]) and not controlled("image", raw_image["alt"]):
             image = Image(raw_image["src"].strip(), raw_image["alt"].strip())
 
     for key in meta:

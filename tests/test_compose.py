@@ -263,14 +263,26 @@ def test_a_story_written_in_the_editor_above_or_below_the_line(monkeypatch, edit
     assert compose._read_body(None) == body
 
 
-@pytest.mark.parametrize("name", ["page", "Subscribe", "feed.atom"])
-def test_new_refuses_a_name_the_web_archive_uses(project: Path, runner: CliRunner, name: str) -> None:
-    # It was accepted, and only 'digest publish' refused it later.
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("page", "is reserved by the web archive"),
+        ("Subscribe", "is reserved by the web archive"),
+        ("feed.atom", "is reserved by the web archive"),
+        ("_draft", "is not safe in a web address"),
+        (".hidden", "is not safe in a web address"),
+    ],
+)
+def test_new_refuses_a_name_the_web_archive_refuses(
+    project: Path, runner: CliRunner, name: str, why: str
+) -> None:
+    # It was accepted, and only 'digest publish' (now also check, export and send) refused it.
     result = runner.invoke(cli, ["new", name])
     assert result.exit_code == 1
     assert result.stderr == (
-        f"Error: issues: the issue name {name!r} is reserved by the web archive\n"
-        "  hint: choose another name, such as the date: 2021-12-31\n"
+        f"Error: issues: the issue name {name!r} {why}\n"
+        "  hint: choose another name: a letter or digit first, then letters, digits, '-', '_', "
+        "'.' or '~', such as the date: 2021-12-31\n"
     )
     assert not (project / "issues" / name).exists()
 

@@ -211,6 +211,18 @@ def test_a_src_with_a_url_character_says_how_to_write_it(project: Path) -> None:
     assert f"{BASE}/pics/Port%20%232.png" in _srcs(html)
 
 
+def test_a_missing_body_image_with_an_accent_gets_the_plain_hint(project: Path) -> None:
+    # The parser percent-encodes a body image's src: that '%' is not the editor's.
+    _issue(
+        project, "![Map](maps/gone café.png)".replace("maps/gone café.png", "<maps/gone café.png>"), image=None
+    )
+    project_ = load_project()
+    with pytest.raises(DigestError) as caught:
+        render_issue(project_, load_issue(project_, "pics"))
+    assert caught.value.message == "image not found in the issue folder: 'maps/gone café.png'"
+    assert caught.value.hint == "put the picture in the issue's folder, or give a full URL"
+
+
 def test_a_symlink_inside_the_folder_is_a_file_of_it(project: Path) -> None:
     folder = _issue(project, "![Latest](latest.png)")
     os.symlink(folder / "wide.png", folder / "latest.png")

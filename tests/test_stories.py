@@ -183,3 +183,22 @@ def test_a_control_character_in_a_front_matter_value_is_an_error(tmp_path: Path)
         ("'source' holds a control character (U+000D)", 3),
         ("'dateline' holds a control character (U+202E)", 4),
     ]
+
+
+def test_control_characters_in_read_also_and_image_are_errors_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "a.md",
+        "---\n"
+        'title: "Story\\x1b[31m one"\n'
+        'read_also:\n  - title: "Bad\\x1b[31mtitle"\n  - "Also\\u202ebad"\n'
+        'image: {src: a.png, alt: "Bell\\x07"}\n'
+        "---\nText.\n",
+    )
+    with pytest.raises(DigestErrors) as e:
+        read_story(path)
+    assert [(err.message, err.line) for err in e.value.errors] == [
+        ("'title' holds a control character (U+001B)", 2),  # not also "'title' is empty"
+        ("'read_also' holds a control character (U+001B)", 3),
+        ("'read_also' holds a control character (U+202E)", 3),
+        ("'image' holds a control character (U+0007)", 6),
+    ]

@@ -16,7 +16,7 @@ from digest import db, subscribers, tokens
 from digest.config import load_project
 from digest.settings import Settings
 from digest.web import Options, create_app
-from digest.web.app import canonical_address
+from digest.web.app import canonical_address, form_name
 from digest.web.limits import Limit
 
 from .conftest import write
@@ -153,6 +153,11 @@ def test_the_confirm_link_s_issue_time_does_not_move_with_confirm_days(tmp_path)
     fresh = tokens.sign_confirm(SECRET, scope, "a@example.org")
     assert confirm(client(root, confirm_days=30), "a@example.org", fresh).status_code == 200
     assert subscribers.get(conn, "a@example.org").status == "active"
+
+
+@pytest.mark.parametrize("typed", ["\u00a0", "\u3000\u3000", " \x1b ", "\u202e"])
+def test_a_name_of_nothing_but_spaces_or_controls_is_no_name(typed: str) -> None:
+    assert form_name(typed) == ""
 
 
 def test_a_name_with_control_characters_is_kept_without_them(tmp_path) -> None:

@@ -343,7 +343,8 @@ def form_name(value: str) -> str:
     """Return the name a reader gave, as it is kept: on one line, without control characters
     (a terminal escape sequence, say) or bidi controls (``headers.clean_value``: a no-break
     or ideographic space stays), at most 200 characters."""
-    return clean_value(value)[:200].strip(" ")
+    name = clean_value(value)[:200].strip(" ")
+    return name if name.strip() else ""  # only spaces (no-break, ideographic): no name
 
 
 def client_bucket(remote: str | None) -> str:

@@ -394,6 +394,20 @@ def test_serve_also_serves_the_published_archive_at_base_url(project: Path) -> N
     assert unsubscribe.status == 200  # the readers' pages are still the app's own
 
 
+def test_serve_started_before_the_first_publish_serves_it_once_written(project: Path) -> None:
+    # The default site/ was decided at startup: a publish after it stayed 404 until a restart.
+    env = {"DIGEST_SECRET": SECRET}
+    with Serve(project, env) as web:
+        before = web.request("GET", f"/{EXAMPLE}/")
+        published = digest(project, env, "publish", EXAMPLE)
+        assert published.returncode == 0, published.stderr
+        after = web.request("GET", f"/{EXAMPLE}/")
+        unsubscribe = web.request("GET", unsubscribe_link("reader@example.org"))
+    assert before.status == 404
+    assert after.status == 200 and "We remind our readers" in after.text
+    assert unsubscribe.status == 200
+
+
 def test_serve_with_a_missing_site_folder_is_one_clear_error(project: Path) -> None:
     done = digest(project, {}, "serve", "--port", "0", "--site", "nowhere")
     assert done.returncode == 1

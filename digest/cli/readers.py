@@ -323,9 +323,9 @@ def serve(
     from ..web.app import MAX_BODY
 
     project = state.project()
-    if site_dir is None and (project.root / "site").is_dir():
+    if site_dir is None:  # served once 'digest publish' writes it, with no restart
         site_dir = project.root / "site"
-    elif site_dir is not None and not site_dir.is_dir():
+    elif not site_dir.is_dir():
         raise DigestError(
             f"no published site in {site_dir}",
             path=site_dir,
@@ -359,7 +359,8 @@ def serve(
         report(DigestError(f"listening on {host}: reachable from other machines"), "Warning")
     click.echo(
         f"Serving the readers' pages of {project.newsletter.name}"
-        + (f" and the archive in {_shown(site_dir)}" if site_dir else "")
+        + f" and the archive in {_shown(site_dir)}"
+        + ("" if site_dir.is_dir() else " (once 'digest publish' writes it)")
         + " on "
         f"http://{host}:{server.effective_port}/ (Ctrl-C stops)"
     )

@@ -125,6 +125,7 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         except (OSError, UnicodeDecodeError):
             pass  # an unreadable issue.toml is among the errors already
         _check_bounces(out, project)
+        _check_one_click(out, project)
         _check_stories(out, project, partial)
         out.error_from(DigestErrors(client_warnings(project, partial)), "warning")
         return Report(tuple(out.findings))
@@ -138,12 +139,27 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         message = None
     _check_manifest(out, issue)
     _check_bounces(out, project)
+    _check_one_click(out, project)
     _check_stories(out, project, issue)
     _check_published_images(out, project, issue)
     out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
     if message is not None:
         _check_message(out, project, issue, message)
     return Report(tuple(out.findings))
+
+
+def _check_one_click(out: _Collector, project: Project) -> None:
+    """RFC 8058's one-click unsubscribe is for https links only: an http one goes without it."""
+    url = project.newsletter.unsubscribe_url
+    if url.lower().startswith("http://"):
+        out.add(
+            "warning",
+            "unsubscribe_url is http://: messages go without List-Unsubscribe-Post, so Gmail's and "
+            "Yahoo's one-click unsubscribe (RFC 8058, https only) is not offered",
+            project.config_path,
+            toml_line(project.config_path.read_text(encoding="utf-8"), "unsubscribe_url"),
+            "serve the unsubscribe page over https and write its https:// address",
+        )
 
 
 def _check_bounces(out: _Collector, project: Project) -> None:

@@ -379,3 +379,18 @@ def test_a_broken_dotenv_is_found_before_the_send(project: Path) -> None:
         ".env:2: error: cannot read this line: it is not NAME=value",
         ".env:3: error: unknown setting DIGEST_SMTP_SECURTY",
     ]
+
+
+def test_an_http_unsubscribe_url_warns_that_one_click_is_not_offered(project: Path) -> None:
+    config = project / "digest.toml"
+    config.write_text(
+        config.read_text().replace('unsubscribe_url = "https://', 'unsubscribe_url = "http://', 1)
+    )
+    line = next(
+        n for n, row in enumerate(config.read_text().splitlines(), 1) if row.startswith("unsubscribe_url")
+    )
+    assert _findings(EXAMPLE) == [
+        f"digest.toml:{line}: warning: unsubscribe_url is http://: messages go without "
+        "List-Unsubscribe-Post, so Gmail's and Yahoo's one-click unsubscribe (RFC 8058, https only) "
+        "is not offered"
+    ]

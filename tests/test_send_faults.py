@@ -435,6 +435,25 @@ def test_550_to_the_sender_at_mail_stops(server: Server, runner: CliRunner, tmp_
     assert _status(runner).startswith(f"{EXAMPLE}: 0 sent, 0 failed, 0 deferred, 3 pending")
 
 
+def test_a_deferred_reader_refused_for_the_sender_shows_that_reason(
+    server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A reader deferred by a 421 greeting, then refused at MAIL for the sender: status said
+    'no reply recorded (in flight when the send stopped)', though nothing was in flight."""
+    path = _list(tmp_path, 1)
+    server.recorder.greeting_faults[:] = ["421 4.3.2 busy, try later"] * 10
+    first = _send(runner, "--list", str(path), "--yes", "--retries", "0")
+    assert first.exit_code == 4, first.output
+    assert "deferred  reader00000@example.com: the greeting: 421 4.3.2 busy, try later" in _status(runner)
+    server.recorder.greeting_faults.clear()
+    server.recorder.mail_faults[:] = ["550 5.7.1 Sender address rejected"]
+    second = _send(runner, "--list", str(path), "--yes")
+    assert second.exit_code == 3, second.output
+    status = _status(runner)
+    assert "in flight" not in status
+    assert "deferred  reader00000@example.com: the server refused the send at MAIL: 550 5.7.1 Sender" in status
+
+
 def test_a_used_up_sending_quota_stops_with_nobody_failed(
     server: Server, runner: CliRunner, tmp_path: Path
 ) -> None:

@@ -86,7 +86,11 @@ def status(state: State, issue: str) -> None:
         problems = [p for p in journal.problems(key) if p[0] not in in_flight]  # in flight: not (yet)
         message_ids = journal.message_ids(key, [i for i, _, st, _ in problems if st == "sending"])
         for delivery_id, email, st, reply in problems:
-            why = reply or "no reply recorded (in flight when the send stopped)"
+            why = reply or (
+                "no reply recorded (in flight when the send stopped)"
+                if st == "sending"
+                else "no reply recorded"
+            )
             if delivery_id in message_ids:  # to look up in the server's log (README)
                 why += f"; its message: Message-ID {message_ids[delivery_id]}"
             click.echo(problem_line(st, email, why))

@@ -221,8 +221,10 @@ class Lane:
             if not isinstance(result, JournalError) and delivery.state != "sending":
                 # Nothing was accepted this time: the delivery keeps the state it had (a due
                 # one is due again, a failed one stays so; an uncertain one keeps its state
-                # and its reason, so nothing is recorded for it).
-                send.record(delivery.id, delivery.state, None)
+                # and its reason, so nothing is recorded for it). A deferred or failed one
+                # gets this attempt's reason: 'digest status' shows why it is still not sent.
+                reason = str(result) if delivery.state in ("deferred", "failed") else None
+                send.record(delivery.id, delivery.state, reason)
             send.stop_with(result)
             self._finish()
             return

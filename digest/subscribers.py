@@ -448,7 +448,9 @@ def import_csv(
                 fields, status = row.fields, "active"
                 if EXPORT_COLUMNS <= fields.keys():  # a backup made by `subscribers export`
                     status = fields["status"] if fields["status"] in STATUSES else "active"
-                    fields = {k: v for k, v in fields.items() if k not in EXPORT_COLUMNS}
+                    # Every row of an export has every reader's columns: an empty cell is a
+                    # field this reader did not have, so the store reads back as it was.
+                    fields = {k: v for k, v in fields.items() if k not in EXPORT_COLUMNS and v != ""}
                 outcome = _add(conn, row.email, fields, status, source)
                 if outcome == "added":
                     report.added += 1

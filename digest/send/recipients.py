@@ -110,7 +110,7 @@ def read_recipients(path: Path) -> Iterator[Recipient | RowProblem]:
         raise ConfigError(
             f"cannot read the list: {e.strerror}",
             path=path,
-            hint="pass --list with a CSV file that has an 'email' column",
+            hint="give a CSV file that has an 'email' column (its path, from the current folder)",
         ) from e
     with handle:
         # Bytes that are not UTF-8 are kept as lone surrogates and reported with the line

@@ -353,7 +353,7 @@ def test_dry_run_connects_to_nothing(plain_server: Server, runner: CliRunner, tm
     assert "Server:     nothing (dry run)" in result.stdout
     assert (
         result.stdout.splitlines()[-1]
-        == "5 prepared (every reader of the list; nothing sent), 0 failed, 0 deferred"
+        == "5 prepared (every reader, whatever the journal says; nothing sent), 0 failed, 0 deferred"
     )
     assert plain_server.recorder.received == []
     assert plain_server.recorder.rcpt_seen == {}
@@ -404,7 +404,7 @@ def test_a_reader_whose_message_cannot_be_written_is_named_by_dry_run_and_outbox
     path = str(_list(tmp_path, 3))
     dry = _send(runner, "--list", path, "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "2 prepared (every reader of the list; nothing sent), 1 failed" in dry.stdout
+    assert "2 prepared (every reader, whatever the journal says; nothing sent), 1 failed" in dry.stdout
     assert (
         "  failed    reader00001@example.com: cannot be written as a message: cannot encode the To header"
         in (dry.stdout)
@@ -435,7 +435,7 @@ def test_names_as_csv_exports_hold_them_reach_their_readers(
     rows = "".join(f'reader{i}@example.com,"{n}"\n' for i, n in enumerate(names))
     path.write_text("email,name\n" + rows, encoding="utf-8")
     assert (
-        "3 prepared (every reader of the list; nothing sent), 0 failed"
+        "3 prepared (every reader, whatever the journal says; nothing sent), 0 failed"
         in _send(runner, "--list", str(path), "--dry-run").stdout
     )
     result = _send(runner, "--list", str(path), "--yes")

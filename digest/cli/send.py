@@ -368,7 +368,11 @@ def send(
         _left_for_a_rerun(plan)
         return
     verb = (
-        ("prepared (nothing sent)" if to else "prepared (every reader of the list; nothing sent)")
+        (
+            "prepared (nothing sent)"
+            if to
+            else "prepared (every reader, whatever the journal says; nothing sent)"
+        )
         if dry_run
         else ("written" if outbox else "sent")
     )

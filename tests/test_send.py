@@ -572,6 +572,18 @@ def test_a_weak_secret_is_warned_about(
     assert repr(secret) not in result.output and f"={secret}" not in result.output  # never shown
 
 
+def test_a_missing_or_empty_secret_says_where(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    """An empty DIGEST_SECRET in the environment wins over .env: the error said '.env: … is
+    not set' of a .env that sets it."""
+    monkeypatch.setenv("DIGEST_SECRET", "")
+    empty = _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run")
+    assert empty.exit_code == 1
+    assert empty.stderr.startswith("Error: DIGEST_SECRET is empty in the environment; it signs")
+    monkeypatch.delenv("DIGEST_SECRET")
+    unset = _send(runner, "--list", str(_list(tmp_path, 1)), "--dry-run")
+    assert unset.exit_code == 1 and unset.stderr.startswith("Error: .env: DIGEST_SECRET is not set; it signs")
+
+
 def test_to_one_address_however_spelt_is_sent_once(plain_server: Server, runner: CliRunner) -> None:
     first = _send(runner, "--to", "List@Lists.Example.org", "--yes")
     assert first.exit_code == 0, first.output

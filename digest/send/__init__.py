@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -101,10 +102,13 @@ def plan_send(
     if outbox is None and not dry_run:
         check_settings(settings)
     if to is None and not settings.secret:
+        empty = "DIGEST_SECRET" in os.environ  # set, but empty, where it wins over .env
         raise ConfigError(
-            "DIGEST_SECRET is not set; it signs each reader's unsubscribe link",
-            path=project.root / ".env",
-            hint="add DIGEST_SECRET=<a long random string> to .env (or the environment) "
+            ("DIGEST_SECRET is empty in the environment" if empty else "DIGEST_SECRET is not set")
+            + "; it signs each reader's unsubscribe link",
+            path=None if empty else project.root / ".env",
+            hint=("unset it there, or give it the value; " if empty else "")
+            + "add DIGEST_SECRET=<a long random string> to .env (or the environment) "
             "(python -c 'import secrets; print(secrets.token_hex(32))')",
         )
     issue = load_issue(project, ref)

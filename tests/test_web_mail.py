@@ -110,3 +110,17 @@ def test_a_utf8_login_is_never_sent_to_a_server_that_offers_no_auth() -> None:
     assert "SMTPNotSupportedError" in str(caught.value)
     [lines] = connections
     assert not [line for line in lines if line.upper().startswith((b"AUTH", b"MAIL", b"RCPT"))]
+
+
+@pytest.mark.parametrize(
+    ("password", "escaped"), [("Pässwörd-1", "w\\xc3\\xb6rd"), ("it's\\x-long", "s\\\\x-long")]
+)
+def test_a_password_echoed_in_a_refused_recipients_reply_is_hidden(password: str, escaped: str) -> None:
+    # SMTPRecipientsRefused is no SMTPResponseException: its replies show as reprs of bytes.
+    refusal = f"550 5.7.1 not you, your password is {password}\r\n".encode()
+    with server({b"AUTH": b"235 2.7.0 ok\r\n", b"RCPT": refusal}) as (port, _):
+        with pytest.raises(SendError) as caught:
+            mail.send(settings(port, password), message())
+    text = str(caught.value)
+    assert "SMTPRecipientsRefused" in text and "[redacted]" in text, text
+    assert escaped not in text and password not in text, text

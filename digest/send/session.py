@@ -96,6 +96,12 @@ def hide_login(text: bytes, username: str, password: str) -> bytes:
         base64.b64encode(f"{username}\0{username}\0{password}".encode()),
         *(base64.b64encode(s.encode()) for s in (username, password) if s),
         *([password.encode()] if len(password) >= 4 else []),
+        # and as the repr of a reply's bytes shows it (smtplib's errors): b'p\xc3\xa4ss\\w'
+        *(
+            [repr(password.encode())[2:-1].encode(), repr(password.encode() + b'"')[2:-2].encode()]
+            if len(password) >= 4
+            else []
+        ),
     ]
     for secret in secrets:
         text = text.replace(secret, b"[redacted]")

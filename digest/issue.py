@@ -327,8 +327,8 @@ def check_slug(issue_dir: Path) -> DigestError | None:
         return ContentError(
             f"the issue name {slug!r} is not safe in a web address",
             path=issue_dir,
-            hint="name it with a letter or digit first, then letters, digits, '-', '_', '.' or '~' "
-            "only, such as 2022-01-03",
+            hint="rename the folder: a letter or digit first, then letters, digits, '-', '_', '.' "
+            "or '~' only, such as 2022-01-03",
         )
     if slug.lower() in RESERVED_SLUGS:
         return ContentError(

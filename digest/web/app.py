@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
@@ -258,7 +258,10 @@ class ReaderApp:
             from ..publish import static_app
 
             self._site = static_app(self.options.static_dir, self.base or "/")
-        return Response.from_app(self._site, request.environ)
+        response = Response.from_app(self._site, request.environ)
+        if response.status_code == 404:  # not published (yet): the app's own page and headers
+            raise NotFound()
+        return response
 
     # -- helpers ---------------------------------------------------------------------
 

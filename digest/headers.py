@@ -115,7 +115,7 @@ def list_id_header(description: str, list_id: str) -> bytes:
         return _verified("List-Id", f"List-Id: {tail}{CRLF}".encode("ascii"), lambda h: str(h) == tail)
     # Written as an address header (Reply-To: one octet longer than List-Id, so no line
     # grows) with a stand-in address as long as the list id, which then takes its place.
-    stand_in = "x@" + "x" * max(len(tail) - 4, 1)
+    stand_in = _stand_in(tail)
     written = address_header("Reply-To", description, stand_in)
     head, found, rest = written.removeprefix(b"Reply-To:").rpartition(f"<{stand_in}>".encode("ascii"))
     if not found or rest != CRLF.encode():
@@ -124,13 +124,18 @@ def list_id_header(description: str, list_id: str) -> bytes:
     return _verified("List-Id", folded, lambda h: _list_description(folded, tail) == description)
 
 
+def _stand_in(tail: str) -> str:
+    """An address as long as the List-Id's ``<list-id>`` tail, that a From header can carry."""
+    return "x@" + "x" * max(len(tail) - 4, 1)
+
+
 def _list_description(folded: bytes, tail: str) -> str | None:
     """Return the description of a List-Id header as a phrase reads (RFC 2919, RFC 2047 6.2):
     the header read as a From header whose address is the list id's stand-in."""
     value = folded.decode("ascii").split(":", 1)[1]
     if not value.rstrip().endswith(tail):
         return None
-    stand_in = "x@" + "x" * max(len(tail) - 4, 1)
+    stand_in = _stand_in(tail)
     as_from = f"From:{value.rstrip().removesuffix(tail)}<{stand_in}>{CRLF}".encode("ascii")
     parsed = _parse("From", as_from)
     if (

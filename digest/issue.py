@@ -189,9 +189,7 @@ def load_issue(project: Project, ref: str | Path) -> Issue:
         preheader = ""
     for key in ("subject", "title", "preheader"):  # they go into the Subject, the page and the text
         value = meta.get(key)
-        found = (
-            control_character(value.replace("\n", " ").replace("\t", " ")) if isinstance(value, str) else None
-        )
+        found = control_character(value, allowed="\n\t") if isinstance(value, str) else None
         if found:
             errors.append(
                 ContentError(

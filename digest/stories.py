@@ -230,7 +230,7 @@ def _build_story(
     def controlled(key: str, value: str) -> bool:
         """Report a control character in a value (it would reach the plain-text part, a
         bare CR say, or the page as it is); return whether there was one."""
-        found = control_character(value.replace("\n", " ").replace("\t", " "))
+        found = control_character(value, allowed="\n\t")
         if found:
             error(key, f"'{key}' holds a control character ({found})", control_hint(found))
             flagged.add(key)

@@ -318,13 +318,14 @@ def serve(
     """
     import waitress
 
+    from ..publish.archive import SITE_FOLDER
     from ..settings import is_loopback
     from ..web import Options, create_app
     from ..web.app import MAX_BODY
 
     project = state.project()
     if site_dir is None:  # served once 'digest publish' writes it, with no restart
-        site_dir = project.root / "site"
+        site_dir = project.root / SITE_FOLDER
     elif not site_dir.is_dir():
         raise DigestError(
             f"no published site in {site_dir}",

@@ -23,8 +23,11 @@ KEEPALIVE_SECONDS = 15.0
 LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
 
 
-def is_loopback(host: str) -> bool:
-    """Whether *host* is a loopback address (127.0.0.0/8, ::1) or localhost."""
+def _loopback_name(host: str) -> bool:
+    """Whether *host*, as written, is a loopback address (127.0.0.0/8, ::1) or localhost.
+
+    Never looked up (settings.is_loopback resolves a name): a name that rebinds to
+    127.0.0.1 must not pass for this machine's."""
     import ipaddress
 
     if host.lower() in LOOPBACK_NAMES:
@@ -110,11 +113,11 @@ class PreviewHandler(BaseHTTPRequestHandler):
     def _host_allowed(self) -> bool:
         """On loopback, only a request for a loopback name: a page elsewhere whose name
         rebinds to 127.0.0.1 (DNS rebinding) cannot read the unpublished draft."""
-        if not is_loopback(self.server.server_address[0]):
+        if not _loopback_name(self.server.server_address[0]):
             return True  # served on the network on purpose (--host): any name may reach it
         host = self.headers.get("Host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.strip("[]").lower() in LOOPBACK_NAMES or is_loopback(name.strip("[]"))
+        return _loopback_name(name.strip("[]"))
 
     def _state(self, snap: Snapshot) -> dict:
         built = snap.built

@@ -46,6 +46,16 @@ def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
             "Invalid value for '--position': 0 is not in the range x>=1.",
             "digest add",
         ),
+        (
+            ["send", EXAMPLE, "--rate", "abc"],
+            "Invalid value for '--rate': 'abc' is not a number.",
+            "digest send",
+        ),
+        (
+            ["send", EXAMPLE, "--workers", "two"],
+            "Invalid value for '--workers': 'two' is not a whole number.",
+            "digest send",
+        ),
         (["nonsense"], "No such command 'nonsense'.", "digest"),
         (["ls"], "Missing argument 'ISSUE'.", "digest ls"),
         (["add", EXAMPLE, "--title"], "Option '--title' requires an argument.", "digest add"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -106,7 +107,16 @@ def _usage_error(error: click.UsageError) -> None:
         click.echo(error.format_message(), err=True)
         return
     where = error.ctx.command_path if error.ctx is not None else "digest"
-    click.echo(f"Error: {error.format_message()}\n  hint: see '{where} --help'", err=True)
+    message = _NOT_A_NUMBER.sub(_plain_number, error.format_message())
+    click.echo(f"Error: {message}\n  hint: see '{where} --help'", err=True)
+
+
+# click names the type of a range option in its message ("'abc' is not a valid float range")
+_NOT_A_NUMBER = re.compile(r"is not a valid (float|integer) range\.")
+
+
+def _plain_number(match: re.Match[str]) -> str:
+    return "is not a number." if match[1] == "float" else "is not a whole number."
 
 
 def _verbose(ctx: click.Context) -> bool:

@@ -15,9 +15,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .db import address_hash, address_key, transaction
 from .message import Recipient
+
+if TYPE_CHECKING:
+    from .send.recipients import RowProblem
 
 ERASED_PREFIX = "erased:"  # what erasure leaves of a key: the prefix and the address's hash
 
@@ -412,23 +416,32 @@ def last_suppressing_event(conn: sqlite3.Connection, address: str) -> float | No
     return row[0]
 
 
+def csv_problems(path: Path) -> list[RowProblem]:
+    """Every bad row of a CSV list (with its line), read before anything is opened or written."""
+    from .send.recipients import RowProblem, read_recipients
+
+    return [r for r in read_recipients(path) if isinstance(r, RowProblem)]
+
+
 def import_csv(
     conn: sqlite3.Connection,
     path: Path,
     source: str | None = None,
     skip_invalid: bool = False,
     batch: int = 1000,
+    problems: list[RowProblem] | None = None,
 ) -> ImportReport:
     """Add every row of a CSV list as active; report bad rows with their line numbers.
 
     With a bad row and without *skip_invalid*, nothing is imported (the report
     lists every problem). Never re-activates anyone: a known subscriber keeps
     their status (their fields are updated), a suppressed address is skipped.
+    *problems*: the file's ``csv_problems``, where the caller read them already.
     """
     from .send.recipients import RowProblem, read_recipients
 
     report = ImportReport()
-    report.problems = [r for r in read_recipients(path) if isinstance(r, RowProblem)]
+    report.problems = csv_problems(path) if problems is None else problems
     if report.problems and not skip_invalid:
         return report
     source = source or f"import {path.name}"

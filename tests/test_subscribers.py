@@ -36,6 +36,8 @@ def test_import_refuses_a_list_with_bad_rows_and_says_where(project, runner) -> 
         "  hint: fix the row, or pass --skip-invalid to import the others",
         "2 problems found; nothing was written.",
     ]
+    # Nothing was written: not even an empty store in a project that had none.
+    assert not (project / ".digest" / "journal.sqlite3").exists()
     assert run(runner, "subscribers", "ls").output == ""
 
 

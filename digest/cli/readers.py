@@ -64,16 +64,18 @@ def import_(state: State, file: Path, skip_invalid: bool) -> None:
     """
     from .. import subscribers as store
 
-    conn = _store(state)
-    result = store.import_csv(conn, file, skip_invalid=skip_invalid)
+    # The rows are checked before the store is opened: a refused file leaves nothing behind.
+    bad = store.csv_problems(file)
     problems = [
         ContentError(
             p.message, path=file, line=p.line, hint="fix the row, or pass --skip-invalid to import the others"
         )
-        for p in result.problems
+        for p in bad
     ]
     if problems and not skip_invalid:
         raise problems[0] if len(problems) == 1 else DigestErrors(problems)
+    conn = _store(state)
+    result = store.import_csv(conn, file, skip_invalid=skip_invalid, problems=bad)
     for p in result.problems:
         click.echo(f"Warning: {_shown(file)}:{p.line}: {p.message} (skipped)", err=True)
     for line, first in result.duplicates:

@@ -128,7 +128,9 @@ def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
     ]
     names = [binding.key for binding in bindings if binding.key]
     raise_all(unreadable + _unknown_settings(dotenv_path, names))
-    return dict(dotenv_values(stream=io.StringIO(text)))
+    # Values are taken as written: python-dotenv would expand ${NAME} (even in single
+    # quotes), so a generated password holding one would change without a word.
+    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
 
 
 def setting_source(dotenv_path: Path, environ: Mapping[str, str], name: str) -> dict[str, Path | int | None]:

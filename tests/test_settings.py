@@ -117,3 +117,20 @@ def test_imap_settings_read_dotenv_the_same_way(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         imap_settings(tmp_path / ".env", {})
     assert e.value.message == "not UTF-8 text"
+
+
+def test_dotenv_values_are_taken_as_written(tmp_path: Path) -> None:
+    """python-dotenv expands ${NAME} by default, in single quotes too: a generated password
+    holding '${' would lose part of itself, and the login fail with no word of why."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DIGEST_SMTP_HOST=mail.example.org\n"
+        "DIGEST_SMTP_PASSWORD=a${HOME}b$c\n"
+        "DIGEST_SECRET='s${X}t'\n"
+        'DIGEST_SMTP_USERNAME="u${HOME}"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(dotenv, {})
+    assert settings.smtp_password == "a${HOME}b$c"
+    assert settings.secret == "s${X}t"
+    assert settings.smtp_username == "u${HOME}"

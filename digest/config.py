@@ -284,6 +284,19 @@ def load_newsletter(path: Path) -> Newsletter:
                 hint="it may contain {email} and {token}, filled in per recipient",
             )
         )
+    elif isinstance(unsub, str) and ("{email}" in unsub) != ("{token}" in unsub):
+        # The token signs the address: a link with one of them cannot be checked, and the
+        # one-click unsubscribe (RFC 8058) would answer and unsubscribe nobody.
+        have, lack = ("{token}", "{email}") if "{token}" in unsub else ("{email}", "{token}")
+        problems.append(
+            ConfigError(
+                f"'unsubscribe_url' has {have} but not {lack}: the link needs both to unsubscribe anyone",
+                path=path,
+                line=_line_of(text, "unsubscribe_url"),
+                hint="write both, as ?email={email}&token={token}, or neither "
+                "(digest then adds ?email=…&token=… itself)",
+            )
+        )
     elif isinstance(unsub, str):
         try:
             too_long = len(ascii_url(unsub.strip())) > MAX_UNSUBSCRIBE_URL

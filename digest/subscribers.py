@@ -82,7 +82,8 @@ def add(
 ) -> str:
     """Add a subscriber; return 'added', 'updated' (fields of a known one) or 'suppressed'.
 
-    A known subscriber keeps their status: adding never re-activates anyone.
+    A known subscriber keeps their status: adding never re-activates anyone. An
+    unconfirmed one (the subscribe form's) added as active becomes active ('added').
     A suppressed address (unsubscribed, bounced, complained, erased) is not added
     and its fields are left as they are.
     """
@@ -100,6 +101,18 @@ def _add(
     if row is not None:
         if row[1] in SUPPRESSING:
             return "suppressed"
+        if row[1] == "unconfirmed" and status == "active":
+            # The editor's own add or import: someone who only typed the address into the
+            # subscribe form (or a stranger who typed it) must not keep the reader off the
+            # list, nor get them deleted with the unconfirmed a week later.
+            conn.execute(
+                "UPDATE subscribers SET status = 'active', source = ?, updated_at = ?"
+                + (", fields = ?" if fields else "")
+                + " WHERE email_key = ?",
+                (source, now, data, key) if fields else (source, now, key),
+            )
+            _event(conn, address, "active", source, None, now)
+            return "added"
         if fields and row[0] != data:
             conn.execute(
                 "UPDATE subscribers SET fields = ?, updated_at = ? WHERE email_key = ?", (data, now, key)

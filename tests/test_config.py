@@ -364,3 +364,27 @@ def test_a_host_idna_cannot_write_is_an_error_not_a_traceback(tmp_path: Path) ->
     messages = [p.message for p in e.value.errors]
     assert messages[0].startswith("'from' is not an email address")
     assert messages[1].startswith("'unsubscribe_url' cannot be written in ASCII")
+
+
+@pytest.mark.parametrize(
+    ("url", "have", "lack"),
+    [
+        ("https://example.org/unsubscribe?t={token}", "{token}", "{email}"),
+        ("https://example.org/u/{email}", "{email}", "{token}"),
+    ],
+)
+def test_an_unsubscribe_url_with_one_of_email_and_token_is_refused(tmp_path: Path, url, have, lack) -> None:
+    """The token signs the address: with one of them the link (and the one-click POST)
+    could not unsubscribe anyone, yet it would be sent to every reader."""
+    base = (Path(__file__).resolve().parent.parent / "digest.toml").read_text()
+    path = write(
+        tmp_path / "digest.toml",
+        base.replace("https://worlddigest.example.org/unsubscribe?email={email}&token={token}", url),
+    )
+    with pytest.raises(ConfigError) as e:
+        load_newsletter(path)
+    assert (
+        e.value.message
+        == f"'unsubscribe_url' has {have} but not {lack}: the link needs both to unsubscribe anyone"
+    )
+    assert e.value.line == 10 and "neither" in e.value.hint

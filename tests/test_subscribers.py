@@ -332,3 +332,29 @@ def test_unconfirmed_subscribers_expire(tmp_path: Path) -> None:
     assert [s.email for s in subscribers.subscribers(conn)] == ["kept@example.org", "new@example.org"]
     assert [e[0] for e in subscribers.events(conn, "old@example.org")] == ["unconfirmed"]  # by hash
     assert "old@example.org" not in "\n".join(conn.iterdump())
+
+
+def test_the_editor_s_add_or_import_activates_an_unconfirmed_address(project, runner) -> None:
+    """Someone (the reader, or a stranger) typed the address into the subscribe form and never
+    confirmed: the editor's own import must still put the reader on the list, not leave them
+    unconfirmed and deleted with the unconfirmed a week later."""
+    conn = store(project)
+    subscribers.add(conn, "eve@example.org", None, "unconfirmed", "web: subscribe form")
+    subscribers.add(conn, "ann@example.org", None, "unconfirmed", "web: subscribe form")
+    csv = project / "list.csv"
+    csv.write_text("email,name\neve@example.org,Eve Imported\n", encoding="utf-8")
+    result = run(runner, "subscribers", "import", str(csv))
+    assert result.exit_code == 0 and result.stdout.startswith("1 added, 0 updated"), result.output
+    eve = subscribers.get(conn, "eve@example.org")
+    assert (eve.status, dict(eve.fields)) == ("active", {"name": "Eve Imported"})
+    assert run(runner, "subscribers", "add", "Ann@example.org").stdout == "added Ann@example.org\n"
+    assert subscribers.get(conn, "ann@example.org").status == "active"
+    assert [(e[0], e[1]) for e in subscribers.events(conn, "ann@example.org")] == [
+        ("unconfirmed", "web: subscribe form"),
+        ("active", "cli: subscribers add"),
+    ]
+    # Restoring an export keeps an unconfirmed reader unconfirmed; nobody suppressed comes back.
+    subscribers.add(conn, "zed@example.org", None, "unconfirmed", "web: subscribe form")
+    assert subscribers.add(conn, "zed@example.org", None, "unconfirmed", "import backup.csv") == "known"
+    run(runner, "unsubscribe", "eve@example.org")
+    assert subscribers.add(conn, "eve@example.org", None, "active", "cli") == "suppressed"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import quopri
 import re
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pytest
 from werkzeug.test import Client
@@ -299,3 +300,81 @@ def test_a_refused_confirmation_is_logged_without_the_address(tmp_path, caplog) 
     assert answer.status_code == 503
     assert "SMTPRecipientsRefused" in caplog.text and "<address>" in caplog.text
     assert "victim" not in caplog.text.lower()
+
+
+def test_a_one_click_post_that_names_nobody_is_refused(tmp_path) -> None:
+    """RFC 8058: a mailbox provider takes a 2xx as 'unsubscribed'; a POST without an address
+    and token unsubscribed nobody, so it must not answer 200."""
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    c = client(root)
+    assert c.get("/unsubscribe").status_code == 200  # the how-to page, for a reader who came by
+    answer = c.post("/unsubscribe", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 400 and "names no address" in answer.text
+
+
+@pytest.mark.parametrize("base", ["/n%C3%B6ws", "/my%20news"])
+def test_a_base_url_with_an_encoded_path_is_served_where_its_links_point(tmp_path, base: str) -> None:
+    root = make_project(
+        tmp_path / "p", f"https://harbour.example{base}/unsubscribe", f"https://harbour.example{base}"
+    )
+    site = tmp_path / "site"
+    write(site / "index.html", "<h1>Archive</h1>")
+    write(site / "2022-01-03" / "index.html", "<h1>Monday</h1>")
+    c = client(root, static_dir=site)
+    subscribe = c.get(f"{base}/subscribe")
+    assert subscribe.status_code == 200
+    assert f'href="{base}/_digest/reader.css"' in subscribe.text  # links keep the encoded form
+    assert c.get(f"{base}/_digest/reader.css").status_code == 200
+    assert c.get(f"{base}/").text == "<h1>Archive</h1>"
+    moved = c.get(f"{base}/2022-01-03?utm_source=feed")
+    assert moved.status_code == 301
+    assert moved.headers["Location"].endswith(f"{base}/2022-01-03/?utm_source=feed")  # query kept
+    token = tokens.sign(SECRET, "unsubscribe", "notes.harbour.example", "a@example.org")
+    query = urlencode({"email": "a@example.org", "token": token})
+    assert c.post(f"{base}/unsubscribe?{query}").status_code == 200
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    assert subscribers.get(conn, "a@example.org").status == "unsubscribed"
+
+
+@pytest.mark.parametrize(
+    "address", ["a/b@example.org", "a?b@example.org", "a#b@example.org", "a%b@example.org"]
+)
+def test_a_path_form_unsubscribe_link_works_for_any_valid_address(tmp_path, address: str) -> None:
+    root = make_project(
+        tmp_path, "https://harbour.example/news/u/{token}/{email}", "https://harbour.example/news"
+    )
+    c = client(root)
+    token = tokens.sign(SECRET, "unsubscribe", "notes.harbour.example", address)
+    path = f"/news/u/{token}/{quote(address, safe='@')}"  # as message.py writes the link
+    page = c.get(path)
+    assert page.status_code == 200 and html.escape(address) in page.text
+    action = re.search(r'action="([^"]*)"', page.text)[1]
+    posted = c.post(html.unescape(action))  # the page's button
+    assert posted.status_code == 200, posted.text
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    assert subscribers.get(conn, address).status == "unsubscribed"
+    # The one-click POST to the link itself works too.
+    assert c.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+def test_a_confirmation_that_failed_does_not_count_toward_the_address_limit(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server() as smtp:
+        smtp.recorder.faults["flaky@example.org"] = ["451 4.3.0 try later"] * 3 + ["250 OK"]
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        options = Options(per_address=Limit(3, 3600), per_client=Limit(100, 3600))
+        c = Client(create_app(load_project(root), settings, options))
+        codes = [c.post("/subscribe", data={"email": "flaky@example.org"}).status_code for _ in range(4)]
+        assert codes == [503, 503, 503, 200]
+        assert len(smtp.recorder.by_recipient()["flaky@example.org"]) == 1  # the 200 sent one
+
+
+def test_a_confirmation_to_an_internationalised_domain_needs_no_smtputf8(tmp_path) -> None:
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with Server(smtputf8=False) as smtp:
+        settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        c = Client(create_app(load_project(root), settings, Options()))
+        assert c.post("/subscribe", data={"email": "zed@bücher.de"}).status_code == 200
+        received = smtp.recorder.by_recipient()
+    assert list(received) == ["zed@xn--bcher-kva.de"]  # the envelope, as a send writes it
+    assert b"\r\nTo: zed@xn--bcher-kva.de\r\n" in received["zed@xn--bcher-kva.de"][0].data

@@ -6,6 +6,7 @@ import logging
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote, unquote
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.security import safe_join
@@ -40,6 +41,12 @@ def base_path_of(base_url_path: str) -> str:
     return f"/{stripped}/" if stripped else "/"
 
 
+def _with_query(location: str, request: Request) -> str:
+    """A redirect's location that keeps the request's query (a feed reader's '?utm=…')."""
+    query = request.query_string.decode("latin-1")
+    return f"{location}?{query}" if query else location
+
+
 def static_app(site_dir: Path, base_path: str = "/") -> Callable:
     """Return a WSGI app that serves *site_dir* at *base_path* (GET and HEAD only).
 
@@ -47,14 +54,15 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
     (the site's file list) and anything outside the folder are 404.
     """
     root = Path(site_dir).resolve()
-    base = base_path_of(base_path)
+    link_base = base_path_of(base_path)  # as links write it (percent-encoded)
+    base = base_path_of(unquote(base_path))  # as the request's path comes (decoded)
 
     def respond(request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(valid_methods=["GET", "HEAD"])
         path = request.path
         if path == base.rstrip("/") and base != "/":
-            return redirect(base, 301)
+            return redirect(_with_query(link_base, request), 301)
         if not path.startswith(base):
             raise NotFound()
         rel = path[len(base) :]
@@ -71,7 +79,7 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
         if rel == "" or rel.endswith("/"):
             rel += "index.html"
         elif (root / rel).is_dir():
-            return redirect(path + "/", 301)
+            return redirect(_with_query(quote(path + "/", safe="/:@!$&'()*+,;=~"), request), 301)
         suffix = PurePosixPath(rel).suffix.lower()
         mimetype = (
             "application/feed+json"

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
@@ -28,7 +28,7 @@ from ..headers import clean_value
 from ..send.recipients import envelope_address, normalise_address
 from ..settings import Settings
 from . import mail
-from .limits import Limit, allow
+from .limits import Limit, allow, refund
 from .pages import make_environment, page, secure, stylesheet
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,20 @@ class Options:
     static_dir: Path | None = None  # a published site, served under base_url's path
 
 
+def _route(url_path: str) -> str:
+    """A URL path as werkzeug's rules match it: decoded (unless that would make a converter)."""
+    decoded = unquote(url_path)
+    return url_path if "<" in decoded or ">" in decoded else decoded
+
+
+def _this_url(request: Request) -> str:
+    """The request's own URL, for a form to post back to: its path encoded again (a decoded
+    '?' or '#' of an address would end the path there), its query as it came."""
+    path = quote(request.script_root + request.path, safe="/:@!$&'()*+,;=~")
+    query = request.query_string.decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
 class ReaderApp:
     """The WSGI application for one newsletter project."""
 
@@ -76,23 +90,26 @@ class ReaderApp:
         self._site = None  # the published site's WSGI app, made on first use
         unsub = urlsplit(self.newsletter.unsubscribe_url)
         self.public_root = (self.newsletter.base_url or f"{unsub.scheme}://{unsub.netloc}").rstrip("/")
-        self.base = urlsplit(self.public_root).path.rstrip("/")
+        self.base = urlsplit(self.public_root).path.rstrip("/")  # as links write it (encoded)
+        # Werkzeug matches the decoded path ('/nöws' for a link to '/n%C3%B6ws').
+        route_base = _route(self.base)
         # Where the unsubscribe link carries the address and the token: path or query.
         self.query_names = {v.strip("{}"): k for k, v in parse_qsl(unsub.query) if v in ("{email}", "{token}")}
-        path = unsub.path.replace("{email}", "<email>").replace("{token}", "<token>")
+        # An address may hold '/' (RFC 5322 atext): the path converter takes it.
+        path = _route(unsub.path).replace("{email}", "<path:email>").replace("{token}", "<token>")
         if "{email}" not in unsub.path and "email" not in self.query_names:
             self.query_names = {"email": "email", "token": "token"}  # message.py appends them
         self.unsubscribe_path = unsub.path
         rules = [
             Rule(path or "/", endpoint="unsubscribe", methods=["GET", "POST"]),
-            Rule(f"{self.base}/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
-            Rule(f"{self.base}/confirm", endpoint="confirm", methods=["GET", "POST"]),
-            Rule(f"{self.base}/_digest/reader.css", endpoint="style", methods=["GET"]),
+            Rule(f"{route_base}/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
+            Rule(f"{route_base}/confirm", endpoint="confirm", methods=["GET", "POST"]),
+            Rule(f"{route_base}/_digest/reader.css", endpoint="style", methods=["GET"]),
         ]
         if options.static_dir is not None:  # the archive (issue 14): everything else under base
             rules += [
-                Rule(f"{self.base}/", endpoint="static", methods=["GET"]),
-                Rule(f"{self.base}/<path:path>", endpoint="static", methods=["GET"]),
+                Rule(f"{route_base}/", endpoint="static", methods=["GET"]),
+                Rule(f"{route_base}/<path:path>", endpoint="static", methods=["GET"]),
             ]
         self.routes = Map(rules, strict_slashes=False, merge_slashes=False)
 
@@ -153,13 +170,15 @@ class ReaderApp:
         if request.method == "POST":
             form = self.form(request)
         if not email and not token:
+            if request.method == "POST":  # a one-click request that names nobody did nothing
+                raise BadRequest("This link is not valid", "It names no address to unsubscribe.")
             return page(self.env, "how_to_unsubscribe.html", self.context())
         self.check("unsubscribe", email or "", token or "")
         if request.method != "POST":
             return page(
                 self.env,
                 "unsubscribe.html",
-                self.context(address=email, action=request.script_root + request.full_path.rstrip("?")),
+                self.context(address=email, action=_this_url(request)),
             )
         one_click = form.get("List-Unsubscribe") == "One-Click"
         subscribers.set_status(
@@ -192,7 +211,8 @@ class ReaderApp:
                 "Too many subscribe requests came from your network. Please try again in an hour.",
             )
         # The same answer whether the address is new, active or unsubscribed.
-        if allow(conn, f"address:{db.address_hash(canonical_address(address))}", self.options.per_address):
+        bucket = f"address:{db.address_hash(canonical_address(address))}"
+        if allow(conn, bucket, self.options.per_address):
             token = tokens.sign_confirm(self.settings.secret or "", self.newsletter.list_id, address, name)
             query = {"email": address, "token": token, **({"name": name} if name else {})}
             url = f"{self.public_root}/confirm?" + urlencode(query, quote_via=quote, safe="@")
@@ -202,6 +222,7 @@ class ReaderApp:
             except DigestError as e:  # SendError, or ConfigError: no SMTP server set
                 # A refused recipient's reply quotes the address: the log gets the rest.
                 log.error("%s", re.sub(re.escape(address), "<address>", str(e), flags=re.IGNORECASE))
+                refund(conn, bucket)  # no email went: it is not one of the address's few an hour
                 return self.error(
                     503,
                     "Please try again later",
@@ -241,7 +262,7 @@ class ReaderApp:
             return page(
                 self.env,
                 "confirm.html",
-                self.context(address=email, action=request.script_root + request.full_path.rstrip("?")),
+                self.context(address=email, action=_this_url(request)),
             )
         subscribers.reactivate(self.conn(), email, "web: confirmed link", {"name": name} if name else None)
         return page(self.env, "confirmed.html", self.context(address=email))

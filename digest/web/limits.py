@@ -35,3 +35,9 @@ def allow(conn: sqlite3.Connection, bucket: str, limit: Limit, now: float | None
             return False
         conn.execute("UPDATE rate_limits SET count = count + 1 WHERE bucket = ?", (bucket,))
         return True
+
+
+def refund(conn: sqlite3.Connection, bucket: str) -> None:
+    """Take back one event that ``allow`` counted (what it allowed did not happen)."""
+    with transaction(conn):
+        conn.execute("UPDATE rate_limits SET count = count - 1 WHERE bucket = ? AND count > 0", (bucket,))

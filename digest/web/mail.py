@@ -13,6 +13,7 @@ import jinja2
 
 from ..config import Newsletter
 from ..errors import SendError
+from ..send.recipients import envelope_address
 from ..send.session import hide_login
 from ..send.transport import check_settings
 from ..settings import Settings
@@ -26,7 +27,9 @@ def confirmation(
     """Build the email that asks *address* to confirm a subscription."""
     message = EmailMessage(policy=SMTP)
     message["From"] = newsletter.sender
-    message["To"] = address  # checked by email-validator: no CR/LF can reach a header
+    # Checked by email-validator: no CR/LF can reach a header. An internationalised domain
+    # goes in its IDNA form, as a send writes it, so no SMTPUTF8 is needed for it.
+    message["To"] = envelope_address(address)
     if newsletter.reply_to:
         message["Reply-To"] = newsletter.reply_to
     message["Subject"] = f"Confirm your subscription to {newsletter.name}"
@@ -58,7 +61,11 @@ def send(settings: Settings, message: EmailMessage) -> None:
                 client.starttls(context=context)
             if settings.smtp_username:
                 _login(client, settings.smtp_username, settings.smtp_password or "")
-            client.send_message(message, from_addr=parseaddr(message["From"])[1])
+            client.send_message(
+                message,
+                from_addr=envelope_address(parseaddr(message["From"])[1]),
+                to_addrs=[envelope_address(address) for address in message.get_all("To", [])],
+            )
     except (smtplib.SMTPException, OSError) as e:
         # A server may echo the login in its reply: never in the error, nor in a traceback.
         # The reply's own bytes are cleaned (a repr of them would escape a non-ASCII password).

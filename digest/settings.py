@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from .errors import ConfigError, DigestError, raise_all
@@ -105,9 +104,18 @@ def _unknown_settings(dotenv_path: Path, names: Iterable[str]) -> list[DigestErr
 
 def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
     """Return the settings of .env (none if there is no file); raise for text that is not
-    UTF-8 and for a DIGEST_ name digest does not know. A byte-order mark is allowed."""
+    UTF-8, for a line it cannot read and for a DIGEST_ name digest does not know (all of
+    them at once). A byte-order mark is allowed."""
+    values, problems = read_dotenv_checked(dotenv_path)
+    raise_all(problems)
+    return values
+
+
+def read_dotenv_checked(dotenv_path: Path) -> tuple[dict[str, str | None], list[DigestError]]:
+    """Return the settings of the lines of .env that can be read, and the problems of the
+    others (for a caller that reports them with its own); raise for text that is not UTF-8."""
     if not dotenv_path.is_file():
-        return {}
+        return {}, []
     try:
         text = dotenv_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -127,10 +135,12 @@ def read_dotenv(dotenv_path: Path) -> dict[str, str | None]:
         if binding.error
     ]
     names = [binding.key for binding in bindings if binding.key]
-    raise_all(unreadable + _unknown_settings(dotenv_path, names))
-    # Values are taken as written: python-dotenv would expand ${NAME} (even in single
-    # quotes), so a generated password holding one would change without a word.
-    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
+    problems: list[DigestError] = [*unreadable, *_unknown_settings(dotenv_path, names)]
+    # Values are taken as written, as python-dotenv's dotenv_values(interpolate=False) gives
+    # them: its default would expand ${NAME} (even in single quotes), so a generated
+    # password holding one would change without a word. The last of a name wins.
+    values = {b.key: b.value for b in bindings if b.key is not None and not b.error}
+    return values, problems
 
 
 def setting_source(dotenv_path: Path, environ: Mapping[str, str], name: str) -> dict[str, Path | int | None]:
@@ -142,8 +152,9 @@ def setting_source(dotenv_path: Path, environ: Mapping[str, str], name: str) -> 
 
 
 def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
-    """Merge .env (if any) under the environment and validate the SMTP settings."""
-    values = read_dotenv(dotenv_path)
+    """Merge .env (if any) under the environment and validate the SMTP settings; raise
+    every problem found at once."""
+    values, problems = read_dotenv_checked(dotenv_path)
     values.update({k: v for k, v in environ.items() if k.startswith("DIGEST_")})
 
     def where(name: str) -> dict:
@@ -154,19 +165,24 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
     if port_text:
         try:
             port = parse_port(port_text)
-        except ValueError as e:
-            raise ConfigError(
-                f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port_text!r}",
-                **where("DIGEST_SMTP_PORT"),
-                hint="set DIGEST_SMTP_PORT=587 (STARTTLS), 465 (TLS) or 25",
-            ) from e
+        except ValueError:
+            problems.append(
+                ConfigError(
+                    f"DIGEST_SMTP_PORT is not a port number (1 to 65535): {port_text!r}",
+                    **where("DIGEST_SMTP_PORT"),
+                    hint="set DIGEST_SMTP_PORT=587 (STARTTLS), 465 (TLS) or 25",
+                )
+            )
     security = (values.get("DIGEST_SMTP_SECURITY") or "starttls").lower()
     if security not in ("starttls", "tls", "none"):
-        raise ConfigError(
-            f"DIGEST_SMTP_SECURITY must be starttls, tls or none, not {security!r}",
-            **where("DIGEST_SMTP_SECURITY"),
-            hint="starttls is the default and right for port 587",
+        problems.append(
+            ConfigError(
+                f"DIGEST_SMTP_SECURITY must be starttls, tls or none, not {security!r}",
+                **where("DIGEST_SMTP_SECURITY"),
+                hint="starttls is the default and right for port 587",
+            )
         )
+    raise_all(problems)
     return Settings(
         smtp_host=values.get("DIGEST_SMTP_HOST") or None,
         smtp_port=port,

@@ -134,3 +134,23 @@ def test_dotenv_values_are_taken_as_written(tmp_path: Path) -> None:
     assert settings.smtp_password == "a${HOME}b$c"
     assert settings.secret == "s${X}t"
     assert settings.smtp_username == "u${HOME}"
+
+
+def test_every_problem_of_dotenv_is_reported_at_once(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DIGEST_SMTP_HOST=mail.example.org\n"
+        "DIGEST_SMTP_PORT=38525x\n"
+        "DIGEST_SMTP_SECURITY=off\n"
+        "DIGEST_SMTP_SECURTY=tls\n"
+        'DIGEST_SMTP_USERNAME="unclosed\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DigestErrors) as e:
+        load_settings(dotenv, {})
+    assert sorted((err.line, err.message.split(":")[0]) for err in e.value.errors) == [
+        (2, "DIGEST_SMTP_PORT is not a port number (1 to 65535)"),
+        (3, "DIGEST_SMTP_SECURITY must be starttls, tls or none, not 'off'"),
+        (4, "unknown setting DIGEST_SMTP_SECURTY"),
+        (5, "cannot read this line"),
+    ]

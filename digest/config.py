@@ -180,9 +180,10 @@ def load_newsletter(path: Path) -> Newsletter:
     for key in _REQUIRED:
         value = table.get(key)
         if not isinstance(value, str) or not value.strip():
+            blank = isinstance(value, str)  # there, but nothing in it
             problems.append(
                 ConfigError(
-                    f"[newsletter] has no '{key}'",
+                    f"'{key}' in [newsletter] is empty" if blank else f"[newsletter] has no '{key}'",
                     path=path,
                     line=_line_of(text, key),
                     hint=f'add {key} = "..." under [newsletter]'
@@ -196,7 +197,9 @@ def load_newsletter(path: Path) -> Newsletter:
                     f"unknown key '{key}' in [newsletter]",
                     path=path,
                     line=_line_of(text, key),
-                    hint="known keys: " + ", ".join(_REQUIRED + _OPTIONAL),
+                    hint=f"did you mean '{close[0]}'?"
+                    if (close := difflib.get_close_matches(key, _REQUIRED + _OPTIONAL, n=1, cutoff=0.75))
+                    else "known keys: " + ", ".join(_REQUIRED + _OPTIONAL),
                 )
             )
     for key in ("from", "reply_to"):
@@ -537,7 +540,7 @@ def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
 def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, str]:
     """Read a TOML file; return its data and its text, or raise *error* with the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is allowed
     except UnicodeDecodeError as e:
         raise error("not UTF-8 text", path=path, hint="save the file as UTF-8") from e
     except OSError as e:

@@ -394,3 +394,22 @@ def test_an_http_unsubscribe_url_warns_that_one_click_is_not_offered(project: Pa
         "List-Unsubscribe-Post, so Gmail's and Yahoo's one-click unsubscribe (RFC 8058, https only) "
         "is not offered"
     ]
+
+
+def test_an_issue_toml_that_cannot_be_read_is_not_also_said_to_lack_a_preheader(
+    project: Path, small_issue: Path
+) -> None:
+    (small_issue / "issue.toml").write_text(
+        'subject = "Small issue\npreheader = "Brest joins"\n', encoding="utf-8"
+    )
+    findings = _findings("small")
+    assert any("invalid TOML" in f for f in findings), findings
+    assert not any("preheader" in f for f in findings), findings
+
+
+def test_files_saved_with_a_byte_order_mark_are_read(project: Path, small_issue: Path) -> None:
+    """Windows editors write a BOM; stories, the list and .env already allowed one."""
+    for path in (project / "digest.toml", small_issue / "issue.toml"):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    findings = _findings("small")
+    assert not any("invalid TOML" in f or "error" in f for f in findings), findings

@@ -56,6 +56,11 @@ def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
             "Invalid value for '--workers': 'two' is not a whole number.",
             "digest send",
         ),
+        (
+            ["new", "x", "--date", "2024-02-30"],
+            "Invalid value for '--date': '2024-02-30' is not a day of the calendar written YYYY-MM-DD.",
+            "digest new",
+        ),
         (["nonsense"], "No such command 'nonsense'.", "digest"),
         (["ls"], "Missing argument 'ISSUE'.", "digest ls"),
         (["add", EXAMPLE, "--title"], "Option '--title' requires an argument.", "digest add"),

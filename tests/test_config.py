@@ -388,3 +388,28 @@ def test_an_unsubscribe_url_with_one_of_email_and_token_is_refused(tmp_path: Pat
         == f"'unsubscribe_url' has {have} but not {lack}: the link needs both to unsubscribe anyone"
     )
     assert e.value.line == 10 and "neither" in e.value.hint
+
+
+def test_a_blank_required_key_is_named_empty_and_a_typo_gets_the_close_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "digest.toml",
+        """
+        [newsletter]
+        name = "N"
+        from = "N <n@example.org>"
+        unsubscribe_url = "https://example.org/unsubscribe"
+        list_id = "n.example.org"
+        disclaimer = "   "
+        recent_issue = 5
+        langauge = "fr"
+    """,
+    )
+    with pytest.raises(DigestErrors) as e:
+        load_newsletter(path)
+    found = {err.message: err.hint for err in e.value.errors}
+    assert found == {
+        "'disclaimer' in [newsletter] is empty": 'add disclaimer = "..." under [newsletter] '
+        "(every issue carries the editorial disclaimer)",
+        "unknown key 'recent_issue' in [newsletter]": "did you mean 'recent_issues'?",
+        "unknown key 'langauge' in [newsletter]": "did you mean 'language'?",
+    }

@@ -413,3 +413,33 @@ def test_a_refused_message_is_followed_by_rset() -> None:
     [lines] = connections  # one connection throughout
     verbs = [line[:4] for line in lines if line[:4] in (b"MAIL", b"RSET")]
     assert verbs == [b"MAIL", b"RSET", b"MAIL", b"RSET", b"MAIL"]
+
+
+def test_a_server_on_this_machine_without_starttls_is_told_about_security_none() -> None:
+    """A local relay (Postfix on loopback, a test server) usually offers no STARTTLS: the
+    hint names the setting that fits it, not only implicit TLS on 465."""
+    from digest.errors import SendError
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 plain ESMTP\r\n")
+        while line := await reader.readline():
+            writer.write(b"250-plain\r\n250 PIPELINING\r\n" if line[:4].upper() == b"EHLO" else b"221 bye\r\n")
+        writer.close()
+
+    async def attempt() -> SendError:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        client = messenger(_port(server), "starttls")
+        try:
+            with pytest.raises(SendError) as e:
+                await client.connect()
+            await client.close()
+        finally:
+            server.close()
+        return e.value
+
+    error = asyncio.run(attempt())
+    assert error.message == "127.0.0.1 does not offer STARTTLS"
+    assert error.hint == (
+        "set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server; "
+        "for a server on this machine, DIGEST_SMTP_SECURITY=none"
+    )

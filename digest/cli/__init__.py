@@ -111,11 +111,14 @@ def _usage_error(error: click.UsageError) -> None:
     click.echo(f"Error: {message}\n  hint: see '{where} --help'", err=True)
 
 
-# click names the type of a range option in its message ("'abc' is not a valid float range")
-_NOT_A_NUMBER = re.compile(r"is not a valid (float|integer) range\.")
+# click names the type in its message: "'abc' is not a valid float range", and for a day that
+# does not exist (2024-02-30) "does not match the format '%Y-%m-%d'", which it does.
+_NOT_A_NUMBER = re.compile(r"is not a valid (float|integer) range\.|does not match the format '%Y-%m-%d'\.")
 
 
 def _plain_number(match: re.Match[str]) -> str:
+    if match[1] is None:
+        return "is not a day of the calendar written YYYY-MM-DD."
     return "is not a number." if match[1] == "float" else "is not a whole number."
 
 

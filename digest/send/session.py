@@ -158,7 +158,12 @@ class SMTPSession:
                 if "starttls" not in self._extensions:
                     raise SendError(
                         f"{host} does not offer STARTTLS",
-                        hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server",
+                        hint="set DIGEST_SMTP_SECURITY=tls (port 465), or fix the server"
+                        + (
+                            "; for a server on this machine, DIGEST_SMTP_SECURITY=none"
+                            if self._on_loopback()
+                            else ""
+                        ),
                     )
                 async with asyncio.timeout(t.command):
                     conn = self._conn
@@ -238,6 +243,12 @@ class SMTPSession:
         assert self._conn is not None and self._conn.transport is not None
         self._conn.transport.write(line)
         return await self._conn.reply()
+
+    def _on_loopback(self) -> bool:
+        """Whether the open connection's peer is this machine (its address, no lookup)."""
+        transport = self._conn.transport if self._conn is not None else None
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return bool(peer) and all_loopback([peer[0]])
 
     async def _ehlo(self) -> None:
         assert self._conn is not None and self._conn.transport is not None

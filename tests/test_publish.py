@@ -300,6 +300,22 @@ def test_drafts_are_never_published_and_a_named_issue_stays(held_in: Path, runne
     assert (held_in / "site" / ".git" / "HEAD").read_text() == "ref: refs/heads/gh-pages\n"
 
 
+def test_a_draft_published_to_a_scratch_folder_stays_off_the_site(
+    held_in: Path, runner: CliRunner, tmp_path: Path
+) -> None:
+    """An editor looks at a draft's page with --out elsewhere: that name is for that run only."""
+    scratch = tmp_path / "look"
+    assert publish(runner, "2022-01-07", "--out", str(scratch)).exit_code == 0
+    assert (scratch / "2022-01-07" / "index.html").is_file()
+    result = publish(runner)
+    assert result.exit_code == 0, result.output
+    assert not (held_in / "site" / "2022-01-07").exists()
+    assert "2022-01-07" not in (held_in / "site" / "feed.atom").read_text()
+    assert publish(runner, "2022-01-07", "--out", "site").exit_code == 0  # the site itself: remembered
+    assert publish(runner, "--out", str(tmp_path / "copy")).exit_code == 0
+    assert (tmp_path / "copy" / "2022-01-07" / "index.html").is_file()
+
+
 def test_feeds_parse_and_carry_what_their_specifications_require(held_in: Path, runner: CliRunner) -> None:
     out = _published(held_in, runner, EXAMPLE, "2022-03-03", "2022-01-07")
     atom = feedparser.parse((out / "feed.atom").read_bytes())

@@ -84,7 +84,10 @@ def publish_site(
         path = f"{issue.slug}/"
         entries.append(Entry(issue, path, site.url(path), dates.published, dates.updated, content, description))
         remembered = state.get(issue.slug, {}).get("named", False)
-        new_state[issue.slug] = state_entry(dates, remembered or issue.slug in named_slugs)
+        # A name is remembered for the project's own site only: a draft published to a
+        # scratch '--out' folder to look at it must not go up with the next publish.
+        remember = issue.slug in named_slugs and out_dir == (project.root / SITE_FOLDER).resolve()
+        new_state[issue.slug] = state_entry(dates, remembered or remember)
         for item in site_files(issue):  # every picture of the issue folder its stories show
             if isinstance(item, DigestError):
                 warnings.append(item)

@@ -818,3 +818,20 @@ def test_the_plan_names_readers_due_from_an_earlier_run_with_another_list(
         "sent all the same)\n" in result.stdout
     )
     assert len(plain_server.recorder.by_recipient()) == 5
+
+
+def test_a_dry_run_of_a_finished_send_still_writes_every_message(
+    plain_server: Server, runner: CliRunner, tmp_path: Path
+) -> None:
+    """Checking an issue's messages after its send (a corrected template, say) must not stop
+    at 'Nothing to send.': the dry run prepares every reader's, whatever the journal says."""
+    recipients = _list(tmp_path, 3)
+    assert _send(runner, "--list", str(recipients), "--yes").exit_code == 0
+    result = _send(runner, "--list", str(recipients), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Recipients: 0 to send, 3 already sent" in result.stdout
+    assert "Nothing to send." not in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        "3 prepared (every reader, whatever the journal says; nothing sent), 0 failed, 0 deferred"
+    )
+    assert len(plain_server.recorder.received) == 3  # the send's; the dry run sent nothing

@@ -281,7 +281,8 @@ def send(
             )
         )
     real = not dry_run and outbox is None
-    if plan.to_send == 0 and not (plan.taken and real):
+    # A dry run goes on even so: it writes every reader's message, whatever the journal says.
+    if plan.to_send == 0 and not (plan.taken and real) and not dry_run:
         click.echo("Nothing to send.")
         if plan.held:
             click.echo(_HELD_LEFT.format(n=len(plan.held)))

@@ -9,6 +9,7 @@ erasure and nothing (an import, a ``--list`` send) can mail them again; only
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
@@ -429,6 +430,21 @@ def last_suppressing_event(conn: sqlite3.Connection, address: str) -> float | No
     return row[0]
 
 
+def _restore_record(conn: sqlite3.Connection, address: str, backup: Mapping[str, str]) -> None:
+    """Give a subscriber restored from a backup the backup's dates and source (where it
+    says when and how they subscribed, the consent record's start), not the import's."""
+    dates = []
+    for column in ("created", "updated"):
+        try:
+            dates.append(dt.datetime.fromisoformat(backup[column]).timestamp())
+        except (ValueError, OverflowError, OSError):
+            return  # a cell edited into something else: the import's own time stands
+    conn.execute(
+        "UPDATE subscribers SET created_at = ?, updated_at = ?, source = ? WHERE email_key = ?",
+        (*dates, backup["source"] or "import", address_key(address)),
+    )
+
+
 def csv_problems(path: Path) -> list[RowProblem]:
     """Every bad row of a CSV list (with its line), read before anything is opened or written."""
     from .send.recipients import RowProblem, read_recipients
@@ -471,13 +487,16 @@ def import_csv(
                     report.duplicates.append((row.line or 0, first_line[key]))
                     continue
                 first_line[key] = row.line or 0
-                fields, status = row.fields, "active"
+                fields, status, backup = row.fields, "active", None
                 if EXPORT_COLUMNS <= fields.keys():  # a backup made by `subscribers export`
+                    backup = fields
                     status = fields["status"] if fields["status"] in STATUSES else "active"
                     # Every row of an export has every reader's columns: an empty cell is a
                     # field this reader did not have, so the store reads back as it was.
                     fields = {k: v for k, v in fields.items() if k not in EXPORT_COLUMNS and v != ""}
                 outcome = _add(conn, row.email, fields, status, source)
+                if outcome == "added" and backup is not None:
+                    _restore_record(conn, row.email, backup)
                 if outcome == "added":
                     report.added += 1
                 elif outcome == "updated":

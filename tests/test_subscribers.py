@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -207,11 +208,17 @@ def test_an_export_imports_back_as_it_was_and_duplicates_are_reported(project, r
     backup = tmp_path / "backup.csv"
     assert run(runner, "subscribers", "export", str(backup)).exit_code == 0
 
-    (project / ".digest" / "journal.sqlite3").unlink()  # a new machine: restore the backup
+    before = {s["email"]: s for s in json.loads(run(runner, "subscribers", "ls", "--json").stdout)}
+    for file in (project / ".digest").glob("journal.sqlite3*"):
+        file.unlink()  # a new machine: restore the backup
+    time.sleep(1.1)  # the export's times are to the second
     restored = run(runner, "subscribers", "import", str(backup))
     assert restored.exit_code == 0, restored.output
     listed = json.loads(run(runner, "subscribers", "ls", "--json").stdout)
     by_address = {s["email"]: s for s in listed}
+    for address, was in before.items():  # the consent record starts where it did, not at the restore
+        keys = ("created", "updated", "source")
+        assert [by_address[address][k] for k in keys] == [was[k] for k in keys]
     assert by_address["anna@example.com"]["status"] == "active"
     assert by_address["anna@example.com"]["fields"] == {"city": "Berlin", "name": "Anna"}
     assert by_address["boris@example.com"]["status"] == "unsubscribed"  # never re-activated

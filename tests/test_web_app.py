@@ -220,6 +220,10 @@ def test_limits_count_the_canonical_address_and_the_ipv6_64(tmp_path) -> None:
         assert ask("victim@example.org", "2001:db8:1:2::1") == 200
         assert ask("Victim+news@Example.org", "2001:db8:1:2::2") == 200  # same answer, no email
         assert ask("victim+x@example.org", "2001:db8:1:2:ffff::3") == 429  # the same /64
+        limited = c.post(
+            "/subscribe", data={"email": "x@example.org"}, environ_base={"REMOTE_ADDR": "2001:db8:1:2::9"}
+        )
+        assert limited.status_code == 429 and limited.headers["Retry-After"] == "3600"
         assert ask("other@example.org", "2001:db8:1:3::1") == 200  # another /64
         assert ask("third@example.org", "192.0.2.1") == 200
         assert sorted(smtp.recorder.by_recipient()) == [
@@ -267,6 +271,7 @@ def test_a_confirmation_that_cannot_be_sent_stores_nothing(tmp_path) -> None:
     c = Client(create_app(load_project(root), settings, Options()))
     answer = c.post("/subscribe", data={"email": "down@example.org"})
     assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    assert answer.headers["Retry-After"] == "300"
     conn = db.connect(root / ".digest" / db.DB_NAME)
     assert subscribers.get(conn, "down@example.org") is None
     assert subscribers.events(conn, "down@example.org") == []

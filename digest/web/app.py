@@ -136,6 +136,7 @@ class ReaderApp:
                 "Please try again",
                 "The service is busy. Nothing was changed; please try again in a minute.",
             )
+            response.headers["Retry-After"] = "60"  # RFC 9110 10.2.3: what the page says
         except Exception:
             # The route's name, never the path or query: they hold addresses and tokens.
             log.exception("error answering %s %s: 500", request.method, endpoint)
@@ -205,11 +206,13 @@ class ReaderApp:
         conn, client = self.conn(), client_bucket(request.remote_addr)
         subscribers.purge_unconfirmed(conn, self.options.confirm_days * 86400)
         if not allow(conn, f"client:{client}", self.options.per_client):
-            return self.error(
+            limited = self.error(
                 429,
                 "Too many requests",
                 "Too many subscribe requests came from your network. Please try again in an hour.",
             )
+            limited.headers["Retry-After"] = str(int(self.options.per_client.window))  # RFC 6585 4
+            return limited
         # The same answer whether the address is new, active or unsubscribed.
         bucket = f"address:{db.address_hash(canonical_address(address))}"
         if allow(conn, bucket, self.options.per_address):
@@ -223,12 +226,14 @@ class ReaderApp:
                 # A refused recipient's reply quotes the address: the log gets the rest.
                 log.error("%s", re.sub(re.escape(address), "<address>", str(e), flags=re.IGNORECASE))
                 refund(conn, bucket)  # no email went: it is not one of the address's few an hour
-                return self.error(
+                unavailable = self.error(
                     503,
                     "Please try again later",
                     "We could not send the confirmation email just now. Nothing "
                     "was changed; please try again later.",
                 )
+                unavailable.headers["Retry-After"] = "300"
+                return unavailable
             # Once the email went out (so that 'nothing was changed' holds when it did not),
             # a new address is kept as unconfirmed, without fields; a known one (active,
             # unsubscribed, bounced...) is left exactly as it is. The name travels, signed,

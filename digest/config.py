@@ -261,8 +261,8 @@ def load_newsletter(path: Path) -> Newsletter:
                     line=_line_of(text, key),
                     hint=f'write {key} = "{fixed}"'
                     if is_language_tag(fixed)
-                    else "letters and digits joined by hyphens: a language, then a script and a region if "
-                    'need be, e.g. "en", "ar-EG", "pa-Arab"',
+                    else "a language's ISO 639 code of 2 or 3 letters, then a script and a region "
+                    'if need be, joined by hyphens: "en", "ar-EG", "pa-Arab"',
                 )
             )
     sources, source_problems = _read_sources(data.get("sources"), path, text)

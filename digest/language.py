@@ -22,10 +22,12 @@ _RTL_LANGUAGES = {
     "pga", "pnb", "prs", "ps", "pst", "rhg", "sam", "sd", "sdh", "shu", "skr", "ssh", "syr", "ug",
     "ur", "yi", "ydd", "yih",
 }  # fmt: skip
-# A well-formed BCP 47 language tag (RFC 5646 2.1): language (with extended subtags),
-# script, region, variants, extensions, private use; or private use alone.
+# A BCP 47 language tag (RFC 5646 2.1): language (with extended subtags), script, region,
+# variants, extensions, private use; or private use alone. The language is an ISO 639 code
+# of 2 or 3 letters: the grammar's 4 to 8 letter forms are reserved, and no language is
+# registered under one (so "english" is no tag that browsers or screen readers know).
 _LANGUAGE_TAG = re.compile(
-    r"(?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})"
+    r"(?:[a-z]{2,3}(?:-[a-z]{3}){0,3})"
     r"(?:-[a-z]{4})?"
     r"(?:-(?:[a-z]{2}|[0-9]{3}))?"
     r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*"

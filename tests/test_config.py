@@ -142,8 +142,9 @@ def test_text_direction_comes_from_the_language(
     [
         ("ar_EG", 'write language = "ar-EG"'),
         ("en US", 'write language = "en-US"'),
-        ("english!", "letters and digits joined by hyphens"),
-        ("", "letters and digits joined by hyphens"),
+        ("english!", "ISO 639 code of 2 or 3 letters"),
+        ("english", "ISO 639 code of 2 or 3 letters"),  # well formed, but no language has it
+        ("", "ISO 639 code of 2 or 3 letters"),
         ("en-", 'write language = "en"'),
     ],
 )

@@ -22,7 +22,11 @@ def inline_css(html: str) -> str:
     """Move the <style> rules into style attributes; keep @media rules in a <style> block.
 
     ``strip_important=False`` keeps ``!important`` in the kept media queries (the
-    dark-mode and mobile rules need it to win over the inlined styles).
+    dark-mode and mobile rules need it to win over the inlined styles). premailer would
+    also copy a CSS width or height into the element's attribute, over the template's
+    own: the story picture's ``width="536"`` (Outlook's size for it) became
+    ``width="100%"``, and ``height: auto`` became ``height="auto"``, which HTML does not
+    allow (a number of pixels only). The templates write the attributes they need.
     """
     premailer = Premailer(
         html,
@@ -32,6 +36,7 @@ def inline_css(html: str) -> str:
         disable_validation=True,
         allow_network=False,
         allow_loading_external_files=False,
+        disable_basic_attributes=["height", "width"],
         method="html",
     )
     html = premailer.transform(pretty_print=False)

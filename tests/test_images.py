@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import lxml.html
@@ -260,3 +261,16 @@ def test_image_errors_come_with_template_errors(project: Path) -> None:
         render_issue(project_, load_issue(project_, "pics"))
     messages = [e.message for e in caught.value.errors]
     assert len(messages) == 2 and "base_url" in messages[0] and "undefined variable" in messages[1]
+
+
+def test_pictures_carry_no_height_attribute_that_html_forbids(project: Path) -> None:
+    """premailer copied CSS sizes into attributes over the template's: the story picture's
+    width="536" (Outlook's size) became width="100%", and 'height: auto' height="auto",
+    which HTML does not allow (pixels only)."""
+    _issue(project, "Text.\n\n![A wide map](wide.png)")
+    project_ = load_project()
+    html = render_issue(project_, load_issue(project_, "pics")).html
+    story_image, body_image = re.findall(r"<img [^>]*>", html)
+    assert ' width="536"' in story_image and "max-width:536px" in story_image, story_image
+    assert " width=" not in body_image and "max-width:100%" in body_image, body_image
+    assert " height=" not in story_image + body_image

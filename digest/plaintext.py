@@ -19,6 +19,21 @@ _NO_START = set(
     "、。，．：；？！）〕］｝〉》」』】〙〗〟’”・ー゛゜ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ々〻"
 )
 _NO_END = set("（〔［｛〈《「『【〘〖〝‘“")
+CJK_FULL_STOP = "。"
+
+
+def ideographic(char: str) -> bool:
+    """Whether *char* is a letter of Chinese or Japanese (an ideograph or a kana): text that
+    ends its sentences with 。, not '.'."""
+    return unicodedata.name(char, "").startswith(
+        ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA")
+    )
+
+
+def lead_gap(lead: str) -> str:
+    """Return what goes between a dateline and the text after it: a space, or nothing after a
+    CJK full stop ("東京、3月6日。/NHK/。本文です。"), as that text is written."""
+    return "" if lead.endswith(CJK_FULL_STOP) else " "
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
@@ -178,7 +193,7 @@ def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
             heading = i > 0 and tokens[i - 1].type == "heading_open"
             text = _inline_text(tok.children or [], upper=heading)
             if pending_lead:
-                text = f"{pending_lead} {text}"
+                text = f"{pending_lead}{lead_gap(pending_lead)}{text}"
                 pending_lead = ""
             if heading:
                 blocks.append(wrap(text, width))

@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 from .config import control_character, control_hint
 from .errors import ContentError, DigestError, DigestErrors
 from .links import is_http_url, site_of
-from .plaintext import tokens_to_text
+from .plaintext import CJK_FULL_STOP, ideographic, tokens_to_text
 
 log = logging.getLogger(__name__)
 
@@ -410,10 +410,14 @@ def front_line(story: Story, key: str) -> int | None:
 
 
 def lead_of(dateline: str | None, source: str | None) -> str:
-    """Return "MOSCOW, December 31. /TASS/." (or "" without a dateline)."""
+    """Return "MOSCOW, December 31. /TASS/." (or "" without a dateline).
+
+    A Chinese or Japanese dateline keeps its script's full stop: "東京、3月6日。/NHK/。".
+    """
     if not dateline:
         return ""
-    return f"{dateline}. /{source}/." if source else f"{dateline}."
+    stop, gap = (CJK_FULL_STOP, "") if ideographic(dateline[-1]) else (".", " ")
+    return f"{dateline}{stop}{gap}/{source}/{stop}" if source else f"{dateline}{stop}"
 
 
 def body_html(body: str, image_srcs: Mapping[str, str]) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ContentError, DigestErrors
-from digest.stories import body_html, read_story
+from digest.stories import body_html, lead_of, read_story
 
 from .conftest import REPO, write
 
@@ -257,3 +257,17 @@ def test_control_characters_in_read_also_and_image_are_errors_once(tmp_path: Pat
         ("'read_also' holds a control character (U+202E)", 3),
         ("'image' holds a control character (U+0007)", 6),
     ]
+
+
+@pytest.mark.parametrize(
+    "dateline, source, lead",
+    [
+        ("MOSCOW, December 31", "TASS", "MOSCOW, December 31. /TASS/."),
+        ("東京、3月6日", "NHK", "東京、3月6日。/NHK/。"),  # the script's own full stop
+        ("北京，3月6日", None, "北京，3月6日。"),
+        ("서울, 3월 6일", "연합뉴스", "서울, 3월 6일. /연합뉴스/."),  # Korean writes '.'
+        ("الرباط، 6 مارس", "الجزيرة", "الرباط، 6 مارس. /الجزيرة/."),
+    ],
+)
+def test_the_lead_ends_as_the_datelines_script_does(dateline: str, source: str | None, lead: str) -> None:
+    assert lead_of(dateline, source) == lead

@@ -157,7 +157,8 @@ def _char_width(char: str) -> tuple[int, bool]:
 
 
 def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
-    """Render a markdown-it token stream as plain text: paragraphs wrapped, links as URLs.
+    """Render a markdown-it token stream as plain text: paragraphs wrapped, links as URLs,
+    pictures as their alt text and URL.
 
     *lead* (a dateline) is put in front of the first paragraph, as the HTML part puts it;
     when the story opens with anything else (a heading, a list, a quote) the dateline is a
@@ -253,6 +254,16 @@ def _inline_text(children: list, upper: bool = False) -> str:
             if href and not label_end.endswith(href):
                 out.append(f" <{href}>")
         elif kind == "image":
-            alt = child.content or child.attrGet("alt") or "image"
-            out.append(f"[{_upper_words(alt) if upper else alt}]")
+            # The alt text as the HTML part writes it: its words, without their Markdown.
+            alt = _inline_text(child.children) if child.children else child.content
+            label = picture(alt.strip(), "")
+            src = child.attrGet("src")
+            out.append((_upper_words(label) if upper else label) + (f" <{src}>" if src else ""))
     return "".join(out)
+
+
+def picture(alt: str, src: str) -> str:
+    """Return a picture as the text part writes it: its alt text, then its address as a link
+    is written ('[Picture: A map of the port] <https://…/maps/wide%20map.png>')."""
+    label = f"[Picture: {alt}]" if alt else "[Picture]"
+    return f"{label} <{src}>" if src else label

@@ -425,12 +425,22 @@ def body_html(body: str, image_srcs: Mapping[str, str]) -> str:
 
     The email links a picture of the issue folder at its published address (see images.py).
     """
+    return _render_html(_with_srcs(body, image_srcs))
+
+
+def body_text(body: str, image_srcs: Mapping[str, str], lead: str = "") -> str:
+    """Return a Markdown body as the text part writes it (after *lead*, the dateline), each
+    image whose src *image_srcs* names given its new src, as body_html does."""
+    return tokens_to_text(_with_srcs(body, image_srcs), lead)
+
+
+def _with_srcs(body: str, image_srcs: Mapping[str, str]) -> list:
     tokens = _markdown.parse(body)
     for token in tokens:
         for child in token.children or []:
             if child.type == "image" and child.attrGet("src") in image_srcs:
                 child.attrSet("src", image_srcs[child.attrGet("src")])
-    return _render_html(tokens)
+    return tokens
 
 
 def _render_html(tokens: list) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -119,7 +120,7 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     except DigestError as e:
         out.error_from(e)
         # Keep going with the stories that could be read: their warnings are shown too.
-        partial = _readable_part(out, project, ref)
+        partial, broken = _readable_part(out, project, ref)
         try:
             read_manifest(partial.path)
         except DigestError:
@@ -128,7 +129,9 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
             _check_manifest(out, partial)
         _check_bounces(out, project)
         _check_one_click(out, project)
-        _check_stories(out, project, partial)
+        # A story with errors is looked through too (its body's links, a url without a
+        # source), so that every problem of the story comes in this one run.
+        _check_stories(out, project, dataclasses.replace(partial, stories=partial.stories + broken))
         out.error_from(DigestErrors(client_warnings(project, partial)), "warning")
         return Report(tuple(out.findings))
     for warning in issue.warnings:
@@ -176,16 +179,21 @@ def _check_bounces(out: _Collector, project: Project) -> None:
         )
 
 
-def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
-    """Return the issue with only the stories that parse (for their warnings)."""
+def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> tuple[Issue, tuple[Story, ...]]:
+    """Return the issue with only the stories that parse (for their warnings), and what could
+    be read of the stories with errors (for the checks of their front matter and body)."""
     stories = []
+    broken: list[Story] = []
     for path in story_files(issue_dir):
         try:
             story, warnings = read_story(path)
-        except DigestError as e:  # already reported by load_issue; its markers still count
-            _check_markers(out, path)
-            for warning in getattr(e, "warnings", ()):  # and its warnings
+        except DigestError as e:  # already reported by load_issue; its warnings still count
+            for warning in getattr(e, "warnings", ()):
                 out.error_from(warning, "warning")
+            if getattr(e, "story", None) is not None:
+                broken.append(e.story)  # its markers are looked for with the rest
+            else:
+                _check_markers(out, path)
             continue
         stories.append(story)
         for warning in warnings:
@@ -195,7 +203,7 @@ def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
     except DigestError:
         meta = {}
     subject, preheader = meta.get("subject", ""), meta.get("preheader", "")
-    return Issue(
+    issue = Issue(
         slug=issue_dir.name,
         path=issue_dir,
         subject=subject if isinstance(subject, str) else "",
@@ -205,6 +213,7 @@ def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> Issue:
         preheader=preheader if isinstance(preheader, str) else "",
         stories=tuple(stories),
     )
+    return issue, tuple(broken)
 
 
 def _check_markers(out: _Collector, path: Path) -> None:
@@ -339,7 +348,7 @@ def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
                 "add 'source: <publisher>' to credit it",
             )
         key = story.title.casefold()
-        if key in seen_titles:
+        if key and key in seen_titles:
             out.add(
                 "warning",
                 f"the same title as {seen_titles[key].path.name}",

@@ -19,6 +19,21 @@ _NO_START = set(
     "、。，．：；？！）〕］｝〉》」』】〙〗〟’”・ー゛゜ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ々〻"
 )
 _NO_END = set("（〔［｛〈《「『【〘〖〝‘“")
+CJK_FULL_STOP = "。"
+
+
+def ideographic(char: str) -> bool:
+    """Whether *char* is a letter of Chinese or Japanese (an ideograph or a kana): text that
+    ends its sentences with 。, not '.'."""
+    return unicodedata.name(char, "").startswith(
+        ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA")
+    )
+
+
+def lead_gap(lead: str) -> str:
+    """Return what goes between a dateline and the text after it: a space, or nothing after a
+    CJK full stop ("東京、3月6日。/NHK/。本文です。"), as that text is written."""
+    return "" if lead.endswith(CJK_FULL_STOP) else " "
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
@@ -142,7 +157,8 @@ def _char_width(char: str) -> tuple[int, bool]:
 
 
 def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
-    """Render a markdown-it token stream as plain text: paragraphs wrapped, links as URLs.
+    """Render a markdown-it token stream as plain text: paragraphs wrapped, links as URLs,
+    pictures as their alt text and URL.
 
     *lead* (a dateline) is put in front of the first paragraph, as the HTML part puts it;
     when the story opens with anything else (a heading, a list, a quote) the dateline is a
@@ -178,7 +194,7 @@ def tokens_to_text(tokens: list, lead: str = "", width: int = WIDTH) -> str:
             heading = i > 0 and tokens[i - 1].type == "heading_open"
             text = _inline_text(tok.children or [], upper=heading)
             if pending_lead:
-                text = f"{pending_lead} {text}"
+                text = f"{pending_lead}{lead_gap(pending_lead)}{text}"
                 pending_lead = ""
             if heading:
                 blocks.append(wrap(text, width))
@@ -238,6 +254,16 @@ def _inline_text(children: list, upper: bool = False) -> str:
             if href and not label_end.endswith(href):
                 out.append(f" <{href}>")
         elif kind == "image":
-            alt = child.content or child.attrGet("alt") or "image"
-            out.append(f"[{_upper_words(alt) if upper else alt}]")
+            # The alt text as the HTML part writes it: its words, without their Markdown.
+            alt = _inline_text(child.children) if child.children else child.content
+            label = picture(alt.strip(), "")
+            src = child.attrGet("src")
+            out.append((_upper_words(label) if upper else label) + (f" <{src}>" if src else ""))
     return "".join(out)
+
+
+def picture(alt: str, src: str) -> str:
+    """Return a picture as the text part writes it: its alt text, then its address as a link
+    is written ('[Picture: A map of the port] <https://…/maps/wide%20map.png>')."""
+    label = f"[Picture: {alt}]" if alt else "[Picture]"
+    return f"{label} <{src}>" if src else label

@@ -18,7 +18,7 @@ from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue, check_slug
 from .mergefields import Fields, NoReader, Placeholders, Slot, check_templates, slot_index
-from .plaintext import wrap
+from .plaintext import lead_gap, wrap
 from .stories import Story
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _story_html(story: Story) -> Markup:
     html = story.body_html
     dateline = lead(story)
     if dateline:
-        span = f'<span class="dateline">{escape(dateline)}</span> '
+        span = f'<span class="dateline">{escape(dateline)}</span>{lead_gap(dateline)}'
         html = html.replace("<p>", "<p>" + span, 1) if html.startswith("<p>") else (f"<p>{span}</p>\n{html}")
     return Markup(html)
 

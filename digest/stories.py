@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import difflib
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,41 @@ from markdown_it import MarkdownIt
 from .config import control_character, control_hint
 from .errors import ContentError, DigestError, DigestErrors
 from .links import is_http_url, site_of
-from .plaintext import tokens_to_text
+from .plaintext import CJK_FULL_STOP, ideographic, tokens_to_text
 
 log = logging.getLogger(__name__)
 
 STORY_SUFFIXES = (".md", ".markdown")
 KNOWN_KEYS = ("title", "source", "url", "dateline", "read_also", "section", "author", "date", "image")
 
-_DATE_VALUE = re.compile(r"(?:^|[:\-\[,{]\s*)(\d{4})-(\d\d?)-(\d\d?)\b")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class _BadDate:
+    """A value YAML reads as a date (2024-02-30) that does not exist, kept with its line.
+
+    PyYAML's own timestamp constructor raises for the whole document, which hid every
+    other problem of the story; this one lets the story report it with the rest.
+    """
+
+    text: str
+    line: int  # of the front matter, from 0
+    reason: str
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader, but a date that does not exist is a _BadDate, not an exception."""
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except ValueError as e:
+        return _BadDate(str(node.value), node.start_mark.line, str(e))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 # YAML errors whose context mark, not the problem mark, is the line to fix.
 _STARTS_AT_CONTEXT = ("while parsing a flow", "while scanning a quoted scalar", "while scanning a simple key")
 # CommonMark with raw HTML disabled: '<…>' or '<script>' in a story shows as text.
@@ -119,13 +146,6 @@ def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
     front, body, body_line = _split_front_matter(path, text)
     try:
         meta = yaml.load(front, Loader=_Loader)
-    except ValueError as e:  # a date that does not exist, e.g. 2021-02-30
-        raise ContentError(
-            f"invalid value in the front matter: {e}",
-            path=path,
-            line=_bad_date_line(front) or 2,
-            hint="write dates as YYYY-MM-DD, or quote the value to keep it as text",
-        ) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -150,18 +170,6 @@ def _parse_story(path: Path, raw: bytes) -> tuple[Story, list[DigestError]]:
             hint="write front matter as 'key: value' lines, for example 'title: ...'",
         )
     return _build_story(path, text, front, meta, body, body_line)
-
-
-def _bad_date_line(front: str) -> int | None:
-    """Return the file line of the first date-like value that is not a real date."""
-    for number, line in enumerate(front.split("\n"), 2):
-        m = _DATE_VALUE.search(line)
-        if m:
-            try:
-                dt.date(*map(int, m.groups()))
-            except ValueError:
-                return number
-    return None
 
 
 def _split_front_matter(path: Path, text: str) -> tuple[str, str, int]:
@@ -213,6 +221,27 @@ def _build_story(
     def error(key: str, message: str, hint: str) -> None:
         errors.append(ContentError(message, path=path, line=where(key), hint=hint))
 
+    flagged: set[str] = set()  # keys whose value was reported already
+    meta = dict(meta)
+    for key, value in list(meta.items()):
+        bad = _bad_dates(key) + _bad_dates(value)
+        for date in bad:
+            errors.append(
+                ContentError(
+                    f"invalid date in '{key.text if isinstance(key, _BadDate) else key}': "
+                    f"{date.text} ({date.reason})",
+                    path=path,
+                    line=date.line + 2,
+                    hint="write dates as YYYY-MM-DD with a day the month has, "
+                    "or quote the value to keep it as text",
+                )
+            )
+        if isinstance(key, _BadDate):
+            del meta[key]
+        elif bad:
+            meta[key] = None  # reported: not also 'empty' or 'must be text'
+            flagged.add(str(key))
+
     def text_field(key: str) -> str | None:
         value = meta.get(key)
         if value is None:
@@ -224,8 +253,6 @@ def _build_story(
         if controlled(key, value):
             return None
         return value or None
-
-    flagged: set[str] = set()
 
     def controlled(key: str, value: str) -> bool:
         """Report a control character in a value (it would reach the plain-text part, a
@@ -249,7 +276,7 @@ def _build_story(
     elif title is None and "title" not in flagged:
         error("title", "'title' is empty", "write the story's headline after 'title:'")
 
-    url = text_field("url")
+    url = written_url = text_field("url")
     if url is not None and not is_http_url(url):
         error("url", f"'url' is not an http(s) link: {url!r}", "write the article's full address")
         url = None
@@ -309,12 +336,13 @@ def _build_story(
 
     for key in meta:
         if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(str(key).lower(), KNOWN_KEYS, n=1)
             warnings.append(
                 ContentError(
                     f"unknown front matter key '{key}' (ignored)",
                     path=path,
                     line=where(str(key)),
-                    hint="known keys: " + ", ".join(KNOWN_KEYS),
+                    hint=f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(KNOWN_KEYS),
                 )
             )
 
@@ -331,10 +359,6 @@ def _build_story(
                 hint="write the story below the front matter, or remove it with 'digest rm'",
             )
         )
-    if errors:  # the warnings go with them: 'digest check' reports both at once
-        problem = errors[0] if len(errors) == 1 else DigestErrors(errors)
-        problem.warnings = tuple(warnings)
-        raise problem
     tokens = _markdown.parse(body)  # parsed once, for both parts
     story = Story(
         slug=path.stem,
@@ -353,7 +377,26 @@ def _build_story(
         date=date,
         image=image,
     )
+    if errors:  # the warnings go with them: 'digest check' reports both at once
+        errors.sort(key=lambda e: e.line or 0)  # in the file's order
+        problem = errors[0] if len(errors) == 1 else DigestErrors(errors)
+        problem.warnings = tuple(warnings)
+        # What could be read, for 'digest check' to look through too (the body's links, a
+        # url without a source): never rendered, so its url is kept as written.
+        problem.story = dataclasses.replace(story, url=written_url)
+        raise problem
     return story, warnings
+
+
+def _bad_dates(value: object) -> list[_BadDate]:
+    """Return the dates that do not exist in a front-matter value (or key), nested or not."""
+    if isinstance(value, _BadDate):
+        return [value]
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in _bad_dates(k) + _bad_dates(v)]
+    if isinstance(value, list):
+        return [bad for item in value for bad in _bad_dates(item)]
+    return []
 
 
 def front_line(story: Story, key: str) -> int | None:
@@ -367,10 +410,14 @@ def front_line(story: Story, key: str) -> int | None:
 
 
 def lead_of(dateline: str | None, source: str | None) -> str:
-    """Return "MOSCOW, December 31. /TASS/." (or "" without a dateline)."""
+    """Return "MOSCOW, December 31. /TASS/." (or "" without a dateline).
+
+    A Chinese or Japanese dateline keeps its script's full stop: "東京、3月6日。/NHK/。".
+    """
     if not dateline:
         return ""
-    return f"{dateline}. /{source}/." if source else f"{dateline}."
+    stop, gap = (CJK_FULL_STOP, "") if ideographic(dateline[-1]) else (".", " ")
+    return f"{dateline}{stop}{gap}/{source}/{stop}" if source else f"{dateline}{stop}"
 
 
 def body_html(body: str, image_srcs: Mapping[str, str]) -> str:
@@ -378,12 +425,22 @@ def body_html(body: str, image_srcs: Mapping[str, str]) -> str:
 
     The email links a picture of the issue folder at its published address (see images.py).
     """
+    return _render_html(_with_srcs(body, image_srcs))
+
+
+def body_text(body: str, image_srcs: Mapping[str, str], lead: str = "") -> str:
+    """Return a Markdown body as the text part writes it (after *lead*, the dateline), each
+    image whose src *image_srcs* names given its new src, as body_html does."""
+    return tokens_to_text(_with_srcs(body, image_srcs), lead)
+
+
+def _with_srcs(body: str, image_srcs: Mapping[str, str]) -> list:
     tokens = _markdown.parse(body)
     for token in tokens:
         for child in token.children or []:
             if child.type == "image" and child.attrGet("src") in image_srcs:
                 child.attrSet("src", image_srcs[child.attrGet("src")])
-    return _render_html(tokens)
+    return tokens
 
 
 def _render_html(tokens: list) -> str:

@@ -18,16 +18,21 @@ from .compose import INIT_EXAMPLES
 from .errors import ContentError, DigestError
 
 # "MOSCOW, December 31. /TASS/." or "ZÜRICH, 13 June. / SWISS INFO /.": a place in capitals
-# (any script), a date, then the source between slashes.
+# (any script), a date, then the source between slashes. The comma and the full stop may be
+# the script's own: "الرباط، 6 مارس. /الجزيرة/.", "東京、3月6日。/NHK/。" (a CJK date is
+# written "3月6日" or "3월 6일", and no space need follow an ideographic comma).
+_COMMA = r"(?:,\s+|[،、，]\s*)"
+_FULL_STOP = r"[.。．]"
 DATELINE = re.compile(
-    r"^(?P<dateline>(?P<place>[^\W\d_][^\W\d_ .'’-]*(?:[ .'’-]+[^\W\d_]+)*\.?),\s+"
-    r"(?:[^\W\d_]+\.?\s+\d{1,2}|\d{1,2}\s+[^\W\d_]+))\.\s*"
-    r"/\s*(?P<source>[^/]{1,40}?)\s*/\.?\s*(?P<rest>.*)$"
+    rf"^(?P<dateline>(?P<place>[^\W\d_][^\W\d_ .'’-]*(?:[ .'’-]+[^\W\d_]+)*\.?){_COMMA}"
+    r"(?:[^\W\d_]+\.?\s+\d{1,2}|\d{1,2}\s+[^\W\d_]+|\d{1,2}\s*[月월]\s*\d{1,2}\s*[日일]))"
+    rf"{_FULL_STOP}\s*/\s*(?P<source>[^/]{{1,40}}?)\s*/{_FULL_STOP}?\s*(?P<rest>.*)$"
 )
 CONTINUE = re.compile(r"^Continue reading at\s+(?P<site>\S+?)\.?$", re.IGNORECASE)
 READ_ALSO = re.compile(r"^Read also:?\s*(?P<rest>.*)$", re.IGNORECASE)
 URL = re.compile(r"^https?://\S+$")
-_TERMINAL = (".", "!", "?", "…", "”", '"', "»", ":", ";")
+# How a paragraph ends, and a title does not: the script's own full stop too ("本文です。").
+_TERMINAL = (".", "!", "?", "…", "”", '"', "»", ":", ";", "。", "．", "！", "？")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]])")
 _MD_BLOCK_START = re.compile(r"^(\s*)([#>+-]|\d+[.)])(\s)")
 # Wording that marks a paragraph as an editorial disclaimer, not a story's text.

@@ -208,6 +208,28 @@ def test_a_storys_warnings_come_with_its_errors(project: Path) -> None:
     assert _findings(EXAMPLE) == [
         f"issues/{EXAMPLE}/zz-odd.md:4: error: 'url' is not an http(s) link: 'ftp://x'",
         f"issues/{EXAMPLE}/zz-odd.md:3: warning: unknown front matter key 'foo' (ignored)",
+        f"issues/{EXAMPLE}/zz-odd.md:4: warning: the story has a url but no source",
+    ]
+
+
+def test_a_story_with_errors_still_gets_the_warnings_of_its_body(project: Path) -> None:
+    # A bad url (or a date that does not exist) hid the warnings about the body's links:
+    # they came only once the error was fixed.
+    write(
+        project / "issues" / EXAMPLE / "zz-bad.md",
+        "---\ntitel: Typo in key\nsorce: AFP\nurl: htps://example.com/y\ndate: 2024-02-30\n---\n"
+        "A [relative link](page.html) and [an empty one]().\n",
+    )
+    shown = f"issues/{EXAMPLE}/zz-bad.md"
+    assert _findings(EXAMPLE) == [
+        f"{shown}:1: error: front matter has no 'title'",
+        f"{shown}:4: error: 'url' is not an http(s) link: 'htps://example.com/y'",
+        f"{shown}:5: error: invalid date in 'date': 2024-02-30 (day is out of range for month)",
+        f"{shown}:2: warning: unknown front matter key 'titel' (ignored)",
+        f"{shown}:3: warning: unknown front matter key 'sorce' (ignored)",
+        f"{shown}:4: warning: the story has a url but no source",
+        f"{shown}:7: warning: a relative link (page.html) does not work in an email",
+        f"{shown}:7: warning: an empty link",
     ]
 
 

@@ -248,8 +248,8 @@ def test_bad_values_are_errors_with_path_and_line(project: Path, runner: CliRunn
         f"Error: issues/{EXAMPLE}/bad-url.md:3: 'url' is not an http(s) link: 'http://[oops'" in result.output
     )
     assert (
-        f"Error: issues/{EXAMPLE}/bad-date.md:3: invalid value in the front matter: day is "
-        "out of range for month" in result.output
+        f"Error: issues/{EXAMPLE}/bad-date.md:3: invalid date in 'date': 2021-02-30 (day is "
+        "out of range for month)" in result.output
     )
     assert "Traceback" not in result.output
 

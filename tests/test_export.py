@@ -116,6 +116,26 @@ def test_the_eml_links_the_issue_folders_pictures_absolutely(project: Path, runn
     ]
 
 
+def test_the_text_part_gives_every_picture_its_alt_text_and_address(project: Path, runner) -> None:
+    # The front matter's picture was missing from the text part, and a body picture was
+    # only '[A wide map]', with no address.
+    from digest.cli import cli
+
+    _pictures(project)
+    result = runner.invoke(cli, ["export", "pics", "--format", "eml", "--out", "out"])
+    assert result.exit_code == 0, result.output
+    msg = email.message_from_bytes((project / "out" / "pics.eml").read_bytes(), policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    base = "https://worlddigest.example.org/pics"
+    # Above the story's text, as in the HTML part; wrapped as a link is, never inside the URL.
+    assert f"Harbour\n\n[Picture: The harbour at dawn]\n<{base}/small.png>\n\nThe harbour.\n" in text
+    assert " ".join(text.split()).count("[Picture: ") == 4
+    assert (
+        f"[Picture: A wide map] <{base}/wide.png> [Picture: Kyiv] <{base}/maps/caf%C3%A9%20map.png> "
+        "[Picture: Remote] <https://example.com/r.png>"
+    ) in " ".join(text.split())
+
+
 def test_without_base_url_export_refuses_naming_every_picture(project: Path, runner) -> None:
     from digest.cli import cli
 

@@ -237,3 +237,16 @@ def test_urls_combining_marks_and_other_scripts_are_never_broken() -> None:
     # Decomposed hangul (leading, vowel, final jamo) and a kana with its combining mark are one character each.
     assert wrap("\u1100\u1161\u11a8" * 40, 10).split("\n")[0] == "\u1100\u1161\u11a8" * 5
     assert "\n\u3099" not in wrap("か\u3099" * 60, 10)
+
+
+def test_pictures_are_written_with_their_alt_text_and_address() -> None:
+    # A picture was '[alt]' with no address; the text part writes links as 'text <url>'.
+    source = (
+        "![A *map* of the port](<maps/wide map.png>) and ![](https://example.com/a.png)\n\n"
+        "## See ![the map](m.png)"
+    )
+    assert tokens_to_text(markdown_tokens(source)) == (
+        "[Picture: A map of the port] <maps/wide%20map.png> and [Picture]\n"
+        "<https://example.com/a.png>\n\n"
+        "SEE [PICTURE: THE MAP] <m.png>"
+    )

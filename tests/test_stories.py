@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ContentError, DigestErrors
-from digest.stories import body_html, read_story
+from digest.stories import body_html, lead_of, read_story
 
 from .conftest import REPO, write
 
@@ -122,6 +122,61 @@ def test_all_problems_of_a_story_at_once(tmp_path: Path) -> None:
     ]
 
 
+def test_a_date_that_does_not_exist_hides_no_other_problem(tmp_path: Path) -> None:
+    # PyYAML raised for the whole front matter: only the date was reported, and the rest
+    # (the missing title, the bad url, the unknown keys) came after it was fixed.
+    path = write(
+        tmp_path / "s.md",
+        "---\ntitel: Typo in key\nsorce: AFP\nurl: htps://example.com/y\ndate: 2024-02-30\n---\nBody\n",
+    )
+    with pytest.raises(DigestErrors) as e:
+        read_story(path)
+    assert [(err.message, err.line) for err in e.value.errors] == [
+        ("front matter has no 'title'", 1),
+        ("'url' is not an http(s) link: 'htps://example.com/y'", 4),
+        ("invalid date in 'date': 2024-02-30 (day is out of range for month)", 5),
+    ]
+    assert e.value.errors[2].hint == (
+        "write dates as YYYY-MM-DD with a day the month has, or quote the value to keep it as text"
+    )
+    assert [(w.message, w.line, w.hint) for w in e.value.warnings] == [
+        ("unknown front matter key 'titel' (ignored)", 2, "did you mean 'title'?"),
+        ("unknown front matter key 'sorce' (ignored)", 3, "did you mean 'source'?"),
+    ]
+    # What could be read comes with the errors, for 'digest check' to look through.
+    assert (e.value.story.url, e.value.story.body) == ("htps://example.com/y", "Body")
+
+
+@pytest.mark.parametrize(
+    "front, line",
+    [
+        ("title: 2021-02-30\n", 2),  # a date in another key: no "'title' is empty" too
+        ("title: T\nread_also:\n  - title: X\n  - title: 2021-13-01\n", 5),
+        ("title: T\ndate: 2021-02-29 10:00:00\n", 3),
+    ],
+)
+def test_a_date_that_does_not_exist_is_one_error_on_its_line(tmp_path: Path, front: str, line: int) -> None:
+    path = write(tmp_path / "s.md", f"---\n{front}---\nBody\n")
+    with pytest.raises(ContentError) as e:
+        read_story(path)
+    assert e.value.message.startswith("invalid date in ")
+    assert e.value.line == line
+
+
+def test_dates_that_exist_read_as_before(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", '---\ntitle: T\ndate: 2024-02-29\nsection: "2021-02-30"\n---\nBody\n')
+    story, warnings = read_story(path)
+    assert (story.date, story.section, warnings) == ("2024-02-29", "2021-02-30", [])
+
+
+def test_an_unknown_key_far_from_any_known_one_lists_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.md", "---\ntitle: T\nfoo: bar\n---\nBody\n")
+    _, warnings = read_story(path)
+    assert [w.hint for w in warnings] == [
+        "known keys: title, source, url, dateline, read_also, section, author, date, image"
+    ]
+
+
 def test_read_also_and_image(tmp_path: Path) -> None:
     path = write(
         tmp_path / "s.md",
@@ -202,3 +257,17 @@ def test_control_characters_in_read_also_and_image_are_errors_once(tmp_path: Pat
         ("'read_also' holds a control character (U+202E)", 3),
         ("'image' holds a control character (U+0007)", 6),
     ]
+
+
+@pytest.mark.parametrize(
+    "dateline, source, lead",
+    [
+        ("MOSCOW, December 31", "TASS", "MOSCOW, December 31. /TASS/."),
+        ("東京、3月6日", "NHK", "東京、3月6日。/NHK/。"),  # the script's own full stop
+        ("北京，3月6日", None, "北京，3月6日。"),
+        ("서울, 3월 6일", "연합뉴스", "서울, 3월 6일. /연합뉴스/."),  # Korean writes '.'
+        ("الرباط، 6 مارس", "الجزيرة", "الرباط، 6 مارس. /الجزيرة/."),
+    ],
+)
+def test_the_lead_ends_as_the_datelines_script_does(dateline: str, source: str | None, lead: str) -> None:
+    assert lead_of(dateline, source) == lead

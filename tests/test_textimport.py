@@ -7,7 +7,7 @@ import pytest
 from digest.config import load_project
 from digest.errors import ContentError
 from digest.issue import load_issue
-from digest.render import lead
+from digest.render import lead, render_issue
 from digest.textimport import decode_input, split_digest
 
 from .conftest import EXAMPLE, FIXTURES
@@ -90,6 +90,53 @@ def test_datelines_outside_ascii(tmp_path: Path, dateline: str, place: str) -> N
     (found,) = result.stories
     assert (found.dateline, found.paragraphs) == (place, ["The text of the story."])
     assert found.source == dateline.split("/")[1].strip()
+
+
+@pytest.mark.parametrize(
+    "line, dateline, source, rest",
+    [
+        # The script's own comma: Arabic (U+060C), ideographic (U+3001), fullwidth (U+FF0C);
+        # and its full stop (U+3002, U+FF0E), with no space after it.
+        ("الرباط، 6 مارس. /الجزيرة/. نص الخبر.", "الرباط، 6 مارس", "الجزيرة", "نص الخبر."),
+        ("東京、3月6日。/NHK/。本文です。", "東京、3月6日", "NHK", "本文です。"),
+        ("北京，3月6日．/新华社/．正文。", "北京，3月6日", "新华社", "正文。"),
+        ("서울, 3월 6일. /연합뉴스/. 본문입니다.", "서울, 3월 6일", "연합뉴스", "본문입니다."),
+    ],
+)
+def test_datelines_with_the_scripts_own_punctuation(
+    tmp_path: Path, line: str, dateline: str, source: str, rest: str
+) -> None:
+    text = f"A title\n\n{line}\nContinue reading at example.org\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    assert result.notes == []
+    (found,) = result.stories
+    assert (found.dateline, found.source, found.paragraphs) == (dateline, source, [rest])
+
+
+def test_a_paragraph_ending_with_a_cjk_full_stop_is_not_a_title(tmp_path: Path) -> None:
+    text = "見出し\n\n東京、3月6日。/NHK/。本文です。\n\n二段落目です。\n\n三段落目です。\n"
+    text += "Continue reading at nhk.or.jp\n"
+    result = split_digest(text, DISCLAIMER, tmp_path / "x.txt")
+    assert result.notes == []
+    assert [(s.title, s.paragraphs) for s in result.stories] == [
+        ("見出し", ["本文です。", "二段落目です。", "三段落目です。"])
+    ]
+
+
+def test_a_cjk_dateline_imports_and_renders_with_its_own_full_stop(project: Path) -> None:
+    from digest.compose import import_digest, new_issue
+
+    proj = load_project()
+    new_issue(proj, "tokyo")
+    text = f"見出し\n\n東京、3月6日。/NHK/。本文です。\nContinue reading at nhk.or.jp\n\n{DISCLAIMER}\n"
+    import_digest(proj, "tokyo", text.encode(), Path("tokyo.txt"))
+    (story,) = load_issue(proj, "tokyo").stories
+    assert (story.dateline, story.source, story.body) == ("東京、3月6日", "NHK", "本文です。")
+    assert lead(story) == "東京、3月6日。/NHK/。"  # not "東京、3月6日. /NHK/."
+    assert story.body_text == "東京、3月6日。/NHK/。本文です。"  # as the digest wrote it
+    rendered = render_issue(proj, load_issue(proj, "tokyo"))
+    assert "\n東京、3月6日。/NHK/。本文です。\n" in rendered.text
+    assert ">東京、3月6日。/NHK/。</span>本文です。</p>" in rendered.html
 
 
 @pytest.mark.parametrize("closed", [True, False])

@@ -17,6 +17,7 @@ from . import images
 from .config import Newsletter, Project
 from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue, check_slug
+from .language import language_direction
 from .mergefields import Fields, NoReader, Placeholders, Slot, check_templates, slot_index
 from .plaintext import lead_gap, wrap
 from .stories import Story
@@ -51,6 +52,14 @@ class RenderedIssue:
 def lead(story: Story) -> str:
     """Return the dateline that opens a story, as the seed writes it."""
     return story.lead
+
+
+def _language_attributes(story: Story) -> Markup:
+    """' lang="…" dir="…"' for a story in a language of its own (its front matter's
+    'language'), so it is laid out, read aloud and hyphenated as that language; else ''."""
+    if not story.language:
+        return Markup("")
+    return Markup(f' lang="{escape(story.language)}" dir="{language_direction(story.language)}"')
 
 
 def _story_html(story: Story) -> Markup:
@@ -98,6 +107,7 @@ def _environment(project_templates: Path | None, fingerprint: tuple) -> jinja2.E
         lstrip_blocks=True,
     )
     env.filters["story_html"] = _story_html
+    env.filters["language_attributes"] = _language_attributes
     env.filters["story_text"] = _story_text
     env.filters["wrap"] = wrap
     env.filters["lead"] = lead

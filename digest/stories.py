@@ -16,13 +16,25 @@ from markdown_it import MarkdownIt
 
 from .config import control_character, control_hint
 from .errors import ContentError, DigestError, DigestErrors
+from .language import is_language_tag
 from .links import is_http_url, site_of
 from .plaintext import CJK_FULL_STOP, ideographic, tokens_to_text
 
 log = logging.getLogger(__name__)
 
 STORY_SUFFIXES = (".md", ".markdown")
-KNOWN_KEYS = ("title", "source", "url", "dateline", "read_also", "section", "author", "date", "image")
+KNOWN_KEYS = (
+    "title",
+    "source",
+    "url",
+    "dateline",
+    "read_also",
+    "section",
+    "author",
+    "date",
+    "image",
+    "language",
+)
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -91,6 +103,7 @@ class Story:
     author: str | None = None
     date: str | None = None
     image: Image | None = None
+    language: str | None = None  # a BCP 47 tag, where the story is not in the newsletter's language
 
     @property
     def lead(self) -> str:
@@ -320,6 +333,19 @@ def _build_story(
                         "write '- title: ...' (and optionally '  url: https://...')",
                     )
 
+    language = text_field("language")
+    if language is not None and not is_language_tag(language):
+        fixed = "-".join(language.replace("_", "-").split())
+        error(
+            "language",
+            f"'language' is not a BCP 47 language tag: {language!r}",
+            f"write language: {fixed}"
+            if is_language_tag(fixed)
+            else "the story's language as an ISO 639 code of 2 or 3 letters, a script and a region "
+            "if need be: ar, ja, pa-Arab",
+        )
+        language = None
+
     image: Image | None = None
     raw_image = meta.get("image")
     if raw_image is not None:
@@ -376,6 +402,7 @@ def _build_story(
         author=author,
         date=date,
         image=image,
+        language=language,
     )
     if errors:  # the warnings go with them: 'digest check' reports both at once
         errors.sort(key=lambda e: e.line or 0)  # in the file's order

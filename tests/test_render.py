@@ -222,3 +222,36 @@ def test_the_fixed_words_can_be_written_in_the_newsletters_language(project: Pat
         assert "Continue reading" not in part and "Unsubscribe" not in part
         assert "We remind our readers" in part  # the disclaimer stays
     assert "Lire aussi :" in rendered.html
+
+
+def test_a_story_in_a_language_of_its_own_is_marked_so(project: Path) -> None:
+    """An Arabic story in an English newsletter: its title, picture and text carry its lang
+    and dir (laid out right to left, read aloud as Arabic); the newsletter's own words
+    around it ("Continue reading at") keep the newsletter's."""
+    folder = project / "issues" / EXAMPLE
+    story = sorted(folder.glob("*.md"))[0]
+    text = story.read_text(encoding="utf-8")
+    story.write_text(text.replace("---\n", "---\nlanguage: ar\n", 1), encoding="utf-8")
+    html = _render().html
+    tree = lxml.html.fromstring(html)
+    marked = tree.xpath('//*[@lang="ar"]')
+    assert [(e.tag, e.get("class"), e.get("dir")) for e in marked] == [
+        ("h2", "story-title", "rtl"),
+        ("div", "story-body", "rtl"),
+    ]
+    continues = tree.xpath('//p[@class="continue"]')
+    assert continues and all(p.get("lang") is None for p in continues)
+    assert len(tree.xpath("//*[@lang]")) == len(tree.xpath('//*[@lang="en"]')) + 2  # the others: none
+
+
+@pytest.mark.parametrize(("written", "hint"), [("ar_EG", "write language: ar-EG"), ("arabic", "ISO 639 code")])
+def test_a_story_language_that_is_not_a_tag_is_an_error(project: Path, written: str, hint: str) -> None:
+    from digest.errors import DigestError
+    from digest.stories import read_story
+
+    story = project / "issues" / EXAMPLE / "zz-story.md"
+    write(story, f"---\ntitle: T\nlanguage: {written}\n---\nText.\n")
+    with pytest.raises(DigestError) as e:
+        read_story(story)
+    assert (e.value.message, e.value.line) == (f"'language' is not a BCP 47 language tag: {written!r}", 3)
+    assert hint in e.value.hint

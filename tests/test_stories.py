@@ -173,7 +173,7 @@ def test_an_unknown_key_far_from_any_known_one_lists_them(tmp_path: Path) -> Non
     path = write(tmp_path / "s.md", "---\ntitle: T\nfoo: bar\n---\nBody\n")
     _, warnings = read_story(path)
     assert [w.hint for w in warnings] == [
-        "known keys: title, source, url, dateline, read_also, section, author, date, image"
+        "known keys: title, source, url, dateline, read_also, section, author, date, image, language"
     ]
 
 

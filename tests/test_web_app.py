@@ -383,3 +383,52 @@ def test_a_confirmation_to_an_internationalised_domain_needs_no_smtputf8(tmp_pat
         received = smtp.recorder.by_recipient()
     assert list(received) == ["zed@xn--bcher-kva.de"]  # the envelope, as a send writes it
     assert b"\r\nTo: zed@xn--bcher-kva.de\r\n" in received["zed@xn--bcher-kva.de"][0].data
+
+
+def test_a_confirmation_the_server_took_counts_however_the_quit_goes(tmp_path) -> None:
+    """A QUIT refused (or a connection lost) after the server took the message: the email
+    went, so it is not '503, nothing was changed', and it counts toward the address's limit
+    (else a server like this one would let one address be mailed without end)."""
+    import socketserver
+    import threading
+
+    delivered: list[bytes] = []
+
+    class QuitRefused(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            write, in_data = self.wfile.write, False
+            write(b"220 stub ESMTP\r\n")
+            while line := self.rfile.readline():
+                if in_data:
+                    if line == b".\r\n":
+                        in_data = False
+                        delivered.append(b"")
+                        write(b"250 queued\r\n")
+                    continue
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    in_data = True
+                    write(b"354 go on\r\n")
+                elif verb == b"QUIT":
+                    write(b"451 4.3.0 not now\r\n")
+                    return
+                else:
+                    write(b"250 ok\r\n")
+
+    root = make_project(tmp_path, "https://harbour.example/unsubscribe", "https://harbour.example")
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), QuitRefused) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = server.server_address[1]
+            settings = Settings(secret=SECRET, smtp_host="127.0.0.1", smtp_port=port, smtp_security="none")
+            options = Options(per_address=Limit(3, 3600), per_client=Limit(100, 3600))
+            c = Client(create_app(load_project(root), settings, options))
+            codes = [c.post("/subscribe", data={"email": "victim@example.org"}).status_code for _ in range(5)]
+        finally:
+            server.shutdown()
+            thread.join()
+    assert codes == [200] * 5
+    assert len(delivered) == 3
+    conn = db.connect(root / ".digest" / db.DB_NAME)
+    assert subscribers.get(conn, "victim@example.org").status == "unconfirmed"

@@ -51,22 +51,24 @@ def send(settings: Settings, message: EmailMessage) -> None:
     security = settings.smtp_security
     port = settings.smtp_port or {"tls": 465, "starttls": 587}.get(security, 25)
     context = ssl.create_default_context(cafile=settings.smtp_cafile)
+    client: smtplib.SMTP | None = None
     try:
         if security == "tls":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=context)
+            client = smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=context)
         else:
             client = smtplib.SMTP(host, port, timeout=TIMEOUT)
-        with client:
-            if security == "starttls":
-                client.starttls(context=context)
-            if settings.smtp_username:
-                _login(client, settings.smtp_username, settings.smtp_password or "")
-            client.send_message(
-                message,
-                from_addr=envelope_address(parseaddr(message["From"])[1]),
-                to_addrs=[envelope_address(address) for address in message.get_all("To", [])],
-            )
+        if security == "starttls":
+            client.starttls(context=context)
+        if settings.smtp_username:
+            _login(client, settings.smtp_username, settings.smtp_password or "")
+        client.send_message(
+            message,
+            from_addr=envelope_address(parseaddr(message["From"])[1]),
+            to_addrs=[envelope_address(address) for address in message.get_all("To", [])],
+        )
     except (smtplib.SMTPException, OSError) as e:
+        if client is not None:
+            client.close()
         # A server may echo the login in its reply: never in the error, nor in a traceback.
         # The reply's own bytes are cleaned (a repr of them would escape a non-ASCII password).
         if isinstance(e, smtplib.SMTPResponseException):
@@ -81,6 +83,16 @@ def send(settings: Settings, message: EmailMessage) -> None:
         raise SendError(
             f"cannot send the confirmation email: {text}", hint="check the DIGEST_SMTP_* settings"
         ) from None
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
+    # The server took the message: a QUIT it refuses or a connection lost now changes
+    # nothing of that (the caller must not say "nothing was changed", nor count it unsent).
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()
 
 
 def _login(client: smtplib.SMTP, username: str, password: str) -> None:

@@ -342,7 +342,7 @@ def test_a_base_url_with_an_encoded_path_is_served_where_its_links_point(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "address", ["a/b@example.org", "a?b@example.org", "a#b@example.org", "a%b@example.org"]
+    "address", ["a/b@example.org", "a?b@example.org", "a#b@example.org", "a%b@x.org", "a/./b@x.org"]
 )
 def test_a_path_form_unsubscribe_link_works_for_any_valid_address(tmp_path, address: str) -> None:
     root = make_project(
@@ -353,8 +353,9 @@ def test_a_path_form_unsubscribe_link_works_for_any_valid_address(tmp_path, addr
     path = f"/news/u/{token}/{quote(address, safe='@')}"  # as message.py writes the link
     page = c.get(path)
     assert page.status_code == 200 and html.escape(address) in page.text
-    action = re.search(r'action="([^"]*)"', page.text)[1]
-    posted = c.post(html.unescape(action))  # the page's button
+    action = html.unescape(re.search(r'action="([^"]*)"', page.text)[1])
+    assert "/./" not in action and "/../" not in action  # a browser would drop a dot segment
+    posted = c.post(action)  # the page's button
     assert posted.status_code == 200, posted.text
     conn = db.connect(root / ".digest" / db.DB_NAME)
     assert subscribers.get(conn, address).status == "unsubscribed"
@@ -432,3 +433,24 @@ def test_a_confirmation_the_server_took_counts_however_the_quit_goes(tmp_path) -
     assert len(delivered) == 3
     conn = db.connect(root / ".digest" / db.DB_NAME)
     assert subscribers.get(conn, "victim@example.org").status == "unconfirmed"
+
+
+@pytest.mark.parametrize(
+    "unsubscribe",
+    ["https://harbour.example/news/{email}?token={token}", "https://harbour.example/news/{token}/{email}"],
+)
+def test_a_path_form_unsubscribe_link_leaves_the_archive_alone(tmp_path, unsubscribe: str) -> None:
+    """The unsubscribe route takes an address ('@' and a domain), not every path under
+    base_url: the archive's pages and pictures in subfolders are still served."""
+    root = make_project(tmp_path / "p", unsubscribe, "https://harbour.example/news")
+    site = tmp_path / "site"
+    write(site / "index.html", "<h1>Archive</h1>")
+    write(site / "2024-03-04" / "index.html", "<h1>Monday</h1>")
+    write(site / "2024-03-04" / "maps" / "port.png", "png")
+    c = client(root, static_dir=site)
+    assert c.get("/news/2024-03-04/index.html").text == "<h1>Monday</h1>"
+    assert c.get("/news/2024-03-04/maps/port.png").text == "png"
+    assert c.get("/news/2024-03-04/").text == "<h1>Monday</h1>"
+    token = tokens.sign(SECRET, "unsubscribe", "notes.harbour.example", "a@example.org")
+    link = unsubscribe.replace("{email}", "a@example.org").replace("{token}", token)
+    assert c.get(link.removeprefix("https://harbour.example")).status_code == 200

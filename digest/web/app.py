@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from werkzeug.exceptions import HTTPException, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
@@ -57,17 +57,35 @@ class Options:
     static_dir: Path | None = None  # a published site, served under base_url's path
 
 
+class AddressConverter(BaseConverter):
+    """An address in a path-form unsubscribe link: '/' may be in its local part (RFC 5322
+    atext), never in its domain; only a path holding an '@' then a domain is one, so the
+    archive's pages and pictures under the same path are never taken for an unsubscribe."""
+
+    regex = r"[^@]+@[^/@]+"
+    part_isolating = False  # the local part may hold '/'
+
+    def to_url(self, value: str) -> str:
+        return quote(value, safe="@")  # as message.py writes the link
+
+
 def _route(url_path: str) -> str:
     """A URL path as werkzeug's rules match it: decoded (unless that would make a converter)."""
     decoded = unquote(url_path)
     return url_path if "<" in decoded or ">" in decoded else decoded
 
 
-def _this_url(request: Request) -> str:
+_PCHAR = "/:@!$&'()*+,;=~"  # what a path keeps as it is (RFC 3986 pchar and '/')
+
+
+def _this_url(request: Request, path: str | None = None) -> str:
     """The request's own URL, for a form to post back to: its path encoded again (a decoded
-    '?' or '#' of an address would end the path there), its query as it came."""
-    path = quote(request.script_root + request.path, safe="/:@!$&'()*+,;=~")
+    '?' or '#' of an address would end the path there), or *path* (encoded already), and
+    its query as it came."""
+    if path is None:
+        path = quote(request.path, safe=_PCHAR)
     query = request.query_string.decode("latin-1")
+    path = quote(request.script_root, safe=_PCHAR) + path
     return f"{path}?{query}" if query else path
 
 
@@ -95,11 +113,11 @@ class ReaderApp:
         route_base = _route(self.base)
         # Where the unsubscribe link carries the address and the token: path or query.
         self.query_names = {v.strip("{}"): k for k, v in parse_qsl(unsub.query) if v in ("{email}", "{token}")}
-        # An address may hold '/' (RFC 5322 atext): the path converter takes it.
-        path = _route(unsub.path).replace("{email}", "<path:email>").replace("{token}", "<token>")
+        path = _route(unsub.path).replace("{email}", "<address:email>").replace("{token}", "<token>")
         if "{email}" not in unsub.path and "email" not in self.query_names:
             self.query_names = {"email": "email", "token": "token"}  # message.py appends them
         self.unsubscribe_path = unsub.path
+        self._path_form = "{email}" in unsub.path or "{token}" in unsub.path
         rules = [
             Rule(path or "/", endpoint="unsubscribe", methods=["GET", "POST"]),
             Rule(f"{route_base}/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
@@ -111,7 +129,9 @@ class ReaderApp:
                 Rule(f"{route_base}/", endpoint="static", methods=["GET"]),
                 Rule(f"{route_base}/<path:path>", endpoint="static", methods=["GET"]),
             ]
-        self.routes = Map(rules, strict_slashes=False, merge_slashes=False)
+        self.routes = Map(
+            rules, strict_slashes=False, merge_slashes=False, converters={"address": AddressConverter}
+        )
 
     # -- WSGI ------------------------------------------------------------------------
 
@@ -179,13 +199,23 @@ class ReaderApp:
             return page(
                 self.env,
                 "unsubscribe.html",
-                self.context(address=email, action=_this_url(request)),
+                self.context(address=email, action=_this_url(request, self._link_path(email, token))),
             )
         one_click = form.get("List-Unsubscribe") == "One-Click"
         subscribers.set_status(
             self.conn(), email, "unsubscribed", "web: one-click" if one_click else "web: unsubscribe page"
         )
         return page(self.env, "unsubscribed.html", self.context(address=email))
+
+    def _link_path(self, email: str | None, token: str | None) -> str | None:
+        """The path of a path-form unsubscribe link, as message.py writes it (the address
+        percent-encoded but for '@': a '/./' of its local part must not reach a browser,
+        which would take it for a dot segment); None for a link with a query."""
+        if not self._path_form:
+            return None
+        return self.unsubscribe_path.replace("{email}", quote(email or "", safe="@")).replace(
+            "{token}", quote(token or "", safe="")
+        )
 
     # -- subscribe and confirm -------------------------------------------------------
 

@@ -59,8 +59,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
     try:
         return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
-    except ValueError as e:
-        return _BadDate(str(node.value), node.start_mark.line, str(e))
+    except (ValueError, TypeError, AttributeError) as e:  # a day the month lacks; '!!timestamp foo'
+        reason = str(e) if isinstance(e, ValueError) else "not a date"
+        return _BadDate(str(node.value), node.start_mark.line, reason)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
@@ -415,15 +416,22 @@ def _build_story(
     return story, warnings
 
 
-def _bad_dates(value: object) -> list[_BadDate]:
-    """Return the dates that do not exist in a front-matter value (or key), nested or not."""
+def _bad_dates(value: object, seen: set[int] | None = None) -> list[_BadDate]:
+    """Return the dates that do not exist in a front-matter value (or key), nested or not.
+
+    A YAML alias can make a value hold itself (``foo: &x [*x]``): each list or mapping is
+    looked through once.
+    """
     if isinstance(value, _BadDate):
         return [value]
-    if isinstance(value, dict):
-        return [bad for k, v in value.items() for bad in _bad_dates(k) + _bad_dates(v)]
-    if isinstance(value, list):
-        return [bad for item in value for bad in _bad_dates(item)]
-    return []
+    if not isinstance(value, (dict, list)):
+        return []
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return []
+    seen.add(id(value))
+    items = [x for pair in value.items() for x in pair] if isinstance(value, dict) else value
+    return [bad for item in items for bad in _bad_dates(item, seen)]
 
 
 def front_line(story: Story, key: str) -> int | None:

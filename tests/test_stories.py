@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import ContentError, DigestErrors
+from digest.errors import ContentError, DigestError, DigestErrors
 from digest.stories import body_html, lead_of, read_story
 
 from .conftest import REPO, write
@@ -271,3 +271,25 @@ def test_control_characters_in_read_also_and_image_are_errors_once(tmp_path: Pat
 )
 def test_the_lead_ends_as_the_datelines_script_does(dateline: str, source: str | None, lead: str) -> None:
     assert lead_of(dateline, source) == lead
+
+
+@pytest.mark.parametrize(
+    ("front", "problem"),
+    [
+        ("foo: &x [*x]", None),  # an alias that holds itself: read once, no endless look
+        ("foo: &y {a: *y}", None),
+        ("date: !!timestamp foo", "invalid date in 'date': foo (not a date)"),
+    ],
+)
+def test_odd_yaml_in_the_front_matter_gets_a_clear_answer(tmp_path: Path, front: str, problem) -> None:
+    path = tmp_path / "s.md"
+    path.write_text(f"---\ntitle: T\n{front}\n---\nText.\n", encoding="utf-8")
+    if problem is None:
+        story, warnings = read_story(path)
+        assert story.title == "T" and [w.message for w in warnings] == [
+            "unknown front matter key 'foo' (ignored)"
+        ]
+    else:
+        with pytest.raises(DigestError) as e:
+            read_story(path)
+        assert (e.value.message, e.value.line) == (problem, 3)

@@ -307,6 +307,8 @@ def test_a_draft_published_to_a_scratch_folder_stays_off_the_site(
     scratch = tmp_path / "look"
     assert publish(runner, "2022-01-07", "--out", str(scratch)).exit_code == 0
     assert (scratch / "2022-01-07" / "index.html").is_file()
+    state = held_in / ".digest" / "archive.json"
+    assert not state.exists() or "2022-01-07" not in state.read_text()  # nor its dates kept
     result = publish(runner)
     assert result.exit_code == 0, result.output
     assert not (held_in / "site" / "2022-01-07").exists()

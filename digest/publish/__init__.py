@@ -56,7 +56,8 @@ def publish_site(
     site = site_of(project)
     out_dir = check_out_dir(project, out if out is not None else project.root / SITE_FOLDER)
     state = read_state(project)
-    folders, named_slugs = select_issues(project, named, state)
+    folders, named_slugs, by_right = select_issues(project, named, state)
+    on_site = out_dir == (project.root / SITE_FOLDER).resolve()
     errors: list[DigestError] = []
     issues = []
     for folder in folders:
@@ -85,9 +86,10 @@ def publish_site(
         entries.append(Entry(issue, path, site.url(path), dates.published, dates.updated, content, description))
         remembered = state.get(issue.slug, {}).get("named", False)
         # A name is remembered for the project's own site only: a draft published to a
-        # scratch '--out' folder to look at it must not go up with the next publish.
-        remember = issue.slug in named_slugs and out_dir == (project.root / SITE_FOLDER).resolve()
-        new_state[issue.slug] = state_entry(dates, remembered or remember)
+        # scratch '--out' folder to look at it must not go up with the next publish, nor
+        # leave its dates behind (its first publish on the site is its date of publication).
+        if on_site or issue.slug in by_right:
+            new_state[issue.slug] = state_entry(dates, remembered or (on_site and issue.slug in named_slugs))
         for item in site_files(issue):  # every picture of the issue folder its stories show
             if isinstance(item, DigestError):
                 warnings.append(item)

@@ -123,8 +123,11 @@ def check_out_dir(project: Project, out: Path) -> Path:
     return out
 
 
-def select_issues(project: Project, named: tuple[str, ...], state: dict) -> tuple[list[Path], set[str]]:
-    """Return the published issues' folders (sent, named now or before) and those named now."""
+def select_issues(
+    project: Project, named: tuple[str, ...], state: dict
+) -> tuple[list[Path], set[str], set[str]]:
+    """Return the published issues' folders (sent, named now or before), those named now,
+    and those published whatever was named now (sent, or named before)."""
     folders: dict[str, Path] = {}
     errors: list[DigestError] = []
     for ref in named:
@@ -146,11 +149,13 @@ def select_issues(project: Project, named: tuple[str, ...], state: dict) -> tupl
     named_now = set(folders)
     candidates = sorted(p for p in project.issues_dir.glob("*/") if (p / MANIFEST).is_file())
     sent = _started_sends(project, [p.name for p in candidates])
+    by_right = set()
     for folder in candidates:
         remembered = state.get(folder.name, {}).get("named", False)
         if folder.name in sent or remembered:
             folders.setdefault(folder.name, folder.resolve())
-    return [folders[slug] for slug in sorted(folders)], named_now
+            by_right.add(folder.name)
+    return [folders[slug] for slug in sorted(folders)], named_now, by_right
 
 
 def _started_sends(project: Project, slugs: list[str]) -> set[str]:

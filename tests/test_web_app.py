@@ -454,3 +454,14 @@ def test_a_path_form_unsubscribe_link_leaves_the_archive_alone(tmp_path, unsubsc
     token = tokens.sign(SECRET, "unsubscribe", "notes.harbour.example", "a@example.org")
     link = unsubscribe.replace("{email}", "a@example.org").replace("{token}", token)
     assert c.get(link.removeprefix("https://harbour.example")).status_code == 200
+
+
+def test_a_base_path_that_werkzeug_cannot_route_is_a_clear_error(tmp_path) -> None:
+    from digest.errors import ConfigError
+
+    root = make_project(
+        tmp_path, "https://harbour.example/a%3Cb%3E/unsubscribe", "https://harbour.example/a%3Cb%3E"
+    )
+    with pytest.raises(ConfigError) as e:
+        client(root)
+    assert "holds '<' or '>', which digest serve cannot route" in e.value.message

@@ -69,10 +69,17 @@ class AddressConverter(BaseConverter):
         return quote(value, safe="@")  # as message.py writes the link
 
 
-def _route(url_path: str) -> str:
-    """A URL path as werkzeug's rules match it: decoded (unless that would make a converter)."""
+def _route(url_path: str, project: Project) -> str:
+    """A URL path as werkzeug's rules match it: decoded ('/nöws' for a link to '/n%C3%B6ws')."""
     decoded = unquote(url_path)
-    return url_path if "<" in decoded or ">" in decoded else decoded
+    if "<" in decoded or ">" in decoded:  # a rule's converter syntax: no route could match it
+        raise ConfigError(
+            f"the path {url_path!r} of base_url or unsubscribe_url holds '<' or '>', which "
+            "digest serve cannot route",
+            path=project.root / "digest.toml",
+            hint="choose a path without them",
+        )
+    return decoded
 
 
 _PCHAR = "/:@!$&'()*+,;=~"  # what a path keeps as it is (RFC 3986 pchar and '/')
@@ -110,10 +117,10 @@ class ReaderApp:
         self.public_root = (self.newsletter.base_url or f"{unsub.scheme}://{unsub.netloc}").rstrip("/")
         self.base = urlsplit(self.public_root).path.rstrip("/")  # as links write it (encoded)
         # Werkzeug matches the decoded path ('/nöws' for a link to '/n%C3%B6ws').
-        route_base = _route(self.base)
+        route_base = _route(self.base, project)
         # Where the unsubscribe link carries the address and the token: path or query.
         self.query_names = {v.strip("{}"): k for k, v in parse_qsl(unsub.query) if v in ("{email}", "{token}")}
-        path = _route(unsub.path).replace("{email}", "<address:email>").replace("{token}", "<token>")
+        path = _route(unsub.path, project).replace("{email}", "<address:email>").replace("{token}", "<token>")
         if "{email}" not in unsub.path and "email" not in self.query_names:
             self.query_names = {"email": "email", "token": "token"}  # message.py appends them
         self.unsubscribe_path = unsub.path

@@ -148,7 +148,18 @@ def _bare_text(story: dict) -> str:
     return "\n\n".join(_fill(p) for p in paragraphs)
 
 
-BARE_ENV.filters.update(story_html=_bare_html, story_text=_bare_text, lead=_bare_lead, wrap=_fill)
+def _bare_language(story: dict) -> Markup:  # the story partial's lang and dir (none here)
+    language = story.get("language")
+    return Markup(f' lang="{language}" dir="ltr"') if language else Markup("")
+
+
+BARE_ENV.filters.update(
+    story_html=_bare_html,
+    story_text=_bare_text,
+    lead=_bare_lead,
+    wrap=_fill,
+    language_attributes=_bare_language,
+)
 CONTEXT: dict = {}
 
 

@@ -98,11 +98,26 @@ class _Collector:
             return str(path)
 
 
-def report_of(error: DigestError, base: Path | None = None) -> Report:
+def report_of(error: DigestError, base: Path | None = None, issue_dir: Path | None = None) -> Report:
     """Return a Report of errors found before the issue could be checked (digest.toml, a
-    missing issue), so that ``check --json`` gives them as findings too."""
+    missing issue), so that ``check --json`` gives them as findings too; with *issue_dir*,
+    also what its stories say on their own, read without the newsletter's settings, so
+    that a typo in digest.toml does not hide them until it is fixed."""
     out = _Collector(base or Path.cwd())
     out.error_from(error)
+    if issue_dir is not None:
+        try:
+            read_manifest(issue_dir)
+        except DigestError as e:
+            out.error_from(e)
+        for path in story_files(issue_dir):
+            try:
+                _, warnings = read_story(path)
+            except DigestError as e:
+                out.error_from(e)
+                warnings = list(getattr(e, "warnings", ()))
+            for warning in warnings:
+                out.error_from(warning, "warning")
     return Report(tuple(out.findings))
 
 

@@ -435,3 +435,24 @@ def test_files_saved_with_a_byte_order_mark_are_read(project: Path, small_issue:
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     findings = _findings("small")
     assert not any("invalid TOML" in f or "error" in f for f in findings), findings
+
+
+def test_a_broken_digest_toml_does_not_hide_the_stories_problems(project: Path, runner: CliRunner) -> None:
+    """A typo in digest.toml stopped the check before the issue was read: the editor fixed
+    it, ran again, and only then learnt of the broken story."""
+    config = project / "digest.toml"
+    config.write_text(config.read_text().replace('language = "en"', 'langauge = "en"'))
+    story(project / "issues" / EXAMPLE / "zz-late.md", "Late", date="2024-02-30")
+    result = runner.invoke(cli, ["check", EXAMPLE])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[::2] == [
+        "digest.toml:14: error: unknown key 'langauge' in [newsletter]",
+        f"issues/{EXAMPLE}/zz-late.md:3: error: invalid date in 'date': 2024-02-30 "
+        "(day is out of range for month)",
+        "2 errors, 0 warnings",
+    ]
+    data = json.loads(runner.invoke(cli, ["check", EXAMPLE, "--json"]).stdout)
+    assert [(f["path"], f["severity"]) for f in data["findings"]] == [
+        ("digest.toml", "error"),
+        (f"issues/{EXAMPLE}/zz-late.md", "error"),
+    ]

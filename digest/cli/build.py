@@ -117,6 +117,20 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
         shutdown()
 
 
+def _issue_folder(state: State, issue: str) -> Path | None:
+    """ISSUE's folder when digest.toml cannot be read (the project's issues/, or a path)."""
+    from ..config import find_project_root
+
+    try:
+        root = state.project_dir.resolve() if state.project_dir is not None else find_project_root()
+    except DigestError:
+        return None
+    for folder in ([root / "issues" / issue] if len(Path(issue).parts) == 1 else []) + [Path(issue)]:
+        if folder.is_dir():
+            return folder
+    return None
+
+
 @cli.command()
 @click.argument("issue")
 @click.option("--strict", is_flag=True, help="Fail (exit 1) on warnings too.")
@@ -141,11 +155,16 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
     from ..check import check_issue, report_of
 
     try:
-        report = check_issue(state.project(), issue)
-    except DigestError as e:  # digest.toml, or no such issue: for CI, still JSON
-        if not as_json:
-            raise
-        report = report_of(e)
+        project = state.project()
+    except DigestError as e:  # digest.toml: its errors, and what the stories say on their own
+        report = report_of(e, issue_dir=_issue_folder(state, issue))
+    else:
+        try:
+            report = check_issue(project, issue)
+        except DigestError as e:  # no such issue: for CI, still JSON
+            if not as_json:
+                raise
+            report = report_of(e)
     if as_json:
         click.echo(
             json.dumps(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -249,15 +252,34 @@ def _render(env: jinja2.Environment, name: str, context: dict) -> tuple[Path, st
         ) from None
     except jinja2.UndefinedError as e:
         path, line = _template_frame(template.filename)
+        message, close = _undefined(e.message or "")
         raise TemplateError(
-            f"template uses an undefined variable: {e.message}",
+            f"template uses an undefined variable: {message}",
             path=path,
             line=line,
-            hint="check the spelling; the README lists what templates can use",
+            hint=f"did you mean '{close}'?"
+            if close
+            else "check the spelling; the README lists what templates can use",
         ) from e
     except jinja2.TemplateError as e:
         path, line = _template_frame(template.filename)
         raise TemplateError(f"template error: {e}", path=path, line=line) from e
+
+
+_NO_ATTRIBUTE = re.compile(r"'(?:[\w.]+\.)?(\w+) object' has no attribute '(\w+)'")
+
+
+def _undefined(message: str) -> tuple[str, str | None]:
+    """Jinja's "'digest.issue.Issue object' has no attribute 'titel'" in the words of the
+    templates ("'issue' has no 'titel'"), and the name it resembles, if any."""
+    m = _NO_ATTRIBUTE.fullmatch(message)
+    known = {"Issue": Issue, "Story": Story, "Newsletter": Newsletter}
+    if m is None or m[1] not in known:
+        return message, None
+    cls = known[m[1]]
+    names = [f.name for f in dataclasses.fields(cls)] + [n for n in dir(cls) if not n.startswith("_")]
+    close = difflib.get_close_matches(m[2], names, n=1)
+    return f"'{m[1].lower()}' has no '{m[2]}'", close[0] if close else None
 
 
 def _template_frame(fallback: str | None) -> tuple[str | None, int | None]:

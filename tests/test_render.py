@@ -152,8 +152,9 @@ def test_undefined_variable_names_template_and_line(project: Path) -> None:
     )
     with pytest.raises(TemplateError) as e:
         _render()
-    assert e.value.message.startswith("template uses an undefined variable")
-    assert "subjcet" in e.value.message
+    # In the templates' words, not Python's ("'digest.issue.Issue object' has no attribute").
+    assert e.value.message == "template uses an undefined variable: 'issue' has no 'subjcet'"
+    assert e.value.hint == "did you mean 'subject'?"
     assert (e.value.path, e.value.line) == (template, 2)
 
 

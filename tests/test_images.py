@@ -15,7 +15,7 @@ from digest.images import email_srcs, folder_path, for_email, is_local, publishe
 from digest.issue import load_issue
 from digest.render import render_issue
 
-from .conftest import write
+from .conftest import EXAMPLE, write
 
 BASE = "https://worlddigest.example.org"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
@@ -278,3 +278,23 @@ def test_pictures_carry_no_height_attribute_that_html_forbids(project: Path) -> 
     assert ' width="536"' in story_image and "max-width:536px" in story_image, story_image
     assert " width=" not in body_image and "max-width:100%" in body_image, body_image
     assert " height=" not in story_image + body_image
+
+
+def test_a_project_template_s_pixel_sizes_still_become_attributes_for_outlook(project: Path) -> None:
+    """Outlook for Windows sizes pictures by their attributes: a project's logo sized in CSS
+    keeps getting width and height from premailer, where the template wrote none."""
+    write(
+        project / "templates" / "email.html",
+        """
+        {% extends "!default/email.html" %}
+        {% block head %}{{ super() }}<style>.logo{width:120px;height:40px}
+        .col{width:280px}</style>{% endblock %}
+        {% block header %}<tr><td class="masthead"><img class="logo" src="https://example.org/l.png" alt="Logo">
+        <table><tr><td class="col">L</td></tr></table></td></tr>{% endblock %}
+        """,
+    )
+    project_ = load_project()
+    html = render_issue(project_, load_issue(project_, EXAMPLE)).html
+    logo = re.search(r'<img class="logo"[^>]*>', html)[0]
+    assert ' width="120"' in logo and ' height="40"' in logo, logo
+    assert re.search(r'<td class="col"[^>]* width="280"', html)

@@ -153,12 +153,17 @@ def _bare_language(story: dict) -> Markup:  # the story partial's lang and dir (
     return Markup(f' lang="{language}" dir="ltr"') if language else Markup("")
 
 
+def _bare_picture(image: dict) -> str:  # the text part's picture line
+    return f"[Picture: {image['alt']}] <{image['src']}>"
+
+
 BARE_ENV.filters.update(
     story_html=_bare_html,
     story_text=_bare_text,
     lead=_bare_lead,
     wrap=_fill,
     language_attributes=_bare_language,
+    picture_text=_bare_picture,
 )
 CONTEXT: dict = {}
 

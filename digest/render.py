@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from html import escape
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import jinja2
 from markupsafe import Markup
@@ -22,10 +22,12 @@ from .errors import DigestError, TemplateError, raise_all
 from .issue import Issue, check_slug
 from .language import language_direction
 from .mergefields import Fields, NoReader, Placeholders, Slot, check_templates, slot_index
-from .plaintext import lead_gap, wrap
-from .stories import Story
+from .plaintext import lead_gap, picture, wrap
+from .stories import Image, Story
 
 log = logging.getLogger(__name__)
+
+_URL_KEEP = "!#$%&'()*+,/:;=?@[]~"  # what a URL keeps as it is (its % escapes too)
 
 HTML_TEMPLATE = "email.html"
 TEXT_TEMPLATE = "email.txt"
@@ -63,6 +65,12 @@ def _language_attributes(story: Story) -> Markup:
     if not story.language:
         return Markup("")
     return Markup(f' lang="{escape(story.language)}" dir="{language_direction(story.language)}"')
+
+
+def _picture_text(image: Image) -> str:
+    """A story's picture as the text part writes it: '[Picture: alt] <url>', the address
+    percent-encoded as the HTML part's link resolves (a space would split it when wrapped)."""
+    return picture(image.alt, quote(image.src, safe=_URL_KEEP))
 
 
 def _story_html(story: Story) -> Markup:
@@ -112,6 +120,7 @@ def _environment(project_templates: Path | None, fingerprint: tuple) -> jinja2.E
     env.filters["story_html"] = _story_html
     env.filters["language_attributes"] = _language_attributes
     env.filters["story_text"] = _story_text
+    env.filters["picture_text"] = _picture_text
     env.filters["wrap"] = wrap
     env.filters["lead"] = lead
     # A template written when an export's recipient was None still reads it so.

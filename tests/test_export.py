@@ -136,6 +136,25 @@ def test_the_text_part_gives_every_picture_its_alt_text_and_address(project: Pat
     ) in " ".join(text.split())
 
 
+def test_a_remote_front_matter_picture_keeps_one_address_in_the_text_part(project: Path) -> None:
+    """A remote picture's address with spaces was written raw, and wrapping split it in two."""
+    from digest.config import load_project
+    from digest.issue import load_issue
+    from digest.render import render_issue
+
+    folder = project / "issues" / "remote"
+    write(folder / "issue.toml", 'subject = "Remote"\npreheader = "A picture"\n')
+    src = "https://example.net/photos/a very long name of a picture in the harbour at dawn.png"
+    write(
+        folder / "a.md",
+        f"---\ntitle: Harbour\nimage: {{src: '{src}', alt: The harbour}}\n---\nThe harbour.\n",
+    )
+    project_ = load_project()
+    text = render_issue(project_, load_issue(project_, "remote")).text
+    encoded = src.replace(" ", "%20")
+    assert f"[Picture: The harbour]\n<{encoded}>\n" in text
+
+
 def test_without_base_url_export_refuses_naming_every_picture(project: Path, runner) -> None:
     from digest.cli import cli
 

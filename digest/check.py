@@ -112,12 +112,13 @@ def report_of(error: DigestError, base: Path | None = None, issue_dir: Path | No
             out.error_from(e)
         for path in story_files(issue_dir):
             try:
-                _, warnings = read_story(path)
+                read_story(path)
             except DigestError as e:
-                out.error_from(e)
-                warnings = list(getattr(e, "warnings", ()))
-            for warning in warnings:
-                out.error_from(warning, "warning")
+                out.error_from(e)  # its warnings come with the others, next
+        partial, broken = _readable_part(out, issue_dir)
+        # The checks of the stories' own text (markers, links, a url without a source);
+        # the earlier issues' urls need the settings (recent_issues), so not those.
+        _check_stories(out, dataclasses.replace(partial, stories=partial.stories + broken), {})
     return Report(tuple(out.findings))
 
 
@@ -135,7 +136,7 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     except DigestError as e:
         out.error_from(e)
         # Keep going with the stories that could be read: their warnings are shown too.
-        partial, broken = _readable_part(out, project, ref)
+        partial, broken = _readable_part(out, ref)
         try:
             read_manifest(partial.path)
         except DigestError:
@@ -146,7 +147,9 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
         _check_one_click(out, project)
         # A story with errors is looked through too (its body's links, a url without a
         # source), so that every problem of the story comes in this one run.
-        _check_stories(out, project, dataclasses.replace(partial, stories=partial.stories + broken))
+        _check_stories(
+            out, dataclasses.replace(partial, stories=partial.stories + broken), earlier_urls(project, partial)
+        )
         out.error_from(DigestErrors(client_warnings(project, partial)), "warning")
         return Report(tuple(out.findings))
     for warning in issue.warnings:
@@ -160,7 +163,7 @@ def check_issue(project: Project, ref: str | Path, base: Path | None = None) -> 
     _check_manifest(out, issue)
     _check_bounces(out, project)
     _check_one_click(out, project)
-    _check_stories(out, project, issue)
+    _check_stories(out, issue, earlier_urls(project, issue))
     _check_published_images(out, project, issue)
     out.error_from(DigestErrors(client_warnings(project, issue)), "warning")
     if message is not None:
@@ -194,7 +197,7 @@ def _check_bounces(out: _Collector, project: Project) -> None:
         )
 
 
-def _readable_part(out: _Collector, project: Project, issue_dir: Path) -> tuple[Issue, tuple[Story, ...]]:
+def _readable_part(out: _Collector, issue_dir: Path) -> tuple[Issue, tuple[Story, ...]]:
     """Return the issue with only the stories that parse (for their warnings), and what could
     be read of the stories with errors (for the checks of their front matter and body)."""
     stories = []
@@ -308,10 +311,9 @@ def _check_manifest(out: _Collector, issue: Issue) -> None:
             )
 
 
-def _check_stories(out: _Collector, project: Project, issue: Issue) -> None:
+def _check_stories(out: _Collector, issue: Issue, earlier: dict[str, str]) -> None:
     seen_urls: dict[str, Story] = {}
     seen_titles: dict[str, Story] = {}
-    earlier = earlier_urls(project, issue)
     for story in issue.stories:
         text_lines = story.path.read_text(encoding="utf-8").splitlines()
         for number, text in enumerate(text_lines, 1):

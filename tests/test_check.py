@@ -389,7 +389,7 @@ def test_json_output_when_the_issue_cannot_be_checked_at_all(project: Path, runn
     )
     assert finding["hint"] == 'write language = "ar-EG"'
     missing = runner.invoke(cli, ["check", "nope", "--json"])
-    assert missing.exit_code == 1 and json.loads(missing.stdout)["errors"] == 1
+    assert missing.exit_code == 1 and json.loads(missing.stdout)["errors"] == 2  # digest.toml, no issue
 
 
 def test_a_broken_dotenv_is_found_before_the_send(project: Path) -> None:
@@ -442,17 +442,25 @@ def test_a_broken_digest_toml_does_not_hide_the_stories_problems(project: Path, 
     it, ran again, and only then learnt of the broken story."""
     config = project / "digest.toml"
     config.write_text(config.read_text().replace('language = "en"', 'langauge = "en"'))
-    story(project / "issues" / EXAMPLE / "zz-late.md", "Late", date="2024-02-30")
+    story(
+        project / "issues" / EXAMPLE / "zz-late.md", "Late", body="TODO: the [empty]() link.", date="2024-02-30"
+    )
     result = runner.invoke(cli, ["check", EXAMPLE])
     assert result.exit_code == 1
     assert result.stdout.splitlines()[::2] == [
         "digest.toml:14: error: unknown key 'langauge' in [newsletter]",
         f"issues/{EXAMPLE}/zz-late.md:3: error: invalid date in 'date': 2024-02-30 "
         "(day is out of range for month)",
-        "2 errors, 0 warnings",
+        f"issues/{EXAMPLE}/zz-late.md:5: warning: leftover TODO marker",
+        f"issues/{EXAMPLE}/zz-late.md:5: warning: an empty link",
+        "2 errors, 2 warnings",
     ]
     data = json.loads(runner.invoke(cli, ["check", EXAMPLE, "--json"]).stdout)
     assert [(f["path"], f["severity"]) for f in data["findings"]] == [
         ("digest.toml", "error"),
         (f"issues/{EXAMPLE}/zz-late.md", "error"),
+        (f"issues/{EXAMPLE}/zz-late.md", "warning"),
+        (f"issues/{EXAMPLE}/zz-late.md", "warning"),
     ]
+    missing = runner.invoke(cli, ["check", "nosuch"])  # and a missing issue is said too
+    assert missing.stdout.splitlines()[2::2] == ["issues: error: no issue 'nosuch'", "2 errors, 0 warnings"]

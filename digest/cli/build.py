@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DigestError
+from ..errors import DigestError, DigestErrors
 from . import State, _shown, cli, report, warn_all
 
 
@@ -117,18 +117,20 @@ def preview(state: State, issue: str, host: str, port: int | None, no_open: bool
         shutdown()
 
 
-def _issue_folder(state: State, issue: str) -> Path | None:
-    """ISSUE's folder when digest.toml cannot be read (the project's issues/, or a path)."""
+def _issue_folder(state: State, issue: str) -> tuple[Path | None, DigestError | None]:
+    """ISSUE's folder when digest.toml cannot be read (the project's issues/, or a path),
+    or the error that there is no such issue."""
     from ..config import find_project_root
+    from ..errors import ContentError
 
     try:
         root = state.project_dir.resolve() if state.project_dir is not None else find_project_root()
     except DigestError:
-        return None
+        return None, None
     for folder in ([root / "issues" / issue] if len(Path(issue).parts) == 1 else []) + [Path(issue)]:
         if folder.is_dir():
-            return folder
-    return None
+            return folder, None
+    return None, ContentError(f"no issue '{issue}'", path=root / "issues", hint="create one with 'digest new'")
 
 
 @cli.command()
@@ -157,7 +159,9 @@ def check(state: State, issue: str, strict: bool, as_json: bool) -> None:
     try:
         project = state.project()
     except DigestError as e:  # digest.toml: its errors, and what the stories say on their own
-        report = report_of(e, issue_dir=_issue_folder(state, issue))
+        folder, missing = _issue_folder(state, issue)
+        errors = [*getattr(e, "errors", [e]), *([missing] if missing else [])]
+        report = report_of(DigestErrors(errors) if len(errors) > 1 else e, issue_dir=folder)
     else:
         try:
             report = check_issue(project, issue)

@@ -166,6 +166,22 @@ def test_a_right_to_left_newsletter_gets_a_right_to_left_archive(project: Path, 
         assert (root.get("lang"), root.get("dir")) == ("ar-EG", "rtl"), page
 
 
+def test_a_story_in_a_language_of_its_own_keeps_it_on_every_page(project: Path, runner: CliRunner) -> None:
+    """Its title, picture and text on the issue's page, and its title on its source's page."""
+    story = sorted((project / "issues" / EXAMPLE).glob("*.md"))[0]
+    story.write_text(
+        story.read_text(encoding="utf-8").replace("---\n", "---\nlanguage: ar\n", 1), encoding="utf-8"
+    )
+    assert publish(runner, EXAMPLE).exit_code == 0
+    page = lxml.html.fromstring((project / "site" / EXAMPLE / "index.html").read_bytes())
+    assert [(e.tag, e.get("dir")) for e in page.xpath('//*[@lang="ar"]')] == [("h2", "rtl"), ("div", "rtl")]
+    marked = []
+    for source_page in (project / "site" / "sources").glob("*/index.html"):
+        tree = lxml.html.fromstring(source_page.read_bytes())
+        marked += [(e.get("class"), e.get("dir")) for e in tree.xpath('//*[@lang="ar"]')]
+    assert marked == [("issue-item-title", "rtl")]
+
+
 def test_the_example_site_matches_the_golden_tree(project: Path, runner: CliRunner) -> None:
     out = _published(project, runner, EXAMPLE)
     files = {name: data for name, data in site_files(out).items() if name != ".digest-site.json"}

@@ -182,7 +182,7 @@ def load_settings(dotenv_path: Path, environ: Mapping[str, str]) -> Settings:
                 hint="starttls is the default and right for port 587",
             )
         )
-    raise_all(problems)
+    raise_all(sorted(problems, key=lambda problem: problem.line or 0))  # in the file's order
     return Settings(
         smtp_host=values.get("DIGEST_SMTP_HOST") or None,
         smtp_port=port,

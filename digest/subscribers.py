@@ -436,7 +436,9 @@ def _restore_record(conn: sqlite3.Connection, address: str, backup: Mapping[str,
     dates = []
     for column in ("created", "updated"):
         try:
-            dates.append(dt.datetime.fromisoformat(backup[column]).timestamp())
+            moment = dt.datetime.fromisoformat(backup[column])
+            # An export writes UTC ('…Z'); a time edited without its zone is UTC too.
+            dates.append((moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp())
         except (ValueError, OverflowError, OSError):
             return  # a cell edited into something else: the import's own time stands
     conn.execute(

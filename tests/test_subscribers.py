@@ -365,3 +365,21 @@ def test_the_editor_s_add_or_import_activates_an_unconfirmed_address(project, ru
     assert subscribers.add(conn, "zed@example.org", None, "unconfirmed", "import backup.csv") == "known"
     run(runner, "unsubscribe", "eve@example.org")
     assert subscribers.add(conn, "eve@example.org", None, "active", "cli") == "suppressed"
+
+
+def test_a_backup_time_edited_without_its_zone_is_read_as_utc(project, runner, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        backup = tmp_path / "backup.csv"
+        backup.write_text(
+            "email,status,created,updated,source,name\n"
+            "eve@example.org,active,2024-01-01T10:00:00,2024-01-02T10:00:00Z,web: confirmed link,Eve\n",
+            encoding="utf-8",
+        )
+        assert run(runner, "subscribers", "import", str(backup)).exit_code == 0
+        [eve] = json.loads(run(runner, "subscribers", "ls", "--json").stdout)
+        assert (eve["created"], eve["updated"]) == ("2024-01-01T10:00:00Z", "2024-01-02T10:00:00Z")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

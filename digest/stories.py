@@ -61,7 +61,9 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
         return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
     except (ValueError, TypeError, AttributeError) as e:  # a day the month lacks; '!!timestamp foo'
         reason = str(e) if isinstance(e, ValueError) else "not a date"
-        return _BadDate(str(node.value), node.start_mark.line, reason)
+        if "timedelta" in reason:  # Python's words for a zone offset past 24 hours
+            reason = "its time zone is more than 24 hours off UTC"
+        return _BadDate(str(node.value) or "''", node.start_mark.line, reason)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)

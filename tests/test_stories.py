@@ -279,6 +279,11 @@ def test_the_lead_ends_as_the_datelines_script_does(dateline: str, source: str |
         ("foo: &x [*x]", None),  # an alias that holds itself: read once, no endless look
         ("foo: &y {a: *y}", None),
         ("date: !!timestamp foo", "invalid date in 'date': foo (not a date)"),
+        ("date: !!timestamp ''", "invalid date in 'date': '' (not a date)"),
+        (
+            "date: 2024-01-01T10:00:00+99:00",
+            "invalid date in 'date': 2024-01-01T10:00:00+99:00 (its time zone is more than 24 hours off UTC)",
+        ),
     ],
 )
 def test_odd_yaml_in_the_front_matter_gets_a_clear_answer(tmp_path: Path, front: str, problem) -> None:

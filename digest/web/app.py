@@ -28,7 +28,7 @@ from ..headers import clean_value
 from ..send.recipients import envelope_address, normalise_address
 from ..settings import Settings
 from . import mail
-from .limits import Limit, allow, refund
+from .limits import Limit, allow, refund, seconds_left
 from .pages import make_environment, page, secure, stylesheet
 
 log = logging.getLogger(__name__)
@@ -243,12 +243,13 @@ class ReaderApp:
         conn, client = self.conn(), client_bucket(request.remote_addr)
         subscribers.purge_unconfirmed(conn, self.options.confirm_days * 86400)
         if not allow(conn, f"client:{client}", self.options.per_client):
+            wait = seconds_left(conn, f"client:{client}", self.options.per_client)
             limited = self.error(
                 429,
                 "Too many requests",
                 "Too many subscribe requests came from your network. Please try again in an hour.",
             )
-            limited.headers["Retry-After"] = str(int(self.options.per_client.window))  # RFC 6585 4
+            limited.headers["Retry-After"] = str(wait)  # RFC 6585 4: when the window ends
             return limited
         # The same answer whether the address is new, active or unsubscribed.
         bucket = f"address:{db.address_hash(canonical_address(address))}"

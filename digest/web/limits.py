@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -41,3 +42,11 @@ def refund(conn: sqlite3.Connection, bucket: str) -> None:
     """Take back one event that ``allow`` counted (what it allowed did not happen)."""
     with transaction(conn):
         conn.execute("UPDATE rate_limits SET count = count - 1 WHERE bucket = ? AND count > 0", (bucket,))
+
+
+def seconds_left(conn: sqlite3.Connection, bucket: str, limit: Limit, now: float | None = None) -> int:
+    """Seconds until *bucket*'s window ends and ``allow`` counts afresh (at least 1)."""
+    now = time.time() if now is None else now
+    row = conn.execute("SELECT window_start FROM rate_limits WHERE bucket = ?", (bucket,)).fetchone()
+    left = limit.window - (now - row[0]) if row is not None else 0
+    return max(1, math.ceil(left))

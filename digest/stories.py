@@ -120,7 +120,11 @@ class Story:
 
     @property
     def words(self) -> int:
-        return len(self.body.split())
+        """The body's words; in Chinese and Japanese, written without spaces, its characters
+        (as word counts of those languages go), not a whole paragraph as one."""
+        return sum(
+            1 if token.isascii() else (sum(ideographic(c) for c in token) or 1) for token in self.body.split()
+        )
 
 
 @dataclass(frozen=True)

@@ -298,3 +298,19 @@ def test_odd_yaml_in_the_front_matter_gets_a_clear_answer(tmp_path: Path, front:
         with pytest.raises(DigestError) as e:
             read_story(path)
         assert (e.value.message, e.value.line) == (problem, 3)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("The Kremlin is satisfied with the talks.", 7),
+        ("東京港に新ターミナルが開業した。", 15),  # a character a word (not the 。), as Japanese counts go
+        ("서울에서 회의가 열렸다", 3),  # Korean is written with spaces: its words
+        ("Le président a dit « non ».", 7),
+    ],
+)
+def test_a_story_s_words_are_counted_as_its_language_counts_them(tmp_path: Path, body: str, words: int) -> None:
+    path = tmp_path / "s.md"
+    path.write_text(f"---\ntitle: T\n---\n{body}\n", encoding="utf-8")
+    story, _ = read_story(path)
+    assert story.words == words

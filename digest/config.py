@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 import re
@@ -537,6 +538,17 @@ def _bounce_problems(table: dict, path: Path, text: str) -> list[DigestError]:
     return problems
 
 
+_TOML_DAY = re.compile(r"\s*([\w-]+)\s*=\s*(\d{4}-\d{1,2}-\d{1,2})\b")
+
+
+def _is_day(text: str) -> bool:
+    """Whether *text* is a day as TOML writes one: YYYY-MM-DD, a day the month has."""
+    try:
+        return len(text) == 10 and dt.date.fromisoformat(text) is not None
+    except ValueError:
+        return False
+
+
 def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, str]:
     """Read a TOML file; return its data and its text, or raise *error* with the line."""
     try:
@@ -551,9 +563,13 @@ def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, st
         m = _TOML_LINE.search(str(e))
         line = int(m.group(1)) if m else None
         what = str(e).split(" (at")[0]
+        row = text.splitlines()[line - 1] if line is not None and line <= len(text.splitlines()) else ""
         if what.startswith("Cannot overwrite a value") and line is not None:  # a key given twice
-            key = text.splitlines()[line - 1].split("=", 1)[0].strip()
+            key = row.split("=", 1)[0].strip()
             what, hint = f"'{key}' is set twice", f"keep one '{key} = ...' in the table"
+        elif (m := _TOML_DAY.match(row)) and not _is_day(m[2]):  # 2024-13-05: 'Expected newline'
+            what = f"'{m[1]}' is not a day of the calendar: {m[2]}"
+            hint = "write the date as YYYY-MM-DD with a day the month has, e.g. 2024-03-05"
         raise error(f"invalid TOML: {what}", path=path, line=line, hint=hint) from e
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_project
-from digest.errors import ContentError, DigestErrors
-from digest.issue import load_issue
+from digest.errors import ContentError, DigestError, DigestErrors
+from digest.issue import load_issue, read_manifest
 
 from .conftest import EXAMPLE, story, write
 
@@ -122,3 +122,14 @@ def test_a_control_character_in_issue_toml_is_an_error(project: Path, small_issu
         ("'subject' holds a control character (U+001B)", 1),
         ("'preheader' holds a control character (U+000D)", 2),
     ]
+
+
+@pytest.mark.parametrize("day", ["2024-13-05", "2024-02-30", "2024-1-5"])
+def test_a_date_in_issue_toml_that_is_no_day_is_named_so(project: Path, day: str) -> None:
+    """TOML's own words for 2024-13-05 were 'Expected newline or end of document'."""
+    folder = project / "issues" / "dated"
+    write(folder / "issue.toml", f'subject = "S"\ndate = {day}\n')
+    with pytest.raises(DigestError) as e:
+        read_manifest(folder)
+    assert (e.value.message, e.value.line) == (f"invalid TOML: 'date' is not a day of the calendar: {day}", 2)
+    assert "YYYY-MM-DD" in e.value.hint

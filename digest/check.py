@@ -110,12 +110,7 @@ def report_of(error: DigestError, base: Path | None = None, issue_dir: Path | No
             read_manifest(issue_dir)
         except DigestError as e:
             out.error_from(e)
-        for path in story_files(issue_dir):
-            try:
-                read_story(path)
-            except DigestError as e:
-                out.error_from(e)  # its warnings come with the others, next
-        partial, broken = _readable_part(out, issue_dir)
+        partial, broken = _readable_part(out, issue_dir, errors=True)
         # The checks of the stories' own text (markers, links, a url without a source);
         # the earlier issues' urls need the settings (recent_issues), so not those.
         _check_stories(out, dataclasses.replace(partial, stories=partial.stories + broken), {})
@@ -197,15 +192,18 @@ def _check_bounces(out: _Collector, project: Project) -> None:
         )
 
 
-def _readable_part(out: _Collector, issue_dir: Path) -> tuple[Issue, tuple[Story, ...]]:
+def _readable_part(out: _Collector, issue_dir: Path, errors: bool = False) -> tuple[Issue, tuple[Story, ...]]:
     """Return the issue with only the stories that parse (for their warnings), and what could
-    be read of the stories with errors (for the checks of their front matter and body)."""
+    be read of the stories with errors (for the checks of their front matter and body).
+    With *errors*, the stories' errors are reported too (load_issue has not said them)."""
     stories = []
     broken: list[Story] = []
     for path in story_files(issue_dir):
         try:
             story, warnings = read_story(path)
-        except DigestError as e:  # already reported by load_issue; its warnings still count
+        except DigestError as e:  # reported by load_issue, or here; its warnings still count
+            if errors:
+                out.error_from(e)
             for warning in getattr(e, "warnings", ()):
                 out.error_from(warning, "warning")
             if getattr(e, "story", None) is not None:

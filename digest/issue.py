@@ -57,16 +57,22 @@ class Issue:
 
 def resolve_issue_dir(project: Project, ref: str | Path) -> Path:
     """Turn ISSUE (a slug under issues/ or a folder path) into an existing folder."""
+    return issue_dir_in(project.issues_dir, ref)
+
+
+def issue_dir_in(issues_dir: Path, ref: str | Path) -> Path:
+    """``resolve_issue_dir`` with the project's issues/ folder given (for a project whose
+    digest.toml cannot be read)."""
     ref_path = Path(ref)
-    candidates = [project.issues_dir / ref_path] if len(ref_path.parts) == 1 else []
+    candidates = [issues_dir / ref_path] if len(ref_path.parts) == 1 else []
     candidates.append(ref_path if ref_path.is_absolute() else Path.cwd() / ref_path)
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
-    known = sorted(p.name for p in project.issues_dir.glob("*/") if p.is_dir())
+    known = sorted(p.name for p in issues_dir.glob("*/") if p.is_dir())
     raise ContentError(
         f"no issue '{ref}'",
-        path=project.issues_dir,
+        path=issues_dir,
         hint=("known issues: " + ", ".join(known)) if known else "create one with 'digest new'",
     )
 

@@ -121,16 +121,16 @@ def _issue_folder(state: State, issue: str) -> tuple[Path | None, DigestError | 
     """ISSUE's folder when digest.toml cannot be read (the project's issues/, or a path),
     or the error that there is no such issue."""
     from ..config import find_project_root
-    from ..errors import ContentError
+    from ..issue import issue_dir_in
 
     try:
         root = state.project_dir.resolve() if state.project_dir is not None else find_project_root()
     except DigestError:
         return None, None
-    for folder in ([root / "issues" / issue] if len(Path(issue).parts) == 1 else []) + [Path(issue)]:
-        if folder.is_dir():
-            return folder, None
-    return None, ContentError(f"no issue '{issue}'", path=root / "issues", hint="create one with 'digest new'")
+    try:
+        return issue_dir_in(root / "issues", issue), None
+    except DigestError as e:
+        return None, e
 
 
 @cli.command()

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .errors import ContentError, DigestError
 from .issue import Issue
-from .stories import Image, Story, body_html, body_text, front_line, markdown_tokens
+from .stories import Image, Story, body_parts, front_line, markdown_tokens
 
 # What a published image's path may carry as it is (RFC 3986 pchar and '/'); the rest is
 # percent-encoded as UTF-8, as links.ascii_url writes a non-ASCII path.
@@ -173,8 +173,7 @@ def for_email(issue: Issue, base_url: str | None) -> tuple[Issue, list[DigestErr
         if story.image and story.image.src in srcs:
             changes["image"] = Image(srcs[story.image.src], story.image.alt)
         if any(not i.front and i.src in srcs for i in story_images(story)):
-            changes["body_html"] = body_html(story.body, srcs)
-            changes["body_text"] = body_text(story.body, srcs, story.lead)
+            changes["body_html"], changes["body_text"] = body_parts(story.body, srcs, story.lead)
         stories.append(dataclasses.replace(story, **changes) if changes else story)
     return dataclasses.replace(issue, stories=tuple(stories)), errors
 

@@ -461,18 +461,14 @@ def lead_of(dateline: str | None, source: str | None) -> str:
     return f"{dateline}{stop}{gap}/{source}/{stop}" if source else f"{dateline}{stop}"
 
 
-def body_html(body: str, image_srcs: Mapping[str, str]) -> str:
-    """Return a Markdown body as HTML, each image whose src *image_srcs* names given its new src.
+def body_parts(body: str, image_srcs: Mapping[str, str], lead: str = "") -> tuple[str, str]:
+    """Return a Markdown body as HTML and as the text part writes it (after *lead*, the
+    dateline), parsed once, each image whose src *image_srcs* names given its new src.
 
     The email links a picture of the issue folder at its published address (see images.py).
     """
-    return _render_html(_with_srcs(body, image_srcs))
-
-
-def body_text(body: str, image_srcs: Mapping[str, str], lead: str = "") -> str:
-    """Return a Markdown body as the text part writes it (after *lead*, the dateline), each
-    image whose src *image_srcs* names given its new src, as body_html does."""
-    return tokens_to_text(_with_srcs(body, image_srcs), lead)
+    tokens = _with_srcs(body, image_srcs)
+    return _render_html(tokens), tokens_to_text(tokens, lead)
 
 
 def _with_srcs(body: str, image_srcs: Mapping[str, str]) -> list:

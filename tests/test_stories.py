@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ContentError, DigestError, DigestErrors
-from digest.stories import body_html, lead_of, read_story
+from digest.stories import body_parts, lead_of, read_story
 
 from .conftest import REPO, write
 
@@ -218,8 +218,10 @@ def test_body_html_gives_named_images_a_new_src(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     story, _ = read_story(path)
-    assert body_html(story.body, {}) == story.body_html
-    html = body_html(story.body, {"map.png": "https://example.org/i/map.png", "caf%C3%A9.png": "https://x/c"})
+    assert body_parts(story.body, {}, story.lead) == (story.body_html, story.body_text)
+    html, _ = body_parts(
+        story.body, {"map.png": "https://example.org/i/map.png", "caf%C3%A9.png": "https://x/c"}
+    )
     assert html == story.body_html.replace('src="map.png"', 'src="https://example.org/i/map.png"').replace(
         'src="caf%C3%A9.png"', 'src="https://x/c"'
     )

@@ -15,11 +15,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .errors import ContentError, DigestError
 from .issue import Issue
+from .links import PATH_SAFE
 from .stories import Image, Story, body_parts, front_line, markdown_tokens
 
-# What a published image's path may carry as it is (RFC 3986 pchar and '/'); the rest is
-# percent-encoded as UTF-8, as links.ascii_url writes a non-ASCII path.
-_PATH_SAFE = "/!$&'()*+,;=:@~"
 NO_BASE_URL_HINT = (
     "set base_url in digest.toml's [newsletter] and publish the archive ('digest publish ISSUE', "
     "then put site/ online) before you send: the email links the picture there; "
@@ -138,7 +136,7 @@ def local_images(issue: Issue) -> tuple[list[LocalImage], list[DigestError]]:
 
 def published_url(base_url: str, slug: str, path: str) -> str:
     """Return the absolute URL of an issue folder's file on the published site."""
-    return f"{base_url.rstrip('/')}/{quote(slug, safe=_PATH_SAFE)}/{quote(path, safe=_PATH_SAFE)}"
+    return f"{base_url.rstrip('/')}/{quote(slug, safe=PATH_SAFE)}/{quote(path, safe=PATH_SAFE)}"
 
 
 def email_srcs(issue: Issue, base_url: str | None) -> tuple[dict[str, str], list[DigestError]]:

@@ -9,6 +9,8 @@ from .headers import ascii_domain
 # What a URL may carry as it is; anything else (non-ASCII text) is percent-encoded as UTF-8.
 # '{' and '}' stay: unsubscribe_url's {email} and {token}.
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~{}"
+# What a URL path keeps as it is (RFC 3986 pchar and '/'); the rest is percent-encoded.
+PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 def is_http_url(value: object) -> bool:

@@ -14,6 +14,7 @@ from werkzeug.utils import redirect, send_from_directory
 from werkzeug.wrappers import Request, Response
 
 from ..errors import DigestError
+from ..links import PATH_SAFE
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def static_app(site_dir: Path, base_path: str = "/") -> Callable:
         if rel == "" or rel.endswith("/"):
             rel += "index.html"
         elif (root / rel).is_dir():
-            return redirect(_with_query(quote(path + "/", safe="/:@!$&'()*+,;=~"), request), 301)
+            return redirect(_with_query(quote(path + "/", safe=PATH_SAFE), request), 301)
         suffix = PurePosixPath(rel).suffix.lower()
         mimetype = (
             "application/feed+json"

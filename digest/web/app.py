@@ -25,6 +25,7 @@ from .. import db, subscribers, tokens
 from ..config import Project
 from ..errors import ConfigError, DigestError
 from ..headers import clean_value
+from ..links import PATH_SAFE
 from ..send.recipients import envelope_address, normalise_address
 from ..settings import Settings
 from . import mail
@@ -82,17 +83,14 @@ def _route(url_path: str, project: Project) -> str:
     return decoded
 
 
-_PCHAR = "/:@!$&'()*+,;=~"  # what a path keeps as it is (RFC 3986 pchar and '/')
-
-
 def _this_url(request: Request, path: str | None = None) -> str:
     """The request's own URL, for a form to post back to: its path encoded again (a decoded
     '?' or '#' of an address would end the path there), or *path* (encoded already), and
     its query as it came."""
     if path is None:
-        path = quote(request.path, safe=_PCHAR)
+        path = quote(request.path, safe=PATH_SAFE)
     query = request.query_string.decode("latin-1")
-    path = quote(request.script_root, safe=_PCHAR) + path
+    path = quote(request.script_root, safe=PATH_SAFE) + path
     return f"{path}?{query}" if query else path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError, DigestError, raise_all
 from .headers import ascii_address, clean_value, parse_mailbox
-from .language import is_language_tag, language_direction
+from .language import is_language_tag, language_direction, suggested_tag
 from .links import ascii_url, is_http_url, site_of
 from .settings import Settings, load_settings
 
@@ -254,14 +254,14 @@ def load_newsletter(path: Path) -> Newsletter:
                 )
             )
         elif value is not None and not is_language_tag(value):
-            fixed = re.sub(r"[_\s]+", "-", value.strip()).strip("-")
+            fixed = suggested_tag(value)
             problems.append(
                 ConfigError(
                     f"'{key}' is not a BCP 47 language tag: {value!r}",
                     path=path,
                     line=_line_of(text, key),
                     hint=f'write {key} = "{fixed}"'
-                    if is_language_tag(fixed)
+                    if fixed
                     else "a language's ISO 639 code of 2 or 3 letters, then a script and a region "
                     'if need be, joined by hyphens: "en", "ar-EG", "pa-Arab"',
                 )

@@ -56,3 +56,10 @@ def language_direction(tag: str) -> str:
 def is_language_tag(tag: str) -> bool:
     """Whether *tag* is a well-formed BCP 47 language tag ("en", "ar-EG", "pa-Arab-PK")."""
     return _LANGUAGE_TAG.fullmatch(tag) is not None
+
+
+def suggested_tag(value: str) -> str | None:
+    """Return the tag *value* was likely meant as ("ar_EG", "en US", "en-" give "ar-EG",
+    "en-US", "en"), if that is a tag."""
+    fixed = re.sub(r"[_\s]+", "-", value.strip()).strip("-")
+    return fixed if is_language_tag(fixed) else None

@@ -16,7 +16,7 @@ from markdown_it import MarkdownIt
 
 from .config import control_character, control_hint
 from .errors import ContentError, DigestError, DigestErrors
-from .language import is_language_tag
+from .language import is_language_tag, suggested_tag
 from .links import is_http_url, site_of
 from .plaintext import CJK_FULL_STOP, ideographic, tokens_to_text
 
@@ -342,12 +342,12 @@ def _build_story(
 
     language = text_field("language")
     if language is not None and not is_language_tag(language):
-        fixed = "-".join(language.replace("_", "-").split())
+        fixed = suggested_tag(language)
         error(
             "language",
             f"'language' is not a BCP 47 language tag: {language!r}",
             f"write language: {fixed}"
-            if is_language_tag(fixed)
+            if fixed
             else "the story's language as an ISO 639 code of 2 or 3 letters, a script and a region "
             "if need be: ar, ja, pa-Arab",
         )

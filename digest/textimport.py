@@ -141,7 +141,7 @@ def split_digest(text: str, disclaimer: str, path: Path) -> ImportResult:
             blocks[-1] = (line_no, lines)
         closing = " ".join(lines[-1].split())
         closing_line = line_no + len(lines) - 1
-        if closing == wanted or _similar(closing, wanted) or _reads_like_disclaimer(closing):
+        if _closing_like(lines[-1], wanted):
             if closing == wanted:
                 disclaimer_found = True
             elif _similar(closing, wanted):

@@ -563,7 +563,8 @@ def read_toml(path: Path, error: type[DigestError], hint: str) -> tuple[dict, st
         m = _TOML_LINE.search(str(e))
         line = int(m.group(1)) if m else None
         what = str(e).split(" (at")[0]
-        row = text.splitlines()[line - 1] if line is not None and line <= len(text.splitlines()) else ""
+        lines = text.splitlines()
+        row = lines[line - 1] if line is not None and line <= len(lines) else ""
         if what.startswith("Cannot overwrite a value") and line is not None:  # a key given twice
             key = row.split("=", 1)[0].strip()
             what, hint = f"'{key}' is set twice", f"keep one '{key} = ...' in the table"

@@ -121,20 +121,8 @@ def test_a_misspelt_table_or_a_key_set_twice_is_named(tmp_path: Path, toml, mess
 def test_text_direction_comes_from_the_language(
     tmp_path: Path, language: str, direction: str | None, expected: str
 ) -> None:
-    path = write(
-        tmp_path / "digest.toml",
-        f"""
-        [newsletter]
-        name = "N"
-        from = "N <n@example.org>"
-        unsubscribe_url = "https://example.org/u"
-        list_id = "n.example.org"
-        disclaimer = "D"
-        language = "{language}"
-    """
-        + (f'direction = "{direction}"\n' if direction else ""),
-    )
-    assert load_newsletter(path).text_direction == expected
+    extra = f'language = "{language}"' + (f'\ndirection = "{direction}"' if direction else "")
+    assert _newsletter(tmp_path, extra).text_direction == expected
 
 
 @pytest.mark.parametrize(
@@ -149,22 +137,10 @@ def test_text_direction_comes_from_the_language(
     ],
 )
 def test_a_language_that_is_not_a_bcp47_tag_is_an_error(tmp_path: Path, language: str, hint: str) -> None:
-    path = write(
-        tmp_path / "digest.toml",
-        f"""
-        [newsletter]
-        name = "N"
-        from = "N <n@example.org>"
-        unsubscribe_url = "https://example.org/u"
-        list_id = "n.example.org"
-        disclaimer = "D"
-        language = "{language}"
-    """,
-    )
     with pytest.raises(ConfigError) as e:
-        load_newsletter(path)
+        _newsletter(tmp_path, f'language = "{language}"')
     assert e.value.message == f"'language' is not a BCP 47 language tag: {language!r}"
-    assert e.value.line == 7 and e.value.path == path
+    assert e.value.line == 7 and e.value.path == tmp_path / "digest.toml"
     assert hint in e.value.hint
 
 
@@ -231,20 +207,8 @@ def test_a_control_character_in_a_source_name_or_a_bad_list_id_is_an_error(tmp_p
 
 
 def test_a_wrong_direction_is_an_error(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "digest.toml",
-        """
-        [newsletter]
-        name = "N"
-        from = "N <n@example.org>"
-        unsubscribe_url = "https://example.org/u"
-        list_id = "n.example.org"
-        disclaimer = "D"
-        direction = "right"
-    """,
-    )
     with pytest.raises(ConfigError) as e:
-        load_newsletter(path)
+        _newsletter(tmp_path, 'direction = "right"')
     assert (e.value.message, e.value.line) == ("'direction' must be \"ltr\" or \"rtl\", not 'right'", 7)
 
 
